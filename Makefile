@@ -1,0 +1,41 @@
+# Shardspace: the two commands a new user runs are `make start-all` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+CARGO ?= cargo
+
+.PHONY: all build release venv test test-rust test-python lint fixtures start-all stop-all status clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release --workspace
+
+# The Python SDK and the example contracts' dependencies, in a virtual environment of the project's own.
+venv: $(VENV)/.installed
+$(VENV)/.installed: checker-sdk/python/pyproject.toml contracts/python/requirements.txt
+	@echo "==> creating the Python environment in $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -e 'checker-sdk/python[dev]' -r contracts/python/requirements.txt
+	touch $@
+
+test: lint test-rust test-python
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+test-rust: venv
+	SHARDSPACE_PYTHON=$(abspath $(VPY)) $(CARGO) test --workspace --locked
+
+test-python: venv
+	$(VPY) -m pytest -q
+
+# Regenerates checker-sdk/fixtures/ from the Python SDK and contracts; commit the result.
+fixtures: venv
+	$(VPY) checker-sdk/fixtures/generate.py

@@ -1,0 +1,110 @@
+//! The canonical JSON encoding (DESIGN.md §3): byte for byte what Python's
+//! `json.dumps(v, sort_keys=True, separators=(",", ":"))` writes. Keys sorted by
+//! code point (which is UTF-8 byte order), no whitespace, and every character
+//! outside `' '..='~'` escaped as `\uXXXX` in lowercase hex, with surrogate pairs
+//! above U+FFFF.
+//!
+//! Floats have no canonical form here: validation refuses them before any id is
+//! computed (see `validate`), so this writer never meets one from a client.
+
+use serde_json::Value;
+
+/// The canonical encoding of `value`.
+pub fn to_string(value: &Value) -> String {
+    let mut out = String::new();
+    write_value(value, &mut out);
+    out
+}
+
+/// Appends the canonical encoding of `value` to `out`.
+pub fn write_value(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        // Integers print as Python prints them; see the module comment on floats.
+        Value::Number(number) => out.push_str(&number.to_string()),
+        Value::String(text) => write_str(text, out),
+        Value::Array(items) => write_seq(items.iter(), out, write_value),
+        Value::Object(map) => {
+            // serde_json's map (without `preserve_order`) iterates in key order.
+            out.push('{');
+            for (position, (key, item)) in map.iter().enumerate() {
+                if position > 0 {
+                    out.push(',');
+                }
+                write_str(key, out);
+                out.push(':');
+                write_value(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Appends `[a,b,...]`, each item written by `write_item`.
+pub fn write_seq<T>(items: impl Iterator<Item = T>, out: &mut String, write_item: impl Fn(T, &mut String)) {
+    out.push('[');
+    for (position, item) in items.enumerate() {
+        if position > 0 {
+            out.push(',');
+        }
+        write_item(item, out);
+    }
+    out.push(']');
+}
+
+/// Appends `text` as a JSON string, escaped as Python's `ensure_ascii` does.
+pub fn write_str(text: &str, out: &mut String) {
+    out.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(character),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in character.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn matches_python_json_dumps() {
+        // Expected strings from Python 3.11:
+        // json.dumps(v, sort_keys=True, separators=(",", ":"))
+        let cases = [
+            (json!({"b": [1, "é😀\u{7f}\n"], "a": true}), r#"{"a":true,"b":[1,"\u00e9\ud83d\ude00\u007f\n"]}"#),
+            (json!({"z": null, "é": {}, "a": []}), r#"{"a":[],"z":null,"\u00e9":{}}"#),
+            (
+                json!(["\"\\\u{8}\u{c}\t\r\u{1}", -9223372036854775808i64, 18446744073709551615u64]),
+                r#"["\"\\\b\f\t\r\u0001",-9223372036854775808,18446744073709551615]"#,
+            ),
+            (json!("日本 / ~"), r#""\u65e5\u672c / ~""#),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(to_string(&value), expected);
+        }
+    }
+
+    #[test]
+    fn keys_sort_by_code_point_not_utf16() {
+        // U+FF61 sorts before U+1F600 by code point, but after it in UTF-16 order.
+        let value = json!({"😀": 1, "｡": 2});
+        assert_eq!(to_string(&value), r#"{"\uff61":2,"\ud83d\ude00":1}"#);
+    }
+}
