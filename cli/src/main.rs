@@ -1,0 +1,47 @@
+//! `shardspace`: one binary, many subcommands (DESIGN.md §2). Thin: it parses
+//! flags and calls the libraries. For now: `shardspace tx inspect`.
+
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Shardspace: a sharded object ledger.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with transactions offline.
+    #[command(subcommand)]
+    Tx(TxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TxCommand {
+    /// Prints the txId, the created objects' ids and the concerned shards of an
+    /// envelope or a bare transaction, as JSON.
+    Inspect(inspect::Flags),
+}
+
+/// Exit code for input that cannot be used (a malformed transaction, a missing file).
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Tx(TxCommand::Inspect(flags)) => inspect::run(&flags),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shardspace: {error:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
