@@ -39,3 +39,20 @@ test-python: venv
 # Regenerates checker-sdk/fixtures/ from the Python SDK and contracts; commit the result.
 fixtures: venv
 	$(VPY) checker-sdk/fixtures/generate.py
+
+# The local cluster: see contrib/local-cluster.sh. Data and logs live under var/.
+start-all: venv
+	@echo "==> building (release): this takes a few minutes the first time"
+	$(CARGO) build --release -p shardspace-cli -p shardspace-example-checkers
+	@echo "==> starting"
+	@contrib/local-cluster.sh start
+
+stop-all:
+	@contrib/local-cluster.sh stop
+
+status:
+	@contrib/local-cluster.sh status
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

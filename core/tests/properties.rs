@@ -1,5 +1,7 @@
 //! Properties of the encoding, the parser and the shard map.
 
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
 mod common;
 
 use proptest::prelude::*;

@@ -3,6 +3,8 @@
 //! shardspace.encode` (the reference) and by `Transaction::canonical`; the bytes
 //! and txIds must be identical. Python is `$SHARDSPACE_PYTHON` or `python3`.
 
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,5 +1,7 @@
 //! Structural validation: one test per `TxError` kind, each hitting its limit or rule.
 
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
 use serde_json::{Value, json};
 use shardspace_core::{Envelope, Limits, Transaction, TxError};
 

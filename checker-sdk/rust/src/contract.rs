@@ -106,7 +106,19 @@ impl Shape {
     }
 }
 
-/// Parses an object value as JSON, rejecting if it is not.
-pub fn parse_value(value: &str, what: &str) -> Result<serde_json::Value, Rejection> {
-    serde_json::from_str(value).map_err(|error| Rejection::new(format!("{what} is not JSON: {error}")))
+/// Parses a stored value that must be canonical JSON (`what` names it in the
+/// rejection). Requiring the canonical spelling rules out duplicate keys,
+/// whitespace and floats at once, as the Python SDK's `load_canonical` does.
+pub fn parse_canonical(value: &str, what: &str) -> Result<serde_json::Value, Rejection> {
+    let not_canonical = || Rejection::new(format!("{what} is not canonical JSON"));
+    let parsed: serde_json::Value = serde_json::from_str(value).map_err(|_| not_canonical())?;
+    if shardspace_core::canonical::to_string(&parsed) != value {
+        return Err(not_canonical());
+    }
+    Ok(parsed)
+}
+
+/// Whether `text` is exactly `digits` lowercase hex digits (keys, signatures).
+pub fn is_lower_hex(text: &str, digits: usize) -> bool {
+    text.len() == digits && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

@@ -11,7 +11,7 @@ mod request;
 mod server;
 
 pub use builder::TransactionBuilder;
-pub use contract::{ANY_METHOD, Checker, Contract, Rejection, Shape, Verdict, parse_value};
+pub use contract::{ANY_METHOD, Checker, Contract, Rejection, Shape, Verdict, is_lower_hex, parse_canonical};
 pub use error::CheckerError;
 pub use request::parse_request;
 pub use server::{CHECKER_BODY_BYTES_MAX, CheckerServer, router};

@@ -6,7 +6,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde_json::{Value, json};
 use shardspace_checker::{
     CheckerRequest, Contract, Envelope, Object, Rejection, Shape, TransactionBuilder, TxError, Verdict, canonical,
-    ensure, parse_value,
+    ensure, is_lower_hex, parse_canonical,
 };
 
 pub const NAME: &str = "bank";
@@ -29,7 +29,7 @@ impl Account {
     }
 
     pub fn parse(value: &str) -> Result<Self, Rejection> {
-        let fields = parse_value(value, "an account")?;
+        let fields = parse_canonical(value, "an account")?;
         let count = |field: &str| fields[field].as_i64().filter(|&n| n >= 0);
         let owner = fields["owner"].as_str().filter(|owner| is_key_hex(owner));
         let keys = fields.as_object().map(|map| map.keys().map(String::as_str).collect::<Vec<_>>());
@@ -43,7 +43,7 @@ impl Account {
 }
 
 fn is_key_hex(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    is_lower_hex(text, 64)
 }
 
 /// The owner's public key of `signing_key`, as an account names it.
@@ -126,7 +126,9 @@ fn check_transfer(request: &CheckerRequest) -> Verdict {
 fn verify(owner_hex: &str, signature_hex: &str, message: &str) -> bool {
     let mut key = [0u8; 32];
     let mut signature = [0u8; 64];
-    if hex::decode_to_slice(owner_hex, &mut key).is_err()
+    // Lowercase only, as the Python SDK: one signature, one spelling.
+    if !is_lower_hex(signature_hex, 128)
+        || hex::decode_to_slice(owner_hex, &mut key).is_err()
         || hex::decode_to_slice(signature_hex, &mut signature).is_err()
     {
         return false;

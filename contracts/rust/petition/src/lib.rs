@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 use shardspace_checker::{
     CheckerRequest, Contract, Envelope, Object, Rejection, Shape, TransactionBuilder, TxError, Verdict, canonical,
-    ensure, parse_value,
+    ensure, parse_canonical,
 };
 
 pub const NAME: &str = "petition";
@@ -97,7 +97,8 @@ fn check_create(request: &CheckerRequest) -> Verdict {
 fn check_sign(request: &CheckerRequest) -> Verdict {
     Shape { inputs: 2, parameters: 1, outputs: 1, ..Shape::default() }.check(request)?;
     let mut petition = parse_petition(&request.inputs[0])?;
-    let token = parse_value(&request.inputs[1], "the token")?;
+    let token = parse_canonical(&request.inputs[1], "the token")?;
+    ensure!(has_keys(&token, &["index", "petition"]), "the token is not {{index, petition}}");
     ensure!(token["petition"].as_str() == Some(petition.uid.as_str()), "the token is not for this petition");
     let option = integer(&request.parameters[0], "the option")?;
     let index = usize::try_from(option).ok().filter(|&i| i < petition.options.len());
@@ -126,8 +127,11 @@ fn results(petition: &Petition) -> String {
 }
 
 fn parse_petition(value: &str) -> Result<Petition, Rejection> {
-    let value = parse_value(value, "the petition")?;
+    let value = parse_canonical(value, "the petition")?;
     let bad = || Rejection::new("the petition is not {options, tally, title, uid}");
+    if !has_keys(&value, &["options", "tally", "title", "uid"]) {
+        return Err(bad());
+    }
     let strings = |field: &str| -> Result<Vec<String>, Rejection> {
         let items = value[field].as_array().ok_or_else(bad)?;
         items.iter().map(|item| item.as_str().map(String::from).ok_or_else(bad)).collect()
@@ -138,6 +142,11 @@ fn parse_petition(value: &str) -> Result<Petition, Rejection> {
     ensure!(tally.len() == options.len(), "the petition's tally and options differ in length");
     let text = |field: &str| value[field].as_str().map(String::from).ok_or_else(bad);
     Ok(Petition { options, tally, title: text("title")?, uid: text("uid")? })
+}
+
+/// Whether `value` is an object with exactly `keys` (in sorted order).
+fn has_keys(value: &Value, keys: &[&str]) -> bool {
+    value.as_object().is_some_and(|map| map.keys().map(String::as_str).eq(keys.iter().copied()))
 }
 
 fn non_empty<'a>(value: &'a Value, what: &str) -> Result<&'a str, Rejection> {

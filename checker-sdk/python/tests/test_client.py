@@ -1,0 +1,141 @@
+"""The API client against a fake API server: requests it sends, answers and errors it maps."""
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from shardspace import ApiError, ApiUnavailable, Client, build_transaction, canonical_json
+from shardspace.client import MalformedJsonError, NotFoundError, TooManyPendingError
+
+
+class FakeApi(ThreadingHTTPServer):
+    """Answers every request with the next (status, body, close) of `answers`; records what it got."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), FakeHandler)
+        self.answers = []
+        self.received = []  # (method, path, body, client port)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_port}"
+
+    def close(self):
+        self.shutdown()
+        self.thread.join()
+        self.server_close()
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        self.server.received.append((self.command, self.path, body, self.client_address[1]))
+        status, answer, close = self.server.answers.pop(0)
+        payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        # Close without saying so, as a server whose idle timeout fired would.
+        self.close_connection = close
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *arguments):
+        pass
+
+
+@pytest.fixture
+def fake_api():
+    server = FakeApi()
+    yield server
+    server.close()
+
+
+ENVELOPE = build_transaction("dump", "put", outputs=["x"])
+
+
+def test_submit_posts_the_canonical_envelope(fake_api):
+    fake_api.answers = [(200, {"txId": "t", "outcome": "commit"}, False), (200, {"txId": "t"}, False)]
+    with Client(fake_api.url) as client:
+        assert client.submit(ENVELOPE) == {"txId": "t", "outcome": "commit"}
+        assert client.submit(ENVELOPE, wait=False) == {"txId": "t"}
+    (method, path, body, _), (_, second_path, _, _) = fake_api.received
+    assert (method, path, body) == ("POST", "/v1/transactions", canonical_json(ENVELOPE).encode())
+    assert second_path == "/v1/transactions?wait=false"
+
+
+def test_reads_use_one_kept_alive_connection(fake_api):
+    fake_api.answers = [(200, {"n": index}, False) for index in range(3)]
+    client = Client(fake_api.url)
+    assert client.transaction("ab" * 32) == {"n": 0}
+    assert client.object("cd" * 32) == {"n": 1}
+    assert client.cluster() == {"n": 2}
+    client.close()
+    paths = [path for _, path, _, _ in fake_api.received]
+    assert paths == ["/v1/transactions/" + "ab" * 32, "/v1/objects/" + "cd" * 32, "/v1/cluster"]
+    assert len({port for _, _, _, port in fake_api.received}) == 1
+
+
+def test_a_connection_closed_while_idle_is_reopened(fake_api):
+    fake_api.answers = [(200, {"n": 0}, True), (200, {"n": 1}, False)]
+    client = Client(fake_api.url)
+    assert client.cluster() == {"n": 0}
+    assert client.cluster() == {"n": 1}
+    client.close()
+    assert len({port for _, _, _, port in fake_api.received}) == 2
+
+
+@pytest.mark.parametrize(
+    "status, kind, cls",
+    [
+        (429, "too_many_pending", TooManyPendingError),
+        (404, "not_found", NotFoundError),
+        (400, "malformed_json", MalformedJsonError),
+        (503, "unavailable", ApiUnavailable),
+    ],
+)
+def test_error_kinds_raise_their_class(fake_api, status, kind, cls):
+    fake_api.answers = [(status, {"error": {"kind": kind, "message": "m", "hint": "h"}}, False)]
+    with pytest.raises(cls) as error:
+        Client(fake_api.url).cluster()
+    assert (error.value.kind, error.value.message, error.value.hint, error.value.status) == (kind, "m", "h", status)
+
+
+def test_unknown_kinds_and_non_json_errors_raise_api_error(fake_api):
+    fake_api.answers = [
+        (418, {"error": {"kind": "teapot", "message": "m", "hint": ""}}, False),
+        (502, b"<html>", False),
+    ]
+    client = Client(fake_api.url)
+    with pytest.raises(ApiError) as error:
+        client.cluster()
+    assert type(error.value) is ApiError and error.value.kind == "teapot" and error.value.status == 418
+    with pytest.raises(ApiError) as error:
+        client.cluster()
+    assert error.value.kind == "http_502"
+
+
+def test_connection_refused_is_api_unavailable_with_a_hint():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # bound, never listening: connecting is refused
+        with pytest.raises(ApiUnavailable) as error:
+            Client(f"http://127.0.0.1:{port}", timeout=5).cluster()
+    assert isinstance(error.value, ConnectionError)
+    assert "make start-all" in error.value.hint
+
+
+def test_floats_are_refused_before_sending():
+    with pytest.raises(ValueError, match="float_number"):
+        Client("http://127.0.0.1:1").submit({"transaction": {"parameters": [1.5]}, "store": {}})

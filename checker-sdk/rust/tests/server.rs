@@ -1,0 +1,178 @@
+//! The checker server over real HTTP on port 0: verdicts, error answers, limits,
+//! a panicking checker, keep-alive, and shutdown.
+
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+use shardspace_checker::{CHECKER_BODY_BYTES_MAX, CheckerRequest, CheckerServer, Contract, Rejection, Verdict};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+/// A server running in this process; dropping it stops it.
+struct Running {
+    url: String,
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    async fn start(contracts: Vec<Contract>) -> Self {
+        let server = CheckerServer::bind("127.0.0.1:0".parse().unwrap(), contracts).await.unwrap();
+        let (url, address) = (server.url().unwrap(), server.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { url, address, stop: Some(stop), task: Some(task) }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn toy() -> Contract {
+    Contract::new("toy")
+        .method("even", |request: &CheckerRequest| -> Verdict {
+            match request.parameters.first().and_then(Value::as_i64) {
+                Some(n) if n % 2 == 0 => Ok(()),
+                _ => Err(Rejection::new("not even")),
+            }
+        })
+        .method("explode", |_: &CheckerRequest| -> Verdict { panic!("boom") })
+}
+
+fn request(method: &str, parameters: Value) -> Value {
+    json!({"contractID": "toy", "methodID": method, "inputs": [], "referenceInputs": [], "parameters": parameters,
+           "returns": [], "outputs": [], "dependencies": []})
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let response = client.post(url).body(body).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn verdicts_are_answered_with_success_and_a_reason() {
+    let server = Running::start(vec![toy()]).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/toy/even", server.url);
+    let (status, body) = post(&client, &url, request("even", json!([4])).to_string()).await;
+    assert_eq!((status, body), (200, json!({"success": true})));
+    let (status, body) = post(&client, &url, request("even", json!([3])).to_string()).await;
+    assert_eq!((status, body), (200, json!({"success": false, "reason": "not even"})));
+}
+
+#[tokio::test]
+async fn get_root_lists_the_contracts_served() {
+    let server = Running::start(vec![toy()]).await;
+    let body: Value = reqwest::get(format!("{}/", server.url)).await.unwrap().json().await.unwrap();
+    assert_eq!(body, json!({"contracts": {"toy": ["even", "explode"]}}));
+}
+
+#[tokio::test]
+async fn a_panicking_checker_is_a_500_and_the_server_goes_on() {
+    let server = Running::start(vec![toy()]).await;
+    let client = reqwest::Client::new();
+    let (status, body) =
+        post(&client, &format!("{}/toy/explode", server.url), request("explode", json!([])).to_string()).await;
+    assert_eq!((status, body["error"]["kind"].as_str()), (500, Some("checker_failed")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("boom"));
+    let (status, _) = post(&client, &format!("{}/toy/even", server.url), request("even", json!([2])).to_string()).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413_and_the_server_goes_on() {
+    let server = Running::start(vec![toy()]).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/toy/even", server.url);
+    let (status, body) = post(&client, &url, vec![b' '; CHECKER_BODY_BYTES_MAX + 1]).await;
+    assert_eq!((status, body["error"]["kind"].as_str()), (413, Some("body_too_large")));
+    let (status, _) = post(&client, &url, request("even", json!([2])).to_string()).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn error_answers_carry_kind_message_and_hint() {
+    let server = Running::start(vec![toy()]).await;
+    let client = reqwest::Client::new();
+    let cases = [
+        ("/toy/even", "{".to_string(), 400, "malformed_json"),
+        ("/toy/even", "[1]".to_string(), 400, "malformed_json"),
+        ("/toy/even", json!({"contractID": "toy"}).to_string(), 400, "missing_field"),
+        ("/toy/even", request("even", json!({})).to_string(), 400, "wrong_type"),
+        ("/toy/even", request("explode", json!([])).to_string(), 400, "path_mismatch"),
+        ("/nope/even", request("even", json!([])).to_string(), 404, "unknown_contract"),
+        ("/toy/odd", request("odd", json!([])).to_string(), 404, "unknown_method"),
+        ("/toy", "{}".to_string(), 404, "not_found"),
+        ("/toy/even/more", "{}".to_string(), 404, "not_found"),
+    ];
+    for (path, body, expected_status, expected_kind) in cases {
+        let (status, answer) = post(&client, &format!("{}{path}", server.url), body.clone()).await;
+        assert_eq!((status, answer["error"]["kind"].as_str()), (expected_status, Some(expected_kind)), "{path} {body}");
+        assert!(answer["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(answer["error"]["hint"].as_str().is_some_and(|h| !h.is_empty()));
+    }
+    let response = client.get(format!("{}/toy/even", server.url)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+}
+
+#[tokio::test]
+async fn one_connection_carries_many_requests() {
+    let server = Running::start(vec![toy()]).await;
+    let mut stream = tokio::net::TcpStream::connect(server.address).await.unwrap();
+    let body = request("even", json!([2])).to_string();
+    for _ in 0..3 {
+        let head = format!("POST /toy/even HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len());
+        stream.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+        let answer = read_response(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("{\"success\":true}"), "{answer}");
+    }
+}
+
+/// Reads one response with a Content-Length body from a keep-alive connection.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&received).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string))
+                .and_then(|value| value.trim().parse::<usize>().ok());
+            if length.is_some_and(|length| body.len() >= length) {
+                return text;
+            }
+        }
+        let mut buffer = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await.expect("no answer in time");
+        let count = read.unwrap();
+        assert!(count > 0, "the server closed a keep-alive connection");
+        received.extend_from_slice(&buffer[..count]);
+    }
+}
+
+#[tokio::test]
+async fn two_contracts_of_one_name_are_refused() {
+    let error = CheckerServer::bind("127.0.0.1:0".parse().unwrap(), vec![toy(), toy()]).await.unwrap_err();
+    assert!(error.to_string().contains("two contracts are named"), "{error}");
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server() {
+    let mut server = Running::start(vec![toy()]).await;
+    let task = server.task.take().unwrap();
+    drop(server);
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+}
