@@ -45,8 +45,11 @@ start_one() {
   local name=$1
   case $name in
     checker-python)
-      launch "$name" "$python" -m shardspace.checker --host "$host" --port "$python_port" \
-        "$root"/contracts/python/{hello,addition,bank,petition,dump}/*.py ;;
+      local contracts=()
+      for contract in hello addition bank petition dump; do
+        contracts+=("$root/contracts/python/$contract/$contract.py")
+      done
+      launch "$name" "$python" -m shardspace.checker --host "$host" --port "$python_port" "${contracts[@]}" ;;
     checker-rust)
       launch "$name" "$bin/shardspace-example-checkers" --host "$host" --port "$rust_port" ;;
   esac
