@@ -27,9 +27,13 @@ pub fn write_value(value: &Value, out: &mut String) {
         Value::String(text) => write_str(text, out),
         Value::Array(items) => write_seq(items.iter(), out, write_value),
         Value::Object(map) => {
-            // serde_json's map (without `preserve_order`) iterates in key order.
+            // Sort here rather than trust the map's order: a dependency turning on
+            // serde_json's `preserve_order` would otherwise change every txId.
+            // `str` orders by UTF-8 bytes, which is code point order, as Python sorts.
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|(left, _), (right, _)| left.cmp(right));
             out.push('{');
-            for (position, (key, item)) in map.iter().enumerate() {
+            for (position, (key, item)) in entries.into_iter().enumerate() {
                 if position > 0 {
                     out.push(',');
                 }
