@@ -27,15 +27,18 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads at most one byte over the envelope limit: enough for validation to refuse it.
 fn read_input(file: Option<&PathBuf>) -> anyhow::Result<(String, Vec<u8>)> {
+    let cap = u64::try_from(Limits::default().envelope_bytes_max).unwrap_or(u64::MAX).saturating_add(1);
     let mut bytes = Vec::new();
     match file.filter(|path| path.as_os_str() != "-") {
         Some(path) => {
-            bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+            file.take(cap).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
             Ok((path.display().to_string(), bytes))
         }
         None => {
-            std::io::stdin().read_to_end(&mut bytes).context("cannot read stdin")?;
+            std::io::stdin().take(cap).read_to_end(&mut bytes).context("cannot read stdin")?;
             Ok(("stdin".to_string(), bytes))
         }
     }
@@ -44,6 +47,9 @@ fn read_input(file: Option<&PathBuf>) -> anyhow::Result<(String, Vec<u8>)> {
 /// An envelope (an object with a `transaction` field) or a bare transaction.
 fn parse(bytes: &[u8]) -> anyhow::Result<Transaction> {
     let limits = Limits::default();
+    if bytes.len() > limits.envelope_bytes_max {
+        bail!("the input is over {} bytes, the envelope limit", limits.envelope_bytes_max);
+    }
     let is_envelope = match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(fields)) => fields.contains_key("transaction"),
         Ok(_) => bail!("expected a JSON object: an envelope or a transaction"),

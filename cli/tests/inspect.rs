@@ -77,6 +77,13 @@ fn malformed_input_exits_2_with_one_line_naming_the_field() {
 }
 
 #[test]
+fn input_over_the_envelope_limit_exits_2() {
+    let output = inspect(&["-"], &vec![b' '; shardspace_core::limits::ENVELOPE_BYTES_MAX + 1]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("envelope limit"));
+}
+
+#[test]
 fn a_missing_file_and_zero_shards_exit_2() {
     let output = inspect(&["/nonexistent/tx.json"], b"");
     assert_eq!(output.status.code(), Some(2));

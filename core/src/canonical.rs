@@ -4,10 +4,13 @@
 //! outside `' '..='~'` escaped as `\uXXXX` in lowercase hex, with surrogate pairs
 //! above U+FFFF.
 //!
-//! Floats have no canonical form here: validation refuses them before any id is
-//! computed (see `validate`), so this writer never meets one from a client.
+//! Floats have no canonical form here: `check_numbers` refuses them (and
+//! integers beyond 64 bits) before any id is computed, so this writer never
+//! meets one from a client.
 
 use serde_json::Value;
+
+use crate::error::TxError;
 
 /// The canonical encoding of `value`.
 pub fn to_string(value: &Value) -> String {
@@ -31,7 +34,7 @@ pub fn write_value(value: &Value, out: &mut String) {
             // serde_json's `preserve_order` would otherwise change every txId.
             // `str` orders by UTF-8 bytes, which is code point order, as Python sorts.
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|(left, _), (right, _)| left.cmp(right));
+            entries.sort_unstable_by_key(|(key, _)| *key);
             out.push('{');
             for (position, (key, item)) in entries.into_iter().enumerate() {
                 if position > 0 {
@@ -80,6 +83,27 @@ pub fn write_str(text: &str, out: &mut String) {
         }
     }
     out.push('"');
+}
+
+const TWO_TO_THE_63: f64 = 9_223_372_036_854_775_808.0;
+
+/// Refuses floats and integers beyond 64 bits anywhere in `value` (`path` names it): they have no
+/// encoding that every language prints alike. (serde_json reads an integer
+/// beyond 64 bits as a float, so a large integral float means "out of range".)
+pub fn check_numbers(value: &Value, path: &str) -> Result<(), TxError> {
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            let huge_integer = float.fract() == 0.0 && float.abs() >= TWO_TO_THE_63;
+            let path = path.to_string();
+            Err(if huge_integer { TxError::NumberOutOfRange { path } } else { TxError::FloatNumber { path } })
+        }
+        Value::Array(items) => {
+            items.iter().enumerate().try_for_each(|(index, item)| check_numbers(item, &format!("{path}[{index}]")))
+        }
+        Value::Object(map) => map.iter().try_for_each(|(key, item)| check_numbers(item, &format!("{path}.{key}"))),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

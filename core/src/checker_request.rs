@@ -31,7 +31,7 @@ impl CheckerRequest {
 
     fn build(transaction: &Transaction, store: &Store) -> Result<Self, TxError> {
         let values = |ids: &[crate::ObjectId]| -> Result<Vec<String>, TxError> {
-            let value = |id| store.get(id).cloned().ok_or_else(|| TxError::MissingFromStore { id: id.to_hex() });
+            let value = |id: &crate::ObjectId| store.get(id).cloned().ok_or(TxError::MissingFromStore { id: *id });
             ids.iter().map(value).collect()
         };
         let dependencies = transaction.dependencies.iter().map(|dependency| Self::build(dependency, store));

@@ -2,6 +2,8 @@
 //! ordered. Each variant has a stable `kind()` (the `kind` of an HTTP error body)
 //! and a `hint()` that says what to do.
 
+use crate::ids::ObjectId;
+
 /// Why a transaction or an envelope was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TxError {
@@ -15,7 +17,9 @@ pub enum TxError {
     WrongType { path: String, message: String },
     #[error("bad id at {path}: {message}")]
     BadId { path: String, message: String },
-    #[error("bad {field} {value:?} at {path}: names are 1 to {max} characters of A-Z a-z 0-9 _ . -")]
+    #[error(
+        "bad {field} {value:?} at {path}: names are 1 to {max} characters of A-Z a-z 0-9 _ . -, the first a letter or digit"
+    )]
     BadName { path: String, field: &'static str, value: String, max: usize },
     #[error("a float at {path}: numbers in a transaction must be integers")]
     FloatNumber { path: String },
@@ -35,14 +39,14 @@ pub enum TxError {
     TooDeep { depth: usize, max: usize },
     #[error("a value at {path} is {bytes} bytes; the limit is {max}")]
     ValueTooLarge { path: String, bytes: usize, max: usize },
-    #[error("object {id} is an input twice in one transaction")]
-    DuplicateInput { id: String },
-    #[error("object {id} is both an input and a reference")]
-    InputAlsoReference { id: String },
-    #[error("the store has no value for object {id}")]
-    MissingFromStore { id: String },
-    #[error("the store holds object {id}, which the transaction does not name")]
-    UnexpectedInStore { id: String },
+    #[error("object {id:?} is an input twice in one transaction")]
+    DuplicateInput { id: ObjectId },
+    #[error("object {id:?} is both an input and a reference")]
+    InputAlsoReference { id: ObjectId },
+    #[error("the store has no value for object {id:?}")]
+    MissingFromStore { id: ObjectId },
+    #[error("the store holds object {id:?}, which the transaction does not name")]
+    UnexpectedInStore { id: ObjectId },
 }
 
 impl TxError {

@@ -14,6 +14,8 @@ pub mod shard;
 pub mod transaction;
 mod validate;
 
+pub use validate::is_name;
+
 pub use checker_request::CheckerRequest;
 pub use error::TxError;
 pub use ids::{ObjectId, ShardId, TxId};

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
+use crate::canonical;
 use crate::error::TxError;
 use crate::ids::ObjectId;
 use crate::limits::{Limits, NAME_CHARS_MAX};
@@ -62,12 +62,12 @@ pub(crate) fn envelope(envelope: &Envelope, limits: &Limits) -> Result<(), TxErr
     });
     for id in &read {
         if !envelope.store.contains_key(id) {
-            return Err(TxError::MissingFromStore { id: id.to_hex() });
+            return Err(TxError::MissingFromStore { id: *id });
         }
     }
     for (id, value) in &envelope.store {
         if !read.contains(id) {
-            return Err(TxError::UnexpectedInStore { id: id.to_hex() });
+            return Err(TxError::UnexpectedInStore { id: *id });
         }
         check_value(value, &format!("store.{}", id.to_hex()), limits)?;
     }
@@ -99,7 +99,7 @@ fn check_node(node: &Transaction, path: &str, limits: &Limits) -> Result<(), TxE
         check_value(value, &format!("{path}.outputs[{index}]"), limits)?;
     }
     for (index, parameter) in node.parameters.iter().enumerate() {
-        check_numbers(parameter, &format!("{path}.parameters[{index}]"))?;
+        canonical::check_numbers(parameter, &format!("{path}.parameters[{index}]"))?;
     }
     for (index, dependency) in node.dependencies.iter().enumerate() {
         check_node(dependency, &format!("{path}.dependencies[{index}]"), limits)?;
@@ -107,11 +107,17 @@ fn check_node(node: &Transaction, path: &str, limits: &Limits) -> Result<(), TxE
     Ok(())
 }
 
-/// Names become a checker's URL path: keep them short and path-safe.
-fn check_name(value: &str, field: &'static str, path: &str) -> Result<(), TxError> {
+/// Whether `value` is a contract or method name: 1 to `NAME_CHARS_MAX` characters
+/// of `A-Z a-z 0-9 _ . -`, the first alphanumeric. Names become a checker's URL
+/// path, so they must be path-safe and never `.` or `..`.
+pub fn is_name(value: &str) -> bool {
     let path_safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    let length = value.chars().count();
-    if (1..=NAME_CHARS_MAX).contains(&length) && value.chars().all(path_safe) {
+    let first_alphanumeric = value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    first_alphanumeric && value.len() <= NAME_CHARS_MAX && value.chars().all(path_safe)
+}
+
+fn check_name(value: &str, field: &'static str, path: &str) -> Result<(), TxError> {
+    if is_name(value) {
         return Ok(());
     }
     let shown = value.chars().take(NAME_CHARS_MAX + 1).collect();
@@ -125,27 +131,6 @@ fn check_value(value: &str, path: &str, limits: &Limits) -> Result<(), TxError> 
     Ok(())
 }
 
-const TWO_TO_THE_63: f64 = 9_223_372_036_854_775_808.0;
-
-/// Refuses floats and integers beyond 64 bits anywhere in `value`: they have no
-/// encoding that every language prints alike. (serde_json reads an integer
-/// beyond 64 bits as a float, so a large integral float means "out of range".)
-fn check_numbers(value: &Value, path: &str) -> Result<(), TxError> {
-    match value {
-        Value::Number(number) if number.is_f64() => {
-            let float = number.as_f64().unwrap_or(f64::NAN);
-            let huge_integer = float.fract() == 0.0 && float.abs() >= TWO_TO_THE_63;
-            let path = path.to_string();
-            Err(if huge_integer { TxError::NumberOutOfRange { path } } else { TxError::FloatNumber { path } })
-        }
-        Value::Array(items) => {
-            items.iter().enumerate().try_for_each(|(index, item)| check_numbers(item, &format!("{path}[{index}]")))
-        }
-        Value::Object(map) => map.iter().try_for_each(|(key, item)| check_numbers(item, &format!("{path}.{key}"))),
-        _ => Ok(()),
-    }
-}
-
 /// An object is an input at most once across the whole transaction, and never
 /// both an input and a reference: one transaction cannot consume it twice, nor
 /// hold a shared and an exclusive lock on it at once.
@@ -156,7 +141,7 @@ fn check_objects_named_once(transaction: &Transaction) -> Result<(), TxError> {
     transaction.visit(&mut |node| {
         for id in &node.input_ids {
             if !inputs.insert(id) {
-                duplicate.get_or_insert(TxError::DuplicateInput { id: id.to_hex() });
+                duplicate.get_or_insert(TxError::DuplicateInput { id: *id });
             }
         }
         references.extend(&node.reference_input_ids);
@@ -165,7 +150,7 @@ fn check_objects_named_once(transaction: &Transaction) -> Result<(), TxError> {
         return Err(error);
     }
     match inputs.intersection(&references).next() {
-        Some(id) => Err(TxError::InputAlsoReference { id: id.to_hex() }),
+        Some(id) => Err(TxError::InputAlsoReference { id: **id }),
         None => Ok(()),
     }
 }

@@ -9,6 +9,10 @@ pub enum CheckerError {
     MissingField { path: String },
     #[error("field `{path}` should be {expected}")]
     WrongType { path: String, expected: &'static str },
+    #[error("a float at {path}: numbers in a checker request are integers")]
+    FloatNumber { path: String },
+    #[error("an integer out of range at {path}: integers lie in [-2^63, 2^64-1]")]
+    NumberOutOfRange { path: String },
     #[error("the body names {body:?} but the path names {path:?}")]
     PathMismatch { body: String, path: String },
     #[error("no contract {contract:?} here")]
@@ -25,6 +29,8 @@ pub enum CheckerError {
     CheckerFailed { contract: String, method: String, message: String },
     #[error("two contracts are named {contract:?}")]
     DuplicateContract { contract: String },
+    #[error("contract {contract:?} cannot be served: {}", problems.join("; "))]
+    BadContract { contract: String, problems: Vec<String> },
 }
 
 impl CheckerError {
@@ -33,6 +39,8 @@ impl CheckerError {
             Self::MalformedJson { .. } => "malformed_json",
             Self::MissingField { .. } => "missing_field",
             Self::WrongType { .. } => "wrong_type",
+            Self::FloatNumber { .. } => "float_number",
+            Self::NumberOutOfRange { .. } => "number_out_of_range",
             Self::PathMismatch { .. } => "path_mismatch",
             Self::UnknownContract { .. } => "unknown_contract",
             Self::UnknownMethod { .. } => "unknown_method",
@@ -41,6 +49,7 @@ impl CheckerError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::CheckerFailed { .. } => "checker_failed",
             Self::DuplicateContract { .. } => "duplicate_contract",
+            Self::BadContract { .. } => "bad_contract",
         }
     }
 
@@ -49,11 +58,13 @@ impl CheckerError {
             Self::MalformedJson { .. }
             | Self::MissingField { .. }
             | Self::WrongType { .. }
+            | Self::FloatNumber { .. }
+            | Self::NumberOutOfRange { .. }
             | Self::PathMismatch { .. } => 400,
             Self::UnknownContract { .. } | Self::UnknownMethod { .. } | Self::NotFound { .. } => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::BodyTooLarge { .. } => 413,
-            Self::CheckerFailed { .. } | Self::DuplicateContract { .. } => 500,
+            Self::CheckerFailed { .. } | Self::DuplicateContract { .. } | Self::BadContract { .. } => 500,
         }
     }
 
@@ -63,6 +74,9 @@ impl CheckerError {
                 "send a checker request: {contractID, methodID, inputs, referenceInputs, parameters, returns, \
                  outputs, dependencies} (see docs/checkers.md)"
             }
+            Self::FloatNumber { .. } | Self::NumberOutOfRange { .. } => {
+                "the ledger refuses such numbers: send them as strings"
+            }
             Self::PathMismatch { .. } => "POST to /{contractID}/{methodID} of the request itself",
             Self::UnknownContract { .. } | Self::UnknownMethod { .. } => {
                 "GET / lists what this checker serves; check the cluster file's checker URL for this contract"
@@ -71,6 +85,9 @@ impl CheckerError {
             Self::BodyTooLarge { .. } => "split the transaction: its request is over the checker's limit",
             Self::CheckerFailed { .. } => "a bug in the contract's checker: see the checker's log",
             Self::DuplicateContract { .. } => "serve each contract once per process",
+            Self::BadContract { .. } => {
+                "names are 1 to 64 characters of A-Z a-z 0-9 _ . -, the first a letter or digit; register each method once"
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! answers as the Python SDK; [`TransactionBuilder`] builds envelopes on the
 //! client side, output ids included.
 
+mod bounded;
 mod builder;
 mod contract;
 mod error;
@@ -11,10 +12,13 @@ mod request;
 mod server;
 
 pub use builder::TransactionBuilder;
-pub use contract::{ANY_METHOD, Checker, Contract, Rejection, Shape, Verdict, is_lower_hex, parse_canonical};
+pub use contract::{
+    ANY_METHOD, BuildError, Checker, Contract, Rejection, Shape, Verdict, integer, is_lower_hex, parse_canonical,
+    require_keys,
+};
 pub use error::CheckerError;
 pub use request::parse_request;
-pub use server::{CHECKER_BODY_BYTES_MAX, CheckerServer, router};
+pub use server::{CHECKER_BODY_BYTES_MAX, CheckerLimits, CheckerServer, router};
 pub use shardspace_core::{CheckerRequest, Envelope, Object, ObjectId, TxError, canonical};
 
 /// Rejects with `reason` (formatted) unless `condition` holds.

@@ -2,7 +2,7 @@
 //! that is missing or of the wrong type (`dependencies[0].outputs`).
 
 use serde_json::{Map, Value};
-use shardspace_core::CheckerRequest;
+use shardspace_core::{CheckerRequest, TxError};
 
 use crate::error::CheckerError;
 
@@ -23,7 +23,7 @@ fn from_fields(fields: &Map<String, Value>, prefix: &str) -> Result<CheckerReque
         method_id: reader.string("methodID")?,
         inputs: reader.strings("inputs")?,
         reference_inputs: reader.strings("referenceInputs")?,
-        parameters: reader.list("parameters")?.clone(),
+        parameters: reader.parameters()?,
         returns: reader.strings("returns")?,
         outputs: reader.strings("outputs")?,
         dependencies: Vec::new(),
@@ -67,6 +67,20 @@ impl Fields<'_> {
         }
     }
 
+    /// The parameters, refusing numbers the ledger refuses (floats, integers beyond 64 bits).
+    fn parameters(&self) -> Result<Vec<Value>, CheckerError> {
+        let parameters = self.list("parameters")?;
+        for (index, parameter) in parameters.iter().enumerate() {
+            let path = format!("{}[{index}]", self.path("parameters"));
+            shardspace_core::canonical::check_numbers(parameter, &path).map_err(|error| match error {
+                TxError::NumberOutOfRange { path } => CheckerError::NumberOutOfRange { path },
+                TxError::FloatNumber { path } => CheckerError::FloatNumber { path },
+                _ => CheckerError::FloatNumber { path },
+            })?;
+        }
+        Ok(parameters.clone())
+    }
+
     fn strings(&self, name: &str) -> Result<Vec<String>, CheckerError> {
         let items = self.list(name)?.iter().enumerate().map(|(index, item)| match item {
             Value::String(text) => Ok(text.clone()),
@@ -105,6 +119,18 @@ mod tests {
         let error = parse_request(outer.to_string().as_bytes()).unwrap_err();
         assert_eq!(error.kind(), "wrong_type");
         assert!(error.to_string().contains("dependencies[0].inputs[0]"), "{error}");
+    }
+
+    #[test]
+    fn floats_and_huge_integers_in_parameters_are_refused() {
+        let mut request = request();
+        request["parameters"] = serde_json::from_str("[1, {\"x\": 1.5}]").unwrap();
+        let error = parse_request(request.to_string().as_bytes()).unwrap_err();
+        assert_eq!(error, CheckerError::FloatNumber { path: "parameters[1].x".into() });
+        let body = request.to_string().replace("1.5", "18446744073709551616");
+        assert_eq!(parse_request(body.as_bytes()).unwrap_err().kind(), "number_out_of_range");
+        let body = request.to_string().replace("1.5", "-0");
+        assert_eq!(parse_request(body.as_bytes()).unwrap_err().kind(), "float_number");
     }
 
     #[test]

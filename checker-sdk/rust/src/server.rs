@@ -1,42 +1,71 @@
 //! The checker server: serves contracts over HTTP/1.1 (keep-alive, TCP_NODELAY)
 //! with the answers of `docs/checkers.md` §2. Every bad request gets a JSON
-//! error and the server goes on serving; a checker that panics is a 500.
+//! error and the server goes on serving; a checker that panics or overruns its
+//! time is a 500. Connections are capped; checkers run off the async threads.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::contract::{Contract, Verdict};
+use crate::bounded::BoundedListener;
+use crate::contract::{Checker, Contract};
 use crate::error::CheckerError;
 use crate::request::parse_request;
 
 /// The largest request body a checker reads.
 pub const CHECKER_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
 
-/// The contracts one server serves, by name.
-type Served = Arc<BTreeMap<String, Contract>>;
+/// Bounds on one checker server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckerLimits {
+    /// Open connections; more wait in the listen backlog until one closes.
+    pub connections_max: usize,
+    /// How long one checker call may run before the answer is a 500.
+    pub check_timeout: Duration,
+    /// How long reading one request body may take.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for CheckerLimits {
+    fn default() -> Self {
+        Self {
+            connections_max: 256,
+            check_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the handler shares: the contracts by name, and the limits.
+struct Served {
+    contracts: BTreeMap<String, Contract>,
+    limits: CheckerLimits,
+}
 
 /// An axum router serving `contracts` (for tests in process, or to mount elsewhere).
-pub fn router(contracts: Vec<Contract>) -> Result<Router, CheckerError> {
+pub fn router(contracts: Vec<Contract>, limits: CheckerLimits) -> Result<Router, CheckerError> {
     let mut served = BTreeMap::new();
     for contract in contracts {
         let name = contract.name().to_string();
+        let problems = contract.problems();
+        if !problems.is_empty() {
+            return Err(CheckerError::BadContract { contract: name, problems });
+        }
         if served.insert(name.clone(), contract).is_some() {
             return Err(CheckerError::DuplicateContract { contract: name });
         }
     }
-    Ok(Router::new().fallback(handle).with_state(Arc::new(served)))
+    Ok(Router::new().fallback(handle).with_state(Arc::new(Served { contracts: served, limits })))
 }
 
 /// A bound checker server, not yet running.
@@ -44,14 +73,25 @@ pub fn router(contracts: Vec<Contract>) -> Result<Router, CheckerError> {
 pub struct CheckerServer {
     listener: TcpListener,
     router: Router,
+    connections_max: usize,
 }
 
 impl CheckerServer {
-    /// Binds `address` (port 0 picks a free port) to serve `contracts`.
-    pub async fn bind(address: SocketAddr, contracts: Vec<Contract>) -> Result<Self, std::io::Error> {
-        let router = router(contracts).map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    /// Binds `address` (port 0 picks a free port) to serve `contracts` with the default limits.
+    pub async fn bind(address: SocketAddr, contracts: Vec<Contract>) -> std::io::Result<Self> {
+        Self::bind_with_limits(address, contracts, CheckerLimits::default()).await
+    }
+
+    pub async fn bind_with_limits(
+        address: SocketAddr,
+        contracts: Vec<Contract>,
+        limits: CheckerLimits,
+    ) -> std::io::Result<Self> {
+        let connections_max = limits.connections_max;
+        let router =
+            router(contracts, limits).map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
         let listener = TcpListener::bind(address).await?;
-        Ok(Self { listener, router })
+        Ok(Self { listener, router, connections_max })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -65,24 +105,24 @@ impl CheckerServer {
 
     /// Serves until `shutdown` completes, then lets open requests finish.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let listener = self.listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::warn!(%error, "cannot set TCP_NODELAY: keep-alive requests may stall");
-            }
-        });
+        let listener = BoundedListener::new(self.listener, self.connections_max);
         axum::serve(listener, self.router).with_graceful_shutdown(shutdown).await
     }
 }
 
-async fn handle(State(served): State<Served>, request: Request) -> Response {
+async fn handle(State(served): State<Arc<Served>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_string();
+    let path = parts.uri.path();
+    // The order matches the Python SDK: size, then path, method, contract, body.
     let too_large = content_length(&parts.headers).is_some_and(|length| length > CHECKER_BODY_BYTES_MAX);
-    let answer = match route(&served, &parts.method, &path) {
-        Err(error) => Err(error),
-        Ok(Route::List) => Ok(list(&served)),
-        Ok(Route::Check(_)) if too_large => Err(CheckerError::BodyTooLarge { max: CHECKER_BODY_BYTES_MAX }),
-        Ok(Route::Check(contract)) => check(contract, &path, body).await,
+    let answer = if too_large {
+        Err(CheckerError::BodyTooLarge { max: CHECKER_BODY_BYTES_MAX })
+    } else {
+        match route(&served.contracts, &parts.method, path) {
+            Err(error) => Err(error),
+            Ok(Route::List) => Ok(list(&served.contracts)),
+            Ok(Route::Check(checker)) => check(checker.clone(), path, body, &served.limits).await,
+        }
     };
     match answer {
         Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
@@ -92,15 +132,20 @@ async fn handle(State(served): State<Served>, request: Request) -> Response {
 
 enum Route<'a> {
     List,
-    Check(&'a Contract),
+    Check(&'a Arc<dyn Checker>),
 }
 
-fn route<'a>(served: &'a Served, method: &Method, path: &str) -> Result<Route<'a>, CheckerError> {
+/// Matches the raw path (no percent-decoding): `/` or `/{contract}/{method}`.
+fn route<'a>(
+    contracts: &'a BTreeMap<String, Contract>,
+    method: &Method,
+    path: &str,
+) -> Result<Route<'a>, CheckerError> {
     let not_allowed = || CheckerError::MethodNotAllowed { method: method.to_string(), path: path.to_string() };
     if path == "/" {
         return if method == Method::GET { Ok(Route::List) } else { Err(not_allowed()) };
     }
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let [contract_name, method_name] = segments[..] else {
         return Err(CheckerError::NotFound { path: path.to_string() });
     };
@@ -110,52 +155,61 @@ fn route<'a>(served: &'a Served, method: &Method, path: &str) -> Result<Route<'a
     if method != Method::POST {
         return Err(not_allowed());
     }
-    let contract = served
+    let contract = contracts
         .get(contract_name)
         .ok_or_else(|| CheckerError::UnknownContract { contract: contract_name.to_string() })?;
-    if contract.checker(method_name).is_none() {
-        let (contract, method) = (contract_name.to_string(), method_name.to_string());
-        return Err(CheckerError::UnknownMethod { contract, method });
-    }
-    Ok(Route::Check(contract))
+    let checker = contract.checker(method_name).ok_or_else(|| CheckerError::UnknownMethod {
+        contract: contract_name.to_string(),
+        method: method_name.to_string(),
+    })?;
+    Ok(Route::Check(checker))
 }
 
-fn list(served: &Served) -> Value {
+fn list(contracts: &BTreeMap<String, Contract>) -> Value {
     let contracts: BTreeMap<&str, Vec<&str>> =
-        served.values().map(|contract| (contract.name(), contract.method_names())).collect();
+        contracts.values().map(|contract| (contract.name(), contract.method_names())).collect();
     json!({ "contracts": contracts })
 }
 
-async fn check(contract: &Contract, path: &str, body: Body) -> Result<Value, CheckerError> {
-    let body = to_bytes(body, CHECKER_BODY_BYTES_MAX)
+async fn check(
+    checker: Arc<dyn Checker>,
+    path: &str,
+    body: Body,
+    limits: &CheckerLimits,
+) -> Result<Value, CheckerError> {
+    let too_large = || CheckerError::BodyTooLarge { max: CHECKER_BODY_BYTES_MAX };
+    let body = tokio::time::timeout(limits.body_read_timeout, to_bytes(body, CHECKER_BODY_BYTES_MAX))
         .await
-        .map_err(|_| CheckerError::BodyTooLarge { max: CHECKER_BODY_BYTES_MAX })?;
+        .map_err(|_| CheckerError::MalformedJson { message: "the body did not arrive in time".into() })?
+        .map_err(|_| too_large())?;
     let request = parse_request(&body)?;
     let named = format!("/{}/{}", request.contract_id, request.method_id);
     if named != path {
         return Err(CheckerError::PathMismatch { body: named, path: path.to_string() });
     }
-    let checker = contract.checker(&request.method_id).ok_or_else(|| CheckerError::UnknownMethod {
-        contract: request.contract_id.clone(),
-        method: request.method_id.clone(),
-    })?;
-    // A panicking checker is a contract bug: answer 500 and keep serving.
-    let verdict: Verdict = catch_unwind(AssertUnwindSafe(|| checker.check(&request))).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|text| text.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panicked".into());
-        CheckerError::CheckerFailed {
-            contract: request.contract_id.clone(),
-            method: request.method_id.clone(),
-            message,
-        }
-    })?;
+    let (contract, method) = (request.contract_id.clone(), request.method_id.clone());
+    let failed =
+        |message: String| CheckerError::CheckerFailed { contract: contract.clone(), method: method.clone(), message };
+    // Off the async threads: a checker may verify signatures or loop; a panic is a contract bug.
+    let running = tokio::task::spawn_blocking(move || checker.check(&request));
+    let verdict = match tokio::time::timeout(limits.check_timeout, running).await {
+        Err(_) => return Err(failed(format!("no verdict within {:?}", limits.check_timeout))),
+        Ok(Err(join_error)) => return Err(failed(panic_message(join_error))),
+        Ok(Ok(verdict)) => verdict,
+    };
     Ok(match verdict {
         Ok(()) => json!({"success": true}),
         Err(rejection) => json!({"success": false, "reason": rejection.reason}),
     })
+}
+
+fn panic_message(join_error: tokio::task::JoinError) -> String {
+    if !join_error.is_panic() {
+        return "cancelled".into();
+    }
+    let panic = join_error.into_panic();
+    let text = panic.downcast_ref::<&str>().map(|text| text.to_string());
+    text.or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panicked".into())
 }
 
 fn content_length(headers: &axum::http::HeaderMap) -> Option<usize> {

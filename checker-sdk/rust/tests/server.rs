@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 
 use serde_json::{Value, json};
-use shardspace_checker::{CHECKER_BODY_BYTES_MAX, CheckerRequest, CheckerServer, Contract, Rejection, Verdict};
+use shardspace_checker::{
+    CHECKER_BODY_BYTES_MAX, CheckerLimits, CheckerRequest, CheckerServer, Contract, Rejection, Verdict,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -20,7 +22,12 @@ struct Running {
 
 impl Running {
     async fn start(contracts: Vec<Contract>) -> Self {
-        let server = CheckerServer::bind("127.0.0.1:0".parse().unwrap(), contracts).await.unwrap();
+        Self::start_with(contracts, CheckerLimits::default()).await
+    }
+
+    async fn start_with(contracts: Vec<Contract>, limits: CheckerLimits) -> Self {
+        let address = "127.0.0.1:0".parse().unwrap();
+        let server = CheckerServer::bind_with_limits(address, contracts, limits).await.unwrap();
         let (url, address) = (server.url().unwrap(), server.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
@@ -47,6 +54,11 @@ fn toy() -> Contract {
             }
         })
         .method("explode", |_: &CheckerRequest| -> Verdict { panic!("boom") })
+        .method("hang", |_: &CheckerRequest| -> Verdict {
+            // Stands for a stuck checker; bounded so that the test's runtime can shut down.
+            std::thread::park_timeout(std::time::Duration::from_secs(1));
+            Ok(())
+        })
 }
 
 fn request(method: &str, parameters: Value) -> Value {
@@ -74,7 +86,7 @@ async fn verdicts_are_answered_with_success_and_a_reason() {
 async fn get_root_lists_the_contracts_served() {
     let server = Running::start(vec![toy()]).await;
     let body: Value = reqwest::get(format!("{}/", server.url)).await.unwrap().json().await.unwrap();
-    assert_eq!(body, json!({"contracts": {"toy": ["even", "explode"]}}));
+    assert_eq!(body, json!({"contracts": {"toy": ["even", "explode", "hang"]}}));
 }
 
 #[tokio::test]
@@ -112,6 +124,17 @@ async fn error_answers_carry_kind_message_and_hint() {
         ("/toy/even", request("explode", json!([])).to_string(), 400, "path_mismatch"),
         ("/nope/even", request("even", json!([])).to_string(), 404, "unknown_contract"),
         ("/toy/odd", request("odd", json!([])).to_string(), 404, "unknown_method"),
+        ("/toy/even", request("even", serde_json::from_str("[1.5]").unwrap()).to_string(), 400, "float_number"),
+        (
+            "/toy/even",
+            request("even", json!([]))
+                .to_string()
+                .replace("\"parameters\":[]", "\"parameters\":[18446744073709551616]"),
+            400,
+            "number_out_of_range",
+        ),
+        ("/toy/ev%65n", request("even", json!([])).to_string(), 404, "unknown_method"),
+        ("//toy/even", request("even", json!([])).to_string(), 404, "not_found"),
         ("/toy", "{}".to_string(), 404, "not_found"),
         ("/toy/even/more", "{}".to_string(), 404, "not_found"),
     ];
@@ -129,14 +152,19 @@ async fn error_answers_carry_kind_message_and_hint() {
 async fn one_connection_carries_many_requests() {
     let server = Running::start(vec![toy()]).await;
     let mut stream = tokio::net::TcpStream::connect(server.address).await.unwrap();
-    let body = request("even", json!([2])).to_string();
     for _ in 0..3 {
-        let head = format!("POST /toy/even HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len());
-        stream.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+        send_even(&mut stream).await;
         let answer = read_response(&mut stream).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("{\"success\":true}"), "{answer}");
     }
+}
+
+/// Writes one raw HTTP/1.1 request for `toy.even(2)` on `stream`.
+async fn send_even(stream: &mut tokio::net::TcpStream) {
+    let body = request("even", json!([2])).to_string();
+    let head = format!("POST /toy/even HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len());
+    stream.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
 }
 
 /// Reads one response with a Content-Length body from a keep-alive connection.
@@ -159,6 +187,46 @@ async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
         let count = read.unwrap();
         assert!(count > 0, "the server closed a keep-alive connection");
         received.extend_from_slice(&buffer[..count]);
+    }
+}
+
+#[tokio::test]
+async fn a_checker_that_overruns_its_time_is_a_500() {
+    let limits = CheckerLimits { check_timeout: std::time::Duration::from_millis(100), ..CheckerLimits::default() };
+    let server = Running::start_with(vec![toy()], limits).await;
+    let client = reqwest::Client::new();
+    let (status, body) =
+        post(&client, &format!("{}/toy/hang", server.url), request("hang", json!([])).to_string()).await;
+    assert_eq!((status, body["error"]["kind"].as_str()), (500, Some("checker_failed")));
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_until_one_closes() {
+    let limits = CheckerLimits { connections_max: 1, ..CheckerLimits::default() };
+    let server = Running::start_with(vec![toy()], limits).await;
+    let mut first = tokio::net::TcpStream::connect(server.address).await.unwrap();
+    send_even(&mut first).await;
+    assert!(read_response(&mut first).await.starts_with("HTTP/1.1 200"));
+    // The first connection holds the only slot: the second is not served...
+    let mut second = tokio::net::TcpStream::connect(server.address).await.unwrap();
+    send_even(&mut second).await;
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), second.read(&mut byte)).await;
+    assert!(early.is_err(), "served beyond the cap");
+    // ...until the first closes.
+    drop(first);
+    assert!(read_response(&mut second).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn bad_names_and_methods_registered_twice_are_refused() {
+    let accept = |_: &CheckerRequest| -> Verdict { Ok(()) };
+    let address = "127.0.0.1:0".parse().unwrap();
+    for contract in
+        [Contract::new("../x").method("m", accept), Contract::new("ok").method("m", accept).method("m", accept)]
+    {
+        let error = CheckerServer::bind(address, vec![contract]).await.unwrap_err();
+        assert!(error.to_string().contains("cannot be served"), "{error}");
     }
 }
 

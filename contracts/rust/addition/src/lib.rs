@@ -1,20 +1,21 @@
 //! `addition`: `init` creates `"0"`; `increment` consumes an integer and creates it plus one.
 
 use shardspace_checker::{
-    CheckerRequest, Contract, Envelope, Object, Rejection, Shape, TransactionBuilder, TxError, Verdict, ensure,
+    BuildError, CheckerRequest, Contract, Envelope, Object, Rejection, Shape, TransactionBuilder, Verdict, ensure,
 };
 
 pub const NAME: &str = "addition";
 
 /// Client side: a call of `init`.
-pub fn init() -> Result<Envelope, TxError> {
-    TransactionBuilder::new(NAME, "init").output("0").build()
+pub fn init() -> Result<Envelope, BuildError> {
+    Ok(TransactionBuilder::new(NAME, "init").output("0").build()?)
 }
 
 /// Client side: a call of `increment` on `counter`.
-pub fn increment(counter: &Object) -> Result<Envelope, TxError> {
-    let next = parse_integer(&counter.value).ok().and_then(|n| n.checked_add(1)).unwrap_or_default();
-    TransactionBuilder::new(NAME, "increment").input(counter).output(next.to_string()).build()
+pub fn increment(counter: &Object) -> Result<Envelope, BuildError> {
+    let next =
+        parse_integer(&counter.value)?.checked_add(1).ok_or_else(|| Rejection::new("the counter would overflow"))?;
+    Ok(TransactionBuilder::new(NAME, "increment").input(counter).output(next.to_string()).build()?)
 }
 
 /// Server side: the checkers.
@@ -66,11 +67,17 @@ mod tests {
     }
 
     #[test]
+    fn the_client_refuses_a_counter_it_cannot_increment() {
+        assert!(matches!(increment(&counter("x")), Err(BuildError::Input(_))));
+        assert!(matches!(increment(&counter(&i64::MAX.to_string())), Err(BuildError::Input(_))));
+    }
+
+    #[test]
     fn a_wrong_sum_a_non_integer_or_an_overflow_is_rejected() {
         let mut wrong = increment(&counter("41")).unwrap();
         wrong.transaction.outputs[0] = "43".into();
         assert!(verdict(&wrong).is_err());
-        for bad in ["x", "01", "+1", "", "1.0", &i64::MAX.to_string()] {
+        for bad in ["x", "01", "-0", "+1", "", "1.0", &i64::MAX.to_string()] {
             let mut envelope = increment(&counter("1")).unwrap();
             envelope.store.values_mut().for_each(|value| *value = bad.to_string());
             assert!(verdict(&envelope).is_err(), "{bad:?} accepted");

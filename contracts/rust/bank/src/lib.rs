@@ -3,10 +3,10 @@
 //! two accounts, signed by the sender. See `docs/checkers.md` §3.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use serde_json::{Value, json};
+use serde_json::json;
 use shardspace_checker::{
-    CheckerRequest, Contract, Envelope, Object, Rejection, Shape, TransactionBuilder, TxError, Verdict, canonical,
-    ensure, is_lower_hex, parse_canonical,
+    BuildError, CheckerRequest, Contract, Envelope, Object, Rejection, Shape, TransactionBuilder, Verdict, canonical,
+    ensure, integer, is_lower_hex, parse_canonical, require_keys,
 };
 
 pub const NAME: &str = "bank";
@@ -30,15 +30,13 @@ impl Account {
 
     pub fn parse(value: &str) -> Result<Self, Rejection> {
         let fields = parse_canonical(value, "an account")?;
-        let count = |field: &str| fields[field].as_i64().filter(|&n| n >= 0);
+        require_keys(&fields, &["balance", "owner", "seq"], "an account")?;
+        let balance = integer(&fields["balance"], "the balance")?;
+        let seq = integer(&fields["seq"], "seq")?;
         let owner = fields["owner"].as_str().filter(|owner| is_key_hex(owner));
-        let keys = fields.as_object().map(|map| map.keys().map(String::as_str).collect::<Vec<_>>());
-        match (count("balance"), owner, count("seq"), keys.as_deref()) {
-            (Some(balance), Some(owner), Some(seq), Some(["balance", "owner", "seq"])) => {
-                Ok(Self { balance, owner: owner.to_string(), seq })
-            }
-            _ => Err(Rejection::new("an account is {balance: int >= 0, owner: 64 hex, seq: int >= 0}")),
-        }
+        let owner = owner.ok_or_else(|| Rejection::new("the owner is not a public key as 64 lowercase hex digits"))?;
+        ensure!(balance >= 0 && seq >= 0, "an account's balance and seq are not negative");
+        Ok(Self { balance, owner: owner.to_string(), seq })
     }
 }
 
@@ -52,28 +50,22 @@ pub fn owner_of(signing_key: &SigningKey) -> String {
 }
 
 /// Client side: opens an account for `owner` with `balance`.
-pub fn create_account(owner: &str, balance: i64) -> Result<Envelope, TxError> {
+pub fn create_account(owner: &str, balance: i64) -> Result<Envelope, BuildError> {
     let account = Account { balance, owner: owner.to_string(), seq: 0 };
-    TransactionBuilder::new(NAME, "create_account")
-        .parameter(owner)
-        .parameter(balance)
-        .output(account.to_value())
-        .build()
+    let builder = TransactionBuilder::new(NAME, "create_account").parameter(owner).parameter(balance);
+    Ok(builder.output(account.to_value()).build()?)
 }
 
 /// Client side: moves `amount` from `from` to `to`, signed with the sender's key.
-pub fn transfer(from: &Object, to: &Object, amount: i64, signing_key: &SigningKey) -> Result<Envelope, TxError> {
+pub fn transfer(from: &Object, to: &Object, amount: i64, signing_key: &SigningKey) -> Result<Envelope, BuildError> {
+    let (sender, receiver) = (Account::parse(&from.value)?, Account::parse(&to.value)?);
+    let outputs =
+        after_transfer(&sender, &receiver, amount).ok_or_else(|| Rejection::new("a balance would overflow"))?;
     let message = transfer_message(amount, &from.value, &to.value);
     let signature = hex::encode(signing_key.sign(message.as_bytes()).to_bytes());
-    let (sender, receiver) = (Account::parse(&from.value), Account::parse(&to.value));
-    let outputs = match (sender, receiver) {
-        (Ok(sender), Ok(receiver)) => after_transfer(&sender, &receiver, amount),
-        _ => None,
-    };
-    let (sender_after, receiver_after) = outputs.unwrap_or_default();
     let builder =
         TransactionBuilder::new(NAME, "transfer").input(from).input(to).parameter(amount).parameter(signature);
-    builder.output(sender_after).output(receiver_after).build()
+    Ok(builder.output(outputs.0).output(outputs.1).build()?)
 }
 
 /// What the sender signs: the amount and the exact input values.
@@ -135,11 +127,6 @@ fn verify(owner_hex: &str, signature_hex: &str, message: &str) -> bool {
     }
     let Ok(key) = VerifyingKey::from_bytes(&key) else { return false };
     key.verify(message.as_bytes(), &Signature::from_bytes(&signature)).is_ok()
-}
-
-/// An integer that is not a boolean (JSON keeps them apart; Python does not).
-fn integer(value: &Value, what: &str) -> Result<i64, Rejection> {
-    value.as_i64().ok_or_else(|| Rejection::new(format!("{what} is not an integer")))
 }
 
 #[cfg(test)]

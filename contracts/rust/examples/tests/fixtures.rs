@@ -30,6 +30,8 @@ struct ErrorCase {
     body: String,
     status: u16,
     kind: String,
+    /// The path the error message must name, where one applies.
+    field: Option<String>,
 }
 
 fn fixture<T: for<'de> Deserialize<'de>>(file: &str) -> T {
@@ -118,5 +120,13 @@ async fn the_checker_process_answers_every_fixture_over_http() {
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap();
         assert_eq!((status, body["error"]["kind"].as_str()), (case.status, Some(case.kind.as_str())), "{}", case.name);
+        if let Some(field) = &case.field {
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains(&format!("`{field}`")) || message.contains(field.as_str()),
+                "{}: {message}",
+                case.name
+            );
+        }
     }
 }

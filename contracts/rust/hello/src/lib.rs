@@ -1,14 +1,14 @@
 //! `hello`: the one-method contract of the docs. `greet(name)` creates `"hello, {name}"`.
 
-use shardspace_checker::{CheckerRequest, Contract, Envelope, Shape, TransactionBuilder, TxError, Verdict, ensure};
+use shardspace_checker::{BuildError, CheckerRequest, Contract, Envelope, Shape, TransactionBuilder, Verdict, ensure};
 
 pub const NAME: &str = "hello";
 /// The longest name `greet` takes, in characters.
 pub const NAME_CHARS_MAX: usize = 100;
 
 /// Client side: a call of `greet`.
-pub fn greet(name: &str) -> Result<Envelope, TxError> {
-    TransactionBuilder::new(NAME, "greet").parameter(name).output(format!("hello, {name}")).build()
+pub fn greet(name: &str) -> Result<Envelope, BuildError> {
+    Ok(TransactionBuilder::new(NAME, "greet").parameter(name).output(format!("hello, {name}")).build()?)
 }
 
 /// Server side: the checkers.
