@@ -34,6 +34,7 @@ test-rust: venv
 	SHARDSPACE_PYTHON=$(abspath $(VPY)) $(CARGO) test --workspace --locked
 
 test-python: venv
+	$(VPY) checker-sdk/fixtures/generate.py --check
 	$(VPY) -m pytest -q
 
 # Regenerates checker-sdk/fixtures/ from the Python SDK and contracts; commit the result.

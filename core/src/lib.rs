@@ -5,6 +5,7 @@
 //!
 //! This crate does no IO: no tokio, sockets, SQLite or clock.
 
+pub mod bft;
 pub mod canonical;
 pub mod checker_request;
 pub mod error;

@@ -24,13 +24,15 @@ import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from .contract import CheckerFailed, Contract, RequestError, validate_request
+from .jsonvalue import JsonValueError, parse_json
+from .limits import CHECKER_BODY_BYTES_MAX, JSON_NESTING_MAX
 
 log = logging.getLogger("shardspace.checker")
 
-CHECKER_BODY_BYTES_MAX = 2 * 1024 * 1024
+__all__ = ["CHECKER_BODY_BYTES_MAX", "CheckerServer", "load_contracts", "load_module", "main", "serve"]
+
 # Every connection holds a thread: bound them, so a flood of connections cannot exhaust the process.
 CHECKER_CONNECTIONS_MAX = 256
 # Longer than the 90 s idle timeout of hyper's pool (the replicas' client), so the client closes first
@@ -42,14 +44,18 @@ CHECKER_DRAIN_BYTES_MAX = 16 * 1024 * 1024
 CHECKER_DRAIN_SECONDS = 2.0
 
 _HINTS = {
-    "malformed_json": "send a JSON object encoded as UTF-8",
+    "malformed_json": "send a JSON object encoded as UTF-8: no NaN or Infinity, no number that overflows a "
+    f"64-bit float, at most {JSON_NESTING_MAX} nested arrays and objects",
     "missing_field": "a checker request has contractID, methodID, inputs, referenceInputs, parameters, "
     "returns, outputs and dependencies (docs/checkers.md §2)",
     "wrong_type": "see the checker request's field types in docs/checkers.md §2",
+    "float_number": "numbers in parameters are integers: pass other numbers as strings",
+    "number_out_of_range": "integers in parameters lie in [-2^63, 2^64-1]: pass larger ones as strings",
     "path_mismatch": "POST to /{contractID}/{methodID} of the request body",
     "unknown_contract": "GET / lists the contracts this checker serves",
     "unknown_method": "GET / lists the methods this checker serves",
-    "not_found": "POST checker requests to /{contractID}/{methodID}; GET / lists what is served",
+    "not_found": "POST checker requests to /{contractID}/{methodID} (matched as sent: no percent-decoding); "
+    "GET / lists what is served",
     "method_not_allowed": "use POST /{contractID}/{methodID}, or GET /",
     "length_required": "send a Content-Length header (this server does not take chunked bodies)",
     "body_too_large": f"a checker request is at most {CHECKER_BODY_BYTES_MAX} bytes",
@@ -186,15 +192,15 @@ class CheckerHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return  # answered (411 / 413) and closing
-        segments = _path_segments(self.path)
+        target = _request_target(self.requestline, self.path)
+        segments = _route(target)
         if segments == []:
             if self.command != "GET":
                 return self._fail(405, "method_not_allowed", f"{self.command} / is not allowed; GET / is")
             listing = {name: contract.checker_methods for name, contract in self.server.contracts.items()}
             return self._send_json(200, {"contracts": listing})
-        # An empty segment ("/bank/") names no method, as a router's "/{contract}/{method}" would not match it.
-        if segments is None or len(segments) != 2 or "" in segments:
-            return self._fail(404, "not_found", f"no such path: {self.path[:200]}")
+        if segments is None:
+            return self._fail(404, "not_found", f"no such path: {target[:200]}")
         if self.command != "POST":
             return self._fail(405, "method_not_allowed", f"{self.command} is not allowed here; POST is")
         self._check(segments[0], segments[1], body)
@@ -222,29 +228,16 @@ class CheckerHandler(BaseHTTPRequestHandler):
 
     def _parse_request(self, body: bytes):
         try:
-            request = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError:
-            return self._fail(400, "malformed_json", "the body is not UTF-8")
-        except RecursionError:
-            return self._fail(400, "malformed_json", "the body is nested too deeply")
-        except ValueError as error:
-            return self._fail(400, "malformed_json", f"the body is not JSON: {error}")
+            # As serde_json reads it: NaN, overflowing numbers, lone surrogates and deep nesting are refused.
+            request = parse_json(body)
+        except JsonValueError as error:
+            return self._fail(400, "malformed_json", f"the body: {error.message}")
         if not isinstance(request, dict):
             return self._fail(400, "malformed_json", f"the body is a JSON {type(request).__name__}, not an object")
         try:
-            # "\ud800" escapes parse in Python but are no text: refuse them here, as serde_json does,
-            # rather than let a checker trip over them.
-            json.dumps(request, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            return self._fail(400, "malformed_json", "the body escapes a lone UTF-16 surrogate")
-        except RecursionError:
-            return self._fail(400, "malformed_json", "the body is nested too deeply")
-        try:
-            validate_request(request)
+            validate_request(request)  # fields, then numbers in parameters
         except RequestError as error:
             return self._fail(400, error.kind, str(error))
-        except RecursionError:
-            return self._fail(400, "malformed_json", "the dependencies are nested too deeply")
         return request
 
     def _read_body(self):
@@ -336,17 +329,25 @@ class CheckerHandler(BaseHTTPRequestHandler):
         log.debug(format, *args)
 
 
-def _path_segments(path: str):
-    """The decoded segments of a request path ([] for "/"), or None for a path that is not a path."""
-    try:
-        path = urlsplit(path).path
-    except ValueError:
-        return None
-    if not path.startswith("/"):
-        return None
+def _request_target(request_line: str, parsed_path: str) -> str:
+    """The target exactly as the request line sent it: http.server turns a leading "//" into "/"."""
+    words = request_line.split()
+    return words[1] if len(words) >= 2 else parsed_path
+
+
+def _route(target: str):
+    """[] for "/", [contract, method] for "/{contract}/{method}", None for any other path.
+
+    The raw path, as the Rust SDK matches it: no percent-decoding, no collapsing of
+    "//"; the query string is ignored. Both names are non-empty and hold no "/".
+    """
+    path = target.split("?", 1)[0]
     if path == "/":
         return []
-    return [unquote(segment) for segment in path[1:].split("/")]
+    segments = path.split("/")
+    if len(segments) != 3 or segments[0] != "" or not segments[1] or not segments[2]:
+        return None
+    return segments[1:]
 
 
 def _where(error) -> str:

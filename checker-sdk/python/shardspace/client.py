@@ -35,73 +35,54 @@ class ApiError(Exception):
         return f"{where}{self.kind}: {self.message}{hint}"
 
 
-class MalformedJsonError(ApiError):
-    kind = "malformed_json"
+# Every error kind of the API and the checkers (docs/checkers.md §2, core's TxError): (kind, class name, meaning).
+# One class per kind, generated below; a kind not listed here is raised as a plain ApiError.
+ERROR_KINDS = (
+    ("malformed_json", "MalformedJsonError", "the body is not JSON, or not a JSON object"),
+    ("missing_field", "MissingFieldError", "a required field is absent"),
+    ("unknown_field", "UnknownFieldError", "a field the transaction does not have"),
+    ("wrong_type", "WrongTypeError", "a field has the wrong type"),
+    ("bad_id", "BadIdError", "an id is not 64 lowercase hex digits"),
+    ("bad_name", "BadNameError", "a contract or method name breaks the name rule"),
+    ("float_number", "FloatNumberError", "a float in the parameters"),
+    ("number_out_of_range", "NumberOutOfRangeError", "an integer outside [-2^63, 2^64-1]"),
+    ("envelope_too_large", "EnvelopeTooLargeError", "the envelope is over ENVELOPE_BYTES_MAX"),
+    ("too_many_inputs", "TooManyInputsError", "a transaction has over INPUTS_MAX inputs"),
+    ("too_many_references", "TooManyReferencesError", "a transaction has over REFERENCES_MAX references"),
+    ("too_many_outputs", "TooManyOutputsError", "a transaction has over OUTPUTS_MAX outputs"),
+    ("too_many_dependencies", "TooManyDependenciesError", "a transaction has over DEPENDENCIES_MAX dependencies"),
+    ("dependencies_too_deep", "DependenciesTooDeepError", "dependencies nest deeper than DEPENDENCY_DEPTH_MAX"),
+    ("value_too_large", "ValueTooLargeError", "an output or stored value is over VALUE_BYTES_MAX"),
+    ("duplicate_input", "DuplicateInputError", "an object is an input twice"),
+    ("input_also_reference", "InputAlsoReferenceError", "an object is both an input and a reference"),
+    ("missing_from_store", "MissingFromStoreError", "the store lacks the value of an input or reference"),
+    ("unexpected_in_store", "UnexpectedInStoreError", "the store holds an object the transaction does not name"),
+    ("path_mismatch", "PathMismatchError", "the body's contract or method differs from the path"),
+    ("unknown_contract", "UnknownContractError", "no checker serves that contract"),
+    ("unknown_method", "UnknownMethodError", "the contract has no such method"),
+    ("not_found", "NotFoundError", "no such path, transaction or object"),
+    ("method_not_allowed", "MethodNotAllowedError", "the HTTP method is not allowed on that path"),
+    ("body_too_large", "BodyTooLargeError", "the request body is over the server's limit"),
+    ("checker_failed", "CheckerFailedError", "a checker raised or answered something other than a verdict"),
+    ("too_many_pending", "TooManyPendingError", "the API has too many transactions in flight: retry later"),
+    ("unavailable", "ApiUnavailable", "the API is down, cannot reach its replicas, or refused the connection"),
+    ("timeout", "ApiTimeoutError", "no outcome within the API's wait deadline: ask again for the transaction"),
+)
 
 
-class MissingFieldError(ApiError):
-    kind = "missing_field"
+def _error_class(kind: str, name: str, meaning: str) -> type:
+    # `unavailable` is also a ConnectionError, so that code catching network failures catches it.
+    bases = (ApiError, ConnectionError) if kind == "unavailable" else (ApiError,)
+    return type(name, bases, {"kind": kind, "__doc__": f"`{kind}`: {meaning}.", "__module__": __name__})
 
 
-class WrongTypeError(ApiError):
-    kind = "wrong_type"
+ERROR_CLASSES = {kind: _error_class(kind, name, meaning) for kind, name, meaning in ERROR_KINDS}
+globals().update({cls.__name__: cls for cls in ERROR_CLASSES.values()})
+ApiUnavailable = ERROR_CLASSES["unavailable"]  # named here too: this module raises it itself
 
-
-class FloatNumberError(ApiError):
-    kind = "float_number"
-
-
-class NumberOutOfRangeError(ApiError):
-    kind = "number_out_of_range"
-
-
-class BodyTooLargeError(ApiError):
-    kind = "body_too_large"
-
-
-class UnknownContractError(ApiError):
-    kind = "unknown_contract"
-
-
-class UnknownMethodError(ApiError):
-    kind = "unknown_method"
-
-
-class NotFoundError(ApiError):
-    kind = "not_found"
-
-
-class MethodNotAllowedError(ApiError):
-    kind = "method_not_allowed"
-
-
-class TooManyPendingError(ApiError):
-    kind = "too_many_pending"
-
-
-class ApiUnavailable(ApiError, ConnectionError):
-    """The API is down or cannot reach its replicas (kind `unavailable`), or refused the connection."""
-
-    kind = "unavailable"
-
-
-ERROR_CLASSES = {
-    cls.kind: cls
-    for cls in (
-        MalformedJsonError,
-        MissingFieldError,
-        WrongTypeError,
-        FloatNumberError,
-        NumberOutOfRangeError,
-        BodyTooLargeError,
-        UnknownContractError,
-        UnknownMethodError,
-        NotFoundError,
-        MethodNotAllowedError,
-        TooManyPendingError,
-        ApiUnavailable,
-    )
-}
+__all__ = ["DEFAULT_URL", "ERROR_CLASSES", "ERROR_KINDS", "ApiError", "Client", "error_from"] + [
+    name for _, name, _ in ERROR_KINDS
+]
 
 
 def error_from(status: int, body) -> ApiError:

@@ -8,16 +8,18 @@ checker server (`shardspace.checker`) calls its checkers with checker requests
 """
 
 import functools
-import json
 from collections import namedtuple
 
-from .encoding import canonical_json, checker_request, object_id, transaction_id, validate_transaction
+from .encoding import canonical_json, checker_request, object_id, transaction_id
+from .jsonvalue import JsonValueError, check_value, parse_json
+from .limits import INT64_MAX, INT64_MIN, NAME_CHARS_MAX
+from .validate import TransactionError, is_name, validate_envelope, validate_transaction
 
 Object = namedtuple("Object", "id value")
 Object.__doc__ = "An object of the ledger: its id (64 hex) and its value (a string)."
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
+# A checker for every method of its contract that has none of its own.
+WILDCARD = "*"
 
 # Fields of a checker request, in the order they are validated, with their expected shape.
 REQUEST_FIELDS = (
@@ -40,6 +42,11 @@ _COUNTED = (
     ("returns", "returns"),
 )
 
+_NUMBER_PROBLEMS = {
+    "float_number": "a float; numbers in parameters must be integers",
+    "number_out_of_range": "an integer outside [-2^63, 2^64-1]",
+}
+
 _METHOD_RESULT_KEYS = {"outputs", "returns", "parameters", "dependencies"}
 
 
@@ -56,7 +63,10 @@ class CheckerFailed(Exception):
 
 
 class RequestError(ValueError):
-    """A checker request of the wrong shape: `kind` is missing_field or wrong_type, `field` its path."""
+    """A checker request refused before any checker runs: `kind` is the error kind, `field` the path it names.
+
+    Kinds: missing_field, wrong_type, float_number, number_out_of_range.
+    """
 
     def __init__(self, kind: str, field: str, message: str):
         super().__init__(message)
@@ -64,12 +74,19 @@ class RequestError(ValueError):
         self.field = field
 
 
-def validate_request(request, path: str = "") -> None:
-    """Raise RequestError unless `request` has every field of a checker request, well typed.
+def validate_request(request) -> None:
+    """Raise RequestError unless `request` has every field of a checker request, well typed, and integers only.
 
     Fields are checked in REQUEST_FIELDS order and dependencies depth first, so the
-    first problem is the one reported; unknown extra fields are ignored.
+    first problem is the one reported; unknown extra fields are ignored. Then
+    every number in the parameters (dependencies' too) must be an integer in
+    [-2^63, 2^64-1] (`jsonvalue.number_error`), as in a transaction.
     """
+    _validate_fields(request, "")
+    _validate_numbers(request, "")
+
+
+def _validate_fields(request, path: str) -> None:
     if not isinstance(request, dict):
         raise RequestError("wrong_type", path, f"`{path}` must be an object")
     for field, shape in REQUEST_FIELDS:
@@ -90,7 +107,20 @@ def _validate_field(value, shape: str, where: str) -> None:
         if shape == "strings" and not isinstance(item, str):
             raise RequestError("wrong_type", f"{where}[{index}]", f"`{where}[{index}]` must be a string")
         if shape == "requests":
-            validate_request(item, f"{where}[{index}]")
+            _validate_fields(item, f"{where}[{index}]")
+
+
+def _validate_numbers(request: dict, path: str) -> None:
+    prefix = f"{path}." if path else ""
+    try:
+        check_value(request["parameters"], f"{prefix}parameters")
+    except JsonValueError as error:
+        # From a JSON body only the number kinds can come (the parser refused the rest); a request built
+        # in Python may also hold a lone surrogate or a non-JSON type.
+        problem = _NUMBER_PROBLEMS.get(error.kind, error.message)
+        raise RequestError(error.kind, error.path, f"`{error.path}`: {problem}") from None
+    for index, dependency in enumerate(request["dependencies"]):
+        _validate_numbers(dependency, f"{prefix}dependencies[{index}]")
 
 
 def build_transaction(
@@ -107,6 +137,9 @@ def build_transaction(
 
     `inputs` and `reference_inputs` are Objects; `dependencies` are envelopes, whose
     transactions nest into T["dependencies"] and whose stores merge into this one.
+    Raises TypeError for arguments of the wrong type, and TransactionError (a
+    ValueError with the API's `kind`) for an envelope the ledger would refuse
+    (`validate_envelope`), or an id given two different values.
     """
     inputs = [_as_object(item, "inputs") for item in inputs]
     reference_inputs = [_as_object(item, "reference_inputs") for item in reference_inputs]
@@ -127,15 +160,19 @@ def build_transaction(
             _put(store, key, value)
     for item in inputs + reference_inputs:
         _put(store, item.id, item.value)
-    # Fail here, where the caller can see why, rather than at the API: bad ids, floats, huge ints.
-    validate_transaction(transaction)
-    canonical_json(transaction)
-    return {"transaction": transaction, "store": store}
+    envelope = {"transaction": transaction, "store": store}
+    # Fail here, where the caller can see why, rather than at the API: bad names and ids, floats, limits.
+    validate_envelope(envelope)
+    return envelope
 
 
 def outputs(envelope: dict) -> list:
     """T's own outputs as Objects, with their ids (dependencies' outputs are theirs to list)."""
-    transaction = _envelope_part(envelope, "transaction")
+    if not isinstance(envelope, dict) or "transaction" not in envelope:
+        message = f'an envelope is {{"transaction": T, "store": {{...}}}}, not {envelope!r:.80}'
+        raise TransactionError("wrong_type", "envelope", message)
+    transaction = envelope["transaction"]
+    validate_transaction(transaction)
     tx_id = transaction_id(transaction)
     return [Object(object_id(tx_id, value, index), value) for index, value in enumerate(transaction["outputs"])]
 
@@ -181,8 +218,7 @@ class Contract:
     """One contract: its client methods (`@contract.method`) and its checkers (`@contract.checker`)."""
 
     def __init__(self, name: str):
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ValueError(f"a contract name is a non-empty string without '/', not {name!r}")
+        _check_name(name, "contract name")
         self.name = name
         self._methods = {}
         self._checkers = {}
@@ -199,7 +235,7 @@ class Contract:
         "parameters"?: [...], "dependencies"?: [envelope]}. The decorated name becomes
         `build(inputs: [Object], reference_inputs: [Object], parameters, *private) -> envelope`.
         """
-        _check_method_id(method_id)
+        _check_name(method_id, "method id")
 
         def decorate(function):
             @functools.wraps(function)
@@ -254,7 +290,8 @@ class Contract:
         True / False or raises Reject(reason). The keyword counts, when given, are
         required exactly before the function runs.
         """
-        _check_method_id(method_id)
+        if method_id != WILDCARD:
+            _check_name(method_id, "method id")
         counts = dict(
             zip(
                 (field for field, _ in _COUNTED),
@@ -277,7 +314,7 @@ class Contract:
 
     def checks(self, method_id: str) -> bool:
         """Whether a checker (its own or the wildcard) answers for `method_id`."""
-        return method_id in self._checkers or "*" in self._checkers
+        return method_id in self._checkers or WILDCARD in self._checkers
 
     def check(self, method_id: str, request: dict) -> tuple:
         """The verdict `(success, reason)` on a checker request; reason is None on success.
@@ -299,7 +336,7 @@ class Contract:
         """`check` on a request already validated (the server validates once, for its error statuses)."""
         if not self.checks(method_id):
             raise LookupError(f"{self.name} has no checker for {method_id!r}")
-        function, counts = self._checkers.get(method_id) or self._checkers["*"]
+        function, counts = self._checkers.get(method_id) or self._checkers[WILDCARD]
         try:
             _require_counts(request, counts)
             verdict = function(
@@ -320,9 +357,11 @@ class Contract:
         return (True, None) if verdict else (False, f"rejected by {self.name}.{method_id}")
 
 
-def _check_method_id(method_id) -> None:
-    if not isinstance(method_id, str) or not method_id or "/" in method_id:
-        raise ValueError(f"a method id is a non-empty string without '/', not {method_id!r}")
+def _check_name(name, what: str) -> None:
+    # The ledger's rule (validate.is_name): a name it refuses could never reach this checker.
+    if not is_name(name):
+        rule = f"1 to {NAME_CHARS_MAX} characters of A-Z a-z 0-9 _ . -, starting with a letter or digit"
+        raise ValueError(f"a {what} is {rule}; not {name!r:.80}")
 
 
 def _require_counts(request: dict, counts: dict) -> None:
@@ -350,19 +389,16 @@ def load_canonical(value: str, what: str):
     """Parse a stored value, rejecting (with `what` in the reason) anything but canonical JSON.
 
     Requiring the canonical spelling, not just valid JSON, rules out duplicate keys,
-    NaN and floats at once: the Rust SDK answers the same for every such value.
+    NaN and floats at once; reading it as serde_json does (`parse_json`: nesting,
+    overflowing numbers) makes the Rust SDK answer the same for every value.
     """
     try:
-        parsed = json.loads(value, parse_constant=_refuse_constant)
+        parsed = parse_json(value)
         canonical = canonical_json(parsed)
-    except (ValueError, RecursionError):
+    except ValueError:
         raise Reject(f"{what} is not canonical JSON") from None
     require(canonical == value, f"{what} is not canonical JSON")
     return parsed
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
 
 
 def require_keys(value, keys, what: str) -> None:

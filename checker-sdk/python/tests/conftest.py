@@ -1,5 +1,6 @@
 """Shared pytest fixtures of the SDK tests: paths, the shared fixture files, checker servers and processes."""
 
+import itertools
 import json
 import logging
 import os
@@ -65,15 +66,25 @@ def quiet_checker_log(caplog):
     caplog.set_level(logging.CRITICAL, logger="shardspace.checker")
 
 
-class CheckerProcess:
-    """A `python -m shardspace.checker` child: its URL is the first stdout line, read with a deadline."""
+# The checker processes a test started, so that a failing test's report shows what they wrote on stderr.
+_CHILDREN = pytest.StashKey[list]()
 
-    def __init__(self, *arguments):
+
+class CheckerProcess:
+    """A `python -m shardspace.checker` child: its URL is the first stdout line, read with a deadline.
+
+    Its stderr goes to a file, never to a pipe: a pipe nobody reads fills up and
+    blocks the child mid-log. `stderr_text()` reads what it wrote so far.
+    """
+
+    def __init__(self, stderr_path: Path, *arguments):
         environment = dict(os.environ, PYTHONUNBUFFERED="1")
-        command = [sys.executable, "-m", "shardspace.checker", *map(str, arguments)]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
-        )
+        self.command = [sys.executable, "-m", "shardspace.checker", *map(str, arguments)]
+        self.stderr_path = stderr_path
+        with open(stderr_path, "wb") as stderr:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                self.command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=environment
+            )
         self._lines = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -90,6 +101,9 @@ class CheckerProcess:
             pytest.fail(f"the checker printed nothing within {timeout} s")
         return None if line is None else line.strip()
 
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
     def stop(self):
         if self.process.poll() is None:
             self.process.terminate()
@@ -98,23 +112,35 @@ class CheckerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            stream.close()
+        self.process.stdout.close()
 
 
 @pytest.fixture
-def checker_process():
+def checker_process(request, tmp_path):
     """A factory of checker processes, every one stopped at the end of the test, pass or fail."""
-    started = []
+    started = request.node.stash.setdefault(_CHILDREN, [])
+    numbers = itertools.count()
 
     def start(*arguments) -> CheckerProcess:
-        child = CheckerProcess(*arguments)
+        child = CheckerProcess(tmp_path / f"checker-{next(numbers)}.stderr", *arguments)
         started.append(child)
         return child
 
     yield start
     for child in started:
         child.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """When a test fails, add each of its checker processes' stderr to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for index, child in enumerate(item.stash.get(_CHILDREN, [])):
+        text = child.stderr_text() if child.stderr_path.exists() else "(no stderr file)"
+        report.sections.append((f"stderr of checker process {index}: {' '.join(child.command)}", text or "(empty)"))
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def test_a_missing_file_exits_2(checker_process, tmp_path):
     child = checker_process("--port", "0", missing)
     assert child.first_line() is None
     assert child.process.wait(timeout=20) == 2
-    assert str(missing) in child.process.stderr.read()
+    assert str(missing) in child.stderr_text()
 
 
 def test_two_contracts_with_one_name_exit_2(checker_process, contract_paths):
@@ -48,7 +48,7 @@ def test_two_contracts_with_one_name_exit_2(checker_process, contract_paths):
     child = checker_process("--port", "0", hello_path, hello_path)
     assert child.first_line() is None
     assert child.process.wait(timeout=20) == 2
-    assert "two contracts are named 'hello'" in child.process.stderr.read()
+    assert "two contracts are named 'hello'" in child.stderr_text()
 
 
 def test_a_file_without_contracts_exits_2(checker_process, tmp_path):
@@ -56,4 +56,4 @@ def test_a_file_without_contracts_exits_2(checker_process, tmp_path):
     empty.write_text("x = 1\n")
     child = checker_process("--port", "0", empty)
     assert child.process.wait(timeout=20) == 2
-    assert "defines no Contract" in child.process.stderr.read()
+    assert "defines no Contract" in child.stderr_text()

@@ -211,3 +211,114 @@ def test_close_releases_the_port(example_contracts):
 def test_two_contracts_with_one_name_are_refused():
     with pytest.raises(ValueError, match="named 'twin'"):
         serve([Contract("twin"), Contract("twin")])
+
+
+# -- the raw path (docs/checkers.md §2) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path, status, kind",
+    [
+        ("//hello/greet", 404, "not_found"),
+        ("/hello//greet", 404, "not_found"),
+        ("/hello/greet/", 404, "not_found"),
+        ("/hello/", 404, "not_found"),
+        ("//", 404, "not_found"),
+        ("/hello%2Fgreet", 404, "not_found"),
+        ("/hello/gr%65et", 404, "unknown_method"),
+        ("/h%65llo/greet", 404, "unknown_contract"),
+        ("/-bad/greet", 404, "unknown_contract"),
+        ("/hello/greet?", 200, None),
+        ("/hello/greet?x=1&y=/a/b", 200, None),
+    ],
+)
+def test_the_path_is_matched_raw(example_server, path, status, kind):
+    response, answer = _exchange(_connect(example_server), "POST", path, json.dumps(GREET).encode())
+    assert response.status == status, answer
+    if kind is not None:
+        assert answer["error"]["kind"] == kind
+    else:
+        assert answer == {"success": True}
+
+
+def test_a_query_string_on_root_still_lists(example_server):
+    response, answer = _exchange(_connect(example_server), "GET", "/?verbose=1")
+    assert response.status == 200 and "contracts" in answer
+
+
+# -- bodies read as serde_json reads them, numbers checked after the fields --------------------------
+
+
+def _greet_with(**fields) -> bytes:
+    return json.dumps({**GREET, **fields}).encode()
+
+
+def _dump_body(parameters_text: str) -> bytes:
+    body = json.dumps({**GREET, "contractID": "dump", "methodID": "put", "parameters": ["SLOT"], "outputs": []})
+    return body.replace('["SLOT"]', parameters_text).encode()
+
+
+def _error_of(server, path: str, body: bytes):
+    response, answer = _exchange(_connect(server), "POST", path, body)
+    return response.status, answer["error"]["kind"] if response.status != 200 else answer, answer
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    ["[NaN]", "[-Infinity]", "[1e400]", "[-1E400]", "[" + "9" * 400 + "]", "[" + "[" * 126 + "]" * 126 + "]"],
+    ids=["nan", "minus_infinity", "float_overflow", "negative_float_overflow", "integer_overflow", "nested_128"],
+)
+def test_what_serde_json_refuses_is_malformed_json(example_server, parameters):
+    status, kind, _ = _error_of(example_server, "/dump/put", _dump_body(parameters))
+    assert (status, kind) == (400, "malformed_json")
+
+
+def test_127_levels_are_accepted(example_server):
+    body = _dump_body("[" + "[" * 125 + "]" * 125 + "]")
+    assert _error_of(example_server, "/dump/put", body)[:2] == (200, {"success": True})
+
+
+@pytest.mark.parametrize(
+    "parameters, kind, field",
+    [
+        ("[1.5]", "float_number", "parameters[0]"),
+        ('[{"x": 1.0}]', "float_number", "parameters[0].x"),
+        ("[1, -0]", "float_number", "parameters[1]"),
+        ("[-0.0]", "float_number", "parameters[0]"),
+        ("[1e3]", "float_number", "parameters[0]"),
+        ("[18446744073709551616]", "number_out_of_range", "parameters[0]"),
+        ("[-9223372036854775809]", "number_out_of_range", "parameters[0]"),
+        ("[1e19]", "number_out_of_range", "parameters[0]"),
+        ("[[" + "9" * 300 + "]]", "number_out_of_range", "parameters[0][0]"),
+    ],
+)
+def test_numbers_in_parameters_must_be_64_bit_integers(example_server, parameters, kind, field):
+    status, got, answer = _error_of(example_server, "/dump/put", _dump_body(parameters))
+    assert (status, got) == (400, kind)
+    assert f"`{field}`" in answer["error"]["message"]
+
+
+def test_integer_bounds_and_numbers_outside_parameters_are_fine(example_server):
+    body = _dump_body("[-9223372036854775808, 18446744073709551615]")
+    assert _error_of(example_server, "/dump/put", body)[:2] == (200, {"success": True})
+    # Extra fields are ignored, numbers in them included (NaN would still be malformed JSON).
+    body = json.dumps({**GREET, "contractID": "dump", "methodID": "put", "extra": [1.5, 2**70]}).encode()
+    assert _error_of(example_server, "/dump/put", body)[:2] == (200, {"success": True})
+
+
+def test_numbers_in_a_dependency_name_its_path(example_server):
+    dependency = {**GREET, "parameters": ["world", {"n": 2.5}]}
+    body = _greet_with(dependencies=[GREET, dependency])
+    status, kind, answer = _error_of(example_server, "/hello/greet", body)
+    assert (status, kind) == (400, "float_number")
+    assert "`dependencies[1].parameters[1].n`" in answer["error"]["message"]
+
+
+def test_check_order_fields_then_numbers_then_path_mismatch(example_server):
+    # A missing field anywhere wins over a float; a float wins over a body sent to the wrong path.
+    body = _greet_with(parameters=[1.5], dependencies=[{"contractID": "hello"}])
+    assert _error_of(example_server, "/hello/greet", body)[1] == "missing_field"
+    body = _greet_with(methodID="other", parameters=[1.5])
+    assert _error_of(example_server, "/hello/greet", body)[1] == "float_number"
+    # The path is looked up before the body is read: unknown method beats malformed JSON.
+    assert _error_of(example_server, "/hello/nope", b"{NaN")[1] == "unknown_method"

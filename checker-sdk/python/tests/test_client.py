@@ -7,8 +7,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shardspace import ApiError, ApiUnavailable, Client, build_transaction, canonical_json
-from shardspace.client import MalformedJsonError, NotFoundError, TooManyPendingError
+import shardspace.client
+from shardspace import ApiError, ApiUnavailable, Client, TransactionError, build_transaction, canonical_json
+from shardspace.client import ERROR_CLASSES, MalformedJsonError, NotFoundError, TooManyPendingError, error_from
 
 
 class FakeApi(ThreadingHTTPServer):
@@ -139,3 +140,67 @@ def test_connection_refused_is_api_unavailable_with_a_hint():
 def test_floats_are_refused_before_sending():
     with pytest.raises(ValueError, match="float_number"):
         Client("http://127.0.0.1:1").submit({"transaction": {"parameters": [1.5]}, "store": {}})
+
+
+API_KINDS = [
+    # core's TxError kinds, then the API's and the checkers' own.
+    "malformed_json",
+    "missing_field",
+    "unknown_field",
+    "wrong_type",
+    "bad_id",
+    "bad_name",
+    "float_number",
+    "number_out_of_range",
+    "envelope_too_large",
+    "too_many_inputs",
+    "too_many_references",
+    "too_many_outputs",
+    "too_many_dependencies",
+    "dependencies_too_deep",
+    "value_too_large",
+    "duplicate_input",
+    "input_also_reference",
+    "missing_from_store",
+    "unexpected_in_store",
+    "path_mismatch",
+    "unknown_contract",
+    "unknown_method",
+    "not_found",
+    "method_not_allowed",
+    "body_too_large",
+    "checker_failed",
+    "too_many_pending",
+    "unavailable",
+    "timeout",
+]
+
+
+def test_every_kind_has_its_own_class():
+    assert sorted(ERROR_CLASSES) == sorted(API_KINDS)
+    classes = [ERROR_CLASSES[kind] for kind in API_KINDS]
+    assert len(set(classes)) == len(classes)
+    for kind, cls in ERROR_CLASSES.items():
+        assert issubclass(cls, ApiError) and cls is not ApiError and cls.kind == kind
+        assert getattr(shardspace.client, cls.__name__) is cls  # importable by name
+        assert cls.__name__ in shardspace.client.__all__
+    assert ERROR_CLASSES["unavailable"] is ApiUnavailable and issubclass(ApiUnavailable, ConnectionError)
+    assert shardspace.client.BadNameError.kind == "bad_name"
+    assert shardspace.client.DependenciesTooDeepError.kind == "dependencies_too_deep"
+    assert not issubclass(shardspace.client.ApiTimeoutError, TimeoutError)  # the API's deadline, not a socket's
+
+
+@pytest.mark.parametrize("kind", API_KINDS)
+def test_error_from_maps_each_kind_to_its_class(kind):
+    body = {"error": {"kind": kind, "message": "what", "hint": "how"}}
+    error = error_from(400, body)
+    assert type(error) is ERROR_CLASSES[kind]
+    assert (error.kind, error.message, error.hint, error.status, error.body) == (kind, "what", "how", 400, body)
+    assert str(error) == f"400 {kind}: what (hint: how)"
+
+
+def test_the_transaction_error_kinds_are_api_kinds():
+    # What build_transaction refuses, the API refuses with the same kind: one class each on the client side.
+    with pytest.raises(TransactionError) as error:
+        build_transaction("bad name", "m")
+    assert error.value.kind in ERROR_CLASSES

@@ -84,7 +84,7 @@ def test_one_id_with_two_values_is_refused():
 
 
 def test_floats_are_refused_when_building(toy):
-    with pytest.raises(ValueError, match="float_number: parameters\\[0\\]"):
+    with pytest.raises(ValueError, match=r"float_number: transaction\.parameters\[0\]"):
         build_transaction("toy", "m", parameters=[0.5])
 
 
@@ -168,7 +168,60 @@ def test_unknown_method_and_malformed_request(toy):
 
 def test_a_method_or_checker_is_declared_once(toy):
     toy.checker("m")(lambda *request: True)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="already has a checker"):
         toy.checker("m")(lambda *request: True)
+    toy.checker("*")(lambda *request: True)
+    with pytest.raises(ValueError, match="already has a checker"):
+        toy.checker("*")(lambda *request: True)
+    toy.method("m")(lambda inputs, references, parameters: {"outputs": []})
+    with pytest.raises(ValueError, match="already has a client method"):
+        toy.method("m")(lambda inputs, references, parameters: {"outputs": []})
+
+
+GOOD_NAMES = ["a", "Bank", "0", "create_account", "v1.2-beta", "x" * 64]
+BAD_NAMES = ["", "has/slash", "_private", ".hidden", "-dash", "has space", "café", "x" * 65, "a\n", "%41", None, 7]
+
+
+@pytest.mark.parametrize("name", GOOD_NAMES)
+def test_names_follow_the_ledger_rule(name):
+    contract = Contract(name)
+    contract.method(name)(lambda inputs, references, parameters: {"outputs": []})
+    contract.checker(name)(lambda *request: True)
+    assert contract.call(name)["transaction"]["contractID"] == name
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
+def test_names_outside_the_ledger_rule_are_refused(toy, name):
+    with pytest.raises(ValueError, match="A-Z a-z 0-9"):
+        Contract(name)
+    with pytest.raises(ValueError, match="A-Z a-z 0-9"):
+        toy.method(name)
+    with pytest.raises(ValueError, match="A-Z a-z 0-9"):
+        toy.checker(name)
+
+
+def test_only_checkers_take_the_wildcard(toy):
+    toy.checker("*")(lambda *request: True)
     with pytest.raises(ValueError):
-        Contract("has/slash")
+        toy.method("*")
+    with pytest.raises(ValueError):
+        Contract("*")
+
+
+@pytest.mark.parametrize(
+    "parameters, kind, field",
+    [
+        ([1.5], "float_number", "parameters[0]"),
+        ([{"x": -0.0}], "float_number", "parameters[0].x"),
+        ([2**64], "number_out_of_range", "parameters[0]"),
+        ([1e19], "number_out_of_range", "parameters[0]"),
+    ],
+)
+def test_check_refuses_numbers_that_are_not_64_bit_integers(toy, parameters, kind, field):
+    toy.checker("m")(lambda *request: True)
+    with pytest.raises(RequestError) as error:
+        toy.check("m", _request(parameters=parameters))
+    assert (error.value.kind, error.value.field) == (kind, field)
+    with pytest.raises(RequestError) as error:
+        toy.check("m", _request(dependencies=[_request(parameters=parameters)]))
+    assert (error.value.kind, error.value.field) == (kind, "dependencies[0]." + field)

@@ -8,7 +8,8 @@ import re
 
 from shardspace import INT64_MAX, INT64_MIN, Contract, require
 
-_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)")
+# One spelling per number: no leading zeros, no "+", and no "-0" (serde_json would read it as a float).
+_DECIMAL = re.compile(r"(0|-?[1-9][0-9]*)")
 # 2^63 has 19 digits: anything longer is out of range, and we never hand int() a huge string.
 _DECIMAL_CHARS_MAX = 20
 

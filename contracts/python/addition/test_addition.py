@@ -56,6 +56,8 @@ def test_init_rejections():
         ("abc", "1", "not a decimal integer"),
         ("007", "8", "not a decimal integer"),
         ("+1", "2", "not a decimal integer"),
+        ("-0", "1", "not a decimal integer"),
+        ("-00", "1", "not a decimal integer"),
         ("1.0", "2", "not a decimal integer"),
         ("41\n", "42", "not a decimal integer"),
         ("٤١", "42", "not a decimal integer"),

@@ -8,19 +8,27 @@ can be replayed.
 """
 
 import json
-import re
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from shardspace import INT64_MAX, Contract, canonical_json, is_int, load_canonical, require, require_keys
+from shardspace import (
+    INT64_MAX,
+    Contract,
+    canonical_json,
+    is_int,
+    is_lower_hex,
+    load_canonical,
+    require,
+    require_keys,
+)
 
 OPENING_BALANCE_MAX = 1000
 ACCOUNT_KEYS = ("balance", "owner", "seq")
-
-_OWNER = re.compile(r"[0-9a-f]{64}")
-_SIGNATURE = re.compile(r"[0-9a-f]{128}")
+# An ed25519 public key is 32 bytes, a signature 64, both as lowercase hex.
+OWNER_HEX_CHARS = 64
+SIGNATURE_HEX_CHARS = 128
 
 bank = Contract("bank")
 
@@ -86,7 +94,7 @@ def check_transfer(inputs, reference_inputs, parameters, outputs, returns, depen
     require(is_int(amount, 1, payer["balance"]), "the amount must be an integer from 1 to the payer's balance")
     require(payee["balance"] <= INT64_MAX - amount, "the payee's balance would overflow 2^63-1")
     require(payer["seq"] < INT64_MAX, "the payer's seq would overflow 2^63-1")
-    require(isinstance(signature, str) and _SIGNATURE.fullmatch(signature), "the signature must be 128 lowercase hex")
+    require(is_lower_hex(signature, SIGNATURE_HEX_CHARS), "the signature must be 128 lowercase hex")
     require(
         _verify(payer["owner"], signature, transfer_message(amount, payer_value, payee_value)),
         "the signature is not the payer owner's over this transfer",
@@ -124,7 +132,7 @@ def _require_account(actual: str, expected: dict, what: str) -> None:
 
 
 def _is_owner(owner) -> bool:
-    return isinstance(owner, str) and _OWNER.fullmatch(owner) is not None
+    return is_lower_hex(owner, OWNER_HEX_CHARS)
 
 
 def _verify(owner: str, signature: str, message: bytes) -> bool:

@@ -37,11 +37,11 @@ fn check_increment(request: &CheckerRequest) -> Verdict {
     Ok(())
 }
 
-/// Decimal text of a signed 64-bit integer without leading zeros (`^-?(0|[1-9][0-9]*)$`).
+/// Decimal text of a signed 64-bit integer, one spelling per number (`^(0|-?[1-9][0-9]*)$`).
 fn parse_integer(text: &str) -> Result<i64, Rejection> {
     let digits = text.strip_prefix('-').unwrap_or(text);
     let canonical =
-        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !digits.starts_with('0'));
     let number = text.parse::<i64>().ok().filter(|_| canonical);
     number.ok_or_else(|| Rejection::new(format!("{text:?} is not a canonical 64-bit integer")))
 }

@@ -1,0 +1,261 @@
+//! The decided log and the replicated state: known blocks, the commit of a
+//! certified chain, execution with request de-duplication, snapshots for
+//! checkpoints and state transfer.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::app::Application;
+use super::messages::{Block, CheckpointCertificate, CheckpointPoint};
+use super::types::{Digest, Height, Request, Round};
+
+/// The last decided block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tip {
+    pub block: Digest,
+    pub round: Round,
+    pub height: Height,
+}
+
+impl Tip {
+    pub fn genesis() -> Self {
+        Self { block: Digest::default(), round: Round(0), height: Height(0) }
+    }
+}
+
+/// A stable checkpoint: its certificate and the state it certifies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StableCheckpoint {
+    pub certificate: CheckpointCertificate,
+    pub state: Vec<u8>,
+}
+
+/// Why a chain could not be committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitError {
+    /// A block of the chain is unknown here: fetch it, then try again.
+    Missing(Digest),
+    /// The chain does not extend the decided tip: more than f replicas are faulty.
+    Fork { block: Digest, tip: Tip },
+}
+
+/// Executed request digests of the last `window` heights: part of the
+/// replicated state, so that a replica restored from a snapshot skips exactly
+/// the duplicates its peers skip.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Executed {
+    window: u64,
+    by_height: BTreeMap<Height, Vec<Digest>>,
+    all: BTreeSet<Digest>,
+}
+
+impl Executed {
+    fn record(&mut self, height: Height, digests: Vec<Digest>) {
+        self.all.extend(digests.iter().copied());
+        self.by_height.insert(height, digests);
+        while let Some((&oldest, _)) = self.by_height.first_key_value() {
+            if oldest.0.saturating_add(self.window) > height.0 {
+                break;
+            }
+            for digest in self.by_height.remove(&oldest).unwrap_or_default() {
+                self.all.remove(&digest);
+            }
+        }
+    }
+}
+
+/// What a snapshot holds: the application's state and the de-duplication window.
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    app: Vec<u8>,
+    executed: Executed,
+}
+
+/// One decided block and what executing it produced.
+#[derive(Debug)]
+pub struct Decided<O> {
+    pub height: Height,
+    pub block: Block,
+    pub outputs: Vec<O>,
+}
+
+#[derive(Debug)]
+pub struct Ledger<A: Application> {
+    app: A,
+    executed: Executed,
+    /// Blocks not yet decided, and decided ones above the stable checkpoint (to serve peers).
+    blocks: BTreeMap<Digest, Block>,
+    /// Decided heights above the stable checkpoint.
+    decided: BTreeMap<Height, Digest>,
+    tip: Tip,
+    stable: Option<StableCheckpoint>,
+}
+
+impl<A: Application> Ledger<A> {
+    pub fn new(app: A, dedup_window_heights: u64) -> Self {
+        let executed = Executed { window: dedup_window_heights, ..Executed::default() };
+        Self { app, executed, blocks: BTreeMap::new(), decided: BTreeMap::new(), tip: Tip::genesis(), stable: None }
+    }
+
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    pub fn tip(&self) -> Tip {
+        self.tip
+    }
+
+    pub fn stable(&self) -> Option<&StableCheckpoint> {
+        self.stable.as_ref()
+    }
+
+    pub fn block(&self, digest: &Digest) -> Option<&Block> {
+        self.blocks.get(digest)
+    }
+
+    /// Whether the block is known, or is the decided tip or genesis (whose body may be gone).
+    pub fn knows(&self, digest: &Digest) -> bool {
+        self.blocks.contains_key(digest) || *digest == self.tip.block || *digest == Digest::default()
+    }
+
+    pub fn was_executed(&self, digest: &Digest) -> bool {
+        self.executed.all.contains(digest)
+    }
+
+    /// The round of a known block (the tip's and genesis's included).
+    pub fn round_of(&self, digest: &Digest) -> Option<Round> {
+        if *digest == self.tip.block {
+            return Some(self.tip.round);
+        }
+        self.blocks.get(digest).map(|block| block.round).or((*digest == Digest::default()).then_some(Round(0)))
+    }
+
+    pub fn insert(&mut self, block: Block) {
+        if block.round > self.tip.round {
+            self.blocks.insert(block.digest(), block);
+        }
+    }
+
+    /// Requests in the undecided blocks from `from` back to the tip: not to be proposed again.
+    pub fn pending_requests(&self, from: &Digest) -> BTreeSet<Digest> {
+        let mut pending = BTreeSet::new();
+        let mut cursor = *from;
+        while let Some(block) = self.blocks.get(&cursor).filter(|block| block.round > self.tip.round) {
+            pending.extend(block.requests.iter().map(Request::digest));
+            cursor = block.parent.block;
+        }
+        pending
+    }
+
+    /// Whether undecided blocks from `from` back to the tip carry any request.
+    pub fn has_undecided_requests(&self, from: &Digest) -> bool {
+        !self.pending_requests(from).is_empty()
+    }
+
+    /// Decides `target` and its undecided ancestors, oldest first, executing them.
+    pub fn commit(&mut self, target: &Digest) -> Result<Vec<Decided<A::Output>>, CommitError> {
+        let mut chain = Vec::new();
+        let mut cursor = *target;
+        while cursor != self.tip.block {
+            let block = self.blocks.get(&cursor).ok_or(CommitError::Missing(cursor))?;
+            if block.round <= self.tip.round {
+                return Err(CommitError::Fork { block: cursor, tip: self.tip });
+            }
+            chain.push(cursor);
+            cursor = block.parent.block;
+        }
+        let mut decided = Vec::with_capacity(chain.len());
+        for digest in chain.into_iter().rev() {
+            let block = self.blocks.get(&digest).cloned().ok_or(CommitError::Missing(digest))?;
+            decided.push(self.execute(digest, block));
+        }
+        self.forget_stale_forks();
+        Ok(decided)
+    }
+
+    fn execute(&mut self, digest: Digest, block: Block) -> Decided<A::Output> {
+        let height = self.tip.height.next();
+        let mut outputs = Vec::new();
+        let mut digests = Vec::with_capacity(block.requests.len());
+        for request in &block.requests {
+            let request_digest = request.digest();
+            // A request proposed twice (two leaders had it) executes once.
+            if self.executed.all.contains(&request_digest) || digests.contains(&request_digest) {
+                continue;
+            }
+            outputs.extend(self.app.execute(height, request));
+            digests.push(request_digest);
+        }
+        self.executed.record(height, digests);
+        self.tip = Tip { block: digest, round: block.round, height };
+        self.decided.insert(height, digest);
+        Decided { height, block, outputs }
+    }
+
+    /// Undecided blocks at or below the tip's round can never be decided.
+    fn forget_stale_forks(&mut self) {
+        let decided: BTreeSet<Digest> = self.decided.values().copied().collect();
+        let tip_round = self.tip.round;
+        self.blocks.retain(|digest, block| block.round > tip_round || decided.contains(digest));
+    }
+
+    /// The decided block at `height`, if still kept.
+    pub fn decided_at(&self, height: Height) -> Option<&Block> {
+        self.decided.get(&height).and_then(|digest| self.blocks.get(digest))
+    }
+
+    /// The replicated state as bytes, for a checkpoint at the tip.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let body = SnapshotBody { app: self.app.snapshot(), executed: self.executed.clone() };
+        postcard::to_stdvec(&body).expect("encoding a snapshot into memory cannot fail")
+    }
+
+    /// The checkpoint point of the tip, with the snapshot it signs.
+    pub fn checkpoint_point(&self) -> (CheckpointPoint, Vec<u8>) {
+        let state = self.snapshot();
+        let point = CheckpointPoint {
+            height: self.tip.height,
+            block: self.tip.block,
+            round: self.tip.round,
+            state: Digest::of(&state),
+        };
+        (point, state)
+    }
+
+    /// Makes `checkpoint` the stable one and drops what it replaces.
+    pub fn set_stable(&mut self, checkpoint: StableCheckpoint) {
+        let height = checkpoint.certificate.point.height;
+        let kept = self.decided.split_off(&height.next());
+        for digest in self.decided.values() {
+            self.blocks.remove(digest);
+        }
+        self.decided = kept;
+        self.stable = Some(checkpoint);
+    }
+
+    /// Replaces the state with a stable checkpoint from peers (state transfer).
+    pub fn restore(&mut self, checkpoint: StableCheckpoint) -> Result<(), String> {
+        let body: SnapshotBody = postcard::from_bytes(&checkpoint.state).map_err(|error| error.to_string())?;
+        self.app.restore(&body.app)?;
+        self.executed = body.executed;
+        let point = checkpoint.certificate.point;
+        self.tip = Tip { block: point.block, round: point.round, height: point.height };
+        self.decided.clear();
+        self.forget_stale_forks();
+        self.stable = Some(checkpoint);
+        Ok(())
+    }
+
+    /// Blocks from `from` back through its ancestors, at most `max`, as far as they are known.
+    pub fn chain_from(&self, from: &Digest, max: usize) -> Vec<Block> {
+        let mut chain = Vec::new();
+        let mut cursor = *from;
+        while chain.len() < max {
+            let Some(block) = self.blocks.get(&cursor) else { break };
+            chain.push(block.clone());
+            cursor = block.parent.block;
+        }
+        chain
+    }
+}

@@ -1,0 +1,350 @@
+//! The messages between replicas of one shard (`PeerMessage`) and the
+//! certificates they carry. Each has `verify`, which checks what the message
+//! alone can prove: signatures, quorums, distinct signers, leaders, sizes.
+//! Stateful checks (an old round, an unknown parent) come later, in `Replica`.
+
+use ed25519_dalek::Signature;
+use serde::{Deserialize, Serialize};
+
+use super::committee::Committee;
+use super::error::ProtocolError;
+use super::types::{Digest, Height, ReplicaId, Request, Round};
+
+/// Bounds on what one message may carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// Requests in one block.
+    pub batch_requests_max: usize,
+    /// Bytes of one request.
+    pub request_bytes_max: usize,
+    /// Blocks in one sync answer.
+    pub sync_blocks_max: usize,
+}
+
+impl Default for MessageLimits {
+    fn default() -> Self {
+        Self { batch_requests_max: 1024, request_bytes_max: 64 * 1024, sync_blocks_max: 64 }
+    }
+}
+
+/// 2f+1 votes for one block in one round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumCertificate {
+    pub block: Digest,
+    pub round: Round,
+    pub votes: Vec<(ReplicaId, Signature)>,
+}
+
+impl QuorumCertificate {
+    /// The certificate of the genesis block (round 0), which needs no votes.
+    pub fn genesis() -> Self {
+        Self { block: Digest::default(), round: Round(0), votes: Vec::new() }
+    }
+
+    pub fn is_genesis(&self) -> bool {
+        self.round == Round(0) && self.block == Digest::default()
+    }
+
+    /// What a vote for `block` in `round` signs.
+    pub fn signing_bytes(committee: &Committee, block: &Digest, round: Round) -> Vec<u8> {
+        committee.signing_bytes("vote", &[&block.0, &round.0.to_be_bytes()])
+    }
+
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        if self.is_genesis() {
+            return if self.votes.is_empty() { Ok(()) } else { Err(malformed("certificate", "a genesis with votes")) };
+        }
+        if self.round == Round(0) {
+            return Err(malformed("certificate", "round 0 is the genesis's"));
+        }
+        committee.verify_quorum(&Self::signing_bytes(committee, &self.block, self.round), &self.votes)
+    }
+}
+
+/// A batch of requests, proposed by the leader of `round` on top of the block `parent` certifies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub round: Round,
+    pub author: ReplicaId,
+    pub parent: QuorumCertificate,
+    pub requests: Vec<Request>,
+}
+
+impl Block {
+    pub fn digest(&self) -> Digest {
+        let mut bytes = Vec::with_capacity(64 + 32 * self.requests.len());
+        bytes.extend_from_slice(b"shardspace/block\0");
+        bytes.extend_from_slice(&self.round.0.to_be_bytes());
+        bytes.extend_from_slice(&self.author.0.to_be_bytes());
+        bytes.extend_from_slice(&self.parent.block.0);
+        bytes.extend_from_slice(&self.parent.round.0.to_be_bytes());
+        bytes.extend_from_slice(&u64::try_from(self.requests.len()).unwrap_or(u64::MAX).to_be_bytes());
+        for request in &self.requests {
+            bytes.extend_from_slice(&request.digest().0);
+        }
+        Digest::of(&bytes)
+    }
+
+    /// Checks the block alone: its parent's certificate, round order and sizes.
+    pub fn verify(&self, committee: &Committee, limits: &MessageLimits) -> Result<(), ProtocolError> {
+        if !committee.contains(self.author) {
+            return Err(ProtocolError::UnknownReplica { replica: self.author });
+        }
+        if self.round <= self.parent.round {
+            return Err(malformed("block", "its round is not after its parent's"));
+        }
+        if self.requests.len() > limits.batch_requests_max {
+            let (count, max) = (self.requests.len(), limits.batch_requests_max);
+            return Err(ProtocolError::TooLarge { what: "block", count, max });
+        }
+        if let Some(request) = self.requests.iter().find(|r| r.payload.len() > limits.request_bytes_max) {
+            let (count, max) = (request.payload.len(), limits.request_bytes_max);
+            return Err(ProtocolError::TooLarge { what: "request", count, max });
+        }
+        self.parent.verify(committee)
+    }
+}
+
+/// A leader's block, with the timeout certificate that justifies skipping rounds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub block: Block,
+    /// Present when the parent is not from the round just before: the certificate
+    /// that the previous round timed out.
+    pub timeout_certificate: Option<TimeoutCertificate>,
+    pub signature: Signature,
+}
+
+impl Proposal {
+    pub fn signing_bytes(committee: &Committee, block: &Digest) -> Vec<u8> {
+        committee.signing_bytes("proposal", &[&block.0])
+    }
+
+    pub fn verify(&self, committee: &Committee, limits: &MessageLimits) -> Result<(), ProtocolError> {
+        let block = &self.block;
+        let leader = committee.leader(block.round);
+        if block.author != leader {
+            return Err(ProtocolError::WrongLeader { author: block.author, round: block.round, leader });
+        }
+        block.verify(committee, limits)?;
+        committee.verify(block.author, &Self::signing_bytes(committee, &block.digest()), &self.signature)?;
+        match &self.timeout_certificate {
+            None if block.round != block.parent.round.next() => {
+                Err(malformed("proposal", "it skips rounds without a timeout certificate"))
+            }
+            Some(certificate) if certificate.round.next() != block.round => {
+                Err(malformed("proposal", "its timeout certificate is not for the round before"))
+            }
+            Some(certificate) => certificate.verify(committee),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One replica's vote for a block, sent to the next round's leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub block: Digest,
+    pub round: Round,
+    pub voter: ReplicaId,
+    pub signature: Signature,
+}
+
+impl Vote {
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        let bytes = QuorumCertificate::signing_bytes(committee, &self.block, self.round);
+        committee.verify(self.voter, &bytes, &self.signature)
+    }
+}
+
+/// A replica gives up on `round`, and says which certificate it holds highest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeout {
+    pub round: Round,
+    pub high_qc: QuorumCertificate,
+    pub author: ReplicaId,
+    pub signature: Signature,
+}
+
+impl Timeout {
+    /// What a timeout signs: the round and the round of the sender's highest certificate.
+    pub fn signing_bytes(committee: &Committee, round: Round, high_qc_round: Round) -> Vec<u8> {
+        committee.signing_bytes("timeout", &[&round.0.to_be_bytes(), &high_qc_round.0.to_be_bytes()])
+    }
+
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        if self.high_qc.round >= self.round {
+            return Err(malformed("timeout", "its certificate is not from an earlier round"));
+        }
+        let bytes = Self::signing_bytes(committee, self.round, self.high_qc.round);
+        committee.verify(self.author, &bytes, &self.signature)?;
+        self.high_qc.verify(committee)
+    }
+}
+
+/// 2f+1 timeouts for one round, and the highest certificate among them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutCertificate {
+    pub round: Round,
+    /// Each signer with the round of its highest certificate, and its signature.
+    pub timeouts: Vec<(ReplicaId, Round, Signature)>,
+    pub high_qc: QuorumCertificate,
+}
+
+impl TimeoutCertificate {
+    /// The highest certificate round any signer reported: a block after this
+    /// certificate must extend a certificate at least that high.
+    pub fn high_qc_round(&self) -> Round {
+        self.timeouts.iter().map(|(_, round, _)| *round).max().unwrap_or_default()
+    }
+
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        if self.timeouts.len() < committee.quorum() {
+            return Err(ProtocolError::TooFewSignatures { count: self.timeouts.len(), quorum: committee.quorum() });
+        }
+        let mut seen = vec![false; committee.size()];
+        for (signer, high_qc_round, signature) in &self.timeouts {
+            let slot = seen.get_mut(signer.0 as usize).ok_or(ProtocolError::UnknownReplica { replica: *signer })?;
+            if std::mem::replace(slot, true) {
+                return Err(ProtocolError::DuplicateSigner { replica: *signer });
+            }
+            if *high_qc_round >= self.round {
+                return Err(malformed("timeout certificate", "a signer's certificate is not from an earlier round"));
+            }
+            committee.verify(*signer, &Timeout::signing_bytes(committee, self.round, *high_qc_round), signature)?;
+        }
+        if self.high_qc.round != self.high_qc_round() {
+            return Err(malformed("timeout certificate", "its certificate is not the highest reported"));
+        }
+        self.high_qc.verify(committee)
+    }
+}
+
+/// A replica's signed statement of the application state after `height`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub point: CheckpointPoint,
+    pub author: ReplicaId,
+    pub signature: Signature,
+}
+
+/// What a checkpoint is about: the decided block at `height` and the state after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointPoint {
+    pub height: Height,
+    pub block: Digest,
+    pub round: Round,
+    pub state: Digest,
+}
+
+impl CheckpointPoint {
+    pub fn signing_bytes(&self, committee: &Committee) -> Vec<u8> {
+        let (height, round) = (self.height.0.to_be_bytes(), self.round.0.to_be_bytes());
+        committee.signing_bytes("checkpoint", &[&height, &self.block.0, &round, &self.state.0])
+    }
+}
+
+impl Checkpoint {
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        committee.verify(self.author, &self.point.signing_bytes(committee), &self.signature)
+    }
+}
+
+/// 2f+1 matching checkpoints: the decided log up to `point.height` may be
+/// replaced by the state they sign.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointCertificate {
+    pub point: CheckpointPoint,
+    pub signatures: Vec<(ReplicaId, Signature)>,
+}
+
+impl CheckpointCertificate {
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        committee.verify_quorum(&self.point.signing_bytes(committee), &self.signatures)
+    }
+}
+
+/// Every message between the replicas of one shard. Append-only: never
+/// reorder or reuse a variant (postcard encodes the index).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    Proposal(Proposal),
+    Vote(Vote),
+    Timeout(Timeout),
+    /// Requests a replica received from clients, forwarded to the leaders.
+    Requests(Vec<Request>),
+    /// The highest certificates a replica holds, sent to a peer that is behind.
+    Catchup {
+        high_qc: QuorumCertificate,
+        timeout_certificate: Option<TimeoutCertificate>,
+    },
+    /// Asks for the block with this digest and its ancestors; `height` is the
+    /// asker's decided height, so that a peer that no longer keeps the block can
+    /// send its stable checkpoint instead.
+    BlockRequest {
+        block: Digest,
+        height: Height,
+    },
+    /// Blocks, each the parent of the one before.
+    Blocks(Vec<Block>),
+    Checkpoint(Checkpoint),
+    /// A stable checkpoint and the state it certifies: the answer to a
+    /// `BlockRequest` for a block older than the sender keeps.
+    Snapshot {
+        certificate: CheckpointCertificate,
+        #[serde(with = "serde_bytes_snapshot")]
+        state: Vec<u8>,
+    },
+}
+
+impl PeerMessage {
+    /// Checks what the message alone can prove.
+    pub fn verify(&self, committee: &Committee, limits: &MessageLimits) -> Result<(), ProtocolError> {
+        match self {
+            Self::Proposal(proposal) => proposal.verify(committee, limits),
+            Self::Vote(vote) => vote.verify(committee),
+            Self::Timeout(timeout) => timeout.verify(committee),
+            Self::Requests(requests) => {
+                if requests.len() > limits.batch_requests_max {
+                    let (count, max) = (requests.len(), limits.batch_requests_max);
+                    return Err(ProtocolError::TooLarge { what: "request batch", count, max });
+                }
+                match requests.iter().find(|request| request.payload.len() > limits.request_bytes_max) {
+                    Some(request) => {
+                        let (count, max) = (request.payload.len(), limits.request_bytes_max);
+                        Err(ProtocolError::TooLarge { what: "request", count, max })
+                    }
+                    None => Ok(()),
+                }
+            }
+            Self::Catchup { high_qc, timeout_certificate } => {
+                high_qc.verify(committee)?;
+                timeout_certificate.as_ref().map_or(Ok(()), |certificate| certificate.verify(committee))
+            }
+            Self::BlockRequest { .. } => Ok(()),
+            Self::Blocks(blocks) => {
+                if blocks.len() > limits.sync_blocks_max {
+                    let (count, max) = (blocks.len(), limits.sync_blocks_max);
+                    return Err(ProtocolError::TooLarge { what: "block batch", count, max });
+                }
+                blocks.iter().try_for_each(|block| block.verify(committee, limits))
+            }
+            Self::Checkpoint(checkpoint) => checkpoint.verify(committee),
+            Self::Snapshot { certificate, state } => {
+                certificate.verify(committee)?;
+                if Digest::of(state) != certificate.point.state {
+                    return Err(malformed("snapshot", "its state does not match its certificate"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn malformed(what: &'static str, reason: &str) -> ProtocolError {
+    ProtocolError::Malformed { what, reason: reason.to_string() }
+}
+
+mod serde_bytes_snapshot {
+    pub use super::super::types::serde_bytes_vec::{deserialize, serialize};
+}

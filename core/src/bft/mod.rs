@@ -1,0 +1,26 @@
+//! Byzantine fault tolerant ordering inside one shard: 2-chain HotStuff
+//! (Jolteon / DiemBFT v4) as a sans-IO state machine (`Replica`), with its
+//! messages, certificates, safety rules, mempool, decided log, checkpoints and
+//! state transfer. `docs/protocol.md` describes it and names the tests.
+
+mod app;
+mod committee;
+mod error;
+mod ledger;
+mod mempool;
+mod messages;
+mod replica;
+mod safety;
+mod types;
+
+pub use app::Application;
+pub use committee::{Committee, KeyPair};
+pub use error::{ProtocolError, Severity};
+pub use ledger::{StableCheckpoint, Tip};
+pub use messages::{
+    Block, Checkpoint, CheckpointCertificate, CheckpointPoint, MessageLimits, PeerMessage, Proposal, QuorumCertificate,
+    Timeout, TimeoutCertificate, Vote,
+};
+pub use replica::{Action, Config, Event, Persisted, Replica};
+pub use safety::SafetyState;
+pub use types::{Digest, Height, ReplicaId, Request, Round, TimeMs};

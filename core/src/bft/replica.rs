@@ -1,0 +1,742 @@
+//! `Replica`: one replica of a shard as a pure state machine. The shell feeds
+//! it `Event`s (peer messages, client requests, clock ticks) and carries out the
+//! returned `Action`s in order: persist actions complete before the sends that
+//! follow them. No IO, no clock: time comes in with `Event::Tick`.
+//!
+//! The protocol is 2-chain HotStuff (Jolteon / DiemBFT v4) with round-robin
+//! leaders: see `docs/protocol.md`.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::Signature;
+
+use super::app::Application;
+use super::committee::{Committee, KeyPair};
+use super::error::ProtocolError;
+use super::ledger::{CommitError, Ledger, StableCheckpoint, Tip};
+use super::mempool::Mempool;
+use super::messages::{
+    Block, Checkpoint, CheckpointCertificate, CheckpointPoint, MessageLimits, PeerMessage, Proposal, QuorumCertificate,
+    Timeout, TimeoutCertificate, Vote,
+};
+use super::safety::SafetyState;
+use super::types::{Digest, Height, ReplicaId, Request, Round, TimeMs};
+
+/// Tuning and bounds of one replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The first round timeout; it doubles with each timeout in a row.
+    pub round_timeout_ms: u64,
+    /// The longest round timeout.
+    pub round_timeout_max_ms: u64,
+    /// Requests waiting to be proposed; more are refused.
+    pub mempool_requests_max: usize,
+    /// A checkpoint every this many decided heights.
+    pub checkpoint_interval: u64,
+    /// Heights over which a request executes at most once.
+    pub dedup_window_heights: u64,
+    /// How often a waiting request is forwarded again to the leaders.
+    pub request_resend_ms: u64,
+    /// How long to wait for a block before asking another peer.
+    pub sync_retry_ms: u64,
+    /// Blocks being fetched at once.
+    pub fetches_max: usize,
+    /// How far ahead of its round a replica keeps votes and timeouts.
+    pub future_rounds_max: u64,
+    pub limits: MessageLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            round_timeout_ms: 1_000,
+            round_timeout_max_ms: 30_000,
+            mempool_requests_max: 100_000,
+            checkpoint_interval: 100,
+            dedup_window_heights: 1_000,
+            request_resend_ms: 2_000,
+            sync_retry_ms: 500,
+            fetches_max: 64,
+            future_rounds_max: 1_000,
+            limits: MessageLimits::default(),
+        }
+    }
+}
+
+/// What happens to a replica.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A message from a peer of this shard (`from` is the authenticated sender).
+    Message { from: ReplicaId, message: Box<PeerMessage> },
+    /// A client request to order.
+    Submit(Request),
+    /// The clock moved.
+    Tick(TimeMs),
+}
+
+/// What the shell must do, in order.
+#[derive(Clone, Debug)]
+pub enum Action<O> {
+    Send {
+        to: ReplicaId,
+        message: PeerMessage,
+    },
+    /// To every other replica of the shard.
+    Broadcast(PeerMessage),
+    /// Make the safety state durable before carrying out the next action.
+    PersistSafety(SafetyState),
+    /// Append a decided block to the durable log.
+    PersistDecided {
+        height: Height,
+        block: Block,
+    },
+    /// Store a stable checkpoint; decided blocks at or below its height may go.
+    PersistCheckpoint(StableCheckpoint),
+    /// An output of the application, for the shell.
+    Deliver(O),
+    /// The mempool is full: tell the client to come back later.
+    Refused(Digest),
+    /// A peer's message was dropped (for logs and counters).
+    Dropped {
+        from: ReplicaId,
+        error: ProtocolError,
+    },
+    /// The decided log cannot go on (more than f faulty replicas): stop.
+    Fatal(String),
+}
+
+/// What a restarted replica reads back from its disk.
+#[derive(Clone, Debug, Default)]
+pub struct Persisted {
+    pub safety: SafetyState,
+    pub checkpoint: Option<StableCheckpoint>,
+    /// Decided blocks above the checkpoint, in height order.
+    pub decided: Vec<Block>,
+}
+
+/// A block being fetched from peers.
+#[derive(Clone, Copy, Debug)]
+struct Fetch {
+    asked_at: TimeMs,
+    peer: ReplicaId,
+}
+
+#[derive(Debug)]
+pub struct Replica<A: Application> {
+    committee: Committee,
+    keys: KeyPair,
+    config: Config,
+    ledger: Ledger<A>,
+    /// Persisted before any vote or timeout leaves.
+    safety: SafetyState,
+    round: Round,
+    now: TimeMs,
+    /// When this round times out; `None` while there is nothing to order.
+    deadline: Option<TimeMs>,
+    /// This replica's timeout for the current round, once sent (resent while stuck).
+    own_timeout: Option<Timeout>,
+    /// Timeouts in a row without progress: each doubles the round timeout.
+    timeouts_in_a_row: u32,
+    /// The highest timeout certificate: justifies a proposal after a failed round.
+    last_tc: Option<TimeoutCertificate>,
+    /// The last round this replica proposed in.
+    proposed: Round,
+    /// Votes gathered as the next round's leader: one per voter and round (the first).
+    votes: BTreeMap<Round, BTreeMap<ReplicaId, (Digest, Signature)>>,
+    /// Rounds in which a proposal's block was stored: one per round, so that an
+    /// equivocating leader cannot fill memory (certified blocks still arrive by sync).
+    proposal_rounds: std::collections::BTreeSet<Round>,
+    /// Timeouts gathered, by round.
+    timeouts: BTreeMap<Round, BTreeMap<ReplicaId, Timeout>>,
+    mempool: Mempool,
+    /// Checkpoints gathered, by height then signer.
+    checkpoints: BTreeMap<Height, BTreeMap<ReplicaId, Checkpoint>>,
+    /// This replica's own checkpoints not yet stable, with their snapshots.
+    own_checkpoints: BTreeMap<Height, (CheckpointPoint, Vec<u8>)>,
+    fetching: BTreeMap<Digest, Fetch>,
+    /// The highest certificate whose block or parent is still being fetched.
+    waiting_certificate: Option<QuorumCertificate>,
+    /// Set by a fork: the replica no longer acts.
+    halted: bool,
+}
+
+type Out<O> = Vec<Action<O>>;
+
+impl<A: Application> Replica<A> {
+    /// A replica with an empty disk.
+    pub fn new(committee: Committee, keys: KeyPair, config: Config, app: A) -> Self {
+        Self::recover(committee, keys, config, app, Persisted::default()).expect("an empty disk always recovers")
+    }
+
+    /// A replica restarted from what it persisted: the checkpoint, then the decided blocks replayed.
+    pub fn recover(
+        committee: Committee,
+        keys: KeyPair,
+        config: Config,
+        app: A,
+        persisted: Persisted,
+    ) -> Result<Self, String> {
+        let mut ledger = Ledger::new(app, config.dedup_window_heights);
+        if let Some(checkpoint) = persisted.checkpoint {
+            ledger
+                .restore(checkpoint)
+                .map_err(|error| format!("the persisted checkpoint does not restore: {error}"))?;
+        }
+        for block in persisted.decided {
+            let digest = block.digest();
+            ledger.insert(block);
+            ledger.commit(&digest).map_err(|error| format!("the persisted decided log does not replay: {error:?}"))?;
+        }
+        let safety = persisted.safety;
+        let round = safety.high_qc.round.next().max(safety.last_voted_round.next());
+        Ok(Self {
+            mempool: Mempool::new(config.mempool_requests_max),
+            committee,
+            keys,
+            ledger,
+            safety,
+            round,
+            now: TimeMs(0),
+            deadline: None,
+            own_timeout: None,
+            timeouts_in_a_row: 0,
+            last_tc: None,
+            proposed: Round(0),
+            votes: BTreeMap::new(),
+            proposal_rounds: std::collections::BTreeSet::new(),
+            timeouts: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
+            own_checkpoints: BTreeMap::new(),
+            fetching: BTreeMap::new(),
+            waiting_certificate: None,
+            halted: false,
+            config,
+        })
+    }
+
+    pub fn id(&self) -> ReplicaId {
+        self.keys.id
+    }
+
+    pub fn round(&self) -> Round {
+        self.round
+    }
+
+    pub fn tip(&self) -> Tip {
+        self.ledger.tip()
+    }
+
+    pub fn app(&self) -> &A {
+        self.ledger.app()
+    }
+
+    pub fn safety(&self) -> &SafetyState {
+        &self.safety
+    }
+
+    pub fn is_halted(&self) -> bool {
+        self.halted
+    }
+
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    /// The decided block at `height`, if still kept.
+    pub fn decided_at(&self, height: Height) -> Option<&Block> {
+        self.ledger.decided_at(height)
+    }
+
+    /// Feeds one event; returns what the shell must do, in order.
+    pub fn handle(&mut self, event: Event) -> Vec<Action<A::Output>> {
+        let mut out = Vec::new();
+        if self.halted {
+            return out;
+        }
+        match event {
+            Event::Tick(now) => self.on_tick(now, &mut out),
+            Event::Submit(request) => self.on_submit(request, &mut out),
+            Event::Message { from, message } => {
+                if !self.committee.contains(from) {
+                    out.push(Action::Dropped { from, error: ProtocolError::UnknownReplica { replica: from } });
+                } else if let Err(error) = message.verify(&self.committee, &self.config.limits) {
+                    out.push(Action::Dropped { from, error });
+                } else {
+                    self.on_message(from, *message, &mut out);
+                }
+            }
+        }
+        if !self.halted {
+            self.after_event(&mut out);
+        }
+        out
+    }
+
+    fn on_message(&mut self, from: ReplicaId, message: PeerMessage, out: &mut Out<A::Output>) {
+        match message {
+            PeerMessage::Proposal(proposal) => self.on_proposal(from, proposal, out),
+            PeerMessage::Vote(vote) => self.on_vote(from, vote, out),
+            PeerMessage::Timeout(timeout) => self.on_timeout(from, timeout, out),
+            PeerMessage::Requests(requests) => requests.into_iter().for_each(|request| self.admit(request)),
+            PeerMessage::Catchup { high_qc, timeout_certificate } => {
+                self.on_certificate(&high_qc, from, out);
+                if let Some(certificate) = timeout_certificate {
+                    self.on_timeout_certificate(certificate, from, out);
+                }
+            }
+            PeerMessage::BlockRequest { block, height } => self.on_block_request(from, block, height, out),
+            PeerMessage::Blocks(blocks) => self.on_blocks(from, blocks, out),
+            PeerMessage::Checkpoint(checkpoint) => self.on_checkpoint(checkpoint, out),
+            PeerMessage::Snapshot { certificate, state } => self.on_snapshot(certificate, state, out),
+        }
+    }
+
+    // ---- requests and proposals ------------------------------------------------------------
+
+    fn on_submit(&mut self, request: Request, out: &mut Out<A::Output>) {
+        let digest = request.digest();
+        let too_large = request.payload.len() > self.config.limits.request_bytes_max;
+        if too_large || (!self.ledger.was_executed(&digest) && self.mempool.insert(request).is_err()) {
+            out.push(Action::Refused(digest));
+        }
+    }
+
+    /// A request forwarded by a peer: kept unless already executed or no room.
+    fn admit(&mut self, request: Request) {
+        if !self.ledger.was_executed(&request.digest()) && request.payload.len() <= self.config.limits.request_bytes_max
+        {
+            let _ = self.mempool.insert(request);
+        }
+    }
+
+    /// Whether this replica knows of anything still to order.
+    fn has_work(&self) -> bool {
+        !self.mempool.is_empty() || self.ledger.has_undecided_requests(&self.safety.high_qc.block)
+    }
+
+    /// As leader of the current round, proposes once, if there is work and a justification.
+    fn maybe_propose(&mut self, out: &mut Out<A::Output>) {
+        let round = self.round;
+        if self.committee.leader(round) != self.id() || self.proposed >= round || !self.has_work() {
+            return;
+        }
+        let parent = self.safety.high_qc.clone();
+        let timeout_certificate = if parent.round.next() == round {
+            None
+        } else {
+            match &self.last_tc {
+                Some(certificate) if certificate.round.next() == round => Some(certificate.clone()),
+                _ => return, // wait for the certificate of the round before
+            }
+        };
+        let pending = self.ledger.pending_requests(&parent.block);
+        let requests = self.mempool.batch(self.config.limits.batch_requests_max, &pending);
+        let block = Block { round, author: self.id(), parent, requests };
+        let signature = self.keys.sign(&Proposal::signing_bytes(&self.committee, &block.digest()));
+        let proposal = Proposal { block, timeout_certificate, signature };
+        self.proposed = round;
+        out.push(Action::Broadcast(PeerMessage::Proposal(proposal.clone())));
+        self.on_proposal(self.id(), proposal, out);
+    }
+
+    fn on_proposal(&mut self, from: ReplicaId, proposal: Proposal, out: &mut Out<A::Output>) {
+        let Proposal { block, timeout_certificate, .. } = proposal;
+        self.on_certificate(&block.parent, from, out);
+        if let Some(certificate) = &timeout_certificate {
+            self.on_timeout_certificate(certificate.clone(), from, out);
+        }
+        let tip_round = self.ledger.tip().round;
+        if block.round <= tip_round || !self.proposal_rounds.insert(block.round) {
+            return;
+        }
+        self.proposal_rounds = self.proposal_rounds.split_off(&tip_round);
+        let (digest, round, parent_round) = (block.digest(), block.round, block.parent.round);
+        if parent_round > tip_round && !self.ledger.knows(&block.parent.block) {
+            self.fetch(block.parent.block, from, out);
+        }
+        self.ledger.insert(block);
+        if round != self.round || !self.safety.safe_to_vote(round, parent_round, timeout_certificate.as_ref()) {
+            return;
+        }
+        self.safety.record(round);
+        out.push(Action::PersistSafety(self.safety.clone()));
+        let signature = self.keys.sign(&QuorumCertificate::signing_bytes(&self.committee, &digest, round));
+        let vote = Vote { block: digest, round, voter: self.id(), signature };
+        let next_leader = self.committee.leader(round.next());
+        if next_leader == self.id() {
+            self.on_vote(self.id(), vote, out);
+        } else {
+            out.push(Action::Send { to: next_leader, message: PeerMessage::Vote(vote) });
+        }
+    }
+
+    fn on_vote(&mut self, from: ReplicaId, vote: Vote, out: &mut Out<A::Output>) {
+        if self.committee.leader(vote.round.next()) != self.id() {
+            out.push(Action::Dropped { from, error: ProtocolError::Unsolicited { what: "vote" } });
+            return;
+        }
+        if vote.round.next() < self.round || vote.round.0 > self.round.0.saturating_add(self.config.future_rounds_max) {
+            return;
+        }
+        let voters = self.votes.entry(vote.round).or_default();
+        if voters.contains_key(&vote.voter) {
+            return;
+        }
+        voters.insert(vote.voter, (vote.block, vote.signature));
+        let votes: Vec<(ReplicaId, Signature)> = voters
+            .iter()
+            .filter(|(_, (block, _))| *block == vote.block)
+            .map(|(voter, (_, signature))| (*voter, *signature))
+            .collect();
+        if votes.len() == self.committee.quorum() {
+            let certificate = QuorumCertificate { block: vote.block, round: vote.round, votes };
+            self.on_certificate(&certificate, self.id(), out);
+        }
+    }
+
+    // ---- certificates, rounds and commits ------------------------------------------------------
+
+    /// A verified certificate: it may raise the lock, advance the round, and decide blocks.
+    fn on_certificate(&mut self, certificate: &QuorumCertificate, from: ReplicaId, out: &mut Out<A::Output>) {
+        if certificate.is_genesis() {
+            return;
+        }
+        self.safety.observe(certificate);
+        if certificate.round >= self.round {
+            self.timeouts_in_a_row = 0;
+            self.enter_round(certificate.round.next());
+        }
+        self.commit_certified(certificate, from, out);
+    }
+
+    /// The 2-chain rule: a certified block whose parent is from the round just
+    /// before decides that parent, and with it every undecided ancestor.
+    fn commit_certified(&mut self, certificate: &QuorumCertificate, from: ReplicaId, out: &mut Out<A::Output>) {
+        if certificate.round <= self.ledger.tip().round {
+            return;
+        }
+        let Some(block) = self.ledger.block(&certificate.block) else {
+            self.wait_for(certificate, from, out);
+            return;
+        };
+        if block.parent.round.next() != block.round || block.parent.is_genesis() {
+            return;
+        }
+        let target = block.parent.block;
+        if self.ledger.round_of(&target).is_some_and(|round| round <= self.ledger.tip().round) {
+            return;
+        }
+        match self.ledger.commit(&target) {
+            Ok(decided) => self.on_decided(decided, out),
+            Err(CommitError::Missing(digest)) => {
+                self.fetch(digest, from, out);
+                self.wait_for(certificate, from, out);
+            }
+            Err(CommitError::Fork { block, tip }) => {
+                self.halted = true;
+                out.push(Action::Fatal(format!("block {block} does not extend the decided tip {tip:?}")));
+            }
+        }
+    }
+
+    /// Remembers the highest certificate that could not be acted on yet.
+    fn wait_for(&mut self, certificate: &QuorumCertificate, from: ReplicaId, out: &mut Out<A::Output>) {
+        if self.waiting_certificate.as_ref().is_none_or(|waiting| waiting.round < certificate.round) {
+            self.waiting_certificate = Some(certificate.clone());
+        }
+        if !self.ledger.knows(&certificate.block) {
+            self.fetch(certificate.block, from, out);
+        }
+    }
+
+    fn on_decided(&mut self, decided: Vec<super::ledger::Decided<A::Output>>, out: &mut Out<A::Output>) {
+        for decision in decided {
+            for request in &decision.block.requests {
+                self.mempool.remove(&request.digest());
+            }
+            out.push(Action::PersistDecided { height: decision.height, block: decision.block });
+            out.extend(decision.outputs.into_iter().map(Action::Deliver));
+            if decision.height.0 % self.config.checkpoint_interval.max(1) == 0 {
+                self.checkpoint(out);
+            }
+        }
+    }
+
+    fn enter_round(&mut self, round: Round) {
+        if round <= self.round {
+            return;
+        }
+        self.round = round;
+        self.deadline = None;
+        self.own_timeout = None;
+        let keep_from = Round(round.0.saturating_sub(1));
+        self.votes.retain(|vote_round, _| *vote_round >= keep_from);
+        self.timeouts.retain(|timeout_round, _| *timeout_round >= round);
+    }
+
+    fn round_timeout_ms(&self) -> u64 {
+        let factor = 1u64 << self.timeouts_in_a_row.min(16);
+        self.config.round_timeout_ms.saturating_mul(factor).min(self.config.round_timeout_max_ms)
+    }
+
+    // ---- timeouts ---------------------------------------------------------------------------------
+
+    fn on_tick(&mut self, now: TimeMs, out: &mut Out<A::Output>) {
+        self.now = now;
+        if self.deadline.is_some_and(|deadline| now >= deadline) {
+            self.time_out(out);
+        }
+        self.forward_requests(out);
+        self.retry_fetches(out);
+    }
+
+    /// Gives up on the current round (or resends the timeout, if still stuck).
+    fn time_out(&mut self, out: &mut Out<A::Output>) {
+        self.deadline = Some(self.now.plus(self.round_timeout_ms()));
+        let timeout = match &self.own_timeout {
+            Some(timeout) => timeout.clone(),
+            None => {
+                self.timeouts_in_a_row = self.timeouts_in_a_row.saturating_add(1);
+                self.safety.record(self.round);
+                out.push(Action::PersistSafety(self.safety.clone()));
+                let high_qc = self.safety.high_qc.clone();
+                let bytes = Timeout::signing_bytes(&self.committee, self.round, high_qc.round);
+                let timeout =
+                    Timeout { round: self.round, high_qc, author: self.id(), signature: self.keys.sign(&bytes) };
+                self.own_timeout = Some(timeout.clone());
+                timeout
+            }
+        };
+        out.push(Action::Broadcast(PeerMessage::Timeout(timeout.clone())));
+        self.on_timeout(self.id(), timeout, out);
+    }
+
+    fn on_timeout(&mut self, from: ReplicaId, timeout: Timeout, out: &mut Out<A::Output>) {
+        self.on_certificate(&timeout.high_qc, from, out);
+        if timeout.round < self.round {
+            // The sender is behind: show it the way forward.
+            let (high_qc, timeout_certificate) = (self.safety.high_qc.clone(), self.last_tc.clone());
+            out.push(Action::Send { to: from, message: PeerMessage::Catchup { high_qc, timeout_certificate } });
+            return;
+        }
+        if timeout.round.0 > self.round.0.saturating_add(self.config.future_rounds_max) {
+            return;
+        }
+        let round = timeout.round;
+        let gathered = self.timeouts.entry(round).or_default();
+        gathered.insert(timeout.author, timeout);
+        let count = gathered.len();
+        if round == self.round {
+            // A peer has work in this round: run the timer even if this replica has none.
+            self.deadline.get_or_insert(self.now.plus(self.round_timeout_ms()));
+            // f+1 timeouts include an honest one: join them, so the round ends quickly.
+            if count >= self.committee.validity() && self.own_timeout.is_none() {
+                self.time_out(out);
+            }
+        }
+        if count >= self.committee.quorum() {
+            let certificate = self.timeout_certificate(round);
+            self.on_timeout_certificate(certificate, self.id(), out);
+        }
+    }
+
+    fn timeout_certificate(&self, round: Round) -> TimeoutCertificate {
+        let gathered =
+            self.timeouts.get(&round).map(|timeouts| timeouts.values().collect::<Vec<_>>()).unwrap_or_default();
+        let high_qc = gathered.iter().map(|timeout| &timeout.high_qc).max_by_key(|qc| qc.round).cloned();
+        let timeouts =
+            gathered.iter().map(|timeout| (timeout.author, timeout.high_qc.round, timeout.signature)).collect();
+        TimeoutCertificate { round, timeouts, high_qc: high_qc.unwrap_or_else(QuorumCertificate::genesis) }
+    }
+
+    fn on_timeout_certificate(&mut self, certificate: TimeoutCertificate, from: ReplicaId, out: &mut Out<A::Output>) {
+        self.on_certificate(&certificate.high_qc, from, out);
+        if certificate.round < self.round {
+            return;
+        }
+        let round = certificate.round.next();
+        if self.last_tc.as_ref().is_none_or(|last| last.round < certificate.round) {
+            self.last_tc = Some(certificate);
+        }
+        self.enter_round(round);
+    }
+
+    /// Runs after every event: propose if leader, and keep the round timer armed while there is work.
+    fn after_event(&mut self, out: &mut Out<A::Output>) {
+        self.maybe_propose(out);
+        if self.deadline.is_none() && self.has_work() {
+            self.deadline = Some(self.now.plus(self.round_timeout_ms()));
+        }
+        if let Some(certificate) = self.waiting_certificate.take() {
+            if self.ledger.knows(&certificate.block) {
+                self.commit_certified(&certificate, self.id(), out);
+            } else {
+                self.waiting_certificate = Some(certificate);
+            }
+        }
+    }
+
+    /// Sends waiting requests to the leaders of this round and the next, who propose them.
+    fn forward_requests(&mut self, out: &mut Out<A::Output>) {
+        if self.mempool.is_empty() {
+            return;
+        }
+        let pending = self.ledger.pending_requests(&self.safety.high_qc.block);
+        let (resend_ms, max) = (self.config.request_resend_ms, self.config.limits.batch_requests_max);
+        let due = self.mempool.due_for_forwarding(self.now, resend_ms, max, &pending);
+        if due.is_empty() {
+            return;
+        }
+        let mut leaders = vec![self.committee.leader(self.round), self.committee.leader(self.round.next())];
+        leaders.dedup();
+        for leader in leaders.into_iter().filter(|leader| *leader != self.id()) {
+            out.push(Action::Send { to: leader, message: PeerMessage::Requests(due.clone()) });
+        }
+    }
+
+    // ---- state transfer ---------------------------------------------------------------------------
+
+    fn fetch(&mut self, digest: Digest, hint: ReplicaId, out: &mut Out<A::Output>) {
+        if self.ledger.knows(&digest)
+            || self.fetching.contains_key(&digest)
+            || self.fetching.len() >= self.config.fetches_max
+        {
+            return;
+        }
+        let peer = if hint == self.id() { self.next_peer(hint) } else { hint };
+        self.fetching.insert(digest, Fetch { asked_at: self.now, peer });
+        let height = self.ledger.tip().height;
+        out.push(Action::Send { to: peer, message: PeerMessage::BlockRequest { block: digest, height } });
+    }
+
+    fn next_peer(&self, after: ReplicaId) -> ReplicaId {
+        let size = u32::try_from(self.committee.size()).expect("a committee size fits u32");
+        let mut peer = ReplicaId((after.0 + 1) % size);
+        if peer == self.id() {
+            peer = ReplicaId((peer.0 + 1) % size);
+        }
+        peer
+    }
+
+    fn retry_fetches(&mut self, out: &mut Out<A::Output>) {
+        let (now, retry_ms, height) = (self.now, self.config.sync_retry_ms, self.ledger.tip().height);
+        let due: Vec<Digest> = self
+            .fetching
+            .iter()
+            .filter(|(_, fetch)| now.0 >= fetch.asked_at.0.saturating_add(retry_ms))
+            .map(|(digest, _)| *digest)
+            .collect();
+        for digest in due {
+            if self.ledger.knows(&digest) {
+                self.fetching.remove(&digest);
+                continue;
+            }
+            let peer = self.next_peer(self.fetching[&digest].peer);
+            self.fetching.insert(digest, Fetch { asked_at: now, peer });
+            out.push(Action::Send { to: peer, message: PeerMessage::BlockRequest { block: digest, height } });
+        }
+    }
+
+    fn on_block_request(&mut self, from: ReplicaId, digest: Digest, height: Height, out: &mut Out<A::Output>) {
+        if self.ledger.block(&digest).is_some() {
+            let blocks = self.ledger.chain_from(&digest, self.config.limits.sync_blocks_max);
+            out.push(Action::Send { to: from, message: PeerMessage::Blocks(blocks) });
+            return;
+        }
+        // The block is gone or unknown: a peer far behind needs the stable state instead.
+        if let Some(stable) = self.ledger.stable().filter(|stable| stable.certificate.point.height > height) {
+            let (certificate, state) = (stable.certificate.clone(), stable.state.clone());
+            out.push(Action::Send { to: from, message: PeerMessage::Snapshot { certificate, state } });
+        }
+    }
+
+    fn on_blocks(&mut self, from: ReplicaId, blocks: Vec<Block>, out: &mut Out<A::Output>) {
+        // Accept only what was asked for, then each accepted block's parent: blocks
+        // whose digests a certificate vouches for.
+        let mut expected: Option<Digest> = None;
+        let mut missing_parent = None;
+        for block in blocks {
+            let digest = block.digest();
+            if self.fetching.remove(&digest).is_none() && expected != Some(digest) {
+                out.push(Action::Dropped { from, error: ProtocolError::Unsolicited { what: "block" } });
+                break;
+            }
+            let (parent, parent_round) = (block.parent.block, block.parent.round);
+            self.ledger.insert(block);
+            let needed = parent_round > self.ledger.tip().round && !self.ledger.knows(&parent);
+            missing_parent = needed.then_some(parent);
+            expected = Some(parent);
+            if !needed {
+                break;
+            }
+        }
+        if let Some(parent) = missing_parent {
+            self.fetch(parent, from, out);
+        }
+    }
+
+    fn on_snapshot(&mut self, certificate: CheckpointCertificate, state: Vec<u8>, out: &mut Out<A::Output>) {
+        if certificate.point.height <= self.ledger.tip().height {
+            return;
+        }
+        let checkpoint = StableCheckpoint { certificate, state };
+        if let Err(reason) = self.ledger.restore(checkpoint.clone()) {
+            // Certified by 2f+1 replicas, yet unreadable: the application and its peers disagree.
+            self.halted = true;
+            out.push(Action::Fatal(format!("a certified snapshot does not restore: {reason}")));
+            return;
+        }
+        self.fetching.clear();
+        out.push(Action::PersistCheckpoint(checkpoint));
+        if let Some(certificate) = self.waiting_certificate.take() {
+            self.commit_certified(&certificate, self.id(), out);
+        }
+    }
+
+    // ---- checkpoints ------------------------------------------------------------------------------
+
+    fn checkpoint(&mut self, out: &mut Out<A::Output>) {
+        let (point, state) = self.ledger.checkpoint_point();
+        let signature = self.keys.sign(&point.signing_bytes(&self.committee));
+        let checkpoint = Checkpoint { point, author: self.id(), signature };
+        self.own_checkpoints.insert(point.height, (point, state));
+        while self.own_checkpoints.len() > 2 {
+            self.own_checkpoints.pop_first();
+        }
+        out.push(Action::Broadcast(PeerMessage::Checkpoint(checkpoint.clone())));
+        self.on_checkpoint(checkpoint, out);
+    }
+
+    fn on_checkpoint(&mut self, checkpoint: Checkpoint, out: &mut Out<A::Output>) {
+        let height = checkpoint.point.height;
+        let stable_height = self.ledger.stable().map_or(Height(0), |stable| stable.certificate.point.height);
+        let horizon = self.ledger.tip().height.0.saturating_add(self.config.checkpoint_interval.saturating_mul(2));
+        if height <= stable_height || height.0 > horizon {
+            return;
+        }
+        let gathered = self.checkpoints.entry(height).or_default();
+        gathered.insert(checkpoint.author, checkpoint);
+        self.try_stabilise(height, out);
+    }
+
+    /// Makes the checkpoint at `height` stable once 2f+1 replicas sign this replica's own point.
+    fn try_stabilise(&mut self, height: Height, out: &mut Out<A::Output>) {
+        let Some((point, state)) = self.own_checkpoints.get(&height).cloned() else { return };
+        let Some(gathered) = self.checkpoints.get(&height) else { return };
+        let signatures: Vec<(ReplicaId, Signature)> =
+            gathered.values().filter(|c| c.point == point).map(|c| (c.author, c.signature)).collect();
+        if signatures.len() < self.committee.quorum() {
+            let disagreeing = gathered.len() - signatures.len();
+            if disagreeing >= self.committee.quorum() {
+                self.halted = true;
+                out.push(Action::Fatal(format!("2f+1 replicas certify another state at height {}", height.0)));
+            }
+            return;
+        }
+        let checkpoint = StableCheckpoint { certificate: CheckpointCertificate { point, signatures }, state };
+        self.ledger.set_stable(checkpoint.clone());
+        self.checkpoints = self.checkpoints.split_off(&height.next());
+        self.own_checkpoints = self.own_checkpoints.split_off(&height.next());
+        out.push(Action::PersistCheckpoint(checkpoint));
+    }
+}
