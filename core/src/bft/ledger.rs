@@ -78,6 +78,8 @@ pub struct Decided<O> {
     pub height: Height,
     pub block: Block,
     pub outputs: Vec<O>,
+    /// At a checkpoint height: the point and the snapshot of the state right after this block.
+    pub checkpoint: Option<(CheckpointPoint, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -90,12 +92,15 @@ pub struct Ledger<A: Application> {
     decided: BTreeMap<Height, Digest>,
     tip: Tip,
     stable: Option<StableCheckpoint>,
+    /// A checkpoint after every this many heights.
+    checkpoint_interval: u64,
 }
 
 impl<A: Application> Ledger<A> {
-    pub fn new(app: A, dedup_window_heights: u64) -> Self {
+    pub fn new(app: A, dedup_window_heights: u64, checkpoint_interval: u64) -> Self {
         let executed = Executed { window: dedup_window_heights, ..Executed::default() };
-        Self { app, executed, blocks: BTreeMap::new(), decided: BTreeMap::new(), tip: Tip::genesis(), stable: None }
+        let (blocks, decided, tip) = (BTreeMap::new(), BTreeMap::new(), Tip::genesis());
+        Self { app, executed, blocks, decided, tip, stable: None, checkpoint_interval: checkpoint_interval.max(1) }
     }
 
     pub fn app(&self) -> &A {
@@ -190,7 +195,9 @@ impl<A: Application> Ledger<A> {
         self.executed.record(height, digests);
         self.tip = Tip { block: digest, round: block.round, height };
         self.decided.insert(height, digest);
-        Decided { height, block, outputs }
+        // Snapshot now, between this block and the next: the checkpoint is of this height.
+        let checkpoint = (height.0 % self.checkpoint_interval == 0).then(|| self.checkpoint_point());
+        Decided { height, block, outputs, checkpoint }
     }
 
     /// Undecided blocks at or below the tip's round can never be decided.

@@ -51,13 +51,70 @@ impl QuorumCertificate {
     }
 
     pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        self.verify_cached(committee, &mut VerifiedCertificates::disabled())
+    }
+
+    /// As `verify`, skipping a certificate identical to one already verified.
+    pub fn verify_cached(&self, committee: &Committee, cache: &mut VerifiedCertificates) -> Result<(), ProtocolError> {
         if self.is_genesis() {
             return if self.votes.is_empty() { Ok(()) } else { Err(malformed("certificate", "a genesis with votes")) };
         }
         if self.round == Round(0) {
             return Err(malformed("certificate", "round 0 is the genesis's"));
         }
-        committee.verify_quorum(&Self::signing_bytes(committee, &self.block, self.round), &self.votes)
+        let identity = self.identity();
+        if cache.contains(&identity) {
+            return Ok(());
+        }
+        committee.verify_quorum(&Self::signing_bytes(committee, &self.block, self.round), &self.votes)?;
+        cache.insert(identity, self.round);
+        Ok(())
+    }
+
+    /// A digest of the whole certificate, signatures included: only an identical
+    /// certificate may skip verification (another with bad signatures must not).
+    fn identity(&self) -> Digest {
+        let mut bytes = Vec::with_capacity(48 + 68 * self.votes.len());
+        bytes.extend_from_slice(&self.block.0);
+        bytes.extend_from_slice(&self.round.0.to_be_bytes());
+        for (voter, signature) in &self.votes {
+            bytes.extend_from_slice(&voter.0.to_be_bytes());
+            bytes.extend_from_slice(&signature.to_bytes());
+        }
+        Digest::of(&bytes)
+    }
+}
+
+/// Certificates already verified, so that one carried by many messages is checked once.
+#[derive(Debug, Default)]
+pub struct VerifiedCertificates {
+    seen: std::collections::BTreeMap<Digest, Round>,
+    capacity: usize,
+}
+
+impl VerifiedCertificates {
+    pub fn new(capacity: usize) -> Self {
+        Self { seen: std::collections::BTreeMap::new(), capacity }
+    }
+
+    fn disabled() -> Self {
+        Self::new(0)
+    }
+
+    fn contains(&self, identity: &Digest) -> bool {
+        self.seen.contains_key(identity)
+    }
+
+    fn insert(&mut self, identity: Digest, round: Round) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.seen.len() >= self.capacity {
+            // Forget the certificates of the oldest rounds first.
+            let oldest = self.seen.values().min().copied().unwrap_or_default();
+            self.seen.retain(|_, kept| *kept > oldest);
+        }
+        self.seen.insert(identity, round);
     }
 }
 
@@ -86,7 +143,12 @@ impl Block {
     }
 
     /// Checks the block alone: its parent's certificate, round order and sizes.
-    pub fn verify(&self, committee: &Committee, limits: &MessageLimits) -> Result<(), ProtocolError> {
+    pub fn verify(
+        &self,
+        committee: &Committee,
+        limits: &MessageLimits,
+        cache: &mut VerifiedCertificates,
+    ) -> Result<(), ProtocolError> {
         if !committee.contains(self.author) {
             return Err(ProtocolError::UnknownReplica { replica: self.author });
         }
@@ -101,7 +163,7 @@ impl Block {
             let (count, max) = (request.payload.len(), limits.request_bytes_max);
             return Err(ProtocolError::TooLarge { what: "request", count, max });
         }
-        self.parent.verify(committee)
+        self.parent.verify_cached(committee, cache)
     }
 }
 
@@ -120,13 +182,18 @@ impl Proposal {
         committee.signing_bytes("proposal", &[&block.0])
     }
 
-    pub fn verify(&self, committee: &Committee, limits: &MessageLimits) -> Result<(), ProtocolError> {
+    pub fn verify(
+        &self,
+        committee: &Committee,
+        limits: &MessageLimits,
+        cache: &mut VerifiedCertificates,
+    ) -> Result<(), ProtocolError> {
         let block = &self.block;
         let leader = committee.leader(block.round);
         if block.author != leader {
             return Err(ProtocolError::WrongLeader { author: block.author, round: block.round, leader });
         }
-        block.verify(committee, limits)?;
+        block.verify(committee, limits, cache)?;
         committee.verify(block.author, &Self::signing_bytes(committee, &block.digest()), &self.signature)?;
         match &self.timeout_certificate {
             None if block.round != block.parent.round.next() => {
@@ -135,7 +202,7 @@ impl Proposal {
             Some(certificate) if certificate.round.next() != block.round => {
                 Err(malformed("proposal", "its timeout certificate is not for the round before"))
             }
-            Some(certificate) => certificate.verify(committee),
+            Some(certificate) => certificate.verify(committee, cache),
             None => Ok(()),
         }
     }
@@ -172,13 +239,13 @@ impl Timeout {
         committee.signing_bytes("timeout", &[&round.0.to_be_bytes(), &high_qc_round.0.to_be_bytes()])
     }
 
-    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+    pub fn verify(&self, committee: &Committee, cache: &mut VerifiedCertificates) -> Result<(), ProtocolError> {
         if self.high_qc.round >= self.round {
             return Err(malformed("timeout", "its certificate is not from an earlier round"));
         }
         let bytes = Self::signing_bytes(committee, self.round, self.high_qc.round);
         committee.verify(self.author, &bytes, &self.signature)?;
-        self.high_qc.verify(committee)
+        self.high_qc.verify_cached(committee, cache)
     }
 }
 
@@ -198,7 +265,7 @@ impl TimeoutCertificate {
         self.timeouts.iter().map(|(_, round, _)| *round).max().unwrap_or_default()
     }
 
-    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+    pub fn verify(&self, committee: &Committee, cache: &mut VerifiedCertificates) -> Result<(), ProtocolError> {
         if self.timeouts.len() < committee.quorum() {
             return Err(ProtocolError::TooFewSignatures { count: self.timeouts.len(), quorum: committee.quorum() });
         }
@@ -216,7 +283,7 @@ impl TimeoutCertificate {
         if self.high_qc.round != self.high_qc_round() {
             return Err(malformed("timeout certificate", "its certificate is not the highest reported"));
         }
-        self.high_qc.verify(committee)
+        self.high_qc.verify_cached(committee, cache)
     }
 }
 
@@ -298,12 +365,17 @@ pub enum PeerMessage {
 }
 
 impl PeerMessage {
-    /// Checks what the message alone can prove.
-    pub fn verify(&self, committee: &Committee, limits: &MessageLimits) -> Result<(), ProtocolError> {
+    /// Checks what the message alone can prove (`cache` skips certificates already checked).
+    pub fn verify(
+        &self,
+        committee: &Committee,
+        limits: &MessageLimits,
+        cache: &mut VerifiedCertificates,
+    ) -> Result<(), ProtocolError> {
         match self {
-            Self::Proposal(proposal) => proposal.verify(committee, limits),
+            Self::Proposal(proposal) => proposal.verify(committee, limits, cache),
             Self::Vote(vote) => vote.verify(committee),
-            Self::Timeout(timeout) => timeout.verify(committee),
+            Self::Timeout(timeout) => timeout.verify(committee, cache),
             Self::Requests(requests) => {
                 if requests.len() > limits.batch_requests_max {
                     let (count, max) = (requests.len(), limits.batch_requests_max);
@@ -318,8 +390,8 @@ impl PeerMessage {
                 }
             }
             Self::Catchup { high_qc, timeout_certificate } => {
-                high_qc.verify(committee)?;
-                timeout_certificate.as_ref().map_or(Ok(()), |certificate| certificate.verify(committee))
+                high_qc.verify_cached(committee, cache)?;
+                timeout_certificate.as_ref().map_or(Ok(()), |certificate| certificate.verify(committee, cache))
             }
             Self::BlockRequest { .. } => Ok(()),
             Self::Blocks(blocks) => {
@@ -327,7 +399,7 @@ impl PeerMessage {
                     let (count, max) = (blocks.len(), limits.sync_blocks_max);
                     return Err(ProtocolError::TooLarge { what: "block batch", count, max });
                 }
-                blocks.iter().try_for_each(|block| block.verify(committee, limits))
+                blocks.iter().try_for_each(|block| block.verify(committee, limits, cache))
             }
             Self::Checkpoint(checkpoint) => checkpoint.verify(committee),
             Self::Snapshot { certificate, state } => {

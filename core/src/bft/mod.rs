@@ -19,7 +19,7 @@ pub use error::{ProtocolError, Severity};
 pub use ledger::{StableCheckpoint, Tip};
 pub use messages::{
     Block, Checkpoint, CheckpointCertificate, CheckpointPoint, MessageLimits, PeerMessage, Proposal, QuorumCertificate,
-    Timeout, TimeoutCertificate, Vote,
+    Timeout, TimeoutCertificate, VerifiedCertificates, Vote,
 };
 pub use replica::{Action, Config, Event, Persisted, Replica};
 pub use safety::SafetyState;

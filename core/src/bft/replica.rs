@@ -17,7 +17,7 @@ use super::ledger::{CommitError, Ledger, StableCheckpoint, Tip};
 use super::mempool::Mempool;
 use super::messages::{
     Block, Checkpoint, CheckpointCertificate, CheckpointPoint, MessageLimits, PeerMessage, Proposal, QuorumCertificate,
-    Timeout, TimeoutCertificate, Vote,
+    Timeout, TimeoutCertificate, VerifiedCertificates, Vote,
 };
 use super::safety::SafetyState;
 use super::types::{Digest, Height, ReplicaId, Request, Round, TimeMs};
@@ -43,6 +43,9 @@ pub struct Config {
     pub fetches_max: usize,
     /// How far ahead of its round a replica keeps votes and timeouts.
     pub future_rounds_max: u64,
+    /// How often a replica tells one peer (in turn) its highest certificates, so
+    /// that a replica which missed the last decisions of a quiet shard catches up.
+    pub status_interval_ms: u64,
     pub limits: MessageLimits,
 }
 
@@ -58,6 +61,7 @@ impl Default for Config {
             sync_retry_ms: 500,
             fetches_max: 64,
             future_rounds_max: 1_000,
+            status_interval_ms: 1_000,
             limits: MessageLimits::default(),
         }
     }
@@ -85,6 +89,10 @@ pub enum Action<O> {
     Broadcast(PeerMessage),
     /// Make the safety state durable before carrying out the next action.
     PersistSafety(SafetyState),
+    /// Store a block before voting for it: a certified block must survive its
+    /// voters' crashes, or nobody could ever execute it. Blocks at or below
+    /// the round of a later `PersistDecided` may be dropped unless decided.
+    PersistBlock(Block),
     /// Append a decided block to the durable log.
     PersistDecided {
         height: Height,
@@ -112,6 +120,8 @@ pub struct Persisted {
     pub checkpoint: Option<StableCheckpoint>,
     /// Decided blocks above the checkpoint, in height order.
     pub decided: Vec<Block>,
+    /// Blocks stored before voting, not (yet) decided.
+    pub undecided: Vec<Block>,
 }
 
 /// A block being fetched from peers.
@@ -156,11 +166,18 @@ pub struct Replica<A: Application> {
     fetching: BTreeMap<Digest, Fetch>,
     /// The highest certificate whose block or parent is still being fetched.
     waiting_certificate: Option<QuorumCertificate>,
+    /// Certificates already verified (each proposal, timeout and catch-up carries one).
+    verified: VerifiedCertificates,
+    /// When to tell a peer this replica's certificates next, and which peer.
+    next_status: (TimeMs, ReplicaId),
     /// Set by a fork: the replica no longer acts.
     halted: bool,
 }
 
 type Out<O> = Vec<Action<O>>;
+
+/// Certificates remembered as verified.
+const VERIFIED_CERTIFICATES_MAX: usize = 256;
 
 impl<A: Application> Replica<A> {
     /// A replica with an empty disk.
@@ -176,7 +193,7 @@ impl<A: Application> Replica<A> {
         app: A,
         persisted: Persisted,
     ) -> Result<Self, String> {
-        let mut ledger = Ledger::new(app, config.dedup_window_heights);
+        let mut ledger = Ledger::new(app, config.dedup_window_heights, config.checkpoint_interval);
         if let Some(checkpoint) = persisted.checkpoint {
             ledger
                 .restore(checkpoint)
@@ -187,8 +204,16 @@ impl<A: Application> Replica<A> {
             ledger.insert(block);
             ledger.commit(&digest).map_err(|error| format!("the persisted decided log does not replay: {error:?}"))?;
         }
+        for block in persisted.undecided {
+            ledger.insert(block);
+        }
         let safety = persisted.safety;
-        let round = safety.high_qc.round.next().max(safety.last_voted_round.next());
+        // Rejoin the round it was in, not the next one: rounds advance only on
+        // certificates (or f+1 timeouts), and a replica alone in a later round
+        // could not help its peers form the timeout certificate they wait for.
+        // It cannot vote there again (its last vote is persisted), but it can time out.
+        let round = safety.high_qc.round.next().max(safety.last_voted_round);
+        let keys_id = keys.id;
         Ok(Self {
             mempool: Mempool::new(config.mempool_requests_max),
             committee,
@@ -209,6 +234,8 @@ impl<A: Application> Replica<A> {
             own_checkpoints: BTreeMap::new(),
             fetching: BTreeMap::new(),
             waiting_certificate: None,
+            verified: VerifiedCertificates::new(VERIFIED_CERTIFICATES_MAX),
+            next_status: (TimeMs(0), keys_id),
             halted: false,
             config,
         })
@@ -242,6 +269,25 @@ impl<A: Application> Replica<A> {
         self.mempool.len()
     }
 
+    /// Timer and certificate state, for debugging.
+    pub fn debug_state(&self) -> String {
+        format!(
+            "deadline {:?} own_timeout {} last_tc {:?} proposed {} fetching {:?} waiting {:?} timeouts {:?} tip {:?}",
+            self.deadline.map(|d| d.0),
+            self.own_timeout.is_some(),
+            self.last_tc.as_ref().map(|tc| tc.round.0),
+            self.proposed.0,
+            self.fetching.iter().map(|(d, f)| (d.to_string(), f.peer)).collect::<Vec<_>>(),
+            self.waiting_certificate.as_ref().map(|qc| (
+                qc.round.0,
+                qc.block.to_string(),
+                self.ledger.block(&qc.block).map(|b| (b.round.0, b.parent.round.0, b.parent.block.to_string()))
+            )),
+            self.timeouts.iter().map(|(round, t)| (round.0, t.len())).collect::<Vec<_>>(),
+            self.ledger.tip()
+        )
+    }
+
     /// The decided block at `height`, if still kept.
     pub fn decided_at(&self, height: Height) -> Option<&Block> {
         self.ledger.decided_at(height)
@@ -259,7 +305,7 @@ impl<A: Application> Replica<A> {
             Event::Message { from, message } => {
                 if !self.committee.contains(from) {
                     out.push(Action::Dropped { from, error: ProtocolError::UnknownReplica { replica: from } });
-                } else if let Err(error) = message.verify(&self.committee, &self.config.limits) {
+                } else if let Err(error) = message.verify(&self.committee, &self.config.limits, &mut self.verified) {
                     out.push(Action::Dropped { from, error });
                 } else {
                     self.on_message(from, *message, &mut out);
@@ -279,9 +325,13 @@ impl<A: Application> Replica<A> {
             PeerMessage::Timeout(timeout) => self.on_timeout(from, timeout, out),
             PeerMessage::Requests(requests) => requests.into_iter().for_each(|request| self.admit(request)),
             PeerMessage::Catchup { high_qc, timeout_certificate } => {
+                let behind = high_qc.round < self.safety.high_qc.round;
                 self.on_certificate(&high_qc, from, out);
                 if let Some(certificate) = timeout_certificate {
                     self.on_timeout_certificate(certificate, from, out);
+                }
+                if behind {
+                    out.push(Action::Send { to: from, message: self.catchup() });
                 }
             }
             PeerMessage::BlockRequest { block, height } => self.on_block_request(from, block, height, out),
@@ -359,6 +409,9 @@ impl<A: Application> Replica<A> {
             return;
         }
         self.safety.record(round);
+        if let Some(block) = self.ledger.block(&digest) {
+            out.push(Action::PersistBlock(block.clone()));
+        }
         out.push(Action::PersistSafety(self.safety.clone()));
         let signature = self.keys.sign(&QuorumCertificate::signing_bytes(&self.committee, &digest, round));
         let vote = Vote { block: digest, round, voter: self.id(), signature };
@@ -456,8 +509,8 @@ impl<A: Application> Replica<A> {
             }
             out.push(Action::PersistDecided { height: decision.height, block: decision.block });
             out.extend(decision.outputs.into_iter().map(Action::Deliver));
-            if decision.height.0 % self.config.checkpoint_interval.max(1) == 0 {
-                self.checkpoint(out);
+            if let Some((point, state)) = decision.checkpoint {
+                self.checkpoint(point, state, out);
             }
         }
     }
@@ -485,6 +538,12 @@ impl<A: Application> Replica<A> {
         self.now = now;
         if self.deadline.is_some_and(|deadline| now >= deadline) {
             self.time_out(out);
+        }
+        let (due, peer) = self.next_status;
+        if now >= due && self.committee.size() > 1 {
+            let peer = self.next_peer(peer);
+            self.next_status = (now.plus(self.config.status_interval_ms), peer);
+            out.push(Action::Send { to: peer, message: self.catchup() });
         }
         self.forward_requests(out);
         self.retry_fetches(out);
@@ -515,8 +574,7 @@ impl<A: Application> Replica<A> {
         self.on_certificate(&timeout.high_qc, from, out);
         if timeout.round < self.round {
             // The sender is behind: show it the way forward.
-            let (high_qc, timeout_certificate) = (self.safety.high_qc.clone(), self.last_tc.clone());
-            out.push(Action::Send { to: from, message: PeerMessage::Catchup { high_qc, timeout_certificate } });
+            out.push(Action::Send { to: from, message: self.catchup() });
             return;
         }
         if timeout.round.0 > self.round.0.saturating_add(self.config.future_rounds_max) {
@@ -526,6 +584,11 @@ impl<A: Application> Replica<A> {
         let gathered = self.timeouts.entry(round).or_default();
         gathered.insert(timeout.author, timeout);
         let count = gathered.len();
+        if round > self.round && count >= self.committee.validity() {
+            // f+1 replicas, one of them honest, have given up on a later round:
+            // join them there (round synchronisation without a certificate).
+            self.enter_round(round);
+        }
         if round == self.round {
             // A peer has work in this round: run the timer even if this replica has none.
             self.deadline.get_or_insert(self.now.plus(self.round_timeout_ms()));
@@ -538,6 +601,11 @@ impl<A: Application> Replica<A> {
             let certificate = self.timeout_certificate(round);
             self.on_timeout_certificate(certificate, self.id(), out);
         }
+    }
+
+    /// This replica's highest certificates, for a peer that may be behind.
+    fn catchup(&self) -> PeerMessage {
+        PeerMessage::Catchup { high_qc: self.safety.high_qc.clone(), timeout_certificate: self.last_tc.clone() }
     }
 
     fn timeout_certificate(&self, round: Round) -> TimeoutCertificate {
@@ -695,8 +763,7 @@ impl<A: Application> Replica<A> {
 
     // ---- checkpoints ------------------------------------------------------------------------------
 
-    fn checkpoint(&mut self, out: &mut Out<A::Output>) {
-        let (point, state) = self.ledger.checkpoint_point();
+    fn checkpoint(&mut self, point: CheckpointPoint, state: Vec<u8>, out: &mut Out<A::Output>) {
         let signature = self.keys.sign(&point.signing_bytes(&self.committee));
         let checkpoint = Checkpoint { point, author: self.id(), signature };
         self.own_checkpoints.insert(point.height, (point, state));

@@ -1,0 +1,80 @@
+//! `sim`: runs the simulator over many seeds (`make sim SEEDS=2000`) or replays
+//! one (`SEED=42 make sim`). Prints `SEED=... make sim` for every failing seed.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use clap::Parser;
+use shardspace_testkit::sim::plan::{Report, run_seed};
+
+/// Runs the deterministic simulator of a shard over many seeds.
+#[derive(Debug, Parser)]
+struct Flags {
+    /// How many seeds to run, from --start.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Replay this one seed, verbosely (also read from $SEED).
+    #[arg(long, env = "SEED")]
+    seed: Option<u64>,
+    /// Threads to run seeds on.
+    #[arg(long, default_value_t = 2)]
+    threads: u64,
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    if let Some(seed) = flags.seed {
+        let report = run_seed(seed);
+        println!("seed {seed}: {}", report.summary);
+        return print_violations(&report);
+    }
+    let started = Instant::now();
+    let next = AtomicU64::new(flags.start);
+    let end = flags.start.saturating_add(flags.seeds);
+    let failures: Vec<Report> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..flags.threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut failures = Vec::new();
+                    loop {
+                        let seed = next.fetch_add(1, Ordering::Relaxed);
+                        if seed >= end {
+                            return failures;
+                        }
+                        let report = run_seed(seed);
+                        if !report.violations.is_empty() {
+                            eprintln!("seed {seed} FAILED: {}", report.violations[0]);
+                            failures.push(report);
+                        }
+                        let done = seed + 1 - flags.start;
+                        if done % 100 == 0 {
+                            eprintln!("{done} seeds, {:.0} s", started.elapsed().as_secs_f64());
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect()
+    });
+    println!("{} seeds in {:.1} s: {} with violations", flags.seeds, started.elapsed().as_secs_f64(), failures.len());
+    for report in &failures {
+        println!("SEED={} make sim    # {}", report.seed, report.violations[0]);
+    }
+    if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn print_violations(report: &Report) -> ExitCode {
+    if report.violations.is_empty() {
+        println!("no violations in {} simulated ms", report.simulated_ms);
+        return ExitCode::SUCCESS;
+    }
+    for violation in &report.violations {
+        println!("VIOLATION {violation}");
+    }
+    println!("replay: SEED={} make sim", report.seed);
+    ExitCode::FAILURE
+}

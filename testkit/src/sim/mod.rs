@@ -1,0 +1,498 @@
+//! The deterministic simulator of one shard: one thread, one seeded RNG,
+//! simulated milliseconds. It drives real `Replica`s over a faulty network,
+//! crashes and restarts them from what they persisted (sometimes between two
+//! actions of one step), runs Byzantine replicas beside them, and checks the
+//! invariants of `observer` after every step. A run is a function of its seed.
+
+pub mod byzantine;
+pub mod network;
+pub mod observer;
+pub mod plan;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use shardspace_core::ShardId;
+use shardspace_core::bft::{
+    Action, Block, Committee, Config, Digest, Event, Height, KeyPair, PeerMessage, Persisted, Replica, ReplicaId,
+    Request, SafetyState, Severity, StableCheckpoint, TimeMs,
+};
+
+use crate::kv::KvApp;
+use byzantine::{Behaviour, ByzantineNode};
+use network::{LinkFaults, Network};
+use observer::Observer;
+
+/// What the simulation is made of.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub seed: u64,
+    pub replicas: u32,
+    pub config: Config,
+    pub links: LinkFaults,
+    pub tick_ms: u64,
+    /// Probability, per step of an honest replica, of crashing between two of its actions.
+    pub crash_mid_step: f64,
+    /// How long a client waits before sending an undecided request again.
+    pub client_retry_ms: u64,
+}
+
+impl Settings {
+    /// Four replicas, a perfect network, timeouts sized for simulated time.
+    pub fn new(seed: u64) -> Self {
+        let config = Config {
+            round_timeout_ms: 100,
+            round_timeout_max_ms: 1_600,
+            checkpoint_interval: 4,
+            dedup_window_heights: 100,
+            request_resend_ms: 300,
+            sync_retry_ms: 150,
+            status_interval_ms: 500,
+            ..Config::default()
+        };
+        Self {
+            seed,
+            replicas: 4,
+            config,
+            links: LinkFaults::perfect(),
+            tick_ms: 10,
+            crash_mid_step: 0.0,
+            client_retry_ms: 1_000,
+        }
+    }
+}
+
+/// Something that happens at a simulated time.
+#[derive(Clone, Debug)]
+pub enum Scheduled {
+    Deliver {
+        from: ReplicaId,
+        to: ReplicaId,
+        message: Box<PeerMessage>,
+    },
+    Tick(ReplicaId),
+    ClientRetry,
+    Crash(ReplicaId),
+    Restart {
+        replica: ReplicaId,
+        empty_disk: bool,
+    },
+    /// Cuts every link between these replicas and the rest, both ways.
+    Isolate(Vec<ReplicaId>),
+    /// The replica can send but hears nothing.
+    Deafen(ReplicaId),
+    Heal,
+    Links(LinkFaults),
+}
+
+/// What an honest replica has written to its disk.
+#[derive(Clone, Debug, Default)]
+pub struct Disk {
+    pub safety: SafetyState,
+    pub checkpoint: Option<StableCheckpoint>,
+    pub decided: BTreeMap<Height, Block>,
+    /// Blocks stored before voting, by round then digest.
+    pub undecided: BTreeMap<(shardspace_core::bft::Round, Digest), Block>,
+}
+
+impl Disk {
+    fn persisted(&self) -> Persisted {
+        Persisted {
+            safety: self.safety.clone(),
+            checkpoint: self.checkpoint.clone(),
+            decided: self.decided.values().cloned().collect(),
+            undecided: self.undecided.values().cloned().collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Honest {
+    /// `None` while crashed.
+    pub replica: Option<Replica<KvApp>>,
+    pub disk: Disk,
+    keys: KeyPair,
+}
+
+#[derive(Debug)]
+pub enum Node {
+    Honest(Box<Honest>),
+    Byzantine(Box<ByzantineNode>),
+}
+
+#[derive(Debug)]
+pub struct Simulation {
+    pub settings: Settings,
+    rng: StdRng,
+    now: u64,
+    /// Pending events by (time, sequence): the sequence keeps equal times in order.
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Scheduled>,
+    next_sequence: u64,
+    committee: Committee,
+    pub nodes: Vec<Node>,
+    network: Network,
+    pub observer: Observer,
+    /// Client requests not yet executed by an honest replica, with when they were last sent.
+    pending: BTreeMap<Digest, (Request, u64)>,
+    pub submitted: u64,
+}
+
+impl Simulation {
+    pub fn new(settings: Settings) -> Self {
+        let keys: Vec<KeyPair> = (0..settings.replicas).map(|i| KeyPair::from_seed(ReplicaId(i), seed_of(i))).collect();
+        let committee = Committee::new("sim", ShardId(0), keys.iter().map(KeyPair::public).collect());
+        let nodes = keys
+            .into_iter()
+            .map(|keys| {
+                let replica = Replica::new(committee.clone(), keys.clone(), settings.config.clone(), KvApp::default());
+                Node::Honest(Box::new(Honest { replica: Some(replica), disk: Disk::default(), keys }))
+            })
+            .collect();
+        let mut simulation = Self {
+            rng: StdRng::seed_from_u64(settings.seed),
+            now: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_sequence: 0,
+            committee,
+            nodes,
+            network: Network::new(settings.links.clone()),
+            observer: Observer::default(),
+            pending: BTreeMap::new(),
+            submitted: 0,
+            settings,
+        };
+        for replica in simulation.replica_ids() {
+            let offset = simulation.rng.random_range(0..simulation.settings.tick_ms.max(1));
+            simulation.schedule(offset, Scheduled::Tick(replica));
+        }
+        let retry = simulation.settings.client_retry_ms;
+        simulation.schedule(retry, Scheduled::ClientRetry);
+        simulation
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    pub fn replica_ids(&self) -> Vec<ReplicaId> {
+        self.committee.replicas().collect()
+    }
+
+    pub fn honest_ids(&self) -> Vec<ReplicaId> {
+        let honest = self.nodes.iter().enumerate().filter(|(_, node)| matches!(node, Node::Honest(_)));
+        honest.map(|(index, _)| replica_id(index)).collect()
+    }
+
+    /// Turns `replica` Byzantine, with these behaviours.
+    pub fn make_byzantine(&mut self, replica: ReplicaId, behaviours: Vec<Behaviour>) {
+        let keys = KeyPair::from_seed(replica, seed_of(replica.0));
+        let inner = Replica::new(self.committee.clone(), keys.clone(), self.settings.config.clone(), KvApp::default());
+        let all_keys =
+            (0..self.settings.replicas).map(|i| KeyPair::from_seed(ReplicaId(i), seed_of(i)).public()).collect();
+        let node = ByzantineNode::new(inner, keys, self.committee.clone(), all_keys, behaviours);
+        self.nodes[replica.0 as usize] = Node::Byzantine(Box::new(node));
+    }
+
+    /// Schedules `event` at `at` simulated milliseconds.
+    pub fn schedule(&mut self, at: u64, event: Scheduled) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.queue.push(Reverse((at.max(self.now), sequence)));
+        self.events.insert(sequence, event);
+    }
+
+    /// A client sends a new request to f+1 replicas (so a faulty one cannot hide it).
+    pub fn submit(&mut self, payload: impl Into<Vec<u8>>) {
+        let request = Request::new(payload);
+        self.submitted += 1;
+        self.pending.insert(request.digest(), (request.clone(), self.now));
+        self.send_to_replicas(request);
+    }
+
+    fn send_to_replicas(&mut self, request: Request) {
+        let mut targets = self.replica_ids();
+        let count = self.committee.validity();
+        for _ in 0..count {
+            let target = targets.remove(self.rng.random_range(0..targets.len()));
+            self.step(target, Event::Submit(request.clone()));
+        }
+    }
+
+    /// Requests submitted and not yet executed by any honest replica.
+    pub fn undecided(&self) -> usize {
+        self.pending.keys().filter(|digest| !self.observer.executed_requests.contains(*digest)).count()
+    }
+
+    /// Runs every event up to `until` (simulated ms).
+    pub fn run_until(&mut self, until: u64) {
+        while let Some(Reverse((at, sequence))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            if let Some(event) = self.events.remove(&sequence) {
+                self.dispatch(event);
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs until every request is executed and every honest replica that is up
+    /// has decided as far as the highest decided height; false at the deadline.
+    pub fn run_until_settled(&mut self, deadline: u64) -> bool {
+        while self.now < deadline {
+            let next = (self.now + 50).min(deadline);
+            self.run_until(next);
+            if self.is_settled() {
+                return true;
+            }
+        }
+        self.is_settled()
+    }
+
+    fn is_settled(&self) -> bool {
+        let highest = self.observer.highest_decided();
+        let caught_up = self.nodes.iter().all(|node| match node {
+            Node::Honest(honest) => honest.replica.as_ref().is_none_or(|replica| replica.tip().height >= highest),
+            Node::Byzantine(_) => true,
+        });
+        self.undecided() == 0 && caught_up
+    }
+
+    fn dispatch(&mut self, event: Scheduled) {
+        match event {
+            Scheduled::Deliver { from, to, message } => self.step(to, Event::Message { from, message }),
+            Scheduled::Tick(replica) => {
+                self.step(replica, Event::Tick(TimeMs(self.now)));
+                let next = self.now + self.settings.tick_ms;
+                self.schedule(next, Scheduled::Tick(replica));
+            }
+            Scheduled::ClientRetry => {
+                self.retry_clients();
+                let next = self.now + self.settings.client_retry_ms;
+                self.schedule(next, Scheduled::ClientRetry);
+            }
+            Scheduled::Crash(replica) => self.crash(replica),
+            Scheduled::Restart { replica, empty_disk } => self.restart(replica, empty_disk),
+            Scheduled::Isolate(side) => {
+                let all = self.replica_ids();
+                self.network.isolate(&side, &all);
+            }
+            Scheduled::Deafen(replica) => {
+                for other in self.replica_ids().into_iter().filter(|other| *other != replica) {
+                    self.network.block(other, replica);
+                }
+            }
+            Scheduled::Heal => self.network.heal(),
+            Scheduled::Links(faults) => self.network.faults = faults,
+        }
+    }
+
+    fn retry_clients(&mut self) {
+        let executed = &self.observer.executed_requests;
+        self.pending.retain(|digest, _| !executed.contains(digest));
+        let cutoff = self.now.saturating_sub(self.settings.client_retry_ms);
+        let due: Vec<Digest> = self.pending.iter().filter(|(_, (_, sent))| *sent <= cutoff).map(|(d, _)| *d).collect();
+        for digest in due {
+            if let Some((request, sent)) = self.pending.get_mut(&digest) {
+                *sent = self.now;
+                let request = request.clone();
+                self.send_to_replicas(request);
+            }
+        }
+    }
+
+    pub fn crash(&mut self, replica: ReplicaId) {
+        if let Node::Honest(honest) = &mut self.nodes[replica.0 as usize] {
+            honest.replica = None;
+        }
+    }
+
+    pub fn restart(&mut self, replica: ReplicaId, empty_disk: bool) {
+        let (committee, config, now) = (self.committee.clone(), self.settings.config.clone(), self.now);
+        let Node::Honest(honest) = &mut self.nodes[replica.0 as usize] else { return };
+        if honest.replica.is_some() {
+            return;
+        }
+        if empty_disk {
+            honest.disk = Disk::default();
+            self.observer.forget_votes(replica);
+        }
+        match Replica::recover(committee, honest.keys.clone(), config, KvApp::default(), honest.disk.persisted()) {
+            Ok(recovered) => honest.replica = Some(recovered),
+            Err(error) => {
+                let disk = &honest.disk;
+                let checkpoint =
+                    disk.checkpoint.as_ref().map(|c| (c.certificate.point.height.0, c.certificate.point.block));
+                let decided: Vec<_> = disk.decided.iter().map(|(h, b)| (h.0, b.digest(), b.parent.block)).collect();
+                self.observer.violation(now, format!("{replica} cannot restart from its disk: {error}; checkpoint {checkpoint:?}; decided {decided:?}"))
+            }
+        }
+    }
+
+    /// Feeds one event to one replica and carries out what it asks.
+    fn step(&mut self, replica: ReplicaId, event: Event) {
+        let index = replica.0 as usize;
+        let sends = match &mut self.nodes[index] {
+            Node::Byzantine(node) => node.handle(event, &mut self.rng),
+            Node::Honest(honest) => {
+                let Some(running) = honest.replica.as_mut() else { return };
+                let actions = running.handle(event);
+                let crash_at = (self.settings.crash_mid_step > 0.0
+                    && self.rng.random_bool(self.settings.crash_mid_step))
+                .then(|| self.rng.random_range(0..=actions.len()));
+                let mut sends = Vec::new();
+                let mut drops = Vec::new();
+                for (position, action) in actions.into_iter().enumerate() {
+                    if crash_at == Some(position) {
+                        if std::env::var("SIM_TRACE").ok().as_deref() == Some(&replica.0.to_string()) {
+                            eprintln!("{} {replica} crashed mid-step", self.now);
+                        }
+                        honest.replica = None;
+                        break;
+                    }
+                    if std::env::var("SIM_TRACE").ok().as_deref() == Some(&replica.0.to_string()) {
+                        match &action {
+                            Action::PersistDecided { height, .. } => {
+                                eprintln!("{} {replica} decided {}", self.now, height.0)
+                            }
+                            Action::PersistCheckpoint(c) => {
+                                eprintln!("{} {replica} checkpoint {}", self.now, c.certificate.point.height.0)
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Action::Dropped { from, error } = action {
+                        drops.push((from, error));
+                        continue;
+                    }
+                    apply(replica, action, honest, &mut self.observer, &mut sends, &self.committee, self.now);
+                }
+                for (from, error) in drops {
+                    *self.observer.dropped.entry(error_name(&error)).or_default() += 1;
+                    // An honest replica never sends what another must reject as malicious.
+                    if error.severity() == Severity::Byzantine && matches!(self.nodes[from.0 as usize], Node::Honest(_))
+                    {
+                        self.observer.violation(self.now, format!("{replica} rejected honest {from}: {error}"));
+                    }
+                }
+                sends
+            }
+        };
+        for (to, message) in sends {
+            self.send(replica, to, message);
+        }
+    }
+
+    fn send(&mut self, from: ReplicaId, to: ReplicaId, message: PeerMessage) {
+        for delay in self.network.delays(from, to, &mut self.rng) {
+            let at = self.now + delay;
+            self.schedule(at, Scheduled::Deliver { from, to, message: Box::new(message.clone()) });
+        }
+    }
+
+    /// Whether a replica is honest.
+    pub fn is_honest(&self, replica: ReplicaId) -> bool {
+        matches!(self.nodes[replica.0 as usize], Node::Honest(_))
+    }
+
+    /// The decided height of each honest replica that is up.
+    pub fn honest_heights(&self) -> Vec<(ReplicaId, Height)> {
+        let running = self.nodes.iter().enumerate().filter_map(|(index, node)| match node {
+            Node::Honest(honest) => honest.replica.as_ref().map(|replica| (replica_id(index), replica.tip().height)),
+            Node::Byzantine(_) => None,
+        });
+        running.collect()
+    }
+
+    /// One line per replica: round, lock, decided height, mempool (for debugging a seed).
+    pub fn describe(&self) -> String {
+        let lines = self.nodes.iter().enumerate().map(|(index, node)| match node {
+            Node::Honest(honest) => match &honest.replica {
+                Some(replica) => format!(
+                    "{}: round {} lock {} last voted {} height {} mempool {} {}",
+                    replica_id(index),
+                    replica.round().0,
+                    replica.safety().high_qc.round.0,
+                    replica.safety().last_voted_round.0,
+                    replica.tip().height.0,
+                    replica.mempool_len(),
+                    replica.debug_state()
+                ),
+                None => format!("{}: crashed", replica_id(index)),
+            },
+            Node::Byzantine(_) => format!("{}: byzantine", replica_id(index)),
+        });
+        lines.collect::<Vec<_>>().join("\n")
+    }
+
+    /// The application of an honest replica that is up.
+    pub fn app_of(&self, replica: ReplicaId) -> Option<&KvApp> {
+        match &self.nodes[replica.0 as usize] {
+            Node::Honest(honest) => honest.replica.as_ref().map(Replica::app),
+            Node::Byzantine(_) => None,
+        }
+    }
+}
+
+/// Carries out one action of an honest replica: its disk, the observer, and what it sends.
+fn apply(
+    replica: ReplicaId,
+    action: Action<crate::kv::Executed>,
+    honest: &mut Honest,
+    observer: &mut Observer,
+    sends: &mut Vec<(ReplicaId, PeerMessage)>,
+    committee: &Committee,
+    now: u64,
+) {
+    match action {
+        Action::Send { to, message } => {
+            if let PeerMessage::Vote(vote) = &message {
+                observer.voted(replica, vote.round, vote.block, now);
+            }
+            sends.push((to, message));
+        }
+        Action::Broadcast(message) => {
+            sends.extend(committee.replicas().filter(|to| *to != replica).map(|to| (to, message.clone())));
+        }
+        Action::PersistSafety(safety) => honest.disk.safety = safety,
+        Action::PersistBlock(block) => {
+            honest.disk.undecided.insert((block.round, block.digest()), block);
+        }
+        Action::PersistDecided { height, block } => {
+            observer.decided(replica, height, block.digest(), now);
+            honest.disk.undecided = honest.disk.undecided.split_off(&(block.round.next(), Digest::default()));
+            honest.disk.decided.insert(height, block);
+        }
+        Action::PersistCheckpoint(checkpoint) => {
+            let height = checkpoint.certificate.point.height;
+            honest.disk.decided = honest.disk.decided.split_off(&height.next());
+            honest.disk.checkpoint = Some(checkpoint);
+        }
+        Action::Deliver(executed) => observer.executed(replica, executed, now),
+        Action::Refused(_) | Action::Dropped { .. } => {}
+        Action::Fatal(reason) => observer.violation(now, format!("{replica} halted: {reason}")),
+    }
+}
+
+/// The variant name of an error: the key of the drop counters.
+fn error_name(error: &shardspace_core::bft::ProtocolError) -> String {
+    let debug = format!("{error:?}");
+    debug.split([' ', '{', '(']).next().unwrap_or_default().to_string()
+}
+
+fn replica_id(index: usize) -> ReplicaId {
+    ReplicaId(u32::try_from(index).expect("a simulated shard has few replicas"))
+}
+
+fn seed_of(replica: u32) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    seed[..4].copy_from_slice(&replica.to_be_bytes());
+    seed[31] = 0x5a;
+    seed
+}
