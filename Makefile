@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build release venv test test-rust test-python lint fixtures start-all stop-all status clean
+.PHONY: all build release venv test test-rust test-python lint fixtures sim start-all stop-all status clean
 
 all: build
 
@@ -36,6 +36,12 @@ test-rust: venv
 test-python: venv
 	$(VPY) checker-sdk/fixtures/generate.py --check
 	$(VPY) -m pytest -q
+
+# The BFT simulator over many seeds (`make sim SEEDS=2000`), or one seed replayed (`SEED=42 make sim`).
+SEEDS ?= 500
+sim:
+	$(CARGO) build --release -p shardspace-testkit --bin sim
+	@if [ -n "$(SEED)" ]; then ./target/release/sim --seed $(SEED); else ./target/release/sim --seeds $(SEEDS); fi
 
 # Regenerates checker-sdk/fixtures/ from the Python SDK and contracts; commit the result.
 fixtures: venv

@@ -50,6 +50,10 @@ pub struct ByzantineNode {
     other_shard: Committee,
     behaviours: Vec<Behaviour>,
     captured: Vec<PeerMessage>,
+    /// Messages sent beyond what an honest replica would send, or instead of it.
+    lies: u64,
+    /// Conflicting proposals sent.
+    equivocations: u64,
 }
 
 impl ByzantineNode {
@@ -61,7 +65,15 @@ impl ByzantineNode {
         behaviours: Vec<Behaviour>,
     ) -> Self {
         let other_shard = Committee::new("sim", ShardId(committee.shard().0 + 1), keys_of_all);
-        Self { replica, keys, committee, other_shard, behaviours, captured: Vec::new() }
+        Self { replica, keys, committee, other_shard, behaviours, captured: Vec::new(), lies: 0, equivocations: 0 }
+    }
+
+    pub fn lies(&self) -> u64 {
+        self.lies
+    }
+
+    pub fn equivocations(&self) -> u64 {
+        self.equivocations
     }
 
     fn has(&self, behaviour: Behaviour) -> bool {
@@ -89,17 +101,25 @@ impl ByzantineNode {
             Event::Tick(_) => sends.extend(self.on_tick(rng)),
             Event::Submit(_) => {}
         }
+        let mut honest_sends = 0u64;
         for action in self.replica.handle(event) {
             match action {
-                Action::Send { to, message } => sends.extend(self.lie(to, message, rng)),
+                Action::Send { to, message } => {
+                    honest_sends += 1;
+                    sends.extend(self.lie(to, message, rng));
+                }
                 Action::Broadcast(message) => {
                     for to in self.others() {
+                        honest_sends += 1;
                         sends.extend(self.lie(to, message.clone(), rng));
                     }
                 }
                 _ => {}
             }
         }
+        let equivocations = sends.iter().filter(|(_, message)| self.is_equivocation(message)).count() as u64;
+        self.lies += (sends.len() as u64).saturating_sub(honest_sends) + equivocations;
+        self.equivocations += equivocations;
         sends
     }
 
@@ -162,6 +182,11 @@ impl ByzantineNode {
             }
         }
         sends
+    }
+
+    fn is_equivocation(&self, message: &PeerMessage) -> bool {
+        matches!(message, PeerMessage::Proposal(proposal)
+            if proposal.block.requests.last().is_some_and(|r| r.payload.starts_with(b"equivocation-")))
     }
 
     /// The same round's block with other requests, properly signed: equivocation.

@@ -431,6 +431,37 @@ impl Simulation {
         lines.collect::<Vec<_>>().join("\n")
     }
 
+    /// The leader of the highest round an honest replica is in.
+    pub fn current_leader(&self) -> ReplicaId {
+        let rounds = self.nodes.iter().filter_map(|node| match node {
+            Node::Honest(honest) => honest.replica.as_ref().map(Replica::round),
+            Node::Byzantine(_) => None,
+        });
+        self.committee.leader(rounds.max().unwrap_or_default())
+    }
+
+    /// How many lies the Byzantine replicas have told (messages beyond what an honest replica sends).
+    pub fn lies(&self) -> u64 {
+        self.byzantine().map(ByzantineNode::lies).sum()
+    }
+
+    /// How many conflicting proposals the Byzantine replicas have sent.
+    pub fn equivocations(&self) -> u64 {
+        self.byzantine().map(ByzantineNode::equivocations).sum()
+    }
+
+    fn byzantine(&self) -> impl Iterator<Item = &ByzantineNode> {
+        self.nodes.iter().filter_map(|node| match node {
+            Node::Byzantine(node) => Some(&**node),
+            Node::Honest(_) => None,
+        })
+    }
+
+    /// Whether an honest replica's disk holds a stable checkpoint.
+    pub fn has_checkpoint_on_disk(&self, replica: ReplicaId) -> bool {
+        matches!(&self.nodes[replica.0 as usize], Node::Honest(honest) if honest.disk.checkpoint.is_some())
+    }
+
     /// The application of an honest replica that is up.
     pub fn app_of(&self, replica: ReplicaId) -> Option<&KvApp> {
         match &self.nodes[replica.0 as usize] {
@@ -471,6 +502,10 @@ fn apply(
         }
         Action::PersistCheckpoint(checkpoint) => {
             let height = checkpoint.certificate.point.height;
+            if !honest.disk.decided.contains_key(&height) {
+                // A checkpoint of a height this replica never decided: it installed a peer's snapshot.
+                observer.snapshots_installed += 1;
+            }
             honest.disk.decided = honest.disk.decided.split_off(&height.next());
             honest.disk.checkpoint = Some(checkpoint);
         }

@@ -25,6 +25,8 @@ pub struct Observer {
     pub violations: Vec<String>,
     /// Messages honest replicas dropped, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// Snapshots honest replicas installed from peers (state transfer).
+    pub snapshots_installed: u64,
 }
 
 impl Observer {
