@@ -1,7 +1,8 @@
 //! `shardspace`: one binary, many subcommands (DESIGN.md §2). Thin: it parses
-//! flags and calls the libraries. For now: `shardspace tx inspect`.
+//! flags, sets up logging, loads configuration and calls the libraries.
 
 mod inspect;
+mod node;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,11 @@ enum Command {
     /// Work with transactions offline.
     #[command(subcommand)]
     Tx(TxCommand),
+    /// Run one replica of the cluster.
+    Node(node::NodeFlags),
+    /// Cluster files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +35,12 @@ enum TxCommand {
     Inspect(inspect::Flags),
 }
 
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Writes a cluster file and one key file per replica.
+    Gen(node::GenFlags),
+}
+
 /// Exit code for input that cannot be used (a malformed transaction, a missing file).
 pub const EXIT_BAD_INPUT: u8 = 2;
 
@@ -36,6 +48,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Tx(TxCommand::Inspect(flags)) => inspect::run(&flags),
+        Command::Node(flags) => node::run_node(&flags),
+        Command::Config(ConfigCommand::Gen(flags)) => node::generate(&flags),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

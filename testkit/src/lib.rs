@@ -1,5 +1,3 @@
-//! Dev-only tools: the deterministic simulator of a shard's replicas
-//! (`sim`), and the small replicated key-value application it runs (`kv`).
+//! Dev-only tools: the deterministic simulator of a shard's replicas (`sim`).
 
-pub mod kv;
 pub mod sim;

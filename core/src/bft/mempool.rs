@@ -62,29 +62,40 @@ impl Mempool {
         }
     }
 
-    /// Up to `max` requests in arrival order, skipping those in `exclude` (already proposed).
-    pub fn batch(&self, max: usize, exclude: &BTreeSet<Digest>) -> Vec<Request> {
-        let waiting = self.order.values().filter(|digest| !exclude.contains(*digest));
-        waiting.take(max).filter_map(|digest| self.entries.get(digest)).map(|entry| entry.request.clone()).collect()
+    /// Up to `max` requests and `bytes_max` bytes in arrival order, skipping those in `exclude` (already proposed).
+    pub fn batch(&self, max: usize, bytes_max: usize, exclude: &BTreeSet<Digest>) -> Vec<Request> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for digest in self.order.values().filter(|digest| !exclude.contains(*digest)) {
+            let Some(entry) = self.entries.get(digest) else { continue };
+            if batch.len() >= max || bytes + entry.request.payload.len() > bytes_max {
+                break;
+            }
+            bytes += entry.request.payload.len();
+            batch.push(entry.request.clone());
+        }
+        batch
     }
 
-    /// Up to `max` requests not forwarded since `now - resend_ms`, marked as forwarded now.
+    /// Up to `max` requests (and `bytes_max` bytes) not forwarded since `now - resend_ms`, marked as forwarded now.
     pub fn due_for_forwarding(
         &mut self,
         now: TimeMs,
         resend_ms: u64,
-        max: usize,
+        (max, bytes_max): (usize, usize),
         exclude: &BTreeSet<Digest>,
     ) -> Vec<Request> {
         let mut due = Vec::new();
+        let mut bytes = 0;
         for digest in self.order.values() {
-            if due.len() >= max {
+            let Some(entry) = self.entries.get_mut(digest) else { continue };
+            if due.len() >= max || bytes + entry.request.payload.len() > bytes_max {
                 break;
             }
-            let Some(entry) = self.entries.get_mut(digest) else { continue };
             let stale = entry.forwarded_at.is_none_or(|at| now.0 >= at.0.saturating_add(resend_ms));
             if stale && !exclude.contains(digest) {
                 entry.forwarded_at = Some(now);
+                bytes += entry.request.payload.len();
                 due.push(entry.request.clone());
             }
         }
@@ -107,9 +118,10 @@ mod tests {
         assert_eq!(mempool.insert(request(1)), Ok(true));
         assert_eq!(mempool.insert(request(1)), Ok(false));
         assert_eq!(mempool.insert(request(3)), Err(MempoolFull));
-        assert_eq!(mempool.batch(10, &BTreeSet::new()), vec![request(2), request(1)]);
+        assert_eq!(mempool.batch(10, 100, &BTreeSet::new()), vec![request(2), request(1)]);
+        assert_eq!(mempool.batch(10, 1, &BTreeSet::new()), vec![request(2)], "the byte bound");
         let exclude = BTreeSet::from([request(2).digest()]);
-        assert_eq!(mempool.batch(10, &exclude), vec![request(1)]);
+        assert_eq!(mempool.batch(10, 100, &exclude), vec![request(1)]);
         mempool.remove(&request(2).digest());
         assert_eq!(mempool.insert(request(3)), Ok(true));
         assert_eq!(mempool.len(), 2);
@@ -120,8 +132,8 @@ mod tests {
         let mut mempool = Mempool::new(10);
         mempool.insert(request(1)).unwrap();
         let none = BTreeSet::new();
-        assert_eq!(mempool.due_for_forwarding(TimeMs(0), 100, 10, &none).len(), 1);
-        assert!(mempool.due_for_forwarding(TimeMs(50), 100, 10, &none).is_empty());
-        assert_eq!(mempool.due_for_forwarding(TimeMs(100), 100, 10, &none).len(), 1);
+        assert_eq!(mempool.due_for_forwarding(TimeMs(0), 100, (10, 100), &none).len(), 1);
+        assert!(mempool.due_for_forwarding(TimeMs(50), 100, (10, 100), &none).is_empty());
+        assert_eq!(mempool.due_for_forwarding(TimeMs(100), 100, (10, 100), &none).len(), 1);
     }
 }

@@ -17,13 +17,20 @@ pub struct MessageLimits {
     pub batch_requests_max: usize,
     /// Bytes of one request.
     pub request_bytes_max: usize,
+    /// Bytes of all the requests of one block (a block must fit a frame).
+    pub batch_bytes_max: usize,
     /// Blocks in one sync answer.
     pub sync_blocks_max: usize,
 }
 
 impl Default for MessageLimits {
     fn default() -> Self {
-        Self { batch_requests_max: 1024, request_bytes_max: 64 * 1024, sync_blocks_max: 64 }
+        Self {
+            batch_requests_max: 1024,
+            request_bytes_max: 64 * 1024,
+            batch_bytes_max: 1024 * 1024,
+            sync_blocks_max: 16,
+        }
     }
 }
 
@@ -162,6 +169,10 @@ impl Block {
         if let Some(request) = self.requests.iter().find(|r| r.payload.len() > limits.request_bytes_max) {
             let (count, max) = (request.payload.len(), limits.request_bytes_max);
             return Err(ProtocolError::TooLarge { what: "request", count, max });
+        }
+        let bytes: usize = self.requests.iter().map(|request| request.payload.len()).sum();
+        if bytes > limits.batch_bytes_max {
+            return Err(ProtocolError::TooLarge { what: "block's bytes", count: bytes, max: limits.batch_bytes_max });
         }
         self.parent.verify_cached(committee, cache)
     }
@@ -381,13 +392,15 @@ impl PeerMessage {
                     let (count, max) = (requests.len(), limits.batch_requests_max);
                     return Err(ProtocolError::TooLarge { what: "request batch", count, max });
                 }
-                match requests.iter().find(|request| request.payload.len() > limits.request_bytes_max) {
-                    Some(request) => {
-                        let (count, max) = (request.payload.len(), limits.request_bytes_max);
-                        Err(ProtocolError::TooLarge { what: "request", count, max })
-                    }
-                    None => Ok(()),
+                let bytes: usize = requests.iter().map(|request| request.payload.len()).sum();
+                if bytes > limits.batch_bytes_max {
+                    return Err(ProtocolError::TooLarge {
+                        what: "request batch's bytes",
+                        count: bytes,
+                        max: limits.batch_bytes_max,
+                    });
                 }
+                Ok(())
             }
             Self::Catchup { high_qc, timeout_certificate } => {
                 high_qc.verify_cached(committee, cache)?;

@@ -6,6 +6,7 @@
 mod app;
 mod committee;
 mod error;
+pub mod kv;
 mod ledger;
 mod mempool;
 mod messages;

@@ -380,7 +380,8 @@ impl<A: Application> Replica<A> {
             }
         };
         let pending = self.ledger.pending_requests(&parent.block);
-        let requests = self.mempool.batch(self.config.limits.batch_requests_max, &pending);
+        let limits = &self.config.limits;
+        let requests = self.mempool.batch(limits.batch_requests_max, limits.batch_bytes_max, &pending);
         let block = Block { round, author: self.id(), parent, requests };
         let signature = self.keys.sign(&Proposal::signing_bytes(&self.committee, &block.digest()));
         let proposal = Proposal { block, timeout_certificate, signature };
@@ -650,8 +651,8 @@ impl<A: Application> Replica<A> {
             return;
         }
         let pending = self.ledger.pending_requests(&self.safety.high_qc.block);
-        let (resend_ms, max) = (self.config.request_resend_ms, self.config.limits.batch_requests_max);
-        let due = self.mempool.due_for_forwarding(self.now, resend_ms, max, &pending);
+        let limits = (self.config.limits.batch_requests_max, self.config.limits.batch_bytes_max);
+        let due = self.mempool.due_for_forwarding(self.now, self.config.request_resend_ms, limits, &pending);
         if due.is_empty() {
             return;
         }

@@ -10,7 +10,7 @@ use shardspace_core::bft::{
     Round, Timeout, Vote,
 };
 
-use crate::kv::KvApp;
+use shardspace_core::bft::kv::KvApp;
 
 /// One way to misbehave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -20,10 +20,10 @@ use shardspace_core::bft::{
     Request, SafetyState, Severity, StableCheckpoint, TimeMs,
 };
 
-use crate::kv::KvApp;
 use byzantine::{Behaviour, ByzantineNode};
 use network::{LinkFaults, Network};
 use observer::Observer;
+use shardspace_core::bft::kv::KvApp;
 
 /// What the simulation is made of.
 #[derive(Clone, Debug)]
@@ -474,7 +474,7 @@ impl Simulation {
 /// Carries out one action of an honest replica: its disk, the observer, and what it sends.
 fn apply(
     replica: ReplicaId,
-    action: Action<crate::kv::Executed>,
+    action: Action<shardspace_core::bft::kv::Executed>,
     honest: &mut Honest,
     observer: &mut Observer,
     sends: &mut Vec<(ReplicaId, PeerMessage)>,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shardspace_core::bft::{Digest, Height, ReplicaId, Round};
 
-use crate::kv::Executed;
+use shardspace_core::bft::kv::Executed;
 
 #[derive(Debug, Default)]
 pub struct Observer {

@@ -1,10 +1,11 @@
-//! A tiny replicated key-value store: the application the BFT tests and the
-//! BFT benchmark order requests for. Requests are `key=value`.
+//! A tiny replicated key-value store: the application the BFT tests, the
+//! replica process (until the S-BAC shard replaces it) and the BFT benchmark
+//! order requests for. Requests are `key=value`.
 
 use std::collections::BTreeMap;
 
+use super::{Application, Digest, Height, Request};
 use serde::{Deserialize, Serialize};
-use shardspace_core::bft::{Application, Digest, Height, Request};
 
 /// What executing one request reports: its place in the execution sequence and
 /// the state after it, so that observers can compare replicas step by step.

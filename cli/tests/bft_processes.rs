@@ -1,0 +1,140 @@
+//! Four real `shardspace node` processes of one shard on loopback: requests are
+//! decided; the leader is killed and decisions go on after a timeout; it is
+//! restarted from its disk and catches up to the same log and state.
+
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use shardspace_core::bft::Request;
+use shardspace_node::client::{ClientReply, ClientRequest, ReplicaClient, Status};
+use shardspace_node::config::{ClusterFile, Layout, generate};
+use tokio::time::Instant;
+
+const REPLICAS: u32 = 4;
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// One replica process, killed when dropped (the test passing or not).
+struct ReplicaProcess {
+    child: Child,
+    client_address: String,
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on loopback, chosen by the OS.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A one-shard cluster file with OS-chosen ports and short timeouts.
+fn cluster(dir: &Path) -> PathBuf {
+    let layout =
+        Layout { cluster: "test".into(), shards: 1, replicas: REPLICAS, host: "127.0.0.1".into(), base_port: 1 };
+    let path = generate(&layout, dir).unwrap();
+    let mut file = ClusterFile::load(&path).unwrap();
+    for replica in &mut file.shards[0].replicas {
+        replica.peer_address = format!("127.0.0.1:{}", free_port());
+        replica.client_address = format!("127.0.0.1:{}", free_port());
+    }
+    file.bft.round_timeout_ms = Some(300);
+    file.bft.checkpoint_interval = Some(20);
+    file.bft.durability = shardspace_node::config::Durability::Normal;
+    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+    path
+}
+
+fn start(config: &Path, replica: u32) -> ReplicaProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardspace"))
+        .args(["node", "--config", config.to_str().unwrap(), "--shard", "0", "--replica", &replica.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = sender.send(line);
+    });
+    let line = receiver.recv_timeout(Duration::from_secs(30)).expect("the replica prints where it listens");
+    let client_address = line.trim().split("client=").nth(1).expect("listening peer=... client=...").to_string();
+    ReplicaProcess { child, client_address }
+}
+
+/// Waits until `condition` holds, checking every 50 ms, or fails at the deadline.
+async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        poll.tick().await;
+    }
+}
+
+async fn status(address: &str) -> Option<Status> {
+    let mut client = ReplicaClient::connect(address).await.ok()?;
+    client.status().await.ok()
+}
+
+/// Submits `count` requests through `address` and waits until each is decided.
+async fn submit_and_wait(address: &str, prefix: &str, count: usize) {
+    let mut client = ReplicaClient::connect(address).await.unwrap();
+    let requests: Vec<Request> = (0..count).map(|i| Request::new(format!("{prefix}{i}=v"))).collect();
+    client.send(&ClientRequest::Submit(requests)).await.unwrap();
+    let mut decided = 0;
+    let deadline = Instant::now() + DEADLINE;
+    while decided < count {
+        let reply = tokio::time::timeout_at(deadline, client.receive()).await.expect("requests decided in time");
+        match reply.unwrap() {
+            Some(ClientReply::Decided(batch)) => decided += batch.len(),
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_replica_processes_decide_survive_a_killed_leader_and_catch_it_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cluster(dir.path());
+    let mut replicas: Vec<Option<ReplicaProcess>> = (0..REPLICAS).map(|i| Some(start(&config, i))).collect();
+    let addresses: Vec<String> = replicas.iter().map(|r| r.as_ref().unwrap().client_address.clone()).collect();
+
+    submit_and_wait(&addresses[1], "first", 200).await;
+
+    // Kill the leader of the current round; the others time out and go on.
+    let round = status(&addresses[1]).await.unwrap().round;
+    let leader = (round.0 % u64::from(REPLICAS)) as usize;
+    replicas[leader] = None;
+    let survivor = &addresses[(leader + 1) % REPLICAS as usize];
+    submit_and_wait(survivor, "second", 200).await;
+
+    // Restart it from its disk: it catches up to the same height and state.
+    replicas[leader] = Some(start(&config, leader as u32));
+    submit_and_wait(survivor, "third", 50).await;
+    let reference = status(survivor).await.unwrap();
+    wait_until("the restarted replica has the same log and state", || async {
+        status(&addresses[leader]).await.is_some_and(|s| s.height >= reference.height)
+    })
+    .await;
+    let restarted = status(&addresses[leader]).await.unwrap();
+    let same = status(survivor).await.unwrap();
+    assert_eq!(restarted.height, same.height, "heights differ");
+    assert_eq!((restarted.executed, restarted.state), (same.executed, same.state), "states differ");
+    assert!(same.executed >= 450);
+}

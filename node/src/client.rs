@@ -1,0 +1,179 @@
+//! The request interface of a replica, for the client API and benchmarks:
+//! framed TCP (postcard). A client submits batches of requests and hears back,
+//! on the same connection, when each is decided (or refused); it may also ask
+//! for the replica's status.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use shardspace_core::bft::{Digest, Height, ReplicaId, Request, Round};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::network::decode;
+
+/// The largest frame a client may send.
+pub const CLIENT_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Replies waiting for one client connection; a client that does not read is disconnected.
+pub const CLIENT_QUEUE_MAX: usize = 1_024;
+/// Open client connections.
+pub const CLIENT_CONNECTIONS_MAX: usize = 256;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    Submit(Vec<Request>),
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientReply {
+    /// Requests of this connection decided, each with its height.
+    Decided(Vec<(Digest, Height)>),
+    /// Requests refused (the mempool is full, or a request is too large): try again later.
+    Refused(Vec<Digest>),
+    Status(Status),
+    /// The request could not be read.
+    Error(String),
+}
+
+/// A replica's view of its shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub replica: ReplicaId,
+    pub round: Round,
+    pub height: Height,
+    /// Requests executed, and a digest of the application state after them.
+    pub executed: u64,
+    pub state: Digest,
+}
+
+/// What the client listener asks of the core.
+#[derive(Debug)]
+pub enum ClientCommand {
+    Submit { requests: Vec<Request>, tx_client: mpsc::Sender<ClientReply> },
+    Status(oneshot::Sender<Status>),
+}
+
+#[derive(Debug)]
+pub struct ClientListener {
+    pub listener: TcpListener,
+    pub tx_core: mpsc::Sender<ClientCommand>,
+}
+
+impl ClientListener {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let permits = Arc::new(tokio::sync::Semaphore::new(CLIENT_CONNECTIONS_MAX));
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&permits).acquire_owned() => permit,
+                _ = shutdown.changed() => return,
+            };
+            let Ok(permit) = permit else { return };
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = shutdown.changed() => return,
+            };
+            match accepted {
+                Ok((stream, address)) => {
+                    let tx_core = self.tx_core.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        serve(stream, address, tx_core, shutdown).await;
+                        drop(permit);
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "client accept failed"),
+            }
+        }
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    address: SocketAddr,
+    tx_core: mpsc::Sender<ClientCommand>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
+    let (mut sink, mut frames) = Framed::new(stream, codec).split();
+    let (tx_client, mut rx_replies) = mpsc::channel::<ClientReply>(CLIENT_QUEUE_MAX);
+    loop {
+        tokio::select! {
+            frame = frames.next() => {
+                let request = match frame {
+                    Some(Ok(bytes)) => decode::<ClientRequest>(&bytes),
+                    Some(Err(error)) => Err(error.to_string()),
+                    None => return,
+                };
+                let command = match request {
+                    Ok(ClientRequest::Submit(requests)) => ClientCommand::Submit { requests, tx_client: tx_client.clone() },
+                    Ok(ClientRequest::Status) => {
+                        let (reply, answer) = oneshot::channel();
+                        if tx_core.send(ClientCommand::Status(reply)).await.is_err() { return; }
+                        let Ok(status) = answer.await else { return };
+                        if tx_client.try_send(ClientReply::Status(status)).is_err() { return; }
+                        continue;
+                    }
+                    Err(reason) => {
+                        tracing::debug!(%address, reason, "bad client frame; connection closed");
+                        let _ = sink.send(encode(&ClientReply::Error(reason))).await;
+                        return;
+                    }
+                };
+                if tx_core.send(command).await.is_err() { return; }
+            }
+            reply = rx_replies.recv() => {
+                let Some(reply) = reply else { return };
+                if sink.send(encode(&reply)).await.is_err() { return; }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> bytes::Bytes {
+    bytes::Bytes::from(postcard::to_stdvec(value).expect("encoding into memory cannot fail"))
+}
+
+/// A client of one replica's request interface (tests, benchmarks, the API).
+#[derive(Debug)]
+pub struct ReplicaClient {
+    frames: Framed<TcpStream, LengthDelimitedCodec>,
+}
+
+impl ReplicaClient {
+    pub async fn connect(address: &str) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
+        Ok(Self { frames: Framed::new(stream, codec) })
+    }
+
+    pub async fn send(&mut self, request: &ClientRequest) -> std::io::Result<()> {
+        self.frames.send(encode(request)).await
+    }
+
+    /// The next reply; `None` when the replica closed the connection.
+    pub async fn receive(&mut self) -> std::io::Result<Option<ClientReply>> {
+        match self.frames.next().await {
+            Some(Ok(bytes)) => decode(&bytes).map(Some).map_err(std::io::Error::other),
+            Some(Err(error)) => Err(error),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn status(&mut self) -> std::io::Result<Status> {
+        self.send(&ClientRequest::Status).await?;
+        loop {
+            match self.receive().await? {
+                Some(ClientReply::Status(status)) => return Ok(status),
+                Some(_) => continue,
+                None => return Err(std::io::Error::other("the replica closed the connection")),
+            }
+        }
+    }
+}
