@@ -129,7 +129,16 @@ pub struct Persisted {
 struct Fetch {
     asked_at: TimeMs,
     peer: ReplicaId,
+    /// The round of the certificate that needs it: once decided past it, the fetch is moot.
+    needed_for: Round,
+    attempts: u32,
 }
+
+/// Attempts at fetching one block before giving up on it.
+const FETCH_ATTEMPTS_MAX: u32 = 32;
+/// Sync answers (blocks or a snapshot) one peer may get per second: a tiny
+/// request must not buy a large answer without end.
+const SYNC_ANSWERS_PER_SECOND_MAX: u32 = 64;
 
 #[derive(Debug)]
 pub struct Replica<A: Application> {
@@ -170,6 +179,10 @@ pub struct Replica<A: Application> {
     verified: VerifiedCertificates,
     /// When to tell a peer this replica's certificates next, and which peer.
     next_status: (TimeMs, ReplicaId),
+    /// Per peer: the start of its current one-second window and the sync answers given in it.
+    sync_budget: BTreeMap<ReplicaId, (TimeMs, u32)>,
+    /// Per peer: when it was last sent a catch-up answer.
+    catchup_sent: BTreeMap<ReplicaId, TimeMs>,
     /// Set by a fork: the replica no longer acts.
     halted: bool,
 }
@@ -199,10 +212,20 @@ impl<A: Application> Replica<A> {
                 .restore(checkpoint)
                 .map_err(|error| format!("the persisted checkpoint does not restore: {error}"))?;
         }
+        let mut own_checkpoints = BTreeMap::new();
         for block in persisted.decided {
             let digest = block.digest();
             ledger.insert(block);
-            ledger.commit(&digest).map_err(|error| format!("the persisted decided log does not replay: {error:?}"))?;
+            let decided = ledger
+                .commit(&digest)
+                .map_err(|error| format!("the persisted decided log does not replay: {error:?}"))?;
+            // Checkpoints replayed here may not be stable yet: keep them to sign again.
+            for (point, state) in decided.into_iter().filter_map(|decision| decision.checkpoint) {
+                own_checkpoints.insert(point.height, (point, state));
+            }
+        }
+        while own_checkpoints.len() > 2 {
+            own_checkpoints.pop_first();
         }
         for block in persisted.undecided {
             ledger.insert(block);
@@ -214,6 +237,7 @@ impl<A: Application> Replica<A> {
         // It cannot vote there again (its last vote is persisted), but it can time out.
         let round = safety.high_qc.round.next().max(safety.last_voted_round);
         let keys_id = keys.id;
+        let safety_last_voted = safety.last_voted_round;
         Ok(Self {
             mempool: Mempool::new(config.mempool_requests_max),
             committee,
@@ -226,16 +250,18 @@ impl<A: Application> Replica<A> {
             own_timeout: None,
             timeouts_in_a_row: 0,
             last_tc: None,
-            proposed: Round(0),
+            proposed: safety_last_voted,
             votes: BTreeMap::new(),
             proposal_rounds: std::collections::BTreeSet::new(),
             timeouts: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
-            own_checkpoints: BTreeMap::new(),
+            own_checkpoints,
             fetching: BTreeMap::new(),
             waiting_certificate: None,
             verified: VerifiedCertificates::new(VERIFIED_CERTIFICATES_MAX),
             next_status: (TimeMs(0), keys_id),
+            sync_budget: BTreeMap::new(),
+            catchup_sent: BTreeMap::new(),
             halted: false,
             config,
         })
@@ -331,7 +357,7 @@ impl<A: Application> Replica<A> {
                     self.on_timeout_certificate(certificate, from, out);
                 }
                 if behind {
-                    out.push(Action::Send { to: from, message: self.catchup() });
+                    self.answer_catchup(from, out);
                 }
             }
             PeerMessage::BlockRequest { block, height } => self.on_block_request(from, block, height, out),
@@ -351,9 +377,13 @@ impl<A: Application> Replica<A> {
         }
     }
 
-    /// A request forwarded by a peer: kept unless already executed or no room.
+    /// A request forwarded by a peer: kept unless already executed, or the mempool is half full
+    /// (the other half is for this replica's own clients, whom a faulty peer cannot crowd out).
     fn admit(&mut self, request: Request) {
-        if !self.ledger.was_executed(&request.digest()) && request.payload.len() <= self.config.limits.request_bytes_max
+        let room = self.mempool.len() < self.config.mempool_requests_max / 2;
+        if room
+            && !self.ledger.was_executed(&request.digest())
+            && request.payload.len() <= self.config.limits.request_bytes_max
         {
             let _ = self.mempool.insert(request);
         }
@@ -367,7 +397,10 @@ impl<A: Application> Replica<A> {
     /// As leader of the current round, proposes once, if there is work and a justification.
     fn maybe_propose(&mut self, out: &mut Out<A::Output>) {
         let round = self.round;
-        if self.committee.leader(round) != self.id() || self.proposed >= round || !self.has_work() {
+        // Never twice in a round, and not in a round this replica already voted or timed out in
+        // (after a restart, `last_voted_round` says so).
+        let spent = self.proposed >= round || self.safety.last_voted_round >= round;
+        if self.committee.leader(round) != self.id() || spent || !self.has_work() {
             return;
         }
         let parent = self.safety.high_qc.clone();
@@ -386,8 +419,10 @@ impl<A: Application> Replica<A> {
         let signature = self.keys.sign(&Proposal::signing_bytes(&self.committee, &block.digest()));
         let proposal = Proposal { block, timeout_certificate, signature };
         self.proposed = round;
-        out.push(Action::Broadcast(PeerMessage::Proposal(proposal.clone())));
-        self.on_proposal(self.id(), proposal, out);
+        // Vote first: the block and the safety state are persisted before the proposal leaves,
+        // so a leader restarted in this round cannot propose a second block.
+        self.on_proposal(self.id(), proposal.clone(), out);
+        out.push(Action::Broadcast(PeerMessage::Proposal(proposal)));
     }
 
     fn on_proposal(&mut self, from: ReplicaId, proposal: Proposal, out: &mut Out<A::Output>) {
@@ -397,13 +432,14 @@ impl<A: Application> Replica<A> {
             self.on_timeout_certificate(certificate.clone(), from, out);
         }
         let tip_round = self.ledger.tip().round;
-        if block.round <= tip_round || !self.proposal_rounds.insert(block.round) {
+        let far_ahead = block.round.0 > self.round.0.saturating_add(self.config.future_rounds_max);
+        if block.round <= tip_round || far_ahead || !self.proposal_rounds.insert(block.round) {
             return;
         }
         self.proposal_rounds = self.proposal_rounds.split_off(&tip_round);
         let (digest, round, parent_round) = (block.digest(), block.round, block.parent.round);
         if parent_round > tip_round && !self.ledger.knows(&block.parent.block) {
-            self.fetch(block.parent.block, from, out);
+            self.fetch(block.parent.block, parent_round, from, out);
         }
         self.ledger.insert(block);
         if round != self.round || !self.safety.safe_to_vote(round, parent_round, timeout_certificate.as_ref()) {
@@ -473,7 +509,14 @@ impl<A: Application> Replica<A> {
             self.wait_for(certificate, from, out);
             return;
         };
-        if block.parent.round.next() != block.round || block.parent.is_genesis() {
+        if block.parent.is_genesis() {
+            return;
+        }
+        if block.parent.round.next() != block.round {
+            // Nothing to decide here, but the certificate this block carries may decide
+            // its grandparent (a replica that fetched this block never saw that certificate).
+            let parent = block.parent.clone();
+            self.commit_certified(&parent, from, out);
             return;
         }
         let target = block.parent.block;
@@ -483,7 +526,7 @@ impl<A: Application> Replica<A> {
         match self.ledger.commit(&target) {
             Ok(decided) => self.on_decided(decided, out),
             Err(CommitError::Missing(digest)) => {
-                self.fetch(digest, from, out);
+                self.fetch(digest, certificate.round, from, out);
                 self.wait_for(certificate, from, out);
             }
             Err(CommitError::Fork { block, tip }) => {
@@ -499,7 +542,7 @@ impl<A: Application> Replica<A> {
             self.waiting_certificate = Some(certificate.clone());
         }
         if !self.ledger.knows(&certificate.block) {
-            self.fetch(certificate.block, from, out);
+            self.fetch(certificate.block, certificate.round, from, out);
         }
     }
 
@@ -545,6 +588,12 @@ impl<A: Application> Replica<A> {
             let peer = self.next_peer(peer);
             self.next_status = (now.plus(self.config.status_interval_ms), peer);
             out.push(Action::Send { to: peer, message: self.catchup() });
+            // Checkpoint messages may have been lost: say the latest unstable one again.
+            if let Some((point, _)) = self.own_checkpoints.values().next_back() {
+                let signature = self.keys.sign(&point.signing_bytes(&self.committee));
+                let checkpoint = Checkpoint { point: *point, author: self.id(), signature };
+                out.push(Action::Broadcast(PeerMessage::Checkpoint(checkpoint)));
+            }
         }
         self.forward_requests(out);
         self.retry_fetches(out);
@@ -575,7 +624,7 @@ impl<A: Application> Replica<A> {
         self.on_certificate(&timeout.high_qc, from, out);
         if timeout.round < self.round {
             // The sender is behind: show it the way forward.
-            out.push(Action::Send { to: from, message: self.catchup() });
+            self.answer_behind(from, timeout.round, out);
             return;
         }
         if timeout.round.0 > self.round.0.saturating_add(self.config.future_rounds_max) {
@@ -602,6 +651,50 @@ impl<A: Application> Replica<A> {
             let certificate = self.timeout_certificate(round);
             self.on_timeout_certificate(certificate, self.id(), out);
         }
+    }
+
+    /// Answers a peer stuck timing out in `round`, which this replica has left: with
+    /// a certificate that ends that round if it holds one, or else with its own
+    /// timeout for that round, so that the peer can form the certificate. (Signing a
+    /// timeout for a past round is safe: it reports the replica's highest certificate,
+    /// which only grows, and does not lower the round it will vote in.)
+    fn answer_behind(&mut self, to: ReplicaId, round: Round, out: &mut Out<A::Output>) {
+        let certified = self.safety.high_qc.round >= round || self.last_tc.as_ref().is_some_and(|tc| tc.round >= round);
+        if certified {
+            self.answer_catchup(to, out);
+            return;
+        }
+        let spacing = self.config.round_timeout_ms / 2;
+        if self.catchup_sent.get(&to).is_some_and(|sent| self.now.0 < sent.0.saturating_add(spacing)) {
+            return;
+        }
+        self.catchup_sent.insert(to, self.now);
+        let high_qc = self.safety.high_qc.clone();
+        let bytes = Timeout::signing_bytes(&self.committee, round, high_qc.round);
+        let timeout = Timeout { round, high_qc, author: self.id(), signature: self.keys.sign(&bytes) };
+        out.push(Action::Send { to, message: PeerMessage::Timeout(timeout) });
+    }
+
+    /// Answers a peer that is behind, at most once per half round timeout.
+    fn answer_catchup(&mut self, to: ReplicaId, out: &mut Out<A::Output>) {
+        let spacing = self.config.round_timeout_ms / 2;
+        if self.catchup_sent.get(&to).is_some_and(|sent| self.now.0 < sent.0.saturating_add(spacing)) {
+            return;
+        }
+        self.catchup_sent.insert(to, self.now);
+        out.push(Action::Send { to, message: self.catchup() });
+    }
+
+    /// Whether `peer` may get another sync answer in this second.
+    fn within_sync_budget(&mut self, peer: ReplicaId) -> bool {
+        let now = self.now;
+        let (window, used) = self.sync_budget.entry(peer).or_insert((now, 0));
+        if now.0 >= window.0.saturating_add(1_000) {
+            *window = now;
+            *used = 0;
+        }
+        *used += 1;
+        *used <= SYNC_ANSWERS_PER_SECOND_MAX
     }
 
     /// This replica's highest certificates, for a peer that may be behind.
@@ -665,15 +758,13 @@ impl<A: Application> Replica<A> {
 
     // ---- state transfer ---------------------------------------------------------------------------
 
-    fn fetch(&mut self, digest: Digest, hint: ReplicaId, out: &mut Out<A::Output>) {
-        if self.ledger.knows(&digest)
-            || self.fetching.contains_key(&digest)
-            || self.fetching.len() >= self.config.fetches_max
-        {
+    fn fetch(&mut self, digest: Digest, needed_for: Round, hint: ReplicaId, out: &mut Out<A::Output>) {
+        let full = self.fetching.len() >= self.config.fetches_max;
+        if self.ledger.knows(&digest) || self.fetching.contains_key(&digest) || full {
             return;
         }
         let peer = if hint == self.id() { self.next_peer(hint) } else { hint };
-        self.fetching.insert(digest, Fetch { asked_at: self.now, peer });
+        self.fetching.insert(digest, Fetch { asked_at: self.now, peer, needed_for, attempts: 1 });
         let height = self.ledger.tip().height;
         out.push(Action::Send { to: peer, message: PeerMessage::BlockRequest { block: digest, height } });
     }
@@ -687,8 +778,13 @@ impl<A: Application> Replica<A> {
         peer
     }
 
+    /// Asks another peer for each block not received in time; gives up on blocks no longer needed.
     fn retry_fetches(&mut self, out: &mut Out<A::Output>) {
-        let (now, retry_ms, height) = (self.now, self.config.sync_retry_ms, self.ledger.tip().height);
+        let (now, retry_ms, tip) = (self.now, self.config.sync_retry_ms, self.ledger.tip());
+        let ledger = &self.ledger;
+        self.fetching.retain(|digest, fetch| {
+            fetch.needed_for > tip.round && fetch.attempts < FETCH_ATTEMPTS_MAX && !ledger.knows(digest)
+        });
         let due: Vec<Digest> = self
             .fetching
             .iter()
@@ -696,17 +792,25 @@ impl<A: Application> Replica<A> {
             .map(|(digest, _)| *digest)
             .collect();
         for digest in due {
-            if self.ledger.knows(&digest) {
-                self.fetching.remove(&digest);
-                continue;
-            }
-            let peer = self.next_peer(self.fetching[&digest].peer);
-            self.fetching.insert(digest, Fetch { asked_at: now, peer });
-            out.push(Action::Send { to: peer, message: PeerMessage::BlockRequest { block: digest, height } });
+            let previous = self.fetching[&digest];
+            let peer = self.next_peer(previous.peer);
+            let attempts = previous.attempts + 1;
+            self.fetching.insert(digest, Fetch { asked_at: now, peer, attempts, ..previous });
+            out.push(Action::Send {
+                to: peer,
+                message: PeerMessage::BlockRequest { block: digest, height: tip.height },
+            });
         }
     }
 
     fn on_block_request(&mut self, from: ReplicaId, digest: Digest, height: Height, out: &mut Out<A::Output>) {
+        if !self.within_sync_budget(from) {
+            out.push(Action::Dropped {
+                from,
+                error: ProtocolError::TooLarge { what: "sync request rate", count: 0, max: 0 },
+            });
+            return;
+        }
         if self.ledger.block(&digest).is_some() {
             let blocks = self.ledger.chain_from(&digest, self.config.limits.sync_blocks_max);
             out.push(Action::Send { to: from, message: PeerMessage::Blocks(blocks) });
@@ -724,6 +828,7 @@ impl<A: Application> Replica<A> {
         // whose digests a certificate vouches for.
         let mut expected: Option<Digest> = None;
         let mut missing_parent = None;
+        let mut certificates = Vec::new();
         for block in blocks {
             let digest = block.digest();
             if self.fetching.remove(&digest).is_none() && expected != Some(digest) {
@@ -731,16 +836,21 @@ impl<A: Application> Replica<A> {
                 break;
             }
             let (parent, parent_round) = (block.parent.block, block.parent.round);
+            certificates.push(block.parent.clone());
             self.ledger.insert(block);
             let needed = parent_round > self.ledger.tip().round && !self.ledger.knows(&parent);
-            missing_parent = needed.then_some(parent);
+            missing_parent = needed.then_some((parent, parent_round));
             expected = Some(parent);
             if !needed {
                 break;
             }
         }
-        if let Some(parent) = missing_parent {
-            self.fetch(parent, from, out);
+        if let Some((parent, round)) = missing_parent {
+            self.fetch(parent, round, from, out);
+        }
+        // The certificates inside fetched blocks may decide what this replica missed, oldest first.
+        for certificate in certificates.iter().rev() {
+            self.on_certificate(certificate, from, out);
         }
     }
 

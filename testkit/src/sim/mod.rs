@@ -348,30 +348,27 @@ impl Simulation {
                 .then(|| self.rng.random_range(0..=actions.len()));
                 let mut sends = Vec::new();
                 let mut drops = Vec::new();
+                let mut crashed = false;
                 for (position, action) in actions.into_iter().enumerate() {
                     if crash_at == Some(position) {
-                        if std::env::var("SIM_TRACE").ok().as_deref() == Some(&replica.0.to_string()) {
-                            eprintln!("{} {replica} crashed mid-step", self.now);
-                        }
                         honest.replica = None;
+                        crashed = true;
                         break;
-                    }
-                    if std::env::var("SIM_TRACE").ok().as_deref() == Some(&replica.0.to_string()) {
-                        match &action {
-                            Action::PersistDecided { height, .. } => {
-                                eprintln!("{} {replica} decided {}", self.now, height.0)
-                            }
-                            Action::PersistCheckpoint(c) => {
-                                eprintln!("{} {replica} checkpoint {}", self.now, c.certificate.point.height.0)
-                            }
-                            _ => {}
-                        }
                     }
                     if let Action::Dropped { from, error } = action {
                         drops.push((from, error));
                         continue;
                     }
+                    let fatal = matches!(action, Action::Fatal(_));
                     apply(replica, action, honest, &mut self.observer, &mut sends, &self.committee, self.now);
+                    if fatal {
+                        break; // a shell stops at Fatal: nothing after it is carried out
+                    }
+                }
+                if crashed {
+                    // Back from its disk a little later.
+                    let at = self.now + self.rng.random_range(100..1_000);
+                    self.schedule(at, Scheduled::Restart { replica, empty_disk: false });
                 }
                 for (from, error) in drops {
                     *self.observer.dropped.entry(error_name(&error)).or_default() += 1;
