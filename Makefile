@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build release venv test test-rust test-python lint fixtures sim start-all stop-all status clean
+.PHONY: all build release venv test test-rust test-python lint fixtures sim bench-bft start-all stop-all status clean
 
 all: build
 
@@ -42,6 +42,12 @@ SEEDS ?= 500
 sim:
 	$(CARGO) build --release -p shardspace-testkit --bin sim
 	@if [ -n "$(SEED)" ]; then ./target/release/sim --seed $(SEED); else ./target/release/sim --seeds $(SEEDS); fi
+
+# Four replica processes of one shard, open-loop clients: peak decided requests/s and latency at half of it.
+bench-bft:
+	$(CARGO) build --release -p shardspace-cli
+	$(CARGO) build --release -p shardspace-testkit --bin bench_bft
+	./target/release/bench_bft $(BENCH_FLAGS)
 
 # Regenerates checker-sdk/fixtures/ from the Python SDK and contracts; commit the result.
 fixtures: venv

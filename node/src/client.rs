@@ -48,6 +48,8 @@ pub struct Status {
     /// Requests executed, and a digest of the application state after them.
     pub executed: u64,
     pub state: Digest,
+    /// Requests waiting in this replica's mempool.
+    pub pending: u64,
 }
 
 /// What the client listener asks of the core.

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use shardspace_core::bft::kv::{Executed, KvApp};
-use shardspace_core::bft::{Action, Digest, Event, Height, PeerMessage, Replica, ReplicaId, Request, Severity, TimeMs};
+use shardspace_core::bft::{
+    Action, Digest, DigestMap, Event, Height, PeerMessage, Replica, ReplicaId, Request, Severity, TimeMs,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::client::{ClientCommand, ClientReply, Status};
@@ -37,7 +39,7 @@ pub struct Core {
     pub store: Store,
     pub peers: BTreeMap<ReplicaId, PeerSender>,
     /// Which client connection waits for which request.
-    pub waiting: BTreeMap<Digest, mpsc::Sender<ClientReply>>,
+    pub waiting: DigestMap<mpsc::Sender<ClientReply>>,
     pub started: Instant,
 }
 
@@ -84,6 +86,7 @@ impl Core {
             height: tip.height,
             executed: app.executed(),
             state: app.state(),
+            pending: self.replica.mempool_len() as u64,
         }
     }
 

@@ -97,7 +97,7 @@ pub async fn run(
     tokio::spawn(ClientListener { listener: client_listener, tx_core: tx_clients }.run(shutdown.clone()));
     tracing::info!(shard = config.shard.0, replica = own.0, peer = %bound.peer, client = %bound.client, height = replica.tip().height.0, "replica started");
     let _ = ready.send(bound);
-    let core = Core { replica, store, peers, waiting: BTreeMap::new(), started: Instant::now() };
+    let core = Core { replica, store, peers, waiting: Default::default(), started: Instant::now() };
     core.run(rx_peers, rx_clients, shutdown).await?;
     tracing::info!(shard = config.shard.0, replica = own.0, "replica stopped");
     Ok(())

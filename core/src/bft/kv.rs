@@ -44,7 +44,7 @@ impl Application for KvApp {
     type Output = Executed;
 
     fn execute(&mut self, height: Height, request: &Request) -> Vec<Executed> {
-        let text = String::from_utf8_lossy(&request.payload);
+        let text = String::from_utf8_lossy(request.payload());
         if let Some((key, value)) = text.split_once('=') {
             self.entries.insert(key.to_string(), value.to_string());
         }

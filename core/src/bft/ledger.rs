@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::app::Application;
 use super::messages::{Block, CheckpointCertificate, CheckpointPoint};
-use super::types::{Digest, Height, Request, Round};
+use super::types::{Digest, DigestSet, Height, Request, Round};
 
 /// The last decided block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +47,10 @@ pub enum CommitError {
 struct Executed {
     window: u64,
     by_height: BTreeMap<Height, Vec<Digest>>,
-    all: BTreeSet<Digest>,
+    /// Every digest of `by_height`, for lookups; rebuilt after decoding (not in snapshots,
+    /// whose bytes must not depend on a hash map's order).
+    #[serde(skip)]
+    all: DigestSet,
 }
 
 impl Executed {
@@ -153,9 +156,17 @@ impl<A: Application> Ledger<A> {
         pending
     }
 
-    /// Whether undecided blocks from `from` back to the tip carry any request.
+    /// Whether undecided blocks from `from` back to the tip carry any request
+    /// (runs after every event: it stops at the first such block).
     pub fn has_undecided_requests(&self, from: &Digest) -> bool {
-        !self.pending_requests(from).is_empty()
+        let mut cursor = *from;
+        while let Some(block) = self.blocks.get(&cursor).filter(|block| block.round > self.tip.round) {
+            if !block.requests.is_empty() {
+                return true;
+            }
+            cursor = block.parent.block;
+        }
+        false
     }
 
     /// Decides `target` and its undecided ancestors, oldest first, executing them.
@@ -246,6 +257,7 @@ impl<A: Application> Ledger<A> {
         let body: SnapshotBody = postcard::from_bytes(&checkpoint.state).map_err(|error| error.to_string())?;
         self.app.restore(&body.app)?;
         self.executed = body.executed;
+        self.executed.all = self.executed.by_height.values().flatten().copied().collect();
         let point = checkpoint.certificate.point;
         self.tip = Tip { block: point.block, round: point.round, height: point.height };
         self.decided.clear();

@@ -166,11 +166,11 @@ impl Block {
             let (count, max) = (self.requests.len(), limits.batch_requests_max);
             return Err(ProtocolError::TooLarge { what: "block", count, max });
         }
-        if let Some(request) = self.requests.iter().find(|r| r.payload.len() > limits.request_bytes_max) {
-            let (count, max) = (request.payload.len(), limits.request_bytes_max);
+        if let Some(request) = self.requests.iter().find(|r| r.payload().len() > limits.request_bytes_max) {
+            let (count, max) = (request.payload().len(), limits.request_bytes_max);
             return Err(ProtocolError::TooLarge { what: "request", count, max });
         }
-        let bytes: usize = self.requests.iter().map(|request| request.payload.len()).sum();
+        let bytes: usize = self.requests.iter().map(|request| request.payload().len()).sum();
         if bytes > limits.batch_bytes_max {
             return Err(ProtocolError::TooLarge { what: "block's bytes", count: bytes, max: limits.batch_bytes_max });
         }
@@ -392,7 +392,7 @@ impl PeerMessage {
                     let (count, max) = (requests.len(), limits.batch_requests_max);
                     return Err(ProtocolError::TooLarge { what: "request batch", count, max });
                 }
-                let bytes: usize = requests.iter().map(|request| request.payload.len()).sum();
+                let bytes: usize = requests.iter().map(|request| request.payload().len()).sum();
                 if bytes > limits.batch_bytes_max {
                     return Err(ProtocolError::TooLarge {
                         what: "request batch's bytes",

@@ -35,8 +35,9 @@ pub struct Config {
     pub checkpoint_interval: u64,
     /// Heights over which a request executes at most once.
     pub dedup_window_heights: u64,
-    /// How often a waiting request is forwarded again to the leaders.
-    pub request_resend_ms: u64,
+    /// How long a client's request waits for this replica's own turn as leader
+    /// before it is forwarded (once) to the leaders of the moment.
+    pub request_forward_after_ms: u64,
     /// How long to wait for a block before asking another peer.
     pub sync_retry_ms: u64,
     /// Blocks being fetched at once.
@@ -57,7 +58,7 @@ impl Default for Config {
             mempool_requests_max: 100_000,
             checkpoint_interval: 100,
             dedup_window_heights: 1_000,
-            request_resend_ms: 2_000,
+            request_forward_after_ms: 500,
             sync_retry_ms: 500,
             fetches_max: 64,
             future_rounds_max: 1_000,
@@ -371,8 +372,8 @@ impl<A: Application> Replica<A> {
 
     fn on_submit(&mut self, request: Request, out: &mut Out<A::Output>) {
         let digest = request.digest();
-        let too_large = request.payload.len() > self.config.limits.request_bytes_max;
-        if too_large || (!self.ledger.was_executed(&digest) && self.mempool.insert(request).is_err()) {
+        let too_large = request.payload().len() > self.config.limits.request_bytes_max;
+        if too_large || (!self.ledger.was_executed(&digest) && self.mempool.insert(request, self.now, false).is_err()) {
             out.push(Action::Refused(digest));
         }
     }
@@ -383,9 +384,9 @@ impl<A: Application> Replica<A> {
         let room = self.mempool.len() < self.config.mempool_requests_max / 2;
         if room
             && !self.ledger.was_executed(&request.digest())
-            && request.payload.len() <= self.config.limits.request_bytes_max
+            && request.payload().len() <= self.config.limits.request_bytes_max
         {
-            let _ = self.mempool.insert(request);
+            let _ = self.mempool.insert(request, self.now, true);
         }
     }
 
@@ -745,7 +746,7 @@ impl<A: Application> Replica<A> {
         }
         let pending = self.ledger.pending_requests(&self.safety.high_qc.block);
         let limits = (self.config.limits.batch_requests_max, self.config.limits.batch_bytes_max);
-        let due = self.mempool.due_for_forwarding(self.now, self.config.request_resend_ms, limits, &pending);
+        let due = self.mempool.due_for_forwarding(self.now, self.config.request_forward_after_ms, limits, &pending);
         if due.is_empty() {
             return;
         }

@@ -75,26 +75,84 @@ impl fmt::Debug for Digest {
     }
 }
 
-/// One request to order: opaque bytes for the application.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Hashes a digest by its first eight bytes: digests are already uniform, so
+/// maps keyed by them need no further mixing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
+/// A hash map keyed by digests (lookups only: its order is not deterministic).
+pub type DigestMap<V> = std::collections::HashMap<Digest, V, std::hash::BuildHasherDefault<DigestHasher>>;
+/// A hash set of digests (lookups only).
+pub type DigestSet = std::collections::HashSet<Digest, std::hash::BuildHasherDefault<DigestHasher>>;
+
+/// One request to order: opaque bytes for the application. Its digest is
+/// computed once, when it is made or decoded: blocks, mempools and the
+/// de-duplication window ask for it many times.
+#[derive(Clone)]
 pub struct Request {
-    #[serde(with = "serde_bytes_vec")]
-    pub payload: Vec<u8>,
+    payload: Vec<u8>,
+    digest: Digest,
 }
 
 impl Request {
     pub fn new(payload: impl Into<Vec<u8>>) -> Self {
-        Self { payload: payload.into() }
+        let payload = payload.into();
+        let digest = Digest::of(&payload);
+        Self { payload, digest }
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
     }
 
     pub fn digest(&self) -> Digest {
-        Digest::of(&self.payload)
+        self.digest
+    }
+}
+
+impl PartialEq for Request {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest && self.payload == other.payload
+    }
+}
+
+impl Eq for Request {}
+
+impl std::hash::Hash for Request {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.digest.hash(state);
+    }
+}
+
+impl Serialize for Request {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serde_bytes_vec::serialize(&self.payload, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_bytes_vec::deserialize(deserializer).map(Request::new)
     }
 }
 
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Request({} bytes, {})", self.payload.len(), self.digest())
+        write!(f, "Request({} bytes, {})", self.payload.len(), self.digest)
     }
 }
 

@@ -186,7 +186,7 @@ impl ByzantineNode {
 
     fn is_equivocation(&self, message: &PeerMessage) -> bool {
         matches!(message, PeerMessage::Proposal(proposal)
-            if proposal.block.requests.last().is_some_and(|r| r.payload.starts_with(b"equivocation-")))
+            if proposal.block.requests.last().is_some_and(|r| r.payload().starts_with(b"equivocation-")))
     }
 
     /// The same round's block with other requests, properly signed: equivocation.

@@ -47,7 +47,7 @@ impl Settings {
             round_timeout_max_ms: 1_600,
             checkpoint_interval: 4,
             dedup_window_heights: 100,
-            request_resend_ms: 300,
+            request_forward_after_ms: 300,
             sync_retry_ms: 150,
             status_interval_ms: 500,
             ..Config::default()
