@@ -1,0 +1,127 @@
+//! Bad input at the replica's doors: arbitrary bytes never panic a decoder, and
+//! a peer connection with a garbage, unsigned, foreign or oversized frame is
+//! closed and counted while nothing reaches the core.
+
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use proptest::prelude::*;
+use shardspace_core::ShardId;
+use shardspace_core::bft::{Committee, KeyPair, MessageLimits, PeerMessage, ReplicaId, VerifiedCertificates};
+use shardspace_node::client::ClientRequest;
+use shardspace_node::network::{FRAME_BYTES_MAX, NetworkCounters, PeerListener, decode};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2_048)) {
+        let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [i as u8 + 1; 32])).collect();
+        let committee = Committee::new("test", ShardId(0), keys.iter().map(KeyPair::public).collect());
+        if let Ok(message) = decode::<PeerMessage>(&bytes) {
+            let _ = message.verify(&committee, &MessageLimits::default(), &mut VerifiedCertificates::new(8));
+        }
+        let _ = decode::<ClientRequest>(&bytes);
+    }
+}
+
+fn committee(cluster: &str, shard: u32) -> (Committee, Vec<KeyPair>) {
+    let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [i as u8 + 1; 32])).collect();
+    (Committee::new(cluster, ShardId(shard), keys.iter().map(KeyPair::public).collect()), keys)
+}
+
+/// A peer listener of replica 0, in process, with its counters and what reaches its core.
+async fn listener()
+-> (std::net::SocketAddr, Arc<NetworkCounters>, mpsc::Receiver<(ReplicaId, PeerMessage)>, watch::Sender<bool>) {
+    let (committee, _) = committee("test", 0);
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    let counters = Arc::new(NetworkCounters::default());
+    let (tx_core, rx_core) = mpsc::channel(16);
+    let (stop, shutdown) = watch::channel(false);
+    let listener =
+        PeerListener { listener: socket, committee, own: ReplicaId(0), tx_core, counters: Arc::clone(&counters) };
+    tokio::spawn(listener.run(shutdown));
+    (address, counters, rx_core, stop)
+}
+
+/// Connects, reads the challenge, and answers with `hello` (raw bytes of a frame).
+async fn answer(
+    address: std::net::SocketAddr,
+    hello: impl FnOnce([u8; 32]) -> Vec<u8>,
+) -> Framed<TcpStream, LengthDelimitedCodec> {
+    let stream = TcpStream::connect(address).await.unwrap();
+    let codec = LengthDelimitedCodec::builder().max_frame_length(FRAME_BYTES_MAX * 2).new_codec();
+    let mut frames = Framed::new(stream, codec);
+    let challenge = frames.next().await.unwrap().unwrap();
+    let nonce: [u8; 32] = challenge[..32].try_into().unwrap();
+    frames.send(bytes::Bytes::from(hello(nonce))).await.unwrap();
+    frames
+}
+
+/// Waits until the listener has closed the connection (with a deadline).
+async fn closed(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> bool {
+    matches!(tokio::time::timeout(Duration::from_secs(10), frames.next()).await, Ok(None | Some(Err(_))))
+}
+
+fn hello(replica: u32, keys: &KeyPair, committee: &Committee, nonce: [u8; 32]) -> Vec<u8> {
+    let bytes = committee.signing_bytes("hello", &[&nonce, &0u32.to_be_bytes()]);
+    let signature = keys.sign(&bytes);
+    postcard::to_stdvec(&(ReplicaId(replica), signature)).unwrap()
+}
+
+#[tokio::test]
+async fn garbage_unsigned_foreign_and_unknown_handshakes_are_refused_and_counted() {
+    let (address, counters, mut rx_core, _stop) = listener().await;
+    let (here, keys) = committee("test", 0);
+    let (other_shard, _) = committee("test", 1);
+    let stranger = KeyPair::from_seed(ReplicaId(1), [99; 32]);
+    let attempts: Vec<Box<dyn FnOnce([u8; 32]) -> Vec<u8>>> = vec![
+        Box::new(|_| b"garbage".to_vec()),
+        Box::new(|nonce| hello(1, &stranger, &here, nonce)),
+        Box::new(|nonce| hello(1, &keys[1], &other_shard, nonce)),
+        Box::new(|nonce| hello(9, &keys[1], &here, nonce)),
+        Box::new(|nonce| hello(0, &keys[0], &here, nonce)),
+    ];
+    let count = attempts.len() as u64;
+    for attempt in attempts {
+        let mut frames = answer(address, attempt).await;
+        assert!(closed(&mut frames).await, "the connection stayed open");
+    }
+    assert_eq!(counters.handshakes_rejected.load(Ordering::Relaxed), count);
+    assert!(rx_core.try_recv().is_err(), "something reached the core");
+}
+
+#[tokio::test]
+async fn after_a_good_handshake_a_bad_or_oversized_frame_closes_the_connection() {
+    let (address, counters, mut rx_core, _stop) = listener().await;
+    let (here, keys) = committee("test", 0);
+    let mut frames = answer(address, |nonce| hello(1, &keys[1], &here, nonce)).await;
+    frames.send(bytes::Bytes::from(vec![0xff, 0xff, 0xff])).await.unwrap();
+    assert!(closed(&mut frames).await);
+    assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 1);
+
+    let mut frames = answer(address, |nonce| hello(1, &keys[1], &here, nonce)).await;
+    let _ = frames.send(bytes::Bytes::from(vec![0u8; FRAME_BYTES_MAX + 1])).await;
+    assert!(closed(&mut frames).await);
+    assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 2);
+    assert!(rx_core.try_recv().is_err(), "something reached the core");
+}
+
+#[tokio::test]
+async fn a_well_formed_message_from_an_authenticated_peer_reaches_the_core() {
+    let (address, _, mut rx_core, _stop) = listener().await;
+    let (here, keys) = committee("test", 0);
+    let mut frames = answer(address, |nonce| hello(2, &keys[2], &here, nonce)).await;
+    let message = PeerMessage::Requests(vec![shardspace_core::bft::Request::new(b"k=v".to_vec())]);
+    frames.send(bytes::Bytes::from(postcard::to_stdvec(&message).unwrap())).await.unwrap();
+    let (from, received) = tokio::time::timeout(Duration::from_secs(10), rx_core.recv()).await.unwrap().unwrap();
+    assert_eq!((from, received), (ReplicaId(2), message));
+}
