@@ -77,13 +77,16 @@ fn hello(replica: u32, keys: &KeyPair, committee: &Committee, nonce: [u8; 32]) -
     postcard::to_stdvec(&(ReplicaId(replica), signature)).unwrap()
 }
 
+/// What a dialer answers to a challenge nonce.
+type Answer<'a> = Box<dyn FnOnce([u8; 32]) -> Vec<u8> + 'a>;
+
 #[tokio::test]
 async fn garbage_unsigned_foreign_and_unknown_handshakes_are_refused_and_counted() {
     let (address, counters, mut rx_core, _stop) = listener().await;
     let (here, keys) = committee("test", 0);
     let (other_shard, _) = committee("test", 1);
     let stranger = KeyPair::from_seed(ReplicaId(1), [99; 32]);
-    let attempts: Vec<Box<dyn FnOnce([u8; 32]) -> Vec<u8>>> = vec![
+    let attempts: Vec<Answer> = vec![
         Box::new(|_| b"garbage".to_vec()),
         Box::new(|nonce| hello(1, &stranger, &here, nonce)),
         Box::new(|nonce| hello(1, &keys[1], &other_shard, nonce)),
