@@ -20,6 +20,11 @@ use crate::store::{Store, StoreError, Write};
 pub const TICK_MS: u64 = 10;
 /// Requests whose submitter waits to hear they were decided.
 pub const WAITING_MAX: usize = 200_000;
+/// How long a submitter is remembered: a request never decided here (executed
+/// before, or skipped by a snapshot) must not hold its place for ever.
+pub const WAITING_MS_MAX: u64 = 120_000;
+/// How often forgotten submitters are swept out.
+const SWEEP_EVERY_MS: u64 = 1_000;
 
 /// Requests decided, each with its height.
 type DecidedBatch = Vec<(Digest, Height)>;
@@ -38,8 +43,8 @@ pub struct Core {
     pub replica: Replica<KvApp>,
     pub store: Store,
     pub peers: BTreeMap<ReplicaId, PeerSender>,
-    /// Which client connection waits for which request.
-    pub waiting: DigestMap<mpsc::Sender<ClientReply>>,
+    /// Which client connection waits for which request, since when.
+    pub waiting: DigestMap<(mpsc::Sender<ClientReply>, TimeMs)>,
     pub started: Instant,
 }
 
@@ -65,7 +70,13 @@ impl Core {
                         continue;
                     }
                 },
-                _ = ticker.tick() => Event::Tick(self.now()),
+                _ = ticker.tick() => {
+                    let now = self.now();
+                    if now.0 % SWEEP_EVERY_MS < TICK_MS {
+                        self.sweep_waiting(now);
+                    }
+                    Event::Tick(now)
+                }
                 _ = shutdown.changed() => return Ok(()),
             };
             let actions = self.replica.handle(event);
@@ -94,7 +105,7 @@ impl Core {
         for request in requests {
             let digest = request.digest();
             if self.waiting.len() < WAITING_MAX {
-                self.waiting.insert(digest, tx_client.clone());
+                self.waiting.insert(digest, (tx_client.clone(), self.now()));
             } else {
                 let _ = tx_client.try_send(ClientReply::Refused(vec![digest]));
                 continue;
@@ -129,7 +140,7 @@ impl Core {
                 }
                 Action::Deliver(executed) => decided.push((executed.request, executed.height)),
                 Action::Refused(digest) => {
-                    if let Some(client) = self.waiting.remove(&digest) {
+                    if let Some((client, _)) = self.waiting.remove(&digest) {
                         let _ = client.try_send(ClientReply::Refused(vec![digest]));
                     }
                 }
@@ -155,11 +166,16 @@ impl Core {
         Ok(())
     }
 
+    /// Forgets submitters whose connection closed or who waited too long.
+    fn sweep_waiting(&mut self, now: TimeMs) {
+        self.waiting.retain(|_, (client, since)| !client.is_closed() && now.0 < since.0.saturating_add(WAITING_MS_MAX));
+    }
+
     /// Tells each waiting client which of its requests were decided, one reply per connection.
     fn reply_decided(&mut self, decided: DecidedBatch) {
         let mut by_client: Vec<(mpsc::Sender<ClientReply>, DecidedBatch)> = Vec::new();
         for (digest, height) in decided {
-            let Some(client) = self.waiting.remove(&digest) else { continue };
+            let Some((client, _)) = self.waiting.remove(&digest) else { continue };
             match by_client.iter_mut().find(|(sender, _)| sender.same_channel(&client)) {
                 Some((_, batch)) => batch.push((digest, height)),
                 None => by_client.push((client, vec![(digest, height)])),

@@ -161,6 +161,8 @@ pub struct Replica<A: Application> {
     last_tc: Option<TimeoutCertificate>,
     /// The last round this replica proposed in.
     proposed: Round,
+    /// This replica's latest vote, for observers (a vote to itself never leaves as a message).
+    last_vote: Option<(Round, Digest)>,
     /// Votes gathered as the next round's leader: one per voter and round (the first).
     votes: BTreeMap<Round, BTreeMap<ReplicaId, (Digest, Signature)>>,
     /// Rounds in which a proposal's block was stored: one per round, so that an
@@ -252,6 +254,7 @@ impl<A: Application> Replica<A> {
             timeouts_in_a_row: 0,
             last_tc: None,
             proposed: safety_last_voted,
+            last_vote: None,
             votes: BTreeMap::new(),
             proposal_rounds: std::collections::BTreeSet::new(),
             timeouts: BTreeMap::new(),
@@ -290,6 +293,11 @@ impl<A: Application> Replica<A> {
 
     pub fn is_halted(&self) -> bool {
         self.halted
+    }
+
+    /// This replica's latest vote (round and block), if it voted since it started.
+    pub fn last_vote(&self) -> Option<(Round, Digest)> {
+        self.last_vote
     }
 
     pub fn mempool_len(&self) -> usize {
@@ -453,6 +461,7 @@ impl<A: Application> Replica<A> {
         out.push(Action::PersistSafety(self.safety.clone()));
         let signature = self.keys.sign(&QuorumCertificate::signing_bytes(&self.committee, &digest, round));
         let vote = Vote { block: digest, round, voter: self.id(), signature };
+        self.last_vote = Some((round, digest));
         let next_leader = self.committee.leader(round.next());
         if next_leader == self.id() {
             self.on_vote(self.id(), vote, out);
@@ -806,10 +815,9 @@ impl<A: Application> Replica<A> {
 
     fn on_block_request(&mut self, from: ReplicaId, digest: Digest, height: Height, out: &mut Out<A::Output>) {
         if !self.within_sync_budget(from) {
-            out.push(Action::Dropped {
-                from,
-                error: ProtocolError::TooLarge { what: "sync request rate", count: 0, max: 0 },
-            });
+            // Over budget: ignored, not blamed (an honest replica far behind may ask this much).
+            let error = ProtocolError::Unsolicited { what: "sync request over the budget" };
+            out.push(Action::Dropped { from, error });
             return;
         }
         if self.ledger.block(&digest).is_some() {

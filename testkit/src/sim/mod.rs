@@ -365,6 +365,10 @@ impl Simulation {
                         break; // a shell stops at Fatal: nothing after it is carried out
                     }
                 }
+                // Votes a replica keeps (as next leader) never leave as messages: observe them here.
+                if let Some((round, block)) = honest.replica.as_ref().and_then(Replica::last_vote) {
+                    self.observer.voted(replica, round, block, self.now);
+                }
                 if crashed {
                     // Back from its disk a little later.
                     let at = self.now + self.rng.random_range(100..1_000);
