@@ -1,0 +1,193 @@
+//! The S-BAC vocabulary (DESIGN.md §5): attempts, votes and their reasons,
+//! checker verdicts certified by f+1 replicas of a shard, signed votes and the
+//! prepared certificates made of them, and the requests a shard orders.
+
+use std::fmt;
+
+use ed25519_dalek::Signature;
+use serde::{Deserialize, Serialize};
+
+use crate::bft::{Committee, ProtocolError, ReplicaId};
+use crate::ids::{ShardId, TxId};
+
+/// One run of a transaction: a transaction that aborted may run again as a newer attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Attempt(pub u32);
+
+/// Why a shard votes abort (the `reason` a client is told).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AbortReason {
+    InputMissing,
+    InputInactive,
+    InputLocked,
+    /// The input was created by another contract's transaction (docs/architecture.md).
+    InputWrongContract,
+    ReferenceMissing,
+    ReferenceInactive,
+    ReferenceLocked,
+    /// A value in the client's store differs from the stored one.
+    ValueMismatch,
+    /// An output id exists, or existed: ids are never reused.
+    OutputExists,
+    CheckerRejected,
+    Malformed,
+    /// A newer attempt of this transaction was seen first, or an older one is still undecided.
+    Superseded,
+}
+
+impl AbortReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InputMissing => "input_missing",
+            Self::InputInactive => "input_inactive",
+            Self::InputLocked => "input_locked",
+            Self::InputWrongContract => "input_wrong_contract",
+            Self::ReferenceMissing => "reference_missing",
+            Self::ReferenceInactive => "reference_inactive",
+            Self::ReferenceLocked => "reference_locked",
+            Self::ValueMismatch => "value_mismatch",
+            Self::OutputExists => "output_exists",
+            Self::CheckerRejected => "checker_rejected",
+            Self::Malformed => "malformed",
+            Self::Superseded => "superseded",
+        }
+    }
+}
+
+impl fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A shard's vote on one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VoteKind {
+    Accept,
+    Abort(AbortReason),
+}
+
+impl VoteKind {
+    pub fn is_accept(&self) -> bool {
+        matches!(self, Self::Accept)
+    }
+
+    /// What a signature covers: accept or abort (the reason is informative, not signed).
+    fn signed_byte(&self) -> u8 {
+        u8::from(self.is_accept())
+    }
+}
+
+/// One replica's signed checker verdict on a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub tx: TxId,
+    pub success: bool,
+    pub replica: ReplicaId,
+    pub signature: Signature,
+}
+
+impl Verdict {
+    pub fn signing_bytes(committee: &Committee, tx: &TxId, success: bool) -> Vec<u8> {
+        committee.signing_bytes("verdict", &[tx.as_bytes(), &[u8::from(success)]])
+    }
+}
+
+/// f+1 matching verdicts from distinct replicas of one shard: at least one came
+/// from an honest replica's own checker, so execution can trust it without calling one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictCertificate {
+    pub tx: TxId,
+    pub success: bool,
+    pub signatures: Vec<(ReplicaId, Signature)>,
+}
+
+impl VerdictCertificate {
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        let bytes = Verdict::signing_bytes(committee, &self.tx, self.success);
+        verify_distinct(committee, &bytes, &self.signatures, committee.validity())
+    }
+}
+
+/// One replica's signed vote on an attempt, sent to every concerned shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedVote {
+    pub shard: ShardId,
+    pub tx: TxId,
+    pub attempt: Attempt,
+    pub vote: VoteKind,
+    pub replica: ReplicaId,
+    pub signature: Signature,
+}
+
+impl SignedVote {
+    /// What a vote signs: (cluster, shard) by domain separation, then txId, attempt, accept|abort.
+    pub fn signing_bytes(committee: &Committee, tx: &TxId, attempt: Attempt, vote: VoteKind) -> Vec<u8> {
+        committee.signing_bytes("vote", &[tx.as_bytes(), &attempt.0.to_be_bytes(), &[vote.signed_byte()]])
+    }
+
+    /// `committee` is the committee of the shard the vote claims to be from.
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        if committee.shard() != self.shard {
+            return Err(ProtocolError::Malformed { what: "vote", reason: "checked against another shard".into() });
+        }
+        let bytes = Self::signing_bytes(committee, &self.tx, self.attempt, self.vote);
+        committee.verify(self.replica, &bytes, &self.signature)
+    }
+}
+
+/// 2f+1 matching votes of one shard on one attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedCertificate {
+    pub shard: ShardId,
+    pub tx: TxId,
+    pub attempt: Attempt,
+    pub accept: bool,
+    pub signatures: Vec<(ReplicaId, Signature)>,
+}
+
+impl PreparedCertificate {
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        if committee.shard() != self.shard {
+            return Err(ProtocolError::Malformed {
+                what: "certificate",
+                reason: "checked against another shard".into(),
+            });
+        }
+        // The reason of an abort is not signed: any abort reason verifies an abort.
+        let vote = if self.accept { VoteKind::Accept } else { VoteKind::Abort(AbortReason::Malformed) };
+        let bytes = SignedVote::signing_bytes(committee, &self.tx, self.attempt, vote);
+        verify_distinct(committee, &bytes, &self.signatures, committee.quorum())
+    }
+}
+
+/// What a shard orders through its BFT log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardRequest {
+    /// Prepare one attempt of a transaction. The envelope travels as its JSON text
+    /// (parsed at execution, deterministically), with the verdict certificate.
+    Prepare { envelope: String, attempt: Attempt, verdict: VerdictCertificate },
+    /// Decide an attempt, with the prepared certificate of every concerned shard.
+    Decide { tx: TxId, attempt: Attempt, certificates: Vec<PreparedCertificate> },
+}
+
+/// Checks `signatures`: at least `needed`, from distinct members, each valid over `bytes`.
+fn verify_distinct(
+    committee: &Committee,
+    bytes: &[u8],
+    signatures: &[(ReplicaId, Signature)],
+    needed: usize,
+) -> Result<(), ProtocolError> {
+    if signatures.len() < needed {
+        return Err(ProtocolError::TooFewSignatures { count: signatures.len(), quorum: needed });
+    }
+    let mut seen = vec![false; committee.size()];
+    for (signer, signature) in signatures {
+        let slot = seen.get_mut(signer.0 as usize).ok_or(ProtocolError::UnknownReplica { replica: *signer })?;
+        if std::mem::replace(slot, true) {
+            return Err(ProtocolError::DuplicateSigner { replica: *signer });
+        }
+        committee.verify(*signer, bytes, signature)?;
+    }
+    Ok(())
+}

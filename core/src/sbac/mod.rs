@@ -1,0 +1,13 @@
+//! S-BAC (DESIGN.md §5): atomic commit of objects across shards. `ShardApp` is
+//! the shard's state machine, fed by its BFT log; `messages` holds the votes,
+//! verdict and prepared certificates, and the requests a shard orders.
+//! Not wired into the replica process yet: the node still runs the key-value
+//! application (see docs/protocol.md, open points).
+
+mod messages;
+mod shard;
+
+pub use messages::{
+    AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate, VoteKind,
+};
+pub use shard::{AttemptRecord, ObjectRecord, ObjectStatus, ShardApp, ShardOutput, ShardState, TxRecord};

@@ -1,0 +1,366 @@
+//! `ShardApp`: the S-BAC state machine of one shard, fed by the shard's decided
+//! log (it is the BFT `Application`). It owns the objects of the shard (active,
+//! locked, inactive; ids never reused) and the record of every transaction it
+//! saw: one vote and one decision per attempt, answered from the record when
+//! asked again. Execution never calls a checker: verdicts arrive certified.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::messages::{
+    AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, VerdictCertificate, VoteKind,
+};
+use crate::bft::{Application, Committee, Height, KeyPair, Request};
+use crate::ids::{ObjectId, ShardId, TxId};
+use crate::limits::Limits;
+use crate::shard::ShardMap;
+use crate::transaction::{Envelope, Transaction};
+
+/// Where an object stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectStatus {
+    Active,
+    /// Exclusively locked by an accepted attempt that consumes it.
+    Locked {
+        tx: TxId,
+        attempt: Attempt,
+    },
+    /// Consumed: never active again.
+    Inactive {
+        consumed_by: TxId,
+    },
+}
+
+/// One object of this shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub value: String,
+    /// The contract whose transaction created it: only that contract may consume it.
+    pub contract: String,
+    pub created_by: TxId,
+    pub status: ObjectStatus,
+    /// Accepted attempts that read it as a reference (shared locks).
+    pub readers: BTreeSet<(TxId, Attempt)>,
+}
+
+/// What this shard recorded about one attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub vote: VoteKind,
+    /// `Some(true)` committed, `Some(false)` aborted.
+    pub decision: Option<bool>,
+}
+
+/// What this shard recorded about one transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxRecord {
+    /// The envelope's JSON text, as prepared.
+    pub envelope: String,
+    pub concerned: Vec<ShardId>,
+    pub attempts: BTreeMap<Attempt, AttemptRecord>,
+    /// The attempt that committed: the transaction is committed for good.
+    pub committed: Option<Attempt>,
+}
+
+/// The replicated state: what checkpoints snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardState {
+    pub objects: BTreeMap<ObjectId, ObjectRecord>,
+    pub transactions: BTreeMap<TxId, TxRecord>,
+}
+
+/// What executing a request asks the shell to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardOutput {
+    /// This replica's vote: send it to every replica of every concerned shard.
+    Vote { vote: SignedVote, concerned: Vec<ShardId> },
+    /// An attempt was decided here.
+    Decided { tx: TxId, attempt: Attempt, committed: bool },
+    /// The request was refused before anything changed (for logs and counters).
+    Refused { reason: String },
+}
+
+/// The S-BAC application of one replica of one shard.
+#[derive(Debug)]
+pub struct ShardApp {
+    shard: ShardId,
+    map: ShardMap,
+    /// Every shard's committee, by shard id: certificates from all of them are checked.
+    committees: Vec<Committee>,
+    /// This replica's key: it signs votes (signatures are outputs, not state).
+    keys: KeyPair,
+    limits: Limits,
+    state: ShardState,
+}
+
+impl ShardApp {
+    pub fn new(shard: ShardId, committees: Vec<Committee>, keys: KeyPair, limits: Limits) -> Self {
+        let shards = u32::try_from(committees.len()).expect("fewer than 2^32 shards");
+        let map = ShardMap::new(shards).expect("a cluster has at least one shard");
+        Self { shard, map, committees, keys, limits, state: ShardState::default() }
+    }
+
+    pub fn state(&self) -> &ShardState {
+        &self.state
+    }
+
+    pub fn object(&self, id: &ObjectId) -> Option<&ObjectRecord> {
+        self.state.objects.get(id)
+    }
+
+    fn committee(&self) -> &Committee {
+        &self.committees[self.shard.0 as usize]
+    }
+
+    fn owns(&self, id: &ObjectId) -> bool {
+        self.map.shard_of(id) == self.shard
+    }
+
+    /// `owns` without borrowing `self`, for loops that change objects.
+    fn owner(&self) -> impl Fn(&&ObjectId) -> bool + use<> {
+        let (map, shard) = (self.map, self.shard);
+        move |id: &&ObjectId| map.shard_of(id) == shard
+    }
+
+    fn sign(&self, tx: TxId, attempt: Attempt, vote: VoteKind) -> SignedVote {
+        let signature = self.keys.sign(&SignedVote::signing_bytes(self.committee(), &tx, attempt, vote));
+        SignedVote { shard: self.shard, tx, attempt, vote, replica: self.keys.id, signature }
+    }
+
+    fn prepare(&mut self, envelope_json: String, attempt: Attempt, verdict: VerdictCertificate) -> ShardOutput {
+        let refused = |reason: String| ShardOutput::Refused { reason };
+        let envelope = match Envelope::from_json(envelope_json.as_bytes(), &self.limits) {
+            Ok(envelope) => envelope,
+            Err(error) => return refused(format!("a malformed envelope was ordered: {error}")),
+        };
+        let tx = envelope.transaction.tx_id();
+        if verdict.tx != tx {
+            return refused(format!("the verdict is for {} not {tx}", verdict.tx));
+        }
+        if let Err(error) = verdict.verify(self.committee()) {
+            return refused(format!("a bad verdict certificate for {tx}: {error}"));
+        }
+        let concerned: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
+        if !concerned.contains(&self.shard) {
+            return refused(format!("{tx} does not concern {}", self.shard));
+        }
+        let record = self.state.transactions.entry(tx).or_insert_with(|| TxRecord {
+            envelope: envelope_json,
+            concerned: concerned.clone(),
+            attempts: BTreeMap::new(),
+            committed: None,
+        });
+        // Asked again: answer from the record (one vote per attempt).
+        if let Some(done) = record.committed.or(record.attempts.contains_key(&attempt).then_some(attempt)) {
+            let vote = record.attempts[&done].vote;
+            return ShardOutput::Vote { vote: self.sign(tx, done, vote), concerned };
+        }
+        let newer_seen = record.attempts.keys().next_back().is_some_and(|latest| *latest > attempt);
+        let older_pending = record.attempts.values().any(|earlier| earlier.decision.is_none());
+        let vote = if newer_seen || older_pending {
+            VoteKind::Abort(AbortReason::Superseded)
+        } else {
+            self.vote_on(&envelope, tx, attempt, verdict.success)
+        };
+        if vote.is_accept() {
+            self.lock(&envelope.transaction, tx, attempt);
+        }
+        let record = self.state.transactions.get_mut(&tx).expect("inserted above");
+        record.attempts.insert(attempt, AttemptRecord { vote, decision: None });
+        ShardOutput::Vote { vote: self.sign(tx, attempt, vote), concerned }
+    }
+
+    /// The vote every honest replica computes for this attempt, from this shard's objects.
+    fn vote_on(&self, envelope: &Envelope, tx: TxId, attempt: Attempt, checker_accepts: bool) -> VoteKind {
+        let mut verdict = Ok(());
+        envelope.transaction.visit(&mut |node| {
+            if verdict.is_ok() {
+                verdict = self.check_node(node, &envelope.store, (tx, attempt));
+            }
+        });
+        match verdict {
+            Err(reason) => VoteKind::Abort(reason),
+            Ok(()) if !checker_accepts => VoteKind::Abort(AbortReason::CheckerRejected),
+            Ok(()) => VoteKind::Accept,
+        }
+    }
+
+    /// Checks the objects of one transaction node that this shard owns.
+    fn check_node(&self, node: &Transaction, store: &crate::Store, run: (TxId, Attempt)) -> Result<(), AbortReason> {
+        for id in node.input_ids.iter().filter(|id| self.owns(id)) {
+            let object = self.state.objects.get(id).ok_or(AbortReason::InputMissing)?;
+            match &object.status {
+                ObjectStatus::Inactive { .. } => return Err(AbortReason::InputInactive),
+                ObjectStatus::Locked { tx, attempt } if (*tx, *attempt) != run => return Err(AbortReason::InputLocked),
+                _ if !object.readers.is_empty() => return Err(AbortReason::InputLocked),
+                _ => {}
+            }
+            if object.contract != node.contract_id {
+                return Err(AbortReason::InputWrongContract);
+            }
+            if store.get(id) != Some(&object.value) {
+                return Err(AbortReason::ValueMismatch);
+            }
+        }
+        for id in node.reference_input_ids.iter().filter(|id| self.owns(id)) {
+            let object = self.state.objects.get(id).ok_or(AbortReason::ReferenceMissing)?;
+            match &object.status {
+                ObjectStatus::Inactive { .. } => return Err(AbortReason::ReferenceInactive),
+                ObjectStatus::Locked { .. } => return Err(AbortReason::ReferenceLocked),
+                ObjectStatus::Active => {}
+            }
+            if store.get(id) != Some(&object.value) {
+                return Err(AbortReason::ValueMismatch);
+            }
+        }
+        let outputs = node.own_outputs();
+        if outputs.iter().any(|output| self.owns(&output.id) && self.state.objects.contains_key(&output.id)) {
+            return Err(AbortReason::OutputExists);
+        }
+        Ok(())
+    }
+
+    fn lock(&mut self, transaction: &Transaction, tx: TxId, attempt: Attempt) {
+        let owns = self.owner();
+        let (mut inputs, mut references) = (Vec::new(), Vec::new());
+        transaction.visit(&mut |node| {
+            inputs.extend(node.input_ids.iter().copied());
+            references.extend(node.reference_input_ids.iter().copied());
+        });
+        for id in inputs.iter().filter(&owns) {
+            if let Some(object) = self.state.objects.get_mut(id) {
+                object.status = ObjectStatus::Locked { tx, attempt };
+            }
+        }
+        for id in references.iter().filter(&owns) {
+            if let Some(object) = self.state.objects.get_mut(id) {
+                object.readers.insert((tx, attempt));
+            }
+        }
+    }
+
+    fn decide(&mut self, tx: TxId, attempt: Attempt, certificates: Vec<PreparedCertificate>) -> ShardOutput {
+        let refused = |reason: String| ShardOutput::Refused { reason };
+        let Some(record) = self.state.transactions.get(&tx) else {
+            return refused(format!("a decision for {tx}, which was never prepared here"));
+        };
+        let Some(attempt_record) = record.attempts.get(&attempt) else {
+            return refused(format!("a decision for attempt {} of {tx}, which was never prepared here", attempt.0));
+        };
+        if let Some(committed) = attempt_record.decision {
+            return ShardOutput::Decided { tx, attempt, committed }; // answered from the record
+        }
+        let commit = match self.check_certificates(record, tx, attempt, &certificates) {
+            Ok(commit) => commit,
+            Err(reason) => return refused(reason),
+        };
+        if commit && !attempt_record.vote.is_accept() {
+            return refused(format!("2f+1 replicas of {} certify an accept this shard did not vote", self.shard));
+        }
+        let envelope = record.envelope.clone();
+        match Envelope::from_json(envelope.as_bytes(), &self.limits) {
+            Ok(envelope) if commit => self.apply_commit(&envelope.transaction, tx),
+            Ok(envelope) => self.release(&envelope.transaction, tx, attempt),
+            Err(error) => return refused(format!("the recorded envelope of {tx} no longer parses: {error}")),
+        }
+        let record = self.state.transactions.get_mut(&tx).expect("checked above");
+        if let Some(attempt_record) = record.attempts.get_mut(&attempt) {
+            attempt_record.decision = Some(commit);
+        }
+        if commit {
+            record.committed = Some(attempt);
+        }
+        ShardOutput::Decided { tx, attempt, committed: commit }
+    }
+
+    /// One valid certificate per concerned shard, all for this attempt: commit iff all accept.
+    fn check_certificates(
+        &self,
+        record: &TxRecord,
+        tx: TxId,
+        attempt: Attempt,
+        certificates: &[PreparedCertificate],
+    ) -> Result<bool, String> {
+        let mut accepted = true;
+        for shard in &record.concerned {
+            let certificate = certificates
+                .iter()
+                .find(|certificate| certificate.shard == *shard)
+                .ok_or_else(|| format!("no certificate from {shard} for {tx}"))?;
+            if certificate.tx != tx || certificate.attempt != attempt {
+                return Err(format!("the certificate of {shard} is for another attempt or transaction"));
+            }
+            let committee = self.committees.get(shard.0 as usize).ok_or_else(|| format!("no committee for {shard}"))?;
+            certificate.verify(committee).map_err(|error| format!("a bad certificate from {shard}: {error}"))?;
+            accepted &= certificate.accept;
+        }
+        Ok(accepted)
+    }
+
+    fn apply_commit(&mut self, transaction: &Transaction, tx: TxId) {
+        let owns = self.owner();
+        let mut nodes = Vec::new();
+        transaction.visit(&mut |node| nodes.push(node.clone()));
+        for node in &nodes {
+            for id in node.input_ids.iter().filter(&owns) {
+                if let Some(object) = self.state.objects.get_mut(id) {
+                    object.status = ObjectStatus::Inactive { consumed_by: tx };
+                }
+            }
+            for id in node.reference_input_ids.iter().filter(&owns) {
+                if let Some(object) = self.state.objects.get_mut(id) {
+                    object.readers.retain(|(reader, _)| *reader != tx);
+                }
+            }
+            let creator = node.tx_id();
+            for output in node.own_outputs().into_iter().filter(|output| owns(&&output.id)) {
+                let record = ObjectRecord {
+                    value: output.value,
+                    contract: node.contract_id.clone(),
+                    created_by: creator,
+                    status: ObjectStatus::Active,
+                    readers: BTreeSet::new(),
+                };
+                self.state.objects.entry(output.id).or_insert(record);
+            }
+        }
+    }
+
+    /// An aborted attempt lets go of every lock it took here.
+    fn release(&mut self, transaction: &Transaction, tx: TxId, attempt: Attempt) {
+        let owns = self.owner();
+        let mut named = Vec::new();
+        transaction.visit(&mut |node| named.extend(node.input_ids.iter().chain(&node.reference_input_ids).copied()));
+        for id in named.iter().filter(&owns) {
+            if let Some(object) = self.state.objects.get_mut(id) {
+                if object.status == (ObjectStatus::Locked { tx, attempt }) {
+                    object.status = ObjectStatus::Active;
+                }
+                object.readers.remove(&(tx, attempt));
+            }
+        }
+    }
+}
+
+impl Application for ShardApp {
+    type Output = ShardOutput;
+
+    fn execute(&mut self, _height: Height, request: &Request) -> Vec<ShardOutput> {
+        let output = match postcard::from_bytes::<ShardRequest>(request.payload()) {
+            Ok(ShardRequest::Prepare { envelope, attempt, verdict }) => self.prepare(envelope, attempt, verdict),
+            Ok(ShardRequest::Decide { tx, attempt, certificates }) => self.decide(tx, attempt, certificates),
+            Err(error) => ShardOutput::Refused { reason: format!("an undecodable request was ordered: {error}") },
+        };
+        vec![output]
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        postcard::to_stdvec(&self.state).expect("encoding into memory cannot fail")
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        self.state = postcard::from_bytes(snapshot).map_err(|error| error.to_string())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,346 @@
+//! The S-BAC shard state machine, driven by hand: every replica of two shards
+//! executes the same requests in the same order (as their BFT logs would), votes
+//! are real signatures, certificates are made of them. Each test checks one rule
+//! of DESIGN.md §5 or one of its invariants (I1, I2, I4, I6).
+
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+use serde_json::json;
+use shardspace_core::bft::{Application, Committee, Height, KeyPair, ReplicaId, Request};
+use shardspace_core::sbac::{
+    AbortReason, Attempt, ObjectStatus, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict,
+    VerdictCertificate, VoteKind,
+};
+use shardspace_core::{Envelope, Limits, Object, ObjectId, ShardId, ShardMap, Transaction, TxId};
+
+const SHARDS: u32 = 2;
+const REPLICAS: u32 = 4;
+
+struct Cluster {
+    committees: Vec<Committee>,
+    keys: Vec<Vec<KeyPair>>,
+    /// Every replica of every shard.
+    apps: Vec<Vec<ShardApp>>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let keys: Vec<Vec<KeyPair>> = (0..SHARDS)
+            .map(|s| (0..REPLICAS).map(|r| KeyPair::from_seed(ReplicaId(r), [(s * 16 + r + 1) as u8; 32])).collect())
+            .collect();
+        let committees: Vec<Committee> = (0..SHARDS)
+            .map(|s| Committee::new("test", ShardId(s), keys[s as usize].iter().map(KeyPair::public).collect()))
+            .collect();
+        let apps = (0..SHARDS)
+            .map(|s| {
+                (0..REPLICAS as usize)
+                    .map(|r| {
+                        ShardApp::new(ShardId(s), committees.clone(), keys[s as usize][r].clone(), Limits::default())
+                    })
+                    .collect()
+            })
+            .collect();
+        Self { committees, keys, apps }
+    }
+
+    fn map(&self) -> ShardMap {
+        ShardMap::new(SHARDS).unwrap()
+    }
+
+    /// f+1 replicas of `shard` sign the checker's verdict.
+    fn verdict(&self, shard: u32, tx: TxId, success: bool) -> VerdictCertificate {
+        let committee = &self.committees[shard as usize];
+        let signatures = (0..2)
+            .map(|r| {
+                (
+                    ReplicaId(r),
+                    self.keys[shard as usize][r as usize].sign(&Verdict::signing_bytes(committee, &tx, success)),
+                )
+            })
+            .collect();
+        VerdictCertificate { tx, success, signatures }
+    }
+
+    /// Orders `request` at every replica of `shard`; returns their outputs.
+    fn order(&mut self, shard: u32, request: &ShardRequest) -> Vec<ShardOutput> {
+        let request = Request::new(postcard::to_stdvec(request).unwrap());
+        self.apps[shard as usize].iter_mut().flat_map(|app| app.execute(Height(1), &request)).collect()
+    }
+
+    /// Prepares an attempt at `shard`; returns the replicas' votes.
+    fn prepare(&mut self, shard: u32, envelope: &Envelope, attempt: u32, checker: bool) -> Vec<SignedVote> {
+        let tx = envelope.transaction.tx_id();
+        let request = ShardRequest::Prepare {
+            envelope: serde_json::to_string(envelope).unwrap(),
+            attempt: Attempt(attempt),
+            verdict: self.verdict(shard, tx, checker),
+        };
+        let votes: Vec<SignedVote> = self
+            .order(shard, &request)
+            .into_iter()
+            .map(|output| match output {
+                ShardOutput::Vote { vote, .. } => vote,
+                other => panic!("expected a vote, got {other:?}"),
+            })
+            .collect();
+        assert!(votes.iter().all(|vote| vote.vote == votes[0].vote), "replicas disagree (I3)");
+        votes
+    }
+
+    /// Prepares at every concerned shard; returns each shard's certificate (from 2f+1 votes).
+    fn prepare_all(&mut self, envelope: &Envelope, attempt: u32, checker: bool) -> Vec<PreparedCertificate> {
+        let shards = self.map().concerned_shards(&envelope.transaction);
+        shards.into_iter().map(|shard| certificate(&self.prepare(shard.0, envelope, attempt, checker))).collect()
+    }
+
+    /// Decides at every concerned shard; returns whether each committed.
+    fn decide_all(&mut self, envelope: &Envelope, attempt: u32, certificates: &[PreparedCertificate]) -> Vec<bool> {
+        let tx = envelope.transaction.tx_id();
+        let request = ShardRequest::Decide { tx, attempt: Attempt(attempt), certificates: certificates.to_vec() };
+        let shards = self.map().concerned_shards(&envelope.transaction);
+        shards
+            .into_iter()
+            .flat_map(|shard| self.order(shard.0, &request))
+            .map(|output| match output {
+                ShardOutput::Decided { committed, .. } => committed,
+                other => panic!("expected a decision, got {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Runs an attempt through both phases; returns whether it committed everywhere (or panics on a split).
+    fn run(&mut self, envelope: &Envelope, attempt: u32) -> bool {
+        let certificates = self.prepare_all(envelope, attempt, true);
+        let decisions = self.decide_all(envelope, attempt, &certificates);
+        assert!(decisions.iter().all(|d| *d == decisions[0]), "a half-commit (I2): {decisions:?}");
+        decisions[0]
+    }
+
+    fn status(&self, id: &ObjectId) -> Option<ObjectStatus> {
+        let shard = self.map().shard_of(id).0 as usize;
+        self.apps[shard][0].object(id).map(|object| object.status.clone())
+    }
+}
+
+fn certificate(votes: &[SignedVote]) -> PreparedCertificate {
+    let first = &votes[0];
+    PreparedCertificate {
+        shard: first.shard,
+        tx: first.tx,
+        attempt: first.attempt,
+        accept: first.vote.is_accept(),
+        signatures: votes.iter().take(3).map(|vote| (vote.replica, vote.signature)).collect(),
+    }
+}
+
+fn transaction(contract: &str, inputs: &[&Object], references: &[&Object], outputs: Vec<String>) -> Envelope {
+    let transaction = Transaction {
+        contract_id: contract.into(),
+        method_id: "m".into(),
+        input_ids: inputs.iter().map(|o| o.id).collect(),
+        reference_input_ids: references.iter().map(|o| o.id).collect(),
+        parameters: vec![json!(1)],
+        returns: vec![],
+        outputs,
+        dependencies: vec![],
+    };
+    let store = inputs.iter().chain(references).map(|o| (o.id, o.value.clone())).collect();
+    Envelope { transaction, store }
+}
+
+/// Creates objects of `contract` until there is one on each shard; returns one per shard.
+fn objects_on_each_shard(cluster: &mut Cluster, contract: &str, tag: &str) -> Vec<Object> {
+    let envelope = transaction(contract, &[], &[], (0..8).map(|i| format!("{tag}{i}")).collect());
+    assert!(cluster.run(&envelope, 1), "creating objects failed");
+    let created = envelope.transaction.own_outputs();
+    (0..SHARDS).map(|s| created.iter().find(|o| cluster.map().shard_of(&o.id).0 == s).unwrap().clone()).collect()
+}
+
+#[test]
+fn a_cross_shard_transaction_consumes_its_inputs_and_creates_its_outputs() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let spend = transaction("bank", &[&objects[0], &objects[1]], &[], vec!["x".into(), "y".into()]);
+    assert!(cluster.run(&spend, 1));
+    let tx = spend.transaction.tx_id();
+    assert_eq!(cluster.status(&objects[0].id), Some(ObjectStatus::Inactive { consumed_by: tx }));
+    assert_eq!(cluster.status(&objects[1].id), Some(ObjectStatus::Inactive { consumed_by: tx }));
+    for output in spend.transaction.own_outputs() {
+        assert_eq!(cluster.status(&output.id), Some(ObjectStatus::Active));
+    }
+}
+
+#[test]
+fn of_two_transactions_spending_one_object_exactly_one_commits() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let first = transaction("bank", &[&objects[0]], &[], vec!["to alice".into()]);
+    let second = transaction("bank", &[&objects[0]], &[], vec!["to bob".into()]);
+    let first_certificates = cluster.prepare_all(&first, 1, true);
+    let second_certificates = cluster.prepare_all(&second, 1, true);
+    let second_votes = cluster.prepare(cluster.map().shard_of(&objects[0].id).0, &second, 1, true);
+    assert_eq!(second_votes[0].vote, VoteKind::Abort(AbortReason::InputLocked), "answered from the record");
+    assert!(cluster.decide_all(&first, 1, &first_certificates).iter().all(|c| *c));
+    assert!(cluster.decide_all(&second, 1, &second_certificates).iter().all(|c| !*c));
+    // I1: the object was consumed once, by the first.
+    assert_eq!(cluster.status(&objects[0].id), Some(ObjectStatus::Inactive { consumed_by: first.transaction.tx_id() }));
+}
+
+#[test]
+fn one_shard_voting_abort_aborts_everywhere_and_releases_every_lock() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let stale = Object { id: objects[1].id, value: "not the stored value".into() };
+    let spend = transaction("bank", &[&objects[0], &stale], &[], vec!["x".into()]);
+    let certificates = cluster.prepare_all(&spend, 1, true);
+    assert_eq!(certificates.iter().filter(|c| !c.accept).count(), 1, "only the shard of the stale value aborts");
+    let locked = ObjectStatus::Locked { tx: spend.transaction.tx_id(), attempt: Attempt(1) };
+    assert_eq!(cluster.status(&objects[0].id), Some(locked));
+    assert!(cluster.decide_all(&spend, 1, &certificates).iter().all(|c| !*c));
+    // I6: the accepting shard let go of its lock.
+    assert_eq!(cluster.status(&objects[0].id), Some(ObjectStatus::Active));
+}
+
+/// An id on `shard` that names no object.
+fn unknown_id_on(cluster: &Cluster, shard: u32) -> ObjectId {
+    (0u8..=255).map(|b| ObjectId([b; 32])).find(|id| cluster.map().shard_of(id).0 == shard).unwrap()
+}
+
+#[test]
+fn each_prepare_rule_votes_abort_with_its_reason() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let shard = cluster.map().shard_of(&objects[0].id).0;
+    let missing = Object { id: unknown_id_on(&cluster, shard), value: "v".into() };
+    let forged = Object { value: "forged".into(), ..objects[0].clone() };
+    let cases = [
+        (transaction("bank", &[&objects[0]], &[], vec!["x".into()]), false, AbortReason::CheckerRejected),
+        (transaction("dump", &[&objects[0]], &[], vec!["x".into()]), true, AbortReason::InputWrongContract),
+        (transaction("bank", &[&forged], &[], vec![]), true, AbortReason::ValueMismatch),
+        (transaction("bank", &[&missing], &[], vec![]), true, AbortReason::InputMissing),
+        (transaction("bank", &[], &[&missing], vec!["y".into()]), true, AbortReason::ReferenceMissing),
+    ];
+    for (envelope, checker, reason) in cases {
+        let votes = cluster.prepare(shard, &envelope, 1, checker);
+        assert_eq!(votes[0].vote, VoteKind::Abort(reason), "{reason}");
+    }
+    // A reader's shared lock keeps an input from being consumed; an exclusive lock keeps it from being read.
+    let reader = transaction("bank", &[], &[&objects[0]], vec!["read".into()]);
+    assert!(cluster.prepare(shard, &reader, 1, true)[0].vote.is_accept());
+    let spender = transaction("bank", &[&objects[0]], &[], vec!["spent".into()]);
+    assert_eq!(cluster.prepare(shard, &spender, 1, true)[0].vote, VoteKind::Abort(AbortReason::InputLocked));
+    let other = objects_on_each_shard(&mut cluster, "bank", "b");
+    let taker = transaction("bank", &[&other[shard as usize]], &[], vec!["taken".into()]);
+    assert!(cluster.prepare(shard, &taker, 1, true)[0].vote.is_accept());
+    let late_reader = transaction("bank", &[], &[&other[shard as usize]], vec!["late".into()]);
+    assert_eq!(cluster.prepare(shard, &late_reader, 1, true)[0].vote, VoteKind::Abort(AbortReason::ReferenceLocked));
+    // A consumed object stays consumed.
+    let certificates = cluster.prepare_all(&taker, 1, true);
+    assert!(cluster.decide_all(&taker, 1, &certificates).iter().all(|c| *c));
+    let again = transaction("bank", &[&other[shard as usize]], &[], vec!["again".into()]);
+    assert_eq!(cluster.prepare(shard, &again, 1, true)[0].vote, VoteKind::Abort(AbortReason::InputInactive));
+    let read_consumed = transaction("bank", &[], &[&other[shard as usize]], vec!["gone".into()]);
+    assert_eq!(
+        cluster.prepare(shard, &read_consumed, 1, true)[0].vote,
+        VoteKind::Abort(AbortReason::ReferenceInactive)
+    );
+    // A committed transaction submitted again is answered from its record.
+    let creator = transaction("bank", &[], &[], (0..8).map(|i| format!("a{i}")).collect());
+    assert!(cluster.prepare(shard, &creator, 2, true)[0].vote.is_accept());
+}
+
+#[test]
+fn a_vote_of_another_attempt_cannot_decide_this_one() {
+    // Replay attack 1 (Sonnino et al.): votes of an earlier run replayed into a later one.
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let spend = transaction("bank", &[&objects[0], &objects[1]], &[], vec!["x".into()]);
+    let first = cluster.prepare_all(&spend, 1, false); // attempt 1: the checker says no
+    assert!(cluster.decide_all(&spend, 1, &first).iter().all(|c| !*c));
+    let second = cluster.prepare_all(&spend, 2, true);
+    let tx = spend.transaction.tx_id();
+    let mixed = ShardRequest::Decide { tx, attempt: Attempt(2), certificates: first.clone() };
+    for shard in 0..SHARDS {
+        for output in cluster.order(shard, &mixed) {
+            assert!(matches!(output, ShardOutput::Refused { .. }), "{output:?}");
+        }
+    }
+    assert!(cluster.decide_all(&spend, 2, &second).iter().all(|c| *c));
+}
+
+#[test]
+fn a_replayed_commit_to_an_output_only_shard_changes_nothing() {
+    // Replay attack 2 (Sonnino et al.): decide(commit) replayed to a shard that only creates outputs.
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let spend = transaction("bank", &[&objects[0]], &[], (0..8).map(|i| format!("out{i}")).collect());
+    let certificates = cluster.prepare_all(&spend, 1, true);
+    assert!(cluster.decide_all(&spend, 1, &certificates).iter().all(|c| *c));
+    let before: Vec<_> = (0..SHARDS as usize).map(|s| cluster.apps[s][0].state().clone()).collect();
+    let replay = ShardRequest::Decide { tx: spend.transaction.tx_id(), attempt: Attempt(1), certificates };
+    for shard in 0..SHARDS {
+        for output in cluster.order(shard, &replay) {
+            assert!(matches!(output, ShardOutput::Decided { committed: true, .. }), "answered from the record");
+        }
+    }
+    let after: Vec<_> = (0..SHARDS as usize).map(|s| cluster.apps[s][0].state().clone()).collect();
+    assert_eq!(before, after, "a replayed decision changed the state");
+}
+
+#[test]
+fn an_older_attempt_after_a_newer_one_is_superseded() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let shard = cluster.map().shard_of(&objects[0].id).0;
+    let spend = transaction("bank", &[&objects[0]], &[], vec!["x".into()]);
+    let newer = cluster.prepare(shard, &spend, 2, true);
+    assert!(newer[0].vote.is_accept());
+    let older = cluster.prepare(shard, &spend, 1, true);
+    assert_eq!(older[0].vote, VoteKind::Abort(AbortReason::Superseded));
+}
+
+#[test]
+fn forged_verdicts_and_certificates_are_refused_and_change_nothing() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let shard = cluster.map().shard_of(&objects[0].id).0;
+    let spend = transaction("bank", &[&objects[0]], &[], vec!["x".into()]);
+    let tx = spend.transaction.tx_id();
+    let before = cluster.apps[shard as usize][0].state().clone();
+    // A verdict certified by the other shard's replicas.
+    let foreign = cluster.verdict(1 - shard, tx, true);
+    let request = ShardRequest::Prepare {
+        envelope: serde_json::to_string(&spend).unwrap(),
+        attempt: Attempt(1),
+        verdict: foreign,
+    };
+    assert!(cluster.order(shard, &request).iter().all(|o| matches!(o, ShardOutput::Refused { .. })));
+    // One signature short.
+    let mut thin = cluster.verdict(shard, tx, true);
+    thin.signatures.pop();
+    let request =
+        ShardRequest::Prepare { envelope: serde_json::to_string(&spend).unwrap(), attempt: Attempt(1), verdict: thin };
+    assert!(cluster.order(shard, &request).iter().all(|o| matches!(o, ShardOutput::Refused { .. })));
+    assert_eq!(cluster.apps[shard as usize][0].state(), &before);
+    // A prepared certificate with too few votes.
+    let mut certificates = cluster.prepare_all(&spend, 1, true);
+    certificates[0].signatures.truncate(2);
+    let decide = ShardRequest::Decide { tx, attempt: Attempt(1), certificates };
+    assert!(cluster.order(shard, &decide).iter().all(|o| matches!(o, ShardOutput::Refused { .. })));
+    // An undecodable request.
+    let garbage = Request::new(vec![0xff; 7]);
+    assert!(matches!(cluster.apps[0][0].execute(Height(1), &garbage)[0], ShardOutput::Refused { .. }));
+}
+
+#[test]
+fn a_snapshot_restores_the_same_state() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let spend = transaction("bank", &[&objects[0]], &[&objects[1]], vec!["x".into()]);
+    assert!(cluster.run(&spend, 1));
+    let snapshot = cluster.apps[0][0].snapshot();
+    let mut fresh =
+        ShardApp::new(ShardId(0), cluster.committees.clone(), cluster.keys[0][0].clone(), Limits::default());
+    fresh.restore(&snapshot).unwrap();
+    assert_eq!(fresh.state(), cluster.apps[0][0].state());
+}
