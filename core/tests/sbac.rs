@@ -9,7 +9,7 @@ use serde_json::json;
 use shardspace_core::bft::{Application, Committee, Height, KeyPair, ReplicaId, Request};
 use shardspace_core::sbac::{
     AbortReason, Attempt, ObjectStatus, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict,
-    VerdictCertificate, VoteKind,
+    VerdictCertificate, VerdictCollector, VoteCollector, VoteKind,
 };
 use shardspace_core::{Envelope, Limits, Object, ObjectId, ShardId, ShardMap, Transaction, TxId};
 
@@ -343,4 +343,69 @@ fn a_snapshot_restores_the_same_state() {
         ShardApp::new(ShardId(0), cluster.committees.clone(), cluster.keys[0][0].clone(), Limits::default());
     fresh.restore(&snapshot).unwrap();
     assert_eq!(fresh.state(), cluster.apps[0][0].state());
+}
+
+#[test]
+fn the_vote_collector_makes_the_certificates_of_a_decision() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let spend = transaction("bank", &[&objects[0], &objects[1]], &[], vec!["x".into()]);
+    let (tx, concerned) = (spend.transaction.tx_id(), cluster.map().concerned_shards(&spend.transaction));
+    let mut collector = VoteCollector::new(cluster.committees.clone(), 16);
+    let mut votes = Vec::new();
+    for shard in &concerned {
+        votes.extend(cluster.prepare(shard.0, &spend, 1, true));
+    }
+    let mut complete = None;
+    for vote in votes {
+        if let Some(certificates) = collector.add(vote).unwrap() {
+            complete = Some(certificates);
+        }
+    }
+    assert!(complete.is_none(), "certificates before the concerned shards are known");
+    let certificates = collector.expect(tx, Attempt(1), concerned.into_iter().collect()).unwrap();
+    assert!(cluster.decide_all(&spend, 1, &certificates).iter().all(|c| *c));
+}
+
+#[test]
+fn one_shards_abort_certificate_decides_without_waiting_for_the_others() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let stale = Object { value: "stale".into(), ..objects[1].clone() };
+    let spend = transaction("bank", &[&objects[0], &stale], &[], vec!["x".into()]);
+    let (tx, concerned) = (spend.transaction.tx_id(), cluster.map().concerned_shards(&spend.transaction));
+    let aborting = cluster.map().shard_of(&stale.id);
+    let mut collector = VoteCollector::new(cluster.committees.clone(), 16);
+    assert!(collector.expect(tx, Attempt(1), concerned.iter().copied().collect()).is_none());
+    let mut certificates = None;
+    for vote in cluster.prepare(aborting.0, &spend, 1, true) {
+        certificates = collector.add(vote).unwrap().or(certificates);
+    }
+    let certificates = certificates.expect("an abort certificate from one shard");
+    assert_eq!(certificates.len(), 1);
+    let decide = ShardRequest::Decide { tx, attempt: Attempt(1), certificates };
+    for output in cluster.order(aborting.0, &decide) {
+        assert!(matches!(output, ShardOutput::Decided { committed: false, .. }), "{output:?}");
+    }
+}
+
+#[test]
+fn the_verdict_collector_certifies_f_plus_one_matching_verdicts_once() {
+    let cluster = Cluster::new();
+    let committee = cluster.committees[0].clone();
+    let tx: TxId = "ef".repeat(32).parse().unwrap();
+    let verdict = |replica: u32, success: bool| Verdict {
+        tx,
+        success,
+        replica: ReplicaId(replica),
+        signature: cluster.keys[0][replica as usize].sign(&Verdict::signing_bytes(&committee, &tx, success)),
+    };
+    let mut collector = VerdictCollector::new(committee.clone(), 16);
+    assert!(collector.add(verdict(0, true)).unwrap().is_none());
+    assert!(collector.add(verdict(1, false)).unwrap().is_none(), "verdicts that differ do not add up");
+    let forged = Verdict { replica: ReplicaId(3), ..verdict(2, true) };
+    assert!(collector.add(forged).is_err(), "a verdict signed by another replica");
+    let certificate = collector.add(verdict(2, true)).unwrap().unwrap();
+    assert!(certificate.success && certificate.verify(&committee).is_ok());
+    assert!(collector.add(verdict(3, true)).unwrap().is_none(), "given once");
 }

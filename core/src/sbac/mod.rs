@@ -4,9 +4,11 @@
 //! Not wired into the replica process yet: the node still runs the key-value
 //! application (see docs/protocol.md, open points).
 
+mod collector;
 mod messages;
 mod shard;
 
+pub use collector::{VerdictCollector, VoteCollector};
 pub use messages::{
     AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate, VoteKind,
 };

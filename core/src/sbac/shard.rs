@@ -274,7 +274,9 @@ impl ShardApp {
         ShardOutput::Decided { tx, attempt, committed: commit }
     }
 
-    /// One valid certificate per concerned shard, all for this attempt: commit iff all accept.
+    /// Certificates for this attempt from concerned shards: one valid abort certificate
+    /// decides abort (a shard that said no need not wait for the others); commit needs
+    /// a valid accept certificate from every concerned shard.
     fn check_certificates(
         &self,
         record: &TxRecord,
@@ -282,20 +284,27 @@ impl ShardApp {
         attempt: Attempt,
         certificates: &[PreparedCertificate],
     ) -> Result<bool, String> {
-        let mut accepted = true;
-        for shard in &record.concerned {
-            let certificate = certificates
-                .iter()
-                .find(|certificate| certificate.shard == *shard)
-                .ok_or_else(|| format!("no certificate from {shard} for {tx}"))?;
+        let valid = |certificate: &PreparedCertificate| -> Result<(), String> {
+            let shard = certificate.shard;
+            if !record.concerned.contains(&shard) {
+                return Err(format!("a certificate from {shard}, which {tx} does not concern"));
+            }
             if certificate.tx != tx || certificate.attempt != attempt {
                 return Err(format!("the certificate of {shard} is for another attempt or transaction"));
             }
             let committee = self.committees.get(shard.0 as usize).ok_or_else(|| format!("no committee for {shard}"))?;
-            certificate.verify(committee).map_err(|error| format!("a bad certificate from {shard}: {error}"))?;
-            accepted &= certificate.accept;
+            certificate.verify(committee).map_err(|error| format!("a bad certificate from {shard}: {error}"))
+        };
+        for certificate in certificates {
+            valid(certificate)?;
         }
-        Ok(accepted)
+        if certificates.iter().any(|certificate| !certificate.accept) {
+            return Ok(false);
+        }
+        match record.concerned.iter().find(|shard| !certificates.iter().any(|c| c.shard == **shard)) {
+            Some(shard) => Err(format!("no certificate from {shard} for {tx}")),
+            None => Ok(true),
+        }
     }
 
     fn apply_commit(&mut self, transaction: &Transaction, tx: TxId) {

@@ -1,0 +1,150 @@
+//! Replica-side gathering, outside the ordered log: signed checker verdicts of
+//! this shard into a `VerdictCertificate` (then a `Prepare` can be ordered), and
+//! signed votes of every concerned shard into the certificates of a `Decide`.
+//! Both are bounded: the oldest unfinished gathering is dropped first.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::Signature;
+
+use super::messages::{Attempt, PreparedCertificate, SignedVote, Verdict, VerdictCertificate};
+use crate::bft::{Committee, ProtocolError, ReplicaId};
+use crate::ids::{ShardId, TxId};
+
+/// Gathers this shard's signed verdicts; f+1 matching ones make a certificate, given once.
+#[derive(Debug)]
+pub struct VerdictCollector {
+    committee: Committee,
+    /// Verdicts by transaction, in arrival order of the transactions (for eviction).
+    gathering: BTreeMap<TxId, (u64, BTreeMap<ReplicaId, (bool, Signature)>)>,
+    arrivals: u64,
+    capacity: usize,
+}
+
+impl VerdictCollector {
+    pub fn new(committee: Committee, capacity: usize) -> Self {
+        Self { committee, gathering: BTreeMap::new(), arrivals: 0, capacity: capacity.max(1) }
+    }
+
+    /// Adds a verdict (checking its signature); returns the certificate when this one completes it.
+    pub fn add(&mut self, verdict: Verdict) -> Result<Option<VerdictCertificate>, ProtocolError> {
+        let bytes = Verdict::signing_bytes(&self.committee, &verdict.tx, verdict.success);
+        self.committee.verify(verdict.replica, &bytes, &verdict.signature)?;
+        if !self.gathering.contains_key(&verdict.tx) {
+            evict_oldest(&mut self.gathering, self.capacity, |(arrival, _)| *arrival);
+            self.arrivals += 1;
+        }
+        let arrivals = self.arrivals;
+        let (_, verdicts) = self.gathering.entry(verdict.tx).or_insert_with(|| (arrivals, BTreeMap::new()));
+        verdicts.entry(verdict.replica).or_insert((verdict.success, verdict.signature));
+        let matching: Vec<(ReplicaId, Signature)> = verdicts
+            .iter()
+            .filter(|(_, (success, _))| *success == verdict.success)
+            .map(|(r, (_, s))| (*r, *s))
+            .collect();
+        if matching.len() < self.committee.validity() {
+            return Ok(None);
+        }
+        self.gathering.remove(&verdict.tx);
+        Ok(Some(VerdictCertificate { tx: verdict.tx, success: verdict.success, signatures: matching }))
+    }
+}
+
+/// One attempt's votes, by shard and replica, and which shards it concerns once known.
+#[derive(Debug, Default)]
+struct Gathering {
+    arrival: u64,
+    concerned: Option<Vec<ShardId>>,
+    votes: BTreeMap<ShardId, BTreeMap<ReplicaId, SignedVote>>,
+}
+
+/// Gathers votes from every concerned shard into the certificates that decide an attempt.
+#[derive(Debug)]
+pub struct VoteCollector {
+    /// Every shard's committee, by shard id.
+    committees: Vec<Committee>,
+    gathering: BTreeMap<(TxId, Attempt), Gathering>,
+    arrivals: u64,
+    capacity: usize,
+}
+
+impl VoteCollector {
+    pub fn new(committees: Vec<Committee>, capacity: usize) -> Self {
+        Self { committees, gathering: BTreeMap::new(), arrivals: 0, capacity: capacity.max(1) }
+    }
+
+    /// The local shard prepared this attempt: its concerned shards are now known.
+    pub fn expect(&mut self, tx: TxId, attempt: Attempt, concerned: Vec<ShardId>) -> Option<Vec<PreparedCertificate>> {
+        self.entry(tx, attempt).concerned = Some(concerned);
+        self.complete(tx, attempt)
+    }
+
+    /// Adds a vote from any shard (checking its signature against that shard's committee);
+    /// returns the certificates of a decision when this vote completes them.
+    pub fn add(&mut self, vote: SignedVote) -> Result<Option<Vec<PreparedCertificate>>, ProtocolError> {
+        let committee = self.committees.get(vote.shard.0 as usize).ok_or(ProtocolError::Malformed {
+            what: "vote",
+            reason: format!("from {}, which is not a shard of this cluster", vote.shard),
+        })?;
+        vote.verify(committee)?;
+        let (tx, attempt) = (vote.tx, vote.attempt);
+        let gathering = self.entry(tx, attempt);
+        gathering.votes.entry(vote.shard).or_default().entry(vote.replica).or_insert(vote);
+        Ok(self.complete(tx, attempt))
+    }
+
+    fn entry(&mut self, tx: TxId, attempt: Attempt) -> &mut Gathering {
+        if !self.gathering.contains_key(&(tx, attempt)) {
+            evict_oldest(&mut self.gathering, self.capacity, |gathering| gathering.arrival);
+            self.arrivals += 1;
+        }
+        let arrival = self.arrivals;
+        self.gathering.entry((tx, attempt)).or_insert_with(|| Gathering { arrival, ..Gathering::default() })
+    }
+
+    /// One abort certificate decides; otherwise an accept certificate from every concerned shard.
+    fn complete(&mut self, tx: TxId, attempt: Attempt) -> Option<Vec<PreparedCertificate>> {
+        let gathering = self.gathering.get(&(tx, attempt))?;
+        let concerned = gathering.concerned.as_ref()?;
+        let mut certificates = Vec::new();
+        for shard in concerned {
+            let quorum = self.committees.get(shard.0 as usize)?.quorum();
+            let votes = gathering.votes.get(shard);
+            let certificate = |accept: bool| -> Option<PreparedCertificate> {
+                let signatures: Vec<_> = votes?
+                    .values()
+                    .filter(|vote| vote.vote.is_accept() == accept)
+                    .map(|vote| (vote.replica, vote.signature))
+                    .take(quorum)
+                    .collect();
+                (signatures.len() == quorum).then_some(PreparedCertificate {
+                    shard: *shard,
+                    tx,
+                    attempt,
+                    accept,
+                    signatures,
+                })
+            };
+            if let Some(abort) = certificate(false) {
+                self.gathering.remove(&(tx, attempt));
+                return Some(vec![abort]);
+            }
+            certificates.push(certificate(true));
+        }
+        let certificates: Option<Vec<_>> = certificates.into_iter().collect();
+        if certificates.is_some() {
+            self.gathering.remove(&(tx, attempt));
+        }
+        certificates
+    }
+}
+
+/// Drops the oldest entry when `map` is full.
+fn evict_oldest<K: Ord + Clone, V>(map: &mut BTreeMap<K, V>, capacity: usize, arrival: impl Fn(&V) -> u64) {
+    if map.len() < capacity {
+        return;
+    }
+    if let Some(oldest) = map.iter().min_by_key(|(_, value)| arrival(value)).map(|(key, _)| key.clone()) {
+        map.remove(&oldest);
+    }
+}
