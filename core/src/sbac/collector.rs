@@ -11,12 +11,15 @@ use super::messages::{Attempt, PreparedCertificate, SignedVote, Verdict, Verdict
 use crate::bft::{Committee, ProtocolError, ReplicaId};
 use crate::ids::{ShardId, TxId};
 
+/// Each signer's verdict (accept or not) and signature.
+type VerdictsBySigner = BTreeMap<ReplicaId, (bool, Signature)>;
+
 /// Gathers this shard's signed verdicts; f+1 matching ones make a certificate, given once.
 #[derive(Debug)]
 pub struct VerdictCollector {
     committee: Committee,
-    /// Verdicts by transaction, in arrival order of the transactions (for eviction).
-    gathering: BTreeMap<TxId, (u64, BTreeMap<ReplicaId, (bool, Signature)>)>,
+    /// Verdicts by transaction, with the transaction's arrival number (for eviction).
+    gathering: BTreeMap<TxId, (u64, VerdictsBySigner)>,
     arrivals: u64,
     capacity: usize,
 }
