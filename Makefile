@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build release venv test test-rust test-python lint fixtures sim bench-bft start-all stop-all status clean
+.PHONY: all build release venv test test-rust test-python lint fixtures sim sim-sbac bench-bft start-all stop-all status clean
 
 all: build
 
@@ -42,6 +42,11 @@ SEEDS ?= 500
 sim:
 	$(CARGO) build --release -p shardspace-testkit --bin sim
 	@if [ -n "$(SEED)" ]; then ./target/release/sim --seed $(SEED); else ./target/release/sim --seeds $(SEEDS); fi
+
+# The S-BAC simulator: two shards, cross-shard transactions (`make sim-sbac SEEDS=500`, `SEED=7 make sim-sbac`).
+sim-sbac:
+	$(CARGO) build --release -p shardspace-testkit --bin sim
+	@if [ -n "$(SEED)" ]; then ./target/release/sim --sbac --seed $(SEED); else ./target/release/sim --sbac --seeds $(SEEDS); fi
 
 # Four replica processes of one shard, open-loop clients: peak decided requests/s and latency at half of it.
 bench-bft:

@@ -109,6 +109,16 @@ impl ShardApp {
         self.state.objects.get(id)
     }
 
+    /// This replica's vote on an attempt it already prepared, signed again, and where to send
+    /// it: a client asking again is answered from the record without ordering anything (an
+    /// identical `Prepare` would be ordered once only).
+    pub fn recorded_vote(&self, tx: TxId, attempt: Attempt) -> Option<(SignedVote, Vec<ShardId>)> {
+        let record = self.state.transactions.get(&tx)?;
+        let answered = record.committed.unwrap_or(attempt);
+        let vote = record.attempts.get(&answered)?.vote;
+        Some((self.sign(tx, answered, vote), record.concerned.clone()))
+    }
+
     fn committee(&self) -> &Committee {
         &self.committees[self.shard.0 as usize]
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use shardspace_testkit::sim::plan::{Report, run_seed};
+use shardspace_testkit::sim::sbac::run_sbac_seed;
 
 /// Runs the deterministic simulator of a shard over many seeds.
 #[derive(Debug, Parser)]
@@ -23,12 +24,25 @@ struct Flags {
     /// Threads to run seeds on.
     #[arg(long, default_value_t = 2)]
     threads: u64,
+    /// Run the S-BAC simulator (two shards, cross-shard transactions) instead of one BFT shard.
+    #[arg(long)]
+    sbac: bool,
+}
+
+/// Runs one seed of the chosen simulator, as a report of the BFT simulator's shape.
+fn run(seed: u64, sbac: bool) -> Report {
+    if !sbac {
+        return run_seed(seed);
+    }
+    let report = run_sbac_seed(seed);
+    let summary = format!("two shards: {} attempts committed, {} aborted", report.committed, report.aborted);
+    Report { seed, summary, violations: report.violations, simulated_ms: 0 }
 }
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
     if let Some(seed) = flags.seed {
-        let report = run_seed(seed);
+        let report = run(seed, flags.sbac);
         println!("seed {seed}: {}", report.summary);
         return print_violations(&report);
     }
@@ -45,7 +59,7 @@ fn main() -> ExitCode {
                         if seed >= end {
                             return failures;
                         }
-                        let report = run_seed(seed);
+                        let report = run(seed, flags.sbac);
                         if !report.violations.is_empty() {
                             eprintln!("seed {seed} FAILED: {}", report.violations[0]);
                             failures.push(report);
@@ -62,7 +76,8 @@ fn main() -> ExitCode {
     });
     println!("{} seeds in {:.1} s: {} with violations", flags.seeds, started.elapsed().as_secs_f64(), failures.len());
     for report in &failures {
-        println!("SEED={} make sim    # {}", report.seed, report.violations[0]);
+        let target = if flags.sbac { "sim-sbac" } else { "sim" };
+        println!("SEED={} make {target}    # {}", report.seed, report.violations[0]);
     }
     if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
@@ -75,6 +90,6 @@ fn print_violations(report: &Report) -> ExitCode {
     for violation in &report.violations {
         println!("VIOLATION {violation}");
     }
-    println!("replay: SEED={} make sim", report.seed);
+    println!("replay: SEED={} make sim (or make sim-sbac)", report.seed);
     ExitCode::FAILURE
 }

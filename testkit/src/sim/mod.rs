@@ -8,6 +8,7 @@ pub mod byzantine;
 pub mod network;
 pub mod observer;
 pub mod plan;
+pub mod sbac;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};

@@ -1,0 +1,493 @@
+//! The S-BAC simulator: several shards of BFT replicas running `ShardApp`, with
+//! the replica-side work of a real replica (calling the checker, certifying
+//! verdicts, sending votes across shards, gathering certificates, submitting
+//! decisions), over the same seeded faulty network. After every step it checks
+//! I1 (no object consumed by two committed transactions), I2 (an attempt is
+//! committed by every concerned shard or by none) and I3 (honest replicas of a
+//! shard decide the same blocks); at the end, that every transaction was decided.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+use shardspace_core::bft::{
+    Action, Committee, Config, Digest, Event, Height, KeyPair, PeerMessage, Replica, ReplicaId, Request, TimeMs,
+};
+use shardspace_core::sbac::{
+    Attempt, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict, VerdictCollector, VoteCollector,
+};
+use shardspace_core::{Envelope, Limits, Object, ShardId, ShardMap, Transaction, TxId};
+
+use super::network::{LinkFaults, Network};
+
+const REPLICAS: u32 = 4;
+/// Gatherings a replica keeps at once.
+const COLLECTOR_CAPACITY: usize = 4_096;
+/// Lines of trace kept to explain a failing seed.
+const TRACE_MAX: usize = 100_000;
+
+/// What travels between simulated replicas.
+#[derive(Clone, Debug)]
+enum Message {
+    /// Inside a shard: the BFT protocol.
+    Peer(Box<PeerMessage>),
+    /// Inside a shard: a replica's signed checker verdict.
+    Verdict(Verdict),
+    /// Between shards: a replica's signed vote.
+    Vote(SignedVote),
+    /// From the client: an envelope to check and prepare, as one attempt.
+    Envelope(String, Attempt),
+}
+
+#[derive(Debug)]
+enum Scheduled {
+    Deliver { from: u32, to: u32, message: Message },
+    Tick(u32),
+}
+
+/// One replica: the BFT replica of its shard, and its collectors.
+#[derive(Debug)]
+struct Node {
+    shard: ShardId,
+    keys: KeyPair,
+    replica: Replica<ShardApp>,
+    verdicts: VerdictCollector,
+    votes: VoteCollector,
+    /// Envelopes this replica checked, by txId: the one a certificate is for.
+    envelopes: BTreeMap<TxId, (String, Attempt)>,
+    /// Whether this replica lies: it signs the opposite verdict and vote.
+    liar: bool,
+}
+
+/// The outcome of one seed.
+#[derive(Debug)]
+pub struct SbacReport {
+    pub seed: u64,
+    pub violations: Vec<String>,
+    pub committed: usize,
+    pub aborted: usize,
+}
+
+#[derive(Debug)]
+pub struct SbacSimulation {
+    rng: StdRng,
+    now: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Scheduled>,
+    sequence: u64,
+    nodes: Vec<Node>,
+    committees: Vec<Committee>,
+    map: ShardMap,
+    network: Network,
+    /// The decision of each attempt at each shard, by the first honest replica.
+    decisions: BTreeMap<(TxId, Attempt, ShardId), bool>,
+    /// The block decided at each height of each shard.
+    blocks: BTreeMap<(ShardId, Height), Digest>,
+    /// Which committed transaction consumed each object.
+    consumed: BTreeMap<shardspace_core::ObjectId, TxId>,
+    pub violations: Vec<String>,
+    /// Requests honest replicas refused, and the decisions they submitted (for a failing seed).
+    pub trace: Vec<String>,
+}
+
+/// The checker of the simulated contracts: `fussy` rejects an odd first parameter, the rest accept.
+fn checker(envelope: &str) -> bool {
+    let Ok(envelope) = serde_json::from_str::<Envelope>(envelope) else { return false };
+    let transaction = &envelope.transaction;
+    !(transaction.contract_id == "fussy"
+        && transaction.parameters.first().and_then(|p| p.as_i64()).is_some_and(|n| n % 2 == 1))
+}
+
+fn global(shard: ShardId, replica: ReplicaId) -> u32 {
+    shard.0 * REPLICAS + replica.0
+}
+
+impl SbacSimulation {
+    pub fn new(seed: u64, shards: u32, links: LinkFaults, liar: bool) -> Self {
+        let keys: Vec<Vec<KeyPair>> = (0..shards)
+            .map(|s| (0..REPLICAS).map(|r| KeyPair::from_seed(ReplicaId(r), seed_of(s, r))).collect())
+            .collect();
+        let committees: Vec<Committee> = (0..shards)
+            .map(|s| Committee::new("sbac-sim", ShardId(s), keys[s as usize].iter().map(KeyPair::public).collect()))
+            .collect();
+        let config = Config {
+            round_timeout_ms: 100,
+            round_timeout_max_ms: 1_600,
+            checkpoint_interval: 8,
+            request_forward_after_ms: 200,
+            sync_retry_ms: 150,
+            status_interval_ms: 500,
+            ..Config::default()
+        };
+        let mut nodes = Vec::new();
+        for shard in 0..shards {
+            for replica in 0..REPLICAS {
+                let own = keys[shard as usize][replica as usize].clone();
+                let app = ShardApp::new(ShardId(shard), committees.clone(), own.clone(), Limits::default());
+                nodes.push(Node {
+                    shard: ShardId(shard),
+                    keys: own.clone(),
+                    replica: Replica::new(committees[shard as usize].clone(), own, config.clone(), app),
+                    verdicts: VerdictCollector::new(committees[shard as usize].clone(), COLLECTOR_CAPACITY),
+                    votes: VoteCollector::new(committees.clone(), COLLECTOR_CAPACITY),
+                    envelopes: BTreeMap::new(),
+                    // The last replica of shard 0 lies, when asked to: f = 1 per shard.
+                    liar: liar && shard == 0 && replica == REPLICAS - 1,
+                });
+            }
+        }
+        let mut simulation = Self {
+            rng: StdRng::seed_from_u64(seed),
+            now: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            sequence: 0,
+            nodes,
+            map: ShardMap::new(shards).expect("at least one shard"),
+            committees,
+            network: Network::new(links),
+            decisions: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+            consumed: BTreeMap::new(),
+            violations: Vec::new(),
+            trace: Vec::new(),
+        };
+        for node in 0..simulation.nodes.len() as u32 {
+            let offset = simulation.rng.random_range(0..10);
+            simulation.schedule(offset, Scheduled::Tick(node));
+        }
+        simulation
+    }
+
+    fn schedule(&mut self, at: u64, event: Scheduled) {
+        self.sequence += 1;
+        self.queue.push(Reverse((at.max(self.now), self.sequence)));
+        self.events.insert(self.sequence, event);
+    }
+
+    /// The client sends an attempt's envelope to every replica of every concerned shard.
+    pub fn submit(&mut self, envelope: &Envelope, attempt: u32) {
+        let json = serde_json::to_string(envelope).expect("an envelope serialises");
+        for shard in self.map.concerned_shards(&envelope.transaction) {
+            for replica in 0..REPLICAS {
+                let to = global(shard, ReplicaId(replica));
+                let message = Message::Envelope(json.clone(), Attempt(attempt));
+                self.schedule(self.now + 1, Scheduled::Deliver { from: u32::MAX, to, message });
+            }
+        }
+    }
+
+    pub fn run_until(&mut self, until: u64) {
+        while let Some(Reverse((at, sequence))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            match self.events.remove(&sequence) {
+                Some(Scheduled::Deliver { to, message, from }) => self.deliver(from, to, message),
+                Some(Scheduled::Tick(node)) => {
+                    self.step(node, Event::Tick(TimeMs(self.now)));
+                    let next = self.now + 10;
+                    self.schedule(next, Scheduled::Tick(node));
+                }
+                None => {}
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Whether every concerned shard decided each of these attempts.
+    pub fn decided(&self, attempts: &[(Envelope, u32)]) -> bool {
+        attempts.iter().all(|(envelope, attempt)| {
+            let tx = envelope.transaction.tx_id();
+            let shards = self.map.concerned_shards(&envelope.transaction);
+            shards.iter().all(|shard| self.decisions.contains_key(&(tx, Attempt(*attempt), *shard)))
+        })
+    }
+
+    /// Whether the attempt committed (at its first concerned shard).
+    pub fn committed(&self, envelope: &Envelope, attempt: u32) -> Option<bool> {
+        let tx = envelope.transaction.tx_id();
+        let shard = *self.map.concerned_shards(&envelope.transaction).iter().next()?;
+        self.decisions.get(&(tx, Attempt(attempt), shard)).copied()
+    }
+
+    /// What each replica of each concerned shard recorded about an attempt (for a failing seed).
+    fn describe(&self, envelope: &Envelope, attempt: u32) -> String {
+        let tx = envelope.transaction.tx_id();
+        let shards = self.map.concerned_shards(&envelope.transaction);
+        let records: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|node| shards.contains(&node.shard))
+            .map(|node| {
+                let record = node.replica.app().state().transactions.get(&tx);
+                let attempt_record = record.and_then(|r| r.attempts.get(&Attempt(attempt)));
+                format!("{}/{}: {:?} h{}", node.shard.0, node.keys.id.0, attempt_record, node.replica.tip().height.0)
+            })
+            .collect();
+        format!("{tx} attempt {attempt} shards {shards:?}: {}", records.join(", "))
+    }
+
+    fn deliver(&mut self, from: u32, to: u32, message: Message) {
+        let index = to as usize;
+        match message {
+            Message::Peer(message) => {
+                let from = ReplicaId(from % REPLICAS);
+                self.step(to, Event::Message { from, message });
+            }
+            Message::Envelope(json, attempt) => {
+                // The replica calls its contract's checker and signs the verdict for its shard.
+                let node = &mut self.nodes[index];
+                let Ok(envelope) = serde_json::from_str::<Envelope>(&json) else { return };
+                let tx = envelope.transaction.tx_id();
+                // Prepared already: answer from the record (the votes may have been lost).
+                if let Some((vote, concerned)) = node.replica.app().recorded_vote(tx, attempt) {
+                    if !node.liar {
+                        self.on_output(to, ShardOutput::Vote { vote, concerned }, false);
+                    }
+                    return;
+                }
+                let success = checker(&json) != node.liar;
+                node.envelopes.insert(tx, (json, attempt));
+                let committee = &self.committees[node.shard.0 as usize];
+                let signature = node.keys.sign(&Verdict::signing_bytes(committee, &tx, success));
+                let verdict = Verdict { tx, success, replica: node.keys.id, signature };
+                for replica in 0..REPLICAS {
+                    self.send(
+                        to,
+                        global(self.nodes[index].shard, ReplicaId(replica)),
+                        Message::Verdict(verdict.clone()),
+                    );
+                }
+            }
+            Message::Verdict(verdict) => {
+                let node = &mut self.nodes[index];
+                let Ok(Some(certificate)) = node.verdicts.add(verdict) else { return };
+                let Some((envelope, attempt)) = node.envelopes.get(&certificate.tx).cloned() else { return };
+                let request = ShardRequest::Prepare { envelope, attempt, verdict: certificate };
+                let payload = postcard::to_stdvec(&request).expect("encoding into memory cannot fail");
+                self.step(to, Event::Submit(Request::new(payload)));
+            }
+            Message::Vote(vote) => {
+                let Ok(Some(certificates)) = self.nodes[index].votes.add(vote.clone()) else { return };
+                self.submit_decide(to, vote.tx, vote.attempt, certificates);
+            }
+        }
+    }
+
+    fn submit_decide(
+        &mut self,
+        node: u32,
+        tx: TxId,
+        attempt: Attempt,
+        certificates: Vec<shardspace_core::sbac::PreparedCertificate>,
+    ) {
+        if self.trace.len() < TRACE_MAX {
+            let kinds: Vec<(u32, bool)> = certificates.iter().map(|c| (c.shard.0, c.accept)).collect();
+            self.trace.push(format!("{} node {node} submits decide {tx} {kinds:?}", self.now));
+        }
+        let request = ShardRequest::Decide { tx, attempt, certificates };
+        let payload = postcard::to_stdvec(&request).expect("encoding into memory cannot fail");
+        self.step(node, Event::Submit(Request::new(payload)));
+    }
+
+    fn send(&mut self, from: u32, to: u32, message: Message) {
+        for delay in self.network.delays(ReplicaId(from), ReplicaId(to), &mut self.rng) {
+            let at = self.now + delay;
+            self.schedule(at, Scheduled::Deliver { from, to, message: message.clone() });
+        }
+    }
+
+    fn step(&mut self, node: u32, event: Event) {
+        let index = node as usize;
+        let shard = self.nodes[index].shard;
+        let liar = self.nodes[index].liar;
+        let actions = self.nodes[index].replica.handle(event);
+        for action in actions {
+            match action {
+                Action::Send { to, message } => self.send(node, global(shard, to), Message::Peer(Box::new(message))),
+                Action::Broadcast(message) => {
+                    for replica in (0..REPLICAS).filter(|r| global(shard, ReplicaId(*r)) != node) {
+                        self.send(node, global(shard, ReplicaId(replica)), Message::Peer(Box::new(message.clone())));
+                    }
+                }
+                Action::PersistDecided { height, block } if !liar => {
+                    let first = *self.blocks.entry((shard, height)).or_insert(block.digest());
+                    if first != block.digest() {
+                        self.violations.push(format!("I3: {shard} decided two blocks at height {}", height.0));
+                    }
+                }
+                Action::Deliver(output) => self.on_output(node, output, liar),
+                Action::Fatal(reason) if !liar => self.violations.push(format!("{shard} replica halted: {reason}")),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_output(&mut self, node: u32, output: ShardOutput, liar: bool) {
+        let shard = self.nodes[node as usize].shard;
+        match output {
+            ShardOutput::Vote { mut vote, concerned } => {
+                if liar {
+                    // Signs the opposite vote: it must not be able to sway any certificate.
+                    let committee = &self.committees[shard.0 as usize];
+                    vote.vote = if vote.vote.is_accept() {
+                        shardspace_core::sbac::VoteKind::Abort(shardspace_core::sbac::AbortReason::Malformed)
+                    } else {
+                        shardspace_core::sbac::VoteKind::Accept
+                    };
+                    vote.signature = self.nodes[node as usize].keys.sign(&SignedVote::signing_bytes(
+                        committee,
+                        &vote.tx,
+                        vote.attempt,
+                        vote.vote,
+                    ));
+                }
+                if let Some(certificates) =
+                    self.nodes[node as usize].votes.expect(vote.tx, vote.attempt, concerned.clone())
+                {
+                    self.submit_decide(node, vote.tx, vote.attempt, certificates);
+                }
+                for target in &concerned {
+                    for replica in 0..REPLICAS {
+                        self.send(node, global(*target, ReplicaId(replica)), Message::Vote(vote.clone()));
+                    }
+                }
+            }
+            ShardOutput::Decided { tx, attempt, committed } if !liar => {
+                let first = *self.decisions.entry((tx, attempt, shard)).or_insert(committed);
+                if first != committed {
+                    self.violations.push(format!("I3: replicas of {shard} decided {tx} differently"));
+                }
+                // I2: every shard that decided this attempt decided the same.
+                let split = self.decisions.iter().any(|((t, a, _), c)| *t == tx && *a == attempt && *c != committed);
+                if split {
+                    self.violations.push(format!(
+                        "I2: attempt {} of {tx} committed by one shard and aborted by another",
+                        attempt.0
+                    ));
+                }
+                if committed {
+                    self.record_consumption(node, tx);
+                }
+            }
+            ShardOutput::Refused { reason } if !liar && self.trace.len() < TRACE_MAX => {
+                self.trace.push(format!("{} {shard} refused: {reason}", self.now));
+            }
+            _ => {}
+        }
+    }
+
+    /// I1: no object consumed by two different committed transactions.
+    fn record_consumption(&mut self, node: u32, tx: TxId) {
+        let node = &self.nodes[node as usize];
+        let Some(record) = node.replica.app().state().transactions.get(&tx) else { return };
+        let Ok(envelope) = serde_json::from_str::<Envelope>(&record.envelope) else { return };
+        let mut inputs = Vec::new();
+        envelope.transaction.visit(&mut |n| inputs.extend(n.input_ids.iter().copied()));
+        for input in inputs.into_iter().filter(|id| self.map.shard_of(id) == node.shard) {
+            let first = *self.consumed.entry(input).or_insert(tx);
+            if first != tx {
+                self.violations.push(format!("I1: {input} consumed by {first} and by {tx}"));
+            }
+        }
+    }
+}
+
+fn seed_of(shard: u32, replica: u32) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    seed[..4].copy_from_slice(&shard.to_be_bytes());
+    seed[4..8].copy_from_slice(&replica.to_be_bytes());
+    seed[31] = 0xa5;
+    seed
+}
+
+fn envelope(contract: &str, inputs: &[Object], parameter: i64, outputs: Vec<String>) -> Envelope {
+    let transaction = Transaction {
+        contract_id: contract.into(),
+        method_id: "m".into(),
+        input_ids: inputs.iter().map(|o| o.id).collect(),
+        reference_input_ids: vec![],
+        parameters: vec![json!(parameter)],
+        returns: vec![],
+        outputs,
+        dependencies: vec![],
+    };
+    Envelope { transaction, store: inputs.iter().map(|o| (o.id, o.value.clone())).collect() }
+}
+
+/// One seed: create objects, then spend them with cross-shard transactions, double
+/// spends and checker rejections, under the seed's network faults; every attempt
+/// must be decided, with I1–I3 holding throughout.
+pub fn run_sbac_seed(seed: u64) -> SbacReport {
+    let mut plan = StdRng::seed_from_u64(seed ^ 0x5bac);
+    let links = LinkFaults {
+        loss: if plan.random_bool(0.5) { plan.random_range(0.0..0.1) } else { 0.0 },
+        duplication: plan.random_range(0.0..0.1),
+        delay_min_ms: 1,
+        delay_max_ms: plan.random_range(2..40),
+        straggler: plan.random_range(0.0..0.03),
+    };
+    let liar = plan.random_bool(0.5);
+    let mut simulation = SbacSimulation::new(seed, 2, links, liar);
+    let creation = envelope("fussy", &[], 0, (0..12).map(|i| format!("coin-{seed}-{i}")).collect());
+    simulation.submit(&creation, 1);
+    simulation.run_until(3_000);
+    let coins = creation.transaction.own_outputs();
+    let mut attempts = vec![(creation, 1)];
+    for index in 0..plan.random_range(4..12) {
+        // Two coins, possibly on two shards; coins are reused on purpose (double spends).
+        let (a, b) = (plan.random_range(0..coins.len()), plan.random_range(0..coins.len()));
+        let inputs: Vec<Object> =
+            if a == b { vec![coins[a].clone()] } else { vec![coins[a].clone(), coins[b].clone()] };
+        let spend = envelope("fussy", &inputs, plan.random_range(0..4), vec![format!("spent-{seed}-{index}")]);
+        simulation.submit(&spend, 1);
+        attempts.push((spend, 1));
+        let until = simulation.now + plan.random_range(0..200);
+        simulation.run_until(until);
+    }
+    // Like the client API, submit again what is still undecided: a shard asked again
+    // answers from its record, so its votes travel again (messages may have been lost).
+    let deadline = simulation.now + 60_000;
+    let mut retry_at = simulation.now + 1_000;
+    while simulation.now < deadline && !simulation.decided(&attempts) {
+        let next = simulation.now + 100;
+        simulation.run_until(next);
+        if simulation.now >= retry_at {
+            retry_at = simulation.now + 1_000;
+            for (envelope, attempt) in &attempts {
+                if !simulation.decided(std::slice::from_ref(&(envelope.clone(), *attempt))) {
+                    simulation.submit(envelope, *attempt);
+                }
+            }
+        }
+    }
+    let mut violations = simulation.violations.clone();
+    if !simulation.decided(&attempts) {
+        let undecided: Vec<String> = attempts
+            .iter()
+            .filter(|(envelope, attempt)| !simulation.decided(std::slice::from_ref(&(envelope.clone(), *attempt))))
+            .map(|(envelope, attempt)| simulation.describe(envelope, *attempt))
+            .collect();
+        violations
+            .push(format!("liveness: not decided by every concerned shard within 60 s: {}", undecided.join("; ")));
+        let first = attempts
+            .iter()
+            .find(|(envelope, attempt)| !simulation.decided(std::slice::from_ref(&(envelope.clone(), *attempt))))
+            .map(|(envelope, _)| envelope.transaction.tx_id().to_string())
+            .unwrap_or_default();
+        let lines: Vec<&String> = simulation.trace.iter().filter(|line| line.contains(&first)).take(40).collect();
+        violations.push(lines.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
+    }
+    let outcomes: Vec<Option<bool>> = attempts.iter().map(|(e, a)| simulation.committed(e, *a)).collect();
+    SbacReport {
+        seed,
+        violations,
+        committed: outcomes.iter().filter(|o| **o == Some(true)).count(),
+        aborted: outcomes.iter().filter(|o| **o == Some(false)).count(),
+    }
+}
