@@ -99,7 +99,27 @@ pub struct Disk {
 }
 
 impl Disk {
-    fn persisted(&self) -> Persisted {
+    /// Writes what a persist action asks; false for any other action.
+    pub fn apply<O>(&mut self, action: &Action<O>) -> bool {
+        match action {
+            Action::PersistSafety(safety) => self.safety = safety.clone(),
+            Action::PersistBlock(block) => {
+                self.undecided.insert((block.round, block.digest()), block.clone());
+            }
+            Action::PersistDecided { height, block } => {
+                self.undecided = self.undecided.split_off(&(block.round.next(), Digest::default()));
+                self.decided.insert(*height, block.clone());
+            }
+            Action::PersistCheckpoint(checkpoint) => {
+                self.decided = self.decided.split_off(&checkpoint.certificate.point.height.next());
+                self.checkpoint = Some(checkpoint.clone());
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    pub fn persisted(&self) -> Persisted {
         Persisted {
             safety: self.safety.clone(),
             checkpoint: self.checkpoint.clone(),
@@ -483,6 +503,20 @@ fn apply(
     committee: &Committee,
     now: u64,
 ) {
+    // Observe what the disk write means before making it.
+    match &action {
+        Action::PersistDecided { height, block } => observer.decided(replica, *height, block.digest(), now),
+        Action::PersistCheckpoint(checkpoint)
+            if !honest.disk.decided.contains_key(&checkpoint.certificate.point.height) =>
+        {
+            // A checkpoint of a height this replica never decided: it installed a peer's snapshot.
+            observer.snapshots_installed += 1;
+        }
+        _ => {}
+    }
+    if honest.disk.apply(&action) {
+        return;
+    }
     match action {
         Action::Send { to, message } => {
             if let PeerMessage::Vote(vote) = &message {
@@ -493,27 +527,9 @@ fn apply(
         Action::Broadcast(message) => {
             sends.extend(committee.replicas().filter(|to| *to != replica).map(|to| (to, message.clone())));
         }
-        Action::PersistSafety(safety) => honest.disk.safety = safety,
-        Action::PersistBlock(block) => {
-            honest.disk.undecided.insert((block.round, block.digest()), block);
-        }
-        Action::PersistDecided { height, block } => {
-            observer.decided(replica, height, block.digest(), now);
-            honest.disk.undecided = honest.disk.undecided.split_off(&(block.round.next(), Digest::default()));
-            honest.disk.decided.insert(height, block);
-        }
-        Action::PersistCheckpoint(checkpoint) => {
-            let height = checkpoint.certificate.point.height;
-            if !honest.disk.decided.contains_key(&height) {
-                // A checkpoint of a height this replica never decided: it installed a peer's snapshot.
-                observer.snapshots_installed += 1;
-            }
-            honest.disk.decided = honest.disk.decided.split_off(&height.next());
-            honest.disk.checkpoint = Some(checkpoint);
-        }
         Action::Deliver(executed) => observer.executed(replica, executed, now),
-        Action::Refused(_) | Action::Dropped { .. } => {}
         Action::Fatal(reason) => observer.violation(now, format!("{replica} halted: {reason}")),
+        _ => {}
     }
 }
 

@@ -20,6 +20,7 @@ use shardspace_core::sbac::{
 };
 use shardspace_core::{Envelope, Limits, Object, ShardId, ShardMap, Transaction, TxId};
 
+use super::Disk;
 use super::network::{LinkFaults, Network};
 
 const REPLICAS: u32 = 4;
@@ -45,6 +46,8 @@ enum Message {
 enum Scheduled {
     Deliver { from: u32, to: u32, message: Message },
     Tick(u32),
+    Crash(u32),
+    Restart(u32),
 }
 
 /// One replica: the BFT replica of its shard, and its collectors.
@@ -52,7 +55,9 @@ enum Scheduled {
 struct Node {
     shard: ShardId,
     keys: KeyPair,
-    replica: Replica<ShardApp>,
+    /// `None` while crashed.
+    replica: Option<Replica<ShardApp>>,
+    disk: Disk,
     verdicts: VerdictCollector,
     votes: VoteCollector,
     /// Envelopes this replica checked, by txId: the one a certificate is for.
@@ -81,6 +86,7 @@ pub struct SbacSimulation {
     committees: Vec<Committee>,
     map: ShardMap,
     network: Network,
+    config: Config,
     /// The decision of each attempt at each shard, by the first honest replica.
     decisions: BTreeMap<(TxId, Attempt, ShardId), bool>,
     /// The block decided at each height of each shard.
@@ -129,7 +135,8 @@ impl SbacSimulation {
                 nodes.push(Node {
                     shard: ShardId(shard),
                     keys: own.clone(),
-                    replica: Replica::new(committees[shard as usize].clone(), own, config.clone(), app),
+                    replica: Some(Replica::new(committees[shard as usize].clone(), own, config.clone(), app)),
+                    disk: Disk::default(),
                     verdicts: VerdictCollector::new(committees[shard as usize].clone(), COLLECTOR_CAPACITY),
                     votes: VoteCollector::new(committees.clone(), COLLECTOR_CAPACITY),
                     envelopes: BTreeMap::new(),
@@ -148,6 +155,7 @@ impl SbacSimulation {
             map: ShardMap::new(shards).expect("at least one shard"),
             committees,
             network: Network::new(links),
+            config,
             decisions: BTreeMap::new(),
             blocks: BTreeMap::new(),
             consumed: BTreeMap::new(),
@@ -188,6 +196,8 @@ impl SbacSimulation {
             self.now = at;
             match self.events.remove(&sequence) {
                 Some(Scheduled::Deliver { to, message, from }) => self.deliver(from, to, message),
+                Some(Scheduled::Crash(node)) => self.nodes[node as usize].replica = None,
+                Some(Scheduled::Restart(node)) => self.restart(node),
                 Some(Scheduled::Tick(node)) => {
                     self.step(node, Event::Tick(TimeMs(self.now)));
                     let next = self.now + 10;
@@ -224,16 +234,38 @@ impl SbacSimulation {
             .iter()
             .filter(|node| shards.contains(&node.shard))
             .map(|node| {
-                let record = node.replica.app().state().transactions.get(&tx);
+                let Some(replica) = &node.replica else {
+                    return format!("{}/{}: crashed", node.shard.0, node.keys.id.0);
+                };
+                let record = replica.app().state().transactions.get(&tx);
                 let attempt_record = record.and_then(|r| r.attempts.get(&Attempt(attempt)));
-                format!("{}/{}: {:?} h{}", node.shard.0, node.keys.id.0, attempt_record, node.replica.tip().height.0)
+                format!("{}/{}: {:?} h{}", node.shard.0, node.keys.id.0, attempt_record, replica.tip().height.0)
             })
             .collect();
         format!("{tx} attempt {attempt} shards {shards:?}: {}", records.join(", "))
     }
 
+    /// Restarts a crashed replica from its disk only.
+    fn restart(&mut self, node: u32) {
+        let index = node as usize;
+        if self.nodes[index].replica.is_some() {
+            return;
+        }
+        let (shard, keys) = (self.nodes[index].shard, self.nodes[index].keys.clone());
+        let app = ShardApp::new(shard, self.committees.clone(), keys.clone(), Limits::default());
+        let committee = self.committees[shard.0 as usize].clone();
+        let persisted = self.nodes[index].disk.persisted();
+        match Replica::recover(committee, keys, self.config.clone(), app, persisted) {
+            Ok(replica) => self.nodes[index].replica = Some(replica),
+            Err(error) => self.violations.push(format!("{shard} replica {node} cannot restart: {error}")),
+        }
+    }
+
     fn deliver(&mut self, from: u32, to: u32, message: Message) {
         let index = to as usize;
+        if self.nodes[index].replica.is_none() {
+            return;
+        }
         match message {
             Message::Peer(message) => {
                 let from = ReplicaId(from % REPLICAS);
@@ -245,7 +277,8 @@ impl SbacSimulation {
                 let Ok(envelope) = serde_json::from_str::<Envelope>(&json) else { return };
                 let tx = envelope.transaction.tx_id();
                 // Prepared already: answer from the record (the votes may have been lost).
-                if let Some((vote, concerned)) = node.replica.app().recorded_vote(tx, attempt) {
+                let recorded = node.replica.as_ref().and_then(|replica| replica.app().recorded_vote(tx, attempt));
+                if let Some((vote, concerned)) = recorded {
                     if !node.liar {
                         self.on_output(to, ShardOutput::Vote { vote, concerned }, false);
                     }
@@ -306,8 +339,12 @@ impl SbacSimulation {
         let index = node as usize;
         let shard = self.nodes[index].shard;
         let liar = self.nodes[index].liar;
-        let actions = self.nodes[index].replica.handle(event);
+        let Some(replica) = self.nodes[index].replica.as_mut() else { return };
+        let actions = replica.handle(event);
         for action in actions {
+            if self.nodes[index].disk.apply(&action) && !matches!(action, Action::PersistDecided { .. }) {
+                continue;
+            }
             match action {
                 Action::Send { to, message } => self.send(node, global(shard, to), Message::Peer(Box::new(message))),
                 Action::Broadcast(message) => {
@@ -385,7 +422,9 @@ impl SbacSimulation {
     /// I1: no object consumed by two different committed transactions.
     fn record_consumption(&mut self, node: u32, tx: TxId) {
         let node = &self.nodes[node as usize];
-        let Some(record) = node.replica.app().state().transactions.get(&tx) else { return };
+        let Some(record) = node.replica.as_ref().and_then(|replica| replica.app().state().transactions.get(&tx)) else {
+            return;
+        };
         let Ok(envelope) = serde_json::from_str::<Envelope>(&record.envelope) else { return };
         let mut inputs = Vec::new();
         envelope.transaction.visit(&mut |n| inputs.extend(n.input_ids.iter().copied()));
@@ -434,6 +473,18 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
     };
     let liar = plan.random_bool(0.5);
     let mut simulation = SbacSimulation::new(seed, 2, links, liar);
+    if plan.random_bool(0.5) {
+        // Honest replicas crash and come back from their disks.
+        for _ in 0..plan.random_range(1..4) {
+            let node = plan.random_range(0..simulation.nodes.len() as u32);
+            if simulation.nodes[node as usize].liar {
+                continue;
+            }
+            let at = plan.random_range(0..4_000);
+            simulation.schedule(at, Scheduled::Crash(node));
+            simulation.schedule(at + plan.random_range(200..2_000), Scheduled::Restart(node));
+        }
+    }
     let creation = envelope("fussy", &[], 0, (0..12).map(|i| format!("coin-{seed}-{i}")).collect());
     simulation.submit(&creation, 1);
     simulation.run_until(3_000);
