@@ -16,7 +16,8 @@ use shardspace_core::bft::{
     Action, Committee, Config, Digest, Event, Height, KeyPair, PeerMessage, Replica, ReplicaId, Request, TimeMs,
 };
 use shardspace_core::sbac::{
-    Attempt, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict, VerdictCollector, VoteCollector,
+    Attempt, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict, VerdictCertificate,
+    VerdictCollector, VoteCollector,
 };
 use shardspace_core::{Envelope, Limits, Object, ShardId, ShardMap, Transaction, TxId};
 
@@ -73,6 +74,9 @@ pub struct SbacReport {
     pub violations: Vec<String>,
     pub committed: usize,
     pub aborted: usize,
+    /// Requests the lying replica forged, and requests honest replicas refused.
+    pub forged: u64,
+    pub refused: usize,
 }
 
 #[derive(Debug)]
@@ -96,6 +100,10 @@ pub struct SbacSimulation {
     pub violations: Vec<String>,
     /// Requests honest replicas refused, and the decisions they submitted (for a failing seed).
     pub trace: Vec<String>,
+    /// Decisions submitted so far: what the lying replica replays with the wrong attempt.
+    submitted_decisions: Vec<(TxId, Attempt, Vec<PreparedCertificate>)>,
+    /// Requests the lying replica slipped into its shard's log.
+    pub forged_requests: u64,
 }
 
 /// The checker of the simulated contracts: `fussy` rejects an odd first parameter, the rest accept.
@@ -161,6 +169,8 @@ impl SbacSimulation {
             consumed: BTreeMap::new(),
             violations: Vec::new(),
             trace: Vec::new(),
+            submitted_decisions: Vec::new(),
+            forged_requests: 0,
         };
         for node in 0..simulation.nodes.len() as u32 {
             let offset = simulation.rng.random_range(0..10);
@@ -199,6 +209,9 @@ impl SbacSimulation {
                 Some(Scheduled::Crash(node)) => self.nodes[node as usize].replica = None,
                 Some(Scheduled::Restart(node)) => self.restart(node),
                 Some(Scheduled::Tick(node)) => {
+                    if self.nodes[node as usize].liar {
+                        self.forge(node);
+                    }
                     self.step(node, Event::Tick(TimeMs(self.now)));
                     let next = self.now + 10;
                     self.schedule(next, Scheduled::Tick(node));
@@ -312,13 +325,35 @@ impl SbacSimulation {
         }
     }
 
-    fn submit_decide(
-        &mut self,
-        node: u32,
-        tx: TxId,
-        attempt: Attempt,
-        certificates: Vec<shardspace_core::sbac::PreparedCertificate>,
-    ) {
+    /// The lying replica, which leads its shard's log one round in four, orders what an
+    /// honest replica never would: decisions replayed into another attempt, and prepares
+    /// whose verdict only it signed. Every shard must refuse them and change nothing.
+    fn forge(&mut self, node: u32) {
+        if !self.rng.random_bool(0.2) || self.submitted_decisions.is_empty() {
+            return;
+        }
+        let pick = self.rng.random_range(0..self.submitted_decisions.len());
+        let (tx, attempt, certificates) = self.submitted_decisions[pick].clone();
+        let other = Attempt(if self.rng.random_bool(0.5) { attempt.0 + 1 } else { attempt.0.saturating_sub(1) });
+        let mut requests = vec![ShardRequest::Decide { tx, attempt: other, certificates }];
+        let liar = &self.nodes[node as usize];
+        if let Some((envelope, attempt)) = liar.envelopes.get(&tx).cloned() {
+            let committee = &self.committees[liar.shard.0 as usize];
+            let signature = liar.keys.sign(&Verdict::signing_bytes(committee, &tx, true));
+            let verdict = VerdictCertificate { tx, success: true, signatures: vec![(liar.keys.id, signature)] };
+            requests.push(ShardRequest::Prepare { envelope, attempt: Attempt(attempt.0 + 7), verdict });
+        }
+        for request in requests {
+            self.forged_requests += 1;
+            let payload = postcard::to_stdvec(&request).expect("encoding into memory cannot fail");
+            self.step(node, Event::Submit(Request::new(payload)));
+        }
+    }
+
+    fn submit_decide(&mut self, node: u32, tx: TxId, attempt: Attempt, certificates: Vec<PreparedCertificate>) {
+        if self.submitted_decisions.len() < 256 {
+            self.submitted_decisions.push((tx, attempt, certificates.clone()));
+        }
         if self.trace.len() < TRACE_MAX {
             let kinds: Vec<(u32, bool)> = certificates.iter().map(|c| (c.shard.0, c.accept)).collect();
             self.trace.push(format!("{} node {node} submits decide {tx} {kinds:?}", self.now));
@@ -540,5 +575,7 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
         violations,
         committed: outcomes.iter().filter(|o| **o == Some(true)).count(),
         aborted: outcomes.iter().filter(|o| **o == Some(false)).count(),
+        forged: simulation.forged_requests,
+        refused: simulation.trace.iter().filter(|line| line.contains("refused")).count(),
     }
 }
