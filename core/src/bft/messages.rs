@@ -277,6 +277,31 @@ impl TimeoutCertificate {
     }
 
     pub fn verify(&self, committee: &Committee, cache: &mut VerifiedCertificates) -> Result<(), ProtocolError> {
+        // Replayed proposals and catch-ups carry the same certificate again: check it once.
+        let identity = self.identity();
+        if cache.contains(&identity) {
+            return Ok(());
+        }
+        self.verify_signatures(committee, cache)?;
+        cache.insert(identity, self.round);
+        Ok(())
+    }
+
+    /// A digest of the whole certificate, signatures included.
+    fn identity(&self) -> Digest {
+        let mut bytes = Vec::with_capacity(48 + 76 * self.timeouts.len());
+        bytes.extend_from_slice(b"tc");
+        bytes.extend_from_slice(&self.round.0.to_be_bytes());
+        for (signer, high_qc_round, signature) in &self.timeouts {
+            bytes.extend_from_slice(&signer.0.to_be_bytes());
+            bytes.extend_from_slice(&high_qc_round.0.to_be_bytes());
+            bytes.extend_from_slice(&signature.to_bytes());
+        }
+        bytes.extend_from_slice(&self.high_qc.identity().0);
+        Digest::of(&bytes)
+    }
+
+    fn verify_signatures(&self, committee: &Committee, cache: &mut VerifiedCertificates) -> Result<(), ProtocolError> {
         if self.timeouts.len() < committee.quorum() {
             return Err(ProtocolError::TooFewSignatures { count: self.timeouts.len(), quorum: committee.quorum() });
         }

@@ -340,6 +340,9 @@ impl<A: Application> Replica<A> {
             Event::Message { from, message } => {
                 if !self.committee.contains(from) {
                     out.push(Action::Dropped { from, error: ProtocolError::UnknownReplica { replica: from } });
+                } else if let Some(error) = self.stale(&message) {
+                    // Cheap checks first: a stale snapshot is not worth hashing.
+                    out.push(Action::Dropped { from, error });
                 } else if let Err(error) = message.verify(&self.committee, &self.config.limits, &mut self.verified) {
                     out.push(Action::Dropped { from, error });
                 } else {
@@ -351,6 +354,16 @@ impl<A: Application> Replica<A> {
             self.after_event(&mut out);
         }
         out
+    }
+
+    /// A message whose verification would be wasted, known without checking signatures.
+    fn stale(&self, message: &PeerMessage) -> Option<ProtocolError> {
+        match message {
+            PeerMessage::Snapshot { certificate, .. } if certificate.point.height <= self.ledger.tip().height => {
+                Some(ProtocolError::Unsolicited { what: "snapshot at or below the decided height" })
+            }
+            _ => None,
+        }
     }
 
     fn on_message(&mut self, from: ReplicaId, message: PeerMessage, out: &mut Out<A::Output>) {
