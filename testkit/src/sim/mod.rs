@@ -9,9 +9,9 @@ pub mod network;
 pub mod observer;
 pub mod plan;
 pub mod sbac;
+pub mod timeline;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -25,6 +25,7 @@ use byzantine::{Behaviour, ByzantineNode};
 use network::{LinkFaults, Network};
 use observer::Observer;
 use shardspace_core::bft::kv::KvApp;
+use timeline::Timeline;
 
 /// What the simulation is made of.
 #[derive(Clone, Debug)]
@@ -147,11 +148,7 @@ pub enum Node {
 pub struct Simulation {
     pub settings: Settings,
     rng: StdRng,
-    now: u64,
-    /// Pending events by (time, sequence): the sequence keeps equal times in order.
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: BTreeMap<u64, Scheduled>,
-    next_sequence: u64,
+    timeline: Timeline<Scheduled>,
     committee: Committee,
     pub nodes: Vec<Node>,
     network: Network,
@@ -174,10 +171,7 @@ impl Simulation {
             .collect();
         let mut simulation = Self {
             rng: StdRng::seed_from_u64(settings.seed),
-            now: 0,
-            queue: BinaryHeap::new(),
-            events: BTreeMap::new(),
-            next_sequence: 0,
+            timeline: Timeline::default(),
             committee,
             nodes,
             network: Network::new(settings.links.clone()),
@@ -196,7 +190,7 @@ impl Simulation {
     }
 
     pub fn now(&self) -> u64 {
-        self.now
+        self.timeline.now()
     }
 
     pub fn replica_ids(&self) -> Vec<ReplicaId> {
@@ -220,17 +214,14 @@ impl Simulation {
 
     /// Schedules `event` at `at` simulated milliseconds.
     pub fn schedule(&mut self, at: u64, event: Scheduled) {
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        self.queue.push(Reverse((at.max(self.now), sequence)));
-        self.events.insert(sequence, event);
+        self.timeline.schedule(at, event);
     }
 
     /// A client sends a new request to f+1 replicas (so a faulty one cannot hide it).
     pub fn submit(&mut self, payload: impl Into<Vec<u8>>) {
         let request = Request::new(payload);
         self.submitted += 1;
-        self.pending.insert(request.digest(), (request.clone(), self.now));
+        self.pending.insert(request.digest(), (request.clone(), self.timeline.now()));
         self.send_to_replicas(request);
     }
 
@@ -250,24 +241,16 @@ impl Simulation {
 
     /// Runs every event up to `until` (simulated ms).
     pub fn run_until(&mut self, until: u64) {
-        while let Some(Reverse((at, sequence))) = self.queue.peek().copied() {
-            if at > until {
-                break;
-            }
-            self.queue.pop();
-            self.now = at;
-            if let Some(event) = self.events.remove(&sequence) {
-                self.dispatch(event);
-            }
+        while let Some(event) = self.timeline.next_until(until) {
+            self.dispatch(event);
         }
-        self.now = self.now.max(until);
     }
 
     /// Runs until every request is executed and every honest replica that is up
     /// has decided as far as the highest decided height; false at the deadline.
     pub fn run_until_settled(&mut self, deadline: u64) -> bool {
-        while self.now < deadline {
-            let next = (self.now + 50).min(deadline);
+        while self.timeline.now() < deadline {
+            let next = (self.timeline.now() + 50).min(deadline);
             self.run_until(next);
             if self.is_settled() {
                 return true;
@@ -289,13 +272,13 @@ impl Simulation {
         match event {
             Scheduled::Deliver { from, to, message } => self.step(to, Event::Message { from, message }),
             Scheduled::Tick(replica) => {
-                self.step(replica, Event::Tick(TimeMs(self.now)));
-                let next = self.now + self.settings.tick_ms;
+                self.step(replica, Event::Tick(TimeMs(self.timeline.now())));
+                let next = self.timeline.now() + self.settings.tick_ms;
                 self.schedule(next, Scheduled::Tick(replica));
             }
             Scheduled::ClientRetry => {
                 self.retry_clients();
-                let next = self.now + self.settings.client_retry_ms;
+                let next = self.timeline.now() + self.settings.client_retry_ms;
                 self.schedule(next, Scheduled::ClientRetry);
             }
             Scheduled::Crash(replica) => self.crash(replica),
@@ -317,11 +300,11 @@ impl Simulation {
     fn retry_clients(&mut self) {
         let executed = &self.observer.executed_requests;
         self.pending.retain(|digest, _| !executed.contains(digest));
-        let cutoff = self.now.saturating_sub(self.settings.client_retry_ms);
+        let cutoff = self.timeline.now().saturating_sub(self.settings.client_retry_ms);
         let due: Vec<Digest> = self.pending.iter().filter(|(_, (_, sent))| *sent <= cutoff).map(|(d, _)| *d).collect();
         for digest in due {
             if let Some((request, sent)) = self.pending.get_mut(&digest) {
-                *sent = self.now;
+                *sent = self.timeline.now();
                 let request = request.clone();
                 self.send_to_replicas(request);
             }
@@ -335,7 +318,7 @@ impl Simulation {
     }
 
     pub fn restart(&mut self, replica: ReplicaId, empty_disk: bool) {
-        let (committee, config, now) = (self.committee.clone(), self.settings.config.clone(), self.now);
+        let (committee, config, now) = (self.committee.clone(), self.settings.config.clone(), self.timeline.now());
         let Node::Honest(honest) = &mut self.nodes[replica.0 as usize] else { return };
         if honest.replica.is_some() {
             return;
@@ -381,18 +364,26 @@ impl Simulation {
                         continue;
                     }
                     let fatal = matches!(action, Action::Fatal(_));
-                    apply(replica, action, honest, &mut self.observer, &mut sends, &self.committee, self.now);
+                    apply(
+                        replica,
+                        action,
+                        honest,
+                        &mut self.observer,
+                        &mut sends,
+                        &self.committee,
+                        self.timeline.now(),
+                    );
                     if fatal {
                         break; // a shell stops at Fatal: nothing after it is carried out
                     }
                 }
                 // Votes a replica keeps (as next leader) never leave as messages: observe them here.
                 if let Some((round, block)) = honest.replica.as_ref().and_then(Replica::last_vote) {
-                    self.observer.voted(replica, round, block, self.now);
+                    self.observer.voted(replica, round, block, self.timeline.now());
                 }
                 if crashed {
                     // Back from its disk a little later.
-                    let at = self.now + self.rng.random_range(100..1_000);
+                    let at = self.timeline.now() + self.rng.random_range(100..1_000);
                     self.schedule(at, Scheduled::Restart { replica, empty_disk: false });
                 }
                 for (from, error) in drops {
@@ -400,7 +391,8 @@ impl Simulation {
                     // An honest replica never sends what another must reject as malicious.
                     if error.severity() == Severity::Byzantine && matches!(self.nodes[from.0 as usize], Node::Honest(_))
                     {
-                        self.observer.violation(self.now, format!("{replica} rejected honest {from}: {error}"));
+                        self.observer
+                            .violation(self.timeline.now(), format!("{replica} rejected honest {from}: {error}"));
                     }
                 }
                 sends
@@ -413,7 +405,7 @@ impl Simulation {
 
     fn send(&mut self, from: ReplicaId, to: ReplicaId, message: PeerMessage) {
         for delay in self.network.delays(from, to, &mut self.rng) {
-            let at = self.now + delay;
+            let at = self.timeline.now() + delay;
             self.schedule(at, Scheduled::Deliver { from, to, message: Box::new(message.clone()) });
         }
     }

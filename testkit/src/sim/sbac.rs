@@ -6,8 +6,7 @@
 //! committed by every concerned shard or by none) and I3 (honest replicas of a
 //! shard decide the same blocks); at the end, that every transaction was decided.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -23,6 +22,7 @@ use shardspace_core::{Envelope, Limits, Object, ShardId, ShardMap, Transaction, 
 
 use super::Disk;
 use super::network::{LinkFaults, Network};
+use super::timeline::Timeline;
 
 const REPLICAS: u32 = 4;
 /// Gatherings a replica keeps at once.
@@ -82,10 +82,7 @@ pub struct SbacReport {
 #[derive(Debug)]
 pub struct SbacSimulation {
     rng: StdRng,
-    now: u64,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: BTreeMap<u64, Scheduled>,
-    sequence: u64,
+    timeline: Timeline<Scheduled>,
     nodes: Vec<Node>,
     committees: Vec<Committee>,
     map: ShardMap,
@@ -155,10 +152,7 @@ impl SbacSimulation {
         }
         let mut simulation = Self {
             rng: StdRng::seed_from_u64(seed),
-            now: 0,
-            queue: BinaryHeap::new(),
-            events: BTreeMap::new(),
-            sequence: 0,
+            timeline: Timeline::default(),
             nodes,
             map: ShardMap::new(shards).expect("at least one shard"),
             committees,
@@ -180,9 +174,11 @@ impl SbacSimulation {
     }
 
     fn schedule(&mut self, at: u64, event: Scheduled) {
-        self.sequence += 1;
-        self.queue.push(Reverse((at.max(self.now), self.sequence)));
-        self.events.insert(self.sequence, event);
+        self.timeline.schedule(at, event);
+    }
+
+    pub fn now(&self) -> u64 {
+        self.timeline.now()
     }
 
     /// The client sends an attempt's envelope to every replica of every concerned shard.
@@ -192,34 +188,27 @@ impl SbacSimulation {
             for replica in 0..REPLICAS {
                 let to = global(shard, ReplicaId(replica));
                 let message = Message::Envelope(json.clone(), Attempt(attempt));
-                self.schedule(self.now + 1, Scheduled::Deliver { from: u32::MAX, to, message });
+                self.schedule(self.timeline.now() + 1, Scheduled::Deliver { from: u32::MAX, to, message });
             }
         }
     }
 
     pub fn run_until(&mut self, until: u64) {
-        while let Some(Reverse((at, sequence))) = self.queue.peek().copied() {
-            if at > until {
-                break;
-            }
-            self.queue.pop();
-            self.now = at;
-            match self.events.remove(&sequence) {
-                Some(Scheduled::Deliver { to, message, from }) => self.deliver(from, to, message),
-                Some(Scheduled::Crash(node)) => self.nodes[node as usize].replica = None,
-                Some(Scheduled::Restart(node)) => self.restart(node),
-                Some(Scheduled::Tick(node)) => {
+        while let Some(event) = self.timeline.next_until(until) {
+            match event {
+                Scheduled::Deliver { to, message, from } => self.deliver(from, to, message),
+                Scheduled::Crash(node) => self.nodes[node as usize].replica = None,
+                Scheduled::Restart(node) => self.restart(node),
+                Scheduled::Tick(node) => {
                     if self.nodes[node as usize].liar {
                         self.forge(node);
                     }
-                    self.step(node, Event::Tick(TimeMs(self.now)));
-                    let next = self.now + 10;
+                    self.step(node, Event::Tick(TimeMs(self.timeline.now())));
+                    let next = self.timeline.now() + 10;
                     self.schedule(next, Scheduled::Tick(node));
                 }
-                None => {}
             }
         }
-        self.now = self.now.max(until);
     }
 
     /// Whether every concerned shard decided each of these attempts.
@@ -356,7 +345,7 @@ impl SbacSimulation {
         }
         if self.trace.len() < TRACE_MAX {
             let kinds: Vec<(u32, bool)> = certificates.iter().map(|c| (c.shard.0, c.accept)).collect();
-            self.trace.push(format!("{} node {node} submits decide {tx} {kinds:?}", self.now));
+            self.trace.push(format!("{} node {node} submits decide {tx} {kinds:?}", self.timeline.now()));
         }
         let request = ShardRequest::Decide { tx, attempt, certificates };
         let payload = postcard::to_stdvec(&request).expect("encoding into memory cannot fail");
@@ -365,7 +354,7 @@ impl SbacSimulation {
 
     fn send(&mut self, from: u32, to: u32, message: Message) {
         for delay in self.network.delays(ReplicaId(from), ReplicaId(to), &mut self.rng) {
-            let at = self.now + delay;
+            let at = self.timeline.now() + delay;
             self.schedule(at, Scheduled::Deliver { from, to, message: message.clone() });
         }
     }
@@ -448,7 +437,7 @@ impl SbacSimulation {
                 }
             }
             ShardOutput::Refused { reason } if !liar && self.trace.len() < TRACE_MAX => {
-                self.trace.push(format!("{} {shard} refused: {reason}", self.now));
+                self.trace.push(format!("{} {shard} refused: {reason}", self.timeline.now()));
             }
             _ => {}
         }
@@ -533,18 +522,18 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
         let spend = envelope("fussy", &inputs, plan.random_range(0..4), vec![format!("spent-{seed}-{index}")]);
         simulation.submit(&spend, 1);
         attempts.push((spend, 1));
-        let until = simulation.now + plan.random_range(0..200);
+        let until = simulation.now() + plan.random_range(0..200);
         simulation.run_until(until);
     }
     // Like the client API, submit again what is still undecided: a shard asked again
     // answers from its record, so its votes travel again (messages may have been lost).
-    let deadline = simulation.now + 60_000;
-    let mut retry_at = simulation.now + 1_000;
-    while simulation.now < deadline && !simulation.decided(&attempts) {
-        let next = simulation.now + 100;
+    let deadline = simulation.now() + 60_000;
+    let mut retry_at = simulation.now() + 1_000;
+    while simulation.now() < deadline && !simulation.decided(&attempts) {
+        let next = simulation.now() + 100;
         simulation.run_until(next);
-        if simulation.now >= retry_at {
-            retry_at = simulation.now + 1_000;
+        if simulation.now() >= retry_at {
+            retry_at = simulation.now() + 1_000;
             for (envelope, attempt) in &attempts {
                 if !simulation.decided(std::slice::from_ref(&(envelope.clone(), *attempt))) {
                     simulation.submit(envelope, *attempt);
