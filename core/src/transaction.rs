@@ -134,6 +134,29 @@ impl Envelope {
         Ok(envelope)
     }
 
+    /// The canonical encoding of the whole envelope (`{"store":{…},"transaction":T}`, keys
+    /// sorted): what a verdict and a vote are about, the store's values included.
+    pub fn canonical(&self) -> String {
+        let mut out = String::from("{\"store\":{");
+        for (position, (id, value)) in self.store.iter().enumerate() {
+            if position > 0 {
+                out.push(',');
+            }
+            canonical::write_str(&id.to_hex(), &mut out);
+            out.push(':');
+            canonical::write_str(value, &mut out);
+        }
+        out.push_str("},\"transaction\":");
+        out.push_str(&self.transaction.canonical());
+        out.push('}');
+        out
+    }
+
+    /// SHA-256 of `canonical`: two envelopes of one transaction with different store values differ.
+    pub fn digest(&self) -> [u8; 32] {
+        sha256(self.canonical().as_bytes())
+    }
+
     /// Checks an envelope built in code against `limits`, its encoded size included.
     pub fn validate(&self, limits: &Limits) -> Result<(), TxError> {
         let bytes = serde_json::to_vec(self).map(|json| json.len()).unwrap_or(usize::MAX);

@@ -47,18 +47,13 @@ impl Cluster {
         ShardMap::new(SHARDS).unwrap()
     }
 
-    /// f+1 replicas of `shard` sign the checker's verdict.
-    fn verdict(&self, shard: u32, tx: TxId, success: bool) -> VerdictCertificate {
+    /// f+1 replicas of `shard` sign the checker's verdict on `envelope`.
+    fn verdict(&self, shard: u32, envelope: &Envelope, success: bool) -> VerdictCertificate {
         let committee = &self.committees[shard as usize];
-        let signatures = (0..2)
-            .map(|r| {
-                (
-                    ReplicaId(r),
-                    self.keys[shard as usize][r as usize].sign(&Verdict::signing_bytes(committee, &tx, success)),
-                )
-            })
-            .collect();
-        VerdictCertificate { tx, success, signatures }
+        let (tx, digest) = (envelope.transaction.tx_id(), envelope.digest());
+        let bytes = Verdict::signing_bytes(committee, &tx, &digest, success);
+        let signatures = (0..2).map(|r| (ReplicaId(r), self.keys[shard as usize][r as usize].sign(&bytes))).collect();
+        VerdictCertificate { tx, envelope: digest, success, signatures }
     }
 
     /// Orders `request` at every replica of `shard`; returns their outputs.
@@ -69,11 +64,10 @@ impl Cluster {
 
     /// Prepares an attempt at `shard`; returns the replicas' votes.
     fn prepare(&mut self, shard: u32, envelope: &Envelope, attempt: u32, checker: bool) -> Vec<SignedVote> {
-        let tx = envelope.transaction.tx_id();
         let request = ShardRequest::Prepare {
             envelope: serde_json::to_string(envelope).unwrap(),
             attempt: Attempt(attempt),
-            verdict: self.verdict(shard, tx, checker),
+            verdict: self.verdict(shard, envelope, checker),
         };
         let votes: Vec<SignedVote> = self
             .order(shard, &request)
@@ -128,6 +122,7 @@ fn certificate(votes: &[SignedVote]) -> PreparedCertificate {
         shard: first.shard,
         tx: first.tx,
         attempt: first.attempt,
+        envelope: first.envelope,
         accept: first.vote.is_accept(),
         signatures: votes.iter().take(3).map(|vote| (vote.replica, vote.signature)).collect(),
     }
@@ -246,7 +241,8 @@ fn each_prepare_rule_votes_abort_with_its_reason() {
     );
     // A committed transaction submitted again is answered from its record.
     let creator = transaction("bank", &[], &[], (0..8).map(|i| format!("a{i}")).collect());
-    assert!(cluster.prepare(shard, &creator, 2, true)[0].vote.is_accept());
+    let answer = cluster.prepare(shard, &creator, 2, true);
+    assert!(answer[0].vote.is_accept() && answer[0].attempt == Attempt(1), "the committed attempt's vote");
 }
 
 #[test]
@@ -288,15 +284,14 @@ fn a_replayed_commit_to_an_output_only_shard_changes_nothing() {
 }
 
 #[test]
-fn an_older_attempt_after_a_newer_one_is_superseded() {
+fn a_new_attempt_while_the_previous_is_undecided_is_superseded() {
     let mut cluster = Cluster::new();
     let objects = objects_on_each_shard(&mut cluster, "bank", "a");
     let shard = cluster.map().shard_of(&objects[0].id).0;
     let spend = transaction("bank", &[&objects[0]], &[], vec!["x".into()]);
-    let newer = cluster.prepare(shard, &spend, 2, true);
-    assert!(newer[0].vote.is_accept());
-    let older = cluster.prepare(shard, &spend, 1, true);
-    assert_eq!(older[0].vote, VoteKind::Abort(AbortReason::Superseded));
+    assert!(cluster.prepare(shard, &spend, 1, true)[0].vote.is_accept());
+    let second = cluster.prepare(shard, &spend, 2, true);
+    assert_eq!(second[0].vote, VoteKind::Abort(AbortReason::Superseded));
 }
 
 #[test]
@@ -308,7 +303,7 @@ fn forged_verdicts_and_certificates_are_refused_and_change_nothing() {
     let tx = spend.transaction.tx_id();
     let before = cluster.apps[shard as usize][0].state().clone();
     // A verdict certified by the other shard's replicas.
-    let foreign = cluster.verdict(1 - shard, tx, true);
+    let foreign = cluster.verdict(1 - shard, &spend, true);
     let request = ShardRequest::Prepare {
         envelope: serde_json::to_string(&spend).unwrap(),
         attempt: Attempt(1),
@@ -316,7 +311,7 @@ fn forged_verdicts_and_certificates_are_refused_and_change_nothing() {
     };
     assert!(cluster.order(shard, &request).iter().all(|o| matches!(o, ShardOutput::Refused { .. })));
     // One signature short.
-    let mut thin = cluster.verdict(shard, tx, true);
+    let mut thin = cluster.verdict(shard, &spend, true);
     thin.signatures.pop();
     let request =
         ShardRequest::Prepare { envelope: serde_json::to_string(&spend).unwrap(), attempt: Attempt(1), verdict: thin };
@@ -363,7 +358,7 @@ fn the_vote_collector_makes_the_certificates_of_a_decision() {
         }
     }
     assert!(complete.is_none(), "certificates before the concerned shards are known");
-    let certificates = collector.expect(tx, Attempt(1), concerned.into_iter().collect()).unwrap();
+    let certificates = collector.expect(tx, Attempt(1), spend.digest(), concerned.into_iter().collect()).unwrap();
     assert!(cluster.decide_all(&spend, 1, &certificates).iter().all(|c| *c));
 }
 
@@ -376,7 +371,7 @@ fn one_shards_abort_certificate_decides_without_waiting_for_the_others() {
     let (tx, concerned) = (spend.transaction.tx_id(), cluster.map().concerned_shards(&spend.transaction));
     let aborting = cluster.map().shard_of(&stale.id);
     let mut collector = VoteCollector::new(cluster.committees.clone(), 16);
-    assert!(collector.expect(tx, Attempt(1), concerned.iter().copied().collect()).is_none());
+    assert!(collector.expect(tx, Attempt(1), spend.digest(), concerned.iter().copied().collect()).is_none());
     let mut certificates = None;
     for vote in cluster.prepare(aborting.0, &spend, 1, true) {
         certificates = collector.add(vote).unwrap().or(certificates);
@@ -394,11 +389,13 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts_once() {
     let cluster = Cluster::new();
     let committee = cluster.committees[0].clone();
     let tx: TxId = "ef".repeat(32).parse().unwrap();
+    let envelope = [3; 32];
     let verdict = |replica: u32, success: bool| Verdict {
         tx,
+        envelope,
         success,
         replica: ReplicaId(replica),
-        signature: cluster.keys[0][replica as usize].sign(&Verdict::signing_bytes(&committee, &tx, success)),
+        signature: cluster.keys[0][replica as usize].sign(&Verdict::signing_bytes(&committee, &tx, &envelope, success)),
     };
     let mut collector = VerdictCollector::new(committee.clone(), 16);
     assert!(collector.add(verdict(0, true)).unwrap().is_none());
@@ -408,4 +405,57 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts_once() {
     let certificate = collector.add(verdict(2, true)).unwrap().unwrap();
     assert!(certificate.success && certificate.verify(&committee).is_ok());
     assert!(collector.add(verdict(3, true)).unwrap().is_none(), "given once");
+}
+
+#[test]
+fn shards_shown_different_stores_of_one_transaction_cannot_commit_it() {
+    // A client shows each shard the true value of its own object and an inflated value of
+    // the other's: each checker sees a transaction that adds up, each value check passes.
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let honest = transaction("bank", &[&objects[0], &objects[1]], &[], vec!["merged".into()]);
+    let lie_to = |shard: usize| {
+        let mut envelope = honest.clone();
+        envelope.store.insert(objects[1 - shard].id, "inflated".into());
+        envelope
+    };
+    let shard_of = |object: &Object| ShardMap::new(SHARDS).unwrap().shard_of(&object.id).0;
+    let (to_0, to_1) = (lie_to(0), lie_to(1));
+    let votes_0 = cluster.prepare(shard_of(&objects[0]), &to_0, 1, true);
+    let votes_1 = cluster.prepare(shard_of(&objects[1]), &to_1, 1, true);
+    assert!(votes_0[0].vote.is_accept() && votes_1[0].vote.is_accept(), "each shard saw its own object right");
+    assert_ne!(votes_0[0].envelope, votes_1[0].envelope, "the votes name different envelopes");
+    let certificates = vec![certificate(&votes_0), certificate(&votes_1)];
+    let decide = ShardRequest::Decide { tx: honest.transaction.tx_id(), attempt: Attempt(1), certificates };
+    for shard in 0..SHARDS {
+        for output in cluster.order(shard, &decide) {
+            assert!(matches!(output, ShardOutput::Refused { .. }), "{output:?}");
+        }
+    }
+    // And a verdict on one store cannot prepare another.
+    let stale_verdict = cluster.verdict(shard_of(&objects[0]), &to_0, true);
+    let request = ShardRequest::Prepare {
+        envelope: serde_json::to_string(&honest).unwrap(),
+        attempt: Attempt(2),
+        verdict: stale_verdict,
+    };
+    assert!(cluster.order(shard_of(&objects[0]), &request).iter().all(|o| matches!(o, ShardOutput::Refused { .. })));
+}
+
+#[test]
+fn attempts_go_one_by_one() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let shard = cluster.map().shard_of(&objects[0].id).0;
+    let spend = transaction("bank", &[&objects[0]], &[], vec!["x".into()]);
+    for attempt in [0, 2] {
+        let request = ShardRequest::Prepare {
+            envelope: serde_json::to_string(&spend).unwrap(),
+            attempt: Attempt(attempt),
+            verdict: cluster.verdict(shard, &spend, true),
+        };
+        let outputs = cluster.order(shard, &request);
+        assert!(outputs.iter().all(|o| matches!(o, ShardOutput::Refused { .. })), "attempt {attempt}: {outputs:?}");
+    }
+    assert!(cluster.prepare(shard, &spend, 1, true)[0].vote.is_accept());
 }

@@ -18,8 +18,8 @@ type VerdictsBySigner = BTreeMap<ReplicaId, (bool, Signature)>;
 #[derive(Debug)]
 pub struct VerdictCollector {
     committee: Committee,
-    /// Verdicts by transaction, with the transaction's arrival number (for eviction).
-    gathering: BTreeMap<TxId, (u64, VerdictsBySigner)>,
+    /// Verdicts by transaction and envelope, with their arrival number (for eviction).
+    gathering: BTreeMap<(TxId, [u8; 32]), (u64, VerdictsBySigner)>,
     arrivals: u64,
     capacity: usize,
 }
@@ -31,14 +31,15 @@ impl VerdictCollector {
 
     /// Adds a verdict (checking its signature); returns the certificate when this one completes it.
     pub fn add(&mut self, verdict: Verdict) -> Result<Option<VerdictCertificate>, ProtocolError> {
-        let bytes = Verdict::signing_bytes(&self.committee, &verdict.tx, verdict.success);
+        let bytes = Verdict::signing_bytes(&self.committee, &verdict.tx, &verdict.envelope, verdict.success);
         self.committee.verify(verdict.replica, &bytes, &verdict.signature)?;
-        if !self.gathering.contains_key(&verdict.tx) {
+        let key = (verdict.tx, verdict.envelope);
+        if !self.gathering.contains_key(&key) {
             evict_oldest(&mut self.gathering, self.capacity, |(arrival, _)| *arrival);
             self.arrivals += 1;
         }
         let arrivals = self.arrivals;
-        let (_, verdicts) = self.gathering.entry(verdict.tx).or_insert_with(|| (arrivals, BTreeMap::new()));
+        let (_, verdicts) = self.gathering.entry(key).or_insert_with(|| (arrivals, BTreeMap::new()));
         verdicts.entry(verdict.replica).or_insert((verdict.success, verdict.signature));
         let matching: Vec<(ReplicaId, Signature)> = verdicts
             .iter()
@@ -48,16 +49,17 @@ impl VerdictCollector {
         if matching.len() < self.committee.validity() {
             return Ok(None);
         }
-        self.gathering.remove(&verdict.tx);
-        Ok(Some(VerdictCertificate { tx: verdict.tx, success: verdict.success, signatures: matching }))
+        self.gathering.remove(&key);
+        let (tx, envelope, success) = (verdict.tx, verdict.envelope, verdict.success);
+        Ok(Some(VerdictCertificate { tx, envelope, success, signatures: matching }))
     }
 }
 
-/// One attempt's votes, by shard and replica, and which shards it concerns once known.
+/// One attempt's votes, by shard and replica, and which shards and envelope it concerns once known.
 #[derive(Debug, Default)]
 struct Gathering {
     arrival: u64,
-    concerned: Option<Vec<ShardId>>,
+    concerned: Option<(Vec<ShardId>, [u8; 32])>,
     votes: BTreeMap<ShardId, BTreeMap<ReplicaId, SignedVote>>,
 }
 
@@ -76,9 +78,15 @@ impl VoteCollector {
         Self { committees, gathering: BTreeMap::new(), arrivals: 0, capacity: capacity.max(1) }
     }
 
-    /// The local shard prepared this attempt: its concerned shards are now known.
-    pub fn expect(&mut self, tx: TxId, attempt: Attempt, concerned: Vec<ShardId>) -> Option<Vec<PreparedCertificate>> {
-        self.entry(tx, attempt).concerned = Some(concerned);
+    /// The local shard prepared this attempt of this envelope: its concerned shards are now known.
+    pub fn expect(
+        &mut self,
+        tx: TxId,
+        attempt: Attempt,
+        envelope: [u8; 32],
+        concerned: Vec<ShardId>,
+    ) -> Option<Vec<PreparedCertificate>> {
+        self.entry(tx, attempt).concerned = Some((concerned, envelope));
         self.complete(tx, attempt)
     }
 
@@ -108,7 +116,8 @@ impl VoteCollector {
     /// One abort certificate decides; otherwise an accept certificate from every concerned shard.
     fn complete(&mut self, tx: TxId, attempt: Attempt) -> Option<Vec<PreparedCertificate>> {
         let gathering = self.gathering.get(&(tx, attempt))?;
-        let concerned = gathering.concerned.as_ref()?;
+        let (concerned, envelope) = gathering.concerned.as_ref()?;
+        let envelope = *envelope;
         let mut certificates = Vec::new();
         for shard in concerned {
             let quorum = self.committees.get(shard.0 as usize)?.quorum();
@@ -116,7 +125,7 @@ impl VoteCollector {
             let certificate = |accept: bool| -> Option<PreparedCertificate> {
                 let signatures: Vec<_> = votes?
                     .values()
-                    .filter(|vote| vote.vote.is_accept() == accept)
+                    .filter(|vote| vote.vote.is_accept() == accept && vote.envelope == envelope)
                     .map(|vote| (vote.replica, vote.signature))
                     .take(quorum)
                     .collect();
@@ -124,6 +133,7 @@ impl VoteCollector {
                     shard: *shard,
                     tx,
                     attempt,
+                    envelope,
                     accept,
                     signatures,
                 })

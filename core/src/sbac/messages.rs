@@ -31,7 +31,7 @@ pub enum AbortReason {
     OutputExists,
     CheckerRejected,
     Malformed,
-    /// A newer attempt of this transaction was seen first, or an older one is still undecided.
+    /// An older attempt of this transaction is still undecided here.
     Superseded,
 }
 
@@ -78,18 +78,21 @@ impl VoteKind {
     }
 }
 
-/// One replica's signed checker verdict on a transaction.
+/// One replica's signed checker verdict on one envelope of a transaction (the store's
+/// values included: the checker judged those values, and no others).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     pub tx: TxId,
+    /// `Envelope::digest` of the envelope checked.
+    pub envelope: [u8; 32],
     pub success: bool,
     pub replica: ReplicaId,
     pub signature: Signature,
 }
 
 impl Verdict {
-    pub fn signing_bytes(committee: &Committee, tx: &TxId, success: bool) -> Vec<u8> {
-        committee.signing_bytes("verdict", &[tx.as_bytes(), &[u8::from(success)]])
+    pub fn signing_bytes(committee: &Committee, tx: &TxId, envelope: &[u8; 32], success: bool) -> Vec<u8> {
+        committee.signing_bytes("sbac-verdict", &[tx.as_bytes(), envelope, &[u8::from(success)]])
     }
 }
 
@@ -98,13 +101,14 @@ impl Verdict {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerdictCertificate {
     pub tx: TxId,
+    pub envelope: [u8; 32],
     pub success: bool,
     pub signatures: Vec<(ReplicaId, Signature)>,
 }
 
 impl VerdictCertificate {
     pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
-        let bytes = Verdict::signing_bytes(committee, &self.tx, self.success);
+        let bytes = Verdict::signing_bytes(committee, &self.tx, &self.envelope, self.success);
         verify_distinct(committee, &bytes, &self.signatures, committee.validity())
     }
 }
@@ -115,15 +119,25 @@ pub struct SignedVote {
     pub shard: ShardId,
     pub tx: TxId,
     pub attempt: Attempt,
+    /// `Envelope::digest` of the envelope voted on: all shards must vote on the same one.
+    pub envelope: [u8; 32],
     pub vote: VoteKind,
     pub replica: ReplicaId,
     pub signature: Signature,
 }
 
 impl SignedVote {
-    /// What a vote signs: (cluster, shard) by domain separation, then txId, attempt, accept|abort.
-    pub fn signing_bytes(committee: &Committee, tx: &TxId, attempt: Attempt, vote: VoteKind) -> Vec<u8> {
-        committee.signing_bytes("vote", &[tx.as_bytes(), &attempt.0.to_be_bytes(), &[vote.signed_byte()]])
+    /// What a vote signs: (cluster, shard) by domain separation, then txId, attempt,
+    /// the envelope's digest, accept|abort.
+    pub fn signing_bytes(
+        committee: &Committee,
+        tx: &TxId,
+        attempt: Attempt,
+        envelope: &[u8; 32],
+        vote: VoteKind,
+    ) -> Vec<u8> {
+        let fields: [&[u8]; 4] = [tx.as_bytes(), &attempt.0.to_be_bytes(), envelope, &[vote.signed_byte()]];
+        committee.signing_bytes("sbac-vote", &fields)
     }
 
     /// `committee` is the committee of the shard the vote claims to be from.
@@ -131,7 +145,7 @@ impl SignedVote {
         if committee.shard() != self.shard {
             return Err(ProtocolError::Malformed { what: "vote", reason: "checked against another shard".into() });
         }
-        let bytes = Self::signing_bytes(committee, &self.tx, self.attempt, self.vote);
+        let bytes = Self::signing_bytes(committee, &self.tx, self.attempt, &self.envelope, self.vote);
         committee.verify(self.replica, &bytes, &self.signature)
     }
 }
@@ -142,6 +156,7 @@ pub struct PreparedCertificate {
     pub shard: ShardId,
     pub tx: TxId,
     pub attempt: Attempt,
+    pub envelope: [u8; 32],
     pub accept: bool,
     pub signatures: Vec<(ReplicaId, Signature)>,
 }
@@ -156,7 +171,7 @@ impl PreparedCertificate {
         }
         // The reason of an abort is not signed: any abort reason verifies an abort.
         let vote = if self.accept { VoteKind::Accept } else { VoteKind::Abort(AbortReason::Malformed) };
-        let bytes = SignedVote::signing_bytes(committee, &self.tx, self.attempt, vote);
+        let bytes = SignedVote::signing_bytes(committee, &self.tx, self.attempt, &self.envelope, vote);
         verify_distinct(committee, &bytes, &self.signatures, committee.quorum())
     }
 }

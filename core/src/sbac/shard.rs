@@ -47,6 +47,9 @@ pub struct ObjectRecord {
 /// What this shard recorded about one attempt.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
+    /// The envelope's JSON text, as prepared, and its digest: what the votes are about.
+    pub envelope: String,
+    pub digest: [u8; 32],
     pub vote: VoteKind,
     /// `Some(true)` committed, `Some(false)` aborted.
     pub decision: Option<bool>,
@@ -55,8 +58,6 @@ pub struct AttemptRecord {
 /// What this shard recorded about one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxRecord {
-    /// The envelope's JSON text, as prepared.
-    pub envelope: String,
     pub concerned: Vec<ShardId>,
     pub attempts: BTreeMap<Attempt, AttemptRecord>,
     /// The attempt that committed: the transaction is committed for good.
@@ -115,8 +116,8 @@ impl ShardApp {
     pub fn recorded_vote(&self, tx: TxId, attempt: Attempt) -> Option<(SignedVote, Vec<ShardId>)> {
         let record = self.state.transactions.get(&tx)?;
         let answered = record.committed.unwrap_or(attempt);
-        let vote = record.attempts.get(&answered)?.vote;
-        Some((self.sign(tx, answered, vote), record.concerned.clone()))
+        let attempt_record = record.attempts.get(&answered)?;
+        Some((self.sign(tx, answered, attempt_record.digest, attempt_record.vote), record.concerned.clone()))
     }
 
     fn committee(&self) -> &Committee {
@@ -133,9 +134,9 @@ impl ShardApp {
         move |id: &&ObjectId| map.shard_of(id) == shard
     }
 
-    fn sign(&self, tx: TxId, attempt: Attempt, vote: VoteKind) -> SignedVote {
-        let signature = self.keys.sign(&SignedVote::signing_bytes(self.committee(), &tx, attempt, vote));
-        SignedVote { shard: self.shard, tx, attempt, vote, replica: self.keys.id, signature }
+    fn sign(&self, tx: TxId, attempt: Attempt, envelope: [u8; 32], vote: VoteKind) -> SignedVote {
+        let signature = self.keys.sign(&SignedVote::signing_bytes(self.committee(), &tx, attempt, &envelope, vote));
+        SignedVote { shard: self.shard, tx, attempt, envelope, vote, replica: self.keys.id, signature }
     }
 
     fn prepare(&mut self, envelope_json: String, attempt: Attempt, verdict: VerdictCertificate) -> ShardOutput {
@@ -144,9 +145,12 @@ impl ShardApp {
             Ok(envelope) => envelope,
             Err(error) => return refused(format!("a malformed envelope was ordered: {error}")),
         };
-        let tx = envelope.transaction.tx_id();
-        if verdict.tx != tx {
-            return refused(format!("the verdict is for {} not {tx}", verdict.tx));
+        let (tx, digest) = (envelope.transaction.tx_id(), envelope.digest());
+        if verdict.tx != tx || verdict.envelope != digest {
+            return refused(format!("the verdict is not about this envelope of {tx}"));
+        }
+        if attempt.0 == 0 {
+            return refused(format!("attempt 0 of {tx}: attempts count from 1"));
         }
         if let Err(error) = verdict.verify(self.committee()) {
             return refused(format!("a bad verdict certificate for {tx}: {error}"));
@@ -155,20 +159,24 @@ impl ShardApp {
         if !concerned.contains(&self.shard) {
             return refused(format!("{tx} does not concern {}", self.shard));
         }
+        let latest = self.state.transactions.get(&tx).and_then(|r| r.attempts.keys().next_back().copied());
+        if attempt.0 > latest.map_or(0, |latest| latest.0).saturating_add(1) {
+            // Attempts go one by one: a far-ahead number would shut out every later run.
+            return refused(format!("attempt {} of {tx} skips ahead of attempt {latest:?}", attempt.0));
+        }
         let record = self.state.transactions.entry(tx).or_insert_with(|| TxRecord {
-            envelope: envelope_json,
             concerned: concerned.clone(),
             attempts: BTreeMap::new(),
             committed: None,
         });
         // Asked again: answer from the record (one vote per attempt).
         if let Some(done) = record.committed.or(record.attempts.contains_key(&attempt).then_some(attempt)) {
-            let vote = record.attempts[&done].vote;
-            return ShardOutput::Vote { vote: self.sign(tx, done, vote), concerned };
+            let (digest, vote) = (record.attempts[&done].digest, record.attempts[&done].vote);
+            return ShardOutput::Vote { vote: self.sign(tx, done, digest, vote), concerned };
         }
-        let newer_seen = record.attempts.keys().next_back().is_some_and(|latest| *latest > attempt);
+        // Attempts come one by one (checked above), so every earlier one is recorded here.
         let older_pending = record.attempts.values().any(|earlier| earlier.decision.is_none());
-        let vote = if newer_seen || older_pending {
+        let vote = if older_pending {
             VoteKind::Abort(AbortReason::Superseded)
         } else {
             self.vote_on(&envelope, tx, attempt, verdict.success)
@@ -177,8 +185,9 @@ impl ShardApp {
             self.lock(&envelope.transaction, tx, attempt);
         }
         let record = self.state.transactions.get_mut(&tx).expect("inserted above");
-        record.attempts.insert(attempt, AttemptRecord { vote, decision: None });
-        ShardOutput::Vote { vote: self.sign(tx, attempt, vote), concerned }
+        let attempt_record = AttemptRecord { envelope: envelope_json, digest, vote, decision: None };
+        record.attempts.insert(attempt, attempt_record);
+        ShardOutput::Vote { vote: self.sign(tx, attempt, digest, vote), concerned }
     }
 
     /// The vote every honest replica computes for this attempt, from this shard's objects.
@@ -261,14 +270,14 @@ impl ShardApp {
         if let Some(committed) = attempt_record.decision {
             return ShardOutput::Decided { tx, attempt, committed }; // answered from the record
         }
-        let commit = match self.check_certificates(record, tx, attempt, &certificates) {
+        let commit = match self.check_certificates(record, (tx, attempt, attempt_record.digest), &certificates) {
             Ok(commit) => commit,
             Err(reason) => return refused(reason),
         };
         if commit && !attempt_record.vote.is_accept() {
             return refused(format!("2f+1 replicas of {} certify an accept this shard did not vote", self.shard));
         }
-        let envelope = record.envelope.clone();
+        let envelope = attempt_record.envelope.clone();
         match Envelope::from_json(envelope.as_bytes(), &self.limits) {
             Ok(envelope) if commit => self.apply_commit(&envelope.transaction, tx),
             Ok(envelope) => self.release(&envelope.transaction, tx, attempt),
@@ -290,8 +299,7 @@ impl ShardApp {
     fn check_certificates(
         &self,
         record: &TxRecord,
-        tx: TxId,
-        attempt: Attempt,
+        (tx, attempt, digest): (TxId, Attempt, [u8; 32]),
         certificates: &[PreparedCertificate],
     ) -> Result<bool, String> {
         let valid = |certificate: &PreparedCertificate| -> Result<(), String> {
@@ -299,8 +307,8 @@ impl ShardApp {
             if !record.concerned.contains(&shard) {
                 return Err(format!("a certificate from {shard}, which {tx} does not concern"));
             }
-            if certificate.tx != tx || certificate.attempt != attempt {
-                return Err(format!("the certificate of {shard} is for another attempt or transaction"));
+            if certificate.tx != tx || certificate.attempt != attempt || certificate.envelope != digest {
+                return Err(format!("the certificate of {shard} is for another attempt, transaction or envelope"));
             }
             let committee = self.committees.get(shard.0 as usize).ok_or_else(|| format!("no committee for {shard}"))?;
             certificate.verify(committee).map_err(|error| format!("a bad certificate from {shard}: {error}"))

@@ -15,8 +15,8 @@ use shardspace_core::bft::{
     Action, Committee, Config, Digest, Event, Height, KeyPair, PeerMessage, Replica, ReplicaId, Request, TimeMs,
 };
 use shardspace_core::sbac::{
-    Attempt, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict, VerdictCertificate,
-    VerdictCollector, VoteCollector,
+    Attempt, ObjectStatus, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict,
+    VerdictCertificate, VerdictCollector, VoteCollector,
 };
 use shardspace_core::{Envelope, Limits, Object, ShardId, ShardMap, Transaction, TxId};
 
@@ -211,6 +211,27 @@ impl SbacSimulation {
         }
     }
 
+    /// I6: once every attempt is decided, no shard holds a lock (judged at the honest
+    /// replica of each shard that has decided furthest: others may still be catching up).
+    fn leftover_locks(&self) -> Vec<String> {
+        let mut furthest: BTreeMap<ShardId, &Replica<ShardApp>> = BTreeMap::new();
+        for node in self.nodes.iter().filter(|node| !node.liar) {
+            let Some(replica) = &node.replica else { continue };
+            let best = furthest.entry(node.shard).or_insert(replica);
+            if replica.tip().height > best.tip().height {
+                *best = replica;
+            }
+        }
+        let objects = furthest.values().flat_map(|replica| replica.app().state().objects.iter());
+        objects
+            .filter(|(_, object)| matches!(object.status, ObjectStatus::Locked { .. }) || !object.readers.is_empty())
+            .map(|(id, object)| {
+                format!("I6: {id} is still locked after every attempt was decided: {:?}", object.status)
+            })
+            .take(3)
+            .collect()
+    }
+
     /// Whether every concerned shard decided each of these attempts.
     pub fn decided(&self, attempts: &[(Envelope, u32)]) -> bool {
         attempts.iter().all(|(envelope, attempt)| {
@@ -289,8 +310,9 @@ impl SbacSimulation {
                 let success = checker(&json) != node.liar;
                 node.envelopes.insert(tx, (json, attempt));
                 let committee = &self.committees[node.shard.0 as usize];
-                let signature = node.keys.sign(&Verdict::signing_bytes(committee, &tx, success));
-                let verdict = Verdict { tx, success, replica: node.keys.id, signature };
+                let digest = envelope.digest();
+                let signature = node.keys.sign(&Verdict::signing_bytes(committee, &tx, &digest, success));
+                let verdict = Verdict { tx, envelope: digest, success, replica: node.keys.id, signature };
                 for replica in 0..REPLICAS {
                     self.send(
                         to,
@@ -326,10 +348,13 @@ impl SbacSimulation {
         let other = Attempt(if self.rng.random_bool(0.5) { attempt.0 + 1 } else { attempt.0.saturating_sub(1) });
         let mut requests = vec![ShardRequest::Decide { tx, attempt: other, certificates }];
         let liar = &self.nodes[node as usize];
-        if let Some((envelope, attempt)) = liar.envelopes.get(&tx).cloned() {
-            let committee = &self.committees[liar.shard.0 as usize];
-            let signature = liar.keys.sign(&Verdict::signing_bytes(committee, &tx, true));
-            let verdict = VerdictCertificate { tx, success: true, signatures: vec![(liar.keys.id, signature)] };
+        let known = liar.envelopes.get(&tx).cloned();
+        let parsed = known.as_ref().and_then(|(json, _)| serde_json::from_str::<Envelope>(json).ok());
+        if let (Some((envelope, attempt)), Some(parsed)) = (known, parsed) {
+            let (committee, digest) = (&self.committees[liar.shard.0 as usize], parsed.digest());
+            let signature = liar.keys.sign(&Verdict::signing_bytes(committee, &tx, &digest, true));
+            let signatures = vec![(liar.keys.id, signature)];
+            let verdict = VerdictCertificate { tx, envelope: digest, success: true, signatures };
             requests.push(ShardRequest::Prepare { envelope, attempt: Attempt(attempt.0 + 7), verdict });
         }
         for request in requests {
@@ -405,11 +430,12 @@ impl SbacSimulation {
                         committee,
                         &vote.tx,
                         vote.attempt,
+                        &vote.envelope,
                         vote.vote,
                     ));
                 }
                 if let Some(certificates) =
-                    self.nodes[node as usize].votes.expect(vote.tx, vote.attempt, concerned.clone())
+                    self.nodes[node as usize].votes.expect(vote.tx, vote.attempt, vote.envelope, concerned.clone())
                 {
                     self.submit_decide(node, vote.tx, vote.attempt, certificates);
                 }
@@ -449,7 +475,8 @@ impl SbacSimulation {
         let Some(record) = node.replica.as_ref().and_then(|replica| replica.app().state().transactions.get(&tx)) else {
             return;
         };
-        let Ok(envelope) = serde_json::from_str::<Envelope>(&record.envelope) else { return };
+        let Some(attempt) = record.committed.and_then(|attempt| record.attempts.get(&attempt)) else { return };
+        let Ok(envelope) = serde_json::from_str::<Envelope>(&attempt.envelope) else { return };
         let mut inputs = Vec::new();
         envelope.transaction.visit(&mut |n| inputs.extend(n.input_ids.iter().copied()));
         for input in inputs.into_iter().filter(|id| self.map.shard_of(id) == node.shard) {
@@ -557,6 +584,9 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
             .unwrap_or_default();
         let lines: Vec<&String> = simulation.trace.iter().filter(|line| line.contains(&first)).take(40).collect();
         violations.push(lines.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
+    }
+    if simulation.decided(&attempts) {
+        violations.extend(simulation.leftover_locks());
     }
     let outcomes: Vec<Option<bool>> = attempts.iter().map(|(e, a)| simulation.committed(e, *a)).collect();
     SbacReport {
