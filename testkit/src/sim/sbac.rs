@@ -27,6 +27,10 @@ use super::timeline::Timeline;
 const REPLICAS: u32 = 4;
 /// Gatherings a replica keeps at once.
 const COLLECTOR_CAPACITY: usize = 4_096;
+/// How often a replica passes on the envelopes of attempts it prepared and has not seen decided.
+const PASS_ON_EVERY_MS: u64 = 2_000;
+/// Envelopes passed on at a time.
+const PASS_ON_MAX: usize = 16;
 /// Lines of trace kept to explain a failing seed.
 const TRACE_MAX: usize = 100_000;
 
@@ -183,8 +187,14 @@ impl SbacSimulation {
 
     /// The client sends an attempt's envelope to every replica of every concerned shard.
     pub fn submit(&mut self, envelope: &Envelope, attempt: u32) {
+        let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
+        self.submit_to(envelope, attempt, &shards);
+    }
+
+    /// A client that sends an attempt to some concerned shards only (a faulty or malicious client).
+    pub fn submit_to(&mut self, envelope: &Envelope, attempt: u32, shards: &[ShardId]) {
         let json = serde_json::to_string(envelope).expect("an envelope serialises");
-        for shard in self.map.concerned_shards(&envelope.transaction) {
+        for shard in shards.iter().copied() {
             for replica in 0..REPLICAS {
                 let to = global(shard, ReplicaId(replica));
                 let message = Message::Envelope(json.clone(), Attempt(attempt));
@@ -202,6 +212,9 @@ impl SbacSimulation {
                 Scheduled::Tick(node) => {
                     if self.nodes[node as usize].liar {
                         self.forge(node);
+                    }
+                    if self.timeline.now() % PASS_ON_EVERY_MS < 10 {
+                        self.pass_on_undecided(node);
                     }
                     self.step(node, Event::Tick(TimeMs(self.timeline.now())));
                     let next = self.timeline.now() + 10;
@@ -233,11 +246,23 @@ impl SbacSimulation {
     }
 
     /// Whether every concerned shard decided each of these attempts.
+    /// (A shard that never prepared an attempt, because its client did not tell it and an
+    /// abort was decided elsewhere first, holds nothing and has nothing to decide.)
     pub fn decided(&self, attempts: &[(Envelope, u32)]) -> bool {
         attempts.iter().all(|(envelope, attempt)| {
-            let tx = envelope.transaction.tx_id();
+            let (tx, attempt) = (envelope.transaction.tx_id(), Attempt(*attempt));
             let shards = self.map.concerned_shards(&envelope.transaction);
-            shards.iter().all(|shard| self.decisions.contains_key(&(tx, Attempt(*attempt), *shard)))
+            let decided_at = |shard: &ShardId| self.decisions.contains_key(&(tx, attempt, *shard));
+            let untouched = |shard: &ShardId| !self.prepared_at(*shard, tx, attempt);
+            shards.iter().any(decided_at) && shards.iter().all(|shard| decided_at(shard) || untouched(shard))
+        })
+    }
+
+    /// Whether any honest replica of `shard` recorded this attempt.
+    fn prepared_at(&self, shard: ShardId, tx: TxId, attempt: Attempt) -> bool {
+        let replicas = self.nodes.iter().filter(|node| node.shard == shard && !node.liar);
+        replicas.filter_map(|node| node.replica.as_ref()).any(|replica| {
+            replica.app().state().transactions.get(&tx).is_some_and(|record| record.attempts.contains_key(&attempt))
         })
     }
 
@@ -262,7 +287,8 @@ impl SbacSimulation {
                 };
                 let record = replica.app().state().transactions.get(&tx);
                 let attempt_record = record.and_then(|r| r.attempts.get(&Attempt(attempt)));
-                format!("{}/{}: {:?} h{}", node.shard.0, node.keys.id.0, attempt_record, replica.tip().height.0)
+                let summary = attempt_record.map(|a| (a.vote, a.decision));
+                format!("{}/{}: {:?} h{}", node.shard.0, node.keys.id.0, summary, replica.tip().height.0)
             })
             .collect();
         format!("{tx} attempt {attempt} shards {shards:?}: {}", records.join(", "))
@@ -332,6 +358,31 @@ impl SbacSimulation {
             Message::Vote(vote) => {
                 let Ok(Some(certificates)) = self.nodes[index].votes.add(vote.clone()) else { return };
                 self.submit_decide(to, vote.tx, vote.attempt, certificates);
+            }
+        }
+    }
+
+    /// A replica holding an attempt it prepared but has not seen decided sends the
+    /// envelope to every replica of every concerned shard, as a client would: a client that
+    /// told one shard only must not leave that shard's locks held for ever (I6).
+    fn pass_on_undecided(&mut self, node: u32) {
+        let Some(replica) = &self.nodes[node as usize].replica else { return };
+        let undecided: Vec<(String, Attempt, Vec<ShardId>)> = replica
+            .app()
+            .state()
+            .transactions
+            .values()
+            .flat_map(|record| {
+                let pending = record.attempts.iter().filter(|(_, attempt)| attempt.decision.is_none());
+                pending.map(|(number, attempt)| (attempt.envelope.clone(), *number, record.concerned.clone()))
+            })
+            .take(PASS_ON_MAX)
+            .collect();
+        for (json, attempt, concerned) in undecided {
+            for shard in concerned {
+                for replica in 0..REPLICAS {
+                    self.send(node, global(shard, ReplicaId(replica)), Message::Envelope(json.clone(), attempt));
+                }
             }
         }
     }
@@ -541,13 +592,24 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
     simulation.run_until(3_000);
     let coins = creation.transaction.own_outputs();
     let mut attempts = vec![(creation, 1)];
+    // The shards each client tells (and tells again while undecided).
+    let mut told: Vec<Vec<ShardId>> =
+        vec![simulation.map.concerned_shards(&attempts[0].0.transaction).into_iter().collect()];
     for index in 0..plan.random_range(4..12) {
         // Two coins, possibly on two shards; coins are reused on purpose (double spends).
         let (a, b) = (plan.random_range(0..coins.len()), plan.random_range(0..coins.len()));
         let inputs: Vec<Object> =
             if a == b { vec![coins[a].clone()] } else { vec![coins[a].clone(), coins[b].clone()] };
         let spend = envelope("fussy", &inputs, plan.random_range(0..4), vec![format!("spent-{seed}-{index}")]);
-        simulation.submit(&spend, 1);
+        if plan.random_bool(0.2) {
+            // A client that tells only one of the concerned shards.
+            let first = *simulation.map.concerned_shards(&spend.transaction).iter().next().expect("a concerned shard");
+            simulation.submit_to(&spend, 1, &[first]);
+            told.push(vec![first]);
+        } else {
+            simulation.submit(&spend, 1);
+            told.push(simulation.map.concerned_shards(&spend.transaction).into_iter().collect());
+        }
         attempts.push((spend, 1));
         let until = simulation.now() + plan.random_range(0..200);
         simulation.run_until(until);
@@ -561,9 +623,9 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
         simulation.run_until(next);
         if simulation.now() >= retry_at {
             retry_at = simulation.now() + 1_000;
-            for (envelope, attempt) in &attempts {
+            for ((envelope, attempt), shards) in attempts.iter().zip(&told) {
                 if !simulation.decided(std::slice::from_ref(&(envelope.clone(), *attempt))) {
-                    simulation.submit(envelope, *attempt);
+                    simulation.submit_to(envelope, *attempt, shards);
                 }
             }
         }
