@@ -459,3 +459,56 @@ fn attempts_go_one_by_one() {
     }
     assert!(cluster.prepare(shard, &spend, 1, true)[0].vote.is_accept());
 }
+
+#[test]
+fn votes_for_made_up_attempts_cannot_evict_an_expected_gathering() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let spend = transaction("bank", &[&objects[0], &objects[1]], &[], vec!["x".into()]);
+    let (tx, concerned) = (spend.transaction.tx_id(), cluster.map().concerned_shards(&spend.transaction));
+    let mut collector = VoteCollector::new(cluster.committees.clone(), 4);
+    assert!(collector.expect(tx, Attempt(1), spend.digest(), concerned.iter().copied().collect()).is_none());
+    // One replica signs votes for attempts nobody prepared, more than the collector holds.
+    let liar = &cluster.keys[1][3];
+    for attempt in 1..=20 {
+        let made_up = TxId([attempt as u8; 32]);
+        let vote = VoteKind::Accept;
+        let bytes = SignedVote::signing_bytes(&cluster.committees[1], &made_up, Attempt(attempt), &[0; 32], vote);
+        let signed = SignedVote {
+            shard: ShardId(1),
+            tx: made_up,
+            attempt: Attempt(attempt),
+            envelope: [0; 32],
+            vote,
+            replica: liar.id,
+            signature: liar.sign(&bytes),
+        };
+        assert!(collector.add(signed).unwrap().is_none());
+    }
+    let mut certificates = None;
+    for shard in &concerned {
+        for vote in cluster.prepare(shard.0, &spend, 1, true) {
+            certificates = collector.add(vote).unwrap().or(certificates);
+        }
+    }
+    assert!(certificates.is_some(), "the expected gathering was evicted");
+}
+
+#[test]
+fn an_output_reserved_by_a_pending_attempt_cannot_be_created_by_another() {
+    // Two transactions whose (input-less) dependency creates the same object: only one may.
+    let mut cluster = Cluster::new();
+    let dependency = transaction("dump", &[], &[], vec!["shared".into()]).transaction;
+    let with_dependency = |tag: &str| {
+        let mut envelope = transaction("dump", &[], &[], vec![tag.to_string()]);
+        envelope.transaction.dependencies = vec![dependency.clone()];
+        envelope
+    };
+    let (first, second) = (with_dependency("first"), with_dependency("second"));
+    let shared = dependency.own_outputs()[0].id;
+    let shard = cluster.map().shard_of(&shared).0;
+    assert!(cluster.prepare(shard, &first, 1, true)[0].vote.is_accept());
+    assert_eq!(cluster.prepare(shard, &second, 1, true)[0].vote, VoteKind::Abort(AbortReason::OutputExists));
+    assert!(cluster.run(&first, 1));
+    assert_eq!(cluster.status(&shared), Some(ObjectStatus::Active));
+}

@@ -106,7 +106,17 @@ impl VoteCollector {
 
     fn entry(&mut self, tx: TxId, attempt: Attempt) -> &mut Gathering {
         if !self.gathering.contains_key(&(tx, attempt)) {
-            evict_oldest(&mut self.gathering, self.capacity, |gathering| gathering.arrival);
+            // Room is made by dropping the oldest gathering this replica does not expect
+            // (votes for attempts it never prepared, which anyone can sign up for); the
+            // ones it prepared go only when nothing else is left.
+            let unexpected = self.gathering.iter().filter(|(_, g)| g.concerned.is_none());
+            let oldest = unexpected.min_by_key(|(_, g)| g.arrival).map(|(key, _)| *key);
+            match oldest {
+                Some(key) if self.gathering.len() >= self.capacity => {
+                    self.gathering.remove(&key);
+                }
+                _ => evict_oldest(&mut self.gathering, self.capacity, |gathering| gathering.arrival),
+            }
             self.arrivals += 1;
         }
         let arrival = self.arrivals;

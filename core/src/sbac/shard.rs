@@ -69,6 +69,8 @@ pub struct TxRecord {
 pub struct ShardState {
     pub objects: BTreeMap<ObjectId, ObjectRecord>,
     pub transactions: BTreeMap<TxId, TxRecord>,
+    /// Output ids of accepted, undecided attempts: no other attempt may create them meanwhile.
+    pub reserved: BTreeMap<ObjectId, (TxId, Attempt)>,
 }
 
 /// What executing a request asks the shell to do.
@@ -234,7 +236,10 @@ impl ShardApp {
             }
         }
         let outputs = node.own_outputs();
-        if outputs.iter().any(|output| self.owns(&output.id) && self.state.objects.contains_key(&output.id)) {
+        let taken = |id: &ObjectId| {
+            self.state.objects.contains_key(id) || self.state.reserved.get(id).is_some_and(|holder| *holder != run)
+        };
+        if outputs.iter().any(|output| self.owns(&output.id) && taken(&output.id)) {
             return Err(AbortReason::OutputExists);
         }
         Ok(())
@@ -247,6 +252,9 @@ impl ShardApp {
             inputs.extend(node.input_ids.iter().copied());
             references.extend(node.reference_input_ids.iter().copied());
         });
+        for output in transaction.created_objects().iter().filter(|output| owns(&&output.id)) {
+            self.state.reserved.insert(output.id, (tx, attempt));
+        }
         for id in inputs.iter().filter(&owns) {
             if let Some(object) = self.state.objects.get_mut(id) {
                 object.status = ObjectStatus::Locked { tx, attempt };
@@ -277,8 +285,10 @@ impl ShardApp {
         if commit && !attempt_record.vote.is_accept() {
             return refused(format!("2f+1 replicas of {} certify an accept this shard did not vote", self.shard));
         }
+        // Validated when it was prepared: read it back without today's limits, which a
+        // restart with another configuration could change (a refused decision would hold locks).
         let envelope = attempt_record.envelope.clone();
-        match Envelope::from_json(envelope.as_bytes(), &self.limits) {
+        match serde_json::from_str::<Envelope>(&envelope) {
             Ok(envelope) if commit => self.apply_commit(&envelope.transaction, tx),
             Ok(envelope) => self.release(&envelope.transaction, tx, attempt),
             Err(error) => return refused(format!("the recorded envelope of {tx} no longer parses: {error}")),
@@ -342,6 +352,7 @@ impl ShardApp {
             }
             let creator = node.tx_id();
             for output in node.own_outputs().into_iter().filter(|output| owns(&&output.id)) {
+                self.state.reserved.remove(&output.id);
                 let record = ObjectRecord {
                     value: output.value,
                     contract: node.contract_id.clone(),
@@ -357,6 +368,7 @@ impl ShardApp {
     /// An aborted attempt lets go of every lock it took here.
     fn release(&mut self, transaction: &Transaction, tx: TxId, attempt: Attempt) {
         let owns = self.owner();
+        self.state.reserved.retain(|_, holder| *holder != (tx, attempt));
         let mut named = Vec::new();
         transaction.visit(&mut |node| named.extend(node.input_ids.iter().chain(&node.reference_input_ids).copied()));
         for id in named.iter().filter(&owns) {
