@@ -417,6 +417,10 @@ impl PeerMessage {
                     let (count, max) = (requests.len(), limits.batch_requests_max);
                     return Err(ProtocolError::TooLarge { what: "request batch", count, max });
                 }
+                if let Some(request) = requests.iter().find(|r| r.payload().len() > limits.request_bytes_max) {
+                    let (count, max) = (request.payload().len(), limits.request_bytes_max);
+                    return Err(ProtocolError::TooLarge { what: "request", count, max });
+                }
                 let bytes: usize = requests.iter().map(|request| request.payload().len()).sum();
                 if bytes > limits.batch_bytes_max {
                     return Err(ProtocolError::TooLarge {
