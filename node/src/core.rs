@@ -102,18 +102,23 @@ impl Core {
     }
 
     async fn submit(&mut self, requests: Vec<Request>, tx_client: mpsc::Sender<ClientReply>) -> Result<(), CoreError> {
+        let now = self.now();
+        let mut accepted = Vec::with_capacity(requests.len());
+        let mut refused = Vec::new();
         for request in requests {
             let digest = request.digest();
             if self.waiting.len() < WAITING_MAX {
-                self.waiting.insert(digest, (tx_client.clone(), self.now()));
+                self.waiting.insert(digest, (tx_client.clone(), now));
+                accepted.push(request);
             } else {
-                let _ = tx_client.try_send(ClientReply::Refused(vec![digest]));
-                continue;
+                refused.push(digest);
             }
-            let actions = self.replica.handle(Event::Submit(request));
-            self.execute(actions).await?;
         }
-        Ok(())
+        if !refused.is_empty() {
+            let _ = tx_client.try_send(ClientReply::Refused(refused));
+        }
+        let actions = self.replica.handle(Event::SubmitMany(accepted));
+        self.execute(actions).await
     }
 
     /// Carries out actions in order; writes are committed before anything after them is said.

@@ -75,6 +75,8 @@ pub enum Event {
     Message { from: ReplicaId, message: Box<PeerMessage> },
     /// A client request to order.
     Submit(Request),
+    /// Client requests to order, taken in one step (one proposal check for the lot).
+    SubmitMany(Vec<Request>),
     /// The clock moved.
     Tick(TimeMs),
 }
@@ -337,6 +339,7 @@ impl<A: Application> Replica<A> {
         match event {
             Event::Tick(now) => self.on_tick(now, &mut out),
             Event::Submit(request) => self.on_submit(request, &mut out),
+            Event::SubmitMany(requests) => requests.into_iter().for_each(|request| self.on_submit(request, &mut out)),
             Event::Message { from, message } => {
                 if !self.committee.contains(from) {
                     out.push(Action::Dropped { from, error: ProtocolError::UnknownReplica { replica: from } });

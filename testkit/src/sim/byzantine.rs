@@ -99,7 +99,7 @@ impl ByzantineNode {
                 }
             }
             Event::Tick(_) => sends.extend(self.on_tick(rng)),
-            Event::Submit(_) => {}
+            Event::Submit(_) | Event::SubmitMany(_) => {}
         }
         let mut honest_sends = 0u64;
         for action in self.replica.handle(event) {
