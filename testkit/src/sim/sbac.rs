@@ -49,10 +49,17 @@ enum Message {
 
 #[derive(Debug)]
 enum Scheduled {
-    Deliver { from: u32, to: u32, message: Message },
+    Deliver {
+        from: u32,
+        to: u32,
+        message: Message,
+    },
     Tick(u32),
     Crash(u32),
     Restart(u32),
+    /// Cuts every link between these replicas (global ids) and the rest, both ways.
+    Isolate(Vec<u32>),
+    Heal,
 }
 
 /// One replica: the BFT replica of its shard, and its collectors.
@@ -120,7 +127,8 @@ fn global(shard: ShardId, replica: ReplicaId) -> u32 {
 }
 
 impl SbacSimulation {
-    pub fn new(seed: u64, shards: u32, links: LinkFaults, liar: bool) -> Self {
+    /// `liars`: which shards have a lying replica (their last one): f = 1 per shard.
+    pub fn new(seed: u64, shards: u32, links: LinkFaults, liars: &[u32]) -> Self {
         let keys: Vec<Vec<KeyPair>> = (0..shards)
             .map(|s| (0..REPLICAS).map(|r| KeyPair::from_seed(ReplicaId(r), seed_of(s, r))).collect())
             .collect();
@@ -150,7 +158,7 @@ impl SbacSimulation {
                     votes: VoteCollector::new(committees.clone(), COLLECTOR_CAPACITY),
                     envelopes: BTreeMap::new(),
                     // The last replica of shard 0 lies, when asked to: f = 1 per shard.
-                    liar: liar && shard == 0 && replica == REPLICAS - 1,
+                    liar: liars.contains(&shard) && replica == REPLICAS - 1,
                 });
             }
         }
@@ -209,6 +217,12 @@ impl SbacSimulation {
                 Scheduled::Deliver { to, message, from } => self.deliver(from, to, message),
                 Scheduled::Crash(node) => self.nodes[node as usize].replica = None,
                 Scheduled::Restart(node) => self.restart(node),
+                Scheduled::Isolate(side) => {
+                    let side: Vec<ReplicaId> = side.into_iter().map(ReplicaId).collect();
+                    let all: Vec<ReplicaId> = (0..self.nodes.len() as u32).map(ReplicaId).collect();
+                    self.network.isolate(&side, &all);
+                }
+                Scheduled::Heal => self.network.heal(),
                 Scheduled::Tick(node) => {
                     if self.nodes[node as usize].liar {
                         self.forge(node);
@@ -573,8 +587,26 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
         delay_max_ms: plan.random_range(2..40),
         straggler: plan.random_range(0.0..0.03),
     };
-    let liar = plan.random_bool(0.5);
-    let mut simulation = SbacSimulation::new(seed, 2, links, liar);
+    let liars: Vec<u32> = match plan.random_range(0..4) {
+        0 | 1 => vec![],
+        2 => vec![0],
+        _ => vec![0, 1],
+    };
+    let mut simulation = SbacSimulation::new(seed, 2, links, &liars);
+    if plan.random_bool(0.3) {
+        // A whole shard, or one replica, cut off for a while, then healed.
+        for _ in 0..plan.random_range(1..3) {
+            let side: Vec<u32> = if plan.random_bool(0.5) {
+                let shard = plan.random_range(0..2u32);
+                (0..REPLICAS).map(|replica| shard * REPLICAS + replica).collect()
+            } else {
+                vec![plan.random_range(0..2 * REPLICAS)]
+            };
+            let at = plan.random_range(0..4_000);
+            simulation.schedule(at, Scheduled::Isolate(side));
+            simulation.schedule(at + plan.random_range(200..2_000), Scheduled::Heal);
+        }
+    }
     if plan.random_bool(0.5) {
         // Honest replicas crash and come back from their disks.
         for _ in 0..plan.random_range(1..4) {
