@@ -1,8 +1,9 @@
 //! S-BAC (DESIGN.md §5): atomic commit of objects across shards. `ShardApp` is
 //! the shard's state machine, fed by its BFT log; `messages` holds the votes,
 //! verdict and prepared certificates, and the requests a shard orders.
-//! Not wired into the replica process yet: the node still runs the key-value
-//! application (see docs/protocol.md, open points).
+//! Exercised by `core/tests/sbac.rs` and the S-BAC simulator (`make sim-sbac`);
+//! not wired into the replica process yet: the node still runs the key-value
+//! application (see docs/protocol.md, "S-BAC").
 
 mod collector;
 mod messages;
