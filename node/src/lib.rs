@@ -3,6 +3,7 @@
 //! store thread, the peer listener and one sender per peer, the client
 //! listener, and the `Core` task that owns the protocol state.
 
+pub mod checker_client;
 pub mod client;
 pub mod config;
 pub mod core;

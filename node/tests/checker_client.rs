@@ -1,0 +1,100 @@
+//! The replica's checker client against real HTTP servers on port 0: verdicts,
+//! refusals, a checker that is down (no verdict, never a `false`), and one that
+//! fails twice before it answers.
+
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use shardspace_checker::{CheckerServer, Contract, Rejection, Verdict};
+use shardspace_core::CheckerRequest;
+use shardspace_node::checker_client::{CheckOutcome, CheckerClient, CheckerClientLimits};
+use tokio::sync::oneshot;
+
+fn request(contract: &str, method: &str, parameter: i64) -> CheckerRequest {
+    CheckerRequest {
+        contract_id: contract.into(),
+        method_id: method.into(),
+        inputs: vec![],
+        reference_inputs: vec![],
+        parameters: vec![parameter.into()],
+        returns: vec![],
+        outputs: vec![],
+        dependencies: vec![],
+    }
+}
+
+fn limits() -> CheckerClientLimits {
+    CheckerClientLimits {
+        call_timeout: Duration::from_secs(2),
+        deadline: Duration::from_millis(600),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+    }
+}
+
+/// A checker of one contract, `even`, served until the returned sender is dropped.
+async fn even_checker() -> (String, oneshot::Sender<()>) {
+    let contract = Contract::new("toy").method("even", |request: &CheckerRequest| -> Verdict {
+        match request.parameters[0].as_i64() {
+            Some(n) if n % 2 == 0 => Ok(()),
+            _ => Err(Rejection::new("odd")),
+        }
+    });
+    let server = CheckerServer::bind("127.0.0.1:0".parse().unwrap(), vec![contract]).await.unwrap();
+    let url = server.url().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    (url, stop)
+}
+
+#[tokio::test]
+async fn verdicts_and_refusals_come_back_as_such() {
+    let (url, _stop) = even_checker().await;
+    let client = CheckerClient::new(limits()).unwrap();
+    let yes = client.check(&url, &request("toy", "even", 2)).await.unwrap();
+    assert_eq!(yes, CheckOutcome::Verdict { success: true, reason: None });
+    let no = client.check(&url, &request("toy", "even", 3)).await.unwrap();
+    assert_eq!(no, CheckOutcome::Verdict { success: false, reason: Some("odd".into()) });
+    let unknown = client.check(&url, &request("bank", "transfer", 1)).await.unwrap();
+    assert!(
+        matches!(unknown, CheckOutcome::Refused { status: 404, ref kind, .. } if kind == "unknown_contract"),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_checker_that_is_down_gives_no_verdict_after_trying_again() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let client = CheckerClient::new(limits()).unwrap();
+    let error = client.check(&format!("http://127.0.0.1:{port}"), &request("toy", "even", 2)).await.unwrap_err();
+    assert!(error.tries > 1, "{error}");
+}
+
+#[tokio::test]
+async fn a_checker_failing_twice_is_asked_again_until_it_answers() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    let app = axum::Router::new().fallback(move || {
+        let counter = Arc::clone(&counter);
+        async move {
+            if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy".to_string())
+            } else {
+                (axum::http::StatusCode::OK, r#"{"success": true}"#.to_string())
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = CheckerClient::new(limits()).unwrap();
+    let outcome = client.check(&url, &request("toy", "even", 2)).await.unwrap();
+    assert_eq!(outcome, CheckOutcome::Verdict { success: true, reason: None });
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
