@@ -77,6 +77,9 @@ pub struct ClusterFile {
     pub cluster: String,
     #[serde(default)]
     pub bft: BftSettings,
+    /// Each contract's checker: its base URL (`http://host:port`), by contract name.
+    #[serde(default)]
+    pub checkers: std::collections::BTreeMap<String, String>,
     pub shards: Vec<ShardEntry>,
 }
 
@@ -93,6 +96,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub bft: BftConfig,
     pub durability: Durability,
+    /// Each contract's checker base URL.
+    pub checkers: std::collections::BTreeMap<String, String>,
 }
 
 impl ClusterFile {
@@ -108,6 +113,17 @@ impl ClusterFile {
     fn validate(&self) -> Result<(), String> {
         if self.shards.is_empty() {
             return Err("the cluster has no shards".into());
+        }
+        for (contract, url) in &self.checkers {
+            if !shardspace_core::is_name(contract) {
+                return Err(format!("checkers: {contract:?} is not a contract name"));
+            }
+            let rest = url
+                .strip_prefix("http://")
+                .ok_or_else(|| format!("checkers.{contract}: {url:?} is not an http:// URL"))?;
+            if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+                return Err(format!("checkers.{contract}: {url:?} is not a base URL such as http://127.0.0.1:7101"));
+            }
         }
         for (index, shard) in self.shards.iter().enumerate() {
             if shard.id as usize != index {
@@ -179,6 +195,7 @@ impl ClusterFile {
             data_dir: base.join(&own.data_dir),
             bft,
             durability: self.bft.durability,
+            checkers: self.checkers.clone(),
         })
     }
 }
@@ -246,7 +263,12 @@ pub fn generate(layout: &Layout, dir: &Path) -> Result<PathBuf, ConfigError> {
         }
         shards.push(ShardEntry { id: shard, replicas });
     }
-    let file = ClusterFile { cluster: layout.cluster.clone(), bft: BftSettings::default(), shards };
+    let file = ClusterFile {
+        cluster: layout.cluster.clone(),
+        bft: BftSettings::default(),
+        checkers: std::collections::BTreeMap::new(),
+        shards,
+    };
     let text = toml::to_string_pretty(&file)
         .map_err(|error| ConfigError::Invalid { path: dir.into(), message: error.to_string() })?;
     let path = dir.join("cluster.toml");
@@ -296,12 +318,28 @@ mod tests {
             (text.replacen("public_key = \"", "public_key = \"zz", 1), "hex"),
             (text.replace("127.0.0.1:7301", "127.0.0.1:7300"), "used twice"),
             (text.replacen("cluster = ", "colour = ", 1), "not a valid cluster file"),
+            (text.replacen("[checkers]\n", "[checkers]\nbank = \"ftp://x\"\n", 1), "not an http:// URL"),
+            (
+                text.replacen("[checkers]\n", "[checkers]\n\"../x\" = \"http://127.0.0.1:1\"\n", 1),
+                "not a contract name",
+            ),
         ];
         for (bad, reason) in cases {
             std::fs::write(&path, bad).unwrap();
             let error = ClusterFile::load(&path).unwrap_err().to_string();
             assert!(error.contains(reason), "{error} does not say {reason}");
         }
+    }
+
+    #[test]
+    fn checker_urls_come_from_the_cluster_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = generate(&layout(), dir.path()).unwrap();
+        let mut file = ClusterFile::load(&path).unwrap();
+        file.checkers.insert("bank".into(), "http://127.0.0.1:7101".into());
+        std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+        let node = ClusterFile::load(&path).unwrap().node(dir.path(), 0, 0).unwrap();
+        assert_eq!(node.checkers.get("bank").map(String::as_str), Some("http://127.0.0.1:7101"));
     }
 
     #[test]
