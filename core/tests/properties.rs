@@ -65,3 +65,19 @@ proptest! {
         prop_assert!(concerned.iter().all(|shard| named.iter().any(|id| map.shard_of(id) == *shard)));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever a Byzantine leader orders, a shard refuses it or acts on it: it never panics.
+    #[test]
+    fn arbitrary_ordered_bytes_never_panic_a_shard(bytes in proptest::collection::vec(any::<u8>(), 0..1_024)) {
+        use shardspace_core::bft::{Application, Committee, Height, KeyPair, ReplicaId, Request};
+        use shardspace_core::sbac::ShardApp;
+        let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [i as u8 + 1; 32])).collect();
+        let committee = Committee::new("test", shardspace_core::ShardId(0), keys.iter().map(KeyPair::public).collect());
+        let mut app = ShardApp::new(shardspace_core::ShardId(0), vec![committee], keys[0].clone(), Limits::default());
+        let outputs = app.execute(Height(1), &Request::new(bytes));
+        prop_assert_eq!(outputs.len(), 1);
+    }
+}
