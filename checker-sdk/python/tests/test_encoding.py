@@ -14,6 +14,7 @@ from shardspace import (
     transaction_id,
 )
 from shardspace.encoding import validate_transaction
+from shapes import blank_transaction
 
 
 def test_canonical_json_matches_fixture(transaction_case):
@@ -130,15 +131,4 @@ def test_validate_transaction_names_the_bad_field(change, message):
 
 
 def _transaction(**fields) -> dict:
-    transaction = {
-        "contractID": "dump",
-        "methodID": "test",
-        "inputIDs": [],
-        "referenceInputIDs": [],
-        "parameters": [],
-        "returns": [],
-        "outputs": [],
-        "dependencies": [],
-    }
-    transaction.update(fields)
-    return transaction
+    return blank_transaction("dump", "test", **fields)

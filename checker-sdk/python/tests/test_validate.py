@@ -20,6 +20,7 @@ from shardspace import (
     outputs,
     validate_envelope,
 )
+from shapes import blank_transaction
 from shardspace import limits
 from shardspace.limits import (
     DEPENDENCIES_MAX,
@@ -67,18 +68,7 @@ def chain(depth: int) -> dict:
 
 
 def _raw(contract_id="dump", method_id="m", store=None, **fields) -> dict:
-    transaction = {
-        "contractID": contract_id,
-        "methodID": method_id,
-        "inputIDs": [],
-        "referenceInputIDs": [],
-        "parameters": [],
-        "returns": [],
-        "outputs": [],
-        "dependencies": [],
-    }
-    transaction.update(fields)
-    return {"transaction": transaction, "store": store or {}}
+    return {"transaction": blank_transaction(contract_id, method_id, **fields), "store": store or {}}
 
 
 # -- names -------------------------------------------------------------------------------------------

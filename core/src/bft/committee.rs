@@ -82,10 +82,20 @@ impl Committee {
         key.verify(message, signature).map_err(|_| ProtocolError::BadSignature { replica: signer })
     }
 
-    /// Checks a certificate's signatures: enough of them, distinct signers, each valid.
+    /// Checks a certificate's signatures: a quorum of them, distinct signers, each valid.
     pub fn verify_quorum(&self, message: &[u8], signatures: &[(ReplicaId, Signature)]) -> Result<(), ProtocolError> {
-        if signatures.len() < self.quorum() {
-            return Err(ProtocolError::TooFewSignatures { count: signatures.len(), quorum: self.quorum() });
+        self.verify_signers(message, signatures, self.quorum())
+    }
+
+    /// Checks signatures over one message: at least `needed`, distinct members, each valid.
+    pub fn verify_signers(
+        &self,
+        message: &[u8],
+        signatures: &[(ReplicaId, Signature)],
+        needed: usize,
+    ) -> Result<(), ProtocolError> {
+        if signatures.len() < needed {
+            return Err(ProtocolError::TooFewSignatures { count: signatures.len(), quorum: needed });
         }
         let mut seen = vec![false; self.size()];
         for (signer, signature) in signatures {

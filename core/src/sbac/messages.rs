@@ -109,7 +109,7 @@ pub struct VerdictCertificate {
 impl VerdictCertificate {
     pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
         let bytes = Verdict::signing_bytes(committee, &self.tx, &self.envelope, self.success);
-        verify_distinct(committee, &bytes, &self.signatures, committee.validity())
+        committee.verify_signers(&bytes, &self.signatures, committee.validity())
     }
 }
 
@@ -172,7 +172,7 @@ impl PreparedCertificate {
         // The reason of an abort is not signed: any abort reason verifies an abort.
         let vote = if self.accept { VoteKind::Accept } else { VoteKind::Abort(AbortReason::Malformed) };
         let bytes = SignedVote::signing_bytes(committee, &self.tx, self.attempt, &self.envelope, vote);
-        verify_distinct(committee, &bytes, &self.signatures, committee.quorum())
+        committee.verify_quorum(&bytes, &self.signatures)
     }
 }
 
@@ -184,25 +184,4 @@ pub enum ShardRequest {
     Prepare { envelope: String, attempt: Attempt, verdict: VerdictCertificate },
     /// Decide an attempt, with the prepared certificate of every concerned shard.
     Decide { tx: TxId, attempt: Attempt, certificates: Vec<PreparedCertificate> },
-}
-
-/// Checks `signatures`: at least `needed`, from distinct members, each valid over `bytes`.
-fn verify_distinct(
-    committee: &Committee,
-    bytes: &[u8],
-    signatures: &[(ReplicaId, Signature)],
-    needed: usize,
-) -> Result<(), ProtocolError> {
-    if signatures.len() < needed {
-        return Err(ProtocolError::TooFewSignatures { count: signatures.len(), quorum: needed });
-    }
-    let mut seen = vec![false; committee.size()];
-    for (signer, signature) in signatures {
-        let slot = seen.get_mut(signer.0 as usize).ok_or(ProtocolError::UnknownReplica { replica: *signer })?;
-        if std::mem::replace(slot, true) {
-            return Err(ProtocolError::DuplicateSigner { replica: *signer });
-        }
-        committee.verify(*signer, bytes, signature)?;
-    }
-    Ok(())
 }
