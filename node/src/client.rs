@@ -1,7 +1,9 @@
 //! The request interface of a replica, for the client API and benchmarks:
-//! framed TCP (postcard). A client submits batches of requests and hears back,
-//! on the same connection, when each is decided (or refused); it may also ask
-//! for the replica's status.
+//! framed TCP (postcard). A client submits an attempt's envelope and hears back,
+//! on the same connection, that it was taken (or why not) and then the signed
+//! outcome; it may ask for an object or a transaction's record (signed answers)
+//! and for the replica's status. Raw requests (`Submit`) are ordered as they
+//! are: the BFT benchmark uses them to measure ordering alone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +11,8 @@ use std::sync::Arc;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use shardspace_core::bft::{Digest, Height, ReplicaId, Request, Round};
+use shardspace_core::sbac::{AnswerBody, Attempt, SignedAnswer};
+use shardspace_core::{ObjectId, ShardId, TxId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -24,8 +28,16 @@ pub const CLIENT_CONNECTIONS_MAX: usize = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientRequest {
+    /// Raw requests to order (the shard refuses to execute what is not an S-BAC request).
     Submit(Vec<Request>),
     Status,
+    /// Check and prepare one attempt of a transaction; its outcome follows on this connection.
+    Envelope {
+        envelope: String,
+        attempt: Attempt,
+    },
+    Object(ObjectId),
+    Transaction(TxId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,11 +49,26 @@ pub enum ClientReply {
     Status(Status),
     /// The request could not be read.
     Error(String),
+    /// The envelope was taken: its checks and ordering are under way.
+    Accepted {
+        tx: TxId,
+        attempt: Attempt,
+    },
+    /// The envelope was refused before ordering, and nothing changed.
+    Rejected {
+        tx: Option<TxId>,
+        kind: String,
+        message: String,
+    },
+    /// A signed answer about an object or a transaction; for a submitted envelope,
+    /// a transaction answer once its attempt is decided here.
+    Answer(SignedAnswer),
 }
 
 /// A replica's view of its shard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    pub shard: ShardId,
     pub replica: ReplicaId,
     pub round: Round,
     pub height: Height,
@@ -57,6 +84,19 @@ pub struct Status {
 pub enum ClientCommand {
     Submit { requests: Vec<Request>, tx_client: mpsc::Sender<ClientReply> },
     Status(oneshot::Sender<Status>),
+    Envelope { envelope: String, attempt: Attempt, tx_client: mpsc::Sender<ClientReply> },
+    Object(ObjectId, oneshot::Sender<SignedAnswer>),
+    Transaction(TxId, oneshot::Sender<SignedAnswer>),
+}
+
+/// Asks the core and waits for its answer; `None` when the core has stopped.
+async fn ask<T>(
+    tx_core: &mpsc::Sender<ClientCommand>,
+    command: impl FnOnce(oneshot::Sender<T>) -> ClientCommand,
+) -> Option<T> {
+    let (reply, answer) = oneshot::channel();
+    tx_core.send(command(reply)).await.ok()?;
+    answer.await.ok()
 }
 
 #[derive(Debug)]
@@ -113,11 +153,22 @@ async fn serve(
                 };
                 let command = match request {
                     Ok(ClientRequest::Submit(requests)) => ClientCommand::Submit { requests, tx_client: tx_client.clone() },
+                    Ok(ClientRequest::Envelope { envelope, attempt }) => {
+                        ClientCommand::Envelope { envelope, attempt, tx_client: tx_client.clone() }
+                    }
                     Ok(ClientRequest::Status) => {
-                        let (reply, answer) = oneshot::channel();
-                        if tx_core.send(ClientCommand::Status(reply)).await.is_err() { return; }
-                        let Ok(status) = answer.await else { return };
+                        let Some(status) = ask(&tx_core, ClientCommand::Status).await else { return };
                         if tx_client.try_send(ClientReply::Status(status)).is_err() { return; }
+                        continue;
+                    }
+                    Ok(ClientRequest::Object(id)) => {
+                        let Some(answer) = ask(&tx_core, |reply| ClientCommand::Object(id, reply)).await else { return };
+                        if tx_client.try_send(ClientReply::Answer(answer)).is_err() { return; }
+                        continue;
+                    }
+                    Ok(ClientRequest::Transaction(tx)) => {
+                        let Some(answer) = ask(&tx_core, |reply| ClientCommand::Transaction(tx, reply)).await else { return };
+                        if tx_client.try_send(ClientReply::Answer(answer)).is_err() { return; }
                         continue;
                     }
                     Err(reason) => {
@@ -170,10 +221,38 @@ impl ReplicaClient {
 
     pub async fn status(&mut self) -> std::io::Result<Status> {
         self.send(&ClientRequest::Status).await?;
+        self.expect(|reply| match reply {
+            ClientReply::Status(status) => Some(status),
+            _ => None,
+        })
+        .await
+    }
+
+    /// This replica's signed answer about an object or a transaction (`Object` or `Transaction`;
+    /// outcomes of envelopes sent on this connection are skipped).
+    pub async fn read(&mut self, request: ClientRequest) -> std::io::Result<SignedAnswer> {
+        self.send(&request).await?;
+        self.expect(|reply| match (reply, &request) {
+            (ClientReply::Answer(answer), ClientRequest::Object(asked)) => {
+                matches!(&answer.body, AnswerBody::Object { id, .. } if id == asked).then_some(answer)
+            }
+            (ClientReply::Answer(answer), ClientRequest::Transaction(asked)) => {
+                matches!(&answer.body, AnswerBody::Transaction { tx, .. } if tx == asked).then_some(answer)
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Skips replies until `pick` takes one.
+    async fn expect<T>(&mut self, pick: impl Fn(ClientReply) -> Option<T>) -> std::io::Result<T> {
         loop {
             match self.receive().await? {
-                Some(ClientReply::Status(status)) => return Ok(status),
-                Some(_) => continue,
+                Some(reply) => {
+                    if let Some(value) = pick(reply) {
+                        return Ok(value);
+                    }
+                }
                 None => return Err(std::io::Error::other("the replica closed the connection")),
             }
         }

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use shardspace_core::ShardId;
 use shardspace_core::bft::{Committee, Config as BftConfig, KeyPair, ReplicaId};
 
+use crate::network::PeerId;
+
 /// Why a cluster file or key file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -88,9 +90,12 @@ pub struct ClusterFile {
 pub struct NodeConfig {
     pub shard: ShardId,
     pub keys: KeyPair,
+    /// This replica's shard's committee.
     pub committee: Committee,
-    /// Every replica of the shard, by id: its peer address.
-    pub peers: Vec<(ReplicaId, String)>,
+    /// Every shard's committee, by shard id.
+    pub committees: Vec<Committee>,
+    /// Every replica of the cluster: its peer address.
+    pub peers: Vec<(PeerId, String)>,
     pub peer_address: SocketAddr,
     pub client_address: SocketAddr,
     pub data_dir: PathBuf,
@@ -160,15 +165,19 @@ impl ClusterFile {
             .replicas
             .get(replica as usize)
             .ok_or_else(|| invalid(format!("shard {shard} has no replica {replica}")))?;
-        let keys: Vec<VerifyingKey> = entry
-            .replicas
+        let committees: Vec<Committee> = self
+            .shards
             .iter()
-            .map(|r| parse_public_key(&r.public_key))
-            .collect::<Result<_, _>>()
+            .map(|shard_entry| {
+                let keys = shard_entry.replicas.iter().map(|r| parse_public_key(&r.public_key));
+                Ok(Committee::new(&self.cluster, ShardId(shard_entry.id), keys.collect::<Result<_, String>>()?))
+            })
+            .collect::<Result<_, String>>()
             .map_err(invalid)?;
+        let listed = parse_public_key(&own.public_key).map_err(invalid)?;
         let key_path = base.join(&own.key_file);
         let secret = read_key_file(&key_path)?;
-        if secret.verifying_key() != keys[replica as usize] {
+        if secret.verifying_key() != listed {
             return Err(ConfigError::Invalid {
                 path: key_path,
                 message: format!("this key is not the one the cluster file lists for shard {shard} replica {replica}"),
@@ -188,8 +197,17 @@ impl ClusterFile {
         Ok(NodeConfig {
             shard: ShardId(shard),
             keys: KeyPair::new(ReplicaId(replica), secret),
-            committee: Committee::new(&self.cluster, ShardId(shard), keys),
-            peers: entry.replicas.iter().map(|r| (ReplicaId(r.id), r.peer_address.clone())).collect(),
+            committee: committees[shard as usize].clone(),
+            committees,
+            peers: self
+                .shards
+                .iter()
+                .flat_map(|s| {
+                    s.replicas
+                        .iter()
+                        .map(|r| (PeerId { shard: ShardId(s.id), replica: ReplicaId(r.id) }, r.peer_address.clone()))
+                })
+                .collect(),
             peer_address: address(&own.peer_address)?,
             client_address: address(&own.client_address)?,
             data_dir: base.join(&own.data_dir),

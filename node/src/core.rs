@@ -1,20 +1,34 @@
 //! `Core`: the one task that owns the replica's protocol state. It feeds every
-//! input (peer messages, client requests, ticks) to the sans-IO `Replica` and
-//! carries out the returned actions in order: the writes before a message or
-//! a reply are committed to the store before that message or reply leaves.
+//! input (peer frames, client commands, checker verdicts, ticks) to the sans-IO
+//! `Replica` running the shard's `ShardApp`, and carries out the returned
+//! actions in order: the writes before a message or a reply are committed to
+//! the store before that message or reply leaves.
+//!
+//! Around the ordered log it does the replica-side work of S-BAC (DESIGN.md §5):
+//! it asks the checkers about an envelope and signs the verdict for its shard;
+//! f+1 matching verdicts make the `Prepare` it submits; the vote that executing
+//! it produces goes to every replica of every concerned shard; the votes it
+//! gathers make the `Decide` it submits; and it passes on, now and then, the
+//! envelopes of attempts that take long to be decided.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use shardspace_core::bft::kv::{Executed, KvApp};
+use bytes::Bytes;
 use shardspace_core::bft::{
-    Action, Digest, DigestMap, Event, Height, PeerMessage, Replica, ReplicaId, Request, Severity, TimeMs,
+    Action, Committee, Digest, DigestMap, Event, Height, PeerMessage, Replica, Request, Severity, TimeMs,
 };
+use shardspace_core::sbac::{
+    Attempt, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict, VerdictCertificate,
+    VerdictCollector, VoteCollector,
+};
+use shardspace_core::{Envelope, Limits, ShardId, ShardMap, TxId};
 use tokio::sync::{mpsc, watch};
 
+use crate::checking::{Checked, Checkers};
 use crate::client::{ClientCommand, ClientReply, Status};
-use crate::network::PeerSender;
-use crate::store::{Store, StoreError, Write};
+use crate::network::{Frame, PeerId, PeerSender, encode};
+use crate::store::{ObjectRow, Store, StoreError, TransactionRow, Write};
 
 /// How often the replica's clock ticks.
 pub const TICK_MS: u64 = 10;
@@ -23,7 +37,17 @@ pub const WAITING_MAX: usize = 200_000;
 /// How long a submitter is remembered: a request never decided here (executed
 /// before, or skipped by a snapshot) must not hold its place for ever.
 pub const WAITING_MS_MAX: u64 = 120_000;
-/// How often forgotten submitters are swept out.
+/// Envelopes being checked, or checked and waiting for their verdict certificate.
+pub const ENVELOPES_MAX: usize = 10_000;
+/// How long a checked envelope waits for its shard's verdict certificate.
+const ENVELOPE_MS_MAX: u64 = 60_000;
+/// Gatherings of verdicts and of votes kept at once.
+const COLLECTOR_CAPACITY: usize = 20_000;
+/// An attempt undecided this long has its envelope passed on to every concerned replica.
+const PASS_ON_AFTER_MS: u64 = 2_000;
+/// Envelopes passed on per sweep.
+const PASS_ON_MAX: usize = 64;
+/// How often forgotten submitters are swept out and envelopes passed on.
 const SWEEP_EVERY_MS: u64 = 1_000;
 
 /// Requests decided, each with its height.
@@ -38,49 +62,99 @@ pub enum CoreError {
     Fatal(String),
 }
 
+/// An envelope this replica checks, or checked: what its shard's verdict certificate prepares.
+#[derive(Debug)]
+struct Pending {
+    json: String,
+    attempt: Attempt,
+    since: TimeMs,
+}
+
+/// A client waiting for the outcome of an attempt.
+type OutcomeWaiter = (mpsc::Sender<ClientReply>, TimeMs);
+
 #[derive(Debug)]
 pub struct Core {
-    pub replica: Replica<KvApp>,
-    pub store: Store,
-    pub peers: BTreeMap<ReplicaId, PeerSender>,
-    /// Which client connection waits for which request, since when.
-    pub waiting: DigestMap<(mpsc::Sender<ClientReply>, TimeMs)>,
-    pub started: Instant,
+    replica: Replica<ShardApp>,
+    store: Store,
+    own: PeerId,
+    map: ShardMap,
+    /// Every other replica of the cluster, by shard and id.
+    peers: BTreeMap<PeerId, PeerSender>,
+    checkers: Checkers,
+    limits: Limits,
+    verdicts: VerdictCollector,
+    votes: VoteCollector,
+    envelopes: BTreeMap<(TxId, [u8; 32]), Pending>,
+    /// Which client connection waits for which raw request, since when.
+    waiting: DigestMap<(mpsc::Sender<ClientReply>, TimeMs)>,
+    outcomes: BTreeMap<(TxId, Attempt), Vec<OutcomeWaiter>>,
+    /// Attempts voted on here and not decided yet, with when they were last passed on.
+    undecided: BTreeMap<(TxId, Attempt), TimeMs>,
+    /// The height of the last decided block written: a checkpoint above it is a state transfer.
+    decided_height: Height,
+    started: Instant,
 }
 
 impl Core {
+    pub fn new(
+        replica: Replica<ShardApp>,
+        store: Store,
+        committees: Vec<Committee>,
+        peers: BTreeMap<PeerId, PeerSender>,
+        checkers: Checkers,
+        limits: Limits,
+    ) -> Self {
+        let app = replica.app();
+        let own = PeerId { shard: app.shard(), replica: replica.id() };
+        let shards = u32::try_from(committees.len()).unwrap_or(u32::MAX);
+        let map = ShardMap::new(shards).unwrap_or(ShardMap::new(1).expect("one shard is a valid map"));
+        let undecided = app.undecided().map(|(tx, attempt, _, _)| ((tx, attempt), TimeMs(0))).collect();
+        let verdicts = VerdictCollector::new(committees[own.shard.0 as usize].clone(), COLLECTOR_CAPACITY);
+        Self {
+            decided_height: replica.tip().height,
+            replica,
+            store,
+            own,
+            map,
+            peers,
+            checkers,
+            limits,
+            verdicts,
+            votes: VoteCollector::new(committees, COLLECTOR_CAPACITY),
+            envelopes: BTreeMap::new(),
+            waiting: DigestMap::default(),
+            outcomes: BTreeMap::new(),
+            undecided,
+            started: Instant::now(),
+        }
+    }
+
     pub async fn run(
         mut self,
-        mut rx_peers: mpsc::Receiver<(ReplicaId, PeerMessage)>,
+        mut rx_peers: mpsc::Receiver<(PeerId, Frame)>,
         mut rx_clients: mpsc::Receiver<ClientCommand>,
+        mut rx_checked: mpsc::Receiver<Checked>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), CoreError> {
+        self.write_read_model_whole().await?;
         let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            let event = tokio::select! {
-                Some((from, message)) = rx_peers.recv() => Event::Message { from, message: Box::new(message) },
-                Some(command) = rx_clients.recv() => match command {
-                    ClientCommand::Submit { requests, tx_client } => {
-                        self.submit(requests, tx_client).await?;
-                        continue;
-                    }
-                    ClientCommand::Status(reply) => {
-                        let _ = reply.send(self.status());
-                        continue;
-                    }
-                },
+            tokio::select! {
+                Some((from, frame)) = rx_peers.recv() => self.on_frame(from, frame).await?,
+                Some(command) = rx_clients.recv() => self.on_command(command).await?,
+                Some(checked) = rx_checked.recv() => self.on_checked(checked).await?,
                 _ = ticker.tick() => {
                     let now = self.now();
                     if now.0 % SWEEP_EVERY_MS < TICK_MS {
-                        self.sweep_waiting(now);
+                        self.sweep(now);
+                        self.pass_on(now);
                     }
-                    Event::Tick(now)
+                    self.step(Event::Tick(now)).await?;
                 }
                 _ = shutdown.changed() => return Ok(()),
-            };
-            let actions = self.replica.handle(event);
-            self.execute(actions).await?;
+            }
         }
     }
 
@@ -88,20 +162,73 @@ impl Core {
         TimeMs(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
+    async fn step(&mut self, event: Event) -> Result<(), CoreError> {
+        let actions = self.replica.handle(event);
+        self.execute(actions).await
+    }
+
+    async fn submit(&mut self, request: &ShardRequest) -> Result<(), CoreError> {
+        let payload = postcard::to_stdvec(request).expect("encoding into memory cannot fail");
+        self.step(Event::Submit(Request::new(payload))).await
+    }
+
+    async fn on_frame(&mut self, from: PeerId, frame: Frame) -> Result<(), CoreError> {
+        match frame {
+            Frame::Bft(message) => {
+                self.step(Event::Message { from: from.replica, message: Box::new(message) }).await?;
+            }
+            Frame::Verdict(verdict) => match self.verdicts.add(verdict) {
+                Ok(Some(certificate)) => self.prepare(certificate).await?,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(peer = %from, %error, "dropped a verdict"),
+            },
+            Frame::Vote(vote) => match self.votes.add(vote) {
+                Ok(Some(certificates)) => self.decide(certificates).await?,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(peer = %from, %error, "dropped a vote"),
+            },
+            Frame::Envelope { envelope, attempt } => self.on_envelope(envelope, attempt, None).await?,
+        }
+        Ok(())
+    }
+
+    async fn on_command(&mut self, command: ClientCommand) -> Result<(), CoreError> {
+        match command {
+            ClientCommand::Submit { requests, tx_client } => self.submit_raw(requests, tx_client).await?,
+            ClientCommand::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            ClientCommand::Envelope { envelope, attempt, tx_client } => {
+                self.on_envelope(envelope, attempt, Some(tx_client)).await?;
+            }
+            ClientCommand::Object(id, reply) => {
+                let _ = reply.send(self.replica.app().answer_object(id));
+            }
+            ClientCommand::Transaction(tx, reply) => {
+                let _ = reply.send(self.replica.app().answer_transaction(tx));
+            }
+        }
+        Ok(())
+    }
+
     fn status(&self) -> Status {
-        let app = self.replica.app();
-        let tip = self.replica.tip();
+        let state = self.replica.app().state();
         Status {
+            shard: self.own.shard,
             replica: self.replica.id(),
             round: self.replica.round(),
-            height: tip.height,
-            executed: app.executed(),
-            state: app.state(),
+            height: self.replica.tip().height,
+            executed: state.executed,
+            state: state.log_digest,
             pending: self.replica.mempool_len() as u64,
         }
     }
 
-    async fn submit(&mut self, requests: Vec<Request>, tx_client: mpsc::Sender<ClientReply>) -> Result<(), CoreError> {
+    async fn submit_raw(
+        &mut self,
+        requests: Vec<Request>,
+        tx_client: mpsc::Sender<ClientReply>,
+    ) -> Result<(), CoreError> {
         let now = self.now();
         let mut accepted = Vec::with_capacity(requests.len());
         let mut refused = Vec::new();
@@ -117,33 +244,197 @@ impl Core {
         if !refused.is_empty() {
             let _ = tx_client.try_send(ClientReply::Refused(refused));
         }
-        let actions = self.replica.handle(Event::SubmitMany(accepted));
-        self.execute(actions).await
+        self.step(Event::SubmitMany(accepted)).await
+    }
+
+    /// An attempt's envelope, from a client or passed on by a peer: answered from the
+    /// record if this shard voted on it, else checked (and refused here if it cannot be).
+    async fn on_envelope(
+        &mut self,
+        json: String,
+        attempt: Attempt,
+        client: Option<mpsc::Sender<ClientReply>>,
+    ) -> Result<(), CoreError> {
+        let reject = |tx: Option<TxId>, kind: &str, message: String| {
+            if let Some(client) = &client {
+                let _ = client.try_send(ClientReply::Rejected { tx, kind: kind.into(), message });
+            }
+        };
+        let envelope = match Envelope::from_json(json.as_bytes(), &self.limits) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                reject(None, error.kind(), format!("{error} ({})", error.hint()));
+                return Ok(());
+            }
+        };
+        let tx = envelope.transaction.tx_id();
+        let app = self.replica.app();
+        let latest = app.tx_view(&tx).map_or(0, |view| view.attempt.0);
+        if attempt.0 == 0 || attempt.0 > latest.saturating_add(1) {
+            let next = latest.saturating_add(1);
+            reject(Some(tx), "bad_attempt", format!("attempt {} of {tx}: the next attempt is {next}", attempt.0));
+            return Ok(());
+        }
+        if !self.map.concerned_shards(&envelope.transaction).contains(&self.own.shard) {
+            reject(Some(tx), "wrong_shard", format!("{tx} has no object on {}: send it to its shards", self.own.shard));
+            return Ok(());
+        }
+        let decided = app
+            .tx_view(&tx)
+            .is_some_and(|view| view.committed.is_some() || (view.attempt == attempt && view.decision.is_some()));
+        if decided {
+            if let Some(client) = &client {
+                let _ = client.try_send(ClientReply::Answer(app.answer_transaction(tx)));
+            }
+            return Ok(());
+        }
+        if let Some((vote, concerned)) = app.recorded_vote(tx, attempt) {
+            // Voted already (the votes may have been lost): say it again, and wait for the decision.
+            self.send_vote(&vote, &concerned);
+            return self.accepted(tx, attempt, client);
+        }
+        if let Some(contract) = self.checkers.unknown_contract(&envelope.transaction) {
+            let message = format!("no checker for contract {contract:?} in the cluster file ({tx})");
+            reject(Some(tx), "unknown_contract", message);
+            return Ok(());
+        }
+        let key = (tx, envelope.digest());
+        if !self.envelopes.contains_key(&key) {
+            if self.envelopes.len() >= ENVELOPES_MAX {
+                reject(Some(tx), "busy", format!("{ENVELOPES_MAX} transactions are being checked: try again soon"));
+                return Ok(());
+            }
+            self.envelopes.insert(key, Pending { json, attempt, since: self.now() });
+            self.checkers.start(&envelope);
+        }
+        self.accepted(tx, attempt, client)
+    }
+
+    /// Tells the client its envelope was taken, and remembers that it waits for the outcome.
+    fn accepted(
+        &mut self,
+        tx: TxId,
+        attempt: Attempt,
+        client: Option<mpsc::Sender<ClientReply>>,
+    ) -> Result<(), CoreError> {
+        if let Some(client) = client {
+            let _ = client.try_send(ClientReply::Accepted { tx, attempt });
+            let now = self.now();
+            let waiters = self.outcomes.entry((tx, attempt)).or_default();
+            if !waiters.iter().any(|(waiting, _)| waiting.same_channel(&client)) {
+                waiters.push((client, now));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkers answered: sign the verdict and share it with the shard.
+    async fn on_checked(&mut self, checked: Checked) -> Result<(), CoreError> {
+        let Some(pending) = self.envelopes.get(&(checked.tx, checked.envelope)) else { return Ok(()) };
+        let success = match checked.verdict {
+            Ok((success, reason)) => {
+                tracing::debug!(tx = %checked.tx, success, reason, "checker verdict");
+                success
+            }
+            Err(error) => {
+                // No verdict, never a false: the attempt waits for a retry (a client or a pass-on).
+                tracing::warn!(tx = %checked.tx, %error, "no checker verdict; the envelope is dropped here");
+                let attempt = pending.attempt;
+                self.envelopes.remove(&(checked.tx, checked.envelope));
+                for (client, _) in self.outcomes.remove(&(checked.tx, attempt)).unwrap_or_default() {
+                    let message = format!("no verdict for {}: {error}", checked.tx);
+                    let reply =
+                        ClientReply::Rejected { tx: Some(checked.tx), kind: "checker_unavailable".into(), message };
+                    let _ = client.try_send(reply);
+                }
+                return Ok(());
+            }
+        };
+        let app = self.replica.app();
+        let bytes = Verdict::signing_bytes(app.own_committee(), &checked.tx, &checked.envelope, success);
+        let signature = app.keys().sign(&bytes);
+        let verdict =
+            Verdict { tx: checked.tx, envelope: checked.envelope, success, replica: self.own.replica, signature };
+        let frame = encode(&Frame::Verdict(verdict.clone()));
+        self.send_to_shard(self.own.shard, &frame);
+        match self.verdicts.add(verdict) {
+            Ok(Some(certificate)) => self.prepare(certificate).await,
+            Ok(None) => Ok(()),
+            Err(error) => {
+                tracing::error!(%error, "this replica's own verdict does not verify: is its key the listed one?");
+                Ok(())
+            }
+        }
+    }
+
+    /// f+1 matching verdicts: order the `Prepare` (if this replica holds the envelope).
+    async fn prepare(&mut self, verdict: VerdictCertificate) -> Result<(), CoreError> {
+        let Some(pending) = self.envelopes.get(&(verdict.tx, verdict.envelope)) else { return Ok(()) };
+        let request = ShardRequest::Prepare { envelope: pending.json.clone(), attempt: pending.attempt, verdict };
+        self.submit(&request).await
+    }
+
+    /// Certificates of every concerned shard (or one abort): order the `Decide`.
+    async fn decide(&mut self, certificates: Vec<PreparedCertificate>) -> Result<(), CoreError> {
+        let Some(first) = certificates.first() else { return Ok(()) };
+        let (tx, attempt) = (first.tx, first.attempt);
+        self.submit(&ShardRequest::Decide { tx, attempt, certificates }).await
+    }
+
+    /// Sends a vote to every replica of every concerned shard.
+    fn send_vote(&self, vote: &SignedVote, concerned: &[ShardId]) {
+        let frame = encode(&Frame::Vote(vote.clone()));
+        for shard in concerned {
+            self.send_to_shard(*shard, &frame);
+        }
+    }
+
+    fn send_to_shard(&self, shard: ShardId, frame: &Bytes) {
+        let replicas = self.peers.range(PeerId { shard, replica: shardspace_core::bft::ReplicaId(0) }..);
+        for (_, peer) in replicas.take_while(|(id, _)| id.shard == shard) {
+            peer.send_encoded(frame.clone());
+        }
     }
 
     /// Carries out actions in order; writes are committed before anything after them is said.
-    async fn execute(&mut self, actions: Vec<Action<Executed>>) -> Result<(), CoreError> {
+    async fn execute(&mut self, actions: Vec<Action<ShardOutput>>) -> Result<(), CoreError> {
         let mut writes = Vec::new();
         let mut decided: DecidedBatch = Vec::new();
+        let mut touched = BTreeSet::new();
+        let mut transferred = false;
         for action in actions {
             match action {
                 Action::PersistSafety(state) => writes.push(Write::Safety(state)),
                 Action::PersistBlock(block) => writes.push(Write::Block(block)),
-                Action::PersistDecided { height, block } => writes.push(Write::Decided { height: height.0, block }),
-                Action::PersistCheckpoint(checkpoint) => writes.push(Write::Checkpoint(checkpoint)),
+                Action::PersistDecided { height, block } => {
+                    decided.extend(block.requests.iter().map(|request| (request.digest(), height)));
+                    self.decided_height = height;
+                    writes.push(Write::Decided { height: height.0, block });
+                }
+                Action::PersistCheckpoint(checkpoint) => {
+                    if checkpoint.certificate.point.height > self.decided_height {
+                        transferred = true;
+                        self.decided_height = checkpoint.certificate.point.height;
+                    }
+                    writes.push(Write::Checkpoint(checkpoint));
+                }
                 Action::Send { to, message } => {
                     self.flush(&mut writes).await?;
-                    if let Some(peer) = self.peers.get(&to) {
-                        peer.send(&message);
+                    if let Some(peer) = self.peers.get(&PeerId { shard: self.own.shard, replica: to }) {
+                        peer.send(&Frame::Bft(message));
                     }
                 }
                 Action::Broadcast(message) => {
                     self.flush(&mut writes).await?;
-                    for peer in self.peers.values() {
-                        peer.send(&message);
+                    self.broadcast(message);
+                }
+                Action::Deliver(output) => {
+                    // The decided block behind a vote is durable before the vote leaves.
+                    self.flush(&mut writes).await?;
+                    if let Some(tx) = self.on_output(output).await? {
+                        touched.insert(tx);
                     }
                 }
-                Action::Deliver(executed) => decided.push((executed.request, executed.height)),
                 Action::Refused(digest) => {
                     if let Some((client, _)) = self.waiting.remove(&digest) {
                         let _ = client.try_send(ClientReply::Refused(vec![digest]));
@@ -161,7 +452,65 @@ impl Core {
         }
         self.flush(&mut writes).await?;
         self.reply_decided(decided);
-        Ok(())
+        if transferred {
+            tracing::info!(height = self.decided_height.0, "state transferred from peers; rewriting the read model");
+            self.write_read_model_whole().await
+        } else {
+            self.write_read_model(touched).await
+        }
+    }
+
+    fn broadcast(&self, message: PeerMessage) {
+        let frame = encode(&Frame::Bft(message));
+        self.send_to_shard(self.own.shard, &frame);
+    }
+
+    /// Acts on what executing the log produced; returns the transaction whose records changed.
+    async fn on_output(&mut self, output: ShardOutput) -> Result<Option<TxId>, CoreError> {
+        match output {
+            ShardOutput::Vote { vote, concerned } => {
+                let (tx, attempt) = (vote.tx, vote.attempt);
+                self.envelopes.remove(&(tx, vote.envelope));
+                self.send_vote(&vote, &concerned);
+                let decided = self.replica.app().tx_view(&tx).is_some_and(|view| view.committed.is_some());
+                if !decided {
+                    let now = self.now();
+                    self.undecided.entry((tx, attempt)).or_insert(now);
+                }
+                let mut complete = self.votes.expect(tx, attempt, vote.envelope, concerned);
+                match self.votes.add(vote) {
+                    Ok(Some(certificates)) => complete = Some(certificates),
+                    Ok(None) => {}
+                    Err(error) => tracing::error!(%error, "this replica's own vote does not verify"),
+                }
+                if let Some(certificates) = complete {
+                    Box::pin(self.decide(certificates)).await?;
+                }
+                Ok(Some(tx))
+            }
+            ShardOutput::Decided { tx, attempt, committed } => {
+                self.undecided.remove(&(tx, attempt));
+                tracing::debug!(%tx, attempt = attempt.0, committed, "decided");
+                let answer = self.replica.app().answer_transaction(tx);
+                let mut waiters = self.outcomes.remove(&(tx, attempt)).unwrap_or_default();
+                if committed {
+                    // Committed for good: every later attempt has this outcome too.
+                    let later: Vec<_> =
+                        self.outcomes.range((tx, attempt)..).take_while(|(k, _)| k.0 == tx).map(|(k, _)| *k).collect();
+                    for key in later {
+                        waiters.extend(self.outcomes.remove(&key).unwrap_or_default());
+                    }
+                }
+                for (client, _) in waiters {
+                    let _ = client.try_send(ClientReply::Answer(answer.clone()));
+                }
+                Ok(Some(tx))
+            }
+            ShardOutput::Refused { reason } => {
+                tracing::debug!(reason, "the shard refused an ordered request");
+                Ok(None)
+            }
+        }
     }
 
     async fn flush(&mut self, writes: &mut Vec<Write>) -> Result<(), CoreError> {
@@ -171,13 +520,106 @@ impl Core {
         Ok(())
     }
 
-    /// Forgets submitters whose connection closed or who waited too long.
-    fn sweep_waiting(&mut self, now: TimeMs) {
-        self.waiting.retain(|_, (client, since)| !client.is_closed() && now.0 < since.0.saturating_add(WAITING_MS_MAX));
+    /// The read model's rows for these transactions and the objects they name here.
+    async fn write_read_model(&mut self, touched: BTreeSet<TxId>) -> Result<(), CoreError> {
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let app = self.replica.app();
+        let mut writes = Vec::new();
+        let mut objects = BTreeSet::new();
+        for tx in touched {
+            let Some(record) = app.state().transactions.get(&tx) else { continue };
+            let (Some(view), Some((_, latest))) = (app.tx_view(&tx), record.attempts.iter().next_back()) else {
+                continue;
+            };
+            if let Ok(envelope) = serde_json::from_str::<Envelope>(&latest.envelope) {
+                envelope.transaction.visit(&mut |node| {
+                    objects.extend(node.input_ids.iter().chain(&node.reference_input_ids).copied());
+                    objects.extend(node.own_outputs().into_iter().map(|output| output.id));
+                });
+            }
+            writes.push(Write::Transaction(TransactionRow { tx, envelope: latest.envelope.clone(), view }));
+        }
+        for id in objects {
+            if let Some(view) = app.object_view(&id) {
+                writes.push(Write::Object(ObjectRow { id, view }));
+            }
+        }
+        self.store.write(writes).await?;
+        Ok(())
     }
 
-    /// Tells each waiting client which of its requests were decided, one reply per connection.
+    /// Rewrites the whole read model from the shard's state (at start, and after a state transfer).
+    async fn write_read_model_whole(&mut self) -> Result<(), CoreError> {
+        let app = self.replica.app();
+        let mut writes = vec![Write::ClearReadModel];
+        for id in app.state().objects.keys() {
+            if let Some(view) = app.object_view(id) {
+                writes.push(Write::Object(ObjectRow { id: *id, view }));
+            }
+        }
+        for (tx, record) in &app.state().transactions {
+            let (Some(view), Some((_, latest))) = (app.tx_view(tx), record.attempts.iter().next_back()) else {
+                continue;
+            };
+            writes.push(Write::Transaction(TransactionRow { tx: *tx, envelope: latest.envelope.clone(), view }));
+        }
+        self.store.write(writes).await?;
+        Ok(())
+    }
+
+    /// Forgets submitters whose connection closed or who waited too long, and stale envelopes.
+    fn sweep(&mut self, now: TimeMs) {
+        let fresh = |since: TimeMs, max: u64| now.0 < since.0.saturating_add(max);
+        self.waiting.retain(|_, (client, since)| !client.is_closed() && fresh(*since, WAITING_MS_MAX));
+        self.outcomes.retain(|_, waiters| {
+            waiters.retain(|(client, since)| !client.is_closed() && fresh(*since, WAITING_MS_MAX));
+            !waiters.is_empty()
+        });
+        self.envelopes.retain(|_, pending| fresh(pending.since, ENVELOPE_MS_MAX));
+    }
+
+    /// Attempts undecided for a while: their envelope goes to every replica of every
+    /// concerned shard (one that voted answers with its vote again; one that never saw it
+    /// checks and prepares it), and this replica's own vote goes again.
+    fn pass_on(&mut self, now: TimeMs) {
+        let due: Vec<(TxId, Attempt)> = self
+            .undecided
+            .iter()
+            .filter(|(_, since)| now.0 >= since.0.saturating_add(PASS_ON_AFTER_MS))
+            .map(|(key, _)| *key)
+            .take(PASS_ON_MAX)
+            .collect();
+        for (tx, attempt) in due {
+            let app = self.replica.app();
+            let record = app.state().transactions.get(&tx);
+            let Some(attempt_record) = record.and_then(|record| record.attempts.get(&attempt)) else {
+                self.undecided.remove(&(tx, attempt));
+                continue;
+            };
+            if attempt_record.decision.is_some() {
+                self.undecided.remove(&(tx, attempt));
+                continue;
+            }
+            let concerned = record.map(|record| record.concerned.clone()).unwrap_or_default();
+            let frame = encode(&Frame::Envelope { envelope: attempt_record.envelope.clone(), attempt });
+            for shard in &concerned {
+                self.send_to_shard(*shard, &frame);
+            }
+            if let Some((vote, concerned)) = app.recorded_vote(tx, attempt) {
+                self.send_vote(&vote, &concerned);
+            }
+            tracing::debug!(%tx, attempt = attempt.0, "passed on an undecided attempt");
+            self.undecided.insert((tx, attempt), now);
+        }
+    }
+
+    /// Tells each waiting client which of its raw requests were decided, one reply per connection.
     fn reply_decided(&mut self, decided: DecidedBatch) {
+        if self.waiting.is_empty() {
+            return;
+        }
         let mut by_client: Vec<(mpsc::Sender<ClientReply>, DecidedBatch)> = Vec::new();
         for (digest, height) in decided {
             let Some((client, _)) = self.waiting.remove(&digest) else { continue };

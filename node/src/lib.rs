@@ -1,9 +1,11 @@
 //! The Shardspace replica process: actors around the sans-IO BFT replica of
-//! `shardspace-core` (DESIGN.md §6, STYLE.md §1). `run` wires them: the SQLite
-//! store thread, the peer listener and one sender per peer, the client
-//! listener, and the `Core` task that owns the protocol state.
+//! `shardspace-core` running the shard's S-BAC application (DESIGN.md §5, §6,
+//! STYLE.md §1). `run` wires them: the SQLite store thread, the peer listener
+//! and one sender per replica of the cluster, the client listener, the checker
+//! calls, and the `Core` task that owns the protocol state.
 
 pub mod checker_client;
+pub mod checking;
 pub mod client;
 pub mod config;
 pub mod core;
@@ -13,23 +15,27 @@ pub mod store;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
+use shardspace_core::Limits;
 use shardspace_core::bft::Replica;
-use shardspace_core::bft::kv::KvApp;
+use shardspace_core::sbac::ShardApp;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::checker_client::{CheckerClient, CheckerClientLimits};
+use crate::checking::Checkers;
 use crate::client::ClientListener;
 use crate::config::NodeConfig;
 use crate::core::{Core, CoreError};
-use crate::network::{NetworkCounters, PeerListener, PeerSender};
+use crate::network::{NetworkCounters, PeerId, PeerListener, PeerSender};
 use crate::store::{Store, StoreError};
 
 /// Messages from peers waiting for the core.
 const CORE_QUEUE_MAX: usize = 10_000;
 /// Client commands waiting for the core.
 const CLIENT_COMMANDS_MAX: usize = 1_000;
+/// Checker verdicts waiting for the core.
+const CHECKED_QUEUE_MAX: usize = 1_000;
 
 /// Why a replica could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +48,8 @@ pub enum NodeError {
     Recover(String),
     #[error(transparent)]
     Core(#[from] CoreError),
+    #[error("cannot build the checker client: {0}")]
+    CheckerClient(String),
 }
 
 /// Where a started replica listens.
@@ -59,7 +67,8 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let store = Store::open(&config.data_dir, config.durability)?;
     let persisted = store.load().await?;
-    let app = KvApp::default();
+    let limits = Limits::default();
+    let app = ShardApp::new(config.shard, config.committees.clone(), config.keys.clone(), limits.clone());
     let replica = Replica::recover(config.committee.clone(), config.keys.clone(), config.bft.clone(), app, persisted)
         .map_err(NodeError::Recover)?;
     let bind = |address: SocketAddr| async move {
@@ -75,7 +84,7 @@ pub async fn run(
     let counters = Arc::new(NetworkCounters::default());
     let (tx_core, rx_peers) = mpsc::channel(CORE_QUEUE_MAX);
     let (tx_clients, rx_clients) = mpsc::channel(CLIENT_COMMANDS_MAX);
-    let own = config.keys.id;
+    let own = PeerId { shard: config.shard, replica: config.keys.id };
     let peers: BTreeMap<_, _> = config
         .peers
         .iter()
@@ -92,14 +101,18 @@ pub async fn run(
             (*id, sender)
         })
         .collect();
-    let listener =
-        PeerListener { listener: peer_listener, committee: config.committee.clone(), own, tx_core, counters };
+    let committees = config.committees.clone();
+    let listener = PeerListener { listener: peer_listener, committees: committees.clone(), own, tx_core, counters };
     tokio::spawn(listener.run(shutdown.clone()));
     tokio::spawn(ClientListener { listener: client_listener, tx_core: tx_clients }.run(shutdown.clone()));
-    tracing::info!(shard = config.shard.0, replica = own.0, peer = %bound.peer, client = %bound.client, height = replica.tip().height.0, "replica started");
+    let (tx_checked, rx_checked) = mpsc::channel(CHECKED_QUEUE_MAX);
+    let client = CheckerClient::new(CheckerClientLimits::default())
+        .map_err(|error| NodeError::CheckerClient(error.to_string()))?;
+    let checkers = Checkers::new(client, config.checkers.clone(), tx_checked);
+    tracing::info!(shard = config.shard.0, replica = own.replica.0, peer = %bound.peer, client = %bound.client, height = replica.tip().height.0, "replica started");
     let _ = ready.send(bound);
-    let core = Core { replica, store, peers, waiting: Default::default(), started: Instant::now() };
-    core.run(rx_peers, rx_clients, shutdown).await?;
-    tracing::info!(shard = config.shard.0, replica = own.0, "replica stopped");
+    let core = Core::new(replica, store, committees, peers, checkers, limits);
+    core.run(rx_peers, rx_clients, rx_checked, shutdown).await?;
+    tracing::info!(shard = config.shard.0, replica = own.replica.0, "replica stopped");
     Ok(())
 }

@@ -1,8 +1,11 @@
-//! The peer network of one shard: framed TCP (length-delimited, postcard,
-//! TCP_NODELAY). `PeerListener` accepts connections, authenticates the peer
-//! with a signed answer to a fresh challenge, and hands its messages to the
-//! core; `PeerSender` keeps one outgoing connection per peer, behind a bounded
-//! queue, and reconnects with backoff. A bad frame closes that one connection.
+//! The peer network of the cluster: framed TCP (length-delimited, postcard,
+//! TCP_NODELAY) between every pair of replicas. `PeerListener` accepts
+//! connections, authenticates the peer (of any shard) with a signed answer to
+//! a fresh challenge, and hands its frames to the core; `PeerSender` keeps one
+//! outgoing connection per peer, behind a bounded queue, and reconnects with
+//! backoff. Replicas of the same shard exchange every kind of frame; a replica
+//! of another shard may send only S-BAC votes and envelopes. A bad frame closes
+//! that one connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +17,9 @@ use ed25519_dalek::Signature;
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use shardspace_core::ShardId;
 use shardspace_core::bft::{Committee, KeyPair, PeerMessage, ReplicaId};
+use shardspace_core::sbac::{Attempt, SignedVote, Verdict};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -34,15 +39,51 @@ struct Challenge {
     nonce: [u8; 32],
 }
 
-/// The dialer's answer.
-#[derive(Debug, Serialize, Deserialize)]
-struct Hello {
-    replica: ReplicaId,
-    signature: Signature,
+/// One replica of the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PeerId {
+    pub shard: ShardId,
+    pub replica: ReplicaId,
 }
 
-fn hello_bytes(committee: &Committee, nonce: &[u8; 32], listener: ReplicaId) -> Vec<u8> {
-    committee.signing_bytes("hello", &[nonce, &listener.0.to_be_bytes()])
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.shard, self.replica)
+    }
+}
+
+/// The dialer's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub from: PeerId,
+    pub signature: Signature,
+}
+
+/// What a dialer signs: the challenge and who it is talking to, in its own shard's domain.
+pub fn hello_bytes(dialer: &Committee, nonce: &[u8; 32], listener: PeerId) -> Vec<u8> {
+    dialer.signing_bytes("hello", &[nonce, &listener.shard.0.to_be_bytes(), &listener.replica.0.to_be_bytes()])
+}
+
+/// What travels between replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// Inside a shard: the BFT protocol.
+    Bft(PeerMessage),
+    /// Inside a shard: a replica's signed checker verdict on an envelope.
+    Verdict(Verdict),
+    /// To every concerned shard: a replica's signed vote on an attempt.
+    Vote(SignedVote),
+    /// To every concerned shard: the envelope of an attempt that is taking long to be
+    /// decided (a client may have told some shards only). A replica that prepared it
+    /// answers with its recorded vote; one that did not checks it and prepares it.
+    Envelope { envelope: String, attempt: Attempt },
+}
+
+impl Frame {
+    /// Whether a replica of another shard may send this.
+    fn crosses_shards(&self) -> bool {
+        matches!(self, Self::Vote(_) | Self::Envelope { .. })
+    }
 }
 
 /// Counts of what the network dropped, for logs and metrics.
@@ -67,7 +108,7 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Bytes {
+pub fn encode<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(postcard::to_stdvec(value).expect("encoding into memory cannot fail"))
 }
 
@@ -75,9 +116,10 @@ fn encode<T: Serialize>(value: &T) -> Bytes {
 #[derive(Debug)]
 pub struct PeerListener {
     pub listener: TcpListener,
-    pub committee: Committee,
-    pub own: ReplicaId,
-    pub tx_core: mpsc::Sender<(ReplicaId, PeerMessage)>,
+    /// Every shard's committee, by shard id.
+    pub committees: Vec<Committee>,
+    pub own: PeerId,
+    pub tx_core: mpsc::Sender<(PeerId, Frame)>,
     pub counters: Arc<NetworkCounters>,
 }
 
@@ -134,9 +176,14 @@ impl PeerListener {
                 }
                 None => return,
             };
-            match decode::<PeerMessage>(&bytes) {
-                Ok(message) => {
-                    if self.tx_core.send((peer, message)).await.is_err() {
+            match decode::<Frame>(&bytes) {
+                Ok(frame) if peer.shard != self.own.shard && !frame.crosses_shards() => {
+                    self.counters.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, "a replica of another shard sent a frame of this shard's own; connection closed");
+                    return;
+                }
+                Ok(frame) => {
+                    if self.tx_core.send((peer, frame)).await.is_err() {
                         return;
                     }
                 }
@@ -149,19 +196,23 @@ impl PeerListener {
         }
     }
 
-    /// Sends a fresh challenge; the answer must be signed by a member of this shard.
-    async fn handshake(&self, frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Result<ReplicaId, String> {
+    /// Sends a fresh challenge; the answer must be signed by a replica of the cluster.
+    async fn handshake(&self, frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Result<PeerId, String> {
         let nonce: [u8; 32] = rand::random();
         frames.send(encode(&Challenge { nonce })).await.map_err(|error| error.to_string())?;
         let frame = frames.next().await.ok_or("closed before answering")?.map_err(|error| error.to_string())?;
         let hello: Hello = decode(&frame)?;
-        if hello.replica == self.own {
+        if hello.from == self.own {
             return Err("a peer claims to be this replica".into());
         }
-        self.committee
-            .verify(hello.replica, &hello_bytes(&self.committee, &nonce, self.own), &hello.signature)
+        let committee = self
+            .committees
+            .get(hello.from.shard.0 as usize)
+            .ok_or_else(|| format!("a peer claims to be of {}, which is not in the cluster", hello.from.shard))?;
+        committee
+            .verify(hello.from.replica, &hello_bytes(committee, &nonce, self.own), &hello.signature)
             .map_err(|error| error.to_string())?;
-        Ok(hello.replica)
+        Ok(hello.from)
     }
 }
 
@@ -174,23 +225,29 @@ pub struct PeerSender {
 
 impl PeerSender {
     /// Starts the task that connects to `peer` at `address`.
+    /// `own_committee` is the dialer's (this replica's) committee: it signs the handshake.
     pub fn start(
         address: String,
-        peer: ReplicaId,
+        peer: PeerId,
         keys: KeyPair,
-        committee: Committee,
+        own_committee: Committee,
         counters: Arc<NetworkCounters>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let (tx_peer, rx_messages) = mpsc::channel(PEER_QUEUE_MAX);
-        let connection = Connection { address, peer, keys, committee };
+        let connection = Connection { address, peer, keys, committee: own_committee };
         tokio::spawn(connection.run(rx_messages, shutdown));
         Self { tx_peer, counters }
     }
 
-    /// Queues a message; drops it if the peer's queue is full.
-    pub fn send(&self, message: &PeerMessage) {
-        if self.tx_peer.try_send(encode(message)).is_err() {
+    /// Queues a frame; drops it if the peer's queue is full.
+    pub fn send(&self, frame: &Frame) {
+        self.send_encoded(encode(frame));
+    }
+
+    /// Queues a frame already encoded (one encoding for many peers).
+    pub fn send_encoded(&self, bytes: Bytes) {
+        if self.tx_peer.try_send(bytes).is_err() {
             self.counters.sends_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -198,7 +255,7 @@ impl PeerSender {
 
 struct Connection {
     address: String,
-    peer: ReplicaId,
+    peer: PeerId,
     keys: KeyPair,
     committee: Committee,
 }
@@ -244,7 +301,8 @@ impl Connection {
             let frame = frames.next().await.ok_or("closed before the challenge")?.map_err(|e| e.to_string())?;
             let challenge: Challenge = decode(&frame)?;
             let signature = self.keys.sign(&hello_bytes(&self.committee, &challenge.nonce, self.peer));
-            frames.send(encode(&Hello { replica: self.keys.id, signature })).await.map_err(|e| e.to_string())
+            let from = PeerId { shard: self.committee.shard(), replica: self.keys.id };
+            frames.send(encode(&Hello { from, signature })).await.map_err(|e| e.to_string())
         };
         tokio::time::timeout(HANDSHAKE_TIMEOUT, answer)
             .await

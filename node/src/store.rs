@@ -2,11 +2,19 @@
 //! cloneable handle: it sends a batch of writes and waits for the commit, one
 //! SQLite transaction per batch. A failed write is returned, never ignored:
 //! the replica stops rather than go on with an unknown state.
+//!
+//! The safety state, the decided log and the checkpoint are what a replica
+//! restarts from. The `objects` and `transactions` tables are a read model of
+//! the shard's state for operators (`sqlite3 replica.sqlite`): written with the
+//! decided batches, rewritten whole at start and after a state transfer, and
+//! never read back by the replica.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use shardspace_core::bft::{Block, Persisted, SafetyState, StableCheckpoint};
+use shardspace_core::sbac::{ObjectStatus, ObjectView, TxView, VoteKind};
+use shardspace_core::{ObjectId, TxId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Durability;
@@ -29,8 +37,30 @@ pub enum StoreError {
 pub enum Write {
     Safety(SafetyState),
     Block(Block),
-    Decided { height: u64, block: Block },
+    Decided {
+        height: u64,
+        block: Block,
+    },
     Checkpoint(StableCheckpoint),
+    /// Empties the read model (before it is written whole).
+    ClearReadModel,
+    Object(ObjectRow),
+    Transaction(TransactionRow),
+}
+
+/// One row of the `objects` read model.
+#[derive(Clone, Debug)]
+pub struct ObjectRow {
+    pub id: ObjectId,
+    pub view: ObjectView,
+}
+
+/// One row of the `transactions` read model: the latest attempt this shard recorded.
+#[derive(Clone, Debug)]
+pub struct TransactionRow {
+    pub tx: TxId,
+    pub envelope: String,
+    pub view: TxView,
 }
 
 enum Command {
@@ -67,7 +97,13 @@ impl Store {
                  CREATE TABLE IF NOT EXISTS decided_blocks (
                      height INTEGER PRIMARY KEY, round INTEGER NOT NULL, digest BLOB NOT NULL, block BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS checkpoint (
-                     id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, record BLOB NOT NULL);"
+                     id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, record BLOB NOT NULL);
+                 CREATE TABLE IF NOT EXISTS objects (
+                     id TEXT PRIMARY KEY, value TEXT NOT NULL, contract TEXT NOT NULL, status TEXT NOT NULL,
+                     lock_holder TEXT, created_by TEXT NOT NULL, consumed_by TEXT);
+                 CREATE TABLE IF NOT EXISTS transactions (
+                     tx TEXT PRIMARY KEY, envelope TEXT NOT NULL, attempt INTEGER NOT NULL, vote TEXT NOT NULL,
+                     reason TEXT, decision TEXT, committed_attempt INTEGER);"
             ))
             .map_err(sqlite)?;
         let (tx_store, rx_commands) = mpsc::channel(STORE_QUEUE_MAX);
@@ -144,6 +180,51 @@ fn write(connection: &mut Connection, path: &Path, writes: Vec<Write>) -> Result
                     .map_err(sqlite)?;
                 let sql = "DELETE FROM decided_blocks WHERE height <= ?1";
                 transaction.prepare_cached(sql).and_then(|mut s| s.execute(params![height])).map_err(sqlite)?;
+            }
+            Write::ClearReadModel => {
+                transaction.execute_batch("DELETE FROM objects; DELETE FROM transactions;").map_err(sqlite)?;
+            }
+            Write::Object(row) => {
+                let (status, holder, consumed_by) = match &row.view.status {
+                    ObjectStatus::Active => ("active", None, None),
+                    ObjectStatus::Locked { tx, .. } => ("locked", Some(tx.to_string()), None),
+                    ObjectStatus::Inactive { consumed_by } => ("inactive", None, Some(consumed_by.to_string())),
+                };
+                let sql =
+                    "INSERT OR REPLACE INTO objects (id, value, contract, status, lock_holder, created_by, consumed_by)
+                           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+                let view = &row.view;
+                let values = params![
+                    row.id.to_string(),
+                    view.value,
+                    view.contract,
+                    status,
+                    holder,
+                    view.created_by.to_string(),
+                    consumed_by
+                ];
+                transaction.prepare_cached(sql).and_then(|mut s| s.execute(values)).map_err(sqlite)?;
+            }
+            Write::Transaction(row) => {
+                let (vote, reason) = match row.view.vote {
+                    VoteKind::Accept => ("accept", None),
+                    VoteKind::Abort(reason) => ("abort", Some(reason.as_str())),
+                };
+                let decision = row.view.decision.map(|commit| if commit { "commit" } else { "abort" });
+                let sql = "INSERT OR REPLACE INTO transactions
+                           (tx, envelope, attempt, vote, reason, decision, committed_attempt)
+                           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+                let committed = row.view.committed.map(|attempt| i64::from(attempt.0));
+                let values = params![
+                    row.tx.to_string(),
+                    row.envelope,
+                    i64::from(row.view.attempt.0),
+                    vote,
+                    reason,
+                    decision,
+                    committed
+                ];
+                transaction.prepare_cached(sql).and_then(|mut s| s.execute(values)).map_err(sqlite)?;
             }
         }
     }

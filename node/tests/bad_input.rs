@@ -1,5 +1,6 @@
 //! Bad input at the replica's doors: arbitrary bytes never panic a decoder, and
-//! a peer connection with a garbage, unsigned, foreign or oversized frame is
+//! a peer connection with a garbage, unsigned, foreign or oversized frame, or a
+//! replica of another shard sending what only the shard's own replicas may, is
 //! closed and counted while nothing reaches the core.
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
@@ -13,7 +14,9 @@ use proptest::prelude::*;
 use shardspace_core::ShardId;
 use shardspace_core::bft::{Committee, KeyPair, MessageLimits, PeerMessage, ReplicaId, VerifiedCertificates};
 use shardspace_node::client::ClientRequest;
-use shardspace_node::network::{FRAME_BYTES_MAX, NetworkCounters, PeerListener, decode};
+use shardspace_node::network::{
+    FRAME_BYTES_MAX, Frame, Hello, NetworkCounters, PeerId, PeerListener, decode, hello_bytes,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -25,7 +28,7 @@ proptest! {
     fn arbitrary_bytes_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2_048)) {
         let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [i as u8 + 1; 32])).collect();
         let committee = Committee::new("test", ShardId(0), keys.iter().map(KeyPair::public).collect());
-        if let Ok(message) = decode::<PeerMessage>(&bytes) {
+        if let Ok(Frame::Bft(message)) = decode::<Frame>(&bytes) {
             let _ = message.verify(&committee, &MessageLimits::default(), &mut VerifiedCertificates::new(8));
         }
         let _ = decode::<ClientRequest>(&bytes);
@@ -33,21 +36,25 @@ proptest! {
 }
 
 fn committee(cluster: &str, shard: u32) -> (Committee, Vec<KeyPair>) {
-    let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [i as u8 + 1; 32])).collect();
+    let keys: Vec<KeyPair> =
+        (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [(shard * 10 + i) as u8 + 1; 32])).collect();
     (Committee::new(cluster, ShardId(shard), keys.iter().map(KeyPair::public).collect()), keys)
 }
 
-/// A peer listener of replica 0, in process, with its counters and what reaches its core.
-async fn listener()
--> (std::net::SocketAddr, Arc<NetworkCounters>, mpsc::Receiver<(ReplicaId, PeerMessage)>, watch::Sender<bool>) {
-    let (committee, _) = committee("test", 0);
+const LISTENER: PeerId = PeerId { shard: ShardId(0), replica: ReplicaId(0) };
+
+/// A peer listener of replica 0 of shard 0 in a two-shard cluster, in process, with its
+/// counters and what reaches its core.
+async fn listener() -> (std::net::SocketAddr, Arc<NetworkCounters>, mpsc::Receiver<(PeerId, Frame)>, watch::Sender<bool>)
+{
+    let committees = vec![committee("test", 0).0, committee("test", 1).0];
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = socket.local_addr().unwrap();
     let counters = Arc::new(NetworkCounters::default());
     let (tx_core, rx_core) = mpsc::channel(16);
     let (stop, shutdown) = watch::channel(false);
     let listener =
-        PeerListener { listener: socket, committee, own: ReplicaId(0), tx_core, counters: Arc::clone(&counters) };
+        PeerListener { listener: socket, committees, own: LISTENER, tx_core, counters: Arc::clone(&counters) };
     tokio::spawn(listener.run(shutdown));
     (address, counters, rx_core, stop)
 }
@@ -71,10 +78,11 @@ async fn closed(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(10), frames.next()).await, Ok(None | Some(Err(_))))
 }
 
-fn hello(replica: u32, keys: &KeyPair, committee: &Committee, nonce: [u8; 32]) -> Vec<u8> {
-    let bytes = committee.signing_bytes("hello", &[&nonce, &0u32.to_be_bytes()]);
-    let signature = keys.sign(&bytes);
-    postcard::to_stdvec(&(ReplicaId(replica), signature)).unwrap()
+/// A dialer's answer claiming to be `shard`/`replica`, signed with `keys` in `committee`'s domain.
+fn hello(shard: u32, replica: u32, keys: &KeyPair, committee: &Committee, nonce: [u8; 32]) -> Vec<u8> {
+    let signature = keys.sign(&hello_bytes(committee, &nonce, LISTENER));
+    let from = PeerId { shard: ShardId(shard), replica: ReplicaId(replica) };
+    postcard::to_stdvec(&Hello { from, signature }).unwrap()
 }
 
 /// What a dialer answers to a challenge nonce.
@@ -88,10 +96,12 @@ async fn garbage_unsigned_foreign_and_unknown_handshakes_are_refused_and_counted
     let stranger = KeyPair::from_seed(ReplicaId(1), [99; 32]);
     let attempts: Vec<Answer> = vec![
         Box::new(|_| b"garbage".to_vec()),
-        Box::new(|nonce| hello(1, &stranger, &here, nonce)),
-        Box::new(|nonce| hello(1, &keys[1], &other_shard, nonce)),
-        Box::new(|nonce| hello(9, &keys[1], &here, nonce)),
-        Box::new(|nonce| hello(0, &keys[0], &here, nonce)),
+        Box::new(|nonce| hello(0, 1, &stranger, &here, nonce)),
+        Box::new(|nonce| hello(0, 1, &keys[1], &other_shard, nonce)),
+        Box::new(|nonce| hello(1, 1, &keys[1], &other_shard, nonce)),
+        Box::new(|nonce| hello(0, 9, &keys[1], &here, nonce)),
+        Box::new(|nonce| hello(0, 0, &keys[0], &here, nonce)),
+        Box::new(|nonce| hello(7, 1, &keys[1], &here, nonce)),
     ];
     let count = attempts.len() as u64;
     for attempt in attempts {
@@ -106,12 +116,12 @@ async fn garbage_unsigned_foreign_and_unknown_handshakes_are_refused_and_counted
 async fn after_a_good_handshake_a_bad_or_oversized_frame_closes_the_connection() {
     let (address, counters, mut rx_core, _stop) = listener().await;
     let (here, keys) = committee("test", 0);
-    let mut frames = answer(address, |nonce| hello(1, &keys[1], &here, nonce)).await;
+    let mut frames = answer(address, |nonce| hello(0, 1, &keys[1], &here, nonce)).await;
     frames.send(bytes::Bytes::from(vec![0xff, 0xff, 0xff])).await.unwrap();
     assert!(closed(&mut frames).await);
     assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 1);
 
-    let mut frames = answer(address, |nonce| hello(1, &keys[1], &here, nonce)).await;
+    let mut frames = answer(address, |nonce| hello(0, 1, &keys[1], &here, nonce)).await;
     let _ = frames.send(bytes::Bytes::from(vec![0u8; FRAME_BYTES_MAX + 1])).await;
     assert!(closed(&mut frames).await);
     assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 2);
@@ -122,9 +132,26 @@ async fn after_a_good_handshake_a_bad_or_oversized_frame_closes_the_connection()
 async fn a_well_formed_message_from_an_authenticated_peer_reaches_the_core() {
     let (address, _, mut rx_core, _stop) = listener().await;
     let (here, keys) = committee("test", 0);
-    let mut frames = answer(address, |nonce| hello(2, &keys[2], &here, nonce)).await;
-    let message = PeerMessage::Requests(vec![shardspace_core::bft::Request::new(b"k=v".to_vec())]);
+    let mut frames = answer(address, |nonce| hello(0, 2, &keys[2], &here, nonce)).await;
+    let message = Frame::Bft(PeerMessage::Requests(vec![shardspace_core::bft::Request::new(b"k=v".to_vec())]));
     frames.send(bytes::Bytes::from(postcard::to_stdvec(&message).unwrap())).await.unwrap();
     let (from, received) = tokio::time::timeout(Duration::from_secs(10), rx_core.recv()).await.unwrap().unwrap();
-    assert_eq!((from, received), (ReplicaId(2), message));
+    assert_eq!((from, received), (PeerId { shard: ShardId(0), replica: ReplicaId(2) }, message));
+}
+
+#[tokio::test]
+async fn a_replica_of_another_shard_may_pass_on_an_envelope_but_not_speak_the_shards_own_protocol() {
+    let (address, counters, mut rx_core, _stop) = listener().await;
+    let (there, keys) = committee("test", 1);
+    let mut frames = answer(address, |nonce| hello(1, 3, &keys[3], &there, nonce)).await;
+    let envelope = Frame::Envelope { envelope: "{}".into(), attempt: shardspace_core::sbac::Attempt(1) };
+    frames.send(bytes::Bytes::from(postcard::to_stdvec(&envelope).unwrap())).await.unwrap();
+    let (from, received) = tokio::time::timeout(Duration::from_secs(10), rx_core.recv()).await.unwrap().unwrap();
+    assert_eq!((from, received), (PeerId { shard: ShardId(1), replica: ReplicaId(3) }, envelope));
+
+    let bft = Frame::Bft(PeerMessage::Requests(vec![shardspace_core::bft::Request::new(b"k=v".to_vec())]));
+    frames.send(bytes::Bytes::from(postcard::to_stdvec(&bft).unwrap())).await.unwrap();
+    assert!(closed(&mut frames).await, "the connection stayed open");
+    assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 1);
+    assert!(rx_core.try_recv().is_err(), "the foreign BFT frame reached the core");
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::messages::{
     AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, VerdictCertificate, VoteKind,
 };
-use crate::bft::{Application, Committee, Height, KeyPair, Request};
+use crate::bft::{Application, Committee, Digest, Height, KeyPair, Request};
 use crate::ids::{ObjectId, ShardId, TxId};
 use crate::limits::Limits;
 use crate::shard::ShardMap;
@@ -71,6 +71,9 @@ pub struct ShardState {
     pub transactions: BTreeMap<TxId, TxRecord>,
     /// Output ids of accepted, undecided attempts: no other attempt may create them meanwhile.
     pub reserved: BTreeMap<ObjectId, (TxId, Attempt)>,
+    /// Requests executed, and a running digest of them: replicas compare these (status).
+    pub executed: u64,
+    pub log_digest: Digest,
 }
 
 /// What executing a request asks the shell to do.
@@ -124,6 +127,27 @@ impl ShardApp {
 
     fn committee(&self) -> &Committee {
         &self.committees[self.shard.0 as usize]
+    }
+
+    pub fn own_committee(&self) -> &Committee {
+        self.committee()
+    }
+
+    pub fn keys(&self) -> &KeyPair {
+        &self.keys
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// Attempts prepared here and not decided yet, with their envelopes and concerned shards
+    /// (a replica passes these on, so that no lock waits for a client that went away).
+    pub fn undecided(&self) -> impl Iterator<Item = (TxId, Attempt, &str, &[ShardId])> + '_ {
+        self.state.transactions.iter().flat_map(|(tx, record)| {
+            let pending = record.attempts.iter().filter(|(_, attempt)| attempt.decision.is_none());
+            pending.map(|(number, attempt)| (*tx, *number, attempt.envelope.as_str(), record.concerned.as_slice()))
+        })
     }
 
     fn owns(&self, id: &ObjectId) -> bool {
@@ -386,6 +410,10 @@ impl Application for ShardApp {
     type Output = ShardOutput;
 
     fn execute(&mut self, _height: Height, request: &Request) -> Vec<ShardOutput> {
+        let mut chained = self.state.log_digest.0.to_vec();
+        chained.extend_from_slice(&request.digest().0);
+        self.state.log_digest = Digest::of(&chained);
+        self.state.executed += 1;
         let output = match postcard::from_bytes::<ShardRequest>(request.payload()) {
             Ok(ShardRequest::Prepare { envelope, attempt, verdict }) => self.prepare(envelope, attempt, verdict),
             Ok(ShardRequest::Decide { tx, attempt, certificates }) => self.decide(tx, attempt, certificates),

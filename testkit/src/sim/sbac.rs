@@ -383,13 +383,8 @@ impl SbacSimulation {
         let Some(replica) = &self.nodes[node as usize].replica else { return };
         let undecided: Vec<(String, Attempt, Vec<ShardId>)> = replica
             .app()
-            .state()
-            .transactions
-            .values()
-            .flat_map(|record| {
-                let pending = record.attempts.iter().filter(|(_, attempt)| attempt.decision.is_none());
-                pending.map(|(number, attempt)| (attempt.envelope.clone(), *number, record.concerned.clone()))
-            })
+            .undecided()
+            .map(|(_, attempt, envelope, concerned)| (envelope.to_string(), attempt, concerned.to_vec()))
             .take(PASS_ON_MAX)
             .collect();
         for (json, attempt, concerned) in undecided {

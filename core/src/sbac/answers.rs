@@ -1,0 +1,96 @@
+//! Signed answers of one replica to a reader (the client API): an object's
+//! value and status, and what its shard recorded about a transaction. A reader
+//! trusts an answer once f+1 replicas of the shard sign the same body: at least
+//! one of them is honest.
+
+use ed25519_dalek::Signature;
+use serde::{Deserialize, Serialize};
+
+use super::messages::{Attempt, VoteKind};
+use super::shard::{ObjectStatus, ShardApp};
+use crate::bft::{Committee, KeyPair, ProtocolError, ReplicaId};
+use crate::ids::{ObjectId, ShardId, TxId};
+
+/// An object as a reader sees it (shared locks are left out: they come and go).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectView {
+    pub value: String,
+    pub contract: String,
+    pub created_by: TxId,
+    pub status: ObjectStatus,
+}
+
+/// What a shard recorded about a transaction: its latest attempt here, this shard's
+/// vote on it, its decision, and the attempt that committed, if one did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxView {
+    pub attempt: Attempt,
+    pub vote: VoteKind,
+    pub decision: Option<bool>,
+    pub committed: Option<Attempt>,
+}
+
+/// What an answer is about and what it says; `None` when the replica knows nothing of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnswerBody {
+    Object { id: ObjectId, object: Option<ObjectView> },
+    Transaction { tx: TxId, record: Option<TxView> },
+}
+
+/// One replica's signed answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedAnswer {
+    pub shard: ShardId,
+    pub replica: ReplicaId,
+    pub body: AnswerBody,
+    pub signature: Signature,
+}
+
+impl SignedAnswer {
+    fn signing_bytes(committee: &Committee, body: &AnswerBody) -> Vec<u8> {
+        let encoded = postcard::to_stdvec(body).expect("encoding into memory cannot fail");
+        committee.signing_bytes("sbac-answer", &[&encoded])
+    }
+
+    pub fn sign(committee: &Committee, keys: &KeyPair, body: AnswerBody) -> Self {
+        let signature = keys.sign(&Self::signing_bytes(committee, &body));
+        Self { shard: committee.shard(), replica: keys.id, body, signature }
+    }
+
+    /// `committee` is the committee of the shard the answer claims to be from.
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        if committee.shard() != self.shard {
+            return Err(ProtocolError::Malformed { what: "answer", reason: "checked against another shard".into() });
+        }
+        committee.verify(self.replica, &Self::signing_bytes(committee, &self.body), &self.signature)
+    }
+}
+
+impl ShardApp {
+    pub fn object_view(&self, id: &ObjectId) -> Option<ObjectView> {
+        self.object(id).map(|object| ObjectView {
+            value: object.value.clone(),
+            contract: object.contract.clone(),
+            created_by: object.created_by,
+            status: object.status.clone(),
+        })
+    }
+
+    pub fn tx_view(&self, tx: &TxId) -> Option<TxView> {
+        let record = self.state().transactions.get(tx)?;
+        let (attempt, latest) = record.attempts.iter().next_back()?;
+        Some(TxView { attempt: *attempt, vote: latest.vote, decision: latest.decision, committed: record.committed })
+    }
+
+    /// This replica's signed answer about an object.
+    pub fn answer_object(&self, id: ObjectId) -> SignedAnswer {
+        let body = AnswerBody::Object { id, object: self.object_view(&id) };
+        SignedAnswer::sign(self.own_committee(), self.keys(), body)
+    }
+
+    /// This replica's signed answer about a transaction.
+    pub fn answer_transaction(&self, tx: TxId) -> SignedAnswer {
+        let body = AnswerBody::Transaction { tx, record: self.tx_view(&tx) };
+        SignedAnswer::sign(self.own_committee(), self.keys(), body)
+    }
+}
