@@ -1,6 +1,7 @@
 //! `shardspace`: one binary, many subcommands (DESIGN.md §2). Thin: it parses
 //! flags, sets up logging, loads configuration and calls the libraries.
 
+mod checker;
 mod inspect;
 mod node;
 
@@ -23,6 +24,8 @@ enum Command {
     Tx(TxCommand),
     /// Run one replica of the cluster.
     Node(node::NodeFlags),
+    /// Serve the example contracts' Rust checkers.
+    Checker(checker::CheckerFlags),
     /// Cluster files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Tx(TxCommand::Inspect(flags)) => inspect::run(&flags),
         Command::Node(flags) => node::run_node(&flags),
+        Command::Checker(flags) => checker::run(&flags),
         Command::Config(ConfigCommand::Gen(flags)) => node::generate(&flags),
     };
     match result {

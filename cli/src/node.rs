@@ -53,11 +53,7 @@ pub fn generate(flags: &GenFlags) -> anyhow::Result<()> {
 }
 
 pub fn run_node(flags: &NodeFlags) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logs();
     let cluster = ClusterFile::load(&flags.config)?;
     let base = flags.config.parent().map(PathBuf::from).unwrap_or_default();
     let config = cluster.node(&base, flags.shard, flags.replica)?;
@@ -80,8 +76,17 @@ pub fn run_node(flags: &NodeFlags) -> anyhow::Result<()> {
     })
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
 /// Completes on Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

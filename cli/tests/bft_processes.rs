@@ -4,15 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
-use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use shardspace_core::bft::Request;
 use shardspace_node::client::{ClientReply, ClientRequest, ReplicaClient, Status};
 use shardspace_node::config::{ClusterFile, Layout, generate};
+use shardspace_testkit::processes::{Process, free_port};
 use tokio::time::Instant;
 
 const REPLICAS: u32 = 4;
@@ -20,20 +19,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// One replica process, killed when dropped (the test passing or not).
 struct ReplicaProcess {
-    child: Child,
+    _process: Process,
     client_address: String,
-}
-
-impl Drop for ReplicaProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free port on loopback, chosen by the OS.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A one-shard cluster file with OS-chosen ports and short timeouts.
@@ -54,37 +41,21 @@ fn cluster(dir: &Path) -> PathBuf {
 }
 
 fn start(config: &Path, replica: u32) -> ReplicaProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardspace"))
-        .args(["node", "--config", config.to_str().unwrap(), "--shard", "0", "--replica", &replica.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = sender.send(line);
-    });
-    let line = receiver.recv_timeout(Duration::from_secs(30)).expect("the replica prints where it listens");
-    let client_address = line.trim().split("client=").nth(1).expect("listening peer=... client=...").to_string();
-    ReplicaProcess { child, client_address }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardspace"));
+    command.args(["node", "--config", config.to_str().unwrap(), "--shard", "0", "--replica", &replica.to_string()]);
+    command.env("RUST_LOG", "warn");
+    let process = Process::start(command);
+    let line = &process.first_line;
+    let client_address = line.split("client=").nth(1).expect("listening peer=... client=...").to_string();
+    ReplicaProcess { _process: process, client_address }
 }
 
-/// Waits until `condition` holds, checking every 50 ms, or fails at the deadline.
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
+async fn wait_until<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
+    Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + DEADLINE;
-    let mut poll = tokio::time::interval(Duration::from_millis(50));
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        poll.tick().await;
-    }
+    shardspace_testkit::processes::wait_until(what, DEADLINE, condition).await;
 }
 
 async fn status(address: &str) -> Option<Status> {

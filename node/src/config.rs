@@ -157,6 +157,17 @@ impl ClusterFile {
         Ok(())
     }
 
+    /// Every shard's committee, by shard id.
+    pub fn committees(&self) -> Result<Vec<Committee>, String> {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let keys = shard.replicas.iter().map(|r| parse_public_key(&r.public_key));
+                Ok(Committee::new(&self.cluster, ShardId(shard.id), keys.collect::<Result<_, String>>()?))
+            })
+            .collect()
+    }
+
     /// The configuration of replica `replica` of shard `shard`; `base` is the cluster file's folder.
     pub fn node(&self, base: &Path, shard: u32, replica: u32) -> Result<NodeConfig, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { path: base.into(), message };
@@ -165,15 +176,7 @@ impl ClusterFile {
             .replicas
             .get(replica as usize)
             .ok_or_else(|| invalid(format!("shard {shard} has no replica {replica}")))?;
-        let committees: Vec<Committee> = self
-            .shards
-            .iter()
-            .map(|shard_entry| {
-                let keys = shard_entry.replicas.iter().map(|r| parse_public_key(&r.public_key));
-                Ok(Committee::new(&self.cluster, ShardId(shard_entry.id), keys.collect::<Result<_, String>>()?))
-            })
-            .collect::<Result<_, String>>()
-            .map_err(invalid)?;
+        let committees = self.committees().map_err(invalid)?;
         let listed = parse_public_key(&own.public_key).map_err(invalid)?;
         let key_path = base.join(&own.key_file);
         let secret = read_key_file(&key_path)?;

@@ -7,6 +7,7 @@
 pub mod checker_client;
 pub mod checking;
 pub mod client;
+pub mod cluster_client;
 pub mod config;
 pub mod core;
 pub mod network;

@@ -1,0 +1,236 @@
+//! Two shards of four real `shardspace node` processes, with the bank contract's
+//! Python checker and the other example contracts' Rust checkers (`shardspace
+//! checker`), driven straight through the replicas' request interface
+//! (`ClusterClient`, which believes f+1 matching signed answers per shard):
+//! accounts opened on both shards, a cross-shard transfer committed, a double
+//! spend raced through both shards (exactly one commits, the loser's locks are
+//! released), a resubmission answered from the record, a cross-shard `dump`,
+//! and bad input refused or aborted with its reason while nothing changes.
+
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use shardspace_checker::TransactionBuilder;
+use shardspace_contract_bank as bank;
+use shardspace_core::sbac::{AbortReason, Attempt, ObjectStatus, ObjectView, VoteKind};
+use shardspace_core::{Envelope, Object, ShardId};
+use shardspace_node::client::{ClientReply, ClientRequest, ReplicaClient};
+use shardspace_node::cluster_client::{ClusterClient, ClusterError, Outcome};
+use shardspace_node::config::{ClusterFile, Durability, Layout, generate};
+use shardspace_testkit::processes::{Process, free_port};
+
+const SHARDS: u32 = 2;
+const REPLICAS: u32 = 4;
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The Python with the SDK installed: `$SHARDSPACE_PYTHON`, else the Makefile's venv.
+fn python() -> String {
+    std::env::var("SHARDSPACE_PYTHON").unwrap_or_else(|_| {
+        let venv = repo_root().join(".venv/bin/python");
+        assert!(venv.exists(), "no Python with the SDK: run `make venv` or set SHARDSPACE_PYTHON");
+        venv.to_string_lossy().into_owned()
+    })
+}
+
+/// Every process of the cluster, killed when the test ends, pass or fail.
+struct Cluster {
+    _checkers: Vec<Process>,
+    _replicas: Vec<Process>,
+    file: ClusterFile,
+    client: ClusterClient,
+    _dir: tempfile::TempDir,
+}
+
+fn start_cluster() -> Cluster {
+    let mut python_checker = Command::new(python());
+    python_checker.args(["-m", "shardspace.checker", "--port", "0"]);
+    python_checker.arg(repo_root().join("contracts/python/bank/bank.py"));
+    let python_checker = Process::start(python_checker);
+    let mut rust_checker = Command::new(env!("CARGO_BIN_EXE_shardspace"));
+    rust_checker.args(["checker", "--port", "0"]).env("RUST_LOG", "warn");
+    let rust_checker = Process::start(rust_checker);
+    assert!(python_checker.first_line.starts_with("http://"), "{}", python_checker.first_line);
+    assert!(rust_checker.first_line.starts_with("http://"), "{}", rust_checker.first_line);
+
+    let dir = tempfile::tempdir().unwrap();
+    let layout =
+        Layout { cluster: "test".into(), shards: SHARDS, replicas: REPLICAS, host: "127.0.0.1".into(), base_port: 1 };
+    let path = generate(&layout, dir.path()).unwrap();
+    let mut file = ClusterFile::load(&path).unwrap();
+    for replica in file.shards.iter_mut().flat_map(|shard| shard.replicas.iter_mut()) {
+        replica.peer_address = format!("127.0.0.1:{}", free_port());
+        replica.client_address = format!("127.0.0.1:{}", free_port());
+    }
+    file.bft.round_timeout_ms = Some(300);
+    file.bft.durability = Durability::Normal;
+    file.checkers.insert("bank".into(), python_checker.first_line.clone());
+    for contract in ["dump", "hello", "addition", "petition"] {
+        file.checkers.insert(contract.into(), rust_checker.first_line.clone());
+    }
+    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+
+    let mut replicas = Vec::new();
+    for shard in 0..SHARDS {
+        for replica in 0..REPLICAS {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_shardspace"));
+            command.args(["node", "--config", path.to_str().unwrap()]);
+            command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
+            command.env("RUST_LOG", "warn");
+            replicas.push(Process::start(command));
+        }
+    }
+    let client = ClusterClient::new(&file, DEADLINE).unwrap();
+    Cluster { _checkers: vec![python_checker, rust_checker], _replicas: replicas, file, client, _dir: dir }
+}
+
+/// An account of `balance` owned by a fresh key, whose object lands on `shard`.
+fn account_on(cluster: &Cluster, shard: ShardId, balance: i64) -> (SigningKey, Envelope, Object) {
+    loop {
+        let key = SigningKey::from_bytes(&rand::random());
+        let envelope = bank::create_account(&bank::owner_of(&key), balance).unwrap();
+        let output = envelope.transaction.own_outputs().remove(0);
+        if cluster.client.map().shard_of(&output.id) == shard {
+            return (key, envelope, output);
+        }
+    }
+}
+
+async fn submit(cluster: &Cluster, envelope: &Envelope, attempt: u32) -> Outcome {
+    cluster.client.submit(envelope, Attempt(attempt)).await.unwrap()
+}
+
+/// The object once f+1 replicas of its shard sign a view for which `holds` is true. A read
+/// right after an outcome may still come from replicas that lag behind the ones that
+/// decided (f+1 honest replicas held that state), so it is asked again until the deadline.
+async fn settled(cluster: &Cluster, object: &Object, holds: impl Fn(&ObjectView) -> bool) -> ObjectView {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let view = cluster.client.object(object.id).await.unwrap();
+        match view {
+            Some(view) if holds(&view) => return view,
+            _ if tokio::time::Instant::now() > deadline => panic!("{} never settled: last read {view:?}", object.id),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+fn active(view: &ObjectView) -> bool {
+    view.status == ObjectStatus::Active
+}
+
+fn balance(view: &ObjectView) -> i64 {
+    bank::Account::parse(&view.value).unwrap().balance
+}
+
+/// Every concerned shard decided abort, and one voted abort for one of `reasons`.
+fn assert_aborted_with(outcome: &Outcome, reasons: &[AbortReason]) {
+    assert!(!outcome.committed(), "{outcome:?}");
+    assert!(outcome.shards.values().all(|view| view.decision == Some(false)), "{outcome:?}");
+    let voted = outcome.shards.values().any(|view| reasons.iter().any(|r| view.vote == VoteKind::Abort(*r)));
+    assert!(voted, "no shard voted abort for {reasons:?}: {outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_spend_through() {
+    let cluster = start_cluster();
+    let (zero, one) = (ShardId(0), ShardId(1));
+
+    // Accounts on both shards, opened concurrently (each a single-shard transaction).
+    let (key_a, open_a, a) = account_on(&cluster, zero, 100);
+    let (_, open_b, b) = account_on(&cluster, one, 100);
+    let (key_c, open_c, c) = account_on(&cluster, zero, 100);
+    let (_, open_d, d) = account_on(&cluster, one, 100);
+    let (_, open_e, e) = account_on(&cluster, one, 100);
+    let opened = futures::future::join_all(
+        [&open_a, &open_b, &open_c, &open_d, &open_e].map(|envelope| cluster.client.submit(envelope, Attempt(1))),
+    )
+    .await;
+    for outcome in opened {
+        let outcome = outcome.unwrap();
+        assert!(outcome.committed(), "an account did not open: {outcome:?}");
+        assert_eq!(outcome.shards.len(), 1);
+    }
+    settled(&cluster, &a, active).await;
+
+    // A cross-shard transfer: A (shard 0) pays B (shard 1).
+    let transfer = bank::transfer(&a, &b, 30, &key_a).unwrap();
+    let outcome = submit(&cluster, &transfer, 1).await;
+    assert!(outcome.committed(), "{outcome:?}");
+    assert!(outcome.shards.contains_key(&zero) && outcome.shards.contains_key(&one), "{outcome:?}");
+    let tx = transfer.transaction.tx_id();
+    for consumed in [&a, &b] {
+        settled(&cluster, consumed, |view| view.status == ObjectStatus::Inactive { consumed_by: tx }).await;
+    }
+    let outputs = transfer.transaction.own_outputs();
+    let (new_a, new_b) = (settled(&cluster, &outputs[0], active).await, settled(&cluster, &outputs[1], active).await);
+    assert_eq!((balance(&new_a), balance(&new_b)), (70, 130));
+    assert_eq!(new_b.created_by, tx);
+
+    // Resubmitted, it gets its recorded outcome; nothing runs again.
+    assert_eq!(submit(&cluster, &transfer, 1).await.shards, outcome.shards);
+
+    // A double spend: C pays D and, at the same time, E. Exactly one commits.
+    let to_d = bank::transfer(&c, &d, 10, &key_c).unwrap();
+    let to_e = bank::transfer(&c, &e, 20, &key_c).unwrap();
+    let (first, second) = tokio::join!(submit(&cluster, &to_d, 1), submit(&cluster, &to_e, 1));
+    assert_ne!(first.committed(), second.committed(), "not exactly one commit: {first:?} {second:?}");
+    let (winner, loser, loser_payee) =
+        if first.committed() { (&to_d, (&to_e, second), &e) } else { (&to_e, (&to_d, first), &d) };
+    // Locked while the winner was pending, or spent if it was decided first.
+    assert_aborted_with(&loser.1, &[AbortReason::InputLocked, AbortReason::InputInactive]);
+    let consumed = ObjectStatus::Inactive { consumed_by: winner.transaction.tx_id() };
+    settled(&cluster, &c, |view| view.status == consumed).await;
+    // The loser's lock on its payee is released (I6), and its value unchanged.
+    let payee = settled(&cluster, loser_payee, active).await;
+    assert_eq!(balance(&payee), 100);
+    // Run again as a new attempt, the loser aborts for good: C is spent.
+    let again = submit(&cluster, loser.0, 2).await;
+    assert_aborted_with(&again, &[AbortReason::InputInactive]);
+
+    // A cross-shard `dump` through the Rust checker: outputs land on both shards.
+    let dump = (0..)
+        .map(|nonce: i64| {
+            let builder = TransactionBuilder::new("dump", "anything").parameter(nonce);
+            builder.output("\"one\"").output("\"two\"").build().unwrap()
+        })
+        .find(|dump| cluster.client.map().concerned_shards(&dump.transaction).len() == 2)
+        .unwrap();
+    let outcome = submit(&cluster, &dump, 1).await;
+    assert!(outcome.committed() && outcome.shards.len() == 2, "{outcome:?}");
+    for output in dump.transaction.own_outputs() {
+        assert_eq!(settled(&cluster, &output, active).await.value, output.value);
+    }
+
+    // Bad input: refused before ordering, or aborted with its reason; nothing changes.
+    let address = cluster.file.shards[0].replicas[0].client_address.clone();
+    let mut replica = ReplicaClient::connect(&address).await.unwrap();
+    replica.send(&ClientRequest::Envelope { envelope: "{\"transaction\":".into(), attempt: Attempt(1) }).await.unwrap();
+    match replica.receive().await.unwrap() {
+        Some(ClientReply::Rejected { kind, .. }) => assert_eq!(kind, "malformed_json"),
+        other => panic!("a malformed envelope got {other:?}"),
+    }
+    let unknown = TransactionBuilder::new("nosuch", "call").input(&outputs[0]).build().unwrap();
+    match cluster.client.submit(&unknown, Attempt(1)).await {
+        Err(ClusterError::Rejected { kind, .. }) => assert_eq!(kind, "unknown_contract"),
+        other => panic!("an unknown contract got {other:?}"),
+    }
+    let skipped = cluster.client.submit(&bank::create_account(&bank::owner_of(&key_a), 5).unwrap(), Attempt(3)).await;
+    assert!(matches!(&skipped, Err(ClusterError::Rejected { kind, .. }) if kind == "bad_attempt"), "{skipped:?}");
+    // A store that inflates the payer's balance: the checker accepts the values it is
+    // shown, and the payer's shard votes abort on the stored value.
+    let payer = Object { id: outputs[0].id, value: new_a.value.replace("\"balance\":70", "\"balance\":900") };
+    let key_new_a = key_a;
+    let inflated = bank::transfer(&payer, &outputs[1], 500, &key_new_a).unwrap();
+    assert_aborted_with(&submit(&cluster, &inflated, 1).await, &[AbortReason::ValueMismatch]);
+    for (kept, expected) in [(&outputs[0], 70), (&outputs[1], 130)] {
+        assert_eq!(balance(&settled(&cluster, kept, active).await), expected);
+    }
+}

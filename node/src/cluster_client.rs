@@ -1,0 +1,211 @@
+//! `ClusterClient`: what a client of the whole cluster does through the
+//! replicas' request interface (the client API builds on it, tests drive it).
+//! It sends an attempt's envelope to every replica of every concerned shard,
+//! and believes a shard's outcome, an object or a refusal once f+1 of the
+//! shard's replicas sign or say the same: at least one of them is honest.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shardspace_core::bft::Committee;
+use shardspace_core::sbac::{AnswerBody, Attempt, ObjectView, SignedAnswer, TxView};
+use shardspace_core::{Envelope, ObjectId, ShardId, ShardMap, TxId};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::client::{ClientReply, ClientRequest, ReplicaClient};
+use crate::config::ClusterFile;
+
+/// Why the cluster gave no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// f+1 replicas of a shard refused the envelope before ordering it: nothing changed.
+    #[error("{shard} refused {tx:?}: {kind}: {message}")]
+    Rejected { shard: ShardId, tx: Option<TxId>, kind: String, message: String },
+    /// No f+1 matching answers in time; the transaction may still be decided (ask again).
+    #[error("no answer from f+1 replicas of {shards:?} within {waited:?} about {what}; ask again")]
+    Timeout { what: String, shards: Vec<ShardId>, waited: Duration },
+    #[error("the transaction cannot be sent: {0}")]
+    Invalid(String),
+}
+
+/// A transaction's outcome: each concerned shard's record, confirmed by f+1 of its replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub tx: TxId,
+    pub attempt: Attempt,
+    pub shards: BTreeMap<ShardId, TxView>,
+}
+
+impl Outcome {
+    /// Committed: every concerned shard decided commit (they always agree: I2).
+    pub fn committed(&self) -> bool {
+        self.shards.values().all(|view| view.committed.is_some())
+    }
+}
+
+/// One replica's reply about the attempt, for the gathering loop.
+enum Heard {
+    Answer(SignedAnswer),
+    Rejected { kind: String, message: String },
+}
+
+/// The cluster's shards, their committees and their replicas' client addresses.
+#[derive(Clone, Debug)]
+pub struct ClusterClient {
+    committees: Vec<Committee>,
+    map: ShardMap,
+    /// Client addresses, by shard then replica.
+    addresses: Vec<Vec<String>>,
+    deadline: Duration,
+}
+
+impl ClusterClient {
+    pub fn new(file: &ClusterFile, deadline: Duration) -> Result<Self, ClusterError> {
+        let committees = file.committees().map_err(ClusterError::Invalid)?;
+        let shards = u32::try_from(file.shards.len()).map_err(|_| ClusterError::Invalid("too many shards".into()))?;
+        let map = ShardMap::new(shards).map_err(|error| ClusterError::Invalid(error.to_string()))?;
+        let addresses =
+            file.shards.iter().map(|shard| shard.replicas.iter().map(|r| r.client_address.clone()).collect()).collect();
+        Ok(Self { committees, map, addresses, deadline })
+    }
+
+    pub fn map(&self) -> &ShardMap {
+        &self.map
+    }
+
+    /// Sends one attempt to every replica of every concerned shard and waits for its outcome.
+    pub async fn submit(&self, envelope: &Envelope, attempt: Attempt) -> Result<Outcome, ClusterError> {
+        let tx = envelope.transaction.tx_id();
+        let json = serde_json::to_string(envelope).map_err(|error| ClusterError::Invalid(error.to_string()))?;
+        let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
+        let (tx_heard, mut rx_heard) = mpsc::channel(64);
+        let request = ClientRequest::Envelope { envelope: json, attempt };
+        let tasks = self.ask_all(&shards, request, tx_heard);
+        let deadline = Instant::now() + self.deadline;
+        let mut answers: BTreeMap<ShardId, Vec<SignedAnswer>> = BTreeMap::new();
+        let mut rejections: BTreeMap<(ShardId, String), (usize, String)> = BTreeMap::new();
+        let mut outcome = BTreeMap::new();
+        let result = loop {
+            if outcome.len() == shards.len() {
+                break Ok(Outcome { tx, attempt, shards: outcome });
+            }
+            let Ok(Some((shard, heard))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
+                let missing = shards.iter().filter(|s| !outcome.contains_key(*s)).copied().collect();
+                let what = format!("txId {tx} (it may still be decided)");
+                break Err(ClusterError::Timeout { what, shards: missing, waited: self.deadline });
+            };
+            let validity = self.committees[shard.0 as usize].validity();
+            match heard {
+                Heard::Rejected { kind, message } => {
+                    let entry = rejections.entry((shard, kind.clone())).or_insert((0, message));
+                    entry.0 += 1;
+                    if entry.0 >= validity {
+                        break Err(ClusterError::Rejected { shard, tx: Some(tx), kind, message: entry.1.clone() });
+                    }
+                }
+                Heard::Answer(answer) => {
+                    let AnswerBody::Transaction { record: Some(view), .. } = &answer.body else { continue };
+                    let decided = view.committed.is_some() || (view.attempt == attempt && view.decision.is_some());
+                    if !decided || self.verify(shard, &answer).is_err() {
+                        continue;
+                    }
+                    let heard = answers.entry(shard).or_default();
+                    heard.push(answer.clone());
+                    let matching = heard.iter().filter(|other| other.body == answer.body).count();
+                    if matching >= validity {
+                        outcome.insert(shard, view.clone());
+                    }
+                }
+            }
+        };
+        for task in tasks {
+            task.abort();
+        }
+        result
+    }
+
+    /// An object as f+1 replicas of its shard sign it; `None` when they agree it does not exist.
+    pub async fn object(&self, id: ObjectId) -> Result<Option<ObjectView>, ClusterError> {
+        let shard = self.map.shard_of(&id);
+        let body = self.read(shard, ClientRequest::Object(id)).await?;
+        match body {
+            AnswerBody::Object { object, .. } => Ok(object),
+            AnswerBody::Transaction { .. } => Err(ClusterError::Invalid("an answer about something else".into())),
+        }
+    }
+
+    /// What f+1 replicas of `shard` recorded about a transaction.
+    pub async fn transaction(&self, shard: ShardId, tx: TxId) -> Result<Option<TxView>, ClusterError> {
+        match self.read(shard, ClientRequest::Transaction(tx)).await? {
+            AnswerBody::Transaction { record, .. } => Ok(record),
+            AnswerBody::Object { .. } => Err(ClusterError::Invalid("an answer about something else".into())),
+        }
+    }
+
+    /// Asks every replica of `shard` and returns the first body f+1 of them sign.
+    async fn read(&self, shard: ShardId, request: ClientRequest) -> Result<AnswerBody, ClusterError> {
+        let (tx_heard, mut rx_heard) = mpsc::channel(16);
+        let tasks = self.ask_all(&[shard], request.clone(), tx_heard);
+        let validity = self.committees[shard.0 as usize].validity();
+        let deadline = Instant::now() + self.deadline;
+        let mut heard: Vec<AnswerBody> = Vec::new();
+        let result = loop {
+            let Ok(Some((_, reply))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
+                let what = format!("{request:?}");
+                break Err(ClusterError::Timeout { what, shards: vec![shard], waited: self.deadline });
+            };
+            let Heard::Answer(answer) = reply else { continue };
+            if self.verify(shard, &answer).is_err() {
+                continue;
+            }
+            heard.push(answer.body.clone());
+            if heard.iter().filter(|body| **body == answer.body).count() >= validity {
+                break Ok(answer.body);
+            }
+        };
+        for task in tasks {
+            task.abort();
+        }
+        result
+    }
+
+    fn verify(&self, shard: ShardId, answer: &SignedAnswer) -> Result<(), String> {
+        if answer.shard != shard {
+            return Err(format!("an answer from {} where {shard} was asked", answer.shard));
+        }
+        answer.verify(&self.committees[shard.0 as usize]).map_err(|error| error.to_string())
+    }
+
+    /// One task per replica of each shard: sends `request`, forwards what it hears.
+    fn ask_all(
+        &self,
+        shards: &[ShardId],
+        request: ClientRequest,
+        tx_heard: mpsc::Sender<(ShardId, Heard)>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for shard in shards {
+            for address in &self.addresses[shard.0 as usize] {
+                let (shard, address, request, tx_heard) = (*shard, address.clone(), request.clone(), tx_heard.clone());
+                tasks.push(tokio::spawn(async move {
+                    let Ok(mut client) = ReplicaClient::connect(&address).await else { return };
+                    if client.send(&request).await.is_err() {
+                        return;
+                    }
+                    while let Ok(Some(reply)) = client.receive().await {
+                        let heard = match reply {
+                            ClientReply::Answer(answer) => Heard::Answer(answer),
+                            ClientReply::Rejected { kind, message, .. } => Heard::Rejected { kind, message },
+                            _ => continue,
+                        };
+                        if tx_heard.send((shard, heard)).await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+        }
+        tasks
+    }
+}

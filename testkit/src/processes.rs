@@ -1,0 +1,79 @@
+//! The real-process harness: child processes killed when dropped (the test
+//! passing or not), whose first stdout line says where they listen; free
+//! loopback ports; and waiting on a condition with a deadline.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How long a process has to print its first line.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// A child process, killed when dropped.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    /// The first line it printed on stdout, trimmed.
+    pub first_line: String,
+}
+
+impl Process {
+    /// Starts `command` (stdout piped, stderr inherited) and waits for its first stdout line.
+    pub fn start(mut command: Command) -> Self {
+        let what = format!("{command:?}");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {what}: {error}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("{what}: stdout is not piped"));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = sender.send(line);
+            // Keep reading, so that the child never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let mut process = Self { child, first_line: String::new() };
+        let line = receiver.recv_timeout(STARTUP).unwrap_or_else(|_| panic!("{what} printed nothing in {STARTUP:?}"));
+        process.first_line = line.trim().to_string();
+        process
+    }
+
+    /// Stops it now (SIGKILL: a crash, as far as it knows).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free port on loopback, chosen by the OS.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("no free port: {error}"));
+    listener.local_addr().map(|address| address.port()).unwrap_or_else(|error| panic!("no local address: {error}"))
+}
+
+/// Waits until `condition` holds, checking every 50 ms; panics naming `what` at the deadline.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    while !condition().await {
+        assert!(Instant::now() < until, "timed out after {deadline:?} waiting until {what}");
+        poll.tick().await;
+    }
+}
