@@ -16,7 +16,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use shardspace_checker::TransactionBuilder;
 use shardspace_contract_bank as bank;
-use shardspace_core::sbac::{AbortReason, Attempt, ObjectStatus, ObjectView, VoteKind};
+use shardspace_core::sbac::{AbortReason, AnswerBody, Attempt, ObjectStatus, ObjectView, VoteKind};
 use shardspace_core::{Envelope, Object, ShardId};
 use shardspace_node::client::{ClientReply, ClientRequest, ReplicaClient};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError, Outcome};
@@ -43,10 +43,34 @@ fn python() -> String {
 /// Every process of the cluster, killed when the test ends, pass or fail.
 struct Cluster {
     _checkers: Vec<Process>,
-    _replicas: Vec<Process>,
+    /// By shard, then replica; `None` while stopped.
+    replicas: Vec<Vec<Option<Process>>>,
+    path: PathBuf,
     file: ClusterFile,
     client: ClusterClient,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start_replica(&mut self, shard: u32, replica: u32) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shardspace"));
+        command.args(["node", "--config", self.path.to_str().unwrap()]);
+        command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
+        command.env("RUST_LOG", "warn");
+        self.replicas[shard as usize][replica as usize] = Some(Process::start(command));
+    }
+
+    /// What one replica itself says about an object (signed, and checked against its shard).
+    async fn replica_view(&self, shard: u32, replica: u32, object: &Object) -> Option<ObjectView> {
+        let address = &self.file.shards[shard as usize].replicas[replica as usize].client_address;
+        let mut client = ReplicaClient::connect(address).await.ok()?;
+        let answer = client.read(ClientRequest::Object(object.id)).await.ok()?;
+        answer.verify(&self.file.committees().unwrap()[shard as usize]).unwrap();
+        match answer.body {
+            AnswerBody::Object { object, .. } => object,
+            AnswerBody::Transaction { .. } => panic!("asked for an object, told about a transaction"),
+        }
+    }
 }
 
 fn start_cluster() -> Cluster {
@@ -77,18 +101,16 @@ fn start_cluster() -> Cluster {
     }
     std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
 
-    let mut replicas = Vec::new();
+    let client = ClusterClient::new(&file, DEADLINE).unwrap();
+    let replicas = (0..SHARDS).map(|_| (0..REPLICAS).map(|_| None).collect()).collect();
+    let checkers = vec![python_checker, rust_checker];
+    let mut cluster = Cluster { _checkers: checkers, replicas, path, file, client, dir };
     for shard in 0..SHARDS {
         for replica in 0..REPLICAS {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_shardspace"));
-            command.args(["node", "--config", path.to_str().unwrap()]);
-            command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
-            command.env("RUST_LOG", "warn");
-            replicas.push(Process::start(command));
+            cluster.start_replica(shard, replica);
         }
     }
-    let client = ClusterClient::new(&file, DEADLINE).unwrap();
-    Cluster { _checkers: vec![python_checker, rust_checker], _replicas: replicas, file, client, _dir: dir }
+    cluster
 }
 
 /// An account of `balance` owned by a fresh key, whose object lands on `shard`.
@@ -140,7 +162,7 @@ fn assert_aborted_with(outcome: &Outcome, reasons: &[AbortReason]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_spend_through() {
-    let cluster = start_cluster();
+    let mut cluster = start_cluster();
     let (zero, one) = (ShardId(0), ShardId(1));
 
     // Accounts on both shards, opened concurrently (each a single-shard transaction).
@@ -195,7 +217,23 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
     let again = submit(&cluster, loser.0, 2).await;
     assert_aborted_with(&again, &[AbortReason::InputInactive]);
 
-    // A cross-shard `dump` through the Rust checker: outputs land on both shards.
+    // The operator's read model in SQLite follows the shard's state.
+    let database = cluster.dir.path().join("data/shard-0-replica-0/replica.sqlite");
+    let row = |id: String| {
+        let sqlite = rusqlite::Connection::open(&database).unwrap();
+        let sql = "SELECT status, consumed_by FROM objects WHERE id = ?1";
+        sqlite.query_row(sql, [id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))).ok()
+    };
+    shardspace_testkit::processes::wait_until("the read model shows C spent", DEADLINE, || {
+        let expected = Some(("inactive".to_string(), Some(winner.transaction.tx_id().to_string())));
+        let found = row(c.id.to_string());
+        async move { found == expected }
+    })
+    .await;
+
+    // A cross-shard `dump` through the Rust checker while one replica of shard 1 is down;
+    // restarted from its disk, that replica catches up and answers like the others.
+    cluster.replicas[1][3] = None;
     let dump = (0..)
         .map(|nonce: i64| {
             let builder = TransactionBuilder::new("dump", "anything").parameter(nonce);
@@ -208,6 +246,14 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
     for output in dump.transaction.own_outputs() {
         assert_eq!(settled(&cluster, &output, active).await.value, output.value);
     }
+    cluster.start_replica(1, 3);
+    let on_shard_one = dump.transaction.own_outputs().into_iter().find(|o| cluster.client.map().shard_of(&o.id) == one);
+    let on_shard_one = on_shard_one.unwrap();
+    shardspace_testkit::processes::wait_until("the restarted replica knows the dump's output", DEADLINE, || {
+        let view = cluster.replica_view(1, 3, &on_shard_one);
+        async move { view.await.is_some_and(|view| active(&view)) }
+    })
+    .await;
 
     // Bad input: refused before ordering, or aborted with its reason; nothing changes.
     let address = cluster.file.shards[0].replicas[0].client_address.clone();

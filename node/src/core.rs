@@ -137,7 +137,7 @@ impl Core {
         mut rx_checked: mpsc::Receiver<Checked>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), CoreError> {
-        self.write_read_model_whole().await?;
+        self.store.write(self.read_model_whole()).await?;
         let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -396,11 +396,13 @@ impl Core {
         }
     }
 
-    /// Carries out actions in order; writes are committed before anything after them is said.
+    /// Carries out actions in order; writes are committed before anything after them is
+    /// said. The outputs of execution are acted on last, once the decided blocks behind them
+    /// and the read-model rows they changed are committed, in one SQLite transaction.
     async fn execute(&mut self, actions: Vec<Action<ShardOutput>>) -> Result<(), CoreError> {
         let mut writes = Vec::new();
         let mut decided: DecidedBatch = Vec::new();
-        let mut touched = BTreeSet::new();
+        let mut outputs = Vec::new();
         let mut transferred = false;
         for action in actions {
             match action {
@@ -428,13 +430,7 @@ impl Core {
                     self.flush(&mut writes).await?;
                     self.broadcast(message);
                 }
-                Action::Deliver(output) => {
-                    // The decided block behind a vote is durable before the vote leaves.
-                    self.flush(&mut writes).await?;
-                    if let Some(tx) = self.on_output(output).await? {
-                        touched.insert(tx);
-                    }
-                }
+                Action::Deliver(output) => outputs.push(output),
                 Action::Refused(digest) => {
                     if let Some((client, _)) = self.waiting.remove(&digest) {
                         let _ = client.try_send(ClientReply::Refused(vec![digest]));
@@ -450,14 +446,23 @@ impl Core {
                 }
             }
         }
-        self.flush(&mut writes).await?;
-        self.reply_decided(decided);
         if transferred {
             tracing::info!(height = self.decided_height.0, "state transferred from peers; rewriting the read model");
-            self.write_read_model_whole().await
+            writes.extend(self.read_model_whole());
         } else {
-            self.write_read_model(touched).await
+            let touched = outputs.iter().filter_map(|output| match output {
+                ShardOutput::Vote { vote, .. } => Some(vote.tx),
+                ShardOutput::Decided { tx, .. } => Some(*tx),
+                ShardOutput::Refused { .. } => None,
+            });
+            writes.extend(self.read_model_rows(touched.collect()));
         }
+        self.flush(&mut writes).await?;
+        self.reply_decided(decided);
+        for output in outputs {
+            self.on_output(output).await?;
+        }
+        Ok(())
     }
 
     fn broadcast(&self, message: PeerMessage) {
@@ -465,8 +470,8 @@ impl Core {
         self.send_to_shard(self.own.shard, &frame);
     }
 
-    /// Acts on what executing the log produced; returns the transaction whose records changed.
-    async fn on_output(&mut self, output: ShardOutput) -> Result<Option<TxId>, CoreError> {
+    /// Acts on what executing the log produced.
+    async fn on_output(&mut self, output: ShardOutput) -> Result<(), CoreError> {
         match output {
             ShardOutput::Vote { vote, concerned } => {
                 let (tx, attempt) = (vote.tx, vote.attempt);
@@ -486,7 +491,7 @@ impl Core {
                 if let Some(certificates) = complete {
                     Box::pin(self.decide(certificates)).await?;
                 }
-                Ok(Some(tx))
+                Ok(())
             }
             ShardOutput::Decided { tx, attempt, committed } => {
                 self.undecided.remove(&(tx, attempt));
@@ -504,11 +509,11 @@ impl Core {
                 for (client, _) in waiters {
                     let _ = client.try_send(ClientReply::Answer(answer.clone()));
                 }
-                Ok(Some(tx))
+                Ok(())
             }
             ShardOutput::Refused { reason } => {
                 tracing::debug!(reason, "the shard refused an ordered request");
-                Ok(None)
+                Ok(())
             }
         }
     }
@@ -521,10 +526,7 @@ impl Core {
     }
 
     /// The read model's rows for these transactions and the objects they name here.
-    async fn write_read_model(&mut self, touched: BTreeSet<TxId>) -> Result<(), CoreError> {
-        if touched.is_empty() {
-            return Ok(());
-        }
+    fn read_model_rows(&self, touched: BTreeSet<TxId>) -> Vec<Write> {
         let app = self.replica.app();
         let mut writes = Vec::new();
         let mut objects = BTreeSet::new();
@@ -546,12 +548,11 @@ impl Core {
                 writes.push(Write::Object(ObjectRow { id, view }));
             }
         }
-        self.store.write(writes).await?;
-        Ok(())
+        writes
     }
 
-    /// Rewrites the whole read model from the shard's state (at start, and after a state transfer).
-    async fn write_read_model_whole(&mut self) -> Result<(), CoreError> {
+    /// The whole read model, from the shard's state (at start, and after a state transfer).
+    fn read_model_whole(&self) -> Vec<Write> {
         let app = self.replica.app();
         let mut writes = vec![Write::ClearReadModel];
         for id in app.state().objects.keys() {
@@ -565,8 +566,7 @@ impl Core {
             };
             writes.push(Write::Transaction(TransactionRow { tx: *tx, envelope: latest.envelope.clone(), view }));
         }
-        self.store.write(writes).await?;
-        Ok(())
+        writes
     }
 
     /// Forgets submitters whose connection closed or who waited too long, and stale envelopes.
