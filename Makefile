@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build release venv test test-rust test-python lint fixtures sim sim-sbac bench-bft start-all stop-all status clean
+.PHONY: all build release venv test test-rust test-python lint fixtures sim sim-bft sim-sbac bench-bft start-all stop-all status clean
 
 all: build
 
@@ -37,16 +37,17 @@ test-python: venv
 	$(VPY) checker-sdk/fixtures/generate.py --check
 	$(VPY) -m pytest -q
 
-# The BFT simulator over many seeds (`make sim SEEDS=2000`), or one seed replayed (`SEED=42 make sim`).
+# The simulators over many seeds (`make sim SEEDS=2000`), or one seed replayed (`SEED=42 make sim`):
+# each seed runs one BFT shard, then S-BAC across two or three shards with Byzantine replicas.
 SEEDS ?= 500
 sim:
 	$(CARGO) build --release -p shardspace-testkit --bin sim
 	@if [ -n "$(SEED)" ]; then ./target/release/sim --seed $(SEED); else ./target/release/sim --seeds $(SEEDS); fi
 
-# The S-BAC simulator: two shards, cross-shard transactions (`make sim-sbac SEEDS=500`, `SEED=7 make sim-sbac`).
-sim-sbac:
+# One of the two: `make sim-bft`, `make sim-sbac` (same SEEDS and SEED).
+sim-bft sim-sbac: sim-%:
 	$(CARGO) build --release -p shardspace-testkit --bin sim
-	@if [ -n "$(SEED)" ]; then ./target/release/sim --sbac --seed $(SEED); else ./target/release/sim --sbac --seeds $(SEEDS); fi
+	@if [ -n "$(SEED)" ]; then ./target/release/sim --$* --seed $(SEED); else ./target/release/sim --$* --seeds $(SEEDS); fi
 
 # Four replica processes of one shard, open-loop clients: peak decided requests/s and latency at half of it.
 bench-bft:

@@ -82,6 +82,11 @@ struct Node {
 #[derive(Debug)]
 pub struct SbacReport {
     pub seed: u64,
+    pub shards: u32,
+    /// Attempts with a dependency whose inputs live on a shard the outer call does not touch.
+    pub third_shard_dependencies: usize,
+    /// Attempts that read a reference.
+    pub with_references: usize,
     pub violations: Vec<String>,
     pub committed: usize,
     pub aborted: usize,
@@ -103,6 +108,8 @@ pub struct SbacSimulation {
     decisions: BTreeMap<(TxId, Attempt, ShardId), bool>,
     /// The block decided at each height of each shard.
     blocks: BTreeMap<(ShardId, Height), Digest>,
+    /// Each honest replica's first vote on each attempt (accept or not, and on which envelope).
+    votes: BTreeMap<(u32, TxId, Attempt), (bool, [u8; 32])>,
     /// Which committed transaction consumed each object.
     consumed: BTreeMap<shardspace_core::ObjectId, TxId>,
     pub violations: Vec<String>,
@@ -114,12 +121,16 @@ pub struct SbacSimulation {
     pub forged_requests: u64,
 }
 
-/// The checker of the simulated contracts: `fussy` rejects an odd first parameter, the rest accept.
+/// The checkers of the simulated contracts, over every call of the transaction (its
+/// dependencies too): `fussy` rejects an odd first parameter, the rest accept.
 fn checker(envelope: &str) -> bool {
     let Ok(envelope) = serde_json::from_str::<Envelope>(envelope) else { return false };
-    let transaction = &envelope.transaction;
-    !(transaction.contract_id == "fussy"
-        && transaction.parameters.first().and_then(|p| p.as_i64()).is_some_and(|n| n % 2 == 1))
+    let mut valid = true;
+    envelope.transaction.visit(&mut |call| {
+        let odd = call.parameters.first().and_then(|p| p.as_i64()).is_some_and(|n| n % 2 == 1);
+        valid &= !(call.contract_id == "fussy" && odd);
+    });
+    valid
 }
 
 fn global(shard: ShardId, replica: ReplicaId) -> u32 {
@@ -172,6 +183,7 @@ impl SbacSimulation {
             config,
             decisions: BTreeMap::new(),
             blocks: BTreeMap::new(),
+            votes: BTreeMap::new(),
             consumed: BTreeMap::new(),
             violations: Vec::new(),
             trace: Vec::new(),
@@ -494,6 +506,36 @@ impl SbacSimulation {
                         vote.vote,
                     ));
                 }
+                if liar && self.committees.len() > 1 {
+                    // Also signs a vote in another shard's name: no replica may count it.
+                    let other = ShardId((shard.0 + 1) % self.committees.len() as u32);
+                    let mut forged = vote.clone();
+                    forged.shard = other;
+                    forged.vote = shardspace_core::sbac::VoteKind::Accept;
+                    let bytes = SignedVote::signing_bytes(
+                        &self.committees[other.0 as usize],
+                        &forged.tx,
+                        forged.attempt,
+                        &forged.envelope,
+                        forged.vote,
+                    );
+                    forged.signature = self.nodes[node as usize].keys.sign(&bytes);
+                    for target in &concerned {
+                        for replica in 0..REPLICAS {
+                            self.send(node, global(*target, ReplicaId(replica)), Message::Vote(forged.clone()));
+                        }
+                    }
+                } else if !liar {
+                    // I4: an honest replica votes once per attempt: the same vote, whenever asked.
+                    let said = (vote.vote.is_accept(), vote.envelope);
+                    let first = *self.votes.entry((node, vote.tx, vote.attempt)).or_insert(said);
+                    if first != said {
+                        self.violations.push(format!(
+                            "I4: {shard} replica {node} voted twice on attempt {} of {}",
+                            vote.attempt.0, vote.tx
+                        ));
+                    }
+                }
                 if let Some(certificates) =
                     self.nodes[node as usize].votes.expect(vote.tx, vote.attempt, vote.envelope, concerned.clone())
                 {
@@ -570,6 +612,19 @@ fn envelope(contract: &str, inputs: &[Object], parameter: i64, outputs: Vec<Stri
     Envelope { transaction, store: inputs.iter().map(|o| (o.id, o.value.clone())).collect() }
 }
 
+/// `outer` reading `reference` (a shared lock) and nesting `dependency` (whose inputs it also consumes).
+fn nest(mut outer: Envelope, dependency: Option<Envelope>, reference: Option<&Object>) -> Envelope {
+    if let Some(dependency) = dependency {
+        outer.store.extend(dependency.store);
+        outer.transaction.dependencies.push(dependency.transaction);
+    }
+    if let Some(reference) = reference {
+        outer.transaction.reference_input_ids.push(reference.id);
+        outer.store.insert(reference.id, reference.value.clone());
+    }
+    outer
+}
+
 /// One seed: create objects, then spend them with cross-shard transactions, double
 /// spends and checker rejections, under the seed's network faults; every attempt
 /// must be decided, with I1–I3 holding throughout.
@@ -582,20 +637,22 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
         delay_max_ms: plan.random_range(2..40),
         straggler: plan.random_range(0.0..0.03),
     };
+    // Two shards, or three (dependencies and references then often live on a third one).
+    let shards = if plan.random_bool(0.3) { 3 } else { 2 };
     let liars: Vec<u32> = match plan.random_range(0..4) {
         0 | 1 => vec![],
         2 => vec![0],
-        _ => vec![0, 1],
+        _ => (0..shards).collect(),
     };
-    let mut simulation = SbacSimulation::new(seed, 2, links, &liars);
+    let mut simulation = SbacSimulation::new(seed, shards, links, &liars);
     if plan.random_bool(0.3) {
         // A whole shard, or one replica, cut off for a while, then healed.
         for _ in 0..plan.random_range(1..3) {
             let side: Vec<u32> = if plan.random_bool(0.5) {
-                let shard = plan.random_range(0..2u32);
+                let shard = plan.random_range(0..shards);
                 (0..REPLICAS).map(|replica| shard * REPLICAS + replica).collect()
             } else {
-                vec![plan.random_range(0..2 * REPLICAS)]
+                vec![plan.random_range(0..shards * REPLICAS)]
             };
             let at = plan.random_range(0..4_000);
             simulation.schedule(at, Scheduled::Isolate(side));
@@ -628,6 +685,15 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
         let inputs: Vec<Object> =
             if a == b { vec![coins[a].clone()] } else { vec![coins[a].clone(), coins[b].clone()] };
         let spend = envelope("fussy", &inputs, plan.random_range(0..4), vec![format!("spent-{seed}-{index}")]);
+        // Sometimes a dependency consuming a third coin, and a fourth coin read as a reference.
+        let others: Vec<&Object> = coins.iter().filter(|coin| !inputs.contains(coin)).collect();
+        let (c, r) = (plan.random_range(0..others.len()), plan.random_range(0..others.len()));
+        let dependency = plan.random_bool(0.3).then(|| {
+            let outputs = vec![format!("dependency-{seed}-{index}")];
+            envelope("fussy", &[others[c].clone()], plan.random_range(0..4), outputs)
+        });
+        let reference = (plan.random_bool(0.2) && (dependency.is_none() || r != c)).then_some(others[r]);
+        let spend = nest(spend, dependency, reference);
         if plan.random_bool(0.2) {
             // A client that tells only one of the concerned shards.
             let first = *simulation.map.concerned_shards(&spend.transaction).iter().next().expect("a concerned shard");
@@ -678,8 +744,23 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
         violations.extend(simulation.leftover_locks());
     }
     let outcomes: Vec<Option<bool>> = attempts.iter().map(|(e, a)| simulation.committed(e, *a)).collect();
+    let third_shard_dependencies = attempts
+        .iter()
+        .filter(|(envelope, _)| {
+            let outer = Transaction { dependencies: vec![], ..envelope.transaction.clone() };
+            let outer_shards = simulation.map.concerned_shards(&outer);
+            envelope.transaction.dependencies.iter().any(|dependency| {
+                dependency.input_ids.iter().any(|id| !outer_shards.contains(&simulation.map.shard_of(id)))
+            })
+        })
+        .count();
+    let with_references =
+        attempts.iter().filter(|(envelope, _)| !envelope.transaction.reference_input_ids.is_empty()).count();
     SbacReport {
         seed,
+        shards,
+        third_shard_dependencies,
+        with_references,
         violations,
         committed: outcomes.iter().filter(|o| **o == Some(true)).count(),
         aborted: outcomes.iter().filter(|o| **o == Some(false)).count(),
