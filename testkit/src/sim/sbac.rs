@@ -3,8 +3,10 @@
 //! verdicts, sending votes across shards, gathering certificates, submitting
 //! decisions), over the same seeded faulty network. After every step it checks
 //! I1 (no object consumed by two committed transactions), I2 (an attempt is
-//! committed by every concerned shard or by none) and I3 (honest replicas of a
-//! shard decide the same blocks); at the end, that every transaction was decided.
+//! committed by every concerned shard or by none), I3 (honest replicas of a
+//! shard decide the same blocks and the same outcomes) and I4 (an honest replica
+//! never votes two ways on an attempt); at the end, that every transaction was
+//! decided and no lock is left (I6).
 
 use std::collections::BTreeMap;
 
