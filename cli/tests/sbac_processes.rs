@@ -255,6 +255,29 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
     })
     .await;
 
+    // A client that tells shard 0 only: its replicas pass the envelope on to shard 1
+    // after a while, and the transaction is decided by both shards.
+    let told_one = (1_000..)
+        .map(|nonce: i64| TransactionBuilder::new("dump", "anything").parameter(nonce).output("\"x\"").output("\"y\""))
+        .map(|builder| builder.build().unwrap())
+        .find(|dump| cluster.client.map().concerned_shards(&dump.transaction).len() == 2)
+        .unwrap();
+    let json = serde_json::to_string(&told_one).unwrap();
+    let mut connections = Vec::new();
+    for replica in &cluster.file.shards[0].replicas {
+        let mut client = ReplicaClient::connect(&replica.client_address).await.unwrap();
+        client.send(&ClientRequest::Envelope { envelope: json.clone(), attempt: Attempt(1) }).await.unwrap();
+        connections.push(client);
+    }
+    let tx = told_one.transaction.tx_id();
+    for shard in [zero, one] {
+        shardspace_testkit::processes::wait_until("both shards decide what one was told", DEADLINE, || {
+            let view = cluster.client.transaction(shard, tx);
+            async move { view.await.ok().flatten().is_some_and(|view| view.committed.is_some()) }
+        })
+        .await;
+    }
+
     // Bad input: refused before ordering, or aborted with its reason; nothing changes.
     let address = cluster.file.shards[0].replicas[0].client_address.clone();
     let mut replica = ReplicaClient::connect(&address).await.unwrap();

@@ -149,7 +149,7 @@ impl Core {
                     let now = self.now();
                     if now.0 % SWEEP_EVERY_MS < TICK_MS {
                         self.sweep(now);
-                        self.pass_on(now);
+                        self.pass_on(now).await?;
                     }
                     self.step(Event::Tick(now)).await?;
                 }
@@ -288,10 +288,10 @@ impl Core {
             }
             return Ok(());
         }
-        if let Some((vote, concerned)) = app.recorded_vote(tx, attempt) {
+        if app.recorded_vote(tx, attempt).is_some() {
             // Voted already (the votes may have been lost): say it again, and wait for the decision.
-            self.send_vote(&vote, &concerned);
-            return self.accepted(tx, attempt, client);
+            self.accepted(tx, attempt, client);
+            return self.vote_again(tx, attempt).await;
         }
         if let Some(contract) = self.checkers.unknown_contract(&envelope.transaction) {
             let message = format!("no checker for contract {contract:?} in the cluster file ({tx})");
@@ -307,16 +307,12 @@ impl Core {
             self.envelopes.insert(key, Pending { json, attempt, since: self.now() });
             self.checkers.start(&envelope);
         }
-        self.accepted(tx, attempt, client)
+        self.accepted(tx, attempt, client);
+        Ok(())
     }
 
     /// Tells the client its envelope was taken, and remembers that it waits for the outcome.
-    fn accepted(
-        &mut self,
-        tx: TxId,
-        attempt: Attempt,
-        client: Option<mpsc::Sender<ClientReply>>,
-    ) -> Result<(), CoreError> {
+    fn accepted(&mut self, tx: TxId, attempt: Attempt, client: Option<mpsc::Sender<ClientReply>>) {
         if let Some(client) = client {
             let _ = client.try_send(ClientReply::Accepted { tx, attempt });
             let now = self.now();
@@ -325,7 +321,22 @@ impl Core {
                 waiters.push((client, now));
             }
         }
-        Ok(())
+    }
+
+    /// Sends this replica's recorded vote on an attempt again, and gathers votes for its
+    /// decision again: after a restart (outputs are not delivered twice) or lost messages,
+    /// this is what lets an undecided attempt be decided.
+    async fn vote_again(&mut self, tx: TxId, attempt: Attempt) -> Result<(), CoreError> {
+        let Some((vote, concerned)) = self.replica.app().recorded_vote(tx, attempt) else { return Ok(()) };
+        self.send_vote(&vote, &concerned);
+        let mut complete = self.votes.expect(vote.tx, vote.attempt, vote.envelope, concerned);
+        if let Ok(Some(certificates)) = self.votes.add(vote) {
+            complete = Some(certificates);
+        }
+        match complete {
+            Some(certificates) => self.decide(certificates).await,
+            None => Ok(()),
+        }
     }
 
     /// The checkers answered: sign the verdict and share it with the shard.
@@ -583,7 +594,7 @@ impl Core {
     /// Attempts undecided for a while: their envelope goes to every replica of every
     /// concerned shard (one that voted answers with its vote again; one that never saw it
     /// checks and prepares it), and this replica's own vote goes again.
-    fn pass_on(&mut self, now: TimeMs) {
+    async fn pass_on(&mut self, now: TimeMs) -> Result<(), CoreError> {
         let due: Vec<(TxId, Attempt)> = self
             .undecided
             .iter()
@@ -607,12 +618,11 @@ impl Core {
             for shard in &concerned {
                 self.send_to_shard(*shard, &frame);
             }
-            if let Some((vote, concerned)) = app.recorded_vote(tx, attempt) {
-                self.send_vote(&vote, &concerned);
-            }
             tracing::debug!(%tx, attempt = attempt.0, "passed on an undecided attempt");
             self.undecided.insert((tx, attempt), now);
+            self.vote_again(tx, attempt).await?;
         }
+        Ok(())
     }
 
     /// Tells each waiting client which of its raw requests were decided, one reply per connection.
