@@ -194,10 +194,11 @@ impl<A: Application> Ledger<A> {
         let height = self.tip.height.next();
         let mut outputs = Vec::new();
         let mut digests = Vec::with_capacity(block.requests.len());
+        let mut in_block = DigestSet::with_capacity_and_hasher(block.requests.len(), Default::default());
         for request in &block.requests {
             let request_digest = request.digest();
-            // A request proposed twice (two leaders had it) executes once.
-            if self.executed.all.contains(&request_digest) || digests.contains(&request_digest) {
+            // A request proposed twice (two leaders had it, or twice in one block) executes once.
+            if self.executed.all.contains(&request_digest) || !in_block.insert(request_digest) {
                 continue;
             }
             outputs.extend(self.app.execute(height, request));
