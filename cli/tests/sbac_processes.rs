@@ -16,7 +16,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use shardspace_checker::TransactionBuilder;
 use shardspace_contract_bank as bank;
-use shardspace_core::sbac::{AbortReason, AnswerBody, Attempt, ObjectStatus, ObjectView, VoteKind};
+use shardspace_core::sbac::{ATTEMPTS_AHEAD_MAX, AbortReason, AnswerBody, Attempt, ObjectStatus, ObjectView, VoteKind};
 use shardspace_core::{Envelope, Object, ShardId};
 use shardspace_node::client::{ClientReply, ClientRequest, ReplicaClient};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError, Outcome};
@@ -225,8 +225,8 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
         sqlite.query_row(sql, [id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))).ok()
     };
     shardspace_testkit::processes::wait_until("the read model shows C spent", DEADLINE, || {
-        let expected = Some(("inactive".to_string(), Some(winner.transaction.tx_id().to_string())));
-        let found = row(c.id.to_string());
+        let expected = Some(("inactive".to_string(), Some(winner.transaction.tx_id().to_hex())));
+        let found = row(c.id.to_hex());
         async move { found == expected }
     })
     .await;
@@ -291,7 +291,8 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
         Err(ClusterError::Rejected { kind, .. }) => assert_eq!(kind, "unknown_contract"),
         other => panic!("an unknown contract got {other:?}"),
     }
-    let skipped = cluster.client.submit(&bank::create_account(&bank::owner_of(&key_a), 5).unwrap(), Attempt(3)).await;
+    let far_ahead = Attempt(ATTEMPTS_AHEAD_MAX + 1);
+    let skipped = cluster.client.submit(&bank::create_account(&bank::owner_of(&key_a), 5).unwrap(), far_ahead).await;
     assert!(matches!(&skipped, Err(ClusterError::Rejected { kind, .. }) if kind == "bad_attempt"), "{skipped:?}");
     // A store that inflates the payer's balance: the checker accepts the values it is
     // shown, and the payer's shard votes abort on the stored value.

@@ -8,8 +8,8 @@
 use serde_json::json;
 use shardspace_core::bft::{Application, Committee, Height, KeyPair, ReplicaId, Request};
 use shardspace_core::sbac::{
-    AbortReason, Attempt, ObjectStatus, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, ShardState,
-    SignedVote, Verdict, VerdictCertificate, VerdictCollector, VoteCollector, VoteKind,
+    ATTEMPTS_AHEAD_MAX, AbortReason, Attempt, ObjectStatus, PreparedCertificate, ShardApp, ShardOutput, ShardRequest,
+    ShardState, SignedVote, Verdict, VerdictCertificate, VerdictCollector, VoteCollector, VoteKind,
 };
 use shardspace_core::{Envelope, Limits, Object, ObjectId, ShardId, ShardMap, Transaction, TxId};
 
@@ -443,12 +443,12 @@ fn shards_shown_different_stores_of_one_transaction_cannot_commit_it() {
 }
 
 #[test]
-fn attempts_go_one_by_one() {
+fn attempts_count_from_one_and_may_not_run_far_ahead() {
     let mut cluster = Cluster::new();
     let objects = objects_on_each_shard(&mut cluster, "bank", "a");
     let shard = cluster.map().shard_of(&objects[0].id).0;
     let spend = transaction("bank", &[&objects[0]], &[], vec!["x".into()]);
-    for attempt in [0, 2] {
+    for attempt in [0, ATTEMPTS_AHEAD_MAX + 1] {
         let request = ShardRequest::Prepare {
             envelope: serde_json::to_string(&spend).unwrap(),
             attempt: Attempt(attempt),
@@ -458,6 +458,23 @@ fn attempts_go_one_by_one() {
         assert!(outputs.iter().all(|o| matches!(o, ShardOutput::Refused { .. })), "attempt {attempt}: {outputs:?}");
     }
     assert!(cluster.prepare(shard, &spend, 1, true)[0].vote.is_accept());
+}
+
+#[test]
+fn a_shard_that_missed_attempts_votes_on_a_later_one_and_an_older_one_is_superseded() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "b");
+    let shard = cluster.map().shard_of(&objects[0].id).0;
+    let spend = transaction("bank", &[&objects[0]], &[], vec!["y".into()]);
+    // Attempts 1 and 2 aborted elsewhere before this shard prepared them: attempt 3 runs here
+    // (and aborts: the checker says no).
+    let certificates = cluster.prepare_all(&spend, 3, false);
+    assert!(certificates.iter().all(|certificate| certificate.attempt == Attempt(3) && !certificate.accept));
+    assert!(cluster.decide_all(&spend, 3, &certificates).iter().all(|committed| !committed));
+    // A late attempt 2 cannot lock anything any more.
+    let second = cluster.prepare(shard, &spend, 2, true);
+    assert_eq!(second[0].vote, VoteKind::Abort(AbortReason::Superseded));
+    assert_eq!(cluster.status(&objects[0].id), Some(ObjectStatus::Active));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use shardspace_core::bft::{Digest, Height, ReplicaId, Request, Round};
-use shardspace_core::sbac::{AnswerBody, Attempt, SignedAnswer};
+use shardspace_core::sbac::{AnswerBody, Attempt, ObjectView, SignedAnswer, TxView};
 use shardspace_core::{ObjectId, ShardId, TxId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -38,6 +38,26 @@ pub enum ClientRequest {
     },
     Object(ObjectId),
     Transaction(TxId),
+    /// A page of this replica's objects or transaction records, in id order after `after`
+    /// (unsigned: for browsing, not for trust).
+    List { what: Listing, after: Option<[u8; 32]>, limit: u32 },
+}
+
+/// What `List` pages through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Listing {
+    Objects,
+    Transactions,
+}
+
+/// The most entries in one page.
+pub const PAGE_MAX: u32 = 1_000;
+
+/// One page of a replica's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub objects: Vec<(ObjectId, ObjectView)>,
+    pub transactions: Vec<(TxId, TxView)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +83,7 @@ pub enum ClientReply {
     /// A signed answer about an object or a transaction; for a submitted envelope,
     /// a transaction answer once its attempt is decided here.
     Answer(SignedAnswer),
+    Page(Page),
 }
 
 /// A replica's view of its shard.
@@ -87,6 +108,7 @@ pub enum ClientCommand {
     Envelope { envelope: String, attempt: Attempt, tx_client: mpsc::Sender<ClientReply> },
     Object(ObjectId, oneshot::Sender<SignedAnswer>),
     Transaction(TxId, oneshot::Sender<SignedAnswer>),
+    List { what: Listing, after: Option<[u8; 32]>, limit: u32, reply: oneshot::Sender<Page> },
 }
 
 /// Asks the core and waits for its answer; `None` when the core has stopped.
@@ -166,6 +188,12 @@ async fn serve(
                         if tx_client.try_send(ClientReply::Answer(answer)).is_err() { return; }
                         continue;
                     }
+                    Ok(ClientRequest::List { what, after, limit }) => {
+                        let command = |reply| ClientCommand::List { what, after, limit, reply };
+                        let Some(page) = ask(&tx_core, command).await else { return };
+                        if tx_client.try_send(ClientReply::Page(page)).is_err() { return; }
+                        continue;
+                    }
                     Ok(ClientRequest::Transaction(tx)) => {
                         let Some(answer) = ask(&tx_core, |reply| ClientCommand::Transaction(tx, reply)).await else { return };
                         if tx_client.try_send(ClientReply::Answer(answer)).is_err() { return; }
@@ -239,6 +267,16 @@ impl ReplicaClient {
             (ClientReply::Answer(answer), ClientRequest::Transaction(asked)) => {
                 matches!(&answer.body, AnswerBody::Transaction { tx, .. } if tx == asked).then_some(answer)
             }
+            _ => None,
+        })
+        .await
+    }
+
+    /// A page of this replica's objects or transactions.
+    pub async fn list(&mut self, what: Listing, after: Option<[u8; 32]>, limit: u32) -> std::io::Result<Page> {
+        self.send(&ClientRequest::List { what, after, limit }).await?;
+        self.expect(|reply| match reply {
+            ClientReply::Page(page) => Some(page),
             _ => None,
         })
         .await

@@ -13,7 +13,7 @@ use shardspace_core::{Envelope, ObjectId, ShardId, ShardMap, TxId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::client::{ClientReply, ClientRequest, ReplicaClient};
+use crate::client::{ClientReply, ClientRequest, Listing, Page, ReplicaClient};
 use crate::config::ClusterFile;
 
 /// Why the cluster gave no outcome.
@@ -44,6 +44,18 @@ impl Outcome {
     }
 }
 
+/// The attempt to run given the concerned shards' records: a committed one is asked again
+/// (the shards answer from the record), the latest is joined while undecided, else the next.
+pub fn next_attempt<'a>(records: impl Iterator<Item = &'a TxView>) -> Attempt {
+    let records: Vec<&TxView> = records.collect();
+    if let Some(committed) = records.iter().find_map(|view| view.committed) {
+        return committed;
+    }
+    let latest = records.iter().map(|view| view.attempt).max().unwrap_or(Attempt(0));
+    let undecided = records.iter().any(|view| view.attempt == latest && view.decision.is_none());
+    if latest.0 > 0 && undecided { latest } else { Attempt(latest.0.saturating_add(1)) }
+}
+
 /// One replica's reply about the attempt, for the gathering loop.
 enum Heard {
     Answer(SignedAnswer),
@@ -72,6 +84,47 @@ impl ClusterClient {
 
     pub fn map(&self) -> &ShardMap {
         &self.map
+    }
+
+    pub fn committees(&self) -> &[Committee] {
+        &self.committees
+    }
+
+    /// Client addresses, by shard then replica.
+    pub fn addresses(&self) -> &[Vec<String>] {
+        &self.addresses
+    }
+
+    /// Runs the envelope as the attempt its records call for, and waits for the outcome:
+    /// a committed transaction gets its recorded outcome; an undecided attempt is joined;
+    /// otherwise (never seen, or aborted) the next attempt runs.
+    pub async fn process(&self, envelope: &Envelope) -> Result<Outcome, ClusterError> {
+        let tx = envelope.transaction.tx_id();
+        let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
+        let records = self.records(tx, &shards).await?;
+        let attempt = next_attempt(records.values().flatten());
+        self.submit(envelope, attempt).await
+    }
+
+    /// What f+1 replicas of each of `shards` recorded about a transaction, asked at once.
+    pub async fn records(
+        &self,
+        tx: TxId,
+        shards: &[ShardId],
+    ) -> Result<BTreeMap<ShardId, Option<TxView>>, ClusterError> {
+        let asked = shards.iter().map(|shard| async move { (*shard, self.transaction(*shard, tx).await) });
+        let mut records = BTreeMap::new();
+        for (shard, record) in futures::future::join_all(asked).await {
+            records.insert(shard, record?);
+        }
+        Ok(records)
+    }
+
+    /// Every shard's record of a transaction (its concerned shards are not known from its id).
+    pub async fn records_everywhere(&self, tx: TxId) -> Result<BTreeMap<ShardId, TxView>, ClusterError> {
+        let shards: Vec<ShardId> = (0..self.committees.len() as u32).map(ShardId).collect();
+        let records = self.records(tx, &shards).await?;
+        Ok(records.into_iter().filter_map(|(shard, record)| Some((shard, record?))).collect())
     }
 
     /// Sends one attempt to every replica of every concerned shard and waits for its outcome.
@@ -141,6 +194,39 @@ impl ClusterClient {
             AnswerBody::Transaction { record, .. } => Ok(record),
             AnswerBody::Object { .. } => Err(ClusterError::Invalid("an answer about something else".into())),
         }
+    }
+
+    /// A page of objects or transaction records across every shard, in id order after
+    /// `after`: each shard's page comes from the first of its replicas that answers
+    /// (unconfirmed: for browsing; read one object or transaction for a confirmed answer).
+    pub async fn list(&self, what: Listing, after: Option<[u8; 32]>, limit: u32) -> Result<Page, ClusterError> {
+        let pages = self.addresses.iter().enumerate().map(|(shard, addresses)| async move {
+            for address in addresses {
+                let asked = async {
+                    let mut client = ReplicaClient::connect(address).await?;
+                    client.list(what, after, limit).await
+                };
+                if let Ok(Ok(page)) = tokio::time::timeout(self.deadline, asked).await {
+                    return Ok(page);
+                }
+            }
+            Err(ClusterError::Timeout {
+                what: "a page of the ledger".into(),
+                shards: vec![ShardId(shard as u32)],
+                waited: self.deadline,
+            })
+        });
+        let mut merged = Page::default();
+        for page in futures::future::join_all(pages).await {
+            let page = page?;
+            merged.objects.extend(page.objects);
+            merged.transactions.extend(page.transactions);
+        }
+        merged.objects.sort_by_key(|(id, _)| *id);
+        merged.transactions.sort_by_key(|(tx, _)| *tx);
+        merged.objects.truncate(limit as usize);
+        merged.transactions.truncate(limit as usize);
+        Ok(merged)
     }
 
     /// Asks every replica of `shard` and returns the first body f+1 of them sign.

@@ -19,14 +19,14 @@ use shardspace_core::bft::{
     Action, Committee, Digest, DigestMap, Event, Height, PeerMessage, Replica, Request, Severity, TimeMs,
 };
 use shardspace_core::sbac::{
-    Attempt, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict, VerdictCertificate,
-    VerdictCollector, VoteCollector,
+    ATTEMPTS_AHEAD_MAX, Attempt, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict,
+    VerdictCertificate, VerdictCollector, VoteCollector,
 };
-use shardspace_core::{Envelope, Limits, ShardId, ShardMap, TxId};
+use shardspace_core::{Envelope, Limits, ObjectId, ShardId, ShardMap, TxId};
 use tokio::sync::{mpsc, watch};
 
 use crate::checking::{Checked, Checkers};
-use crate::client::{ClientCommand, ClientReply, Status};
+use crate::client::{ClientCommand, ClientReply, Listing, PAGE_MAX, Page, Status};
 use crate::network::{Frame, PeerId, PeerSender, encode};
 use crate::store::{ObjectRow, Store, StoreError, TransactionRow, Write};
 
@@ -207,8 +207,32 @@ impl Core {
             ClientCommand::Transaction(tx, reply) => {
                 let _ = reply.send(self.replica.app().answer_transaction(tx));
             }
+            ClientCommand::List { what, after, limit, reply } => {
+                let _ = reply.send(self.page(what, after, limit));
+            }
         }
         Ok(())
+    }
+
+    /// A page of the shard's objects or transaction records after `after`, in id order.
+    fn page(&self, what: Listing, after: Option<[u8; 32]>, limit: u32) -> Page {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let app = self.replica.app();
+        let limit = limit.min(PAGE_MAX) as usize;
+        let mut page = Page::default();
+        match what {
+            Listing::Objects => {
+                let from = after.map_or(Unbounded, |after| Excluded(ObjectId(after)));
+                let ids = app.state().objects.range((from, Unbounded)).map(|(id, _)| *id).take(limit);
+                page.objects = ids.filter_map(|id| Some((id, app.object_view(&id)?))).collect();
+            }
+            Listing::Transactions => {
+                let from = after.map_or(Unbounded, |after| Excluded(TxId(after)));
+                let txs = app.state().transactions.range((from, Unbounded)).map(|(tx, _)| *tx).take(limit);
+                page.transactions = txs.filter_map(|tx| Some((tx, app.tx_view(&tx)?))).collect();
+            }
+        }
+        page
     }
 
     fn status(&self) -> Status {
@@ -270,9 +294,12 @@ impl Core {
         let tx = envelope.transaction.tx_id();
         let app = self.replica.app();
         let latest = app.tx_view(&tx).map_or(0, |view| view.attempt.0);
-        if attempt.0 == 0 || attempt.0 > latest.saturating_add(1) {
-            let next = latest.saturating_add(1);
-            reject(Some(tx), "bad_attempt", format!("attempt {} of {tx}: the next attempt is {next}", attempt.0));
+        if attempt.0 == 0 || attempt.0 > latest.saturating_add(ATTEMPTS_AHEAD_MAX) {
+            let message = format!(
+                "attempt {} of {tx}: attempts count from 1, at most {ATTEMPTS_AHEAD_MAX} ahead of the latest here ({latest})",
+                attempt.0
+            );
+            reject(Some(tx), "bad_attempt", message);
             return Ok(());
         }
         if !self.map.concerned_shards(&envelope.transaction).contains(&self.own.shard) {

@@ -187,20 +187,20 @@ fn write(connection: &mut Connection, path: &Path, writes: Vec<Write>) -> Result
             Write::Object(row) => {
                 let (status, holder, consumed_by) = match &row.view.status {
                     ObjectStatus::Active => ("active", None, None),
-                    ObjectStatus::Locked { tx, .. } => ("locked", Some(tx.to_string()), None),
-                    ObjectStatus::Inactive { consumed_by } => ("inactive", None, Some(consumed_by.to_string())),
+                    ObjectStatus::Locked { tx, .. } => ("locked", Some(tx.to_hex()), None),
+                    ObjectStatus::Inactive { consumed_by } => ("inactive", None, Some(consumed_by.to_hex())),
                 };
                 let sql =
                     "INSERT OR REPLACE INTO objects (id, value, contract, status, lock_holder, created_by, consumed_by)
                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
                 let view = &row.view;
                 let values = params![
-                    row.id.to_string(),
+                    row.id.to_hex(),
                     view.value,
                     view.contract,
                     status,
                     holder,
-                    view.created_by.to_string(),
+                    view.created_by.to_hex(),
                     consumed_by
                 ];
                 transaction.prepare_cached(sql).and_then(|mut s| s.execute(values)).map_err(sqlite)?;
@@ -216,7 +216,7 @@ fn write(connection: &mut Connection, path: &Path, writes: Vec<Write>) -> Result
                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
                 let committed = row.view.committed.map(|attempt| i64::from(attempt.0));
                 let values = params![
-                    row.tx.to_string(),
+                    row.tx.to_hex(),
                     row.envelope,
                     i64::from(row.view.attempt.0),
                     vote,

@@ -1,5 +1,6 @@
 //! A TCP listener that holds at most `connections_max` connections open (the
-//! rest wait in the kernel's backlog) and sets TCP_NODELAY on each.
+//! rest wait in the kernel's backlog) and sets TCP_NODELAY on each; the checker
+//! server and the client API both use it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,14 +13,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub(crate) struct BoundedListener {
+#[derive(Debug)]
+pub struct BoundedListener {
     listener: TcpListener,
     /// One permit per open connection.
     permits: Arc<Semaphore>,
 }
 
 impl BoundedListener {
-    pub(crate) fn new(listener: TcpListener, connections_max: usize) -> Self {
+    pub fn new(listener: TcpListener, connections_max: usize) -> Self {
         Self { listener, permits: Arc::new(Semaphore::new(connections_max.max(1))) }
     }
 }
@@ -43,7 +45,8 @@ impl Listener for BoundedListener {
 }
 
 /// A connection and its permit, released when the connection closes.
-pub(crate) struct BoundedStream {
+#[derive(Debug)]
+pub struct BoundedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
 }

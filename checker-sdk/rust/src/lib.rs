@@ -11,6 +11,7 @@ mod error;
 mod request;
 mod server;
 
+pub use bounded::{BoundedListener, BoundedStream};
 pub use builder::TransactionBuilder;
 pub use contract::{
     ANY_METHOD, BuildError, Checker, Contract, Rejection, Shape, Verdict, integer, is_lower_hex, parse_canonical,

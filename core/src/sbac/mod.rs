@@ -15,4 +15,6 @@ pub use collector::{VerdictCollector, VoteCollector};
 pub use messages::{
     AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate, VoteKind,
 };
-pub use shard::{AttemptRecord, ObjectRecord, ObjectStatus, ShardApp, ShardOutput, ShardState, TxRecord};
+pub use shard::{
+    ATTEMPTS_AHEAD_MAX, AttemptRecord, ObjectRecord, ObjectStatus, ShardApp, ShardOutput, ShardState, TxRecord,
+};

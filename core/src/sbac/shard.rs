@@ -17,6 +17,12 @@ use crate::limits::Limits;
 use crate::shard::ShardMap;
 use crate::transaction::{Envelope, Transaction};
 
+/// How far an attempt may run ahead of the latest one a shard recorded. A shard may have
+/// missed attempts (an abort decided elsewhere before it prepared them), so the next
+/// attempt a client picks may be ahead here; a bound keeps a far-ahead number from shutting
+/// out every later run.
+pub const ATTEMPTS_AHEAD_MAX: u32 = 16;
+
 /// Where an object stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ObjectStatus {
@@ -186,9 +192,10 @@ impl ShardApp {
             return refused(format!("{tx} does not concern {}", self.shard));
         }
         let latest = self.state.transactions.get(&tx).and_then(|r| r.attempts.keys().next_back().copied());
-        if attempt.0 > latest.map_or(0, |latest| latest.0).saturating_add(1) {
-            // Attempts go one by one: a far-ahead number would shut out every later run.
-            return refused(format!("attempt {} of {tx} skips ahead of attempt {latest:?}", attempt.0));
+        let latest = latest.map_or(0, |latest| latest.0);
+        if attempt.0 > latest.saturating_add(ATTEMPTS_AHEAD_MAX) {
+            // A far-ahead number would shut out every later run.
+            return refused(format!("attempt {} of {tx} is too far ahead of attempt {latest}", attempt.0));
         }
         let record = self.state.transactions.entry(tx).or_insert_with(|| TxRecord {
             concerned: concerned.clone(),
@@ -200,9 +207,10 @@ impl ShardApp {
             let (digest, vote) = (record.attempts[&done].digest, record.attempts[&done].vote);
             return ShardOutput::Vote { vote: self.sign(tx, done, digest, vote), concerned };
         }
-        // Attempts come one by one (checked above), so every earlier one is recorded here.
+        // An attempt older than one seen here, or while an older one is undecided, is superseded.
         let older_pending = record.attempts.values().any(|earlier| earlier.decision.is_none());
-        let vote = if older_pending {
+        let newer_seen = attempt.0 < latest;
+        let vote = if older_pending || newer_seen {
             VoteKind::Abort(AbortReason::Superseded)
         } else {
             self.vote_on(&envelope, tx, attempt, verdict.success)

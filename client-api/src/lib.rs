@@ -1,0 +1,200 @@
+//! The client API (DESIGN.md §7), run as `shardspace api --config CLUSTER.toml`:
+//! HTTP on `127.0.0.1:5000` by default, in front of the replicas' request
+//! interface (`shardspace_node::cluster_client::ClusterClient`). It validates an
+//! envelope before anything is sent, routes it by object id to every replica of
+//! every concerned shard, picks the attempt from the shards' records, and waits
+//! for f+1 matching signed outcomes from every concerned shard. Reads are
+//! confirmed by f+1 matching signed answers. `native` holds the `/v1` endpoints,
+//! `chainspace` the Chainspace-compatible `/api/1.0` ones.
+
+mod chainspace;
+pub mod error;
+mod events;
+mod metrics;
+mod native;
+pub mod outcome;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use shardspace_checker::BoundedListener;
+use shardspace_core::{Envelope, Limits};
+use shardspace_node::cluster_client::ClusterClient;
+use shardspace_node::config::ClusterFile;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::outcome::TxOutcome;
+
+/// How the API runs; every bound is a setting with a default.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// How long a submitter waits for the outcome before it is told to ask again.
+    pub wait: Duration,
+    /// Transactions in flight at once; beyond, `too_many_pending` (503).
+    pub pending_max: usize,
+    /// Open connections; beyond, new ones wait in the kernel's backlog.
+    pub connections_max: usize,
+    /// The largest request body.
+    pub body_bytes_max: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            wait: Duration::from_secs(30),
+            pending_max: 1_000,
+            connections_max: 512,
+            body_bytes_max: shardspace_core::limits::ENVELOPE_BYTES_MAX,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct Api {
+    client: ClusterClient,
+    cluster: String,
+    limits: Limits,
+    config: ApiConfig,
+    pending: Arc<Semaphore>,
+    events: Events,
+    metrics: Metrics,
+}
+
+type Shared = Arc<Api>;
+
+impl Api {
+    pub fn new(file: &ClusterFile, config: ApiConfig) -> Result<Self, ApiError> {
+        let client = ClusterClient::new(file, config.wait)?;
+        Ok(Self {
+            client,
+            cluster: file.cluster.clone(),
+            limits: Limits::default(),
+            pending: Arc::new(Semaphore::new(config.pending_max.max(1))),
+            config,
+            events: Events::default(),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Validates and runs an envelope; waits for its outcome unless `wait` is false.
+    async fn submit(self: &Arc<Self>, body: &[u8], wait: bool) -> Result<(TxOutcome, bool), ApiError> {
+        let envelope = Envelope::from_json(body, &self.limits).inspect_err(|error| self.count_error(error.kind()))?;
+        let permit = Arc::clone(&self.pending).try_acquire_owned().map_err(|_| {
+            self.count_error("too_many_pending");
+            ApiError::too_many_pending(self.config.pending_max)
+        })?;
+        if !wait {
+            let api = Arc::clone(self);
+            let pending = TxOutcome::from_records(envelope.transaction.tx_id(), &Default::default(), Some(&envelope));
+            tokio::spawn(async move {
+                let _ = api.run(&envelope).await;
+                drop(permit);
+            });
+            return Ok((pending, false));
+        }
+        let outcome = self.run(&envelope).await;
+        drop(permit);
+        outcome.map(|outcome| (outcome, true))
+    }
+
+    async fn run(&self, envelope: &Envelope) -> Result<TxOutcome, ApiError> {
+        let tx = envelope.transaction.tx_id();
+        self.metrics.in_flight.inc();
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.config.wait, self.client.process(envelope)).await;
+        self.metrics.in_flight.dec();
+        let outcome = match result {
+            Ok(Ok(outcome)) => TxOutcome::from_outcome(&outcome, envelope),
+            Ok(Err(error)) => {
+                let mut error = ApiError::from(error);
+                error.tx.get_or_insert(tx.to_hex());
+                self.count_error(&error.kind);
+                return Err(error);
+            }
+            Err(_) => {
+                let mut error = ApiError::from(shardspace_node::cluster_client::ClusterError::Timeout {
+                    what: format!("txId {}", tx.to_hex()),
+                    shards: Vec::new(),
+                    waited: self.config.wait,
+                });
+                error.tx = Some(tx.to_hex());
+                self.count_error("timeout");
+                return Err(error);
+            }
+        };
+        self.metrics.latency_seconds.observe(started.elapsed().as_secs_f64());
+        let label = metrics::OutcomeLabel { outcome: outcome.outcome.into() };
+        self.metrics.transactions.get_or_create(&label).inc();
+        if outcome.outcome != "pending" {
+            self.events.publish(&outcome);
+        }
+        Ok(outcome)
+    }
+
+    fn count_error(&self, kind: &str) {
+        self.metrics.errors.get_or_create(&metrics::ErrorLabel { kind: kind.into() }).inc();
+    }
+}
+
+/// Every endpoint; unknown paths and methods answer with a JSON error.
+pub fn router(api: Shared) -> Router {
+    let body_bytes_max = api.config.body_bytes_max;
+    Router::new()
+        .route("/v1/transactions", post(native::submit))
+        .route("/v1/transactions/{tx}", get(native::transaction))
+        .route("/v1/objects/{id}", get(native::object))
+        .route("/v1/cluster", get(native::cluster))
+        .route("/v1/events", get(native::events))
+        .route("/metrics", get(native::metrics))
+        .route("/api/1.0/", get(chainspace::index))
+        .route("/api/1.0/transaction/process", post(chainspace::process))
+        .route("/api/1.0/transaction/dump", post(chainspace::dump))
+        .route("/api/1.0/objects", get(chainspace::objects))
+        .route("/api/1.0/transactions", get(chainspace::transactions))
+        .fallback(|| async { ApiError::not_found("no such path: see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "not allowed on this path", "see docs/api.md")
+        })
+        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .with_state(api)
+}
+
+/// A bound API, ready to serve.
+#[derive(Debug)]
+pub struct ApiServer {
+    listener: TcpListener,
+    api: Shared,
+}
+
+impl ApiServer {
+    pub async fn bind(file: &ClusterFile, config: ApiConfig) -> Result<Self, ApiError> {
+        let listen = config.listen;
+        let listener = TcpListener::bind(listen).await.map_err(|error| {
+            let message = format!("cannot listen on {listen}: {error}");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", message, "is the port taken? try --listen")
+        })?;
+        Ok(Self { listener, api: Arc::new(Api::new(file, config)?) })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let connections_max = self.api.config.connections_max;
+        let listener = BoundedListener::new(self.listener, connections_max);
+        axum::serve(listener, router(self.api)).with_graceful_shutdown(shutdown).await
+    }
+}

@@ -1,0 +1,116 @@
+//! The native `/v1` endpoints (DESIGN.md §7), and `/metrics`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shardspace_core::{ObjectId, TxId};
+use shardspace_node::client::ReplicaClient;
+
+use crate::error::ApiError;
+use crate::outcome::{TxOutcome, object_json};
+use crate::{Api, Shared};
+
+/// How long `/v1/cluster` waits for each replica's status.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Deserialize)]
+pub struct SubmitQuery {
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The body, or the error a client should see for it.
+pub fn body_or_error(api: &Api, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::body_too_large(api.config.body_bytes_max)
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", rejection.body_text(), "send the envelope as JSON")
+        }
+    })
+}
+
+/// `POST /v1/transactions[?wait=false]`: 200 with the outcome (commit or abort), or 202
+/// with `pending` when not waiting.
+pub async fn submit(
+    State(api): State<Shared>,
+    Query(query): Query<SubmitQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_or_error(&api, body)?;
+    let (outcome, waited) = api.submit(&body, query.wait).await?;
+    let status = if waited { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(outcome)).into_response())
+}
+
+/// `GET /v1/transactions/{txId}`: every shard's record, each confirmed by f+1 replicas.
+pub async fn transaction(State(api): State<Shared>, Path(tx): Path<String>) -> Result<Json<TxOutcome>, ApiError> {
+    let tx: TxId = tx.parse().map_err(|error: shardspace_core::ids::BadId| ApiError::bad_id(error.to_string()))?;
+    let records = api.client.records_everywhere(tx).await?;
+    if records.is_empty() {
+        return Err(ApiError::not_found(format!("no shard has a record of transaction {}", tx.to_hex())));
+    }
+    Ok(Json(TxOutcome::from_records(tx, &records, None)))
+}
+
+/// `GET /v1/objects/{id}`: the value and status f+1 replicas of its shard sign.
+pub async fn object(State(api): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id: ObjectId = id.parse().map_err(|error: shardspace_core::ids::BadId| ApiError::bad_id(error.to_string()))?;
+    let shard = api.client.map().shard_of(&id);
+    match api.client.object(id).await? {
+        Some(view) => Ok(Json(object_json(id, shard, &view))),
+        None => Err(ApiError::not_found(format!("no object {} on shard {}", id.to_hex(), shard.0))),
+    }
+}
+
+/// `GET /v1/cluster`: every replica's status; a shard is healthy when a quorum answers.
+pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
+    let mut shards = Vec::new();
+    let mut healthy = true;
+    for (index, addresses) in api.client.addresses().iter().enumerate() {
+        let asked = addresses.iter().map(|address| async move {
+            let status = async { ReplicaClient::connect(address).await?.status().await };
+            (address, tokio::time::timeout(STATUS_TIMEOUT, status).await.ok().and_then(Result::ok))
+        });
+        let answers = futures::future::join_all(asked).await;
+        let up = answers.iter().filter(|(_, status)| status.is_some()).count();
+        let quorum = api.client.committees()[index].quorum();
+        healthy &= up >= quorum;
+        let replicas: Vec<Value> = answers
+            .iter()
+            .enumerate()
+            .map(|(replica, (address, status))| match status {
+                Some(status) => json!({
+                    "id": replica, "address": address, "up": true, "height": status.height.0,
+                    "round": status.round.0, "executed": status.executed, "pending": status.pending,
+                }),
+                None => json!({"id": replica, "address": address, "up": false}),
+            })
+            .collect();
+        shards.push(json!({"id": index, "healthy": up >= quorum, "up": up, "quorum": quorum, "replicas": replicas}));
+    }
+    let checkers: BTreeMap<String, String> = BTreeMap::new();
+    Json(json!({"cluster": api.cluster, "healthy": healthy, "shards": shards, "checkers": checkers}))
+}
+
+/// `GET /v1/events`: server-sent events, one `decided` event per decided attempt.
+pub async fn events(State(api): State<Shared>) -> impl IntoResponse {
+    api.events.subscribe()
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(api): State<Shared>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], api.metrics.encode())
+}
