@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shardspace_node::client::{Listing, PAGE_MAX};
 
+use crate::Shared;
 use crate::error::ApiError;
 use crate::native::body_or_error;
 use crate::outcome::object_json;
-use crate::Shared;
 
 /// Chainspace's answer to an error: `{"success": "False", "message": ...}` (with our kind).
 fn failure(error: ApiError) -> Response {
@@ -108,11 +108,13 @@ pub async fn transactions(State(api): State<Shared>, Query(query): Query<PageQue
                 .transactions
                 .iter()
                 .map(|(tx, view)| {
-                    let decision = view.committed.map(|_| "commit").or(view.decision.map(|c| if c { "commit" } else { "abort" }));
+                    let decision =
+                        view.committed.map(|_| "commit").or(view.decision.map(|c| if c { "commit" } else { "abort" }));
                     json!({"txId": tx.to_hex(), "attempt": view.attempt.0, "decision": decision})
                 })
                 .collect();
-            let next = page.transactions.last().filter(|_| transactions.len() == limit as usize).map(|(tx, _)| tx.to_hex());
+            let next =
+                page.transactions.last().filter(|_| transactions.len() == limit as usize).map(|(tx, _)| tx.to_hex());
             Json(json!({"success": "True", "transactions": transactions, "next": next})).into_response()
         }
         Err(error) => failure(error),

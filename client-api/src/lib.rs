@@ -165,7 +165,12 @@ pub fn router(api: Shared) -> Router {
         .route("/api/1.0/transactions", get(chainspace::transactions))
         .fallback(|| async { ApiError::not_found("no such path: see docs/api.md") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "not allowed on this path", "see docs/api.md")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "not allowed on this path",
+                "see docs/api.md",
+            )
         })
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(api)

@@ -408,7 +408,7 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts_once() {
 }
 
 #[test]
-fn shards_shown_different_stores_of_one_transaction_cannot_commit_it() {
+fn shards_shown_different_stores_of_one_transaction_abort_it_and_release_their_locks() {
     // A client shows each shard the true value of its own object and an inflated value of
     // the other's: each checker sees a transaction that adds up, each value check passes.
     let mut cluster = Cluster::new();
@@ -425,12 +425,28 @@ fn shards_shown_different_stores_of_one_transaction_cannot_commit_it() {
     let votes_1 = cluster.prepare(shard_of(&objects[1]), &to_1, 1, true);
     assert!(votes_0[0].vote.is_accept() && votes_1[0].vote.is_accept(), "each shard saw its own object right");
     assert_ne!(votes_0[0].envelope, votes_1[0].envelope, "the votes name different envelopes");
-    let certificates = vec![certificate(&votes_0), certificate(&votes_1)];
-    let decide = ShardRequest::Decide { tx: honest.transaction.tx_id(), attempt: Attempt(1), certificates };
-    for shard in 0..SHARDS {
-        for output in cluster.order(shard, &decide) {
-            assert!(matches!(output, ShardOutput::Refused { .. }), "{output:?}");
+    // Each shard's gathering finds the other shard's certificate on another envelope: proof
+    // that no shard can ever gather a commit, so it decides abort and lets go of its locks.
+    let tx = honest.transaction.tx_id();
+    let concerned: Vec<ShardId> = cluster.map().concerned_shards(&honest.transaction).into_iter().collect();
+    for (shard, own, other, envelope) in
+        [(shard_of(&objects[0]), &votes_0, &votes_1, &to_0), (shard_of(&objects[1]), &votes_1, &votes_0, &to_1)]
+    {
+        let mut collector = VoteCollector::new(cluster.committees.clone(), 16);
+        assert!(collector.expect(tx, Attempt(1), envelope.digest(), concerned.clone()).is_none());
+        let mut complete = None;
+        for vote in own.iter().chain(other).cloned() {
+            complete = complete.or(collector.add(vote).unwrap());
         }
+        let certificates = complete.expect("the other envelope's certificate decides");
+        assert!(certificates.iter().all(|c| c.envelope != envelope.digest()), "{certificates:?}");
+        let decide = ShardRequest::Decide { tx, attempt: Attempt(1), certificates };
+        for output in cluster.order(shard, &decide) {
+            assert!(matches!(output, ShardOutput::Decided { committed: false, .. }), "{output:?}");
+        }
+    }
+    for object in &objects[..2] {
+        assert_eq!(cluster.status(&object.id), Some(ObjectStatus::Active), "a lock was left");
     }
     // And a verdict on one store cannot prepare another.
     let stale_verdict = cluster.verdict(shard_of(&objects[0]), &to_0, true);
@@ -448,15 +464,17 @@ fn attempts_count_from_one_and_may_not_run_far_ahead() {
     let objects = objects_on_each_shard(&mut cluster, "bank", "a");
     let shard = cluster.map().shard_of(&objects[0].id).0;
     let spend = transaction("bank", &[&objects[0]], &[], vec!["x".into()]);
-    for attempt in [0, ATTEMPTS_AHEAD_MAX + 1] {
-        let request = ShardRequest::Prepare {
-            envelope: serde_json::to_string(&spend).unwrap(),
-            attempt: Attempt(attempt),
-            verdict: cluster.verdict(shard, &spend, true),
-        };
-        let outputs = cluster.order(shard, &request);
-        assert!(outputs.iter().all(|o| matches!(o, ShardOutput::Refused { .. })), "attempt {attempt}: {outputs:?}");
-    }
+    let request = ShardRequest::Prepare {
+        envelope: serde_json::to_string(&spend).unwrap(),
+        attempt: Attempt(0),
+        verdict: cluster.verdict(shard, &spend, true),
+    };
+    let outputs = cluster.order(shard, &request);
+    assert!(outputs.iter().all(|o| matches!(o, ShardOutput::Refused { .. })), "attempt 0: {outputs:?}");
+    // Far ahead: voted down without locks, and it does not count as the latest.
+    let far = cluster.prepare(shard, &spend, ATTEMPTS_AHEAD_MAX + 1, true);
+    assert_eq!(far[0].vote, VoteKind::Abort(AbortReason::TooFarAhead));
+    assert_eq!(cluster.status(&objects[0].id), Some(ObjectStatus::Active));
     assert!(cluster.prepare(shard, &spend, 1, true)[0].vote.is_accept());
 }
 

@@ -1,8 +1,9 @@
 //! `CheckerClient`: how a replica asks a contract's checker for a verdict
 //! (DESIGN.md §4). Keep-alive connections, a timeout per call, retries with
 //! backoff on whatever may pass (no connection, a timeout, a 5xx): an unreachable
-//! checker delays the verdict and never becomes a `false`. A 4xx is the
-//! checker refusing the request itself, reported as such.
+//! checker delays the verdict and never becomes a `false`. A 4xx with a
+//! checker's error body is the checker refusing the request itself, reported
+//! as such; any other 4xx (a proxy, a wrong URL, a 429) is tried again.
 
 use std::time::Duration;
 
@@ -111,14 +112,18 @@ impl CheckerClient {
                     serde_json::from_slice(&body).map_err(|error| format!("a garbled verdict: {error}"))?;
                 Ok(CheckOutcome::Verdict { success: verdict.success, reason: verdict.reason })
             }
-            400..=499 => {
-                let detail = serde_json::from_slice::<ErrorBody>(&body).map(|body| body.error);
-                let (kind, message) = match detail {
-                    Ok(detail) => (detail.kind, detail.message),
-                    Err(_) => ("unknown".into(), String::from_utf8_lossy(&body).chars().take(200).collect()),
-                };
-                Ok(CheckOutcome::Refused { status, kind, message })
-            }
+            // A checker's own refusal names its kind; a 4xx without one (a proxy, a wrong
+            // URL) or a 429 is not a verdict on the transaction: it may pass.
+            429 => Err("status 429 (too many requests)".into()),
+            400..=499 => match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(ErrorBody { error }) => {
+                    Ok(CheckOutcome::Refused { status, kind: error.kind, message: error.message })
+                }
+                Err(_) => {
+                    let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+                    Err(format!("status {status} without a checker's error body (is the URL right?): {text}"))
+                }
+            },
             _ => Err(format!("status {status}")),
         }
     }

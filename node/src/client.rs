@@ -40,7 +40,11 @@ pub enum ClientRequest {
     Transaction(TxId),
     /// A page of this replica's objects or transaction records, in id order after `after`
     /// (unsigned: for browsing, not for trust).
-    List { what: Listing, after: Option<[u8; 32]>, limit: u32 },
+    List {
+        what: Listing,
+        after: Option<[u8; 32]>,
+        limit: u32,
+    },
 }
 
 /// What `List` pages through.

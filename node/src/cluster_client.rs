@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shardspace_core::bft::Committee;
+use shardspace_core::bft::{Committee, ReplicaId};
 use shardspace_core::sbac::{AnswerBody, Attempt, ObjectView, SignedAnswer, TxView};
 use shardspace_core::{Envelope, ObjectId, ShardId, ShardMap, TxId};
 use tokio::sync::mpsc;
@@ -54,6 +54,30 @@ pub fn next_attempt<'a>(records: impl Iterator<Item = &'a TxView>) -> Attempt {
     let latest = records.iter().map(|view| view.attempt).max().unwrap_or(Attempt(0));
     let undecided = records.iter().any(|view| view.attempt == latest && view.decision.is_none());
     if latest.0 > 0 && undecided { latest } else { Attempt(latest.0.saturating_add(1)) }
+}
+
+/// Refusals that do not depend on the replica's state or load: f+1 replicas saying one
+/// of them is final (nothing changed, and nothing will by waiting).
+fn is_final(kind: &str) -> bool {
+    !matches!(kind, "busy" | "checker_unavailable")
+}
+
+/// A shard's refusal the client should believe: f+1 replicas giving the same final kind,
+/// or so many refusals that the rest cannot certify a verdict (n − f of any kind).
+fn final_refusal(refused: &BTreeMap<usize, (String, String)>, committee: &Committee) -> Option<(String, String)> {
+    let mut by_kind: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for (kind, message) in refused.values() {
+        by_kind.entry(kind.as_str()).or_insert((0, message.as_str())).0 += 1;
+    }
+    let found = by_kind.iter().find(|(kind, (count, _))| is_final(kind) && *count >= committee.validity());
+    if let Some((kind, (_, message))) = found {
+        return Some((kind.to_string(), message.to_string()));
+    }
+    if refused.len() > committee.size() - committee.validity() {
+        let (kind, (_, message)) = by_kind.iter().max_by_key(|(_, (count, _))| *count)?;
+        return Some((kind.to_string(), message.to_string()));
+    }
+    None
 }
 
 /// One replica's reply about the attempt, for the gathering loop.
@@ -136,37 +160,38 @@ impl ClusterClient {
         let request = ClientRequest::Envelope { envelope: json, attempt };
         let tasks = self.ask_all(&shards, request, tx_heard);
         let deadline = Instant::now() + self.deadline;
-        let mut answers: BTreeMap<ShardId, Vec<SignedAnswer>> = BTreeMap::new();
-        let mut rejections: BTreeMap<(ShardId, String), (usize, String)> = BTreeMap::new();
+        // Each signer's decided answer, and each replica's refusal, by shard: counted once each.
+        let mut answers: BTreeMap<ShardId, BTreeMap<ReplicaId, AnswerBody>> = BTreeMap::new();
+        let mut rejections: BTreeMap<ShardId, BTreeMap<usize, (String, String)>> = BTreeMap::new();
         let mut outcome = BTreeMap::new();
         let result = loop {
             if outcome.len() == shards.len() {
                 break Ok(Outcome { tx, attempt, shards: outcome });
             }
-            let Ok(Some((shard, heard))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
+            let Ok(Some((shard, replica, heard))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
                 let missing = shards.iter().filter(|s| !outcome.contains_key(*s)).copied().collect();
                 let what = format!("txId {tx} (it may still be decided)");
                 break Err(ClusterError::Timeout { what, shards: missing, waited: self.deadline });
             };
-            let validity = self.committees[shard.0 as usize].validity();
+            let committee = &self.committees[shard.0 as usize];
             match heard {
                 Heard::Rejected { kind, message } => {
-                    let entry = rejections.entry((shard, kind.clone())).or_insert((0, message));
-                    entry.0 += 1;
-                    if entry.0 >= validity {
-                        break Err(ClusterError::Rejected { shard, tx: Some(tx), kind, message: entry.1.clone() });
+                    let refused = rejections.entry(shard).or_default();
+                    refused.insert(replica, (kind, message));
+                    if let Some((kind, message)) = final_refusal(refused, committee) {
+                        break Err(ClusterError::Rejected { shard, tx: Some(tx), kind, message });
                     }
                 }
                 Heard::Answer(answer) => {
-                    let AnswerBody::Transaction { record: Some(view), .. } = &answer.body else { continue };
+                    let AnswerBody::Transaction { tx: about, record: Some(view) } = &answer.body else { continue };
                     let decided = view.committed.is_some() || (view.attempt == attempt && view.decision.is_some());
-                    if !decided || self.verify(shard, &answer).is_err() {
+                    if *about != tx || !decided || self.verify(shard, &answer).is_err() {
                         continue;
                     }
-                    let heard = answers.entry(shard).or_default();
-                    heard.push(answer.clone());
-                    let matching = heard.iter().filter(|other| other.body == answer.body).count();
-                    if matching >= validity {
+                    let signed = answers.entry(shard).or_default();
+                    signed.insert(answer.replica, answer.body.clone());
+                    let matching = signed.values().filter(|body| **body == answer.body).count();
+                    if matching >= committee.validity() {
                         outcome.insert(shard, view.clone());
                     }
                 }
@@ -229,24 +254,30 @@ impl ClusterClient {
         Ok(merged)
     }
 
-    /// Asks every replica of `shard` and returns the first body f+1 of them sign.
+    /// Asks every replica of `shard` and returns the first body about the thing asked that
+    /// f+1 of them sign (each signer counted once).
     async fn read(&self, shard: ShardId, request: ClientRequest) -> Result<AnswerBody, ClusterError> {
         let (tx_heard, mut rx_heard) = mpsc::channel(16);
         let tasks = self.ask_all(&[shard], request.clone(), tx_heard);
         let validity = self.committees[shard.0 as usize].validity();
         let deadline = Instant::now() + self.deadline;
-        let mut heard: Vec<AnswerBody> = Vec::new();
+        let mut signed: BTreeMap<ReplicaId, AnswerBody> = BTreeMap::new();
         let result = loop {
-            let Ok(Some((_, reply))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
+            let Ok(Some((_, _, reply))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
                 let what = format!("{request:?}");
                 break Err(ClusterError::Timeout { what, shards: vec![shard], waited: self.deadline });
             };
             let Heard::Answer(answer) = reply else { continue };
-            if self.verify(shard, &answer).is_err() {
+            let about_it = match (&answer.body, &request) {
+                (AnswerBody::Object { id, .. }, ClientRequest::Object(asked)) => id == asked,
+                (AnswerBody::Transaction { tx, .. }, ClientRequest::Transaction(asked)) => tx == asked,
+                _ => false,
+            };
+            if !about_it || self.verify(shard, &answer).is_err() {
                 continue;
             }
-            heard.push(answer.body.clone());
-            if heard.iter().filter(|body| **body == answer.body).count() >= validity {
+            signed.insert(answer.replica, answer.body.clone());
+            if signed.values().filter(|body| **body == answer.body).count() >= validity {
                 break Ok(answer.body);
             }
         };
@@ -268,11 +299,11 @@ impl ClusterClient {
         &self,
         shards: &[ShardId],
         request: ClientRequest,
-        tx_heard: mpsc::Sender<(ShardId, Heard)>,
+        tx_heard: mpsc::Sender<(ShardId, usize, Heard)>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         for shard in shards {
-            for address in &self.addresses[shard.0 as usize] {
+            for (replica, address) in self.addresses[shard.0 as usize].iter().enumerate() {
                 let (shard, address, request, tx_heard) = (*shard, address.clone(), request.clone(), tx_heard.clone());
                 tasks.push(tokio::spawn(async move {
                     let Ok(mut client) = ReplicaClient::connect(&address).await else { return };
@@ -285,7 +316,7 @@ impl ClusterClient {
                             ClientReply::Rejected { kind, message, .. } => Heard::Rejected { kind, message },
                             _ => continue,
                         };
-                        if tx_heard.send((shard, heard)).await.is_err() {
+                        if tx_heard.send((shard, replica, heard)).await.is_err() {
                             return;
                         }
                     }

@@ -138,6 +138,7 @@ impl Core {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), CoreError> {
         self.store.write(self.read_model_whole()).await?;
+        let mut last_sweep = TimeMs(0);
         let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -147,7 +148,8 @@ impl Core {
                 Some(checked) = rx_checked.recv() => self.on_checked(checked).await?,
                 _ = ticker.tick() => {
                     let now = self.now();
-                    if now.0 % SWEEP_EVERY_MS < TICK_MS {
+                    if now.0 >= last_sweep.0.saturating_add(SWEEP_EVERY_MS) {
+                        last_sweep = now;
                         self.sweep(now);
                         self.pass_on(now).await?;
                     }
@@ -293,8 +295,11 @@ impl Core {
         };
         let tx = envelope.transaction.tx_id();
         let app = self.replica.app();
-        let latest = app.tx_view(&tx).map_or(0, |view| view.attempt.0);
-        if attempt.0 == 0 || attempt.0 > latest.saturating_add(ATTEMPTS_AHEAD_MAX) {
+        let latest = app.state().transactions.get(&tx).and_then(|record| record.latest()).map_or(0, |latest| latest.0);
+        // A client is told; an envelope passed on by a shard that prepared it is voted on
+        // even when far ahead here (it is voted down), so that that shard hears an abort.
+        let far_ahead = attempt.0 > latest.saturating_add(ATTEMPTS_AHEAD_MAX);
+        if attempt.0 == 0 || (far_ahead && client.is_some()) {
             let message = format!(
                 "attempt {} of {tx}: attempts count from 1, at most {ATTEMPTS_AHEAD_MAX} ahead of the latest here ({latest})",
                 attempt.0
@@ -306,12 +311,15 @@ impl Core {
             reject(Some(tx), "wrong_shard", format!("{tx} has no object on {}: send it to its shards", self.own.shard));
             return Ok(());
         }
-        let decided = app
-            .tx_view(&tx)
-            .is_some_and(|view| view.committed.is_some() || (view.attempt == attempt && view.decision.is_some()));
+        let decided = app.attempt_view(&tx, attempt).is_some_and(|view| view.decision.is_some());
         if decided {
+            // Answered from the record; the vote goes again too: the shard passing this on
+            // may have lost the votes that would decide it there.
             if let Some(client) = &client {
-                let _ = client.try_send(ClientReply::Answer(app.answer_transaction(tx)));
+                let _ = client.try_send(ClientReply::Answer(app.answer_attempt(tx, attempt)));
+            }
+            if let Some((vote, concerned)) = app.recorded_vote(tx, attempt) {
+                self.send_vote(&vote, &concerned);
             }
             return Ok(());
         }
@@ -354,8 +362,12 @@ impl Core {
     /// decision again: after a restart (outputs are not delivered twice) or lost messages,
     /// this is what lets an undecided attempt be decided.
     async fn vote_again(&mut self, tx: TxId, attempt: Attempt) -> Result<(), CoreError> {
-        let Some((vote, concerned)) = self.replica.app().recorded_vote(tx, attempt) else { return Ok(()) };
+        let app = self.replica.app();
+        let Some((vote, concerned)) = app.recorded_vote(tx, attempt) else { return Ok(()) };
         self.send_vote(&vote, &concerned);
+        if app.attempt_view(&tx, vote.attempt).is_some_and(|view| view.decision.is_some()) {
+            return Ok(()); // decided here: nothing to gather
+        }
         let mut complete = self.votes.expect(vote.tx, vote.attempt, vote.envelope, concerned);
         if let Ok(Some(certificates)) = self.votes.add(vote) {
             complete = Some(certificates);
@@ -534,7 +546,8 @@ impl Core {
             ShardOutput::Decided { tx, attempt, committed } => {
                 self.undecided.remove(&(tx, attempt));
                 tracing::debug!(%tx, attempt = attempt.0, committed, "decided");
-                let answer = self.replica.app().answer_transaction(tx);
+                self.votes.forget(tx, attempt);
+                let answer = self.replica.app().answer_attempt(tx, attempt);
                 let mut waiters = self.outcomes.remove(&(tx, attempt)).unwrap_or_default();
                 if committed {
                     // Committed for good: every later attempt has this outcome too.

@@ -28,6 +28,12 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 pub const FRAME_BYTES_MAX: usize = 24 * 1024 * 1024;
 /// Messages waiting for one peer; beyond it new ones are dropped (the protocol tolerates loss).
 pub const PEER_QUEUE_MAX: usize = 4_096;
+/// The largest frame from a replica of another shard (votes and envelopes only).
+pub const CROSS_SHARD_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// The largest frame before the peer is authenticated (the challenge and its answer).
+const HANDSHAKE_FRAME_BYTES_MAX: usize = 4 * 1024;
+/// Connections in their handshake at once; more wait to be served.
+const HANDSHAKES_MAX: usize = 64;
 /// How long a peer has to answer the challenge.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(50);
@@ -94,8 +100,8 @@ pub struct NetworkCounters {
     pub sends_dropped: AtomicU64,
 }
 
-fn framed(stream: TcpStream) -> Framed<TcpStream, LengthDelimitedCodec> {
-    let codec = LengthDelimitedCodec::builder().max_frame_length(FRAME_BYTES_MAX).new_codec();
+fn framed(stream: TcpStream, max_frame_length: usize) -> Framed<TcpStream, LengthDelimitedCodec> {
+    let codec = LengthDelimitedCodec::builder().max_frame_length(max_frame_length).new_codec();
     Framed::new(stream, codec)
 }
 
@@ -126,6 +132,7 @@ pub struct PeerListener {
 impl PeerListener {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let shared = Arc::new(self);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
         loop {
             let accepted = tokio::select! {
                 accepted = shared.listener.accept() => accepted,
@@ -135,7 +142,8 @@ impl PeerListener {
                 Ok((stream, address)) => {
                     let listener = Arc::clone(&shared);
                     let shutdown = shutdown.clone();
-                    tokio::spawn(async move { listener.serve(stream, address, shutdown).await });
+                    let handshakes = Arc::clone(&handshakes);
+                    tokio::spawn(async move { listener.serve(stream, address, handshakes, shutdown).await });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed; retrying");
@@ -145,9 +153,18 @@ impl PeerListener {
         }
     }
 
-    async fn serve(&self, stream: TcpStream, address: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        address: SocketAddr,
+        handshakes: Arc<tokio::sync::Semaphore>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let _ = stream.set_nodelay(true);
-        let mut frames = framed(stream);
+        // Until the peer is known, frames are small and handshakes few: a stranger cannot
+        // make this replica reserve memory.
+        let Ok(_handshaking) = handshakes.acquire().await else { return };
+        let mut frames = framed(stream, HANDSHAKE_FRAME_BYTES_MAX);
         let peer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut frames)).await {
             Ok(Ok(peer)) => peer,
             Ok(Err(reason)) => {
@@ -161,6 +178,9 @@ impl PeerListener {
                 return;
             }
         };
+        drop(_handshaking);
+        let frame_bytes_max = if peer.shard == self.own.shard { FRAME_BYTES_MAX } else { CROSS_SHARD_FRAME_BYTES_MAX };
+        frames.codec_mut().set_max_frame_length(frame_bytes_max);
         tracing::debug!(%address, %peer, "peer connected");
         loop {
             let frame = tokio::select! {
@@ -296,7 +316,7 @@ impl Connection {
     async fn connect(&self) -> Result<Framed<TcpStream, LengthDelimitedCodec>, String> {
         let stream = TcpStream::connect(&self.address).await.map_err(|error| error.to_string())?;
         let _ = stream.set_nodelay(true);
-        let mut frames = framed(stream);
+        let mut frames = framed(stream, FRAME_BYTES_MAX);
         let answer = async {
             let frame = frames.next().await.ok_or("closed before the challenge")?.map_err(|e| e.to_string())?;
             let challenge: Challenge = decode(&frame)?;

@@ -98,3 +98,18 @@ async fn a_checker_failing_twice_is_asked_again_until_it_answers() {
     assert_eq!(outcome, CheckOutcome::Verdict { success: true, reason: None });
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn a_4xx_without_a_checkers_error_body_is_no_verdict() {
+    // A wrong URL behind a proxy, or a rate limit: not the checker judging the transaction.
+    for (status, body) in [(404, "Not Found"), (429, r#"{"error": {"kind": "x", "message": "slow down"}}"#)] {
+        let app = axum::Router::new()
+            .fallback(move || async move { (axum::http::StatusCode::from_u16(status).unwrap(), body.to_string()) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = CheckerClient::new(limits()).unwrap();
+        let error = client.check(&url, &request("toy", "even", 2)).await.unwrap_err();
+        assert!(error.tries > 1 && error.last_error.contains(&status.to_string()), "{status}: {error}");
+    }
+}

@@ -76,10 +76,24 @@ impl ShardApp {
         })
     }
 
+    /// The transaction's latest attempt here (the latest that counts, else any).
     pub fn tx_view(&self, tx: &TxId) -> Option<TxView> {
         let record = self.state().transactions.get(tx)?;
-        let (attempt, latest) = record.attempts.iter().next_back()?;
-        Some(TxView { attempt: *attempt, vote: latest.vote, decision: latest.decision, committed: record.committed })
+        let latest = record.latest().or_else(|| record.attempts.keys().next_back().copied())?;
+        self.attempt_view(tx, latest)
+    }
+
+    /// One attempt's record here (the committed one's, for an attempt of a committed transaction).
+    pub fn attempt_view(&self, tx: &TxId, attempt: Attempt) -> Option<TxView> {
+        let record = self.state().transactions.get(tx)?;
+        let answered = if record.attempts.contains_key(&attempt) { attempt } else { record.committed? };
+        let attempt_record = record.attempts.get(&answered)?;
+        Some(TxView {
+            attempt: answered,
+            vote: attempt_record.vote,
+            decision: attempt_record.decision,
+            committed: record.committed,
+        })
     }
 
     /// This replica's signed answer about an object.
@@ -88,9 +102,15 @@ impl ShardApp {
         SignedAnswer::sign(self.own_committee(), self.keys(), body)
     }
 
-    /// This replica's signed answer about a transaction.
+    /// This replica's signed answer about a transaction (its latest attempt here).
     pub fn answer_transaction(&self, tx: TxId) -> SignedAnswer {
         let body = AnswerBody::Transaction { tx, record: self.tx_view(&tx) };
+        SignedAnswer::sign(self.own_committee(), self.keys(), body)
+    }
+
+    /// This replica's signed answer about one attempt of a transaction.
+    pub fn answer_attempt(&self, tx: TxId, attempt: Attempt) -> SignedAnswer {
+        let body = AnswerBody::Transaction { tx, record: self.attempt_view(&tx, attempt) };
         SignedAnswer::sign(self.own_committee(), self.keys(), body)
     }
 }

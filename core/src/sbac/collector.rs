@@ -11,6 +11,9 @@ use super::messages::{Attempt, PreparedCertificate, SignedVote, Verdict, Verdict
 use crate::bft::{Committee, ProtocolError, ReplicaId};
 use crate::ids::{ShardId, TxId};
 
+/// Signatures of matching votes.
+type Signatures = Vec<(ReplicaId, Signature)>;
+
 /// Each signer's verdict (accept or not) and signature.
 type VerdictsBySigner = BTreeMap<ReplicaId, (bool, Signature)>;
 
@@ -90,6 +93,11 @@ impl VoteCollector {
         self.complete(tx, attempt)
     }
 
+    /// Forgets an attempt's gathering (it was decided).
+    pub fn forget(&mut self, tx: TxId, attempt: Attempt) {
+        self.gathering.remove(&(tx, attempt));
+    }
+
     /// Adds a vote from any shard (checking its signature against that shard's committee);
     /// returns the certificates of a decision when this vote completes them.
     pub fn add(&mut self, vote: SignedVote) -> Result<Option<Vec<PreparedCertificate>>, ProtocolError> {
@@ -123,7 +131,9 @@ impl VoteCollector {
         self.gathering.entry((tx, attempt)).or_insert_with(|| Gathering { arrival, ..Gathering::default() })
     }
 
-    /// One abort certificate decides; otherwise an accept certificate from every concerned shard.
+    /// One abort certificate decides, and so does a certificate on another envelope of the
+    /// attempt (votes on two stores can never make a commit); otherwise an accept
+    /// certificate on this envelope from every concerned shard.
     fn complete(&mut self, tx: TxId, attempt: Attempt) -> Option<Vec<PreparedCertificate>> {
         let gathering = self.gathering.get(&(tx, attempt))?;
         let (concerned, envelope) = gathering.concerned.as_ref()?;
@@ -132,6 +142,10 @@ impl VoteCollector {
         for shard in concerned {
             let quorum = self.committees.get(shard.0 as usize)?.quorum();
             let votes = gathering.votes.get(shard);
+            if let Some(other) = votes.and_then(|votes| other_envelope(*shard, votes, envelope, quorum)) {
+                self.gathering.remove(&(tx, attempt));
+                return Some(vec![other]);
+            }
             let certificate = |accept: bool| -> Option<PreparedCertificate> {
                 let signatures: Vec<_> = votes?
                     .values()
@@ -160,6 +174,23 @@ impl VoteCollector {
         }
         certificates
     }
+}
+
+/// A certificate of `shard` on an envelope of the attempt other than `envelope`, if its votes make one.
+fn other_envelope(
+    shard: ShardId,
+    votes: &BTreeMap<ReplicaId, SignedVote>,
+    envelope: [u8; 32],
+    quorum: usize,
+) -> Option<PreparedCertificate> {
+    let mut groups: BTreeMap<([u8; 32], bool), Signatures> = BTreeMap::new();
+    for vote in votes.values().filter(|vote| vote.envelope != envelope) {
+        groups.entry((vote.envelope, vote.vote.is_accept())).or_default().push((vote.replica, vote.signature));
+    }
+    let ((other, accept), signatures) = groups.into_iter().find(|(_, signatures)| signatures.len() >= quorum)?;
+    let first = votes.values().next()?;
+    let signatures = signatures.into_iter().take(quorum).collect();
+    Some(PreparedCertificate { shard, tx: first.tx, attempt: first.attempt, envelope: other, accept, signatures })
 }
 
 /// Drops the oldest entry when `map` is full.

@@ -31,8 +31,11 @@ pub enum AbortReason {
     OutputExists,
     CheckerRejected,
     Malformed,
-    /// An older attempt of this transaction is still undecided here.
+    /// An older attempt of this transaction is still undecided here, or a newer one was seen.
     Superseded,
+    /// The attempt's number is far ahead of the latest one this shard saw
+    /// (`ATTEMPTS_AHEAD_MAX`): it is voted down, and does not count as the latest.
+    TooFarAhead,
 }
 
 impl AbortReason {
@@ -50,6 +53,7 @@ impl AbortReason {
             Self::CheckerRejected => "checker_rejected",
             Self::Malformed => "malformed",
             Self::Superseded => "superseded",
+            Self::TooFarAhead => "attempt_too_far_ahead",
         }
     }
 }

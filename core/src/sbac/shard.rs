@@ -19,9 +19,11 @@ use crate::transaction::{Envelope, Transaction};
 
 /// How far an attempt may run ahead of the latest one a shard recorded. A shard may have
 /// missed attempts (an abort decided elsewhere before it prepared them), so the next
-/// attempt a client picks may be ahead here; a bound keeps a far-ahead number from shutting
-/// out every later run.
-pub const ATTEMPTS_AHEAD_MAX: u32 = 16;
+/// attempt a client picks may be ahead here. An attempt further ahead is voted down
+/// (`too_far_ahead`, no locks taken) and not counted as the latest, so that a far-ahead
+/// number cannot shut out every later run; it is still voted on, so that the shards which
+/// did prepare it hear an abort and release their locks.
+pub const ATTEMPTS_AHEAD_MAX: u32 = 1_024;
 
 /// Where an object stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +63,12 @@ pub struct AttemptRecord {
     pub decision: Option<bool>,
 }
 
+impl AttemptRecord {
+    fn is_too_far_ahead(&self) -> bool {
+        self.vote == VoteKind::Abort(AbortReason::TooFarAhead)
+    }
+}
+
 /// What this shard recorded about one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxRecord {
@@ -68,6 +76,19 @@ pub struct TxRecord {
     pub attempts: BTreeMap<Attempt, AttemptRecord>,
     /// The attempt that committed: the transaction is committed for good.
     pub committed: Option<Attempt>,
+}
+
+impl TxRecord {
+    /// The latest attempt that counts: attempts voted down as too far ahead do not.
+    pub fn latest(&self) -> Option<Attempt> {
+        self.attempts.iter().rev().find(|(_, record)| !record.is_too_far_ahead()).map(|(attempt, _)| *attempt)
+    }
+
+    /// The attempt whose record answers a question about `attempt`: its own, else the
+    /// committed one (a committed transaction is committed for good).
+    fn answering(&self, attempt: Attempt) -> Option<Attempt> {
+        if self.attempts.contains_key(&attempt) { Some(attempt) } else { self.committed }
+    }
 }
 
 /// The replicated state: what checkpoints snapshot.
@@ -126,7 +147,7 @@ impl ShardApp {
     /// identical `Prepare` would be ordered once only).
     pub fn recorded_vote(&self, tx: TxId, attempt: Attempt) -> Option<(SignedVote, Vec<ShardId>)> {
         let record = self.state.transactions.get(&tx)?;
-        let answered = record.committed.unwrap_or(attempt);
+        let answered = record.answering(attempt)?;
         let attempt_record = record.attempts.get(&answered)?;
         Some((self.sign(tx, answered, attempt_record.digest, attempt_record.vote), record.concerned.clone()))
     }
@@ -191,26 +212,24 @@ impl ShardApp {
         if !concerned.contains(&self.shard) {
             return refused(format!("{tx} does not concern {}", self.shard));
         }
-        let latest = self.state.transactions.get(&tx).and_then(|r| r.attempts.keys().next_back().copied());
-        let latest = latest.map_or(0, |latest| latest.0);
-        if attempt.0 > latest.saturating_add(ATTEMPTS_AHEAD_MAX) {
-            // A far-ahead number would shut out every later run.
-            return refused(format!("attempt {} of {tx} is too far ahead of attempt {latest}", attempt.0));
-        }
+        let latest = self.state.transactions.get(&tx).and_then(TxRecord::latest).map_or(0, |latest| latest.0);
         let record = self.state.transactions.entry(tx).or_insert_with(|| TxRecord {
             concerned: concerned.clone(),
             attempts: BTreeMap::new(),
             committed: None,
         });
         // Asked again: answer from the record (one vote per attempt).
-        if let Some(done) = record.committed.or(record.attempts.contains_key(&attempt).then_some(attempt)) {
+        if let Some(done) = record.answering(attempt) {
             let (digest, vote) = (record.attempts[&done].digest, record.attempts[&done].vote);
             return ShardOutput::Vote { vote: self.sign(tx, done, digest, vote), concerned };
         }
         // An attempt older than one seen here, or while an older one is undecided, is superseded.
-        let older_pending = record.attempts.values().any(|earlier| earlier.decision.is_none());
+        let older_pending =
+            record.attempts.values().any(|earlier| earlier.decision.is_none() && !earlier.is_too_far_ahead());
         let newer_seen = attempt.0 < latest;
-        let vote = if older_pending || newer_seen {
+        let vote = if attempt.0 > latest.saturating_add(ATTEMPTS_AHEAD_MAX) {
+            VoteKind::Abort(AbortReason::TooFarAhead)
+        } else if older_pending || newer_seen {
             VoteKind::Abort(AbortReason::Superseded)
         } else {
             self.vote_on(&envelope, tx, attempt, verdict.success)
@@ -336,8 +355,10 @@ impl ShardApp {
     }
 
     /// Certificates for this attempt from concerned shards: one valid abort certificate
-    /// decides abort (a shard that said no need not wait for the others); commit needs
-    /// a valid accept certificate from every concerned shard.
+    /// decides abort (a shard that said no need not wait for the others), and so does one
+    /// on another envelope of this attempt (the shards were shown different stores: no
+    /// shard can ever gather a commit); commit needs a valid accept certificate on this
+    /// envelope from every concerned shard.
     fn check_certificates(
         &self,
         record: &TxRecord,
@@ -349,8 +370,8 @@ impl ShardApp {
             if !record.concerned.contains(&shard) {
                 return Err(format!("a certificate from {shard}, which {tx} does not concern"));
             }
-            if certificate.tx != tx || certificate.attempt != attempt || certificate.envelope != digest {
-                return Err(format!("the certificate of {shard} is for another attempt, transaction or envelope"));
+            if certificate.tx != tx || certificate.attempt != attempt {
+                return Err(format!("the certificate of {shard} is for another attempt or transaction"));
             }
             let committee = self.committees.get(shard.0 as usize).ok_or_else(|| format!("no committee for {shard}"))?;
             certificate.verify(committee).map_err(|error| format!("a bad certificate from {shard}: {error}"))
@@ -358,7 +379,7 @@ impl ShardApp {
         for certificate in certificates {
             valid(certificate)?;
         }
-        if certificates.iter().any(|certificate| !certificate.accept) {
+        if certificates.iter().any(|certificate| !certificate.accept || certificate.envelope != digest) {
             return Ok(false);
         }
         match record.concerned.iter().find(|shard| !certificates.iter().any(|c| c.shard == **shard)) {

@@ -1,0 +1,150 @@
+//! `ClusterClient` against one shard of four fake replicas, one of them
+//! Byzantine and fast: it repeats its own signed answer, relays an honest
+//! replica's signed answer about another transaction, and repeats refusals.
+//! The client must believe only what f+1 distinct replicas sign about the
+//! thing it asked, and wait for the slower honest ones.
+
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use shardspace_checker::TransactionBuilder;
+use shardspace_core::bft::{Committee, KeyPair, ReplicaId};
+use shardspace_core::sbac::{AnswerBody, Attempt, SignedAnswer, TxView, VoteKind};
+use shardspace_core::{ShardId, TxId};
+use shardspace_node::client::{ClientReply, ClientRequest};
+use shardspace_node::cluster_client::{ClusterClient, ClusterError};
+use shardspace_node::config::{BftSettings, ClusterFile, ReplicaEntry, ShardEntry};
+use tokio::net::TcpListener;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// What a fake replica answers to one request.
+type Script = Arc<dyn Fn(&ClientRequest) -> Vec<ClientReply> + Send + Sync>;
+
+/// Serves the request interface with `script`, after `delay`; returns its address.
+async fn fake_replica(script: Script, delay: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let script = Arc::clone(&script);
+            tokio::spawn(async move {
+                let mut frames = Framed::new(stream, LengthDelimitedCodec::new());
+                while let Some(Ok(frame)) = frames.next().await {
+                    let request: ClientRequest = postcard::from_bytes(&frame).unwrap();
+                    tokio::time::sleep(delay).await;
+                    for reply in script(&request) {
+                        let bytes = postcard::to_stdvec(&reply).unwrap();
+                        if frames.send(bytes::Bytes::from(bytes)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+fn committed() -> TxView {
+    TxView { attempt: Attempt(1), vote: VoteKind::Accept, decision: Some(true), committed: Some(Attempt(1)) }
+}
+
+struct Shard {
+    committee: Committee,
+    keys: Vec<KeyPair>,
+}
+
+impl Shard {
+    fn new() -> Self {
+        let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [i as u8 + 7; 32])).collect();
+        let committee = Committee::new("test", ShardId(0), keys.iter().map(KeyPair::public).collect());
+        Self { committee, keys }
+    }
+
+    fn sign(&self, replica: usize, body: AnswerBody) -> ClientReply {
+        ClientReply::Answer(SignedAnswer::sign(&self.committee, &self.keys[replica], body))
+    }
+
+    /// A client of three honest replicas answering with `honest` after 300 ms, and a
+    /// Byzantine one answering with `byzantine` at once.
+    async fn client(
+        &self,
+        honest: impl Fn(usize, &ClientRequest) -> Vec<ClientReply> + Send + Sync + Clone + 'static,
+        byzantine: Script,
+    ) -> ClusterClient {
+        let mut replicas = Vec::new();
+        for replica in 0..4 {
+            let address = if replica == 3 {
+                fake_replica(Arc::clone(&byzantine), Duration::ZERO).await
+            } else {
+                let honest = honest.clone();
+                fake_replica(Arc::new(move |request| honest(replica, request)), Duration::from_millis(300)).await
+            };
+            replicas.push(ReplicaEntry {
+                id: replica as u32,
+                peer_address: "127.0.0.1:1".into(),
+                client_address: address,
+                public_key: hex::encode(self.keys[replica].public().as_bytes()),
+                key_file: String::new(),
+                data_dir: String::new(),
+            });
+        }
+        let file = ClusterFile {
+            cluster: "test".into(),
+            bft: BftSettings::default(),
+            checkers: Default::default(),
+            shards: vec![ShardEntry { id: 0, replicas }],
+        };
+        ClusterClient::new(&file, Duration::from_secs(20)).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_byzantine_replica_repeating_or_relaying_answers_is_not_believed() {
+    let shard = Arc::new(Shard::new());
+    let (asked, other) = (TxId([1; 32]), TxId([2; 32]));
+    let honest_shard = Arc::clone(&shard);
+    let honest = move |replica: usize, request: &ClientRequest| match request {
+        ClientRequest::Transaction(tx) => {
+            vec![honest_shard.sign(replica, AnswerBody::Transaction { tx: *tx, record: None })]
+        }
+        _ => vec![],
+    };
+    let liar = Arc::clone(&shard);
+    let byzantine: Script = Arc::new(move |_| {
+        let lie = liar.sign(3, AnswerBody::Transaction { tx: asked, record: Some(committed()) });
+        // An honest replica's real answer, about another transaction.
+        let relayed = liar.sign(0, AnswerBody::Transaction { tx: other, record: Some(committed()) });
+        vec![lie.clone(), lie.clone(), lie, relayed.clone(), relayed]
+    });
+    let client = shard.client(honest, byzantine).await;
+    assert_eq!(client.transaction(ShardId(0), asked).await.unwrap(), None, "the liar was believed");
+}
+
+#[tokio::test]
+async fn a_byzantine_replica_repeating_a_refusal_does_not_refuse_for_the_shard() {
+    let shard = Arc::new(Shard::new());
+    let envelope = TransactionBuilder::new("dump", "put").output("\"v\"").build().unwrap();
+    let tx = envelope.transaction.tx_id();
+    let honest_shard = Arc::clone(&shard);
+    let honest = move |replica: usize, request: &ClientRequest| match request {
+        ClientRequest::Envelope { attempt, .. } => vec![
+            ClientReply::Accepted { tx, attempt: *attempt },
+            honest_shard.sign(replica, AnswerBody::Transaction { tx, record: Some(committed()) }),
+        ],
+        _ => vec![],
+    };
+    let byzantine: Script = Arc::new(move |_| {
+        let refusal = ClientReply::Rejected { tx: Some(tx), kind: "unknown_contract".into(), message: "a lie".into() };
+        vec![refusal.clone(), refusal.clone(), refusal]
+    });
+    let client = shard.client(honest, byzantine).await;
+    match client.submit(&envelope, Attempt(1)).await {
+        Ok(outcome) => assert!(outcome.committed(), "{outcome:?}"),
+        Err(ClusterError::Rejected { kind, .. }) => panic!("one replica refused for the shard: {kind}"),
+        Err(error) => panic!("{error}"),
+    }
+}
