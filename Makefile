@@ -62,7 +62,7 @@ fixtures: venv
 # The local cluster: see contrib/local-cluster.sh. Data and logs live under var/.
 start-all: venv
 	@echo "==> building (release): this takes a few minutes the first time"
-	$(CARGO) build --release -p shardspace-cli -p shardspace-example-checkers
+	$(CARGO) build --release -p shardspace-cli
 	@echo "==> starting"
 	@contrib/local-cluster.sh start
 

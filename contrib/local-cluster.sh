@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The local cluster of `make start-all` / `make stop-all` / `make status`.
-# Everything lives under $SHARDSPACE_VAR (default var/): logs in log/, pid files in run/.
+# Everything lives under $SHARDSPACE_VAR (default var/): the cluster file and keys in
+# cluster/, each replica's SQLite in cluster/data/, logs in log/, pid files in run/.
 #
-# What runs today: the example contracts' checkers, in Python and in Rust.
-# The replicas and the client API on :5000 join here as they are built.
+# What runs: the example contracts' checkers (Python on :7101, Rust on :7102), two
+# shards of four replicas (ports 7300-7315), and the client API on :5000.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,9 +14,21 @@ bin=${SHARDSPACE_BIN:-$root/target/release}
 host=127.0.0.1
 python_port=${CHECKER_PYTHON_PORT:-7101}
 rust_port=${CHECKER_RUST_PORT:-7102}
-wait_seconds=${START_WAIT_SECONDS:-60}
+api_port=${API_PORT:-5000}
+base_port=${BASE_PORT:-7300}
+shards=${SHARDS:-2}
+replicas=${REPLICAS:-4}
+wait_seconds=${START_WAIT_SECONDS:-90}
+cluster_file=$var/cluster/cluster.toml
+# Which checker serves each example contract (the cluster file's [checkers]).
+python_contracts=(bank petition)
+rust_contracts=(hello addition dump)
 
-services=(checker-python checker-rust)
+replica_services=()
+for ((s = 0; s < shards; s++)); do
+  for ((r = 0; r < replicas; r++)); do replica_services+=("shard-$s-replica-$r"); done
+done
+services=(checker-python checker-rust "${replica_services[@]}" api)
 
 say() { printf '%s\n' "$*"; }
 
@@ -31,6 +44,11 @@ url_of() {
   case $1 in
     checker-python) echo "http://$host:$python_port" ;;
     checker-rust) echo "http://$host:$rust_port" ;;
+    api) echo "http://$host:$api_port" ;;
+    shard-*)
+      local shard=${1#shard-}
+      shard=${shard%%-*}
+      echo "tcp://$host:$((base_port + 2 * (shard * replicas + ${1##*-}) + 1))" ;;
   esac
 }
 
@@ -39,6 +57,24 @@ launch() {
   shift
   nohup "$@" >"$var/log/$name.out" 2>"$var/log/$name.log" </dev/null &
   echo $! >"$var/run/$name.pid"
+}
+
+# Writes the cluster file and keys once; later starts keep them, and the data.
+configure() {
+  [ -f "$cluster_file" ] && return 0
+  say "  writing a $shards-shard x $replicas-replica cluster file: ${cluster_file#$root/}"
+  "$bin/shardspace" config gen --dir "$var/cluster" --shards "$shards" --replicas "$replicas" \
+    --base-port "$base_port" --host "$host" >/dev/null
+  local checkers=""
+  for contract in "${python_contracts[@]}"; do checkers+="$contract = \"http://$host:$python_port\"\n"; done
+  for contract in "${rust_contracts[@]}"; do checkers+="$contract = \"http://$host:$rust_port\"\n"; done
+  "$python" - "$cluster_file" "$checkers" <<'PY'
+import sys
+path, checkers = sys.argv[1], sys.argv[2].replace("\\n", "\n")
+text = open(path).read()
+assert "[checkers]\n" in text, "config gen writes a [checkers] table"
+open(path, "w").write(text.replace("[checkers]\n", "[checkers]\n" + checkers, 1))
+PY
 }
 
 start_one() {
@@ -51,15 +87,43 @@ start_one() {
       done
       launch "$name" "$python" -m shardspace.checker --host "$host" --port "$python_port" "${contracts[@]}" ;;
     checker-rust)
-      launch "$name" "$bin/shardspace-example-checkers" --host "$host" --port "$rust_port" ;;
+      launch "$name" "$bin/shardspace" checker --host "$host" --port "$rust_port" ;;
+    shard-*)
+      local shard=${name#shard-}
+      shard=${shard%%-*}
+      launch "$name" "$bin/shardspace" node --config "$cluster_file" --shard "$shard" --replica "${name##*-}" ;;
+    api)
+      launch "$name" "$bin/shardspace" api --config "$cluster_file" --listen "$host:$api_port" ;;
   esac
 }
 
+# Whether a service answers: a checker or the API over HTTP; a replica through the API,
+# which asks every replica for its status.
 healthy() {
+  case $1 in
+    shard-*) replica_up "$1" ;;
+    api) http_ok "$(url_of api)/api/1.0/" ;;
+    *) http_ok "$(url_of "$1")/" ;;
+  esac
+}
+
+http_ok() {
   python3 - "$1" <<'PY' 2>/dev/null
 import sys, urllib.request
-with urllib.request.urlopen(sys.argv[1] + "/", timeout=2) as answer:
+with urllib.request.urlopen(sys.argv[1], timeout=2) as answer:
     sys.exit(0 if answer.status == 200 else 1)
+PY
+}
+
+replica_up() {
+  local shard=${1#shard-}
+  shard=${shard%%-*}
+  python3 - "$(url_of api)/v1/cluster" "$shard" "${1##*-}" <<'PY' 2>/dev/null
+import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=5) as answer:
+    cluster = json.load(answer)
+replica = cluster["shards"][int(sys.argv[2])]["replicas"][int(sys.argv[3])]
+sys.exit(0 if replica["up"] else 1)
 PY
 }
 
@@ -68,26 +132,27 @@ start() {
   local already=()
   for name in "${services[@]}"; do running "$name" && already+=("$name"); done
   if [ ${#already[@]} -eq ${#services[@]} ]; then
-    say "Shardspace is already running (${already[*]}): 'make status' shows it, 'make stop-all' stops it."
+    say "Shardspace is already running (${#already[@]} processes): 'make status' shows them, 'make stop-all' stops them."
     exit 0
   fi
+  configure
   for name in "${services[@]}"; do
     if running "$name"; then say "  $name already running (pid $(pid_of "$name"))"; continue; fi
     start_one "$name"
-    say "  started $name (pid $(pid_of "$name")), log: var/log/$name.log"
+    say "  started $name (pid $(pid_of "$name")), log: ${var#$root/}/log/$name.log"
   done
   local deadline=$((SECONDS + wait_seconds))
   for name in "${services[@]}"; do
     printf '  waiting for %s at %s ' "$name" "$(url_of "$name")"
-    until healthy "$(url_of "$name")"; do
+    until healthy "$name"; do
       if ! running "$name"; then
-        say "FAILED: $name exited. Last lines of var/log/$name.log:"
+        say "FAILED: $name exited. Last lines of ${var#$root/}/log/$name.log:"
         tail -n 20 "$var/log/$name.log" | sed 's/^/    /'
         stop >/dev/null
         exit 1
       fi
       if [ $SECONDS -ge $deadline ]; then
-        say "FAILED: $name did not answer within ${wait_seconds}s (see var/log/$name.log)"
+        say "FAILED: $name did not answer within ${wait_seconds}s (see ${var#$root/}/log/$name.log)"
         stop >/dev/null
         exit 1
       fi
@@ -99,16 +164,18 @@ start() {
   status
   cat <<TRY
 
-Try it (the Python checker; the Rust one at $(url_of checker-rust) answers the same):
-  curl -s -X POST $(url_of checker-python)/hello/greet -d '{"contractID":"hello","methodID":"greet","inputs":[],"referenceInputs":[],"parameters":["world"],"returns":[],"outputs":["hello, world"],"dependencies":[]}'
+The cluster is up: the client API at $(url_of api), data under ${var#$root/}/ (kept across restarts).
+Try it (a dump transaction creating one object; see README.md for a bank transfer):
+  curl -s -X POST $(url_of api)/v1/transactions -d '{"transaction":{"contractID":"dump","methodID":"put","inputIDs":[],"referenceInputIDs":[],"parameters":[],"returns":[],"outputs":["\\"hello\\""],"dependencies":[]},"store":{}}'
 
-Not yet here: the BFT replicas and the client API on :5000 (issues 3 to 5).
-Stop with 'make stop-all'.
+Also: target/release/shardspace status | submit FILE | object ID | tx ID. Stop with 'make stop-all'.
 TRY
 }
 
 stop() {
-  for name in "${services[@]}"; do
+  # The API first, the checkers last: nothing is left calling what has stopped.
+  local order=(api "${replica_services[@]}" checker-rust checker-python)
+  for name in "${order[@]}"; do
     local pid
     pid=$(pid_of "$name")
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
@@ -123,14 +190,14 @@ stop() {
 }
 
 status() {
-  say "service          pid      address                  state"
+  say "service            pid      address                  state"
   for name in "${services[@]}"; do
     local state=stopped pid=-
     if running "$name"; then
       pid=$(pid_of "$name")
-      if healthy "$(url_of "$name")"; then state=healthy; else state="running, not answering"; fi
+      if healthy "$name"; then state=healthy; else state="running, not answering"; fi
     fi
-    printf '%-16s %-8s %-24s %s\n' "$name" "$pid" "$(url_of "$name")" "$state"
+    printf '%-18s %-8s %-24s %s\n' "$name" "$pid" "$(url_of "$name")" "$state"
   done
 }
 

@@ -1,7 +1,9 @@
 //! `shardspace`: one binary, many subcommands (DESIGN.md §2). Thin: it parses
 //! flags, sets up logging, loads configuration and calls the libraries.
 
+mod api;
 mod checker;
+mod client;
 mod inspect;
 mod node;
 
@@ -19,16 +21,36 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Work with transactions offline.
-    #[command(subcommand)]
-    Tx(TxCommand),
     /// Run one replica of the cluster.
     Node(node::NodeFlags),
     /// Serve the example contracts' Rust checkers.
     Checker(checker::CheckerFlags),
+    /// Run the client API (HTTP, :5000 by default).
+    Api(api::ApiFlags),
+    /// Submit an envelope through the API and print its outcome.
+    Submit(client::SubmitFlags),
+    /// Print an object (its value and status, confirmed by f+1 replicas).
+    Object(client::IdFlags),
+    /// Print a transaction's outcome on each of its shards (`tx ID`), or work with a
+    /// transaction offline (`tx inspect FILE`).
+    Tx(TxFlags),
+    /// Print the cluster's health: each shard and replica.
+    Status(client::ApiTarget),
     /// Cluster files.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct TxFlags {
+    #[command(subcommand)]
+    command: Option<TxCommand>,
+    /// The transaction's id: 64 lowercase hex digits.
+    #[arg(required = true)]
+    id: Option<String>,
+    #[command(flatten)]
+    target: client::ApiTarget,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,9 +72,16 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Tx(TxCommand::Inspect(flags)) => inspect::run(&flags),
+        Command::Tx(TxFlags { command: Some(TxCommand::Inspect(flags)), .. }) => inspect::run(&flags),
+        Command::Tx(TxFlags { id, target, .. }) => {
+            return client::run(|| client::transaction(id.as_deref().unwrap_or_default(), &target));
+        }
+        Command::Submit(flags) => return client::run(|| client::submit(&flags)),
+        Command::Object(flags) => return client::run(|| client::object(&flags)),
+        Command::Status(target) => return client::run(|| client::status(&target)),
         Command::Node(flags) => node::run_node(&flags),
         Command::Checker(flags) => checker::run(&flags),
+        Command::Api(flags) => api::run(&flags),
         Command::Config(ConfigCommand::Gen(flags)) => node::generate(&flags),
     };
     match result {

@@ -1,0 +1,53 @@
+//! `shardspace api --config CLUSTER.toml`: the client API (DESIGN.md §7). The first
+//! line on stdout is its base URL.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use shardspace_api::{ApiConfig, ApiServer};
+use shardspace_node::config::ClusterFile;
+
+#[derive(Debug, clap::Args)]
+pub struct ApiFlags {
+    /// The cluster file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    listen: SocketAddr,
+    /// How long a submitter waits for an outcome before it is told to ask again.
+    #[arg(long, default_value_t = 30)]
+    wait_seconds: u64,
+    /// Transactions in flight at once.
+    #[arg(long, default_value_t = 1_000)]
+    pending_max: usize,
+    /// Open connections at once.
+    #[arg(long, default_value_t = 512)]
+    connections_max: usize,
+}
+
+pub fn run(flags: &ApiFlags) -> anyhow::Result<()> {
+    crate::node::init_logs();
+    let cluster = ClusterFile::load(&flags.config)?;
+    let config = ApiConfig {
+        listen: flags.listen,
+        wait: Duration::from_secs(flags.wait_seconds.max(1)),
+        pending_max: flags.pending_max,
+        connections_max: flags.connections_max,
+        ..ApiConfig::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = ApiServer::bind(&cluster, config).await.map_err(|error| anyhow::anyhow!("{}", error.message))?;
+        let address = server.local_addr().context("the listener has no address")?;
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "http://{address}").and_then(|()| stdout.flush()).context("cannot write the URL")?;
+        tracing::info!(%address, cluster = cluster.cluster, shards = cluster.shards.len(), "client API listening");
+        server.run(crate::node::wait_for_signal()).await.context("the API server failed")?;
+        tracing::info!("client API stopped");
+        Ok(())
+    })
+}
