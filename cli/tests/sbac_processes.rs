@@ -9,8 +9,7 @@
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -20,52 +19,25 @@ use shardspace_core::sbac::{ATTEMPTS_AHEAD_MAX, AbortReason, AnswerBody, Attempt
 use shardspace_core::{Envelope, Object, ShardId};
 use shardspace_node::client::{ClientReply, ClientRequest, ReplicaClient};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError, Outcome};
-use shardspace_node::config::{ClusterFile, Durability, Layout, generate};
-use shardspace_testkit::processes::{Process, free_port};
+use shardspace_testkit::cluster::{DEADLINE, LocalCluster};
 
 const SHARDS: u32 = 2;
 const REPLICAS: u32 = 4;
-const DEADLINE: Duration = Duration::from_secs(60);
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// The Python with the SDK installed: `$SHARDSPACE_PYTHON`, else the Makefile's venv.
-fn python() -> String {
-    std::env::var("SHARDSPACE_PYTHON").unwrap_or_else(|_| {
-        let venv = repo_root().join(".venv/bin/python");
-        assert!(venv.exists(), "no Python with the SDK: run `make venv` or set SHARDSPACE_PYTHON");
-        venv.to_string_lossy().into_owned()
-    })
-}
-
-/// Every process of the cluster, killed when the test ends, pass or fail.
+/// The local cluster (no API: the test talks to the replicas' request interface).
 struct Cluster {
-    _checkers: Vec<Process>,
-    /// By shard, then replica; `None` while stopped.
-    replicas: Vec<Vec<Option<Process>>>,
-    path: PathBuf,
-    file: ClusterFile,
+    local: LocalCluster,
     client: ClusterClient,
-    dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    fn start_replica(&mut self, shard: u32, replica: u32) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_shardspace"));
-        command.args(["node", "--config", self.path.to_str().unwrap()]);
-        command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
-        command.env("RUST_LOG", "warn");
-        self.replicas[shard as usize][replica as usize] = Some(Process::start(command));
-    }
-
     /// What one replica itself says about an object (signed, and checked against its shard).
     async fn replica_view(&self, shard: u32, replica: u32, object: &Object) -> Option<ObjectView> {
-        let address = &self.file.shards[shard as usize].replicas[replica as usize].client_address;
+        let file = &self.local.file;
+        let address = &file.shards[shard as usize].replicas[replica as usize].client_address;
         let mut client = ReplicaClient::connect(address).await.ok()?;
         let answer = client.read(ClientRequest::Object(object.id)).await.ok()?;
-        answer.verify(&self.file.committees().unwrap()[shard as usize]).unwrap();
+        answer.verify(&file.committees().unwrap()[shard as usize]).unwrap();
         match answer.body {
             AnswerBody::Object { object, .. } => object,
             AnswerBody::Transaction { .. } => panic!("asked for an object, told about a transaction"),
@@ -74,43 +46,9 @@ impl Cluster {
 }
 
 fn start_cluster() -> Cluster {
-    let mut python_checker = Command::new(python());
-    python_checker.args(["-m", "shardspace.checker", "--port", "0"]);
-    python_checker.arg(repo_root().join("contracts/python/bank/bank.py"));
-    let python_checker = Process::start(python_checker);
-    let mut rust_checker = Command::new(env!("CARGO_BIN_EXE_shardspace"));
-    rust_checker.args(["checker", "--port", "0"]).env("RUST_LOG", "warn");
-    let rust_checker = Process::start(rust_checker);
-    assert!(python_checker.first_line.starts_with("http://"), "{}", python_checker.first_line);
-    assert!(rust_checker.first_line.starts_with("http://"), "{}", rust_checker.first_line);
-
-    let dir = tempfile::tempdir().unwrap();
-    let layout =
-        Layout { cluster: "test".into(), shards: SHARDS, replicas: REPLICAS, host: "127.0.0.1".into(), base_port: 1 };
-    let path = generate(&layout, dir.path()).unwrap();
-    let mut file = ClusterFile::load(&path).unwrap();
-    for replica in file.shards.iter_mut().flat_map(|shard| shard.replicas.iter_mut()) {
-        replica.peer_address = format!("127.0.0.1:{}", free_port());
-        replica.client_address = format!("127.0.0.1:{}", free_port());
-    }
-    file.bft.round_timeout_ms = Some(300);
-    file.bft.durability = Durability::Normal;
-    file.checkers.insert("bank".into(), python_checker.first_line.clone());
-    for contract in ["dump", "hello", "addition", "petition"] {
-        file.checkers.insert(contract.into(), rust_checker.first_line.clone());
-    }
-    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
-
-    let client = ClusterClient::new(&file, DEADLINE).unwrap();
-    let replicas = (0..SHARDS).map(|_| (0..REPLICAS).map(|_| None).collect()).collect();
-    let checkers = vec![python_checker, rust_checker];
-    let mut cluster = Cluster { _checkers: checkers, replicas, path, file, client, dir };
-    for shard in 0..SHARDS {
-        for replica in 0..REPLICAS {
-            cluster.start_replica(shard, replica);
-        }
-    }
-    cluster
+    let local = LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_shardspace")), SHARDS, REPLICAS, false);
+    let client = ClusterClient::new(&local.file, DEADLINE).unwrap();
+    Cluster { local, client }
 }
 
 /// An account of `balance` owned by a fresh key, whose object lands on `shard`.
@@ -218,7 +156,7 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
     assert_aborted_with(&again, &[AbortReason::InputInactive]);
 
     // The operator's read model in SQLite follows the shard's state.
-    let database = cluster.dir.path().join("data/shard-0-replica-0/replica.sqlite");
+    let database = cluster.local.dir.path().join("data/shard-0-replica-0/replica.sqlite");
     let row = |id: String| {
         let sqlite = rusqlite::Connection::open(&database).unwrap();
         let sql = "SELECT status, consumed_by FROM objects WHERE id = ?1";
@@ -233,7 +171,7 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
 
     // A cross-shard `dump` through the Rust checker while one replica of shard 1 is down;
     // restarted from its disk, that replica catches up and answers like the others.
-    cluster.replicas[1][3] = None;
+    cluster.local.kill_replica(1, 3);
     let dump = (0..)
         .map(|nonce: i64| {
             let builder = TransactionBuilder::new("dump", "anything").parameter(nonce);
@@ -246,7 +184,7 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
     for output in dump.transaction.own_outputs() {
         assert_eq!(settled(&cluster, &output, active).await.value, output.value);
     }
-    cluster.start_replica(1, 3);
+    cluster.local.start_replica(1, 3);
     let on_shard_one = dump.transaction.own_outputs().into_iter().find(|o| cluster.client.map().shard_of(&o.id) == one);
     let on_shard_one = on_shard_one.unwrap();
     shardspace_testkit::processes::wait_until("the restarted replica knows the dump's output", DEADLINE, || {
@@ -264,7 +202,7 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
         .unwrap();
     let json = serde_json::to_string(&told_one).unwrap();
     let mut connections = Vec::new();
-    for replica in &cluster.file.shards[0].replicas {
+    for replica in &cluster.local.file.shards[0].replicas {
         let mut client = ReplicaClient::connect(&replica.client_address).await.unwrap();
         client.send(&ClientRequest::Envelope { envelope: json.clone(), attempt: Attempt(1) }).await.unwrap();
         connections.push(client);
@@ -279,7 +217,7 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
     }
 
     // Bad input: refused before ordering, or aborted with its reason; nothing changes.
-    let address = cluster.file.shards[0].replicas[0].client_address.clone();
+    let address = cluster.local.file.shards[0].replicas[0].client_address.clone();
     let mut replica = ReplicaClient::connect(&address).await.unwrap();
     replica.send(&ClientRequest::Envelope { envelope: "{\"transaction\":".into(), attempt: Attempt(1) }).await.unwrap();
     match replica.receive().await.unwrap() {

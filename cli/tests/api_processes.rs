@@ -1,0 +1,357 @@
+//! The client API in front of a real cluster (two shards of four `shardspace node`
+//! processes, the Python and Rust checkers, `shardspace api`), driven over HTTP:
+//! a cross-shard bank transfer with the Python SDK's client; 20 concurrent
+//! transfers spending one account (exactly one commits); a committed transaction
+//! resubmitted; one replica per shard killed; the whole cluster stopped and
+//! started; bad input; the event stream; the Chainspace endpoints and the CLI.
+
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use serde_json::{Value, json};
+use shardspace_checker::TransactionBuilder;
+use shardspace_contract_bank as bank;
+use shardspace_core::{Envelope, Object, ShardMap};
+use shardspace_testkit::cluster::{DEADLINE, LocalCluster, python, repo_root};
+use shardspace_testkit::processes::{Process, wait_until};
+
+const SHARDS: u32 = 2;
+const REPLICAS: u32 = 4;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_shardspace"))
+}
+
+struct Api {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(url: String) -> Self {
+        Self { url, http: reqwest::Client::builder().timeout(Duration::from_secs(90)).build().unwrap() }
+    }
+
+    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let response = self.http.post(format!("{}{path}", self.url)).body(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn submit(&self, envelope: &Envelope) -> Value {
+        let (status, body) = self.post("/v1/transactions", serde_json::to_vec(envelope).unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The object once the API shows it with `status` (a read may come from replicas
+    /// that lag behind the ones that decided, so it is asked again until the deadline).
+    async fn object_with_status(&self, id: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (code, body) = self.get(&format!("/v1/objects/{id}")).await;
+            if code == 200 && body["status"] == status {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{id} never became {status}: {code} {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn account_on(map: ShardMap, shard: u32, balance: i64) -> (SigningKey, Envelope, Object) {
+    loop {
+        let key = SigningKey::from_bytes(&rand::random());
+        let envelope = bank::create_account(&bank::owner_of(&key), balance).unwrap();
+        let output = envelope.transaction.own_outputs().remove(0);
+        if map.shard_of(&output.id).0 == shard {
+            return (key, envelope, output);
+        }
+    }
+}
+
+/// The Python SDK's client opens two accounts on different shards and moves 25 from one
+/// to the other; prints the transfer's outcome as JSON.
+const PYTHON_TRANSFER: &str = r#"
+import json, os, sys
+from pathlib import Path
+from shardspace import Client, outputs
+from shardspace.checker import load_module
+from shardspace.encoding import shard_of
+
+module = load_module(Path(sys.argv[2]))
+client = Client(sys.argv[1])
+
+def account_on(shard):
+    while True:
+        key, owner = module.new_keypair(os.urandom(32))
+        envelope = module.bank.call("create_account", [], [], [owner, 100])
+        if shard_of(outputs(envelope)[0].id, 2) == shard:
+            return key, envelope
+
+(alice_key, open_alice), (_, open_bob) = account_on(0), account_on(1)
+for envelope in (open_alice, open_bob):
+    assert client.submit(envelope)["outcome"] == "commit"
+alice, bob = outputs(open_alice)[0], outputs(open_bob)[0]
+transfer = module.bank.call("transfer", [alice, bob], [], [25], alice_key)
+print(json.dumps(client.submit(transfer)))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_in_front_of_a_real_cluster() {
+    let mut cluster = LocalCluster::start(bin(), SHARDS, REPLICAS, true);
+    let api = Api::new(cluster.api_url());
+    let map = ShardMap::new(SHARDS).unwrap();
+
+    // The event stream, subscribed before anything is decided.
+    let seen = Seen::default();
+    let events = tokio::spawn(collect_events(cluster.api_url(), seen.clone()));
+
+    // A cross-shard bank transfer with the Python SDK's client.
+    let bank_py = repo_root().join("contracts/python/bank/bank.py");
+    let output =
+        Command::new(python()).args(["-c", PYTHON_TRANSFER, &api.url, &bank_py.to_string_lossy()]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcome["outcome"], "commit", "{outcome}");
+    assert_eq!(outcome["shards"].as_object().unwrap().len(), 2, "{outcome}");
+    let new_bob = outcome["outputs"][1].as_str().unwrap().to_string();
+    let bob = api.object_with_status(&new_bob, "active").await;
+    assert_eq!(bank::Account::parse(bob["value"].as_str().unwrap()).unwrap().balance, 125);
+
+    // Twenty concurrent transfers spend one account: exactly one commits.
+    let (key_a, open_a, a) = account_on(map, 0, 1000);
+    let (_, open_b, b) = account_on(map, 1, 0);
+    for envelope in [&open_a, &open_b] {
+        assert_eq!(api.submit(envelope).await["outcome"], "commit");
+    }
+    let spends: Vec<Envelope> = (1..=20).map(|amount| bank::transfer(&a, &b, amount, &key_a).unwrap()).collect();
+    let outcomes = futures::future::join_all(spends.iter().map(|spend| api.submit(spend))).await;
+    let committed: Vec<&Value> = outcomes.iter().filter(|o| o["outcome"] == "commit").collect();
+    assert_eq!(committed.len(), 1, "{outcomes:?}");
+    for lost in outcomes.iter().filter(|o| o["outcome"] != "commit") {
+        assert_eq!(lost["outcome"], "abort", "{lost}");
+        assert!(["input_locked", "input_inactive"].contains(&lost["reason"].as_str().unwrap()), "{lost}");
+    }
+    // Resubmitted, the committed one gets its recorded outcome.
+    let winner = spends.iter().find(|s| s.transaction.tx_id().to_hex() == committed[0]["txId"]).unwrap();
+    let again = api.submit(winner).await;
+    assert_eq!(
+        (&again["outcome"], &again["attempt"], &again["shards"]),
+        (&json!("commit"), &json!(1), &committed[0]["shards"])
+    );
+    let tx = winner.transaction.tx_id().to_hex();
+    let (status, record) = api.get(&format!("/v1/transactions/{tx}")).await;
+    assert_eq!((status, &record["outcome"]), (200, &json!("commit")), "{record}");
+    // Each of the twenty decided attempts reached the event stream once (the winner too,
+    // though it was answered twice).
+    wait_until("every spend's event arrived", DEADLINE, || async {
+        let seen = seen.lock().unwrap();
+        spends.iter().all(|spend| seen.contains_key(&(spend.transaction.tx_id().to_hex(), 1)))
+    })
+    .await;
+    {
+        let seen = seen.lock().unwrap();
+        assert!(seen.values().all(|count| *count == 1), "an event came twice: {seen:?}");
+        assert!(seen.len() >= 20 + 2 + 3, "{seen:?}");
+    }
+    events.abort();
+
+    // Bad input: a clear 4xx, or an abort with its reason; nothing changes, and it keeps serving.
+    bad_input(&api, &a, &b, &key_a).await;
+
+    // One replica per shard killed: transactions still commit.
+    cluster.kill_replica(0, 1);
+    cluster.kill_replica(1, 2);
+    let dump = (0..)
+        .map(|n: i64| {
+            TransactionBuilder::new("dump", "put").parameter(n).output("\"a\"").output("\"b\"").build().unwrap()
+        })
+        .find(|dump| map.concerned_shards(&dump.transaction).len() == 2)
+        .unwrap();
+    assert_eq!(api.submit(&dump).await["outcome"], "commit");
+    cluster.start_replica(0, 1);
+    cluster.start_replica(1, 2);
+
+    // The whole cluster stopped and started: objects and outcomes survive.
+    cluster.kill_all();
+    cluster.start_replicas();
+    cluster.start_api();
+    let api = Api::new(cluster.api_url());
+    let dump_output = dump.transaction.own_outputs()[0].id.to_hex();
+    assert_eq!(api.object_with_status(&dump_output, "active").await["value"], "\"a\"");
+    api.object_with_status(&a.id.to_hex(), "inactive").await;
+    wait_until("the restarted cluster answers for the winner", DEADLINE, || async {
+        api.get(&format!("/v1/transactions/{tx}")).await.1["outcome"] == "commit"
+    })
+    .await;
+    let after_restart = (0..)
+        .map(|n: i64| TransactionBuilder::new("dump", "put").parameter(1_000 + n).output("\"c\"").build().unwrap());
+    assert_eq!(api.submit(&after_restart.take(1).next().unwrap()).await["outcome"], "commit");
+
+    // Chainspace's endpoints and outcome strings, and the CLI.
+    chainspace(&api).await;
+}
+
+/// How many events came for each (txId, attempt).
+type Seen = Arc<Mutex<BTreeMap<(String, u64), usize>>>;
+
+/// Subscribes to `/v1/events` and counts the events of each (txId, attempt).
+async fn collect_events(url: String, seen: Seen) {
+    let mut response = reqwest::get(format!("{url}/v1/events")).await.unwrap();
+    let mut buffer = String::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(data) = event.lines().find_map(|line| line.strip_prefix("data: ")) else { continue };
+            let outcome: Value = serde_json::from_str(data).unwrap();
+            let key = (outcome["txId"].as_str().unwrap().to_string(), outcome["attempt"].as_u64().unwrap());
+            *seen.lock().unwrap().entry(key).or_default() += 1;
+        }
+    }
+}
+
+async fn bad_input(api: &Api, a: &Object, b: &Object, key: &SigningKey) {
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("not JSON", b"{\"transaction\":".to_vec(), 400, "malformed_json"),
+        ("a missing field", br#"{"transaction":{"contractID":"dump"},"store":{}}"#.to_vec(), 400, "missing_field"),
+        ("a wrong type", br#"{"transaction":5,"store":{}}"#.to_vec(), 400, "wrong_type"),
+        ("an oversized body", vec![b' '; 2 * 1024 * 1024], 413, "body_too_large"),
+    ];
+    for (what, body, status, kind) in cases {
+        let (code, answer) = api.post("/v1/transactions", body).await;
+        assert_eq!((code, answer["error"]["kind"].as_str()), (status, Some(kind)), "{what}: {answer}");
+        assert!(answer["error"]["hint"].as_str().is_some_and(|hint| !hint.is_empty()), "{what}: {answer}");
+    }
+    let unknown = TransactionBuilder::new("nosuch", "call").output("\"x\"").build().unwrap();
+    let (code, answer) = api.post("/v1/transactions", serde_json::to_vec(&unknown).unwrap()).await;
+    assert_eq!((code, answer["error"]["kind"].as_str()), (400, Some("unknown_contract")), "{answer}");
+
+    let aborted = |reason: &'static str| {
+        move |outcome: Value| {
+            assert_eq!(
+                (outcome["outcome"].as_str(), outcome["reason"].as_str()),
+                (Some("abort"), Some(reason)),
+                "{outcome}"
+            )
+        }
+    };
+    let (_, open, c) = account_on(ShardMap::new(SHARDS).unwrap(), 0, 10);
+    assert_eq!(api.submit(&open).await["outcome"], "commit");
+    // An unknown method: the checker refuses the request, a verdict against it.
+    let no_method = TransactionBuilder::new("bank", "steal").input(&c).build().unwrap();
+    aborted("checker_rejected")(api.submit(&no_method).await);
+    // An input nobody created.
+    let ghost = Object { id: shardspace_core::ObjectId([7; 32]), value: a.value.clone() };
+    aborted("input_missing")(api.submit(&TransactionBuilder::new("dump", "x").input(&ghost).build().unwrap()).await);
+    // An input already consumed (A paid in the race), with a fresh signature.
+    aborted("input_inactive")(api.submit(&bank::transfer(a, b, 999, key).unwrap()).await);
+    // A store value that differs from the stored one.
+    let lie = Object { id: c.id, value: c.value.replace("\"balance\":10", "\"balance\":5000") };
+    assert_ne!(lie.value, c.value);
+    let reads_a_lie = TransactionBuilder::new("dump", "x").output("\"y\"").reference(&lie).build().unwrap();
+    aborted("value_mismatch")(api.submit(&reads_a_lie).await);
+    // Nothing changed, and the API serves on.
+    assert_eq!(api.object_with_status(&c.id.to_hex(), "active").await["value"], json!(c.value));
+    let (code, cluster) = api.get("/v1/cluster").await;
+    assert_eq!((code, &cluster["healthy"]), (200, &json!(true)), "{cluster}");
+}
+
+async fn chainspace(api: &Api) {
+    let dump = TransactionBuilder::new("dump", "put").parameter(77).output("\"cs\"").build().unwrap();
+    let (code, body) = api.post("/api/1.0/transaction/process", serde_json::to_vec(&dump).unwrap()).await;
+    assert_eq!(
+        (code, &body["success"], &body["outcome"]),
+        (200, &json!("True"), &json!("accepted_t_commit")),
+        "{body}"
+    );
+    let ghost = Object { id: shardspace_core::ObjectId([9; 32]), value: "\"v\"".into() };
+    let doomed = TransactionBuilder::new("dump", "put").input(&ghost).build().unwrap();
+    let (code, body) = api.post("/api/1.0/transaction/process", serde_json::to_vec(&doomed).unwrap()).await;
+    assert_eq!(
+        (code, &body["success"], &body["outcome"]),
+        (502, &json!("False"), &json!("prepared_t_abort")),
+        "{body}"
+    );
+    let (code, body) = api.post("/api/1.0/transaction/process", b"nonsense".to_vec()).await;
+    assert_eq!((code, &body["success"]), (400, &json!("False")), "{body}");
+    let (code, body) = api.get("/api/1.0/objects?limit=5").await;
+    assert_eq!((code, body["objects"].as_array().map(Vec::len)), (200, Some(5)), "{body}");
+
+    // The CLI, against the same API.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let cli = TransactionBuilder::new("dump", "put").parameter(78).output("\"cli\"").build().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&cli).unwrap()).unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(bin()).args(args).args(["--api", &api.url]).output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (code, out) = run(&["submit", &file.path().to_string_lossy()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("outcome: commit"), "{out}");
+    let (code, out) = run(&["tx", &cli.transaction.tx_id().to_hex(), "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["outcome"], "commit");
+    let id = cli.transaction.own_outputs()[0].id.to_hex();
+    let (code, out) = run(&["object", &id]);
+    assert!(code == Some(0) && out.contains("value: \"cli\""), "{out}");
+    let (code, out) = run(&["status"]);
+    assert!(code == Some(0) && out.contains("healthy"), "{out}");
+}
+
+/// An API process of its own, with `limit` (a flag and its value).
+fn api_with(cluster: &LocalCluster, limit: [&str; 2]) -> (Process, Api, String) {
+    let listen = format!("127.0.0.1:{}", shardspace_testkit::processes::free_port());
+    let mut command = Command::new(bin());
+    command.args(["api", "--config", &cluster.path.to_string_lossy(), "--listen", &listen]);
+    command.args(limit).env("RUST_LOG", "warn");
+    (Process::start(command), Api::new(format!("http://{listen}")), listen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_bounds_pending_transactions_and_connections() {
+    let cluster = LocalCluster::start(bin(), 1, REPLICAS, false);
+    let (_pending_api, api, _) = api_with(&cluster, ["--pending-max", "1"]);
+
+    // Several at once through one pending slot: some are told to retry.
+    let dumps: Vec<Envelope> = (0..6)
+        .map(|n: i64| TransactionBuilder::new("dump", "put").parameter(n).output("\"p\"").build().unwrap())
+        .collect();
+    let fresh = || reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let answers = futures::future::join_all(dumps.iter().map(|dump| {
+        let (http, url) = (fresh(), api.url.clone());
+        async move {
+            let response = http.post(format!("{url}/v1/transactions")).body(serde_json::to_vec(dump).unwrap()).send();
+            let response = response.await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    }))
+    .await;
+    assert!(
+        answers.iter().any(|(code, body)| *code == 503 && body["error"]["kind"] == "too_many_pending"),
+        "{answers:?}"
+    );
+    assert!(answers.iter().any(|(code, body)| *code == 200 && body["outcome"] == "commit"), "{answers:?}");
+
+    // One connection held open: a second is not served until it closes.
+    let (_connections_api, api, listen) = api_with(&cluster, ["--connections-max", "1"]);
+    let held = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    let waiting = fresh().get(format!("{}/api/1.0/", api.url)).timeout(Duration::from_millis(800)).send().await;
+    assert!(waiting.is_err(), "a second connection was served while the first was open");
+    drop(held);
+    let (code, _) = api.get("/api/1.0/").await;
+    assert_eq!(code, 200);
+}

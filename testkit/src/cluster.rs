@@ -1,0 +1,141 @@
+//! A whole local cluster of real processes for tests: the bank contract's
+//! Python checker, the other example contracts' Rust checkers (`shardspace
+//! checker`), shards of `shardspace node` replicas on OS-chosen ports, and
+//! optionally the client API (`shardspace api`). Every process is killed when
+//! the cluster is dropped; the data folder lives as long as the cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use shardspace_node::config::{ClusterFile, Durability, Layout, generate};
+
+use crate::processes::{Process, free_port};
+
+/// The repository's root (testkit's parent folder).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The Python with the SDK installed: `$SHARDSPACE_PYTHON`, else the Makefile's venv.
+pub fn python() -> String {
+    std::env::var("SHARDSPACE_PYTHON").unwrap_or_else(|_| {
+        let venv = repo_root().join(".venv/bin/python");
+        assert!(venv.exists(), "no Python with the SDK: run `make venv` or set SHARDSPACE_PYTHON");
+        venv.to_string_lossy().into_owned()
+    })
+}
+
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// The `shardspace` binary.
+    bin: PathBuf,
+    _checkers: Vec<Process>,
+    /// By shard, then replica; `None` while stopped.
+    replicas: Vec<Vec<Option<Process>>>,
+    api: Option<Process>,
+    /// The API's address, kept across restarts.
+    api_listen: String,
+    pub path: PathBuf,
+    pub file: ClusterFile,
+    pub dir: tempfile::TempDir,
+}
+
+impl LocalCluster {
+    /// Starts the checkers and `shards` × `replicas` replicas (round timeout 300 ms,
+    /// durability `normal`); the API too when `with_api`.
+    pub fn start(bin: &Path, shards: u32, replicas: u32, with_api: bool) -> Self {
+        let mut python_checker = Command::new(python());
+        python_checker.args(["-m", "shardspace.checker", "--port", "0"]);
+        python_checker.arg(repo_root().join("contracts/python/bank/bank.py"));
+        let python_checker = Process::start(python_checker);
+        let mut rust_checker = Command::new(bin);
+        rust_checker.args(["checker", "--port", "0"]).env("RUST_LOG", "warn");
+        let rust_checker = Process::start(rust_checker);
+        for checker in [&python_checker, &rust_checker] {
+            assert!(checker.first_line.starts_with("http://"), "a checker printed {:?}", checker.first_line);
+        }
+
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temporary folder: {error}"));
+        let layout = Layout { cluster: "test".into(), shards, replicas, host: "127.0.0.1".into(), base_port: 1 };
+        let path = generate(&layout, dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        let mut file = ClusterFile::load(&path).unwrap_or_else(|error| panic!("{error}"));
+        for replica in file.shards.iter_mut().flat_map(|shard| shard.replicas.iter_mut()) {
+            replica.peer_address = format!("127.0.0.1:{}", free_port());
+            replica.client_address = format!("127.0.0.1:{}", free_port());
+        }
+        file.bft.round_timeout_ms = Some(300);
+        file.bft.durability = Durability::Normal;
+        file.checkers.insert("bank".into(), python_checker.first_line.clone());
+        for contract in ["dump", "hello", "addition", "petition"] {
+            file.checkers.insert(contract.into(), rust_checker.first_line.clone());
+        }
+        let text = toml::to_string(&file).unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(&path, text).unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+
+        let stopped = (0..shards).map(|_| (0..replicas).map(|_| None).collect()).collect();
+        let mut cluster = Self {
+            bin: bin.to_path_buf(),
+            _checkers: vec![python_checker, rust_checker],
+            replicas: stopped,
+            api: None,
+            api_listen: format!("127.0.0.1:{}", free_port()),
+            path,
+            file,
+            dir,
+        };
+        cluster.start_replicas();
+        if with_api {
+            cluster.start_api();
+        }
+        cluster
+    }
+
+    pub fn start_replica(&mut self, shard: u32, replica: u32) {
+        let mut command = Command::new(&self.bin);
+        command.args(["node", "--config", &self.path.to_string_lossy()]);
+        command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
+        command.env("RUST_LOG", "warn");
+        self.replicas[shard as usize][replica as usize] = Some(Process::start(command));
+    }
+
+    /// Kills one replica (SIGKILL: a crash).
+    pub fn kill_replica(&mut self, shard: u32, replica: u32) {
+        self.replicas[shard as usize][replica as usize] = None;
+    }
+
+    pub fn start_replicas(&mut self) {
+        for shard in 0..self.replicas.len() as u32 {
+            for replica in 0..self.replicas[shard as usize].len() as u32 {
+                if self.replicas[shard as usize][replica as usize].is_none() {
+                    self.start_replica(shard, replica);
+                }
+            }
+        }
+    }
+
+    /// Kills every replica and the API (the checkers stay).
+    pub fn kill_all(&mut self) {
+        self.api = None;
+        for replica in self.replicas.iter_mut().flatten() {
+            *replica = None;
+        }
+    }
+
+    pub fn start_api(&mut self) {
+        let mut command = Command::new(&self.bin);
+        command.args(["api", "--config", &self.path.to_string_lossy(), "--listen", &self.api_listen]);
+        command.args(["--wait-seconds", "30"]).env("RUST_LOG", "warn");
+        let api = Process::start(command);
+        assert!(api.first_line.starts_with("http://"), "the API printed {:?}", api.first_line);
+        self.api = Some(api);
+    }
+
+    /// The API's base URL.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_listen)
+    }
+}
+
+/// How long a test waits for a cluster-wide condition.
+pub const DEADLINE: Duration = Duration::from_secs(60);
