@@ -169,6 +169,13 @@ async fn the_api_in_front_of_a_real_cluster() {
     }
     events.abort();
 
+    // `/metrics` on the API and on a replica.
+    let text = api.http.get(format!("{}/metrics", api.url)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("shardspace_api_transactions_total{outcome=\"commit\"}"), "{text}");
+    let metrics = cluster.file.shards[0].replicas[0].metrics_address.clone().unwrap();
+    let text = reqwest::get(format!("http://{metrics}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("shardspace_replica_decisions_total{decision=\"commit\"}"), "{text}");
+
     // Bad input: a clear 4xx, or an abort with its reason; nothing changes, and it keeps serving.
     bad_input(&api, &a, &b, &key_a).await;
 

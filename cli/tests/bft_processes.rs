@@ -32,6 +32,7 @@ fn cluster(dir: &Path) -> PathBuf {
     for replica in &mut file.shards[0].replicas {
         replica.peer_address = format!("127.0.0.1:{}", free_port());
         replica.client_address = format!("127.0.0.1:{}", free_port());
+        replica.metrics_address = None;
     }
     file.bft.round_timeout_ms = Some(300);
     file.bft.checkpoint_interval = Some(20);

@@ -62,6 +62,9 @@ pub struct ReplicaEntry {
     pub key_file: String,
     /// The replica's data folder, relative to the cluster file.
     pub data_dir: String,
+    /// Where the replica serves `/metrics` (Prometheus); none when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +101,7 @@ pub struct NodeConfig {
     pub peers: Vec<(PeerId, String)>,
     pub peer_address: SocketAddr,
     pub client_address: SocketAddr,
+    pub metrics_address: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub bft: BftConfig,
     pub durability: Durability,
@@ -144,7 +148,9 @@ impl ClusterFile {
                     return Err(format!("{name}: replica ids must be 0, 1, 2, ... in order"));
                 }
                 parse_public_key(&replica.public_key).map_err(|message| format!("{name}: {message}"))?;
-                for address in [&replica.peer_address, &replica.client_address] {
+                for address in
+                    [&replica.peer_address, &replica.client_address].into_iter().chain(&replica.metrics_address)
+                {
                     address
                         .parse::<SocketAddr>()
                         .map_err(|_| format!("{name}: {address:?} is not an ip:port address"))?;
@@ -213,6 +219,7 @@ impl ClusterFile {
                 .collect(),
             peer_address: address(&own.peer_address)?,
             client_address: address(&own.client_address)?,
+            metrics_address: own.metrics_address.as_deref().map(address).transpose()?,
             data_dir: base.join(&own.data_dir),
             bft,
             durability: self.bft.durability,
@@ -245,7 +252,8 @@ pub struct Layout {
     pub shards: u32,
     pub replicas: u32,
     pub host: String,
-    /// Replica k (counting across shards) listens on base + 2k (peers) and base + 2k + 1 (clients).
+    /// Replica k (counting across shards) listens on base + 2k (peers) and base + 2k + 1
+    /// (clients); with n replicas in all, it serves metrics on base + 2n + k.
     pub base_port: u16,
 }
 
@@ -261,6 +269,8 @@ pub fn generate(layout: &Layout, dir: &Path) -> Result<PathBuf, ConfigError> {
         let mut replicas = Vec::new();
         for replica in 0..layout.replicas {
             let index = u32::from(layout.base_port) + 2 * (shard * layout.replicas + replica);
+            let metrics_port =
+                u32::from(layout.base_port) + 2 * layout.shards * layout.replicas + shard * layout.replicas + replica;
             let port = |offset: u32| {
                 u16::try_from(index + offset).map_err(|_| ConfigError::Invalid {
                     path: dir.into(),
@@ -280,6 +290,7 @@ pub fn generate(layout: &Layout, dir: &Path) -> Result<PathBuf, ConfigError> {
                 public_key: hex::encode(key.verifying_key().as_bytes()),
                 key_file,
                 data_dir: format!("data/{name}"),
+                metrics_address: Some(format!("{}:{}", layout.host, port(metrics_port - index)?)),
             });
         }
         shards.push(ShardEntry { id: shard, replicas });
@@ -326,6 +337,7 @@ mod tests {
         let node = file.node(dir.path(), 1, 3).unwrap();
         assert_eq!((node.shard, node.keys.id), (ShardId(1), ReplicaId(3)));
         assert_eq!(node.peer_address.port(), 7300 + 2 * 7);
+        assert_eq!(node.metrics_address.map(|address| address.port()), Some(7300 + 16 + 7));
         assert_eq!(node.committee.size(), 4);
     }
 

@@ -12,6 +12,7 @@
 //! envelopes of attempts that take long to be decided.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checking::{Checked, Checkers};
 use crate::client::{ClientCommand, ClientReply, Listing, PAGE_MAX, Page, Status};
+use crate::metrics::{DecisionLabel, NodeMetrics};
 use crate::network::{Frame, PeerId, PeerSender, encode};
 use crate::store::{ObjectRow, Store, StoreError, TransactionRow, Write};
 
@@ -93,6 +95,7 @@ pub struct Core {
     undecided: BTreeMap<(TxId, Attempt), TimeMs>,
     /// The height of the last decided block written: a checkpoint above it is a state transfer.
     decided_height: Height,
+    metrics: Arc<NodeMetrics>,
     started: Instant,
 }
 
@@ -104,6 +107,7 @@ impl Core {
         peers: BTreeMap<PeerId, PeerSender>,
         checkers: Checkers,
         limits: Limits,
+        metrics: Arc<NodeMetrics>,
     ) -> Self {
         let app = replica.app();
         let own = PeerId { shard: app.shard(), replica: replica.id() };
@@ -126,6 +130,7 @@ impl Core {
             waiting: DigestMap::default(),
             outcomes: BTreeMap::new(),
             undecided,
+            metrics,
             started: Instant::now(),
         }
     }
@@ -151,6 +156,7 @@ impl Core {
                     if now.0 >= last_sweep.0.saturating_add(SWEEP_EVERY_MS) {
                         last_sweep = now;
                         self.sweep(now);
+                        self.report();
                         self.pass_on(now).await?;
                     }
                     self.step(Event::Tick(now)).await?;
@@ -214,6 +220,22 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Sets the gauges of `/metrics`.
+    fn report(&self) {
+        let gauge = |gauge: &prometheus_client::metrics::gauge::Gauge, value: u64| {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        let state = self.replica.app().state();
+        gauge(&self.metrics.height, self.replica.tip().height.0);
+        gauge(&self.metrics.round, self.replica.round().0);
+        gauge(&self.metrics.executed, state.executed);
+        gauge(&self.metrics.mempool, self.replica.mempool_len() as u64);
+        gauge(&self.metrics.undecided_attempts, self.undecided.len() as u64);
+        gauge(&self.metrics.envelopes_checking, self.envelopes.len() as u64);
+        gauge(&self.metrics.objects, state.objects.len() as u64);
+        gauge(&self.metrics.transactions, state.transactions.len() as u64);
     }
 
     /// A page of the shard's objects or transaction records after `after`, in id order.
@@ -281,7 +303,9 @@ impl Core {
         attempt: Attempt,
         client: Option<mpsc::Sender<ClientReply>>,
     ) -> Result<(), CoreError> {
+        let metrics = Arc::clone(&self.metrics);
         let reject = |tx: Option<TxId>, kind: &str, message: String| {
+            metrics.envelopes_rejected.inc();
             if let Some(client) = &client {
                 let _ = client.try_send(ClientReply::Rejected { tx, kind: kind.into(), message });
             }
@@ -389,6 +413,7 @@ impl Core {
             Err(error) => {
                 // No verdict, never a false: the attempt waits for a retry (a client or a pass-on).
                 tracing::warn!(tx = %checked.tx, %error, "no checker verdict; the envelope is dropped here");
+                self.metrics.checker_unavailable.inc();
                 let attempt = pending.attempt;
                 self.envelopes.remove(&(checked.tx, checked.envelope));
                 for (client, _) in self.outcomes.remove(&(checked.tx, attempt)).unwrap_or_default() {
@@ -433,6 +458,7 @@ impl Core {
 
     /// Sends a vote to every replica of every concerned shard.
     fn send_vote(&self, vote: &SignedVote, concerned: &[ShardId]) {
+        self.metrics.votes_sent.inc();
         let frame = encode(&Frame::Vote(vote.clone()));
         for shard in concerned {
             self.send_to_shard(*shard, &frame);
@@ -547,6 +573,8 @@ impl Core {
                 self.undecided.remove(&(tx, attempt));
                 tracing::debug!(%tx, attempt = attempt.0, committed, "decided");
                 self.votes.forget(tx, attempt);
+                let decision = if committed { "commit" } else { "abort" };
+                self.metrics.decisions.get_or_create(&DecisionLabel { decision: decision.into() }).inc();
                 let answer = self.replica.app().answer_attempt(tx, attempt);
                 let mut waiters = self.outcomes.remove(&(tx, attempt)).unwrap_or_default();
                 if committed {

@@ -10,6 +10,7 @@ pub mod client;
 pub mod cluster_client;
 pub mod config;
 pub mod core;
+pub mod metrics;
 pub mod network;
 pub mod store;
 
@@ -28,6 +29,7 @@ use crate::checking::Checkers;
 use crate::client::ClientListener;
 use crate::config::NodeConfig;
 use crate::core::{Core, CoreError};
+use crate::metrics::NodeMetrics;
 use crate::network::{NetworkCounters, PeerId, PeerListener, PeerSender};
 use crate::store::{Store, StoreError};
 
@@ -58,6 +60,7 @@ pub enum NodeError {
 pub struct Bound {
     pub peer: SocketAddr,
     pub client: SocketAddr,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Runs one replica until `shutdown` turns true; `ready` hears where it listens.
@@ -76,7 +79,12 @@ pub async fn run(
         TcpListener::bind(address).await.map_err(|source| NodeError::Bind { address, source })
     };
     let (peer_listener, client_listener) = (bind(config.peer_address).await?, bind(config.client_address).await?);
+    let metrics_listener = match config.metrics_address {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
     let bound = Bound {
+        metrics: metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok()),
         peer: peer_listener.local_addr().map_err(|source| NodeError::Bind { address: config.peer_address, source })?,
         client: client_listener
             .local_addr()
@@ -103,16 +111,26 @@ pub async fn run(
         })
         .collect();
     let committees = config.committees.clone();
-    let listener = PeerListener { listener: peer_listener, committees: committees.clone(), own, tx_core, counters };
+    let listener = PeerListener {
+        listener: peer_listener,
+        committees: committees.clone(),
+        own,
+        tx_core,
+        counters: Arc::clone(&counters),
+    };
     tokio::spawn(listener.run(shutdown.clone()));
     tokio::spawn(ClientListener { listener: client_listener, tx_core: tx_clients }.run(shutdown.clone()));
     let (tx_checked, rx_checked) = mpsc::channel(CHECKED_QUEUE_MAX);
     let client = CheckerClient::new(CheckerClientLimits::default())
         .map_err(|error| NodeError::CheckerClient(error.to_string()))?;
     let checkers = Checkers::new(client, config.checkers.clone(), tx_checked);
+    let metrics = Arc::new(NodeMetrics::default());
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(metrics::serve(listener, Arc::clone(&metrics), Arc::clone(&counters), shutdown.clone()));
+    }
     tracing::info!(shard = config.shard.0, replica = own.replica.0, peer = %bound.peer, client = %bound.client, height = replica.tip().height.0, "replica started");
     let _ = ready.send(bound);
-    let core = Core::new(replica, store, committees, peers, checkers, limits);
+    let core = Core::new(replica, store, committees, peers, checkers, limits, metrics);
     core.run(rx_peers, rx_clients, rx_checked, shutdown).await?;
     tracing::info!(shard = config.shard.0, replica = own.replica.0, "replica stopped");
     Ok(())

@@ -90,6 +90,7 @@ impl Shard {
                 public_key: hex::encode(self.keys[replica].public().as_bytes()),
                 key_file: String::new(),
                 data_dir: String::new(),
+                metrics_address: None,
             });
         }
         let file = ClusterFile {

@@ -63,6 +63,7 @@ impl LocalCluster {
         for replica in file.shards.iter_mut().flat_map(|shard| shard.replicas.iter_mut()) {
             replica.peer_address = format!("127.0.0.1:{}", free_port());
             replica.client_address = format!("127.0.0.1:{}", free_port());
+            replica.metrics_address = Some(format!("127.0.0.1:{}", free_port()));
         }
         file.bft.round_timeout_ms = Some(300);
         file.bft.durability = Durability::Normal;

@@ -1,0 +1,106 @@
+//! `/metrics` of a replica (Prometheus text): where its log stands, what it
+//! holds in memory, what S-BAC decided, and what the network dropped. The core
+//! updates the gauges and counters; the HTTP server only reads them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::network::NetworkCounters;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabel {
+    pub decision: String,
+}
+
+/// What the core reports.
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    pub height: Gauge,
+    pub round: Gauge,
+    pub executed: Gauge,
+    pub mempool: Gauge,
+    pub undecided_attempts: Gauge,
+    pub envelopes_checking: Gauge,
+    pub objects: Gauge,
+    pub transactions: Gauge,
+    pub votes_sent: Counter,
+    pub decisions: Family<DecisionLabel, Counter>,
+    pub checker_unavailable: Counter,
+    pub envelopes_rejected: Counter,
+}
+
+impl NodeMetrics {
+    fn registry(self: &Arc<Self>, network: &NetworkCounters) -> Registry {
+        let mut registry = Registry::with_prefix("shardspace_replica");
+        registry.register("decided_height", "Height of the last decided block", self.height.clone());
+        registry.register("round", "Current BFT round", self.round.clone());
+        registry.register("executed_requests", "Requests executed", self.executed.clone());
+        registry.register("mempool_requests", "Requests waiting to be proposed", self.mempool.clone());
+        registry.register("undecided_attempts", "Attempts voted on and not decided", self.undecided_attempts.clone());
+        registry.register(
+            "envelopes_checking",
+            "Envelopes checked or waiting for certificates",
+            self.envelopes_checking.clone(),
+        );
+        registry.register("objects", "Objects of this shard (all states)", self.objects.clone());
+        registry.register("transactions", "Transactions recorded by this shard", self.transactions.clone());
+        registry.register("votes_sent", "S-BAC votes sent", self.votes_sent.clone());
+        registry.register("decisions", "Attempts decided, by decision", self.decisions.clone());
+        registry.register("checker_unavailable", "Envelopes with no checker verdict", self.checker_unavailable.clone());
+        registry.register("envelopes_rejected", "Envelopes refused before ordering", self.envelopes_rejected.clone());
+        let copy = |value: &std::sync::atomic::AtomicU64| {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(i64::try_from(value.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+            gauge
+        };
+        registry.register("frames_rejected", "Peer frames refused (connection closed)", copy(&network.frames_rejected));
+        registry.register("handshakes_rejected", "Peer handshakes refused", copy(&network.handshakes_rejected));
+        registry.register("sends_dropped", "Messages dropped on a full peer queue", copy(&network.sends_dropped));
+        registry
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Scrape {
+    metrics: Arc<NodeMetrics>,
+    network: Arc<NetworkCounters>,
+}
+
+async fn scrape(State(scrape): State<Scrape>) -> impl IntoResponse {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &scrape.metrics.registry(&scrape.network)).is_err() {
+        tracing::error!("the metrics do not encode");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+}
+
+/// Serves `/metrics` on `listener` until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<NodeMetrics>,
+    network: Arc<NetworkCounters>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let address: Option<SocketAddr> = listener.local_addr().ok();
+    let app = Router::new().route("/metrics", get(scrape)).with_state(Scrape { metrics, network });
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        tracing::warn!(?address, %error, "the metrics server stopped");
+    }
+}
