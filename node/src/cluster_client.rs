@@ -125,9 +125,13 @@ impl ClusterClient {
     pub async fn process(&self, envelope: &Envelope) -> Result<Outcome, ClusterError> {
         let tx = envelope.transaction.tx_id();
         let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
+        let started = Instant::now();
         let records = self.records(tx, &shards).await?;
         let attempt = next_attempt(records.values().flatten());
-        self.submit(envelope, attempt).await
+        let read = started.elapsed();
+        let outcome = self.submit(envelope, attempt).await;
+        tracing::debug!(%tx, attempt = attempt.0, ?read, total = ?started.elapsed(), "processed");
+        outcome
     }
 
     /// What f+1 replicas of each of `shards` recorded about a transaction, asked at once.

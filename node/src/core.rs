@@ -175,9 +175,24 @@ impl Core {
         self.execute(actions).await
     }
 
+    /// Orders an S-BAC request. It also goes at once to the leaders of this round and the
+    /// next: a request waits in this replica's mempool for its turn as leader before it is
+    /// forwarded (`request_forward_after_ms`), which suits a flood of client requests, not
+    /// the few steps of a transaction's commit that a client waits on.
     async fn submit(&mut self, request: &ShardRequest) -> Result<(), CoreError> {
         let payload = postcard::to_stdvec(request).expect("encoding into memory cannot fail");
-        self.step(Event::Submit(Request::new(payload))).await
+        let request = Request::new(payload);
+        let round = self.replica.round();
+        let committee = self.replica.app().own_committee();
+        let mut leaders = vec![committee.leader(round), committee.leader(round.next())];
+        leaders.dedup();
+        let frame = encode(&Frame::Bft(PeerMessage::Requests(vec![request.clone()])));
+        for leader in leaders.into_iter().filter(|leader| *leader != self.own.replica) {
+            if let Some(peer) = self.peers.get(&PeerId { shard: self.own.shard, replica: leader }) {
+                peer.send_encoded(frame.clone());
+            }
+        }
+        self.step(Event::Submit(request)).await
     }
 
     async fn on_frame(&mut self, from: PeerId, frame: Frame) -> Result<(), CoreError> {

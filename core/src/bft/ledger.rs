@@ -169,6 +169,17 @@ impl<A: Application> Ledger<A> {
         false
     }
 
+    /// Whether the block `from` or its parent carries requests. A leader holding the
+    /// certificate of such a block proposes even with nothing new: under the 2-chain rule
+    /// the other replicas decide a block only when a proposal carries the certificate of
+    /// its child, so without one an idle shard would decide its last requests at one
+    /// replica only, until a timeout.
+    pub fn has_requests_near(&self, from: &Digest) -> bool {
+        let Some(block) = self.blocks.get(from) else { return false };
+        let parent = self.blocks.get(&block.parent.block);
+        !block.requests.is_empty() || parent.is_some_and(|parent| !parent.requests.is_empty())
+    }
+
     /// Decides `target` and its undecided ancestors, oldest first, executing them.
     pub fn commit(&mut self, target: &Digest) -> Result<Vec<Decided<A::Output>>, CommitError> {
         let mut chain = Vec::new();

@@ -425,7 +425,8 @@ impl<A: Application> Replica<A> {
         // Never twice in a round, and not in a round this replica already voted or timed out in
         // (after a restart, `last_voted_round` says so).
         let spent = self.proposed >= round || self.safety.last_voted_round >= round;
-        if self.committee.leader(round) != self.id() || spent || !self.has_work() {
+        let work = self.has_work() || self.ledger.has_requests_near(&self.safety.high_qc.block);
+        if self.committee.leader(round) != self.id() || spent || !work {
             return;
         }
         let parent = self.safety.high_qc.clone();
