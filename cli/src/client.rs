@@ -106,11 +106,53 @@ fn report(answer: &Answer, json: bool) -> ExitCode {
         return ExitCode::from(crate::EXIT_BAD_INPUT);
     }
     if !json {
-        print_readable(&answer.body);
+        if answer.body.get("shards").is_some_and(Value::is_array) {
+            print_cluster(&answer.body);
+        } else {
+            print_readable(&answer.body);
+        }
     }
     match answer.body.get("outcome").and_then(Value::as_str) {
         Some("abort") => ExitCode::from(EXIT_ABORTED),
         _ => ExitCode::SUCCESS,
+    }
+}
+
+/// `/v1/cluster` as a table: a line per shard, then one per replica.
+fn print_cluster(cluster: &Value) {
+    let text = |value: &Value| match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let health = |healthy: &Value| if healthy.as_bool() == Some(true) { "healthy" } else { "NOT HEALTHY" };
+    println!("cluster {}: {}", text(&cluster["cluster"]), health(&cluster["healthy"]));
+    for shard in cluster["shards"].as_array().into_iter().flatten() {
+        println!(
+            "shard {}: {} ({} of {} replicas up, quorum {})",
+            text(&shard["id"]),
+            health(&shard["healthy"]),
+            text(&shard["up"]),
+            shard["replicas"].as_array().map_or(0, Vec::len),
+            text(&shard["quorum"])
+        );
+        for replica in shard["replicas"].as_array().into_iter().flatten() {
+            let up = if replica["up"].as_bool() == Some(true) { "up" } else { "DOWN" };
+            println!(
+                "  replica {}  {:<22} {:<4} height {:<8} round {:<8} pending {}",
+                text(&replica["id"]),
+                text(&replica["address"]),
+                up,
+                text(&replica["height"]),
+                text(&replica["round"]),
+                text(&replica["pending"])
+            );
+        }
+    }
+    if let Some(checkers) = cluster["checkers"].as_object() {
+        for (contract, url) in checkers {
+            println!("checker {contract}: {}", text(url));
+        }
     }
 }
 

@@ -27,6 +27,10 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", what, "check the id: 64 lowercase hex digits")
     }
 
+    pub fn no_such_path() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such path", "the endpoints are listed in docs/api.md")
+    }
+
     pub fn bad_id(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_id", message, "an id is 64 lowercase hex digits")
     }

@@ -65,6 +65,8 @@ impl Default for ApiConfig {
 pub struct Api {
     client: ClusterClient,
     cluster: String,
+    /// Each contract's checker URL, from the cluster file.
+    checkers: std::collections::BTreeMap<String, String>,
     limits: Limits,
     config: ApiConfig,
     pending: Arc<Semaphore>,
@@ -80,6 +82,7 @@ impl Api {
         Ok(Self {
             client,
             cluster: file.cluster.clone(),
+            checkers: file.checkers.clone(),
             limits: Limits::default(),
             pending: Arc::new(Semaphore::new(config.pending_max.max(1))),
             config,
@@ -163,7 +166,7 @@ pub fn router(api: Shared) -> Router {
         .route("/api/1.0/transaction/dump", post(chainspace::dump))
         .route("/api/1.0/objects", get(chainspace::objects))
         .route("/api/1.0/transactions", get(chainspace::transactions))
-        .fallback(|| async { ApiError::not_found("no such path: see docs/api.md") })
+        .fallback(|| async { ApiError::no_such_path() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -1,6 +1,5 @@
 //! The native `/v1` endpoints (DESIGN.md §7), and `/metrics`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
@@ -101,8 +100,7 @@ pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
             .collect();
         shards.push(json!({"id": index, "healthy": up >= quorum, "up": up, "quorum": quorum, "replicas": replicas}));
     }
-    let checkers: BTreeMap<String, String> = BTreeMap::new();
-    Json(json!({"cluster": api.cluster, "healthy": healthy, "shards": shards, "checkers": checkers}))
+    Json(json!({"cluster": api.cluster, "healthy": healthy, "shards": shards, "checkers": api.checkers}))
 }
 
 /// `GET /v1/events`: server-sent events, one `decided` event per decided attempt.
