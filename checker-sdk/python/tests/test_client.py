@@ -171,6 +171,9 @@ API_KINDS = [
     "body_too_large",
     "checker_failed",
     "too_many_pending",
+    "busy",
+    "checker_unavailable",
+    "bad_attempt",
     "unavailable",
     "timeout",
 ]
