@@ -9,7 +9,9 @@
 #       /opt/shardspace/contracts/python/bank/bank.py
 #
 # The cluster file's addresses must be reachable between containers (not 127.0.0.1), and
-# each replica's key file and data folder sit beside the mounted cluster file.
+# each replica's key file and data folder sit beside the mounted cluster file. Key files
+# are readable by their owner only: run as that owner (`--user $(id -u):$(id -g)`), which
+# must also be able to write the data folders.
 
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src

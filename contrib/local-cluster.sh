@@ -34,10 +34,11 @@ say() { printf '%s\n' "$*"; }
 
 pid_of() { cat "$var/run/$1.pid" 2>/dev/null || true; }
 
+# Alive, and ours: a pid file left by a reboot may name someone else's process now.
 running() {
   local pid
   pid=$(pid_of "$1")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q shardspace
 }
 
 url_of() {
@@ -62,19 +63,27 @@ launch() {
 # Writes the cluster file and keys once; later starts keep them, and the data.
 configure() {
   [ -f "$cluster_file" ] && return 0
+  if [ -e "$var/cluster" ]; then
+    say "FAILED: ${var#$root/}/cluster exists without cluster.toml: move it away (it may hold data) and start again"
+    exit 1
+  fi
   say "  writing a $shards-shard x $replicas-replica cluster file: ${cluster_file#$root/}"
-  "$bin/shardspace" config gen --dir "$var/cluster" --shards "$shards" --replicas "$replicas" \
+  # Written aside and moved into place whole: a half-written cluster is never kept.
+  local draft="$var/cluster.draft"
+  rm -rf "$draft"
+  "$bin/shardspace" config gen --dir "$draft" --shards "$shards" --replicas "$replicas" \
     --base-port "$base_port" --host "$host" >/dev/null
   local checkers=""
   for contract in "${python_contracts[@]}"; do checkers+="$contract = \"http://$host:$python_port\"\n"; done
   for contract in "${rust_contracts[@]}"; do checkers+="$contract = \"http://$host:$rust_port\"\n"; done
-  "$python" - "$cluster_file" "$checkers" <<'PY'
+  "$python" - "$draft/cluster.toml" "$checkers" <<'PY'
 import sys
 path, checkers = sys.argv[1], sys.argv[2].replace("\\n", "\n")
 text = open(path).read()
 assert "[checkers]\n" in text, "config gen writes a [checkers] table"
 open(path, "w").write(text.replace("[checkers]\n", "[checkers]\n" + checkers, 1))
 PY
+  mv "$draft" "$var/cluster"
 }
 
 start_one() {
@@ -144,7 +153,7 @@ start() {
   local deadline=$((SECONDS + wait_seconds))
   for name in "${services[@]}"; do
     printf '  waiting for %s at %s ' "$name" "$(url_of "$name")"
-    until healthy "$name"; do
+    until running "$name" && healthy "$name"; do
       if ! running "$name"; then
         say "FAILED: $name exited. Last lines of ${var#$root/}/log/$name.log:"
         tail -n 20 "$var/log/$name.log" | sed 's/^/    /'

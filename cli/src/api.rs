@@ -18,7 +18,7 @@ pub struct ApiFlags {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:5000")]
     listen: SocketAddr,
-    /// How long a submitter waits for an outcome before it is told to ask again.
+    /// How long a submitter waits for an outcome before it is told to ask again (1 to 3600).
     #[arg(long, default_value_t = 30)]
     wait_seconds: u64,
     /// Transactions in flight at once.
@@ -34,7 +34,7 @@ pub fn run(flags: &ApiFlags) -> anyhow::Result<()> {
     let cluster = ClusterFile::load(&flags.config)?;
     let config = ApiConfig {
         listen: flags.listen,
-        wait: Duration::from_secs(flags.wait_seconds.max(1)),
+        wait: Duration::from_secs(flags.wait_seconds.clamp(1, 3_600)),
         pending_max: flags.pending_max,
         connections_max: flags.connections_max,
         ..ApiConfig::default()

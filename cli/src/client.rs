@@ -1,7 +1,7 @@
 //! The client commands against the API: `submit`, `object`, `tx`, `status`.
 //! Readable output by default, the API's JSON with `--json`. Exit codes: 0
-//! done (a transaction committed), 3 a transaction aborted, 2 bad input or an
-//! error answer, 1 the API cannot be reached.
+//! done (a transaction committed), 3 a transaction aborted, 2 bad input or a
+//! 4xx answer, 1 the API cannot be reached or answered 5xx (try again later).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -92,6 +92,10 @@ fn report(answer: &Answer, json: bool) -> ExitCode {
     if json {
         println!("{}", serde_json::to_string_pretty(&answer.body).unwrap_or_default());
     }
+    if !(200..300).contains(&answer.status) && answer.body.get("error").is_none() {
+        eprintln!("error {}: {}", answer.status, answer.body);
+        return ExitCode::from(if answer.status >= 500 { EXIT_UNREACHABLE } else { crate::EXIT_BAD_INPUT });
+    }
     if let Some(error) = answer.body.get("error") {
         if !json {
             let text = |key: &str| error.get(key).and_then(Value::as_str).unwrap_or("").to_string();
@@ -103,7 +107,8 @@ fn report(answer: &Answer, json: bool) -> ExitCode {
                 eprintln!("  txId: {tx}");
             }
         }
-        return ExitCode::from(crate::EXIT_BAD_INPUT);
+        // Ours or passing (5xx): worth trying again later; the caller's (4xx): not as it is.
+        return ExitCode::from(if answer.status >= 500 { EXIT_UNREACHABLE } else { crate::EXIT_BAD_INPUT });
     }
     if !json {
         if answer.body.get("shards").is_some_and(Value::is_array) {

@@ -117,7 +117,9 @@ async fn the_api_in_front_of_a_real_cluster() {
 
     // The event stream, subscribed before anything is decided.
     let seen = Seen::default();
-    let events = tokio::spawn(collect_events(cluster.api_url(), seen.clone()));
+    let stream = reqwest::get(format!("{}/v1/events", cluster.api_url())).await.unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let events = tokio::spawn(collect_events(stream, seen.clone()));
 
     // A cross-shard bank transfer with the Python SDK's client.
     let bank_py = repo_root().join("contracts/python/bank/bank.py");
@@ -131,13 +133,21 @@ async fn the_api_in_front_of_a_real_cluster() {
     let bob = api.object_with_status(&new_bob, "active").await;
     assert_eq!(bank::Account::parse(bob["value"].as_str().unwrap()).unwrap().balance, 125);
 
-    // Twenty concurrent transfers spend one account: exactly one commits.
+    // Twenty concurrent transfers spend one account (on shard 0), each to its own payee
+    // on shard 1: exactly one commits.
     let (key_a, open_a, a) = account_on(map, 0, 1000);
-    let (_, open_b, b) = account_on(map, 1, 0);
-    for envelope in [&open_a, &open_b] {
-        assert_eq!(api.submit(envelope).await["outcome"], "commit");
-    }
-    let spends: Vec<Envelope> = (1..=20).map(|amount| bank::transfer(&a, &b, amount, &key_a).unwrap()).collect();
+    let payees: Vec<(Envelope, Object)> = (0..20).map(|_| account_on(map, 1, 0)).map(|(_, e, o)| (e, o)).collect();
+    let opened = futures::future::join_all(
+        std::iter::once(&open_a).chain(payees.iter().map(|(e, _)| e)).map(|envelope| api.submit(envelope)),
+    )
+    .await;
+    assert!(opened.iter().all(|outcome| outcome["outcome"] == "commit"), "{opened:?}");
+    let b = payees[0].1.clone();
+    let spends: Vec<Envelope> = payees
+        .iter()
+        .enumerate()
+        .map(|(amount, (_, payee))| bank::transfer(&a, payee, amount as i64 + 1, &key_a).unwrap())
+        .collect();
     let outcomes = futures::future::join_all(spends.iter().map(|spend| api.submit(spend))).await;
     let committed: Vec<&Value> = outcomes.iter().filter(|o| o["outcome"] == "commit").collect();
     assert_eq!(committed.len(), 1, "{outcomes:?}");
@@ -165,7 +175,7 @@ async fn the_api_in_front_of_a_real_cluster() {
     {
         let seen = seen.lock().unwrap();
         assert!(seen.values().all(|count| *count == 1), "an event came twice: {seen:?}");
-        assert!(seen.len() >= 20 + 2 + 3, "{seen:?}");
+        assert!(seen.len() >= 20 + 21 + 3, "{seen:?}");
     }
     events.abort();
 
@@ -215,9 +225,8 @@ async fn the_api_in_front_of_a_real_cluster() {
 /// How many events came for each (txId, attempt).
 type Seen = Arc<Mutex<BTreeMap<(String, u64), usize>>>;
 
-/// Subscribes to `/v1/events` and counts the events of each (txId, attempt).
-async fn collect_events(url: String, seen: Seen) {
-    let mut response = reqwest::get(format!("{url}/v1/events")).await.unwrap();
+/// Reads the event stream and counts the events of each (txId, attempt).
+async fn collect_events(mut response: reqwest::Response, seen: Seen) {
     let mut buffer = String::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         buffer.push_str(&String::from_utf8_lossy(&chunk));
@@ -236,7 +245,7 @@ async fn bad_input(api: &Api, a: &Object, b: &Object, key: &SigningKey) {
         ("not JSON", b"{\"transaction\":".to_vec(), 400, "malformed_json"),
         ("a missing field", br#"{"transaction":{"contractID":"dump"},"store":{}}"#.to_vec(), 400, "missing_field"),
         ("a wrong type", br#"{"transaction":5,"store":{}}"#.to_vec(), 400, "wrong_type"),
-        ("an oversized body", vec![b' '; 2 * 1024 * 1024], 413, "body_too_large"),
+        ("an oversized body", vec![b' '; 1024 * 1024 + 16], 413, "body_too_large"),
     ];
     for (what, body, status, kind) in cases {
         let (code, answer) = api.post("/v1/transactions", body).await;
@@ -361,4 +370,16 @@ async fn the_api_bounds_pending_transactions_and_connections() {
     drop(held);
     let (code, _) = api.get("/api/1.0/").await;
     assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_not_decided_within_the_wait_deadline_gets_its_txid_back() {
+    let mut cluster = LocalCluster::start(bin(), 1, REPLICAS, false);
+    let (_api, api, _) = api_with(&cluster, ["--wait-seconds", "1"]);
+    // No checker answers: the replicas keep trying (never a false), so nothing is decided.
+    cluster.kill_checkers();
+    let dump = TransactionBuilder::new("dump", "put").output("\"late\"").build().unwrap();
+    let (code, body) = api.post("/v1/transactions", serde_json::to_vec(&dump).unwrap()).await;
+    assert_eq!((code, body["error"]["kind"].as_str()), (504, Some("timeout")), "{body}");
+    assert_eq!(body["txId"], dump.transaction.tx_id().to_hex(), "{body}");
 }

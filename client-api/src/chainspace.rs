@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -77,7 +77,11 @@ fn after(query: &PageQuery) -> Result<Option<[u8; 32]>, ApiError> {
 }
 
 /// `GET /api/1.0/objects?after=ID&limit=N`: objects in id order, every shard's merged.
-pub async fn objects(State(api): State<Shared>, Query(query): Query<PageQuery>) -> Response {
+pub async fn objects(State(api): State<Shared>, query: Result<Query<PageQuery>, QueryRejection>) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return failure(crate::native::bad_query(rejection)),
+    };
     let limit = query.limit.unwrap_or(100).clamp(1, PAGE_MAX);
     let page = match after(&query) {
         Ok(after) => api.client.list(Listing::Objects, after, limit).await.map_err(ApiError::from),
@@ -96,7 +100,11 @@ pub async fn objects(State(api): State<Shared>, Query(query): Query<PageQuery>) 
 }
 
 /// `GET /api/1.0/transactions?after=ID&limit=N`: transaction records in id order, per shard.
-pub async fn transactions(State(api): State<Shared>, Query(query): Query<PageQuery>) -> Response {
+pub async fn transactions(State(api): State<Shared>, query: Result<Query<PageQuery>, QueryRejection>) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return failure(crate::native::bad_query(rejection)),
+    };
     let limit = query.limit.unwrap_or(100).clamp(1, PAGE_MAX);
     let page = match after(&query) {
         Ok(after) => api.client.list(Listing::Transactions, after, limit).await.map_err(ApiError::from),

@@ -73,8 +73,8 @@ impl From<ClusterError> for ApiError {
             ClusterError::Timeout { what, .. } => Self::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout",
-                format!("no outcome within the wait deadline: {what}"),
-                "it may still be decided: ask for the transaction again",
+                format!("no answer from f+1 replicas within the deadline: {what}"),
+                "a transaction may still be decided: ask again",
             ),
             ClusterError::Invalid(message) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message, "a bug: please report it")

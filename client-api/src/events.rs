@@ -8,8 +8,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
-use tokio::sync::broadcast;
+use futures::{Stream, StreamExt};
+use tokio::sync::{broadcast, watch};
 
 use crate::outcome::TxOutcome;
 
@@ -21,15 +21,20 @@ const PUBLISHED_MAX: usize = 100_000;
 /// Which decided attempts were published, oldest first.
 type Published = (HashSet<(String, u32)>, VecDeque<(String, u32)>);
 
+/// Subscribers at once; more get 503.
+pub const SUBSCRIBERS_MAX: usize = 64;
+
 #[derive(Clone, Debug)]
 pub struct Events {
     sender: broadcast::Sender<String>,
     published: Arc<Mutex<Published>>,
+    /// Turns true at shutdown: every stream ends.
+    closed: watch::Sender<bool>,
 }
 
 impl Default for Events {
     fn default() -> Self {
-        Self { sender: broadcast::channel(EVENTS_BUFFER).0, published: Arc::default() }
+        Self { sender: broadcast::channel(EVENTS_BUFFER).0, published: Arc::default(), closed: watch::channel(false).0 }
     }
 }
 
@@ -55,8 +60,21 @@ impl Events {
         }
     }
 
-    pub fn subscribe(&self) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+    /// Ends every stream (at shutdown).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// A stream of events, or `None` when `SUBSCRIBERS_MAX` streams are open.
+    pub fn subscribe(&self) -> Option<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>> {
+        if self.sender.receiver_count() >= SUBSCRIBERS_MAX {
+            return None;
+        }
         let receiver = self.sender.subscribe();
+        let mut closed = self.closed.subscribe();
+        let stop = async move {
+            let _ = closed.wait_for(|closed| *closed).await;
+        };
         let stream = futures::stream::unfold(receiver, |mut receiver| async move {
             let event = match receiver.recv().await {
                 Ok(outcome) => Event::default().event("decided").data(outcome),
@@ -67,6 +85,6 @@ impl Events {
             };
             Some((Ok(event), receiver))
         });
-        Sse::new(stream).keep_alive(KeepAlive::default())
+        Some(Sse::new(stream.take_until(Box::pin(stop))).keep_alive(KeepAlive::default()))
     }
 }

@@ -94,6 +94,17 @@ impl Api {
     /// Validates and runs an envelope; waits for its outcome unless `wait` is false.
     async fn submit(self: &Arc<Self>, body: &[u8], wait: bool) -> Result<(TxOutcome, bool), ApiError> {
         let envelope = Envelope::from_json(body, &self.limits).inspect_err(|error| self.count_error(error.kind()))?;
+        // Known before anything is sent, so that a caller who does not wait hears it too.
+        if let Some(contract) = self.unknown_contract(&envelope) {
+            self.count_error("unknown_contract");
+            let message = format!("no checker for contract {contract:?} in the cluster file");
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_contract",
+                message,
+                "check the contract's name",
+            ));
+        }
         let permit = Arc::clone(&self.pending).try_acquire_owned().map_err(|_| {
             self.count_error("too_many_pending");
             ApiError::too_many_pending(self.config.pending_max)
@@ -112,12 +123,25 @@ impl Api {
         outcome.map(|outcome| (outcome, true))
     }
 
+    /// The first contract of the transaction (dependencies included) the cluster has no checker for.
+    fn unknown_contract(&self, envelope: &Envelope) -> Option<String> {
+        let mut unknown = None;
+        envelope.transaction.visit(&mut |call| {
+            if unknown.is_none() && !self.checkers.contains_key(&call.contract_id) {
+                unknown = Some(call.contract_id.clone());
+            }
+        });
+        unknown
+    }
+
     async fn run(&self, envelope: &Envelope) -> Result<TxOutcome, ApiError> {
         let tx = envelope.transaction.tx_id();
-        self.metrics.in_flight.inc();
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(self.config.wait, self.client.process(envelope)).await;
-        self.metrics.in_flight.dec();
+        let result = {
+            // Counted while in flight, even when the caller goes away and this is dropped.
+            let _in_flight = InFlight::new(&self.metrics.in_flight);
+            tokio::time::timeout(self.config.wait, self.client.process(envelope)).await
+        };
         let outcome = match result {
             Ok(Ok(outcome)) => TxOutcome::from_outcome(&outcome, envelope),
             Ok(Err(error)) => {
@@ -148,6 +172,22 @@ impl Api {
 
     fn count_error(&self, kind: &str) {
         self.metrics.errors.get_or_create(&metrics::ErrorLabel { kind: kind.into() }).inc();
+    }
+}
+
+/// Raises a gauge for as long as it lives.
+struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -203,6 +243,11 @@ impl ApiServer {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let connections_max = self.api.config.connections_max;
         let listener = BoundedListener::new(self.listener, connections_max);
+        let events = self.api.events.clone();
+        let shutdown = async move {
+            shutdown.await;
+            events.close(); // event streams never end by themselves: end them, or shutdown waits for ever
+        };
         axum::serve(listener, router(self.api)).with_graceful_shutdown(shutdown).await
     }
 }

@@ -1,6 +1,6 @@
-//! `/metrics` of the API in the Prometheus text format: requests by endpoint
-//! family and status, transactions by outcome, transactions in flight, and the
-//! latency from submit to outcome.
+//! `/metrics` of the API in the Prometheus text format: transactions by
+//! outcome, error answers by kind, transactions in flight, and the latency from
+//! submit to outcome.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,11 @@ fn yes() -> bool {
     true
 }
 
+/// A query string that does not parse (`?wait=maybe`).
+pub fn bad_query(rejection: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_query", rejection.body_text(), "see docs/api.md for the parameters")
+}
+
 /// The body, or the error a client should see for it.
 pub fn body_or_error(api: &Api, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
@@ -45,9 +50,10 @@ pub fn body_or_error(api: &Api, body: Result<Bytes, BytesRejection>) -> Result<B
 /// with `pending` when not waiting.
 pub async fn submit(
     State(api): State<Shared>,
-    Query(query): Query<SubmitQuery>,
+    query: Result<Query<SubmitQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
     let body = body_or_error(&api, body)?;
     let (outcome, waited) = api.submit(&body, query.wait).await?;
     let status = if waited { StatusCode::OK } else { StatusCode::ACCEPTED };
@@ -104,8 +110,14 @@ pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
 }
 
 /// `GET /v1/events`: server-sent events, one `decided` event per decided attempt.
-pub async fn events(State(api): State<Shared>) -> impl IntoResponse {
-    api.events.subscribe()
+pub async fn events(State(api): State<Shared>) -> Response {
+    match api.events.subscribe() {
+        Some(stream) => stream.into_response(),
+        None => {
+            let message = format!("{} event streams are open", crate::events::SUBSCRIBERS_MAX);
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_pending", message, "retry later").into_response()
+        }
+    }
 }
 
 /// `GET /metrics`: Prometheus text.

@@ -51,6 +51,29 @@ pub enum TxError {
 
 impl TxError {
     /// The stable name of this error, as in `{"error": {"kind": ...}}`.
+    /// Every kind `kind` returns (clients check what they are told against it).
+    pub const KINDS: [&'static str; 19] = [
+        "malformed_json",
+        "missing_field",
+        "unknown_field",
+        "wrong_type",
+        "bad_id",
+        "bad_name",
+        "float_number",
+        "number_out_of_range",
+        "envelope_too_large",
+        "too_many_inputs",
+        "too_many_references",
+        "too_many_outputs",
+        "too_many_dependencies",
+        "dependencies_too_deep",
+        "value_too_large",
+        "duplicate_input",
+        "input_also_reference",
+        "missing_from_store",
+        "unexpected_in_store",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::MalformedJson { .. } => "malformed_json",

@@ -57,9 +57,11 @@ pub fn next_attempt<'a>(records: impl Iterator<Item = &'a TxView>) -> Attempt {
 }
 
 /// Refusals that do not depend on the replica's state or load: f+1 replicas saying one
-/// of them is final (nothing changed, and nothing will by waiting).
+/// of them is final (nothing changed, and nothing will by waiting). Kinds a replica does
+/// not send are never believed.
 fn is_final(kind: &str) -> bool {
-    !matches!(kind, "busy" | "checker_unavailable")
+    shardspace_core::TxError::KINDS.contains(&kind)
+        || matches!(kind, "unknown_contract" | "wrong_shard" | "bad_attempt")
 }
 
 /// A shard's refusal the client should believe: f+1 replicas giving the same final kind,
@@ -74,8 +76,10 @@ fn final_refusal(refused: &BTreeMap<usize, (String, String)>, committee: &Commit
         return Some((kind.to_string(), message.to_string()));
     }
     if refused.len() > committee.size() - committee.validity() {
-        let (kind, (_, message)) = by_kind.iter().max_by_key(|(_, (count, _))| *count)?;
-        return Some((kind.to_string(), message.to_string()));
+        // Too few replicas left to certify a verdict, and no f+1 agree on why: passing.
+        let kinds: Vec<&str> = by_kind.keys().copied().collect();
+        let message = format!("the replicas refused it for different reasons ({}): try again", kinds.join(", "));
+        return Some(("busy".into(), message));
     }
     None
 }
@@ -162,13 +166,13 @@ impl ClusterClient {
         let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
         let (tx_heard, mut rx_heard) = mpsc::channel(64);
         let request = ClientRequest::Envelope { envelope: json, attempt };
-        let tasks = self.ask_all(&shards, request, tx_heard);
+        let _tasks = self.ask_all(&shards, request, tx_heard);
         let deadline = Instant::now() + self.deadline;
         // Each signer's decided answer, and each replica's refusal, by shard: counted once each.
         let mut answers: BTreeMap<ShardId, BTreeMap<ReplicaId, AnswerBody>> = BTreeMap::new();
         let mut rejections: BTreeMap<ShardId, BTreeMap<usize, (String, String)>> = BTreeMap::new();
         let mut outcome = BTreeMap::new();
-        let result = loop {
+        loop {
             if outcome.len() == shards.len() {
                 break Ok(Outcome { tx, attempt, shards: outcome });
             }
@@ -188,6 +192,9 @@ impl ClusterClient {
                 }
                 Heard::Answer(answer) => {
                     let AnswerBody::Transaction { tx: about, record: Some(view) } = &answer.body else { continue };
+                    if answer.replica.0 as usize != replica {
+                        continue; // a replica speaks for itself only: no replaying others' signatures
+                    }
                     let decided = view.committed.is_some() || (view.attempt == attempt && view.decision.is_some());
                     if *about != tx || !decided || self.verify(shard, &answer).is_err() {
                         continue;
@@ -200,11 +207,7 @@ impl ClusterClient {
                     }
                 }
             }
-        };
-        for task in tasks {
-            task.abort();
         }
-        result
     }
 
     /// An object as f+1 replicas of its shard sign it; `None` when they agree it does not exist.
@@ -262,12 +265,12 @@ impl ClusterClient {
     /// f+1 of them sign (each signer counted once).
     async fn read(&self, shard: ShardId, request: ClientRequest) -> Result<AnswerBody, ClusterError> {
         let (tx_heard, mut rx_heard) = mpsc::channel(16);
-        let tasks = self.ask_all(&[shard], request.clone(), tx_heard);
+        let _tasks = self.ask_all(&[shard], request.clone(), tx_heard);
         let validity = self.committees[shard.0 as usize].validity();
         let deadline = Instant::now() + self.deadline;
         let mut signed: BTreeMap<ReplicaId, AnswerBody> = BTreeMap::new();
-        let result = loop {
-            let Ok(Some((_, _, reply))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
+        loop {
+            let Ok(Some((_, replica, reply))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
                 let what = format!("{request:?}");
                 break Err(ClusterError::Timeout { what, shards: vec![shard], waited: self.deadline });
             };
@@ -277,18 +280,15 @@ impl ClusterClient {
                 (AnswerBody::Transaction { tx, .. }, ClientRequest::Transaction(asked)) => tx == asked,
                 _ => false,
             };
-            if !about_it || self.verify(shard, &answer).is_err() {
+            // A replica speaks for itself only: it cannot replay other replicas' old signatures.
+            if !about_it || answer.replica.0 as usize != replica || self.verify(shard, &answer).is_err() {
                 continue;
             }
             signed.insert(answer.replica, answer.body.clone());
             if signed.values().filter(|body| **body == answer.body).count() >= validity {
                 break Ok(answer.body);
             }
-        };
-        for task in tasks {
-            task.abort();
         }
-        result
     }
 
     fn verify(&self, shard: ShardId, answer: &SignedAnswer) -> Result<(), String> {
@@ -304,7 +304,7 @@ impl ClusterClient {
         shards: &[ShardId],
         request: ClientRequest,
         tx_heard: mpsc::Sender<(ShardId, usize, Heard)>,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
+    ) -> AbortOnDrop {
         let mut tasks = Vec::new();
         for shard in shards {
             for (replica, address) in self.addresses[shard.0 as usize].iter().enumerate() {
@@ -327,6 +327,19 @@ impl ClusterClient {
                 }));
             }
         }
-        tasks
+        AbortOnDrop(tasks)
+    }
+}
+
+/// The tasks asking replicas, stopped when the question is answered or abandoned (a
+/// caller's timeout, a client gone): none outlives its question.
+#[derive(Debug)]
+pub struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }

@@ -30,7 +30,7 @@ pub fn python() -> String {
 pub struct LocalCluster {
     /// The `shardspace` binary.
     bin: PathBuf,
-    _checkers: Vec<Process>,
+    checkers: Vec<Process>,
     /// By shard, then replica; `None` while stopped.
     replicas: Vec<Vec<Option<Process>>>,
     api: Option<Process>,
@@ -77,7 +77,7 @@ impl LocalCluster {
         let stopped = (0..shards).map(|_| (0..replicas).map(|_| None).collect()).collect();
         let mut cluster = Self {
             bin: bin.to_path_buf(),
-            _checkers: vec![python_checker, rust_checker],
+            checkers: vec![python_checker, rust_checker],
             replicas: stopped,
             api: None,
             api_listen: format!("127.0.0.1:{}", free_port()),
@@ -113,6 +113,11 @@ impl LocalCluster {
                 }
             }
         }
+    }
+
+    /// Kills the checkers: the replicas then get no verdicts.
+    pub fn kill_checkers(&mut self) {
+        self.checkers.clear();
     }
 
     /// Kills every replica and the API (the checkers stay).

@@ -68,6 +68,7 @@ ERROR_KINDS = (
     ("busy", "BusyError", "the replicas are checking too many transactions: retry later"),
     ("checker_unavailable", "CheckerUnavailableError", "a contract's checker is down: retry once it is back"),
     ("bad_attempt", "BadAttemptError", "the attempt number was refused: submit the transaction again"),
+    ("bad_query", "BadQueryError", "a query parameter does not parse"),
     ("unavailable", "ApiUnavailable", "the API is down, cannot reach its replicas, or refused the connection"),
     ("timeout", "ApiTimeoutError", "no outcome within the API's wait deadline: ask again for the transaction"),
 )

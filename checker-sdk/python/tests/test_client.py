@@ -174,6 +174,7 @@ API_KINDS = [
     "busy",
     "checker_unavailable",
     "bad_attempt",
+    "bad_query",
     "unavailable",
     "timeout",
 ]

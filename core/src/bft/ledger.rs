@@ -219,7 +219,7 @@ impl<A: Application> Ledger<A> {
         self.tip = Tip { block: digest, round: block.round, height };
         self.decided.insert(height, digest);
         // Snapshot now, between this block and the next: the checkpoint is of this height.
-        let checkpoint = (height.0 % self.checkpoint_interval == 0).then(|| self.checkpoint_point());
+        let checkpoint = height.0.is_multiple_of(self.checkpoint_interval).then(|| self.checkpoint_point());
         Decided { height, block, outputs, checkpoint }
     }
 

@@ -83,7 +83,7 @@ fn main() -> ExitCode {
                             failures.push(report);
                         }
                         let done = seed + 1 - flags.start;
-                        if done % 100 == 0 {
+                        if done.is_multiple_of(100) {
                             eprintln!("{done} seeds, {:.0} s", started.elapsed().as_secs_f64());
                         }
                     }

@@ -176,10 +176,11 @@ impl ByzantineNode {
         if let (true, PeerMessage::Vote(vote)) = (self.has(Behaviour::DoubleVote), &message) {
             sends.push((to, PeerMessage::Vote(self.vote(Digest(rng.random()), vote.round))));
         }
-        if self.has(Behaviour::Forge) && rng.random_bool(0.3) {
-            if let Some(forged) = self.forge(&message, rng) {
-                sends.push((to, forged));
-            }
+        if self.has(Behaviour::Forge)
+            && rng.random_bool(0.3)
+            && let Some(forged) = self.forge(&message, rng)
+        {
+            sends.push((to, forged));
         }
         sends
     }
