@@ -49,6 +49,13 @@ const COLLECTOR_CAPACITY: usize = 20_000;
 const PASS_ON_AFTER_MS: u64 = 2_000;
 /// Envelopes passed on per sweep.
 const PASS_ON_MAX: usize = 64;
+/// How long a replica that is not an attempt's designated submitter holds back the
+/// attempt's `Prepare` or `Decide` before it submits its own (one submission, not one per
+/// replica, each ordered and verified by every replica; a silent designated replica
+/// delays the attempt by this much).
+const STANDBY_MS: u64 = 500;
+/// Requests held back at once.
+const STANDBY_MAX: usize = 20_000;
 /// How often forgotten submitters are swept out and envelopes passed on.
 const SWEEP_EVERY_MS: u64 = 1_000;
 
@@ -95,6 +102,8 @@ pub struct Core {
     undecided: BTreeMap<(TxId, Attempt), TimeMs>,
     /// The height of the last decided block written: a checkpoint above it is a state transfer.
     decided_height: Height,
+    /// S-BAC requests held back for the designated replica, in the order they fall due.
+    standby: std::collections::VecDeque<(TimeMs, ShardRequest)>,
     metrics: Arc<NodeMetrics>,
     started: Instant,
 }
@@ -130,6 +139,7 @@ impl Core {
             waiting: DigestMap::default(),
             outcomes: BTreeMap::new(),
             undecided,
+            standby: Default::default(),
             metrics,
             started: Instant::now(),
         }
@@ -159,6 +169,7 @@ impl Core {
                         self.report();
                         self.pass_on(now).await?;
                     }
+                    self.submit_due(now).await?;
                     self.step(Event::Tick(now)).await?;
                 }
                 _ = shutdown.changed() => return Ok(()),
@@ -175,23 +186,16 @@ impl Core {
         self.execute(actions).await
     }
 
-    /// Orders an S-BAC request. It also goes at once to the leaders of this round and the
-    /// next: a request waits in this replica's mempool for its turn as leader before it is
-    /// forwarded (`request_forward_after_ms`), which suits a flood of client requests, not
-    /// the few steps of a transaction's commit that a client waits on.
+    /// Orders an S-BAC request. It also goes at once to every replica of the shard: a request
+    /// waits in a mempool for its replica's turn as leader before it is forwarded
+    /// (`request_forward_after_ms`), which suits a flood of client requests, not the few
+    /// steps of a commit a client waits on; and a request in every mempool keeps every
+    /// replica's round timer armed, so a replica whose view of the rounds lags cannot hold
+    /// it alone while the others sit idle.
     async fn submit(&mut self, request: &ShardRequest) -> Result<(), CoreError> {
         let payload = postcard::to_stdvec(request).expect("encoding into memory cannot fail");
         let request = Request::new(payload);
-        let round = self.replica.round();
-        let committee = self.replica.app().own_committee();
-        let mut leaders = vec![committee.leader(round), committee.leader(round.next())];
-        leaders.dedup();
-        let frame = encode(&Frame::Bft(PeerMessage::Requests(vec![request.clone()])));
-        for leader in leaders.into_iter().filter(|leader| *leader != self.own.replica) {
-            if let Some(peer) = self.peers.get(&PeerId { shard: self.own.shard, replica: leader }) {
-                peer.send_encoded(frame.clone());
-            }
-        }
+        self.broadcast(PeerMessage::Requests(vec![request.clone()]));
         self.step(Event::Submit(request)).await
     }
 
@@ -460,15 +464,51 @@ impl Core {
     /// f+1 matching verdicts: order the `Prepare` (if this replica holds the envelope).
     async fn prepare(&mut self, verdict: VerdictCertificate) -> Result<(), CoreError> {
         let Some(pending) = self.envelopes.get(&(verdict.tx, verdict.envelope)) else { return Ok(()) };
-        let request = ShardRequest::Prepare { envelope: pending.json.clone(), attempt: pending.attempt, verdict };
-        self.submit(&request).await
+        let (tx, attempt) = (verdict.tx, pending.attempt);
+        let request = ShardRequest::Prepare { envelope: pending.json.clone(), attempt, verdict };
+        self.submit_or_stand_by(tx, attempt, request).await
     }
 
     /// Certificates of every concerned shard (or one abort): order the `Decide`.
     async fn decide(&mut self, certificates: Vec<PreparedCertificate>) -> Result<(), CoreError> {
         let Some(first) = certificates.first() else { return Ok(()) };
         let (tx, attempt) = (first.tx, first.attempt);
-        self.submit(&ShardRequest::Decide { tx, attempt, certificates }).await
+        self.submit_or_stand_by(tx, attempt, ShardRequest::Decide { tx, attempt, certificates }).await
+    }
+
+    /// The designated replica of an attempt submits at once; the others hold the request back
+    /// and submit it only if the attempt has not moved on by then.
+    async fn submit_or_stand_by(&mut self, tx: TxId, attempt: Attempt, request: ShardRequest) -> Result<(), CoreError> {
+        let replicas = self.replica.app().own_committee().size() as u64;
+        let designated = (u64::from(u32::from_be_bytes([tx.0[0], tx.0[1], tx.0[2], tx.0[3]])) + u64::from(attempt.0))
+            % replicas.max(1);
+        if designated == u64::from(self.own.replica.0) {
+            return self.submit(&request).await;
+        }
+        if self.standby.len() >= STANDBY_MAX {
+            self.standby.pop_front();
+        }
+        let due = self.now().plus(STANDBY_MS);
+        self.standby.push_back((due, request));
+        Ok(())
+    }
+
+    /// Submits held-back requests that fell due and are still needed.
+    async fn submit_due(&mut self, now: TimeMs) -> Result<(), CoreError> {
+        while self.standby.front().is_some_and(|(due, _)| *due <= now) {
+            let Some((_, request)) = self.standby.pop_front() else { break };
+            let app = self.replica.app();
+            let needed = match &request {
+                ShardRequest::Prepare { verdict, attempt, .. } => app.attempt_view(&verdict.tx, *attempt).is_none(),
+                ShardRequest::Decide { tx, attempt, .. } => {
+                    app.attempt_view(tx, *attempt).is_none_or(|view| view.decision.is_none())
+                }
+            };
+            if needed {
+                self.submit(&request).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends a vote to every replica of every concerned shard.
