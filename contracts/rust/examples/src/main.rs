@@ -1,12 +1,9 @@
 //! `shardspace-example-checkers --port PORT`: serves the Rust checkers of every
 //! example contract. The first line on stdout is the base URL (port 0 picks one).
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
-use anyhow::Context;
 use clap::Parser;
-use shardspace_checker::CheckerServer;
 
 /// Serves the Rust checkers of the example contracts (hello, addition, bank, petition, dump).
 #[derive(Debug, Parser)]
@@ -27,17 +24,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let address = SocketAddr::new(flags.host, flags.port);
-    let server = CheckerServer::bind(address, shardspace_example_checkers::contracts())
-        .await
-        .with_context(|| format!("cannot listen on {address}: is the port taken? try --port 0"))?;
-    let url = server.url()?;
-    let mut stdout = std::io::stdout();
-    writeln!(stdout, "{url}").and_then(|()| stdout.flush()).context("cannot write the URL to stdout")?;
-    tracing::info!(%url, "serving the example contracts' Rust checkers");
-    server.run(shutdown_signal()).await.context("the checker server failed")?;
-    tracing::info!("stopped");
-    Ok(())
+    shardspace_example_checkers::serve(SocketAddr::new(flags.host, flags.port), shutdown_signal()).await
 }
 
 /// Completes on Ctrl-C or SIGTERM.
