@@ -328,13 +328,15 @@ async fn chainspace(api: &Api) {
     assert!(code == Some(0) && out.contains("healthy"), "{out}");
 }
 
-/// An API process of its own, with `limit` (a flag and its value).
+/// An API process of its own on a port the OS picks, with `limit` (a flag and its value).
 fn api_with(cluster: &LocalCluster, limit: [&str; 2]) -> (Process, Api, String) {
-    let listen = format!("127.0.0.1:{}", shardspace_testkit::processes::free_port());
     let mut command = Command::new(bin());
-    command.args(["api", "--config", &cluster.path.to_string_lossy(), "--listen", &listen]);
+    command.args(["api", "--config", &cluster.path.to_string_lossy(), "--listen", "127.0.0.1:0"]);
     command.args(limit).env("RUST_LOG", "warn");
-    (Process::start(command), Api::new(format!("http://{listen}")), listen)
+    let process = Process::start(command);
+    let url = process.first_line.clone();
+    let listen = url.strip_prefix("http://").unwrap_or_else(|| panic!("the API printed {url:?}")).to_string();
+    (process, Api::new(url), listen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,10 @@ pub fn python() -> String {
     })
 }
 
+/// One local cluster at a time per test binary: clusters started side by side take each
+/// other's ports (between `free_port` and a replica's bind) and share two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[derive(Debug)]
 pub struct LocalCluster {
     /// The `shardspace` binary.
@@ -34,17 +38,21 @@ pub struct LocalCluster {
     /// By shard, then replica; `None` while stopped.
     replicas: Vec<Vec<Option<Process>>>,
     api: Option<Process>,
-    /// The API's address, kept across restarts.
-    api_listen: String,
+    /// The API's base URL, once started.
+    api_url: String,
     pub path: PathBuf,
     pub file: ClusterFile,
     pub dir: tempfile::TempDir,
+    /// Held for the cluster's life; dropped last.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl LocalCluster {
     /// Starts the checkers and `shards` × `replicas` replicas (round timeout 300 ms,
     /// durability `normal`); the API too when `with_api`.
     pub fn start(bin: &Path, shards: u32, replicas: u32, with_api: bool) -> Self {
+        // A test that failed while holding it poisons it; the next one may still go.
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut python_checker = Command::new(python());
         python_checker.args(["-m", "shardspace.checker", "--port", "0"]);
         python_checker.arg(repo_root().join("contracts/python/bank/bank.py"));
@@ -80,10 +88,11 @@ impl LocalCluster {
             checkers: vec![python_checker, rust_checker],
             replicas: stopped,
             api: None,
-            api_listen: format!("127.0.0.1:{}", free_port()),
+            api_url: String::new(),
             path,
             file,
             dir,
+            _turn: turn,
         };
         cluster.start_replicas();
         if with_api {
@@ -97,7 +106,10 @@ impl LocalCluster {
         command.args(["node", "--config", &self.path.to_string_lossy()]);
         command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
         command.env("RUST_LOG", "warn");
-        self.replicas[shard as usize][replica as usize] = Some(Process::start(command));
+        let process = Process::start(command);
+        // A port taken between `free_port` and the replica's bind shows here, not as a hang later.
+        assert!(process.first_line.starts_with("listening"), "replica {shard}/{replica}: {:?}", process.first_line);
+        self.replicas[shard as usize][replica as usize] = Some(process);
     }
 
     /// Kills one replica (SIGKILL: a crash).
@@ -128,18 +140,20 @@ impl LocalCluster {
         }
     }
 
+    /// Starts the API on a port the OS picks (a new one at each start).
     pub fn start_api(&mut self) {
         let mut command = Command::new(&self.bin);
-        command.args(["api", "--config", &self.path.to_string_lossy(), "--listen", &self.api_listen]);
+        command.args(["api", "--config", &self.path.to_string_lossy(), "--listen", "127.0.0.1:0"]);
         command.args(["--wait-seconds", "30"]).env("RUST_LOG", "warn");
         let api = Process::start(command);
         assert!(api.first_line.starts_with("http://"), "the API printed {:?}", api.first_line);
+        self.api_url = api.first_line.clone();
         self.api = Some(api);
     }
 
-    /// The API's base URL.
+    /// The API's base URL (it changes when the API starts again).
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api_listen)
+        self.api_url.clone()
     }
 }
 

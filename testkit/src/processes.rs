@@ -58,10 +58,26 @@ impl Drop for Process {
     }
 }
 
-/// A free port on loopback, chosen by the OS.
+/// Ports handed out by this process: never twice.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+/// Below Linux's ephemeral range (32768 and up by default): a port the OS picked for us
+/// could be picked again for another socket, or for an outgoing connection, before the
+/// process it is meant for binds it.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free port on loopback, for a process to bind later: outside the ephemeral range,
+/// free when chosen, and never handed out twice by this process.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("no free port: {error}"));
-    listener.local_addr().map(|address| address.port()).unwrap_or_else(|error| panic!("no local address: {error}"))
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..10_000 {
+        let port = rand::random_range(PORTS);
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}")
 }
 
 /// Waits until `condition` holds, checking every 50 ms; panics naming `what` at the deadline.
