@@ -59,15 +59,15 @@ impl Api {
     /// The object once the API shows it with `status` (a read may come from replicas
     /// that lag behind the ones that decided, so it is asked again until the deadline).
     async fn object_with_status(&self, id: &str, status: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        let found = Mutex::new(Value::Null);
+        wait_until(&format!("{id} becomes {status}"), DEADLINE, || async {
             let (code, body) = self.get(&format!("/v1/objects/{id}")).await;
-            if code == 200 && body["status"] == status {
-                return body;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{id} never became {status}: {code} {body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            let done = code == 200 && body["status"] == status;
+            *found.lock().unwrap() = body;
+            done
+        })
+        .await;
+        found.into_inner().unwrap()
     }
 }
 

@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
 use std::path::Path;
-use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use shardspace_checker::TransactionBuilder;
@@ -20,6 +19,7 @@ use shardspace_core::{Envelope, Object, ShardId};
 use shardspace_node::client::{ClientReply, ClientRequest, ReplicaClient};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError, Outcome};
 use shardspace_testkit::cluster::{DEADLINE, LocalCluster};
+use shardspace_testkit::processes::wait_until;
 
 const SHARDS: u32 = 2;
 const REPLICAS: u32 = 4;
@@ -71,15 +71,15 @@ async fn submit(cluster: &Cluster, envelope: &Envelope, attempt: u32) -> Outcome
 /// right after an outcome may still come from replicas that lag behind the ones that
 /// decided (f+1 honest replicas held that state), so it is asked again until the deadline.
 async fn settled(cluster: &Cluster, object: &Object, holds: impl Fn(&ObjectView) -> bool) -> ObjectView {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let view = cluster.client.object(object.id).await.unwrap();
-        match view {
-            Some(view) if holds(&view) => return view,
-            _ if tokio::time::Instant::now() > deadline => panic!("{} never settled: last read {view:?}", object.id),
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    let found = std::sync::Mutex::new(None);
+    wait_until(&format!("{} settles", object.id), DEADLINE, || async {
+        let view = cluster.client.object(object.id).await.unwrap().filter(|view| holds(view));
+        let done = view.is_some();
+        *found.lock().unwrap() = view;
+        done
+    })
+    .await;
+    found.into_inner().unwrap().unwrap()
 }
 
 fn active(view: &ObjectView) -> bool {
@@ -162,7 +162,7 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
         let sql = "SELECT status, consumed_by FROM objects WHERE id = ?1";
         sqlite.query_row(sql, [id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))).ok()
     };
-    shardspace_testkit::processes::wait_until("the read model shows C spent", DEADLINE, || {
+    wait_until("the read model shows C spent", DEADLINE, || {
         let expected = Some(("inactive".to_string(), Some(winner.transaction.tx_id().to_hex())));
         let found = row(c.id.to_hex());
         async move { found == expected }
@@ -187,7 +187,7 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
     cluster.local.start_replica(1, 3);
     let on_shard_one = dump.transaction.own_outputs().into_iter().find(|o| cluster.client.map().shard_of(&o.id) == one);
     let on_shard_one = on_shard_one.unwrap();
-    shardspace_testkit::processes::wait_until("the restarted replica knows the dump's output", DEADLINE, || {
+    wait_until("the restarted replica knows the dump's output", DEADLINE, || {
         let view = cluster.replica_view(1, 3, &on_shard_one);
         async move { view.await.is_some_and(|view| active(&view)) }
     })
@@ -209,7 +209,7 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
     }
     let tx = told_one.transaction.tx_id();
     for shard in [zero, one] {
-        shardspace_testkit::processes::wait_until("both shards decide what one was told", DEADLINE, || {
+        wait_until("both shards decide what one was told", DEADLINE, || {
             let view = cluster.client.transaction(shard, tx);
             async move { view.await.ok().flatten().is_some_and(|view| view.committed.is_some()) }
         })

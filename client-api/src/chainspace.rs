@@ -9,12 +9,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shardspace_node::client::{Listing, PAGE_MAX};
+use shardspace_node::client::{Listing, PAGE_MAX, Page};
 
 use crate::Shared;
 use crate::error::ApiError;
 use crate::native::body_or_error;
-use crate::outcome::object_json;
+use crate::outcome::{decision_of, object_json};
 
 /// Chainspace's answer to an error: `{"success": "False", "message": ...}` (with our kind).
 fn failure(error: ApiError) -> Response {
@@ -76,55 +76,41 @@ fn after(query: &PageQuery) -> Result<Option<[u8; 32]>, ApiError> {
     Ok(Some(id.0))
 }
 
+/// The page a `PageQuery` asks for, and its limit.
+async fn page(
+    api: &Shared,
+    query: Result<Query<PageQuery>, QueryRejection>,
+    what: Listing,
+) -> Result<(Page, usize), ApiError> {
+    let Query(query) = query.map_err(crate::native::bad_query)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, PAGE_MAX);
+    let page = api.client.list(what, after(&query)?, limit).await?;
+    Ok((page, limit as usize))
+}
+
 /// `GET /api/1.0/objects?after=ID&limit=N`: objects in id order, every shard's merged.
 pub async fn objects(State(api): State<Shared>, query: Result<Query<PageQuery>, QueryRejection>) -> Response {
-    let query = match query {
-        Ok(Query(query)) => query,
-        Err(rejection) => return failure(crate::native::bad_query(rejection)),
+    let (page, limit) = match page(&api, query, Listing::Objects).await {
+        Ok(found) => found,
+        Err(error) => return failure(error),
     };
-    let limit = query.limit.unwrap_or(100).clamp(1, PAGE_MAX);
-    let page = match after(&query) {
-        Ok(after) => api.client.list(Listing::Objects, after, limit).await.map_err(ApiError::from),
-        Err(error) => Err(error),
-    };
-    match page {
-        Ok(page) => {
-            let map = api.client.map();
-            let objects: Vec<Value> =
-                page.objects.iter().map(|(id, view)| object_json(*id, map.shard_of(id), view)).collect();
-            let next = page.objects.last().filter(|_| objects.len() == limit as usize).map(|(id, _)| id.to_hex());
-            Json(json!({"success": "True", "objects": objects, "next": next})).into_response()
-        }
-        Err(error) => failure(error),
-    }
+    let map = api.client.map();
+    let objects: Vec<Value> = page.objects.iter().map(|(id, view)| object_json(*id, map.shard_of(id), view)).collect();
+    let next = page.objects.last().filter(|_| objects.len() == limit).map(|(id, _)| id.to_hex());
+    Json(json!({"success": "True", "objects": objects, "next": next})).into_response()
 }
 
 /// `GET /api/1.0/transactions?after=ID&limit=N`: transaction records in id order, per shard.
 pub async fn transactions(State(api): State<Shared>, query: Result<Query<PageQuery>, QueryRejection>) -> Response {
-    let query = match query {
-        Ok(Query(query)) => query,
-        Err(rejection) => return failure(crate::native::bad_query(rejection)),
+    let (page, limit) = match page(&api, query, Listing::Transactions).await {
+        Ok(found) => found,
+        Err(error) => return failure(error),
     };
-    let limit = query.limit.unwrap_or(100).clamp(1, PAGE_MAX);
-    let page = match after(&query) {
-        Ok(after) => api.client.list(Listing::Transactions, after, limit).await.map_err(ApiError::from),
-        Err(error) => Err(error),
-    };
-    match page {
-        Ok(page) => {
-            let transactions: Vec<Value> = page
-                .transactions
-                .iter()
-                .map(|(tx, view)| {
-                    let decision =
-                        view.committed.map(|_| "commit").or(view.decision.map(|c| if c { "commit" } else { "abort" }));
-                    json!({"txId": tx.to_hex(), "attempt": view.attempt.0, "decision": decision})
-                })
-                .collect();
-            let next =
-                page.transactions.last().filter(|_| transactions.len() == limit as usize).map(|(tx, _)| tx.to_hex());
-            Json(json!({"success": "True", "transactions": transactions, "next": next})).into_response()
-        }
-        Err(error) => failure(error),
-    }
+    let transactions: Vec<Value> = page
+        .transactions
+        .iter()
+        .map(|(tx, view)| json!({"txId": tx.to_hex(), "attempt": view.attempt.0, "decision": decision_of(view)}))
+        .collect();
+    let next = page.transactions.last().filter(|_| transactions.len() == limit).map(|(tx, _)| tx.to_hex());
+    Json(json!({"success": "True", "transactions": transactions, "next": next})).into_response()
 }

@@ -95,7 +95,8 @@ impl Api {
     async fn submit(self: &Arc<Self>, body: &[u8], wait: bool) -> Result<(TxOutcome, bool), ApiError> {
         let envelope = Envelope::from_json(body, &self.limits).inspect_err(|error| self.count_error(error.kind()))?;
         // Known before anything is sent, so that a caller who does not wait hears it too.
-        if let Some(contract) = self.unknown_contract(&envelope) {
+        if let Some(contract) = envelope.transaction.first_contract_not(|contract| self.checkers.contains_key(contract))
+        {
             self.count_error("unknown_contract");
             let message = format!("no checker for contract {contract:?} in the cluster file");
             return Err(ApiError::new(
@@ -121,17 +122,6 @@ impl Api {
         let outcome = self.run(&envelope).await;
         drop(permit);
         outcome.map(|outcome| (outcome, true))
-    }
-
-    /// The first contract of the transaction (dependencies included) the cluster has no checker for.
-    fn unknown_contract(&self, envelope: &Envelope) -> Option<String> {
-        let mut unknown = None;
-        envelope.transaction.visit(&mut |call| {
-            if unknown.is_none() && !self.checkers.contains_key(&call.contract_id) {
-                unknown = Some(call.contract_id.clone());
-            }
-        });
-        unknown
     }
 
     async fn run(&self, envelope: &Envelope) -> Result<TxOutcome, ApiError> {

@@ -31,13 +31,17 @@ pub struct TxOutcome {
     pub shards: BTreeMap<String, ShardResult>,
 }
 
+/// `commit` (also for any attempt of a committed transaction), `abort`, or none while undecided.
+pub fn decision_of(view: &TxView) -> Option<&'static str> {
+    view.committed.map(|_| "commit").or(view.decision.map(|commit| if commit { "commit" } else { "abort" }))
+}
+
 fn shard_result(view: &TxView) -> ShardResult {
     let (vote, reason) = match view.vote {
         VoteKind::Accept => ("accept", None),
         VoteKind::Abort(reason) => ("abort", Some(reason.as_str())),
     };
-    let decision = view.committed.map(|_| "commit").or(view.decision.map(|c| if c { "commit" } else { "abort" }));
-    ShardResult { attempt: view.committed.unwrap_or(view.attempt).0, vote, reason, decision }
+    ShardResult { attempt: view.committed.unwrap_or(view.attempt).0, vote, reason, decision: decision_of(view) }
 }
 
 impl TxOutcome {

@@ -120,6 +120,18 @@ impl Transaction {
         }
     }
 
+    /// The first contract this transaction calls (itself, then its dependencies, depth
+    /// first) for which `known` is false.
+    pub fn first_contract_not(&self, known: impl Fn(&str) -> bool) -> Option<&str> {
+        let mut unknown = None;
+        self.visit(&mut |call| {
+            if unknown.is_none() && !known(&call.contract_id) {
+                unknown = Some(call.contract_id.as_str());
+            }
+        });
+        unknown
+    }
+
     /// How deep dependencies nest: 0 for a transaction without any.
     pub fn depth(&self) -> usize {
         self.dependencies.iter().map(|dependency| 1 + dependency.depth()).max().unwrap_or(0)

@@ -36,13 +36,7 @@ impl Checkers {
 
     /// The first contract of the transaction (dependencies included) that has no checker here.
     pub fn unknown_contract(&self, transaction: &Transaction) -> Option<String> {
-        let mut unknown = None;
-        transaction.visit(&mut |node| {
-            if unknown.is_none() && !self.urls.contains_key(&node.contract_id) {
-                unknown = Some(node.contract_id.clone());
-            }
-        });
-        unknown
+        transaction.first_contract_not(|contract| self.urls.contains_key(contract)).map(str::to_string)
     }
 
     /// Starts checking `envelope`; the verdict arrives on the core's channel.

@@ -18,28 +18,43 @@ use shardspace_node::client::{ClientReply, ClientRequest};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError};
 use shardspace_node::config::{BftSettings, ClusterFile, ReplicaEntry, ShardEntry};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// What a fake replica answers to one request.
 type Script = Arc<dyn Fn(&ClientRequest) -> Vec<ClientReply> + Send + Sync>;
 
-/// Serves the request interface with `script`, after `delay`; returns its address.
-async fn fake_replica(script: Script, delay: Duration) -> String {
+/// The order in which fake replicas answer: the Byzantine one turns it true once it has
+/// said everything; the honest ones wait for that (with a deadline) before answering.
+#[derive(Clone)]
+enum Turn {
+    First(Arc<watch::Sender<bool>>),
+    After(watch::Receiver<bool>),
+}
+
+/// Serves the request interface with `script`, in its `turn`; returns its address.
+async fn fake_replica(script: Script, turn: Turn) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let script = Arc::clone(&script);
+            let (script, mut turn) = (Arc::clone(&script), turn.clone());
             tokio::spawn(async move {
                 let mut frames = Framed::new(stream, LengthDelimitedCodec::new());
                 while let Some(Ok(frame)) = frames.next().await {
                     let request: ClientRequest = postcard::from_bytes(&frame).unwrap();
-                    tokio::time::sleep(delay).await;
+                    if let Turn::After(first) = &mut turn {
+                        let spoke = tokio::time::timeout(Duration::from_secs(10), first.wait_for(|spoke| *spoke));
+                        assert!(spoke.await.is_ok(), "the Byzantine replica never answered");
+                    }
                     for reply in script(&request) {
                         let bytes = postcard::to_stdvec(&reply).unwrap();
                         if frames.send(bytes::Bytes::from(bytes)).await.is_err() {
                             return;
                         }
+                    }
+                    if let Turn::First(spoke) = &turn {
+                        spoke.send_replace(true);
                     }
                 }
             });
@@ -68,20 +83,22 @@ impl Shard {
         ClientReply::Answer(SignedAnswer::sign(&self.committee, &self.keys[replica], body))
     }
 
-    /// A client of three honest replicas answering with `honest` after 300 ms, and a
-    /// Byzantine one answering with `byzantine` at once.
+    /// A client of three honest replicas answering with `honest`, and a Byzantine one
+    /// answering with `byzantine` before any of them.
     async fn client(
         &self,
         honest: impl Fn(usize, &ClientRequest) -> Vec<ClientReply> + Send + Sync + Clone + 'static,
         byzantine: Script,
     ) -> ClusterClient {
+        let (spoke, first) = watch::channel(false);
+        let spoke = Arc::new(spoke);
         let mut replicas = Vec::new();
         for replica in 0..4 {
             let address = if replica == 3 {
-                fake_replica(Arc::clone(&byzantine), Duration::ZERO).await
+                fake_replica(Arc::clone(&byzantine), Turn::First(Arc::clone(&spoke))).await
             } else {
                 let honest = honest.clone();
-                fake_replica(Arc::new(move |request| honest(replica, request)), Duration::from_millis(300)).await
+                fake_replica(Arc::new(move |request| honest(replica, request)), Turn::After(first.clone())).await
             };
             replicas.push(ReplicaEntry {
                 id: replica as u32,
