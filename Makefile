@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build release venv test test-rust test-python lint fixtures sim sim-bft sim-sbac bench-bft start-all stop-all status clean
+.PHONY: all build release venv bench-venv test test-rust test-python lint fixtures sim sim-bft sim-sbac bench bench-quick bench-bft start-all stop-all status clean
 
 all: build
 
@@ -48,6 +48,18 @@ sim:
 sim-bft sim-sbac: sim-%:
 	$(CARGO) build --release -p shardspace-testkit --bin sim
 	@if [ -n "$(SEED)" ]; then ./target/release/sim --$* --seed $(SEED); else ./target/release/sim --$* --seeds $(SEEDS); fi
+
+# matplotlib, for the benchmark's plots only (not needed by `make test`).
+bench-venv: $(VENV)/.bench-installed
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(VPY) -m pip install --quiet matplotlib
+	touch $@
+
+# Local clusters of 1 to 8 shards driven through the API (docs/benchmarks.md): results,
+# summary and plots in bench/results/. `make bench-quick` is the under-3-minutes plan.
+bench bench-quick: bench%: venv bench-venv
+	$(CARGO) build --release -p shardspace-cli
+	SHARDSPACE_PYTHON=$(abspath $(VPY)) ./target/release/shardspace bench $(if $(filter -quick,$*),--quick) $(BENCH_FLAGS)
 
 # Four replica processes of one shard, open-loop clients: peak decided requests/s and latency at half of it.
 bench-bft:

@@ -36,6 +36,8 @@ enum Command {
     Tx(TxFlags),
     /// Print the cluster's health: each shard and replica.
     Status(client::ApiTarget),
+    /// Benchmark local clusters through the API; writes bench/results/<UTC time>.{json,md,png}.
+    Bench(shardspace_testkit::bench::BenchFlags),
     /// Cluster files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -69,6 +71,12 @@ enum ConfigCommand {
 /// Exit code for input that cannot be used (a malformed transaction, a missing file).
 pub const EXIT_BAD_INPUT: u8 = 2;
 
+/// `shardspace bench`: this binary starts the clusters it measures.
+fn bench(flags: &shardspace_testkit::bench::BenchFlags) -> anyhow::Result<()> {
+    let bin = std::env::current_exe().map_err(|error| anyhow::anyhow!("cannot find this binary: {error}"))?;
+    shardspace_testkit::bench::run(&bin, flags)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -83,6 +91,7 @@ fn main() -> ExitCode {
         Command::Checker(flags) => checker::run(&flags),
         Command::Api(flags) => api::run(&flags),
         Command::Config(ConfigCommand::Gen(flags)) => node::generate(&flags),
+        Command::Bench(flags) => bench(&flags),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -123,8 +123,10 @@ async fn the_api_in_front_of_a_real_cluster() {
 
     // A cross-shard bank transfer with the Python SDK's client.
     let bank_py = repo_root().join("contracts/python/bank/bank.py");
-    let output =
-        Command::new(python()).args(["-c", PYTHON_TRANSFER, &api.url, &bank_py.to_string_lossy()]).output().unwrap();
+    let output = Command::new(python().unwrap())
+        .args(["-c", PYTHON_TRANSFER, &api.url, &bank_py.to_string_lossy()])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let outcome: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(outcome["outcome"], "commit", "{outcome}");

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use shardspace_node::config::{ClusterFile, Durability, Layout, generate};
 
 use crate::processes::{Process, free_port};
@@ -18,12 +20,13 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The Python with the SDK installed: `$SHARDSPACE_PYTHON`, else the Makefile's venv.
-pub fn python() -> String {
-    std::env::var("SHARDSPACE_PYTHON").unwrap_or_else(|_| {
-        let venv = repo_root().join(".venv/bin/python");
-        assert!(venv.exists(), "no Python with the SDK: run `make venv` or set SHARDSPACE_PYTHON");
-        venv.to_string_lossy().into_owned()
-    })
+pub fn python() -> anyhow::Result<String> {
+    if let Ok(python) = std::env::var("SHARDSPACE_PYTHON") {
+        return Ok(python);
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    anyhow::ensure!(venv.exists(), "no Python with the SDK: run `make venv` or set SHARDSPACE_PYTHON");
+    Ok(venv.to_string_lossy().into_owned())
 }
 
 /// One local cluster at a time per test binary: clusters started side by side take each
@@ -47,45 +50,105 @@ pub struct LocalCluster {
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
+/// Which checker process serves the example contracts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checkers {
+    /// `bank` in Python, the others in Rust (as `make start-all`, roughly).
+    Mixed,
+    /// Every contract by `shardspace checker`.
+    Rust,
+    /// Every contract by the Python SDK's checker server.
+    Python,
+}
+
+/// What `LocalCluster::with` starts.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub shards: u32,
+    pub replicas: u32,
+    pub with_api: bool,
+    pub checkers: Checkers,
+    pub durability: Durability,
+    pub round_timeout_ms: u64,
+}
+
+impl Options {
+    /// What the tests use: mixed checkers, round timeout 300 ms, durability `normal`.
+    pub fn test(shards: u32, replicas: u32, with_api: bool) -> Self {
+        Self {
+            shards,
+            replicas,
+            with_api,
+            checkers: Checkers::Mixed,
+            durability: Durability::Normal,
+            round_timeout_ms: 300,
+        }
+    }
+}
+
+/// The example contracts; those `Checkers::Mixed` serves in Python.
+const CONTRACTS: [&str; 5] = ["bank", "dump", "hello", "addition", "petition"];
+const MIXED_PYTHON: [&str; 1] = ["bank"];
+
 impl LocalCluster {
     /// Starts the checkers and `shards` × `replicas` replicas (round timeout 300 ms,
     /// durability `normal`); the API too when `with_api`.
     pub fn start(bin: &Path, shards: u32, replicas: u32, with_api: bool) -> Self {
+        Self::with(bin, &Options::test(shards, replicas, with_api)).unwrap_or_else(|error| panic!("{error:#}"))
+    }
+
+    /// Starts a cluster as `options` say.
+    pub fn with(bin: &Path, options: &Options) -> anyhow::Result<Self> {
         // A test that failed while holding it poisons it; the next one may still go.
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut python_checker = Command::new(python());
-        python_checker.args(["-m", "shardspace.checker", "--port", "0"]);
-        python_checker.arg(repo_root().join("contracts/python/bank/bank.py"));
-        let python_checker = Process::start(python_checker);
+        let python_contracts: &[&str] = match options.checkers {
+            Checkers::Mixed => &MIXED_PYTHON,
+            Checkers::Python => &CONTRACTS,
+            Checkers::Rust => &[],
+        };
+        let python_checker = if python_contracts.is_empty() {
+            None
+        } else {
+            let mut command = Command::new(python()?);
+            command.args(["-m", "shardspace.checker", "--port", "0"]);
+            for contract in python_contracts {
+                command.arg(repo_root().join(format!("contracts/python/{contract}/{contract}.py")));
+            }
+            Some(Process::try_start(command)?)
+        };
         let mut rust_checker = Command::new(bin);
         rust_checker.args(["checker", "--port", "0"]).env("RUST_LOG", "warn");
-        let rust_checker = Process::start(rust_checker);
-        for checker in [&python_checker, &rust_checker] {
-            assert!(checker.first_line.starts_with("http://"), "a checker printed {:?}", checker.first_line);
+        let rust_checker = Process::try_start(rust_checker)?;
+        for checker in python_checker.iter().chain([&rust_checker]) {
+            anyhow::ensure!(checker.first_line.starts_with("http://"), "a checker printed {:?}", checker.first_line);
         }
 
-        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("no temporary folder: {error}"));
+        let dir = tempfile::tempdir().context("no temporary folder")?;
+        let (shards, replicas) = (options.shards, options.replicas);
         let layout = Layout { cluster: "test".into(), shards, replicas, host: "127.0.0.1".into(), base_port: 1 };
-        let path = generate(&layout, dir.path()).unwrap_or_else(|error| panic!("{error}"));
-        let mut file = ClusterFile::load(&path).unwrap_or_else(|error| panic!("{error}"));
+        let path = generate(&layout, dir.path())?;
+        let mut file = ClusterFile::load(&path)?;
         for replica in file.shards.iter_mut().flat_map(|shard| shard.replicas.iter_mut()) {
             replica.peer_address = format!("127.0.0.1:{}", free_port());
             replica.client_address = format!("127.0.0.1:{}", free_port());
             replica.metrics_address = Some(format!("127.0.0.1:{}", free_port()));
         }
-        file.bft.round_timeout_ms = Some(300);
-        file.bft.durability = Durability::Normal;
-        file.checkers.insert("bank".into(), python_checker.first_line.clone());
-        for contract in ["dump", "hello", "addition", "petition"] {
-            file.checkers.insert(contract.into(), rust_checker.first_line.clone());
+        file.bft.round_timeout_ms = Some(options.round_timeout_ms);
+        file.bft.durability = options.durability;
+        for contract in CONTRACTS {
+            let checker = match &python_checker {
+                Some(python_checker) if python_contracts.contains(&contract) => python_checker,
+                _ => &rust_checker,
+            };
+            file.checkers.insert(contract.into(), checker.first_line.clone());
         }
-        let text = toml::to_string(&file).unwrap_or_else(|error| panic!("{error}"));
-        std::fs::write(&path, text).unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+        let text = toml::to_string(&file)?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
 
         let stopped = (0..shards).map(|_| (0..replicas).map(|_| None).collect()).collect();
         let mut cluster = Self {
             bin: bin.to_path_buf(),
-            checkers: vec![python_checker, rust_checker],
+            checkers: python_checker.into_iter().chain([rust_checker]).collect(),
             replicas: stopped,
             api: None,
             api_url: String::new(),
@@ -94,22 +157,40 @@ impl LocalCluster {
             dir,
             _turn: turn,
         };
-        cluster.start_replicas();
-        if with_api {
-            cluster.start_api();
+        cluster.try_start_replicas()?;
+        if options.with_api {
+            cluster.try_start_api()?;
         }
-        cluster
+        Ok(cluster)
+    }
+
+    /// The operating-system ids of every process of the cluster running now: checkers,
+    /// replicas and the API.
+    pub fn pids(&self) -> Vec<u32> {
+        let replicas = self.replicas.iter().flatten().flatten();
+        self.checkers.iter().chain(replicas).chain(&self.api).map(Process::pid).collect()
+    }
+
+    /// The replicas' process ids, by shard then replica (running ones only).
+    pub fn replica_pids(&self) -> Vec<u32> {
+        self.replicas.iter().flatten().flatten().map(Process::pid).collect()
     }
 
     pub fn start_replica(&mut self, shard: u32, replica: u32) {
+        self.try_start_replica(shard, replica).unwrap_or_else(|error| panic!("{error:#}"));
+    }
+
+    fn try_start_replica(&mut self, shard: u32, replica: u32) -> anyhow::Result<()> {
         let mut command = Command::new(&self.bin);
         command.args(["node", "--config", &self.path.to_string_lossy()]);
         command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
         command.env("RUST_LOG", "warn");
-        let process = Process::start(command);
+        let process = Process::try_start(command)?;
         // A port taken between `free_port` and the replica's bind shows here, not as a hang later.
-        assert!(process.first_line.starts_with("listening"), "replica {shard}/{replica}: {:?}", process.first_line);
+        let line = &process.first_line;
+        anyhow::ensure!(line.starts_with("listening"), "replica {shard}/{replica} printed {line:?}");
         self.replicas[shard as usize][replica as usize] = Some(process);
+        Ok(())
     }
 
     /// Kills one replica (SIGKILL: a crash).
@@ -118,13 +199,18 @@ impl LocalCluster {
     }
 
     pub fn start_replicas(&mut self) {
+        self.try_start_replicas().unwrap_or_else(|error| panic!("{error:#}"));
+    }
+
+    fn try_start_replicas(&mut self) -> anyhow::Result<()> {
         for shard in 0..self.replicas.len() as u32 {
             for replica in 0..self.replicas[shard as usize].len() as u32 {
                 if self.replicas[shard as usize][replica as usize].is_none() {
-                    self.start_replica(shard, replica);
+                    self.try_start_replica(shard, replica)?;
                 }
             }
         }
+        Ok(())
     }
 
     /// Kills the checkers: the replicas then get no verdicts.
@@ -142,13 +228,18 @@ impl LocalCluster {
 
     /// Starts the API on a port the OS picks (a new one at each start).
     pub fn start_api(&mut self) {
+        self.try_start_api().unwrap_or_else(|error| panic!("{error:#}"));
+    }
+
+    fn try_start_api(&mut self) -> anyhow::Result<()> {
         let mut command = Command::new(&self.bin);
         command.args(["api", "--config", &self.path.to_string_lossy(), "--listen", "127.0.0.1:0"]);
         command.args(["--wait-seconds", "30"]).env("RUST_LOG", "warn");
-        let api = Process::start(command);
-        assert!(api.first_line.starts_with("http://"), "the API printed {:?}", api.first_line);
+        let api = Process::try_start(command)?;
+        anyhow::ensure!(api.first_line.starts_with("http://"), "the API printed {:?}", api.first_line);
         self.api_url = api.first_line.clone();
         self.api = Some(api);
+        Ok(())
     }
 
     /// The API's base URL (it changes when the API starts again).

@@ -1,7 +1,8 @@
-//! Dev-only tools: the deterministic simulator of shards of replicas (`sim`),
-//! and the harness for tests that run real processes (`processes`, and whole
-//! local clusters in `cluster`).
+//! Tools to test and to measure: the deterministic simulator of shards of replicas
+//! (`sim`), the harness for tests that run real processes (`processes`, and whole local
+//! clusters in `cluster`), and the benchmark behind `shardspace bench` (`bench`).
 
+pub mod bench;
 pub mod cluster;
 pub mod processes;
 pub mod sim;

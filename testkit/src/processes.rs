@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use anyhow::{Context, anyhow};
 use tokio::time::Instant;
 
 /// How long a process has to print its first line.
@@ -22,14 +23,19 @@ pub struct Process {
 
 impl Process {
     /// Starts `command` (stdout piped, stderr inherited) and waits for its first stdout line.
-    pub fn start(mut command: Command) -> Self {
+    pub fn start(command: Command) -> Self {
+        Self::try_start(command).unwrap_or_else(|error| panic!("{error:#}"))
+    }
+
+    /// As `start`, with an error instead of a panic.
+    pub fn try_start(mut command: Command) -> anyhow::Result<Self> {
         let what = format!("{command:?}");
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {what}: {error}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("{what}: stdout is not piped"));
+            .with_context(|| format!("cannot start {what}"))?;
+        let stdout = child.stdout.take().with_context(|| format!("{what}: stdout is not piped"))?;
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
@@ -40,9 +46,14 @@ impl Process {
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
         let mut process = Self { child, first_line: String::new() };
-        let line = receiver.recv_timeout(STARTUP).unwrap_or_else(|_| panic!("{what} printed nothing in {STARTUP:?}"));
+        let line = receiver.recv_timeout(STARTUP).map_err(|_| anyhow!("{what} printed nothing in {STARTUP:?}"))?;
         process.first_line = line.trim().to_string();
-        process
+        Ok(process)
+    }
+
+    /// Its operating-system process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops it now (SIGKILL: a crash, as far as it knows).

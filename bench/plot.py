@@ -1,0 +1,109 @@
+"""Draws the plots of one `shardspace bench` result file, next to it.
+
+    python bench/plot.py bench/results/<UTC time>.json
+
+writes <UTC time>-throughput.png (committed against offered load), -latency.png (p50
+and p99 against offered load) and -shards.png (peak throughput and CPU per committed
+transaction against the number of shards). Needs matplotlib (`make bench` installs it).
+"""
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def series(results, mode):
+    """Figures of one mode, grouped by (workload, checkers, shards), sorted by load."""
+    groups = defaultdict(list)
+    for figure in results:
+        if figure["mode"] == mode:
+            groups[(figure["workload"], figure["checkers"], figure["shards"])].append(figure)
+    return {key: sorted(figures, key=lambda f: f["offered_tps"] or 0) for key, figures in sorted(groups.items())}
+
+
+def label(key):
+    workload, checkers, shards = key
+    return f"{workload}, {checkers}, {shards} shards"
+
+
+def throughput(results, path):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    top = 0
+    for key, figures in series(results, "open").items():
+        offered = [f["offered_tps"] for f in figures]
+        committed = [f["tps_median"] for f in figures]
+        ax.plot(offered, committed, marker="o", label=label(key))
+        top = max(top, *offered, *committed)
+    ax.plot([0, top], [0, top], linestyle=":", color="grey", label="committed = offered")
+    ax.set_xlabel("offered load (tx/s)")
+    ax.set_ylabel("committed (tx/s, median of runs)")
+    ax.set_title("Throughput against offered load")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def latency(results, path):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, figures in series(results, "open").items():
+        offered = [f["offered_tps"] for f in figures]
+        (line,) = ax.plot(offered, [f["p50_ms"] for f in figures], marker="o", label=f"p50 {label(key)}")
+        ax.plot(offered, [f["p99_ms"] for f in figures], marker="^", linestyle="--", color=line.get_color(),
+                label=f"p99 {label(key)}")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (tx/s)")
+    ax.set_ylabel("submit to outcome (ms, median of runs)")
+    ax.set_title("Latency against offered load")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def shards(results, path):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    by_workload = defaultdict(list)
+    for figure in results:
+        if figure["mode"] == "peak" and figure["checkers"] == "rust" and figure["workload"].startswith("dump"):
+            by_workload[figure["workload"]].append(figure)
+    for workload, figures in sorted(by_workload.items()):
+        figures.sort(key=lambda f: f["shards"])
+        counts = [f["shards"] for f in figures]
+        left.plot(counts, [f["tps_median"] for f in figures], marker="o", label=workload)
+        right.plot(counts, [f["cpu_s_per_tx"] * 1000 for f in figures], marker="o", label=workload)
+    for ax, title, unit in ((left, "Peak throughput", "committed tx/s"), (right, "CPU per committed tx", "ms")):
+        ax.set_xlabel("shards (4 replicas each, all on this machine)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.exit(__doc__)
+    source = Path(argv[1])
+    results = json.loads(source.read_text())["results"]
+    stem = source.with_suffix("")
+    for name, draw in (("throughput", throughput), ("latency", latency), ("shards", shards)):
+        target = Path(f"{stem}-{name}.png")
+        draw(results, target)
+        print(f"wrote {target}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,468 @@
+//! `shardspace bench`: starts local clusters of real processes, drives each through the
+//! client API (closed loop to find the peak, open loop at fractions of it), and writes
+//! `bench/results/<UTC time>.json` and `.md` (then the plots, by `bench/plot.py`). Each
+//! figure is the median of several runs; each run also times a fixed piece of work
+//! (`calibration_ms`), and every result is given as a ratio to a baseline measured in the
+//! same invocation: the 2-shard single-shard `dump` peak with Rust checkers.
+
+mod accounting;
+mod load;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use shardspace_core::ShardMap;
+use shardspace_node::config::Durability;
+
+pub use accounting::{calibration_ms, cpu_seconds, peak_rss_mib, rss_mib, total_cpu_seconds};
+pub use load::{RunStats, Target, median, percentile};
+pub use workload::{Stream, Workload};
+
+use crate::cluster::{Checkers, LocalCluster, Options};
+use load::{closed, open};
+use workload::BankPair;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchFlags {
+    /// The short plan (under 3 minutes): 2 shards, fewer loads, shorter runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Runs per figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Seconds measured per run (after a warm-up of a quarter of it); default 3 quick, 6 full.
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Where the results go.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// Durability of the replicas' stores: `full` (fsync at each commit) or `normal`.
+    #[arg(long, default_value = "full")]
+    pub durability: String,
+    /// Skip the plots (they need Python with matplotlib: `make bench` installs it).
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
+/// What one cluster is loaded with.
+#[derive(Clone, Debug)]
+struct Group {
+    shards: u32,
+    checkers: Checkers,
+    items: Vec<Item>,
+}
+
+#[derive(Clone, Debug)]
+struct Item {
+    workload: Workload,
+    /// Closed-loop client counts tried in the peak search.
+    clients: Vec<usize>,
+    /// Offered rates measured in open loop, as fractions of the peak.
+    fractions: Vec<f64>,
+}
+
+impl Item {
+    fn new(workload: Workload, clients: &[usize], fractions: &[f64]) -> Self {
+        Self { workload, clients: clients.to_vec(), fractions: fractions.to_vec() }
+    }
+}
+
+fn plan(quick: bool) -> Vec<Group> {
+    use Workload::{BankCross, BankSingle, DumpCross, DumpSingle};
+    let group = |shards, checkers, items| Group { shards, checkers, items };
+    if quick {
+        return vec![
+            group(
+                2,
+                Checkers::Rust,
+                vec![
+                    Item::new(DumpSingle, &[64], &[0.5]),
+                    Item::new(DumpCross, &[64], &[0.5]),
+                    Item::new(BankCross, &[64], &[]),
+                ],
+            ),
+            group(2, Checkers::Python, vec![Item::new(DumpSingle, &[64], &[])]),
+            group(1, Checkers::Rust, vec![Item::new(DumpSingle, &[64], &[])]),
+        ];
+    }
+    let curve = [0.25, 0.5, 0.75, 1.0];
+    let search = [16, 64, 256];
+    vec![
+        group(
+            2,
+            Checkers::Rust,
+            vec![
+                Item::new(DumpSingle, &search, &curve),
+                Item::new(DumpCross, &search, &curve),
+                Item::new(BankSingle, &[64], &[0.5]),
+                Item::new(BankCross, &[64], &[0.5]),
+            ],
+        ),
+        group(
+            2,
+            Checkers::Python,
+            vec![
+                Item::new(DumpSingle, &search, &[0.5]),
+                Item::new(DumpCross, &search, &[0.5]),
+                Item::new(BankCross, &[64], &[]),
+            ],
+        ),
+        group(1, Checkers::Rust, vec![Item::new(DumpSingle, &[64], &[])]),
+        group(4, Checkers::Rust, vec![Item::new(DumpSingle, &[128], &[]), Item::new(DumpCross, &[128], &[])]),
+        group(8, Checkers::Rust, vec![Item::new(DumpSingle, &[256], &[]), Item::new(DumpCross, &[256], &[])]),
+    ]
+}
+
+/// One measured run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    pub workload: &'static str,
+    pub checkers: &'static str,
+    pub shards: u32,
+    /// `search` (finding the peak), `peak` (closed loop at the best client count) or `open`.
+    pub mode: &'static str,
+    pub clients: Option<usize>,
+    pub offered_tps: Option<f64>,
+    pub calibration_ms: f64,
+    /// CPU seconds of every cluster process (checkers, replicas, API) over the whole run.
+    pub cluster_cpu_s: f64,
+    /// CPU seconds of the load generator (this process) over the whole run.
+    pub loadgen_cpu_s: f64,
+    pub cpu_s_per_tx: f64,
+    #[serde(flatten)]
+    pub stats: RunStats,
+}
+
+/// One figure: the medians of the runs of one workload at one load.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    pub workload: &'static str,
+    pub checkers: &'static str,
+    pub shards: u32,
+    pub mode: &'static str,
+    pub clients: Option<usize>,
+    pub offered_tps: Option<f64>,
+    pub runs: usize,
+    pub tps_median: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub aborted: usize,
+    pub errors: usize,
+    pub shed: usize,
+    pub cpu_s_per_tx: f64,
+    /// The largest peak RSS of any replica of this cluster so far, in MiB.
+    pub replica_peak_rss_mib: f64,
+    /// `tps_median` over the baseline's.
+    pub vs_baseline: f64,
+}
+
+fn checkers_name(checkers: Checkers) -> &'static str {
+    match checkers {
+        Checkers::Rust => "rust",
+        Checkers::Python => "python",
+        Checkers::Mixed => "mixed",
+    }
+}
+
+/// Runs the plan and writes the results.
+pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
+    let durability = match flags.durability.as_str() {
+        "full" => Durability::Full,
+        "normal" => Durability::Normal,
+        other => anyhow::bail!("--durability is `full` or `normal`, not {other:?}"),
+    };
+    anyhow::ensure!(flags.runs >= 1, "--runs is at least 1");
+    let seconds = flags.seconds.unwrap_or(if flags.quick { 3.0 } else { 6.0 });
+    anyhow::ensure!(seconds >= 0.5, "--seconds is at least 0.5");
+    std::fs::create_dir_all(&flags.out).with_context(|| format!("cannot create {}", flags.out.display()))?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let started = std::time::SystemTime::now();
+    let mut bench = Bench {
+        bin: bin.to_path_buf(),
+        runs: flags.runs,
+        warmup: Duration::from_secs_f64(seconds / 4.0),
+        window: Duration::from_secs_f64(seconds),
+        durability,
+        all_runs: Vec::new(),
+        figures: Vec::new(),
+    };
+    let plan = plan(flags.quick);
+    for group in &plan {
+        runtime.block_on(bench.group(group))?;
+    }
+    let report = report::Report::new(&bench, flags, started, seconds);
+    let paths = report.write(&flags.out)?;
+    eprintln!("wrote {}", paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "));
+    if !flags.no_plots {
+        report::plot(&paths[0]);
+    }
+    Ok(())
+}
+
+struct Bench {
+    bin: PathBuf,
+    runs: usize,
+    warmup: Duration,
+    window: Duration,
+    durability: Durability,
+    all_runs: Vec<Run>,
+    figures: Vec<Figure>,
+}
+
+/// Transactions in flight at most in open loop (dump): more are shed, not queued.
+const OPEN_STREAMS: usize = 2048;
+/// How long an open-loop run waits for the transactions still in flight.
+const DRAIN: Duration = Duration::from_secs(30);
+
+impl Bench {
+    async fn group(&mut self, group: &Group) -> anyhow::Result<()> {
+        let options = Options {
+            shards: group.shards,
+            replicas: 4,
+            with_api: true,
+            checkers: group.checkers,
+            durability: self.durability,
+            round_timeout_ms: 1000,
+        };
+        let checkers = checkers_name(group.checkers);
+        eprintln!("==> {} shards × 4 replicas, {checkers} checkers: starting", group.shards);
+        let bin = self.bin.clone();
+        let cluster = tokio::task::block_in_place(|| LocalCluster::with(&bin, &options))?;
+        let target = Target::new(&cluster.api_url())?;
+        wait_ready(&target, ShardMap::new(group.shards)?).await?;
+        for item in &group.items {
+            if item.workload.cross() && group.shards < 2 {
+                continue;
+            }
+            self.item(&cluster, &target, group, item).await?;
+        }
+        Ok(())
+    }
+
+    async fn item(
+        &mut self,
+        cluster: &LocalCluster,
+        target: &Target,
+        group: &Group,
+        item: &Item,
+    ) -> anyhow::Result<()> {
+        let map = ShardMap::new(group.shards)?;
+        let checkers = checkers_name(group.checkers);
+        let name = item.workload.name();
+        let largest = item.clients.iter().copied().max().unwrap_or(1);
+        let mut streams = if item.workload.is_bank() {
+            eprintln!("    {name}: opening {} accounts", largest * 2);
+            bank_pairs(target, map, largest, item.workload.cross()).await?
+        } else {
+            Vec::new()
+        };
+        // The peak: one run per client count, then the runs at the best one.
+        let mut best = (item.clients[0], f64::MIN);
+        if item.clients.len() > 1 {
+            for &clients in &item.clients {
+                let run = self.closed_run(cluster, target, group, item, &mut streams, clients, "search").await;
+                if run.stats.tps > best.1 {
+                    best = (clients, run.stats.tps);
+                }
+                self.all_runs.push(run);
+            }
+        }
+        let mut runs = Vec::new();
+        for _ in 0..self.runs {
+            runs.push(self.closed_run(cluster, target, group, item, &mut streams, best.0, "peak").await);
+        }
+        let peak = self.figure(cluster, &runs, name, checkers, group.shards, "peak");
+        let peak_tps = peak.tps_median;
+        self.figures.push(peak);
+        self.all_runs.extend(runs);
+
+        for &fraction in &item.fractions {
+            let rate = (peak_tps * fraction).max(1.0);
+            let mut runs = Vec::new();
+            if !item.workload.is_bank() {
+                streams = (0..OPEN_STREAMS).map(|_| Stream::dump(next_prefix(), map, item.workload.cross())).collect();
+            }
+            for _ in 0..self.runs {
+                let calibration = calibration_ms();
+                let before = self.cpu(cluster);
+                let (stats, back) =
+                    open(target, std::mem::take(&mut streams), rate, self.warmup, self.window, DRAIN).await;
+                streams = back;
+                let run = self.finish_run(cluster, before, calibration, stats, item, group, "open", None, Some(rate));
+                runs.push(run);
+            }
+            let figure = self.figure(cluster, &runs, name, checkers, group.shards, "open");
+            self.figures.push(figure);
+            self.all_runs.extend(runs);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn closed_run(
+        &self,
+        cluster: &LocalCluster,
+        target: &Target,
+        group: &Group,
+        item: &Item,
+        streams: &mut Vec<Stream>,
+        clients: usize,
+        mode: &'static str,
+    ) -> Run {
+        let map = ShardMap::new(group.shards).unwrap_or_else(|_| unreachable!("a group has shards"));
+        let mut taken: Vec<Stream> = if item.workload.is_bank() {
+            streams.drain(..clients.min(streams.len())).collect()
+        } else {
+            (0..clients).map(|_| Stream::dump(next_prefix(), map, item.workload.cross())).collect()
+        };
+        let calibration = calibration_ms();
+        let before = self.cpu(cluster);
+        let (stats, back) = closed(target, std::mem::take(&mut taken), self.warmup, self.window).await;
+        if item.workload.is_bank() {
+            streams.extend(back);
+        }
+        self.finish_run(cluster, before, calibration, stats, item, group, mode, Some(clients), None)
+    }
+
+    /// CPU seconds so far: the cluster's processes, and this one.
+    fn cpu(&self, cluster: &LocalCluster) -> (f64, f64) {
+        (total_cpu_seconds(&cluster.pids()), cpu_seconds(std::process::id()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_run(
+        &self,
+        cluster: &LocalCluster,
+        before: (f64, f64),
+        calibration_ms: f64,
+        stats: RunStats,
+        item: &Item,
+        group: &Group,
+        mode: &'static str,
+        clients: Option<usize>,
+        offered_tps: Option<f64>,
+    ) -> Run {
+        let after = self.cpu(cluster);
+        let committed_all = stats.committed_all;
+        let cluster_cpu_s = after.0 - before.0;
+        let run = Run {
+            workload: item.workload.name(),
+            checkers: checkers_name(group.checkers),
+            shards: group.shards,
+            mode,
+            clients,
+            offered_tps,
+            calibration_ms,
+            cluster_cpu_s,
+            loadgen_cpu_s: after.1 - before.1,
+            cpu_s_per_tx: if committed_all == 0 { f64::NAN } else { cluster_cpu_s / committed_all as f64 },
+            stats,
+        };
+        let load = match (clients, offered_tps) {
+            (Some(clients), _) => format!("{clients} clients"),
+            (_, Some(rate)) => format!("{rate:.0} tx/s offered"),
+            _ => String::new(),
+        };
+        eprintln!(
+            "    {} {} {} shards, {mode} {load}: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {} aborted, {} errors, {} shed, {:.2} ms CPU/tx",
+            run.workload,
+            run.checkers,
+            run.shards,
+            run.stats.tps,
+            run.stats.p50_ms,
+            run.stats.p99_ms,
+            run.stats.aborted,
+            run.stats.errors,
+            run.stats.shed,
+            run.cpu_s_per_tx * 1000.0,
+        );
+        run
+    }
+
+    fn figure(
+        &self,
+        cluster: &LocalCluster,
+        runs: &[Run],
+        workload: &'static str,
+        checkers: &'static str,
+        shards: u32,
+        mode: &'static str,
+    ) -> Figure {
+        let tps_median = median(runs.iter().map(|run| run.stats.tps));
+        let baseline = self.figures.first().map(|figure| figure.tps_median).unwrap_or(tps_median);
+        Figure {
+            workload,
+            checkers,
+            shards,
+            mode,
+            clients: runs.first().and_then(|run| run.clients),
+            offered_tps: runs.first().and_then(|run| run.offered_tps),
+            runs: runs.len(),
+            tps_median,
+            p50_ms: median(runs.iter().map(|run| run.stats.p50_ms)),
+            p99_ms: median(runs.iter().map(|run| run.stats.p99_ms)),
+            max_ms: runs.iter().map(|run| run.stats.max_ms).filter(|max| !max.is_nan()).fold(f64::NAN, f64::max),
+            aborted: runs.iter().map(|run| run.stats.aborted).sum(),
+            errors: runs.iter().map(|run| run.stats.errors).sum(),
+            shed: runs.iter().map(|run| run.stats.shed).sum(),
+            cpu_s_per_tx: median(runs.iter().map(|run| run.cpu_s_per_tx)),
+            replica_peak_rss_mib: cluster.replica_pids().into_iter().map(peak_rss_mib).fold(0.0, f64::max),
+            vs_baseline: tps_median / baseline,
+        }
+    }
+}
+
+/// Distinct prefixes for `dump` streams: a random start, then counting.
+fn next_prefix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| u64::from(rand::random::<u16>()) << 24);
+    start | NEXT.fetch_add(1, Ordering::Relaxed) & 0xff_ffff
+}
+
+/// Waits until a `dump` transaction on each shard commits (every shard live), up to a minute.
+async fn wait_ready(target: &Target, map: ShardMap) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for shard in 0..map.shards() {
+        let body = workload::dump_on(next_prefix() << 24, map, shard);
+        while target.submit(&body).await != Some(true) {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "shard {shard} committed nothing in a minute");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Opens `pairs` pairs of bank accounts (on one shard or on two), concurrently.
+async fn bank_pairs(target: &Target, map: ShardMap, pairs: usize, cross: bool) -> anyhow::Result<Vec<Stream>> {
+    use futures::StreamExt;
+    let shards = map.shards();
+    let opened = futures::stream::iter(0..pairs)
+        .map(|pair| async move {
+            let first = pair as u32 % shards;
+            let second = if cross { (first + 1) % shards } else { first };
+            let accounts = [workload::open_account(map, first)?, workload::open_account(map, second)?];
+            for (envelope, _) in &accounts {
+                let body = serde_json::to_value(envelope)?;
+                let mut committed = None;
+                for _ in 0..3 {
+                    committed = target.submit(&body).await;
+                    if committed.is_some() {
+                        break;
+                    }
+                }
+                anyhow::ensure!(committed == Some(true), "opening a bank account did not commit: {committed:?}");
+            }
+            Ok(Stream::Bank(Box::new(BankPair::new(accounts))))
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<anyhow::Result<Stream>>>()
+        .await;
+    opened.into_iter().collect()
+}
