@@ -220,7 +220,7 @@ async fn serve(
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> bytes::Bytes {
+pub(crate) fn encode<T: Serialize>(value: &T) -> bytes::Bytes {
     bytes::Bytes::from(postcard::to_stdvec(value).expect("encoding into memory cannot fail"))
 }
 

@@ -5,6 +5,7 @@
 //! shard's replicas sign or say the same: at least one of them is honest.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shardspace_core::bft::{Committee, ReplicaId};
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::client::{ClientReply, ClientRequest, Listing, Page, ReplicaClient};
 use crate::config::ClusterFile;
+use crate::replica_link::{About, Heard, ReplicaLink, Subscriptions};
 
 /// Why the cluster gave no outcome.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +86,6 @@ fn final_refusal(refused: &BTreeMap<usize, (String, String)>, committee: &Commit
     None
 }
 
-/// One replica's reply about the attempt, for the gathering loop.
-enum Heard {
-    Answer(SignedAnswer),
-    Rejected { kind: String, message: String },
-}
-
 /// The cluster's shards, their committees and their replicas' client addresses.
 #[derive(Clone, Debug)]
 pub struct ClusterClient {
@@ -97,6 +93,8 @@ pub struct ClusterClient {
     map: ShardMap,
     /// Client addresses, by shard then replica.
     addresses: Vec<Vec<String>>,
+    /// One long-lived connection per replica, by shard then replica; shared by clones.
+    links: Arc<Vec<Vec<ReplicaLink>>>,
     deadline: Duration,
 }
 
@@ -105,9 +103,14 @@ impl ClusterClient {
         let committees = file.committees().map_err(ClusterError::Invalid)?;
         let shards = u32::try_from(file.shards.len()).map_err(|_| ClusterError::Invalid("too many shards".into()))?;
         let map = ShardMap::new(shards).map_err(|error| ClusterError::Invalid(error.to_string()))?;
-        let addresses =
+        let addresses: Vec<Vec<String>> =
             file.shards.iter().map(|shard| shard.replicas.iter().map(|r| r.client_address.clone()).collect()).collect();
-        Ok(Self { committees, map, addresses, deadline })
+        let links = addresses.iter().enumerate().map(|(shard, replicas)| {
+            let links = replicas.iter().enumerate();
+            links.map(|(replica, address)| ReplicaLink::new(ShardId(shard as u32), replica, address.clone())).collect()
+        });
+        let links = Arc::new(links.collect());
+        Ok(Self { committees, map, addresses, links, deadline })
     }
 
     pub fn map(&self) -> &ShardMap {
@@ -166,7 +169,7 @@ impl ClusterClient {
         let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
         let (tx_heard, mut rx_heard) = mpsc::channel(64);
         let request = ClientRequest::Envelope { envelope: json, attempt };
-        let _tasks = self.ask_all(&shards, request, tx_heard);
+        let _subscriptions = self.ask_all(&shards, About::Tx(tx), request, tx_heard);
         let deadline = Instant::now() + self.deadline;
         // Each signer's decided answer, and each replica's refusal, by shard: counted once each.
         let mut answers: BTreeMap<ShardId, BTreeMap<ReplicaId, AnswerBody>> = BTreeMap::new();
@@ -183,14 +186,14 @@ impl ClusterClient {
             };
             let committee = &self.committees[shard.0 as usize];
             match heard {
-                Heard::Rejected { kind, message } => {
+                ClientReply::Rejected { kind, message, .. } => {
                     let refused = rejections.entry(shard).or_default();
                     refused.insert(replica, (kind, message));
                     if let Some((kind, message)) = final_refusal(refused, committee) {
                         break Err(ClusterError::Rejected { shard, tx: Some(tx), kind, message });
                     }
                 }
-                Heard::Answer(answer) => {
+                ClientReply::Answer(answer) => {
                     let AnswerBody::Transaction { tx: about, record: Some(view) } = &answer.body else { continue };
                     if answer.replica.0 as usize != replica {
                         continue; // a replica speaks for itself only: no replaying others' signatures
@@ -206,6 +209,7 @@ impl ClusterClient {
                         outcome.insert(shard, view.clone());
                     }
                 }
+                _ => {}
             }
         }
     }
@@ -265,7 +269,12 @@ impl ClusterClient {
     /// f+1 of them sign (each signer counted once).
     async fn read(&self, shard: ShardId, request: ClientRequest) -> Result<AnswerBody, ClusterError> {
         let (tx_heard, mut rx_heard) = mpsc::channel(16);
-        let _tasks = self.ask_all(&[shard], request.clone(), tx_heard);
+        let about = match &request {
+            ClientRequest::Object(id) => About::Object(*id),
+            ClientRequest::Transaction(tx) => About::Tx(*tx),
+            _ => return Err(ClusterError::Invalid("only objects and transactions are read".into())),
+        };
+        let _subscriptions = self.ask_all(&[shard], about, request.clone(), tx_heard);
         let validity = self.committees[shard.0 as usize].validity();
         let deadline = Instant::now() + self.deadline;
         let mut signed: BTreeMap<ReplicaId, AnswerBody> = BTreeMap::new();
@@ -274,7 +283,7 @@ impl ClusterClient {
                 let what = format!("{request:?}");
                 break Err(ClusterError::Timeout { what, shards: vec![shard], waited: self.deadline });
             };
-            let Heard::Answer(answer) = reply else { continue };
+            let ClientReply::Answer(answer) = reply else { continue };
             let about_it = match (&answer.body, &request) {
                 (AnswerBody::Object { id, .. }, ClientRequest::Object(asked)) => id == asked,
                 (AnswerBody::Transaction { tx, .. }, ClientRequest::Transaction(asked)) => tx == asked,
@@ -298,48 +307,21 @@ impl ClusterClient {
         answer.verify(&self.committees[shard.0 as usize]).map_err(|error| error.to_string())
     }
 
-    /// One task per replica of each shard: sends `request`, forwards what it hears.
+    /// Sends `request` to every replica of each shard on its link; what they say about
+    /// `about` comes to `tx_heard` until the subscriptions returned are dropped.
     fn ask_all(
         &self,
         shards: &[ShardId],
+        about: About,
         request: ClientRequest,
-        tx_heard: mpsc::Sender<(ShardId, usize, Heard)>,
-    ) -> AbortOnDrop {
-        let mut tasks = Vec::new();
+        tx_heard: mpsc::Sender<Heard>,
+    ) -> Subscriptions {
+        let mut subscriptions = Subscriptions::default();
         for shard in shards {
-            for (replica, address) in self.addresses[shard.0 as usize].iter().enumerate() {
-                let (shard, address, request, tx_heard) = (*shard, address.clone(), request.clone(), tx_heard.clone());
-                tasks.push(tokio::spawn(async move {
-                    let Ok(mut client) = ReplicaClient::connect(&address).await else { return };
-                    if client.send(&request).await.is_err() {
-                        return;
-                    }
-                    while let Ok(Some(reply)) = client.receive().await {
-                        let heard = match reply {
-                            ClientReply::Answer(answer) => Heard::Answer(answer),
-                            ClientReply::Rejected { kind, message, .. } => Heard::Rejected { kind, message },
-                            _ => continue,
-                        };
-                        if tx_heard.send((shard, replica, heard)).await.is_err() {
-                            return;
-                        }
-                    }
-                }));
+            for link in &self.links[shard.0 as usize] {
+                link.ask(about, request.clone(), tx_heard.clone(), &mut subscriptions);
             }
         }
-        AbortOnDrop(tasks)
-    }
-}
-
-/// The tasks asking replicas, stopped when the question is answered or abandoned (a
-/// caller's timeout, a client gone): none outlives its question.
-#[derive(Debug)]
-pub struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
+        subscriptions
     }
 }

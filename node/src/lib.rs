@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod metrics;
 pub mod network;
+pub mod replica_link;
 pub mod store;
 
 use std::collections::BTreeMap;

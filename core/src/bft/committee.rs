@@ -76,10 +76,18 @@ impl Committee {
         bytes
     }
 
-    /// Checks that `signer` belongs here and signed `message`.
+    /// Checks that `signer` belongs here and signed `message`. A signature found valid
+    /// once is not checked again (`VERIFIED`): a replica meets each verdict and vote first
+    /// alone, then inside the request or certificate that carries it.
     pub fn verify(&self, signer: ReplicaId, message: &[u8], signature: &Signature) -> Result<(), ProtocolError> {
         let key = self.keys.get(signer.0 as usize).ok_or(ProtocolError::UnknownReplica { replica: signer })?;
-        key.verify(message, signature).map_err(|_| ProtocolError::BadSignature { replica: signer })
+        let identity = signature_identity(key, message, signature);
+        if VERIFIED.contains(&identity) {
+            return Ok(());
+        }
+        key.verify(message, signature).map_err(|_| ProtocolError::BadSignature { replica: signer })?;
+        VERIFIED.insert(identity);
+        Ok(())
     }
 
     /// Checks a certificate's signatures: a quorum of them, distinct signers, each valid.
@@ -106,6 +114,48 @@ impl Committee {
             self.verify(*signer, message, signature)?;
         }
         Ok(())
+    }
+}
+
+/// What names one (key, message, signature): SHA-256 over all three, so that a hit
+/// means exactly this signature on exactly this message by exactly this key.
+fn signature_identity(key: &VerifyingKey, message: &[u8], signature: &Signature) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(key.as_bytes());
+    hasher.update(signature.to_bytes());
+    hasher.update(message);
+    hasher.finalize().into()
+}
+
+/// Signatures found valid in this process, by identity. Verifying is a pure function of
+/// the identity, so sharing the set (between the simulator's replicas too) changes no
+/// outcome. Bounded: two generations of `VERIFIED_GENERATION` each, the older dropped whole.
+static VERIFIED: VerifiedSignatures = VerifiedSignatures::new();
+const VERIFIED_GENERATION: usize = 1 << 16;
+
+#[derive(Debug)]
+struct VerifiedSignatures(std::sync::Mutex<[std::collections::BTreeSet<[u8; 32]>; 2]>);
+
+impl VerifiedSignatures {
+    const fn new() -> Self {
+        Self(std::sync::Mutex::new([std::collections::BTreeSet::new(), std::collections::BTreeSet::new()]))
+    }
+
+    fn generations(&self) -> std::sync::MutexGuard<'_, [std::collections::BTreeSet<[u8; 32]>; 2]> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn contains(&self, identity: &[u8; 32]) -> bool {
+        self.generations().iter().any(|generation| generation.contains(identity))
+    }
+
+    fn insert(&self, identity: [u8; 32]) {
+        let mut generations = self.generations();
+        if generations[0].len() >= VERIFIED_GENERATION {
+            generations[1] = std::mem::take(&mut generations[0]);
+        }
+        generations[0].insert(identity);
     }
 }
 

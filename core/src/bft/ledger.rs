@@ -93,6 +93,9 @@ pub struct Ledger<A: Application> {
     blocks: BTreeMap<Digest, Block>,
     /// Decided heights above the stable checkpoint.
     decided: BTreeMap<Height, Digest>,
+    /// The undecided blocks of `blocks`, by round: those at or below the tip's round are
+    /// dropped at each commit without scanning every block kept.
+    undecided: BTreeMap<Round, Vec<Digest>>,
     tip: Tip,
     stable: Option<StableCheckpoint>,
     /// A checkpoint after every this many heights.
@@ -103,7 +106,16 @@ impl<A: Application> Ledger<A> {
     pub fn new(app: A, dedup_window_heights: u64, checkpoint_interval: u64) -> Self {
         let executed = Executed { window: dedup_window_heights, ..Executed::default() };
         let (blocks, decided, tip) = (BTreeMap::new(), BTreeMap::new(), Tip::genesis());
-        Self { app, executed, blocks, decided, tip, stable: None, checkpoint_interval: checkpoint_interval.max(1) }
+        Self {
+            app,
+            executed,
+            blocks,
+            decided,
+            undecided: BTreeMap::new(),
+            tip,
+            stable: None,
+            checkpoint_interval: checkpoint_interval.max(1),
+        }
     }
 
     pub fn app(&self) -> &A {
@@ -141,7 +153,11 @@ impl<A: Application> Ledger<A> {
 
     pub fn insert(&mut self, block: Block) {
         if block.round > self.tip.round {
-            self.blocks.insert(block.digest(), block);
+            let digest = block.digest();
+            if !self.blocks.contains_key(&digest) {
+                self.undecided.entry(block.round).or_default().push(digest);
+            }
+            self.blocks.insert(digest, block);
         }
     }
 
@@ -218,6 +234,9 @@ impl<A: Application> Ledger<A> {
         self.executed.record(height, digests);
         self.tip = Tip { block: digest, round: block.round, height };
         self.decided.insert(height, digest);
+        if let Some(undecided) = self.undecided.get_mut(&block.round) {
+            undecided.retain(|kept| *kept != digest);
+        }
         // Snapshot now, between this block and the next: the checkpoint is of this height.
         let checkpoint = height.0.is_multiple_of(self.checkpoint_interval).then(|| self.checkpoint_point());
         Decided { height, block, outputs, checkpoint }
@@ -225,9 +244,10 @@ impl<A: Application> Ledger<A> {
 
     /// Undecided blocks at or below the tip's round can never be decided.
     fn forget_stale_forks(&mut self) {
-        let decided: BTreeSet<Digest> = self.decided.values().copied().collect();
-        let tip_round = self.tip.round;
-        self.blocks.retain(|digest, block| block.round > tip_round || decided.contains(digest));
+        let above = self.undecided.split_off(&self.tip.round.next());
+        for digest in std::mem::replace(&mut self.undecided, above).into_values().flatten() {
+            self.blocks.remove(&digest);
+        }
     }
 
     /// The decided block at `height`, if still kept.
@@ -272,7 +292,9 @@ impl<A: Application> Ledger<A> {
         self.executed.all = self.executed.by_height.values().flatten().copied().collect();
         let point = checkpoint.certificate.point;
         self.tip = Tip { block: point.block, round: point.round, height: point.height };
-        self.decided.clear();
+        for digest in std::mem::take(&mut self.decided).into_values() {
+            self.blocks.remove(&digest);
+        }
         self.forget_stale_forks();
         self.stable = Some(checkpoint);
         Ok(())

@@ -56,7 +56,7 @@ impl Default for Config {
             round_timeout_ms: 1_000,
             round_timeout_max_ms: 30_000,
             mempool_requests_max: 100_000,
-            checkpoint_interval: 100,
+            checkpoint_interval: 1_000,
             dedup_window_heights: 1_000,
             request_forward_after_ms: 500,
             sync_retry_ms: 500,

@@ -43,6 +43,9 @@ pub struct BenchFlags {
     /// Durability of the replicas' stores: `full` (fsync at each commit) or `normal`.
     #[arg(long, default_value = "full")]
     pub durability: String,
+    /// Only the figures whose `workload/checkers/shards` (as `dump-single/rust/2`) contains this.
+    #[arg(long)]
+    pub only: Option<String>,
     /// Skip the plots (they need Python with matplotlib: `make bench` installs it).
     #[arg(long)]
     pub no_plots: bool,
@@ -191,7 +194,16 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
         all_runs: Vec::new(),
         figures: Vec::new(),
     };
-    let plan = plan(flags.quick);
+    let mut plan = plan(flags.quick);
+    if let Some(only) = &flags.only {
+        for group in &mut plan {
+            let checkers = checkers_name(group.checkers);
+            let shards = group.shards;
+            group.items.retain(|item| format!("{}/{checkers}/{shards}", item.workload.name()).contains(only.as_str()));
+        }
+        plan.retain(|group| !group.items.is_empty());
+        anyhow::ensure!(!plan.is_empty(), "--only {only:?} leaves nothing to measure");
+    }
     for group in &plan {
         runtime.block_on(bench.group(group))?;
     }
