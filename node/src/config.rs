@@ -37,6 +37,9 @@ pub enum Durability {
     Normal,
 }
 
+/// How long a leader waits to fill a block that is not full (`bft.propose_after_ms`).
+pub const PROPOSE_AFTER_MS: u64 = 5;
+
 /// BFT settings shared by every replica of the cluster (any may be left out).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +47,8 @@ pub struct BftSettings {
     pub round_timeout_ms: Option<u64>,
     pub checkpoint_interval: Option<u64>,
     pub batch_requests_max: Option<usize>,
+    /// See `propose_after_ms` in docs/protocol.md.
+    pub propose_after_ms: Option<u64>,
     #[serde(default)]
     pub durability: Durability,
 }
@@ -203,6 +208,7 @@ impl ClusterFile {
         if let Some(max) = self.bft.batch_requests_max {
             bft.limits.batch_requests_max = max.max(1);
         }
+        bft.propose_after_ms = self.bft.propose_after_ms.unwrap_or(PROPOSE_AFTER_MS);
         Ok(NodeConfig {
             shard: ShardId(shard),
             keys: KeyPair::new(ReplicaId(replica), secret),

@@ -95,6 +95,9 @@ pub struct Core {
     verdicts: VerdictCollector,
     votes: VoteCollector,
     envelopes: BTreeMap<(TxId, [u8; 32]), Pending>,
+    /// Verdict certificates completed by peers' verdicts before this replica held the
+    /// envelope (the collector gives each one once): used when the envelope comes.
+    early: BTreeMap<(TxId, [u8; 32]), VerdictCertificate>,
     /// Which client connection waits for which raw request, since when.
     waiting: DigestMap<(mpsc::Sender<ClientReply>, TimeMs)>,
     outcomes: BTreeMap<(TxId, Attempt), Vec<OutcomeWaiter>>,
@@ -136,6 +139,7 @@ impl Core {
             verdicts,
             votes: VoteCollector::new(committees, COLLECTOR_CAPACITY),
             envelopes: BTreeMap::new(),
+            early: BTreeMap::new(),
             waiting: DigestMap::default(),
             outcomes: BTreeMap::new(),
             undecided,
@@ -157,8 +161,16 @@ impl Core {
         let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            // A leader waiting to fill its block (`propose_after_ms`) is ticked when it is due.
+            let propose_due = self.replica.propose_due().map(|due| {
+                let due = Duration::from_millis(due.0.saturating_sub(self.now().0));
+                tokio::time::Instant::now() + due
+            });
             tokio::select! {
                 Some((from, frame)) = rx_peers.recv() => self.on_frame(from, frame).await?,
+                () = async { tokio::time::sleep_until(propose_due.unwrap_or_else(tokio::time::Instant::now)).await }, if propose_due.is_some() => {
+                    self.step(Event::Tick(self.now())).await?;
+                }
                 Some(command) = rx_clients.recv() => self.on_command(command).await?,
                 Some(checked) = rx_checked.recv() => self.on_checked(checked).await?,
                 _ = ticker.tick() => {
@@ -182,6 +194,7 @@ impl Core {
     }
 
     async fn step(&mut self, event: Event) -> Result<(), CoreError> {
+        self.replica.advance_clock(self.now());
         let actions = self.replica.handle(event);
         self.execute(actions).await
     }
@@ -386,7 +399,10 @@ impl Core {
             self.checkers.start(&envelope);
         }
         self.accepted(tx, attempt, client);
-        Ok(())
+        match self.early.remove(&key) {
+            Some(certificate) => self.prepare(certificate).await,
+            None => Ok(()),
+        }
     }
 
     /// Tells the client its envelope was taken, and remembers that it waits for the outcome.
@@ -463,7 +479,14 @@ impl Core {
 
     /// f+1 matching verdicts: order the `Prepare` (if this replica holds the envelope).
     async fn prepare(&mut self, verdict: VerdictCertificate) -> Result<(), CoreError> {
-        let Some(pending) = self.envelopes.get(&(verdict.tx, verdict.envelope)) else { return Ok(()) };
+        let key = (verdict.tx, verdict.envelope);
+        let Some(pending) = self.envelopes.get(&key) else {
+            if self.early.len() >= ENVELOPES_MAX {
+                self.early.pop_first();
+            }
+            self.early.insert(key, verdict);
+            return Ok(());
+        };
         let (tx, attempt) = (verdict.tx, pending.attempt);
         let request = ShardRequest::Prepare { envelope: pending.json.clone(), attempt, verdict };
         self.submit_or_stand_by(tx, attempt, request).await

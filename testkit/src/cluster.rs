@@ -70,6 +70,8 @@ pub struct Options {
     pub checkers: Checkers,
     pub durability: Durability,
     pub round_timeout_ms: u64,
+    /// `bft.propose_after_ms` (the node's default when `None`).
+    pub propose_after_ms: Option<u64>,
 }
 
 impl Options {
@@ -82,6 +84,7 @@ impl Options {
             checkers: Checkers::Mixed,
             durability: Durability::Normal,
             round_timeout_ms: 300,
+            propose_after_ms: None,
         }
     }
 }
@@ -135,6 +138,7 @@ impl LocalCluster {
         }
         file.bft.round_timeout_ms = Some(options.round_timeout_ms);
         file.bft.durability = options.durability;
+        file.bft.propose_after_ms = options.propose_after_ms;
         for contract in CONTRACTS {
             let checker = match &python_checker {
                 Some(python_checker) if python_contracts.contains(&contract) => python_checker,

@@ -3,7 +3,7 @@
 //! signed votes of every concerned shard into the certificates of a `Decide`.
 //! Both are bounded: the oldest unfinished gathering is dropped first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ed25519_dalek::Signature;
 
@@ -17,23 +17,59 @@ type Signatures = Vec<(ReplicaId, Signature)>;
 /// Each signer's verdict (accept or not) and signature.
 type VerdictsBySigner = BTreeMap<ReplicaId, (bool, Signature)>;
 
+/// Gatherings already finished (a certificate given, an attempt decided): what still comes
+/// for them is dropped before its signature is checked, and opens no new gathering that
+/// would only wait for eviction. Bounded: the oldest are forgotten first.
+#[derive(Debug)]
+struct Finished<K> {
+    order: VecDeque<K>,
+    keys: BTreeSet<K>,
+    capacity: usize,
+}
+
+impl<K: Ord + Copy> Finished<K> {
+    fn new(capacity: usize) -> Self {
+        Self { order: VecDeque::new(), keys: BTreeSet::new(), capacity: capacity.max(1) }
+    }
+
+    fn insert(&mut self, key: K) {
+        if self.keys.insert(key) {
+            self.order.push_back(key);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.keys.remove(&oldest);
+            }
+        }
+    }
+
+    fn contains(&self, key: &K) -> bool {
+        self.keys.contains(key)
+    }
+}
+
 /// Gathers this shard's signed verdicts; f+1 matching ones make a certificate, given once.
 #[derive(Debug)]
 pub struct VerdictCollector {
     committee: Committee,
     /// Verdicts by transaction and envelope, with their arrival number (for eviction).
     gathering: BTreeMap<(TxId, [u8; 32]), (u64, VerdictsBySigner)>,
+    finished: Finished<(TxId, [u8; 32])>,
     arrivals: u64,
     capacity: usize,
 }
 
 impl VerdictCollector {
     pub fn new(committee: Committee, capacity: usize) -> Self {
-        Self { committee, gathering: BTreeMap::new(), arrivals: 0, capacity: capacity.max(1) }
+        let finished = Finished::new(capacity);
+        Self { committee, gathering: BTreeMap::new(), finished, arrivals: 0, capacity: capacity.max(1) }
     }
 
     /// Adds a verdict (checking its signature); returns the certificate when this one completes it.
     pub fn add(&mut self, verdict: Verdict) -> Result<Option<VerdictCertificate>, ProtocolError> {
+        if self.finished.contains(&(verdict.tx, verdict.envelope)) {
+            return Ok(None);
+        }
         let bytes = Verdict::signing_bytes(&self.committee, &verdict.tx, &verdict.envelope, verdict.success);
         self.committee.verify(verdict.replica, &bytes, &verdict.signature)?;
         let key = (verdict.tx, verdict.envelope);
@@ -53,6 +89,7 @@ impl VerdictCollector {
             return Ok(None);
         }
         self.gathering.remove(&key);
+        self.finished.insert(key);
         let (tx, envelope, success) = (verdict.tx, verdict.envelope, verdict.success);
         Ok(Some(VerdictCertificate { tx, envelope, success, signatures: matching }))
     }
@@ -72,13 +109,16 @@ pub struct VoteCollector {
     /// Every shard's committee, by shard id.
     committees: Vec<Committee>,
     gathering: BTreeMap<(TxId, Attempt), Gathering>,
+    /// Attempts decided here (`forget`).
+    decided: Finished<(TxId, Attempt)>,
     arrivals: u64,
     capacity: usize,
 }
 
 impl VoteCollector {
     pub fn new(committees: Vec<Committee>, capacity: usize) -> Self {
-        Self { committees, gathering: BTreeMap::new(), arrivals: 0, capacity: capacity.max(1) }
+        let decided = Finished::new(capacity);
+        Self { committees, gathering: BTreeMap::new(), decided, arrivals: 0, capacity: capacity.max(1) }
     }
 
     /// The local shard prepared this attempt of this envelope: its concerned shards are now known.
@@ -96,6 +136,7 @@ impl VoteCollector {
     /// Forgets an attempt's gathering (it was decided).
     pub fn forget(&mut self, tx: TxId, attempt: Attempt) {
         self.gathering.remove(&(tx, attempt));
+        self.decided.insert((tx, attempt));
     }
 
     /// Adds a vote from any shard (checking its signature against that shard's committee);
@@ -105,6 +146,9 @@ impl VoteCollector {
             what: "vote",
             reason: format!("from {}, which is not a shard of this cluster", vote.shard),
         })?;
+        if self.decided.contains(&(vote.tx, vote.attempt)) {
+            return Ok(None);
+        }
         vote.verify(committee)?;
         let (tx, attempt) = (vote.tx, vote.attempt);
         let gathering = self.entry(tx, attempt);

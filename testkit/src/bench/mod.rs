@@ -43,6 +43,9 @@ pub struct BenchFlags {
     /// Durability of the replicas' stores: `full` (fsync at each commit) or `normal`.
     #[arg(long, default_value = "full")]
     pub durability: String,
+    /// `bft.propose_after_ms` of the clusters (the node's default when absent).
+    #[arg(long)]
+    pub propose_after_ms: Option<u64>,
     /// Only the figures whose `workload/checkers/shards` (as `dump-single/rust/2`) contains this.
     #[arg(long)]
     pub only: Option<String>,
@@ -191,6 +194,7 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
         warmup: Duration::from_secs_f64(seconds / 4.0),
         window: Duration::from_secs_f64(seconds),
         durability,
+        propose_after_ms: flags.propose_after_ms,
         all_runs: Vec::new(),
         figures: Vec::new(),
     };
@@ -222,6 +226,7 @@ struct Bench {
     warmup: Duration,
     window: Duration,
     durability: Durability,
+    propose_after_ms: Option<u64>,
     all_runs: Vec<Run>,
     figures: Vec<Figure>,
 }
@@ -240,6 +245,7 @@ impl Bench {
             checkers: group.checkers,
             durability: self.durability,
             round_timeout_ms: 1000,
+            propose_after_ms: self.propose_after_ms,
         };
         let checkers = checkers_name(group.checkers);
         eprintln!("==> {} shards × 4 replicas, {checkers} checkers: starting", group.shards);
