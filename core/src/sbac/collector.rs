@@ -17,9 +17,10 @@ type Signatures = Vec<(ReplicaId, Signature)>;
 /// Each signer's verdict (accept or not) and signature.
 type VerdictsBySigner = BTreeMap<ReplicaId, (bool, Signature)>;
 
-/// Gatherings already finished (a certificate given, an attempt decided): what still comes
-/// for them is dropped before its signature is checked, and opens no new gathering that
-/// would only wait for eviction. Bounded: the oldest are forgotten first.
+/// Attempts already decided: votes that still come for them are dropped before their
+/// signatures are checked, and open no new gathering that would only wait for eviction.
+/// Bounded: the oldest are forgotten first. (Verdicts have no such set: they name the
+/// envelope, not the attempt, and a later attempt of the same envelope needs them again.)
 #[derive(Debug)]
 struct Finished<K> {
     order: VecDeque<K>,
@@ -54,22 +55,17 @@ pub struct VerdictCollector {
     committee: Committee,
     /// Verdicts by transaction and envelope, with their arrival number (for eviction).
     gathering: BTreeMap<(TxId, [u8; 32]), (u64, VerdictsBySigner)>,
-    finished: Finished<(TxId, [u8; 32])>,
     arrivals: u64,
     capacity: usize,
 }
 
 impl VerdictCollector {
     pub fn new(committee: Committee, capacity: usize) -> Self {
-        let finished = Finished::new(capacity);
-        Self { committee, gathering: BTreeMap::new(), finished, arrivals: 0, capacity: capacity.max(1) }
+        Self { committee, gathering: BTreeMap::new(), arrivals: 0, capacity: capacity.max(1) }
     }
 
     /// Adds a verdict (checking its signature); returns the certificate when this one completes it.
     pub fn add(&mut self, verdict: Verdict) -> Result<Option<VerdictCertificate>, ProtocolError> {
-        if self.finished.contains(&(verdict.tx, verdict.envelope)) {
-            return Ok(None);
-        }
         let bytes = Verdict::signing_bytes(&self.committee, &verdict.tx, &verdict.envelope, verdict.success);
         self.committee.verify(verdict.replica, &bytes, &verdict.signature)?;
         let key = (verdict.tx, verdict.envelope);
@@ -89,7 +85,6 @@ impl VerdictCollector {
             return Ok(None);
         }
         self.gathering.remove(&key);
-        self.finished.insert(key);
         let (tx, envelope, success) = (verdict.tx, verdict.envelope, verdict.success);
         Ok(Some(VerdictCertificate { tx, envelope, success, signatures: matching }))
     }
