@@ -164,6 +164,12 @@ async fn the_api_in_front_of_a_real_cluster() {
         (&again["outcome"], &again["attempt"], &again["shards"]),
         (&json!("commit"), &json!(1), &committed[0]["shards"])
     );
+    // Resubmitted, a loser runs as a new attempt (its first abort is not given back as
+    // the outcome: attempt 1 was decided before) and aborts for good: A is spent.
+    let loser = spends.iter().find(|s| s.transaction.tx_id() != winner.transaction.tx_id()).unwrap();
+    let retried = api.submit(loser).await;
+    assert_eq!((&retried["outcome"], &retried["attempt"]), (&json!("abort"), &json!(2)), "{retried}");
+    assert_eq!(retried["reason"], "input_inactive", "{retried}");
     let tx = winner.transaction.tx_id().to_hex();
     let (status, record) = api.get(&format!("/v1/transactions/{tx}")).await;
     assert_eq!((status, &record["outcome"]), (200, &json!("commit")), "{record}");

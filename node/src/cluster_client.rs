@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardspace_core::bft::{Committee, ReplicaId};
-use shardspace_core::sbac::{AnswerBody, Attempt, ObjectView, SignedAnswer, TxView};
+use shardspace_core::sbac::{AbortReason, AnswerBody, Attempt, ObjectView, SignedAnswer, TxView, VoteKind};
 use shardspace_core::{Envelope, ObjectId, ShardId, ShardMap, TxId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -129,15 +129,29 @@ impl ClusterClient {
     /// Runs the envelope as the attempt its records call for, and waits for the outcome:
     /// a committed transaction gets its recorded outcome; an undecided attempt is joined;
     /// otherwise (never seen, or aborted) the next attempt runs.
+    ///
+    /// Most transactions are new, so attempt 1 is sent at once, without reading the records
+    /// first (a signed answer from every replica, and a round trip, saved). Its outcome
+    /// stands when it is a commit, or an abort that f+1 replicas of every shard took part
+    /// in (they said `Accepted`: the attempt was not decided before) and that no shard
+    /// voted because a later attempt exists. Otherwise the records decide, as above.
     pub async fn process(&self, envelope: &Envelope) -> Result<Outcome, ClusterError> {
         let tx = envelope.transaction.tx_id();
-        let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
         let started = Instant::now();
+        let (first, took_part) = self.run_attempt(envelope, Attempt(1)).await?;
+        let later_exists = first
+            .shards
+            .values()
+            .any(|view| matches!(view.vote, VoteKind::Abort(AbortReason::Superseded | AbortReason::TooFarAhead)));
+        if first.committed() || (took_part && !later_exists) {
+            tracing::debug!(%tx, total = ?started.elapsed(), "processed as attempt 1");
+            return Ok(first);
+        }
+        let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
         let records = self.records(tx, &shards).await?;
         let attempt = next_attempt(records.values().flatten());
-        let read = started.elapsed();
         let outcome = self.submit(envelope, attempt).await;
-        tracing::debug!(%tx, attempt = attempt.0, ?read, total = ?started.elapsed(), "processed");
+        tracing::debug!(%tx, attempt = attempt.0, total = ?started.elapsed(), "processed");
         outcome
     }
 
@@ -164,12 +178,19 @@ impl ClusterClient {
 
     /// Sends one attempt to every replica of every concerned shard and waits for its outcome.
     pub async fn submit(&self, envelope: &Envelope, attempt: Attempt) -> Result<Outcome, ClusterError> {
+        Ok(self.run_attempt(envelope, attempt).await?.0)
+    }
+
+    /// As `submit`; also whether f+1 replicas of every concerned shard said `Accepted` (took
+    /// the attempt up undecided) before its outcome.
+    async fn run_attempt(&self, envelope: &Envelope, attempt: Attempt) -> Result<(Outcome, bool), ClusterError> {
         let tx = envelope.transaction.tx_id();
         let json = serde_json::to_string(envelope).map_err(|error| ClusterError::Invalid(error.to_string()))?;
         let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
         let (tx_heard, mut rx_heard) = mpsc::channel(64);
         let request = ClientRequest::Envelope { envelope: json, attempt };
         let _subscriptions = self.ask_all(&shards, About::Tx(tx), request, tx_heard);
+        let mut accepted: BTreeMap<ShardId, std::collections::BTreeSet<usize>> = BTreeMap::new();
         let deadline = Instant::now() + self.deadline;
         // Each signer's decided answer, and each replica's refusal, by shard: counted once each.
         let mut answers: BTreeMap<ShardId, BTreeMap<ReplicaId, AnswerBody>> = BTreeMap::new();
@@ -177,7 +198,11 @@ impl ClusterClient {
         let mut outcome = BTreeMap::new();
         loop {
             if outcome.len() == shards.len() {
-                break Ok(Outcome { tx, attempt, shards: outcome });
+                let took_part = shards.iter().all(|shard| {
+                    let count = accepted.get(shard).map_or(0, std::collections::BTreeSet::len);
+                    count >= self.committees[shard.0 as usize].validity()
+                });
+                break Ok((Outcome { tx, attempt, shards: outcome }, took_part));
             }
             let Ok(Some((shard, replica, heard))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
                 let missing = shards.iter().filter(|s| !outcome.contains_key(*s)).copied().collect();
@@ -208,6 +233,9 @@ impl ClusterClient {
                     if matching >= committee.validity() {
                         outcome.insert(shard, view.clone());
                     }
+                }
+                ClientReply::Accepted { tx: about, attempt: taken } if about == tx && taken == attempt => {
+                    accepted.entry(shard).or_default().insert(replica);
                 }
                 _ => {}
             }

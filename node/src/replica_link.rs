@@ -156,7 +156,7 @@ async fn run(
 
 fn route(shard: ShardId, replica: usize, reply: ClientReply, routes: &Mutex<Routes>) {
     let about = match &reply {
-        ClientReply::Rejected { tx: Some(tx), .. } => About::Tx(*tx),
+        ClientReply::Rejected { tx: Some(tx), .. } | ClientReply::Accepted { tx, .. } => About::Tx(*tx),
         ClientReply::Answer(answer) => match &answer.body {
             AnswerBody::Transaction { tx, .. } => About::Tx(*tx),
             AnswerBody::Object { id, .. } => About::Object(*id),
