@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build release venv bench-venv test test-rust test-python lint fixtures sim sim-bft sim-sbac bench bench-quick bench-bft start-all stop-all status clean
+.PHONY: all build release venv bench-venv test test-rust test-python lint fixtures sim sim-bft sim-sbac bench bench-quick bench-soak bench-bft start-all stop-all status clean
 
 all: build
 
@@ -60,6 +60,11 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 bench bench-quick: bench%: venv bench-venv
 	$(CARGO) build --release -p shardspace-cli
 	SHARDSPACE_PYTHON=$(abspath $(VPY)) ./target/release/shardspace bench $(if $(filter -quick,$*),--quick) $(BENCH_FLAGS)
+
+# Ten minutes at half of the peak, each replica's memory sampled every 10 s (docs/benchmarks.md).
+bench-soak: venv bench-venv
+	$(CARGO) build --release -p shardspace-cli
+	SHARDSPACE_PYTHON=$(abspath $(VPY)) ./target/release/shardspace bench --soak 600 $(BENCH_FLAGS)
 
 # Four replica processes of one shard, open-loop clients: peak decided requests/s and latency at half of it.
 bench-bft:

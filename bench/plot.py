@@ -4,7 +4,8 @@
 
 writes <UTC time>-throughput.png (committed against offered load), -latency.png (p50
 and p99 against offered load) and -shards.png (peak throughput and CPU per committed
-transaction against the number of shards). Needs matplotlib (`make bench` installs it).
+transaction against the number of shards); for a soak file (`--soak`), -rss.png (each
+replica's memory over time). Needs matplotlib (`make bench` installs it).
 """
 
 import json
@@ -93,12 +94,41 @@ def shards(results, path):
     plt.close(fig)
 
 
+def soak(run, path):
+    slices = run["slices"]
+    times = [s["at_s"] for s in slices]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    replicas = len(slices[0]["replica_rss_mib"]) if slices else 0
+    for replica in range(replicas):
+        top.plot(times, [s["replica_rss_mib"][replica] for s in slices], label=f"replica {replica}")
+    top.set_ylabel("resident memory (MiB)")
+    top.set_title(f"Soak: {run['offered_tps']:.0f} tx/s offered for {run['seconds']} s")
+    top.set_ylim(bottom=0)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=7, ncol=4)
+    bottom.plot(times, [s["tps"] for s in slices], label="committed tx/s")
+    bottom.plot(times, [s["p99_ms"] for s in slices], label="p99 ms")
+    bottom.set_xlabel("seconds")
+    bottom.set_ylim(bottom=0)
+    bottom.grid(alpha=0.3)
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv):
     if len(argv) != 2:
         sys.exit(__doc__)
     source = Path(argv[1])
-    results = json.loads(source.read_text())["results"]
+    document = json.loads(source.read_text())
     stem = source.with_suffix("")
+    if "soak" in document:
+        target = Path(f"{stem}-rss.png")
+        soak(document["soak"], target)
+        print(f"wrote {target}", file=sys.stderr)
+        return
+    results = document["results"]
     for name, draw in (("throughput", throughput), ("latency", latency), ("shards", shards)):
         target = Path(f"{stem}-{name}.png")
         draw(results, target)

@@ -8,6 +8,7 @@
 mod accounting;
 mod load;
 mod report;
+mod soak;
 mod workload;
 
 use std::path::PathBuf;
@@ -46,6 +47,14 @@ pub struct BenchFlags {
     /// `bft.propose_after_ms` of the clusters (the node's default when absent).
     #[arg(long)]
     pub propose_after_ms: Option<u64>,
+    /// Instead of the plan: a long run of this many seconds at a fixed offered rate
+    /// (`--rate`, else half of the peak measured first) on 2 shards, sampling each
+    /// replica's memory every 10 s (`make bench-soak`: 600 s).
+    #[arg(long)]
+    pub soak: Option<u64>,
+    /// The offered rate of `--soak`, in transactions per second.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Only the figures whose `workload/checkers/shards` (as `dump-single/rust/2`) contains this.
     #[arg(long)]
     pub only: Option<String>,
@@ -188,6 +197,16 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
     std::fs::create_dir_all(&flags.out).with_context(|| format!("cannot create {}", flags.out.display()))?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let started = std::time::SystemTime::now();
+    if let Some(soak_seconds) = flags.soak {
+        let options = cluster_options(2, Checkers::Rust, durability, flags.propose_after_ms);
+        let soak = runtime.block_on(soak::run(bin, &options, soak_seconds, flags.rate, seconds))?;
+        let paths = soak.write(&flags.out, started)?;
+        eprintln!("wrote {}", paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "));
+        if !flags.no_plots {
+            report::plot(&paths[0]);
+        }
+        return Ok(());
+    }
     let mut bench = Bench {
         bin: bin.to_path_buf(),
         runs: flags.runs,
@@ -238,15 +257,7 @@ const DRAIN: Duration = Duration::from_secs(30);
 
 impl Bench {
     async fn group(&mut self, group: &Group) -> anyhow::Result<()> {
-        let options = Options {
-            shards: group.shards,
-            replicas: 4,
-            with_api: true,
-            checkers: group.checkers,
-            durability: self.durability,
-            round_timeout_ms: 1000,
-            propose_after_ms: self.propose_after_ms,
-        };
+        let options = cluster_options(group.shards, group.checkers, self.durability, self.propose_after_ms);
         let checkers = checkers_name(group.checkers);
         eprintln!("==> {} shards × 4 replicas, {checkers} checkers: starting", group.shards);
         let bin = self.bin.clone();
@@ -433,6 +444,11 @@ impl Bench {
             vs_baseline: tps_median / baseline,
         }
     }
+}
+
+/// A benchmarked cluster: 4 replicas a shard, and the API.
+fn cluster_options(shards: u32, checkers: Checkers, durability: Durability, propose_after_ms: Option<u64>) -> Options {
+    Options { shards, replicas: 4, with_api: true, checkers, durability, round_timeout_ms: 1000, propose_after_ms }
 }
 
 /// Distinct prefixes for `dump` streams: a random start, then counting.
