@@ -69,14 +69,23 @@ impl Cluster {
             attempt: Attempt(attempt),
             verdict: self.verdict(shard, envelope, checker),
         };
-        let votes: Vec<SignedVote> = self
-            .order(shard, &request)
-            .into_iter()
-            .map(|output| match output {
-                ShardOutput::Vote { vote, .. } => vote,
+        // A transaction of one shard is decided with its vote (`decide_alone`): that
+        // decision follows the vote, and the votes are still what this helper returns.
+        let mut votes = Vec::new();
+        let mut last_vote = None;
+        for output in self.order(shard, &request) {
+            match output {
+                ShardOutput::Vote { vote, concerned } => {
+                    last_vote = Some((vote.vote.is_accept(), concerned.len()));
+                    votes.push(vote);
+                }
+                ShardOutput::Decided { committed, .. } => {
+                    let (accepted, concerned) = last_vote.expect("a decision follows its vote");
+                    assert_eq!((committed, concerned), (accepted, 1), "decided at prepare: one shard, as voted");
+                }
                 other => panic!("expected a vote, got {other:?}"),
-            })
-            .collect();
+            }
+        }
         assert!(votes.iter().all(|vote| vote.vote == votes[0].vote), "replicas disagree (I3)");
         votes
     }
@@ -220,12 +229,15 @@ fn each_prepare_rule_votes_abort_with_its_reason() {
         assert_eq!(votes[0].vote, VoteKind::Abort(reason), "{reason}");
     }
     // A reader's shared lock keeps an input from being consumed; an exclusive lock keeps it from being read.
-    let reader = transaction("bank", &[], &[&objects[0]], vec!["read".into()]);
+    // (The lock holders read an object on the other shard too: a transaction of one shard is
+    // decided as it is prepared, and holds no lock past it.)
+    let elsewhere = &objects[(shard as usize + 1) % objects.len()];
+    let reader = transaction("bank", &[], &[&objects[0], elsewhere], vec!["read".into()]);
     assert!(cluster.prepare(shard, &reader, 1, true)[0].vote.is_accept());
     let spender = transaction("bank", &[&objects[0]], &[], vec!["spent".into()]);
     assert_eq!(cluster.prepare(shard, &spender, 1, true)[0].vote, VoteKind::Abort(AbortReason::InputLocked));
     let other = objects_on_each_shard(&mut cluster, "bank", "b");
-    let taker = transaction("bank", &[&other[shard as usize]], &[], vec!["taken".into()]);
+    let taker = transaction("bank", &[&other[shard as usize]], &[elsewhere], vec!["taken".into()]);
     assert!(cluster.prepare(shard, &taker, 1, true)[0].vote.is_accept());
     let late_reader = transaction("bank", &[], &[&other[shard as usize]], vec!["late".into()]);
     assert_eq!(cluster.prepare(shard, &late_reader, 1, true)[0].vote, VoteKind::Abort(AbortReason::ReferenceLocked));
@@ -551,4 +563,34 @@ fn an_output_reserved_by_a_pending_attempt_cannot_be_created_by_another() {
 /// The state without the count and digest of executed requests, which every request moves.
 fn objects_and_records(state: &ShardState) -> ShardState {
     ShardState { executed: 0, log_digest: Default::default(), ..state.clone() }
+}
+
+#[test]
+fn a_transaction_of_one_shard_is_decided_as_it_is_prepared() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let shard = cluster.map().shard_of(&objects[0].id).0;
+    // A spend of objects[0] whose output lands on the same shard: it concerns that shard alone.
+    let spend = (0..)
+        .map(|n| transaction("bank", &[&objects[0]], &[], vec![format!("spent{n}")]))
+        .find(|envelope| cluster.map().concerned_shards(&envelope.transaction).len() == 1)
+        .unwrap();
+    let outputs = cluster.order(
+        shard,
+        &ShardRequest::Prepare {
+            envelope: serde_json::to_string(&spend).unwrap(),
+            attempt: Attempt(1),
+            verdict: cluster.verdict(shard, &spend, true),
+        },
+    );
+    let decided = outputs.iter().filter(|output| matches!(output, ShardOutput::Decided { committed: true, .. }));
+    assert_eq!(decided.count(), outputs.len() / 2, "every replica decided commit with its vote: {outputs:?}");
+    // Consumed and created at once: no lock waits for a decision.
+    let tx = spend.transaction.tx_id();
+    assert_eq!(cluster.status(&objects[0].id), Some(ObjectStatus::Inactive { consumed_by: tx }));
+    let created = spend.transaction.own_outputs().remove(0);
+    assert_eq!(cluster.status(&created.id), Some(ObjectStatus::Active));
+    // A Decide that still comes (from a replica of an older version, or a client) is answered from the record.
+    let certificates = vec![certificate(&cluster.prepare(shard, &spend, 1, true))];
+    assert!(cluster.decide_all(&spend, 1, &certificates).iter().all(|committed| *committed));
 }

@@ -88,6 +88,10 @@ pub enum ClientReply {
     /// a transaction answer once its attempt is decided here.
     Answer(SignedAnswer),
     Page(Page),
+    /// A signed answer to an `Object` or `Transaction` read: distinct from an envelope's
+    /// outcome (`Answer`), so that a connection shared by many questions never takes one
+    /// for the other.
+    Record(SignedAnswer),
 }
 
 /// A replica's view of its shard.
@@ -189,7 +193,7 @@ async fn serve(
                     }
                     Ok(ClientRequest::Object(id)) => {
                         let Some(answer) = ask(&tx_core, |reply| ClientCommand::Object(id, reply)).await else { return };
-                        if tx_client.try_send(ClientReply::Answer(answer)).is_err() { return; }
+                        if tx_client.try_send(ClientReply::Record(answer)).is_err() { return; }
                         continue;
                     }
                     Ok(ClientRequest::List { what, after, limit }) => {
@@ -200,7 +204,7 @@ async fn serve(
                     }
                     Ok(ClientRequest::Transaction(tx)) => {
                         let Some(answer) = ask(&tx_core, |reply| ClientCommand::Transaction(tx, reply)).await else { return };
-                        if tx_client.try_send(ClientReply::Answer(answer)).is_err() { return; }
+                        if tx_client.try_send(ClientReply::Record(answer)).is_err() { return; }
                         continue;
                     }
                     Err(reason) => {
@@ -265,10 +269,10 @@ impl ReplicaClient {
     pub async fn read(&mut self, request: ClientRequest) -> std::io::Result<SignedAnswer> {
         self.send(&request).await?;
         self.expect(|reply| match (reply, &request) {
-            (ClientReply::Answer(answer), ClientRequest::Object(asked)) => {
+            (ClientReply::Record(answer), ClientRequest::Object(asked)) => {
                 matches!(&answer.body, AnswerBody::Object { id, .. } if id == asked).then_some(answer)
             }
-            (ClientReply::Answer(answer), ClientRequest::Transaction(asked)) => {
+            (ClientReply::Record(answer), ClientRequest::Transaction(asked)) => {
                 matches!(&answer.body, AnswerBody::Transaction { tx, .. } if tx == asked).then_some(answer)
             }
             _ => None,

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use shardspace_core::bft::{Committee, ReplicaId};
 use shardspace_core::sbac::{AbortReason, AnswerBody, Attempt, ObjectView, SignedAnswer, TxView, VoteKind};
 use shardspace_core::{Envelope, ObjectId, ShardId, ShardMap, TxId};
@@ -17,6 +18,12 @@ use tokio::time::Instant;
 use crate::client::{ClientReply, ClientRequest, Listing, Page, ReplicaClient};
 use crate::config::ClusterFile;
 use crate::replica_link::{About, Heard, ReplicaLink, Subscriptions};
+
+/// What a question hears from the replicas it asked: one bounded channel per replica,
+/// merged, so that a replica flooding its own channel crowds out no other replica.
+type Hearing = futures::stream::SelectAll<futures::stream::BoxStream<'static, Heard>>;
+/// Replies one question keeps waiting from one replica (an honest one sends two or three).
+const REPLIES_PER_REPLICA: usize = 16;
 
 /// Why the cluster gave no outcome.
 #[derive(Debug, thiserror::Error)]
@@ -132,9 +139,10 @@ impl ClusterClient {
     ///
     /// Most transactions are new, so attempt 1 is sent at once, without reading the records
     /// first (a signed answer from every replica, and a round trip, saved). Its outcome
-    /// stands when it is a commit, or an abort that f+1 replicas of every shard took part
-    /// in (they said `Accepted`: the attempt was not decided before) and that no shard
-    /// voted because a later attempt exists. Otherwise the records decide, as above.
+    /// stands when it is a commit, or an abort that every replica counted for it took part
+    /// in (each said `Accepted` before its answer: the attempt was not decided there
+    /// before) and that no shard voted because a later attempt exists. Otherwise the
+    /// records decide, as above. A Byzantine replica can only send it the slow way.
     pub async fn process(&self, envelope: &Envelope) -> Result<Outcome, ClusterError> {
         let tx = envelope.transaction.tx_id();
         let started = Instant::now();
@@ -181,16 +189,16 @@ impl ClusterClient {
         Ok(self.run_attempt(envelope, attempt).await?.0)
     }
 
-    /// As `submit`; also whether f+1 replicas of every concerned shard said `Accepted` (took
-    /// the attempt up undecided) before its outcome.
+    /// As `submit`; also whether, in every concerned shard, each replica whose signed outcome
+    /// was counted said `Accepted` (took the attempt up undecided) before it.
     async fn run_attempt(&self, envelope: &Envelope, attempt: Attempt) -> Result<(Outcome, bool), ClusterError> {
         let tx = envelope.transaction.tx_id();
         let json = serde_json::to_string(envelope).map_err(|error| ClusterError::Invalid(error.to_string()))?;
         let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
-        let (tx_heard, mut rx_heard) = mpsc::channel(64);
         let request = ClientRequest::Envelope { envelope: json, attempt };
-        let _subscriptions = self.ask_all(&shards, About::Tx(tx), request, tx_heard);
+        let (_subscriptions, mut hearing) = self.ask_all(&shards, About::Outcome(tx), request);
         let mut accepted: BTreeMap<ShardId, std::collections::BTreeSet<usize>> = BTreeMap::new();
+        let mut took_part: BTreeMap<ShardId, bool> = BTreeMap::new();
         let deadline = Instant::now() + self.deadline;
         // Each signer's decided answer, and each replica's refusal, by shard: counted once each.
         let mut answers: BTreeMap<ShardId, BTreeMap<ReplicaId, AnswerBody>> = BTreeMap::new();
@@ -198,13 +206,10 @@ impl ClusterClient {
         let mut outcome = BTreeMap::new();
         loop {
             if outcome.len() == shards.len() {
-                let took_part = shards.iter().all(|shard| {
-                    let count = accepted.get(shard).map_or(0, std::collections::BTreeSet::len);
-                    count >= self.committees[shard.0 as usize].validity()
-                });
+                let took_part = shards.iter().all(|shard| took_part.get(shard) == Some(&true));
                 break Ok((Outcome { tx, attempt, shards: outcome }, took_part));
             }
-            let Ok(Some((shard, replica, heard))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
+            let Ok(Some((shard, replica, heard))) = tokio::time::timeout_at(deadline, hearing.next()).await else {
                 let missing = shards.iter().filter(|s| !outcome.contains_key(*s)).copied().collect();
                 let what = format!("txId {tx} (it may still be decided)");
                 break Err(ClusterError::Timeout { what, shards: missing, waited: self.deadline });
@@ -232,6 +237,15 @@ impl ClusterClient {
                     let matching = signed.values().filter(|body| **body == answer.body).count();
                     if matching >= committee.validity() {
                         outcome.insert(shard, view.clone());
+                        // Taken up undecided by every signer counted: each said `Accepted` before
+                        // its answer. A replica that had it decided answers from the record at
+                        // once, without `Accepted`, and is among the first to answer.
+                        let said_accepted = accepted.get(&shard);
+                        let counted = signed.iter().filter(|(_, body)| **body == answer.body);
+                        let all = counted
+                            .map(|(signer, _)| signer.0 as usize)
+                            .all(|signer| said_accepted.is_some_and(|replicas| replicas.contains(&signer)));
+                        took_part.insert(shard, all);
                     }
                 }
                 ClientReply::Accepted { tx: about, attempt: taken } if about == tx && taken == attempt => {
@@ -296,22 +310,21 @@ impl ClusterClient {
     /// Asks every replica of `shard` and returns the first body about the thing asked that
     /// f+1 of them sign (each signer counted once).
     async fn read(&self, shard: ShardId, request: ClientRequest) -> Result<AnswerBody, ClusterError> {
-        let (tx_heard, mut rx_heard) = mpsc::channel(16);
         let about = match &request {
             ClientRequest::Object(id) => About::Object(*id),
-            ClientRequest::Transaction(tx) => About::Tx(*tx),
+            ClientRequest::Transaction(tx) => About::Record(*tx),
             _ => return Err(ClusterError::Invalid("only objects and transactions are read".into())),
         };
-        let _subscriptions = self.ask_all(&[shard], about, request.clone(), tx_heard);
+        let (_subscriptions, mut hearing) = self.ask_all(&[shard], about, request.clone());
         let validity = self.committees[shard.0 as usize].validity();
         let deadline = Instant::now() + self.deadline;
         let mut signed: BTreeMap<ReplicaId, AnswerBody> = BTreeMap::new();
         loop {
-            let Ok(Some((_, replica, reply))) = tokio::time::timeout_at(deadline, rx_heard.recv()).await else {
+            let Ok(Some((_, replica, reply))) = tokio::time::timeout_at(deadline, hearing.next()).await else {
                 let what = format!("{request:?}");
                 break Err(ClusterError::Timeout { what, shards: vec![shard], waited: self.deadline });
             };
-            let ClientReply::Answer(answer) = reply else { continue };
+            let ClientReply::Record(answer) = reply else { continue };
             let about_it = match (&answer.body, &request) {
                 (AnswerBody::Object { id, .. }, ClientRequest::Object(asked)) => id == asked,
                 (AnswerBody::Transaction { tx, .. }, ClientRequest::Transaction(asked)) => tx == asked,
@@ -337,19 +350,18 @@ impl ClusterClient {
 
     /// Sends `request` to every replica of each shard on its link; what they say about
     /// `about` comes to `tx_heard` until the subscriptions returned are dropped.
-    fn ask_all(
-        &self,
-        shards: &[ShardId],
-        about: About,
-        request: ClientRequest,
-        tx_heard: mpsc::Sender<Heard>,
-    ) -> Subscriptions {
+    fn ask_all(&self, shards: &[ShardId], about: About, request: ClientRequest) -> (Subscriptions, Hearing) {
         let mut subscriptions = Subscriptions::default();
+        let mut hearing = Hearing::new();
         for shard in shards {
             for link in &self.links[shard.0 as usize] {
-                link.ask(about, request.clone(), tx_heard.clone(), &mut subscriptions);
+                let (tx_heard, rx_heard) = mpsc::channel(REPLIES_PER_REPLICA);
+                link.ask(about, request.clone(), tx_heard, &mut subscriptions);
+                let replies =
+                    futures::stream::unfold(rx_heard, |mut rx| async move { rx.recv().await.map(|h| (h, rx)) });
+                hearing.push(replies.boxed());
             }
         }
-        subscriptions
+        (subscriptions, hearing)
     }
 }

@@ -481,6 +481,14 @@ impl Core {
     async fn prepare(&mut self, verdict: VerdictCertificate) -> Result<(), CoreError> {
         let key = (verdict.tx, verdict.envelope);
         let Some(pending) = self.envelopes.get(&key) else {
+            // A second certificate from late verdicts, once this envelope was prepared here
+            // (its envelope then leaves `envelopes`), is not kept.
+            let transactions = &self.replica.app().state().transactions;
+            let prepared =
+                transactions.get(&key.0).is_some_and(|record| record.attempts.values().any(|a| a.digest == key.1));
+            if prepared {
+                return Ok(());
+            }
             if self.early.len() >= ENVELOPES_MAX {
                 self.early.pop_first();
             }
@@ -642,6 +650,9 @@ impl Core {
             ShardOutput::Vote { vote, concerned } => {
                 let (tx, attempt) = (vote.tx, vote.attempt);
                 self.envelopes.remove(&(tx, vote.envelope));
+                if concerned.as_slice() == [self.own.shard] {
+                    return Ok(()); // decided with its vote (`ShardApp::decide_alone`): nothing to gather
+                }
                 self.send_vote(&vote, &concerned);
                 let decided = self.replica.app().tx_view(&tx).is_some_and(|view| view.committed.is_some());
                 if !decided {

@@ -27,10 +27,12 @@ const LINK_QUEUE_MAX: usize = 4_096;
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What a reply is about, to route it.
+/// What a reply is about, to route it: an envelope's progress and outcome, or the answer
+/// to a read (`ClientReply::Record`) of a transaction's record or of an object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum About {
-    Tx(TxId),
+    Outcome(TxId),
+    Record(TxId),
     Object(ObjectId),
 }
 
@@ -77,6 +79,8 @@ impl ReplicaLink {
     }
 
     /// Sends `request`, routing replies about `about` to `heard` until `subscriptions` drop.
+    /// `heard` should be this link's own channel for the question: a replica that floods
+    /// it then crowds out only itself.
     pub fn ask(
         &self,
         about: About,
@@ -128,27 +132,39 @@ async fn run(
         let _ = stream.set_nodelay(true);
         let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
         let (mut sink, mut frames) = Framed::new(stream, codec).split();
-        if sink.send(encode(&first)).await.is_err() {
-            continue;
-        }
-        loop {
-            tokio::select! {
-                request = outgoing.recv() => {
-                    let Some(request) = request else { return };
-                    if sink.send(encode(&request)).await.is_err() { break; }
-                }
-                frame = frames.next() => {
-                    let Some(Ok(bytes)) = frame else { break };
+        // Replies are read by their own task, so that a write waiting on a full socket never
+        // stops this side from reading (two peers each waiting to write would hang).
+        let mut reader = {
+            let (routes, address) = (Arc::clone(&routes), address.clone());
+            tokio::spawn(async move {
+                while let Some(Ok(bytes)) = frames.next().await {
                     match decode::<ClientReply>(&bytes) {
                         Ok(reply) => route(shard, replica, reply, &routes),
                         Err(error) => {
                             tracing::debug!(%address, %error, "an unreadable reply: connection dropped");
-                            break;
+                            return;
                         }
                     }
                 }
+            })
+        };
+        let mut next = Some(first);
+        loop {
+            let request = match next.take() {
+                Some(request) => request,
+                None => tokio::select! {
+                    request = outgoing.recv() => match request {
+                        Some(request) => request,
+                        None => { reader.abort(); return; }
+                    },
+                    _ = &mut reader => break,
+                },
+            };
+            if sink.send(encode(&request)).await.is_err() {
+                break;
             }
         }
+        reader.abort();
         tracing::debug!(%address, "connection to the replica lost");
         while outgoing.try_recv().is_ok() {}
     }
@@ -156,16 +172,23 @@ async fn run(
 
 fn route(shard: ShardId, replica: usize, reply: ClientReply, routes: &Mutex<Routes>) {
     let about = match &reply {
-        ClientReply::Rejected { tx: Some(tx), .. } | ClientReply::Accepted { tx, .. } => About::Tx(*tx),
+        ClientReply::Rejected { tx: Some(tx), .. } | ClientReply::Accepted { tx, .. } => About::Outcome(*tx),
         ClientReply::Answer(answer) => match &answer.body {
-            AnswerBody::Transaction { tx, .. } => About::Tx(*tx),
+            AnswerBody::Transaction { tx, .. } => About::Outcome(*tx),
+            AnswerBody::Object { .. } => return,
+        },
+        ClientReply::Record(answer) => match &answer.body {
+            AnswerBody::Transaction { tx, .. } => About::Record(*tx),
             AnswerBody::Object { id, .. } => About::Object(*id),
         },
+        // A refusal of an envelope the replica could not read names no transaction: given to
+        // every question on this link, one replica's refusal could be counted against others.
         _ => return,
     };
     let routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
     for (_, subscriber) in routes.subscribers.get(&about).into_iter().flatten() {
-        // A subscriber that does not keep up misses replies rather than stalling the link.
+        // A question that does not keep up with this replica misses its replies rather than
+        // stalling the link (each question has a channel per link: see `ask`).
         let _ = subscriber.try_send((shard, replica, reply.clone()));
     }
 }

@@ -63,6 +63,14 @@ async fn fake_replica(script: Script, turn: Turn) -> String {
     address
 }
 
+/// A signed answer as a read's reply (`Record`) rather than an envelope's outcome.
+fn record(answer: ClientReply) -> ClientReply {
+    match answer {
+        ClientReply::Answer(answer) => ClientReply::Record(answer),
+        other => other,
+    }
+}
+
 fn committed() -> TxView {
     TxView { attempt: Attempt(1), vote: VoteKind::Accept, decision: Some(true), committed: Some(Attempt(1)) }
 }
@@ -127,7 +135,7 @@ async fn a_byzantine_replica_repeating_or_relaying_answers_is_not_believed() {
     let honest_shard = Arc::clone(&shard);
     let honest = move |replica: usize, request: &ClientRequest| match request {
         ClientRequest::Transaction(tx) => {
-            vec![honest_shard.sign(replica, AnswerBody::Transaction { tx: *tx, record: None })]
+            vec![record(honest_shard.sign(replica, AnswerBody::Transaction { tx: *tx, record: None }))]
         }
         _ => vec![],
     };
@@ -136,6 +144,7 @@ async fn a_byzantine_replica_repeating_or_relaying_answers_is_not_believed() {
         let lie = liar.sign(3, AnswerBody::Transaction { tx: asked, record: Some(committed()) });
         // An honest replica's real answer, about another transaction.
         let relayed = liar.sign(0, AnswerBody::Transaction { tx: other, record: Some(committed()) });
+        let (lie, relayed) = (record(lie), record(relayed));
         vec![lie.clone(), lie.clone(), lie, relayed.clone(), relayed]
     });
     let client = shard.client(honest, byzantine).await;

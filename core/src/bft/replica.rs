@@ -441,7 +441,7 @@ impl<A: Application> Replica<A> {
             && self.committee.leader(self.round) == self.id()
             && self.proposed < self.round
             && self.safety.last_voted_round < self.round
-            && self.has_work();
+            && (self.has_work() || self.ledger.has_requests_near(&self.safety.high_qc.block));
         waiting.then(|| self.round_entered.plus(self.config.propose_after_ms))
     }
 

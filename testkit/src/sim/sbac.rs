@@ -538,6 +538,9 @@ impl SbacSimulation {
                         ));
                     }
                 }
+                if !liar && concerned.as_slice() == [shard] {
+                    return; // decided with its vote (`ShardApp::decide_alone`), as `node::core` does
+                }
                 if let Some(certificates) =
                     self.nodes[node as usize].votes.expect(vote.tx, vote.attempt, vote.envelope, concerned.clone())
                 {
