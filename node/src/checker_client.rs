@@ -76,7 +76,13 @@ pub struct CheckerClient {
 
 impl CheckerClient {
     pub fn new(limits: CheckerClientLimits) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(limits.call_timeout).tcp_nodelay(true).build()?;
+        // Idle connections hold a checker's connection slots (256 by default in both SDKs):
+        // keep no more than the checks this replica runs at once.
+        let http = reqwest::Client::builder()
+            .timeout(limits.call_timeout)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(crate::checking::CHECKS_IN_FLIGHT_MAX)
+            .build()?;
         Ok(Self { http, limits })
     }
 

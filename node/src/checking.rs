@@ -21,17 +21,27 @@ pub struct Checked {
     pub verdict: Result<(bool, Option<String>), String>,
 }
 
+/// Envelopes this replica has its checkers check at once; the others wait their turn. A
+/// checker serves every replica of the cluster, and both SDKs' servers hold 256
+/// connections by default: without a bound, 8 replicas under load opened more than the
+/// Python server takes (the refused ones retried after a backoff), and 32 replicas kept
+/// the Rust one's slots with idle connections until checks timed out. At 8 each, one
+/// checker serves 32 replicas; a larger cluster runs more checkers or raises their limit.
+pub const CHECKS_IN_FLIGHT_MAX: usize = 8;
+
 /// The checker URL of each contract, and the client that calls them.
 #[derive(Clone, Debug)]
 pub struct Checkers {
     client: CheckerClient,
     urls: Arc<BTreeMap<String, String>>,
     tx_checked: mpsc::Sender<Checked>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Checkers {
     pub fn new(client: CheckerClient, urls: BTreeMap<String, String>, tx_checked: mpsc::Sender<Checked>) -> Self {
-        Self { client, urls: Arc::new(urls), tx_checked }
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(CHECKS_IN_FLIGHT_MAX));
+        Self { client, urls: Arc::new(urls), tx_checked, in_flight }
     }
 
     /// The first contract of the transaction (dependencies included) that has no checker here.
@@ -45,6 +55,8 @@ impl Checkers {
         let request = CheckerRequest::from_envelope(envelope);
         let checkers = self.clone();
         tokio::spawn(async move {
+            // The semaphore is never closed; were it, the check would go ahead unbounded.
+            let _permit = Arc::clone(&checkers.in_flight).acquire_owned().await;
             let verdict = match request {
                 Ok(request) => checkers.check_tree(&request).await,
                 // Validation put every input and reference in the store; this cannot happen.

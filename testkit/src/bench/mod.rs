@@ -493,7 +493,7 @@ async fn bank_pairs(target: &Target, map: ShardMap, pairs: usize, cross: bool) -
                 }
                 anyhow::ensure!(committed == Some(true), "opening a bank account did not commit: {committed:?}");
             }
-            Ok(Stream::Bank(Box::new(BankPair::new(accounts))))
+            Ok(Stream::Bank(Box::new(BankPair::new(accounts, map, !cross))))
         })
         .buffer_unordered(64)
         .collect::<Vec<anyhow::Result<Stream>>>()

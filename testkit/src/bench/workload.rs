@@ -43,11 +43,15 @@ pub enum Stream {
     Bank(Box<BankPair>),
 }
 
-/// Two accounts that send one unit back and forth; the sender signs each transfer.
+/// Two accounts that send a few units back and forth; the sender signs each transfer.
+/// The new account states (the outputs) land on shards their ids pick, so the amount is
+/// chosen (1 to `AMOUNT_MAX`) for the transfer to concern one shard (`single`) or two.
 #[derive(Debug)]
 pub struct BankPair {
     accounts: [Object; 2],
     keys: [SigningKey; 2],
+    map: ShardMap,
+    single: bool,
     /// Which account sends next.
     sender: usize,
     /// The transfer in flight, sent again as is after an error (its outcome is unknown).
@@ -68,15 +72,7 @@ impl Stream {
             }
             Self::Bank(pair) => {
                 if pair.pending.is_none() {
-                    let (from, to) = (pair.sender, 1 - pair.sender);
-                    let envelope = shardspace_contract_bank::transfer(
-                        &pair.accounts[from],
-                        &pair.accounts[to],
-                        1,
-                        &pair.keys[from],
-                    )
-                    .context("cannot build a transfer")?;
-                    pair.pending = Some(envelope);
+                    pair.pending = Some(pair.transfer()?);
                 }
                 Ok(serde_json::to_value(&pair.pending)?)
             }
@@ -153,11 +149,31 @@ pub fn open_account(map: ShardMap, shard: u32) -> anyhow::Result<(Envelope, Sign
     anyhow::bail!("no key placed an account on shard {shard} in 10,000 tries")
 }
 
+/// The largest amount a transfer moves (accounts open with 1,000).
+const AMOUNT_MAX: i64 = 24;
+
 impl BankPair {
     /// Two opened accounts (the opening transactions committed), the first one sending first.
-    pub fn new(opened: [(Envelope, SigningKey); 2]) -> Self {
+    pub fn new(opened: [(Envelope, SigningKey); 2], map: ShardMap, single: bool) -> Self {
         let [(first, first_key), (second, second_key)] = opened;
         let account = |envelope: Envelope| envelope.transaction.own_outputs().remove(0);
-        Self { accounts: [account(first), account(second)], keys: [first_key, second_key], sender: 0, pending: None }
+        let (accounts, keys) = ([account(first), account(second)], [first_key, second_key]);
+        Self { accounts, keys, map, single, sender: 0, pending: None }
+    }
+
+    /// The next transfer: the smallest amount that places it as asked (else 1).
+    fn transfer(&self) -> anyhow::Result<Envelope> {
+        let (from, to) = (self.sender, 1 - self.sender);
+        let build = |amount| {
+            shardspace_contract_bank::transfer(&self.accounts[from], &self.accounts[to], amount, &self.keys[from])
+                .context("cannot build a transfer")
+        };
+        for amount in 1..=AMOUNT_MAX {
+            let envelope = build(amount)?;
+            if (self.map.concerned_shards(&envelope.transaction).len() == 1) == self.single {
+                return Ok(envelope);
+            }
+        }
+        build(1)
     }
 }
