@@ -175,3 +175,29 @@ async fn a_byzantine_replica_repeating_a_refusal_does_not_refuse_for_the_shard()
         Err(error) => panic!("{error}"),
     }
 }
+
+#[tokio::test]
+async fn a_byzantine_replica_flooding_replies_crowds_out_only_itself() {
+    let shard = Arc::new(Shard::new());
+    let envelope = TransactionBuilder::new("dump", "put").output("\"flood\"").build().unwrap();
+    let tx = envelope.transaction.tx_id();
+    let honest_shard = Arc::clone(&shard);
+    let honest = move |replica: usize, request: &ClientRequest| match request {
+        ClientRequest::Envelope { attempt, .. } => vec![
+            ClientReply::Accepted { tx, attempt: *attempt },
+            honest_shard.sign(replica, AnswerBody::Transaction { tx, record: Some(committed()) }),
+        ],
+        _ => vec![],
+    };
+    // Far more replies about the transaction than a question keeps from one replica, all
+    // before any honest replica answers: were they shared with the others' replies, the
+    // honest outcomes would be dropped and the question would time out.
+    let byzantine: Script = Arc::new(move |_| {
+        let junk = ClientReply::Accepted { tx, attempt: Attempt(999) };
+        let refusal = ClientReply::Rejected { tx: Some(tx), kind: "busy".into(), message: "flood".into() };
+        (0..500).map(|n| if n % 2 == 0 { junk.clone() } else { refusal.clone() }).collect()
+    });
+    let client = shard.client(honest, byzantine).await;
+    let outcome = client.submit(&envelope, Attempt(1)).await.unwrap();
+    assert!(outcome.committed(), "{outcome:?}");
+}

@@ -256,18 +256,21 @@ const OPEN_STREAMS: usize = 2048;
 const DRAIN: Duration = Duration::from_secs(30);
 
 impl Bench {
+    /// Each workload of the group on a fresh cluster: a replica's state grows with every
+    /// transaction, and a workload measured on the state another left would pay for it.
     async fn group(&mut self, group: &Group) -> anyhow::Result<()> {
         let options = cluster_options(group.shards, group.checkers, self.durability, self.propose_after_ms);
         let checkers = checkers_name(group.checkers);
-        eprintln!("==> {} shards × 4 replicas, {checkers} checkers: starting", group.shards);
-        let bin = self.bin.clone();
-        let cluster = tokio::task::block_in_place(|| LocalCluster::with(&bin, &options))?;
-        let target = Target::new(&cluster.api_url())?;
-        wait_ready(&target, ShardMap::new(group.shards)?).await?;
         for item in &group.items {
             if item.workload.cross() && group.shards < 2 {
                 continue;
             }
+            let name = item.workload.name();
+            eprintln!("==> {name}: {} shards × 4 replicas, {checkers} checkers: starting", group.shards);
+            let bin = self.bin.clone();
+            let cluster = tokio::task::block_in_place(|| LocalCluster::with(&bin, &options))?;
+            let target = Target::new(&cluster.api_url())?;
+            wait_ready(&target, ShardMap::new(group.shards)?).await?;
             self.item(&cluster, &target, group, item).await?;
         }
         Ok(())
