@@ -297,7 +297,7 @@ impl Bench {
         let mut best = (item.clients[0], f64::MIN);
         if item.clients.len() > 1 {
             for &clients in &item.clients {
-                let run = self.closed_run(cluster, target, group, item, &mut streams, clients, "search").await;
+                let run = self.closed_run(cluster, target, group, (item, map), &mut streams, clients, "search").await;
                 if run.stats.tps > best.1 {
                     best = (clients, run.stats.tps);
                 }
@@ -306,7 +306,7 @@ impl Bench {
         }
         let mut runs = Vec::new();
         for _ in 0..self.runs {
-            runs.push(self.closed_run(cluster, target, group, item, &mut streams, best.0, "peak").await);
+            runs.push(self.closed_run(cluster, target, group, (item, map), &mut streams, best.0, "peak").await);
         }
         let peak = self.figure(cluster, &runs, name, checkers, group.shards, "peak");
         let peak_tps = peak.tps_median;
@@ -341,12 +341,11 @@ impl Bench {
         cluster: &LocalCluster,
         target: &Target,
         group: &Group,
-        item: &Item,
+        (item, map): (&Item, ShardMap),
         streams: &mut Vec<Stream>,
         clients: usize,
         mode: &'static str,
     ) -> Run {
-        let map = ShardMap::new(group.shards).unwrap_or_else(|_| unreachable!("a group has shards"));
         let mut taken: Vec<Stream> = if item.workload.is_bank() {
             streams.drain(..clients.min(streams.len())).collect()
         } else {
