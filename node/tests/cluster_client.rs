@@ -151,19 +151,27 @@ async fn a_byzantine_replica_repeating_or_relaying_answers_is_not_believed() {
     assert_eq!(client.transaction(ShardId(0), asked).await.unwrap(), None, "the liar was believed");
 }
 
+/// An honest replica that takes up any attempt of `tx` and answers it committed.
+fn committing(
+    shard: &Arc<Shard>,
+    tx: TxId,
+) -> impl Fn(usize, &ClientRequest) -> Vec<ClientReply> + Send + Sync + Clone + 'static {
+    let shard = Arc::clone(shard);
+    move |replica: usize, request: &ClientRequest| match request {
+        ClientRequest::Envelope { attempt, .. } => vec![
+            ClientReply::Accepted { tx, attempt: *attempt },
+            shard.sign(replica, AnswerBody::Transaction { tx, record: Some(committed()) }),
+        ],
+        _ => vec![],
+    }
+}
+
 #[tokio::test]
 async fn a_byzantine_replica_repeating_a_refusal_does_not_refuse_for_the_shard() {
     let shard = Arc::new(Shard::new());
     let envelope = TransactionBuilder::new("dump", "put").output("\"v\"").build().unwrap();
     let tx = envelope.transaction.tx_id();
-    let honest_shard = Arc::clone(&shard);
-    let honest = move |replica: usize, request: &ClientRequest| match request {
-        ClientRequest::Envelope { attempt, .. } => vec![
-            ClientReply::Accepted { tx, attempt: *attempt },
-            honest_shard.sign(replica, AnswerBody::Transaction { tx, record: Some(committed()) }),
-        ],
-        _ => vec![],
-    };
+    let honest = committing(&shard, tx);
     let byzantine: Script = Arc::new(move |_| {
         let refusal = ClientReply::Rejected { tx: Some(tx), kind: "unknown_contract".into(), message: "a lie".into() };
         vec![refusal.clone(), refusal.clone(), refusal]
@@ -181,14 +189,7 @@ async fn a_byzantine_replica_flooding_replies_crowds_out_only_itself() {
     let shard = Arc::new(Shard::new());
     let envelope = TransactionBuilder::new("dump", "put").output("\"flood\"").build().unwrap();
     let tx = envelope.transaction.tx_id();
-    let honest_shard = Arc::clone(&shard);
-    let honest = move |replica: usize, request: &ClientRequest| match request {
-        ClientRequest::Envelope { attempt, .. } => vec![
-            ClientReply::Accepted { tx, attempt: *attempt },
-            honest_shard.sign(replica, AnswerBody::Transaction { tx, record: Some(committed()) }),
-        ],
-        _ => vec![],
-    };
+    let honest = committing(&shard, tx);
     // Far more replies about the transaction than a question keeps from one replica, all
     // before any honest replica answers: were they shared with the others' replies, the
     // honest outcomes would be dropped and the question would time out.

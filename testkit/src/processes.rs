@@ -92,7 +92,16 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until `condition` holds, checking every 50 ms; panics naming `what` at the deadline.
-pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F)
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    try_wait_until(what, deadline, condition).await.unwrap_or_else(|error| panic!("{error}"));
+}
+
+/// As `wait_until`, with an error naming `what` at the deadline instead of a panic.
+pub async fn try_wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -100,7 +109,8 @@ where
     let until = Instant::now() + deadline;
     let mut poll = tokio::time::interval(Duration::from_millis(50));
     while !condition().await {
-        assert!(Instant::now() < until, "timed out after {deadline:?} waiting until {what}");
+        anyhow::ensure!(Instant::now() < until, "timed out after {deadline:?} waiting until {what}");
         poll.tick().await;
     }
+    Ok(())
 }

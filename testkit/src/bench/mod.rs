@@ -24,6 +24,7 @@ pub use load::{RunStats, Target, median, percentile};
 pub use workload::{Stream, Workload};
 
 use crate::cluster::{Checkers, LocalCluster, Options};
+use crate::processes::try_wait_until;
 use load::{closed, open};
 use workload::BankPair;
 
@@ -464,13 +465,10 @@ fn next_prefix() -> u64 {
 
 /// Waits until a `dump` transaction on each shard commits (every shard live), up to a minute.
 async fn wait_ready(target: &Target, map: ShardMap) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for shard in 0..map.shards() {
         let body = workload::dump_on(next_prefix() << 24, map, shard);
-        while target.submit(&body).await != Some(true) {
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "shard {shard} committed nothing in a minute");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let what = format!("shard {shard} commits a transaction");
+        try_wait_until(&what, Duration::from_secs(60), || async { target.submit(&body).await == Some(true) }).await?;
     }
     Ok(())
 }
