@@ -1,15 +1,41 @@
 //! `CheckerClient`: how a replica asks a contract's checker for a verdict
-//! (DESIGN.md §4). Keep-alive connections, a timeout per call, retries with
-//! backoff on whatever may pass (no connection, a timeout, a 5xx): an unreachable
-//! checker delays the verdict and never becomes a `false`. A 4xx with a
-//! checker's error body is the checker refusing the request itself, reported
-//! as such; any other 4xx (a proxy, a wrong URL, a 429) is tried again.
+//! (DESIGN.md §4, docs/checkers.md §2). Checks waiting for the same checker go
+//! together in one `POST /batch` call; a checker without `/batch` (a 404 or
+//! 405 there) is asked once per request instead, from then on. Keep-alive
+//! connections, a timeout per call, retries with backoff on whatever may pass
+//! (no connection, a timeout, a 5xx): an unreachable checker delays the verdict
+//! and never becomes a `false`. A 4xx with a checker's error body is the
+//! checker refusing the request itself, reported as such; any other 4xx (a
+//! proxy, a wrong URL, a 429) is tried again.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::Value;
 use shardspace_core::CheckerRequest;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+
+/// Requests in one batch call: a checker takes up to 256 (`CHECKER_BATCH_MAX` of both SDKs).
+pub const CHECKER_BATCH_MAX: usize = 64;
+
+/// The bytes of one batch call's body, below the checkers' 2 MiB (`CHECKER_BODY_BYTES_MAX`).
+const CHECKER_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Batch calls in flight to one checker: while they run, the next batch fills up.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
+
+/// Single calls in flight to one checker (one without `/batch`, or a request a batch could
+/// not carry). A checker serves every replica of the cluster and both SDKs hold 256
+/// connections by default: at 8 (+ 2 batches) each, one checker serves 25 replicas; a larger
+/// cluster runs more checkers or raises their limit.
+pub const CALLS_IN_FLIGHT_MAX: usize = 8;
+
+/// Checks waiting for a batch, per checker; more wait for room (back-pressure).
+const BATCH_QUEUE_MAX: usize = 1024;
 
 /// Bounds on asking a checker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +98,33 @@ struct ErrorDetail {
 pub struct CheckerClient {
     http: reqwest::Client,
     limits: CheckerClientLimits,
+    /// One per checker base URL, made on first use.
+    checkers: Arc<Mutex<HashMap<String, Arc<Checker>>>>,
+}
+
+/// One checker, as this client calls it.
+#[derive(Debug)]
+struct Checker {
+    /// Until it answers 404 or 405 there.
+    takes_batches: AtomicBool,
+    batch_queue: mpsc::Sender<Queued>,
+    single_calls: Semaphore,
+}
+
+/// A check waiting for a batch: the request's JSON, and where its result goes.
+#[derive(Debug)]
+struct Queued {
+    request: String,
+    reply: oneshot::Sender<Result<CheckOutcome, TryError>>,
+}
+
+/// Why one try gave no outcome.
+#[derive(Clone, Debug)]
+enum TryError {
+    /// It may pass: try again after a backoff.
+    Failed(String),
+    /// The batch was not taken (no `/batch` here, or refused as a whole): call alone, now.
+    Alone,
 }
 
 impl CheckerClient {
@@ -81,20 +134,52 @@ impl CheckerClient {
         let http = reqwest::Client::builder()
             .timeout(limits.call_timeout)
             .tcp_nodelay(true)
-            .pool_max_idle_per_host(crate::checking::CHECKS_IN_FLIGHT_MAX)
+            .pool_max_idle_per_host(CALLS_IN_FLIGHT_MAX + BATCHES_IN_FLIGHT_MAX)
             .build()?;
-        Ok(Self { http, limits })
+        Ok(Self { http, limits, checkers: Arc::default() })
+    }
+
+    /// The checker at `base_url`; its batch task starts on first use.
+    fn checker(&self, base_url: &str) -> Arc<Checker> {
+        let mut checkers = self.checkers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let checker = checkers.entry(base_url.to_string()).or_insert_with(|| {
+            let (batch_queue, queued) = mpsc::channel(BATCH_QUEUE_MAX);
+            let checker = Arc::new(Checker {
+                takes_batches: AtomicBool::new(true),
+                batch_queue,
+                single_calls: Semaphore::new(CALLS_IN_FLIGHT_MAX),
+            });
+            let url = format!("{}/batch", base_url.trim_end_matches('/'));
+            tokio::spawn(run_batches(self.http.clone(), url, Arc::downgrade(&checker), queued));
+            checker
+        });
+        Arc::clone(checker)
     }
 
     /// Asks the checker at `base_url` about `request`, trying again until the deadline.
     pub async fn check(&self, base_url: &str, request: &CheckerRequest) -> Result<CheckOutcome, CheckerUnavailable> {
         let url = format!("{}/{}/{}", base_url.trim_end_matches('/'), request.contract_id, request.method_id);
+        let body = serde_json::to_string(request).expect("a checker request encodes as JSON");
+        let checker = self.checker(base_url);
         let deadline = Instant::now() + self.limits.deadline;
         let mut backoff = self.limits.backoff_min;
         let mut tries = 0;
         loop {
             tries += 1;
-            let last_error = match self.try_once(&url, request).await {
+            let batched = match checker.takes_batches.load(Ordering::Relaxed) {
+                true => checker.batched(body.clone()).await,
+                false => Err(TryError::Alone),
+            };
+            let answer = match batched {
+                Ok(outcome) => Ok(outcome),
+                Err(TryError::Failed(error)) => Err(error),
+                Err(TryError::Alone) => {
+                    // The semaphore is never closed; were it, the call would go ahead unbounded.
+                    let _slot = checker.single_calls.acquire().await;
+                    self.try_once(&url, body.clone()).await
+                }
+            };
+            let last_error = match answer {
                 Ok(outcome) => return Ok(outcome),
                 Err(error) => error,
             };
@@ -108,29 +193,158 @@ impl CheckerClient {
     }
 
     /// One call: `Err` for what may pass (no connection, a timeout, a 5xx, a garbled answer).
-    async fn try_once(&self, url: &str, request: &CheckerRequest) -> Result<CheckOutcome, String> {
-        let response = self.http.post(url).json(request).send().await.map_err(|error| error.to_string())?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|error| error.to_string())?;
-        match status {
-            200 => {
-                let verdict: VerdictBody =
-                    serde_json::from_slice(&body).map_err(|error| format!("a garbled verdict: {error}"))?;
-                Ok(CheckOutcome::Verdict { success: verdict.success, reason: verdict.reason })
+    async fn try_once(&self, url: &str, body: String) -> Result<CheckOutcome, String> {
+        let (status, body) = post(&self.http, url, body).await?;
+        outcome(status, &body)
+    }
+}
+
+impl Checker {
+    /// One try through the batch queue.
+    async fn batched(&self, request: String) -> Result<CheckOutcome, TryError> {
+        let (reply, answer) = oneshot::channel();
+        if self.batch_queue.send(Queued { request, reply }).await.is_err() {
+            return Err(TryError::Alone);
+        }
+        answer.await.unwrap_or(Err(TryError::Alone))
+    }
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: String) -> Result<(u16, Vec<u8>), String> {
+    let request = http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    let response = request.send().await.map_err(|error| error.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|error| error.to_string())?;
+    Ok((status, body.to_vec()))
+}
+
+/// What one answer (a single call's, or one result of a batch) says.
+fn outcome(status: u16, body: &[u8]) -> Result<CheckOutcome, String> {
+    match status {
+        200 => {
+            let verdict: VerdictBody =
+                serde_json::from_slice(body).map_err(|error| format!("a garbled verdict: {error}"))?;
+            Ok(CheckOutcome::Verdict { success: verdict.success, reason: verdict.reason })
+        }
+        // A checker's own refusal names its kind; a 4xx without one (a proxy, a wrong
+        // URL) or a 429 is not a verdict on the transaction: it may pass.
+        429 => Err("status 429 (too many requests)".into()),
+        400..=499 => match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(ErrorBody { error }) => Ok(CheckOutcome::Refused { status, kind: error.kind, message: error.message }),
+            Err(_) => {
+                let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+                Err(format!("status {status} without a checker's error body (is the URL right?): {text}"))
             }
-            // A checker's own refusal names its kind; a 4xx without one (a proxy, a wrong
-            // URL) or a 429 is not a verdict on the transaction: it may pass.
-            429 => Err("status 429 (too many requests)".into()),
-            400..=499 => match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(ErrorBody { error }) => {
-                    Ok(CheckOutcome::Refused { status, kind: error.kind, message: error.message })
-                }
-                Err(_) => {
-                    let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
-                    Err(format!("status {status} without a checker's error body (is the URL right?): {text}"))
-                }
-            },
-            _ => Err(format!("status {status}")),
+        },
+        _ => {
+            let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+            Err(format!("status {status}: {text}"))
         }
     }
+}
+
+/// Takes the checks queued for one checker, as many as wait (up to a batch), and sends
+/// them in one call; at most `BATCHES_IN_FLIGHT_MAX` calls at once, so that checks
+/// arriving meanwhile gather into the next. Ends when the client is gone.
+async fn run_batches(
+    http: reqwest::Client,
+    url: String,
+    checker: std::sync::Weak<Checker>,
+    mut queued: mpsc::Receiver<Queued>,
+) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    let mut carried = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queued.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        let mut bytes = first.request.len();
+        let mut batch = vec![first];
+        while batch.len() < CHECKER_BATCH_MAX {
+            match queued.try_recv() {
+                Ok(next) if bytes + next.request.len() < CHECKER_BATCH_BYTES_MAX => {
+                    bytes += next.request.len() + 1;
+                    batch.push(next);
+                }
+                Ok(next) => {
+                    carried = Some(next);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let (http, url, checker) = (http.clone(), url.clone(), checker.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            send_batch(&http, &url, &checker, batch).await;
+        });
+    }
+}
+
+async fn send_batch(http: &reqwest::Client, url: &str, checker: &std::sync::Weak<Checker>, batch: Vec<Queued>) {
+    let mut body = String::from(r#"{"requests":["#);
+    for (index, queued) in batch.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        body.push_str(&queued.request);
+    }
+    body.push_str("]}");
+    let results = match post(http, url, body).await {
+        Ok((200, body)) => results(&body, batch.len()).map_err(TryError::Failed),
+        Ok((404 | 405, _)) => {
+            if let Some(checker) = checker.upgrade()
+                && checker.takes_batches.swap(false, Ordering::Relaxed)
+            {
+                tracing::info!(%url, "this checker takes no batches: asking it once per request");
+            }
+            Err(TryError::Alone)
+        }
+        // Refused as a whole (too deep or too large together, say): each request alone.
+        Ok((status @ 400..=499, body)) if status != 429 && serde_json::from_slice::<ErrorBody>(&body).is_ok() => {
+            tracing::warn!(%url, status, "a checker refused a batch: asking once per request");
+            Err(TryError::Alone)
+        }
+        Ok((status, body)) => Err(TryError::Failed(outcome(status, &body).err().unwrap_or_default())),
+        Err(error) => Err(TryError::Failed(error)),
+    };
+    match results {
+        Ok(results) => {
+            for (queued, result) in batch.into_iter().zip(results) {
+                let _ = queued.reply.send(result.map_err(TryError::Failed));
+            }
+        }
+        Err(error) => {
+            for queued in batch {
+                let _ = queued.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// The results of a batch answer: one per request, each read as its own call's answer
+/// (a result with `status` and `error` is that call's error answer).
+fn results(body: &[u8], expected: usize) -> Result<Vec<Result<CheckOutcome, String>>, String> {
+    #[derive(Deserialize)]
+    struct Results {
+        results: Vec<Value>,
+    }
+    let Results { results } =
+        serde_json::from_slice(body).map_err(|error| format!("a garbled batch answer: {error}"))?;
+    if results.len() != expected {
+        return Err(format!("a batch answer with {} results for {expected} requests", results.len()));
+    }
+    let read = |result: Value| {
+        let status = match result.get("status") {
+            None => 200,
+            Some(status) => status.as_u64().and_then(|status| u16::try_from(status).ok()).unwrap_or(0),
+        };
+        outcome(status, result.to_string().as_bytes())
+    };
+    Ok(results.into_iter().map(read).collect())
 }

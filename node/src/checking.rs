@@ -21,13 +21,11 @@ pub struct Checked {
     pub verdict: Result<(bool, Option<String>), String>,
 }
 
-/// Envelopes this replica has its checkers check at once; the others wait their turn. A
-/// checker serves every replica of the cluster, and both SDKs' servers hold 256
-/// connections by default: without a bound, 8 replicas under load opened more than the
-/// Python server takes (the refused ones retried after a backoff), and 32 replicas kept
-/// the Rust one's slots with idle connections until checks timed out. At 8 each, one
-/// checker serves 32 replicas; a larger cluster runs more checkers or raises their limit.
-pub const CHECKS_IN_FLIGHT_MAX: usize = 8;
+/// Envelopes this replica checks at once; the others wait their turn. Their checks go to
+/// each checker in batches over a few connections (`checker_client`): without such bounds,
+/// 8 replicas under load opened more connections than the Python server takes, and 32
+/// kept the Rust one's slots with idle connections until checks timed out.
+pub const ENVELOPES_IN_CHECK_MAX: usize = 256;
 
 /// The checker URL of each contract, and the client that calls them.
 #[derive(Clone, Debug)]
@@ -40,7 +38,7 @@ pub struct Checkers {
 
 impl Checkers {
     pub fn new(client: CheckerClient, urls: BTreeMap<String, String>, tx_checked: mpsc::Sender<Checked>) -> Self {
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(CHECKS_IN_FLIGHT_MAX));
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(ENVELOPES_IN_CHECK_MAX));
         Self { client, urls: Arc::new(urls), tx_checked, in_flight }
     }
 

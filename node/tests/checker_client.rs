@@ -1,11 +1,12 @@
 //! The replica's checker client against real HTTP servers on port 0: verdicts,
-//! refusals, a checker that is down (no verdict, never a `false`), and one that
-//! fails twice before it answers.
+//! refusals, a checker that is down (no verdict, never a `false`), one that
+//! fails twice before it answers, checks gathered into batches, a checker
+//! without `/batch`, and a request that fails inside a batch.
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shardspace_checker::{CheckerServer, Contract, Rejection, Verdict};
@@ -78,18 +79,22 @@ async fn a_checker_that_is_down_gives_no_verdict_after_trying_again() {
 
 #[tokio::test]
 async fn a_checker_failing_twice_is_asked_again_until_it_answers() {
+    // A checker of its own making: no `/batch` (404 there), and busy twice.
     let calls = Arc::new(AtomicU32::new(0));
     let counter = Arc::clone(&calls);
-    let app = axum::Router::new().fallback(move || {
-        let counter = Arc::clone(&counter);
-        async move {
-            if counter.fetch_add(1, Ordering::SeqCst) < 2 {
-                (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy".to_string())
-            } else {
-                (axum::http::StatusCode::OK, r#"{"success": true}"#.to_string())
+    let app = axum::Router::new().route(
+        "/toy/even",
+        axum::routing::post(move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy".to_string())
+                } else {
+                    (axum::http::StatusCode::OK, r#"{"success": true}"#.to_string())
+                }
             }
-        }
-    });
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -112,4 +117,107 @@ async fn a_4xx_without_a_checkers_error_body_is_no_verdict() {
         let error = client.check(&url, &request("toy", "even", 2)).await.unwrap_err();
         assert!(error.tries > 1 && error.last_error.contains(&status.to_string()), "{status}: {error}");
     }
+}
+
+/// The SDK's checker behind a layer that records the path of every call, and answers
+/// `/batch` with 404 when `batches` is false (a checker that predates batches).
+async fn recorded_checker(contract: Contract, batches: bool) -> (String, Arc<Mutex<Vec<String>>>, oneshot::Sender<()>) {
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&paths);
+    let sdk = shardspace_checker::router(vec![contract], Default::default()).unwrap();
+    let app =
+        sdk.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                let path = request.uri().path().to_string();
+                recorded.lock().unwrap().push(path.clone());
+                if path == "/batch" && !batches {
+                    return axum::response::IntoResponse::into_response((
+                        axum::http::StatusCode::NOT_FOUND,
+                        "Not Found",
+                    ));
+                }
+                next.run(request).await
+            }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (url, paths, stop)
+}
+
+/// `even`, slow enough (20 ms a call) that checks arriving together queue behind the first
+/// batches; `explode` panics.
+fn slow_toy() -> Contract {
+    Contract::new("toy")
+        .method("even", |request: &CheckerRequest| -> Verdict {
+            std::thread::park_timeout(Duration::from_millis(20));
+            match request.parameters[0].as_i64() {
+                Some(n) if n % 2 == 0 => Ok(()),
+                _ => Err(Rejection::new("odd")),
+            }
+        })
+        .method("explode", |_: &CheckerRequest| -> Verdict { panic!("boom") })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_that_arrive_together_go_in_few_batch_calls() {
+    let (url, paths, _stop) = recorded_checker(slow_toy(), true).await;
+    let client = CheckerClient::new(limits()).unwrap();
+    let checks = (0..60).map(|n| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { (n, client.check(&url, &request("toy", "even", n)).await) })
+    });
+    for check in checks.collect::<Vec<_>>() {
+        let (n, outcome) = check.await.unwrap();
+        let CheckOutcome::Verdict { success, .. } = outcome.unwrap() else { panic!("check {n} was refused") };
+        assert_eq!(success, n % 2 == 0, "the verdict on {n}");
+    }
+    let paths = paths.lock().unwrap().clone();
+    assert!(paths.iter().all(|path| path == "/batch"), "{paths:?}");
+    assert!(paths.len() <= 6, "60 checks took {} batch calls", paths.len());
+}
+
+#[tokio::test]
+async fn a_checker_without_batches_is_asked_once_per_request_from_then_on() {
+    let (url, paths, _stop) = recorded_checker(slow_toy(), false).await;
+    let client = CheckerClient::new(limits()).unwrap();
+    for n in 0..3 {
+        let outcome = client.check(&url, &request("toy", "even", n)).await.unwrap();
+        assert_eq!(outcome, CheckOutcome::Verdict { success: n % 2 == 0, reason: (n % 2 == 1).then(|| "odd".into()) });
+    }
+    assert_eq!(*paths.lock().unwrap(), ["/batch", "/toy/even", "/toy/even", "/toy/even"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_failing_inside_a_batch_gives_no_verdict_and_the_others_theirs() {
+    let (url, paths, _stop) = recorded_checker(slow_toy(), true).await;
+    let client = CheckerClient::new(limits()).unwrap();
+    let exploding = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { client.check(&url, &request("toy", "explode", 0)).await })
+    };
+    let evens: Vec<_> = (0..8)
+        .map(|n| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.check(&url, &request("toy", "even", n)).await })
+        })
+        .collect();
+    let error = exploding.await.unwrap().unwrap_err();
+    assert!(error.tries > 1 && error.last_error.contains("checker_failed"), "{error}");
+    for (n, even) in evens.into_iter().enumerate() {
+        let outcome = even.await.unwrap().unwrap();
+        assert!(
+            matches!(outcome, CheckOutcome::Verdict { success, .. } if success == (n % 2 == 0)),
+            "{n}: {outcome:?}"
+        );
+    }
+    assert!(paths.lock().unwrap().iter().all(|path| path == "/batch"));
 }

@@ -1,6 +1,7 @@
 """The checker server: serves the checkers of one or many Contracts over HTTP (docs/checkers.md §2).
 
-Replicas POST checker requests to `/{contractID}/{methodID}` and get a verdict;
+Replicas POST checker requests to `/{contractID}/{methodID}` and get a verdict,
+or many at once to `/batch` and get a verdict (or an error) for each;
 `GET /` lists what this process serves. Every bad request gets a JSON error
 `{"error": {"kind", "message", "hint"}}` and the server goes on serving.
 
@@ -27,11 +28,11 @@ from pathlib import Path
 
 from .contract import CheckerFailed, Contract, RequestError, validate_request
 from .jsonvalue import JsonValueError, parse_json
-from .limits import CHECKER_BODY_BYTES_MAX, JSON_NESTING_MAX
+from .limits import CHECKER_BATCH_MAX, CHECKER_BODY_BYTES_MAX, JSON_NESTING_MAX
 
 log = logging.getLogger("shardspace.checker")
 
-__all__ = ["CHECKER_BODY_BYTES_MAX", "CheckerServer", "load_contracts", "load_module", "main", "serve"]
+__all__ = ["CHECKER_BATCH_MAX", "CHECKER_BODY_BYTES_MAX", "CheckerServer", "load_contracts", "load_module", "main", "serve"]
 
 # Every connection holds a thread: bound them, so a flood of connections cannot exhaust the process.
 CHECKER_CONNECTIONS_MAX = 256
@@ -54,11 +55,12 @@ _HINTS = {
     "path_mismatch": "POST to /{contractID}/{methodID} of the request body",
     "unknown_contract": "GET / lists the contracts this checker serves",
     "unknown_method": "GET / lists the methods this checker serves",
-    "not_found": "POST checker requests to /{contractID}/{methodID} (matched as sent: no percent-decoding); "
-    "GET / lists what is served",
-    "method_not_allowed": "use POST /{contractID}/{methodID}, or GET /",
+    "not_found": "POST checker requests to /{contractID}/{methodID} (matched as sent: no percent-decoding) "
+    "or to /batch; GET / lists what is served",
+    "method_not_allowed": "use POST /{contractID}/{methodID} or POST /batch, or GET /",
     "length_required": "send a Content-Length header (this server does not take chunked bodies)",
     "body_too_large": f"a checker request is at most {CHECKER_BODY_BYTES_MAX} bytes",
+    "batch_too_large": f"send at most {CHECKER_BATCH_MAX} requests per batch",
     "checker_failed": "a bug in the contract: a checker returns True / False or raises Reject(reason); "
     "see the checker's log",
     "too_many_connections": "close idle connections, or retry later",
@@ -167,9 +169,16 @@ def _refuse_connection(request, connections_max: int) -> None:
     log.warning("refused a connection: %d connections are open", connections_max)
 
 
+def _error(kind: str, message: str) -> dict:
+    return {"error": {"kind": kind, "message": message, "hint": _HINTS.get(kind, "")}}
+
+
 def _error_body(kind: str, message: str) -> bytes:
-    error = {"kind": kind, "message": message, "hint": _HINTS.get(kind, "")}
-    return json.dumps({"error": error}, separators=(",", ":")).encode("ascii")
+    return json.dumps(_error(kind, message), separators=(",", ":")).encode("ascii")
+
+
+def _verdict(success: bool, reason) -> dict:
+    return {"success": True} if success else {"success": False, "reason": reason}
 
 
 class CheckerHandler(BaseHTTPRequestHandler):
@@ -194,6 +203,10 @@ class CheckerHandler(BaseHTTPRequestHandler):
             return  # answered (411 / 413) and closing
         target = _request_target(self.requestline, self.path)
         segments = _route(target)
+        if target.split("?", 1)[0] == "/batch":
+            if self.command != "POST":
+                return self._fail(405, "method_not_allowed", f"{self.command} /batch is not allowed; POST is")
+            return self._batch(body)
         if segments == []:
             if self.command != "GET":
                 return self._fail(405, "method_not_allowed", f"{self.command} / is not allowed; GET / is")
@@ -224,7 +237,50 @@ class CheckerHandler(BaseHTTPRequestHandler):
             success, reason = contract.run_checker(method_id, request)
         except CheckerFailed as error:
             return self._fail(500, "checker_failed", str(error), cause=error.__cause__)
-        self._send_json(200, {"success": True} if success else {"success": False, "reason": reason})
+        self._send_json(200, _verdict(success, reason))
+
+    def _batch(self, body: bytes):
+        """POST /batch: {"requests": [...]} answered {"results": [...]}, each result what its own call would give."""
+        try:
+            batch = parse_json(body)
+        except JsonValueError as error:
+            return self._fail(400, "malformed_json", f"the body: {error.message}")
+        if not isinstance(batch, dict):
+            return self._fail(400, "malformed_json", f"the body is a JSON {type(batch).__name__}, not an object")
+        if "requests" not in batch:
+            return self._fail(400, "missing_field", "missing field `requests`")
+        requests = batch["requests"]
+        if not isinstance(requests, list):
+            return self._fail(400, "wrong_type", "field `requests` should be a list")
+        if len(requests) > CHECKER_BATCH_MAX:
+            message = f"the batch holds {len(requests)} requests; at most {CHECKER_BATCH_MAX} are taken"
+            return self._fail(413, "batch_too_large", message)
+        self._send_json(200, {"results": [self._batch_item(request) for request in requests]})
+
+    def _batch_item(self, request) -> dict:
+        def failed(status: int, kind: str, message: str, cause=None) -> dict:
+            if status >= 500:
+                log.error("%d in /batch: %s%s", status, message, _where(cause))
+            else:
+                log.warning("%d in /batch: %s", status, message)
+            return {"status": status, **_error(kind, message)}
+
+        if not isinstance(request, dict):
+            return failed(400, "malformed_json", f"the request is a JSON {type(request).__name__}, not an object")
+        try:
+            validate_request(request)
+        except RequestError as error:
+            return failed(400, error.kind, str(error))
+        contract_id, method_id = request["contractID"], request["methodID"]
+        contract = self.server.contracts.get(contract_id)
+        if contract is None:
+            return failed(404, "unknown_contract", f"this checker does not serve contract {contract_id!r}")
+        if not contract.checks(method_id):
+            return failed(404, "unknown_method", f"contract {contract_id!r} has no method {method_id!r}")
+        try:
+            return _verdict(*contract.run_checker(method_id, request))
+        except CheckerFailed as error:
+            return failed(500, "checker_failed", str(error), cause=error.__cause__)
 
     def _parse_request(self, body: bytes):
         try:

@@ -35,3 +35,5 @@ JSON_NESTING_MAX = 127
 
 # A checker request body.
 CHECKER_BODY_BYTES_MAX = 2 * 1024 * 1024
+# The most checker requests one POST /batch may carry (the Rust SDK's CHECKER_BATCH_MAX).
+CHECKER_BATCH_MAX = 256

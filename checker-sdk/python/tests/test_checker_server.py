@@ -322,3 +322,45 @@ def test_check_order_fields_then_numbers_then_path_mismatch(example_server):
     assert _error_of(example_server, "/hello/greet", body)[1] == "float_number"
     # The path is looked up before the body is read: unknown method beats malformed JSON.
     assert _error_of(example_server, "/hello/nope", b"{NaN")[1] == "unknown_method"
+
+
+def _batch(server, body: bytes, method: str = "POST"):
+    return _exchange(_connect(server), method, "/batch", body)
+
+
+def test_a_batch_answers_each_request_as_its_own_call_would(toy_server):
+    requests = [_toy_request(method).decode() for method in ("ok", "boom", "no", "maybe")]
+    requests.append(json.dumps({**GREET, "contractID": "nope"}))
+    response, answer = _batch(toy_server, ("{\"requests\": [" + ",".join(requests) + "]}").encode())
+    assert response.status == 200, answer
+    ok, boom, no, maybe, nope = answer["results"]
+    assert (ok, no) == ({"success": True}, {"success": False, "reason": "because"})
+    assert (boom["status"], boom["error"]["kind"]) == (500, "checker_failed")
+    assert "ZeroDivisionError" in boom["error"]["message"]
+    assert (maybe["status"], maybe["error"]["kind"]) == (500, "checker_failed")
+    assert (nope["status"], nope["error"]["kind"]) == (404, "unknown_contract")
+
+
+@pytest.mark.parametrize(
+    "body, status, kind",
+    [
+        (b"{\"requests\": [", 400, "malformed_json"),
+        (b"[]", 400, "malformed_json"),
+        (b"{}", 400, "missing_field"),
+        (b"{\"requests\": {}}", 400, "wrong_type"),
+        (("{\"requests\": [" + ",".join(["{}"] * 257) + "]}").encode(), 413, "batch_too_large"),
+    ],
+    ids=["not_json", "not_an_object", "no_requests", "requests_not_a_list", "too_many"],
+)
+def test_a_bad_batch_is_refused_whole_and_the_server_still_serves(example_server, body, status, kind):
+    response, answer = _batch(example_server, body)
+    assert (response.status, answer["error"]["kind"]) == (status, kind)
+    response, answer = _batch(example_server, ("{\"requests\": [" + json.dumps(GREET) + "]}").encode())
+    assert (response.status, answer) == (200, {"results": [{"success": True}]})
+
+
+def test_batches_are_posted(example_server):
+    response, answer = _batch(example_server, None, method="GET")
+    assert (response.status, answer["error"]["kind"]) == (405, "method_not_allowed")
+    response, answer = _batch(example_server, b"{\"requests\": []}")
+    assert (response.status, answer) == (200, {"results": []})

@@ -25,6 +25,8 @@ pub enum CheckerError {
     MethodNotAllowed { method: String, path: String },
     #[error("the body is over {max} bytes")]
     BodyTooLarge { max: usize },
+    #[error("the batch holds {count} requests; at most {max} are taken")]
+    BatchTooLarge { count: usize, max: usize },
     #[error("the checker of {contract}.{method} failed: {message}")]
     CheckerFailed { contract: String, method: String, message: String },
     #[error("two contracts are named {contract:?}")]
@@ -47,6 +49,7 @@ impl CheckerError {
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BatchTooLarge { .. } => "batch_too_large",
             Self::CheckerFailed { .. } => "checker_failed",
             Self::DuplicateContract { .. } => "duplicate_contract",
             Self::BadContract { .. } => "bad_contract",
@@ -63,7 +66,7 @@ impl CheckerError {
             | Self::PathMismatch { .. } => 400,
             Self::UnknownContract { .. } | Self::UnknownMethod { .. } | Self::NotFound { .. } => 404,
             Self::MethodNotAllowed { .. } => 405,
-            Self::BodyTooLarge { .. } => 413,
+            Self::BodyTooLarge { .. } | Self::BatchTooLarge { .. } => 413,
             Self::CheckerFailed { .. } | Self::DuplicateContract { .. } | Self::BadContract { .. } => 500,
         }
     }
@@ -81,8 +84,11 @@ impl CheckerError {
             Self::UnknownContract { .. } | Self::UnknownMethod { .. } => {
                 "GET / lists what this checker serves; check the cluster file's checker URL for this contract"
             }
-            Self::NotFound { .. } | Self::MethodNotAllowed { .. } => "POST /{contractID}/{methodID}, or GET /",
+            Self::NotFound { .. } | Self::MethodNotAllowed { .. } => {
+                "POST /{contractID}/{methodID} or POST /batch, or GET /"
+            }
             Self::BodyTooLarge { .. } => "split the transaction: its request is over the checker's limit",
+            Self::BatchTooLarge { .. } => "send fewer requests per batch",
             Self::CheckerFailed { .. } => "a bug in the contract's checker: see the checker's log",
             Self::DuplicateContract { .. } => "serve each contract once per process",
             Self::BadContract { .. } => {

@@ -10,8 +10,13 @@ use crate::error::CheckerError;
 pub fn parse_request(body: &[u8]) -> Result<CheckerRequest, CheckerError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|error| CheckerError::MalformedJson { message: error.to_string() })?;
+    request_from_value(&value)
+}
+
+/// Reads one checker request already parsed as JSON (an item of a batch).
+pub fn request_from_value(value: &Value) -> Result<CheckerRequest, CheckerError> {
     match value {
-        Value::Object(fields) => from_fields(&fields, ""),
+        Value::Object(fields) => from_fields(fields, ""),
         _ => Err(CheckerError::MalformedJson { message: "the body is JSON but not an object".into() }),
     }
 }

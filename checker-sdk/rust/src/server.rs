@@ -15,15 +15,20 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use shardspace_core::CheckerRequest;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::bounded::BoundedListener;
-use crate::contract::{Checker, Contract};
+use crate::contract::{Checker, Contract, Verdict};
 use crate::error::CheckerError;
-use crate::request::parse_request;
+use crate::request::{parse_request, request_from_value};
 
-/// The largest request body a checker reads.
+/// The largest request body a checker reads (a batch's too).
 pub const CHECKER_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// The most checker requests one `POST /batch` may carry.
+pub const CHECKER_BATCH_MAX: usize = 256;
 
 /// Bounds on one checker server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +126,7 @@ async fn handle(State(served): State<Arc<Served>>, request: Request) -> Response
         match route(&served.contracts, &parts.method, path) {
             Err(error) => Err(error),
             Ok(Route::List) => Ok(list(&served.contracts)),
+            Ok(Route::Batch) => batch(&served, body).await,
             Ok(Route::Check(checker)) => check(checker.clone(), path, body, &served.limits).await,
         }
     };
@@ -132,10 +138,11 @@ async fn handle(State(served): State<Arc<Served>>, request: Request) -> Response
 
 enum Route<'a> {
     List,
+    Batch,
     Check(&'a Arc<dyn Checker>),
 }
 
-/// Matches the raw path (no percent-decoding): `/` or `/{contract}/{method}`.
+/// Matches the raw path (no percent-decoding): `/`, `/batch` or `/{contract}/{method}`.
 fn route<'a>(
     contracts: &'a BTreeMap<String, Contract>,
     method: &Method,
@@ -144,6 +151,9 @@ fn route<'a>(
     let not_allowed = || CheckerError::MethodNotAllowed { method: method.to_string(), path: path.to_string() };
     if path == "/" {
         return if method == Method::GET { Ok(Route::List) } else { Err(not_allowed()) };
+    }
+    if path == "/batch" {
+        return if method == Method::POST { Ok(Route::Batch) } else { Err(not_allowed()) };
     }
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let [contract_name, method_name] = segments[..] else {
@@ -155,14 +165,21 @@ fn route<'a>(
     if method != Method::POST {
         return Err(not_allowed());
     }
+    checker_of(contracts, contract_name, method_name).map(Route::Check)
+}
+
+fn checker_of<'a>(
+    contracts: &'a BTreeMap<String, Contract>,
+    contract_name: &str,
+    method_name: &str,
+) -> Result<&'a Arc<dyn Checker>, CheckerError> {
     let contract = contracts
         .get(contract_name)
         .ok_or_else(|| CheckerError::UnknownContract { contract: contract_name.to_string() })?;
-    let checker = contract.checker(method_name).ok_or_else(|| CheckerError::UnknownMethod {
+    contract.checker(method_name).ok_or_else(|| CheckerError::UnknownMethod {
         contract: contract_name.to_string(),
         method: method_name.to_string(),
-    })?;
-    Ok(Route::Check(checker))
+    })
 }
 
 fn list(contracts: &BTreeMap<String, Contract>) -> Value {
@@ -171,36 +188,95 @@ fn list(contracts: &BTreeMap<String, Contract>) -> Value {
     json!({ "contracts": contracts })
 }
 
+async fn read_body(body: Body, limits: &CheckerLimits) -> Result<axum::body::Bytes, CheckerError> {
+    tokio::time::timeout(limits.body_read_timeout, to_bytes(body, CHECKER_BODY_BYTES_MAX))
+        .await
+        .map_err(|_| CheckerError::MalformedJson { message: "the body did not arrive in time".into() })?
+        .map_err(|_| CheckerError::BodyTooLarge { max: CHECKER_BODY_BYTES_MAX })
+}
+
 async fn check(
     checker: Arc<dyn Checker>,
     path: &str,
     body: Body,
     limits: &CheckerLimits,
 ) -> Result<Value, CheckerError> {
-    let too_large = || CheckerError::BodyTooLarge { max: CHECKER_BODY_BYTES_MAX };
-    let body = tokio::time::timeout(limits.body_read_timeout, to_bytes(body, CHECKER_BODY_BYTES_MAX))
-        .await
-        .map_err(|_| CheckerError::MalformedJson { message: "the body did not arrive in time".into() })?
-        .map_err(|_| too_large())?;
-    let request = parse_request(&body)?;
+    let request = parse_request(&read_body(body, limits).await?)?;
     let named = format!("/{}/{}", request.contract_id, request.method_id);
     if named != path {
         return Err(CheckerError::PathMismatch { body: named, path: path.to_string() });
     }
-    let (contract, method) = (request.contract_id.clone(), request.method_id.clone());
-    let failed =
-        |message: String| CheckerError::CheckerFailed { contract: contract.clone(), method: method.clone(), message };
-    // Off the async threads: a checker may verify signatures or loop; a panic is a contract bug.
-    let running = tokio::task::spawn_blocking(move || checker.check(&request));
-    let verdict = match tokio::time::timeout(limits.check_timeout, running).await {
-        Err(_) => return Err(failed(format!("no verdict within {:?}", limits.check_timeout))),
-        Ok(Err(join_error)) => return Err(failed(panic_message(join_error))),
-        Ok(Ok(verdict)) => verdict,
+    Running::start(checker, request).finish(Instant::now() + limits.check_timeout).await
+}
+
+/// `POST /batch`: `{"requests": [...]}` answered `{"results": [...]}`, each result what its
+/// own call would have answered (a verdict, or `{"status", "error"}`). The checks run at
+/// once, off the async threads, under one deadline.
+async fn batch(served: &Served, body: Body) -> Result<Value, CheckerError> {
+    let body = read_body(body, &served.limits).await?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|error| CheckerError::MalformedJson { message: error.to_string() })?;
+    let Value::Object(fields) = value else {
+        return Err(CheckerError::MalformedJson { message: "the body is JSON but not an object".into() });
     };
-    Ok(match verdict {
-        Ok(()) => json!({"success": true}),
-        Err(rejection) => json!({"success": false, "reason": rejection.reason}),
-    })
+    let requests = match fields.get("requests") {
+        None => return Err(CheckerError::MissingField { path: "requests".into() }),
+        Some(Value::Array(requests)) => requests,
+        Some(_) => return Err(CheckerError::WrongType { path: "requests".into(), expected: "a list" }),
+    };
+    if requests.len() > CHECKER_BATCH_MAX {
+        return Err(CheckerError::BatchTooLarge { count: requests.len(), max: CHECKER_BATCH_MAX });
+    }
+    let start = |item: &Value| -> Result<Running, CheckerError> {
+        let request = request_from_value(item)?;
+        let checker = checker_of(&served.contracts, &request.contract_id, &request.method_id)?;
+        Ok(Running::start(checker.clone(), request))
+    };
+    let running: Vec<_> = requests.iter().map(start).collect();
+    let deadline = Instant::now() + served.limits.check_timeout;
+    let mut results = Vec::with_capacity(running.len());
+    for item in running {
+        let answer = match item {
+            Ok(running) => running.finish(deadline).await,
+            Err(error) => Err(error),
+        };
+        results.push(answer.unwrap_or_else(|error| {
+            log_error(&error);
+            let mut body = error_body(&error);
+            body["status"] = json!(error.status());
+            body
+        }));
+    }
+    Ok(json!({ "results": results }))
+}
+
+/// One checker call running off the async threads: a checker may verify signatures or
+/// loop, and a panic is a contract bug.
+struct Running {
+    contract: String,
+    method: String,
+    task: tokio::task::JoinHandle<Verdict>,
+}
+
+impl Running {
+    fn start(checker: Arc<dyn Checker>, request: CheckerRequest) -> Self {
+        let (contract, method) = (request.contract_id.clone(), request.method_id.clone());
+        Self { contract, method, task: tokio::task::spawn_blocking(move || checker.check(&request)) }
+    }
+
+    async fn finish(self, deadline: Instant) -> Result<Value, CheckerError> {
+        let Self { contract, method, task } = self;
+        let failed = |message: String| CheckerError::CheckerFailed { contract, method, message };
+        let verdict = match tokio::time::timeout_at(deadline, task).await {
+            Err(_) => return Err(failed("no verdict in time (check_timeout)".into())),
+            Ok(Err(join_error)) => return Err(failed(panic_message(join_error))),
+            Ok(Ok(verdict)) => verdict,
+        };
+        Ok(match verdict {
+            Ok(()) => json!({"success": true}),
+            Err(rejection) => json!({"success": false, "reason": rejection.reason}),
+        })
+    }
 }
 
 fn panic_message(join_error: tokio::task::JoinError) -> String {
@@ -216,14 +292,21 @@ fn content_length(headers: &axum::http::HeaderMap) -> Option<usize> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-fn error_response(error: &CheckerError) -> Response {
+fn log_error(error: &CheckerError) {
     match error {
         CheckerError::CheckerFailed { .. } => tracing::error!(%error, "checker failed"),
         _ => tracing::debug!(%error, kind = error.kind(), "bad checker request"),
     }
+}
+
+fn error_body(error: &CheckerError) -> Value {
+    json!({"error": {"kind": error.kind(), "message": error.to_string(), "hint": error.hint()}})
+}
+
+fn error_response(error: &CheckerError) -> Response {
+    log_error(error);
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"error": {"kind": error.kind(), "message": error.to_string(), "hint": error.hint()}});
-    let mut response = (status, axum::Json(body)).into_response();
+    let mut response = (status, axum::Json(error_body(error))).into_response();
     if matches!(error, CheckerError::BodyTooLarge { .. }) {
         // The body was not read: this connection cannot carry another request.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

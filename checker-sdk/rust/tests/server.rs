@@ -244,3 +244,64 @@ async fn shutdown_stops_the_server() {
     let result = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
     assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
 }
+
+fn batch_of(requests: &[Value]) -> String {
+    json!({ "requests": requests }).to_string()
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_request_as_its_own_call_would() {
+    let limits = CheckerLimits { check_timeout: std::time::Duration::from_millis(300), ..CheckerLimits::default() };
+    let server = Running::start_with(vec![toy()], limits).await;
+    let client = reqwest::Client::new();
+    let mut unknown = request("even", json!([2]));
+    unknown["contractID"] = json!("nope");
+    let requests = [
+        request("even", json!([2])),
+        request("even", json!([3])),
+        request("explode", json!([])),
+        request("hang", json!([])),
+        unknown,
+        request("even", json!({})),
+        json!([1]),
+    ];
+    let (status, body) = post(&client, &format!("{}/batch", server.url), batch_of(&requests)).await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[..2], [json!({"success": true}), json!({"success": false, "reason": "not even"})]);
+    let errors: Vec<_> =
+        results[2..].iter().map(|result| (result["status"].as_u64(), result["error"]["kind"].as_str())).collect();
+    let expected = [
+        (Some(500), Some("checker_failed")),
+        (Some(500), Some("checker_failed")),
+        (Some(404), Some("unknown_contract")),
+        (Some(400), Some("wrong_type")),
+        (Some(400), Some("malformed_json")),
+    ];
+    assert_eq!(errors, expected, "{body}");
+    assert!(results[2]["error"]["message"].as_str().unwrap().contains("boom"));
+}
+
+#[tokio::test]
+async fn a_bad_batch_is_refused_whole_and_the_server_goes_on() {
+    let server = Running::start(vec![toy()]).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/batch", server.url);
+    let cases = [
+        ("{\"requests\": [".to_string(), 400, "malformed_json"),
+        ("[]".to_string(), 400, "malformed_json"),
+        ("{}".to_string(), 400, "missing_field"),
+        ("{\"requests\": {}}".to_string(), 400, "wrong_type"),
+        (batch_of(&vec![json!({}); shardspace_checker::CHECKER_BATCH_MAX + 1]), 413, "batch_too_large"),
+    ];
+    for (body, expected_status, expected_kind) in cases {
+        let (status, answer) = post(&client, &url, body).await;
+        assert_eq!((status, answer["error"]["kind"].as_str()), (expected_status, Some(expected_kind)));
+        let (status, answer) = post(&client, &url, batch_of(&[request("even", json!([2]))])).await;
+        assert_eq!((status, answer), (200, json!({"results": [{"success": true}]})));
+    }
+    let (status, answer) = post(&client, &url, batch_of(&[])).await;
+    assert_eq!((status, answer), (200, json!({"results": []})));
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+}

@@ -130,3 +130,57 @@ async fn the_checker_process_answers_every_fixture_over_http() {
         }
     }
 }
+
+/// An error about the request itself (not its path, method or size): a batch item gets it too.
+fn stands_alone_in_a_batch(case: &ErrorCase) -> bool {
+    let segments: Vec<&str> = case.path.split('/').collect();
+    if case.method != "POST" || segments.len() != 3 || ["path_mismatch", "not_found"].contains(&case.kind.as_str()) {
+        return false;
+    }
+    match serde_json::from_str::<Value>(&case.body) {
+        Err(_) => false,
+        Ok(Value::Object(fields)) => {
+            let named =
+                |field: &str, default: &str| fields.get(field).and_then(Value::as_str).unwrap_or(default).to_string();
+            [named("contractID", segments[1]), named("methodID", segments[2])] == segments[1..]
+        }
+        Ok(_) => true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_process_answers_the_fixtures_in_batches_as_alone() {
+    let process = CheckerProcess::start();
+    let client = reqwest::Client::new();
+    let url = format!("{}/batch", process.url);
+    let post = |bodies: Vec<String>| {
+        let request = client.post(&url).body(format!("{{\"requests\":[{}]}}", bodies.join(",")));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let verdicts: Vec<VerdictCase> = fixture("checker_requests.json");
+    let (status, body) =
+        post(verdicts.iter().map(|case| serde_json::to_string(&case.request).unwrap()).collect()).await;
+    assert_eq!(status, 200, "{body}");
+    let successes: Vec<_> =
+        body["results"].as_array().unwrap().iter().map(|result| result["success"].as_bool()).collect();
+    assert_eq!(successes, verdicts.iter().map(|case| Some(case.success)).collect::<Vec<_>>());
+
+    let errors: Vec<ErrorCase> = fixture("checker_errors.json");
+    let alone: Vec<_> = errors.iter().filter(|case| stands_alone_in_a_batch(case)).collect();
+    assert!(alone.len() >= 15, "the fixtures hold errors of every kind about a request");
+    for case in alone {
+        let (status, body) = post(vec![case.body.clone()]).await;
+        if status == 400 && case.kind == "malformed_json" {
+            // Nested to the limit alone, it is nested too deep inside a batch: refused as a whole.
+            assert_eq!(body["error"]["kind"], "malformed_json", "{}", case.name);
+            continue;
+        }
+        assert_eq!(status, 200, "{}: {body}", case.name);
+        let result = &body["results"][0];
+        let answer = (result["status"].as_u64(), result["error"]["kind"].as_str());
+        assert_eq!(answer, (Some(u64::from(case.status)), Some(case.kind.as_str())), "{}", case.name);
+    }
+}
