@@ -11,6 +11,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc rather than glibc's malloc: a replica's checkpoints allocate and free buffers
+/// the size of its state, and glibc then kept that memory (its mmap threshold rises with
+/// each large free, and freed heap stays mapped), so resident memory climbed in steps at
+/// every checkpoint; jemalloc gives freed pages back within seconds (issue 6, the soak).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Shardspace: a sharded object ledger.
 #[derive(Debug, Parser)]
 #[command(version, about)]

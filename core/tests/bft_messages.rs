@@ -202,16 +202,17 @@ fn checkpoints_snapshots_and_batches_are_checked() {
     );
 
     let certificate = CheckpointCertificate { point, signatures: vec![signed(0), signed(1), signed(2)] };
-    let snapshot = PeerMessage::Snapshot { certificate: certificate.clone(), state: b"state".to_vec() };
+    let snapshot = PeerMessage::Snapshot { certificate: certificate.clone(), state: b"state".to_vec().into() };
     assert!(shard.verify(&snapshot).is_ok());
-    let other_state = PeerMessage::Snapshot { certificate: certificate.clone(), state: b"another state".to_vec() };
+    let other_state =
+        PeerMessage::Snapshot { certificate: certificate.clone(), state: b"another state".to_vec().into() };
     rejects(
         shard.verify(&other_state),
         |e| matches!(e, ProtocolError::Malformed { .. }),
         "a state that is not the certified one",
     );
     let thin = CheckpointCertificate { point, signatures: vec![signed(0), signed(1)] };
-    let thin = PeerMessage::Snapshot { certificate: thin, state: b"state".to_vec() };
+    let thin = PeerMessage::Snapshot { certificate: thin, state: b"state".to_vec().into() };
     rejects(
         shard.verify(&thin),
         |e| matches!(e, ProtocolError::TooFewSignatures { .. }),

@@ -72,7 +72,7 @@ fn samples() -> Vec<(&'static str, PeerMessage)> {
             "Snapshot",
             PeerMessage::Snapshot {
                 certificate: CheckpointCertificate { point, signatures: vec![(ReplicaId(0), checkpoint_signature)] },
-                state: b"state".to_vec(),
+                state: b"state".to_vec().into(),
             },
         ),
     ]

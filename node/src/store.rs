@@ -265,7 +265,9 @@ fn load(connection: &Connection, path: &Path) -> Result<Persisted, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardspace_core::bft::{QuorumCertificate, ReplicaId, Request, Round};
+    use shardspace_core::bft::{
+        CheckpointCertificate, CheckpointPoint, Digest, Height, QuorumCertificate, ReplicaId, Request, Round,
+    };
 
     fn block(round: u64) -> Block {
         Block {
@@ -290,6 +292,26 @@ mod tests {
         assert_eq!(persisted.safety.last_voted_round, Round(7));
         assert_eq!(persisted.decided, vec![block(5)]);
         assert_eq!(persisted.undecided, vec![block(6)], "a decided round drops the undecided blocks at or below it");
+    }
+
+    #[tokio::test]
+    async fn a_stable_checkpoint_drops_the_decided_log_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        let decided = (1..=5).map(|height| Write::Decided { height, block: block(height + 10) }).collect();
+        store.write(decided).await.unwrap();
+        let point = CheckpointPoint {
+            height: Height(3),
+            block: block(13).digest(),
+            round: Round(13),
+            state: Digest::of(b"state"),
+        };
+        let certificate = CheckpointCertificate { point, signatures: vec![] };
+        let checkpoint = StableCheckpoint { certificate, state: b"state".to_vec().into() };
+        store.write(vec![Write::Checkpoint(checkpoint.clone())]).await.unwrap();
+        let persisted = store.load().await.unwrap();
+        assert_eq!(persisted.decided, vec![block(14), block(15)], "the log at or below the checkpoint is gone");
+        assert_eq!(persisted.checkpoint, Some(checkpoint));
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::app::Application;
 use super::messages::{Block, CheckpointCertificate, CheckpointPoint};
-use super::types::{Digest, DigestSet, Height, Request, Round};
+use super::types::{Digest, DigestSet, Height, Request, Round, SnapshotBytes};
 
 /// The last decided block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,7 +28,7 @@ impl Tip {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StableCheckpoint {
     pub certificate: CheckpointCertificate,
-    pub state: Vec<u8>,
+    pub state: SnapshotBytes,
 }
 
 /// Why a chain could not be committed.
@@ -82,7 +82,7 @@ pub struct Decided<O> {
     pub block: Block,
     pub outputs: Vec<O>,
     /// At a checkpoint height: the point and the snapshot of the state right after this block.
-    pub checkpoint: Option<(CheckpointPoint, Vec<u8>)>,
+    pub checkpoint: Option<(CheckpointPoint, SnapshotBytes)>,
 }
 
 #[derive(Debug)]
@@ -262,8 +262,8 @@ impl<A: Application> Ledger<A> {
     }
 
     /// The checkpoint point of the tip, with the snapshot it signs.
-    pub fn checkpoint_point(&self) -> (CheckpointPoint, Vec<u8>) {
-        let state = self.snapshot();
+    pub fn checkpoint_point(&self) -> (CheckpointPoint, SnapshotBytes) {
+        let state = SnapshotBytes::from(self.snapshot());
         let point = CheckpointPoint {
             height: self.tip.height,
             block: self.tip.block,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::committee::Committee;
 use super::error::ProtocolError;
-use super::types::{Digest, Height, ReplicaId, Request, Round};
+use super::types::{Digest, Height, ReplicaId, Request, Round, SnapshotBytes};
 
 /// Bounds on what one message may carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -395,8 +395,7 @@ pub enum PeerMessage {
     /// `BlockRequest` for a block older than the sender keeps.
     Snapshot {
         certificate: CheckpointCertificate,
-        #[serde(with = "serde_bytes_snapshot")]
-        state: Vec<u8>,
+        state: SnapshotBytes,
     },
 }
 
@@ -457,8 +456,4 @@ impl PeerMessage {
 
 fn malformed(what: &'static str, reason: &str) -> ProtocolError {
     ProtocolError::Malformed { what, reason: reason.to_string() }
-}
-
-mod serde_bytes_snapshot {
-    pub use super::super::types::serde_bytes_vec::{deserialize, serialize};
 }

@@ -24,4 +24,4 @@ pub use messages::{
 };
 pub use replica::{Action, Config, Event, Persisted, Replica};
 pub use safety::SafetyState;
-pub use types::{Digest, DigestMap, DigestSet, Height, ReplicaId, Request, Round, TimeMs};
+pub use types::{Digest, DigestMap, DigestSet, Height, ReplicaId, Request, Round, SnapshotBytes, TimeMs};

@@ -20,7 +20,7 @@ use super::messages::{
     Timeout, TimeoutCertificate, VerifiedCertificates, Vote,
 };
 use super::safety::SafetyState;
-use super::types::{Digest, Height, ReplicaId, Request, Round, TimeMs};
+use super::types::{Digest, Height, ReplicaId, Request, Round, SnapshotBytes, TimeMs};
 
 /// Tuning and bounds of one replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,7 +184,7 @@ pub struct Replica<A: Application> {
     /// Checkpoints gathered, by height then signer.
     checkpoints: BTreeMap<Height, BTreeMap<ReplicaId, Checkpoint>>,
     /// This replica's own checkpoints not yet stable, with their snapshots.
-    own_checkpoints: BTreeMap<Height, (CheckpointPoint, Vec<u8>)>,
+    own_checkpoints: BTreeMap<Height, (CheckpointPoint, SnapshotBytes)>,
     fetching: BTreeMap<Digest, Fetch>,
     /// The highest certificate whose block or parent is still being fetched.
     waiting_certificate: Option<QuorumCertificate>,
@@ -912,7 +912,7 @@ impl<A: Application> Replica<A> {
         }
     }
 
-    fn on_snapshot(&mut self, certificate: CheckpointCertificate, state: Vec<u8>, out: &mut Out<A::Output>) {
+    fn on_snapshot(&mut self, certificate: CheckpointCertificate, state: SnapshotBytes, out: &mut Out<A::Output>) {
         if certificate.point.height <= self.ledger.tip().height {
             return;
         }
@@ -932,7 +932,7 @@ impl<A: Application> Replica<A> {
 
     // ---- checkpoints ------------------------------------------------------------------------------
 
-    fn checkpoint(&mut self, point: CheckpointPoint, state: Vec<u8>, out: &mut Out<A::Output>) {
+    fn checkpoint(&mut self, point: CheckpointPoint, state: SnapshotBytes, out: &mut Out<A::Output>) {
         let signature = self.keys.sign(&point.signing_bytes(&self.committee));
         let checkpoint = Checkpoint { point, author: self.id(), signature };
         self.own_checkpoints.insert(point.height, (point, state));

@@ -16,5 +16,6 @@ pub use messages::{
     AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate, VoteKind,
 };
 pub use shard::{
-    ATTEMPTS_AHEAD_MAX, AttemptRecord, ObjectRecord, ObjectStatus, ShardApp, ShardOutput, ShardState, TxRecord,
+    ATTEMPTS_AHEAD_MAX, AttemptRecord, Attempts, ObjectRecord, ObjectStatus, ShardApp, ShardOutput, ShardState,
+    TxRecord,
 };
