@@ -14,6 +14,8 @@
 # must also be able to write the data folders.
 
 FROM rust:1-slim-bookworm AS build
+# jemalloc (the binary's allocator) is built with its configure script and make.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p shardspace-cli
