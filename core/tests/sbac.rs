@@ -417,6 +417,11 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts_once() {
     let certificate = collector.add(verdict(2, true)).unwrap().unwrap();
     assert!(certificate.success && certificate.verify(&committee).is_ok());
     assert!(collector.add(verdict(3, true)).unwrap().is_none(), "given once");
+    // Once certified, the verdicts still arriving are dropped without checking them.
+    let late_forgery = Verdict { replica: ReplicaId(1), ..verdict(3, true) };
+    assert!(collector.add(late_forgery).unwrap().is_none());
+    let other_envelope = Verdict { envelope: [4; 32], replica: ReplicaId(3), ..verdict(2, true) };
+    assert!(collector.add(other_envelope).is_err(), "verdicts on other envelopes are still checked");
 }
 
 #[test]

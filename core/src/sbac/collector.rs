@@ -55,20 +55,27 @@ pub struct VerdictCollector {
     committee: Committee,
     /// Verdicts by transaction and envelope, with their arrival number (for eviction).
     gathering: BTreeMap<(TxId, [u8; 32]), (u64, VerdictsBySigner)>,
+    /// Envelopes whose certificate was given: the verdicts still arriving for them (f of
+    /// the 2f+1 a shard sends) are dropped unchecked, a signature check each saved.
+    certified: Finished<(TxId, [u8; 32])>,
     arrivals: u64,
     capacity: usize,
 }
 
 impl VerdictCollector {
     pub fn new(committee: Committee, capacity: usize) -> Self {
-        Self { committee, gathering: BTreeMap::new(), arrivals: 0, capacity: capacity.max(1) }
+        let capacity = capacity.max(1);
+        Self { committee, gathering: BTreeMap::new(), certified: Finished::new(capacity), arrivals: 0, capacity }
     }
 
     /// Adds a verdict (checking its signature); returns the certificate when this one completes it.
     pub fn add(&mut self, verdict: Verdict) -> Result<Option<VerdictCertificate>, ProtocolError> {
+        let key = (verdict.tx, verdict.envelope);
+        if self.certified.contains(&key) {
+            return Ok(None);
+        }
         let bytes = Verdict::signing_bytes(&self.committee, &verdict.tx, &verdict.envelope, verdict.success);
         self.committee.verify(verdict.replica, &bytes, &verdict.signature)?;
-        let key = (verdict.tx, verdict.envelope);
         if !self.gathering.contains_key(&key) {
             evict_oldest(&mut self.gathering, self.capacity, |(arrival, _)| *arrival);
             self.arrivals += 1;
@@ -85,6 +92,7 @@ impl VerdictCollector {
             return Ok(None);
         }
         self.gathering.remove(&key);
+        self.certified.insert(key);
         let (tx, envelope, success) = (verdict.tx, verdict.envelope, verdict.success);
         Ok(Some(VerdictCertificate { tx, envelope, success, signatures: matching }))
     }
