@@ -397,7 +397,7 @@ fn one_shards_abort_certificate_decides_without_waiting_for_the_others() {
 }
 
 #[test]
-fn the_verdict_collector_certifies_f_plus_one_matching_verdicts_once() {
+fn the_verdict_collector_certifies_f_plus_one_matching_verdicts() {
     let cluster = Cluster::new();
     let committee = cluster.committees[0].clone();
     let tx: TxId = "ef".repeat(32).parse().unwrap();
@@ -416,10 +416,11 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts_once() {
     assert!(collector.add(forged).is_err(), "a verdict signed by another replica");
     let certificate = collector.add(verdict(2, true)).unwrap().unwrap();
     assert!(certificate.success && certificate.verify(&committee).is_ok());
-    assert!(collector.add(verdict(3, true)).unwrap().is_none(), "given once");
-    // Once certified, the verdicts still arriving are dropped without checking them.
+    // Verdicts still arriving (late ones, or all again for a later attempt of the same
+    // envelope) get the certificate again, without their signatures being checked.
+    assert_eq!(collector.add(verdict(3, true)).unwrap(), Some(certificate.clone()));
     let late_forgery = Verdict { replica: ReplicaId(1), ..verdict(3, true) };
-    assert!(collector.add(late_forgery).unwrap().is_none());
+    assert_eq!(collector.add(late_forgery).unwrap(), Some(certificate));
     let other_envelope = Verdict { envelope: [4; 32], replica: ReplicaId(3), ..verdict(2, true) };
     assert!(collector.add(other_envelope).is_err(), "verdicts on other envelopes are still checked");
 }

@@ -77,6 +77,9 @@ struct Pending {
     json: String,
     attempt: Attempt,
     since: TimeMs,
+    /// Its `Prepare` was submitted or stood by already: the verdict collector gives the
+    /// certificate again for each verdict still arriving, and once is enough.
+    submitted: bool,
 }
 
 /// A client waiting for the outcome of an attempt.
@@ -395,7 +398,7 @@ impl Core {
                 reject(Some(tx), "busy", format!("{ENVELOPES_MAX} transactions are being checked: try again soon"));
                 return Ok(());
             }
-            self.envelopes.insert(key, Pending { json, attempt, since: self.now() });
+            self.envelopes.insert(key, Pending { json, attempt, since: self.now(), submitted: false });
             self.checkers.start(&envelope);
         }
         self.accepted(tx, attempt, client);
@@ -480,7 +483,7 @@ impl Core {
     /// f+1 matching verdicts: order the `Prepare` (if this replica holds the envelope).
     async fn prepare(&mut self, verdict: VerdictCertificate) -> Result<(), CoreError> {
         let key = (verdict.tx, verdict.envelope);
-        let Some(pending) = self.envelopes.get(&key) else {
+        let Some(pending) = self.envelopes.get_mut(&key) else {
             // A second certificate from late verdicts, once this envelope was prepared here
             // (its envelope then leaves `envelopes`), is not kept.
             let transactions = &self.replica.app().state().transactions;
@@ -495,6 +498,9 @@ impl Core {
             self.early.insert(key, verdict);
             return Ok(());
         };
+        if std::mem::replace(&mut pending.submitted, true) {
+            return Ok(());
+        }
         let (tx, attempt) = (verdict.tx, pending.attempt);
         let request = ShardRequest::Prepare { envelope: pending.json.clone(), attempt, verdict };
         self.submit_or_stand_by(tx, attempt, request).await

@@ -3,7 +3,7 @@
 //! signed votes of every concerned shard into the certificates of a `Decide`.
 //! Both are bounded: the oldest unfinished gathering is dropped first.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use ed25519_dalek::Signature;
 
@@ -17,47 +17,59 @@ type Signatures = Vec<(ReplicaId, Signature)>;
 /// Each signer's verdict (accept or not) and signature.
 type VerdictsBySigner = BTreeMap<ReplicaId, (bool, Signature)>;
 
-/// Attempts already decided: votes that still come for them are dropped before their
+/// The last `capacity` keys finished, with what they finished with; the oldest are
+/// forgotten first. Votes for attempts already decided are dropped before their
 /// signatures are checked, and open no new gathering that would only wait for eviction.
-/// Bounded: the oldest are forgotten first. (Verdicts have no such set: they name the
-/// envelope, not the attempt, and a later attempt of the same envelope needs them again.)
+/// Verdicts name the envelope, not the attempt: a later attempt of the same envelope needs
+/// a certificate again, so the certificate given is kept and given again, unchecked.
 #[derive(Debug)]
-struct Finished<K> {
+struct Finished<K, V = ()> {
     order: VecDeque<K>,
-    keys: BTreeSet<K>,
+    values: BTreeMap<K, V>,
     capacity: usize,
 }
 
-impl<K: Ord + Copy> Finished<K> {
+impl<K: Ord + Copy, V> Finished<K, V> {
     fn new(capacity: usize) -> Self {
-        Self { order: VecDeque::new(), keys: BTreeSet::new(), capacity: capacity.max(1) }
+        Self { order: VecDeque::new(), values: BTreeMap::new(), capacity: capacity.max(1) }
     }
 
-    fn insert(&mut self, key: K) {
-        if self.keys.insert(key) {
+    fn insert_with(&mut self, key: K, value: V) {
+        if self.values.insert(key, value).is_none() {
             self.order.push_back(key);
         }
         while self.order.len() > self.capacity {
             if let Some(oldest) = self.order.pop_front() {
-                self.keys.remove(&oldest);
+                self.values.remove(&oldest);
             }
         }
     }
 
+    fn get(&self, key: &K) -> Option<&V> {
+        self.values.get(key)
+    }
+
     fn contains(&self, key: &K) -> bool {
-        self.keys.contains(key)
+        self.values.contains_key(key)
     }
 }
 
-/// Gathers this shard's signed verdicts; f+1 matching ones make a certificate, given once.
+impl<K: Ord + Copy> Finished<K> {
+    fn insert(&mut self, key: K) {
+        self.insert_with(key, ());
+    }
+}
+
+/// Gathers this shard's signed verdicts; f+1 matching ones make a certificate.
 #[derive(Debug)]
 pub struct VerdictCollector {
     committee: Committee,
     /// Verdicts by transaction and envelope, with their arrival number (for eviction).
     gathering: BTreeMap<(TxId, [u8; 32]), (u64, VerdictsBySigner)>,
-    /// Envelopes whose certificate was given: the verdicts still arriving for them (f of
-    /// the 2f+1 a shard sends) are dropped unchecked, a signature check each saved.
-    certified: Finished<(TxId, [u8; 32])>,
+    /// Certificates given, by transaction and envelope: a verdict still arriving for one
+    /// (f of the 2f+1 a shard sends, or all of them again for a later attempt) gets it
+    /// again without its signature being checked, a signature check each saved (issue 6).
+    certified: Finished<(TxId, [u8; 32]), VerdictCertificate>,
     arrivals: u64,
     capacity: usize,
 }
@@ -71,8 +83,8 @@ impl VerdictCollector {
     /// Adds a verdict (checking its signature); returns the certificate when this one completes it.
     pub fn add(&mut self, verdict: Verdict) -> Result<Option<VerdictCertificate>, ProtocolError> {
         let key = (verdict.tx, verdict.envelope);
-        if self.certified.contains(&key) {
-            return Ok(None);
+        if let Some(certificate) = self.certified.get(&key) {
+            return Ok(Some(certificate.clone()));
         }
         let bytes = Verdict::signing_bytes(&self.committee, &verdict.tx, &verdict.envelope, verdict.success);
         self.committee.verify(verdict.replica, &bytes, &verdict.signature)?;
@@ -92,9 +104,10 @@ impl VerdictCollector {
             return Ok(None);
         }
         self.gathering.remove(&key);
-        self.certified.insert(key);
         let (tx, envelope, success) = (verdict.tx, verdict.envelope, verdict.success);
-        Ok(Some(VerdictCertificate { tx, envelope, success, signatures: matching }))
+        let certificate = VerdictCertificate { tx, envelope, success, signatures: matching };
+        self.certified.insert_with(key, certificate.clone());
+        Ok(Some(certificate))
     }
 }
 
