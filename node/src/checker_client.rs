@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 /// Requests in one batch call: a checker takes up to 256 (`CHECKER_BATCH_MAX` of both SDKs).
-pub const CHECKER_BATCH_MAX: usize = 64;
+pub const BATCH_REQUESTS_MAX: usize = 64;
 
 /// The bytes of one batch call's body, below the checkers' 2 MiB (`CHECKER_BODY_BYTES_MAX`).
 const CHECKER_BATCH_BYTES_MAX: usize = 1024 * 1024;
@@ -164,16 +164,20 @@ impl CheckerClient {
         let deadline = Instant::now() + self.limits.deadline;
         let mut backoff = self.limits.backoff_min;
         let mut tries = 0;
+        // Once a batch carrying this request failed, it goes alone: a request that makes
+        // its checker hang or fail must not take the others of its batches down with it.
+        let mut alone = false;
         loop {
             tries += 1;
-            let batched = match checker.takes_batches.load(Ordering::Relaxed) {
+            let batched = match !alone && checker.takes_batches.load(Ordering::Relaxed) {
                 true => checker.batched(body.clone()).await,
                 false => Err(TryError::Alone),
             };
             let answer = match batched {
                 Ok(outcome) => Ok(outcome),
-                Err(TryError::Failed(error)) => Err(error),
-                Err(TryError::Alone) => {
+                Err(TryError::Failed(error)) if alone => Err(error),
+                Err(TryError::Failed(_) | TryError::Alone) => {
+                    alone = true;
                     // The semaphore is never closed; were it, the call would go ahead unbounded.
                     let _slot = checker.single_calls.acquire().await;
                     self.try_once(&url, body.clone()).await
@@ -265,7 +269,7 @@ async fn run_batches(
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
         let mut bytes = first.request.len();
         let mut batch = vec![first];
-        while batch.len() < CHECKER_BATCH_MAX {
+        while batch.len() < BATCH_REQUESTS_MAX {
             match queued.try_recv() {
                 Ok(next) if bytes + next.request.len() < CHECKER_BATCH_BYTES_MAX => {
                     bytes += next.request.len() + 1;
@@ -295,18 +299,29 @@ async fn send_batch(http: &reqwest::Client, url: &str, checker: &std::sync::Weak
         body.push_str(&queued.request);
     }
     body.push_str("]}");
+    let no_batches = || {
+        if let Some(checker) = checker.upgrade()
+            && checker.takes_batches.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(%url, "this checker takes no batches: asking it once per request from now on");
+        }
+        Err(TryError::Alone)
+    };
     let results = match post(http, url, body).await {
+        // A checker written before batches, or by hand: nothing at `/batch` (404, 405, a
+        // 4xx without a checker's error body), or a catch-all answer without `results`.
+        Ok((200, body))
+            if serde_json::from_slice::<Value>(&body).is_ok_and(|answer| answer.get("results").is_none()) =>
+        {
+            no_batches()
+        }
         Ok((200, body)) => results(&body, batch.len()).map_err(TryError::Failed),
-        Ok((404 | 405, _)) => {
-            if let Some(checker) = checker.upgrade()
-                && checker.takes_batches.swap(false, Ordering::Relaxed)
-            {
-                tracing::info!(%url, "this checker takes no batches: asking it once per request");
-            }
-            Err(TryError::Alone)
+        Ok((404 | 405, _)) => no_batches(),
+        Ok((status @ 400..=499, body)) if status != 429 && serde_json::from_slice::<ErrorBody>(&body).is_err() => {
+            no_batches()
         }
         // Refused as a whole (too deep or too large together, say): each request alone.
-        Ok((status @ 400..=499, body)) if status != 429 && serde_json::from_slice::<ErrorBody>(&body).is_ok() => {
+        Ok((status @ 400..=499, _)) if status != 429 => {
             tracing::warn!(%url, status, "a checker refused a batch: asking once per request");
             Err(TryError::Alone)
         }

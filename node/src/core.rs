@@ -99,7 +99,7 @@ pub struct Core {
     votes: VoteCollector,
     envelopes: BTreeMap<(TxId, [u8; 32]), Pending>,
     /// Verdict certificates completed by peers' verdicts before this replica held the
-    /// envelope (the collector gives each one once): used when the envelope comes.
+    /// envelope: used when the envelope comes (else the next verdict would bring it again).
     early: BTreeMap<(TxId, [u8; 32]), VerdictCertificate>,
     /// Which client connection waits for which raw request, since when.
     waiting: DigestMap<(mpsc::Sender<ClientReply>, TimeMs)>,

@@ -122,15 +122,27 @@ async fn a_4xx_without_a_checkers_error_body_is_no_verdict() {
 /// The SDK's checker behind a layer that records the path of every call, and answers
 /// `/batch` with 404 when `batches` is false (a checker that predates batches).
 async fn recorded_checker(contract: Contract, batches: bool) -> (String, Arc<Mutex<Vec<String>>>, oneshot::Sender<()>) {
+    let (url, paths, _, stop) = counted_checker(contract, batches).await;
+    (url, paths, stop)
+}
+
+/// `recorded_checker`, with a watch of how many calls have arrived.
+async fn counted_checker(
+    contract: Contract,
+    batches: bool,
+) -> (String, Arc<Mutex<Vec<String>>>, tokio::sync::watch::Receiver<usize>, oneshot::Sender<()>) {
     let paths = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&paths);
+    let (tx_calls, calls) = tokio::sync::watch::channel(0usize);
+    let tx_calls = Arc::new(tx_calls);
     let sdk = shardspace_checker::router(vec![contract], Default::default()).unwrap();
     let app =
         sdk.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
-            let recorded = Arc::clone(&recorded);
+            let (recorded, tx_calls) = (Arc::clone(&recorded), Arc::clone(&tx_calls));
             async move {
                 let path = request.uri().path().to_string();
                 recorded.lock().unwrap().push(path.clone());
+                tx_calls.send_modify(|calls| *calls += 1);
                 if path == "/batch" && !batches {
                     return axum::response::IntoResponse::into_response((
                         axum::http::StatusCode::NOT_FOUND,
@@ -150,11 +162,12 @@ async fn recorded_checker(contract: Contract, batches: bool) -> (String, Arc<Mut
             })
             .await
     });
-    (url, paths, stop)
+    (url, paths, calls, stop)
 }
 
 /// `even`, slow enough (20 ms a call) that checks arriving together queue behind the first
-/// batches; `explode` panics.
+/// batches; `slow` takes 300 ms; `explode` panics; `hang` takes 2.5 s (bounded, so that
+/// the runtime can end).
 fn slow_toy() -> Contract {
     Contract::new("toy")
         .method("even", |request: &CheckerRequest| -> Verdict {
@@ -165,6 +178,14 @@ fn slow_toy() -> Contract {
             }
         })
         .method("explode", |_: &CheckerRequest| -> Verdict { panic!("boom") })
+        .method("slow", |_: &CheckerRequest| -> Verdict {
+            std::thread::park_timeout(Duration::from_millis(300));
+            Ok(())
+        })
+        .method("hang", |_: &CheckerRequest| -> Verdict {
+            std::thread::park_timeout(Duration::from_millis(2_500));
+            Ok(())
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,5 +240,59 @@ async fn a_request_failing_inside_a_batch_gives_no_verdict_and_the_others_theirs
             "{n}: {outcome:?}"
         );
     }
-    assert!(paths.lock().unwrap().iter().all(|path| path == "/batch"));
+    let paths = paths.lock().unwrap();
+    assert!(!paths.iter().any(|path| path == "/toy/even"), "the evens were answered in batches: {paths:?}");
+    assert!(paths.iter().any(|path| path == "/toy/explode"), "the failing one went alone: {paths:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_hangs_inside_a_batch_holds_up_no_other() {
+    let (url, paths, mut calls, _stop) = counted_checker(slow_toy(), true).await;
+    let client = CheckerClient::new(CheckerClientLimits { call_timeout: Duration::from_secs(1), ..limits() }).unwrap();
+    let check = |method: &'static str, n: i64| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move { client.check(&url, &request("toy", method, n)).await })
+    };
+    // Two slow checks hold both batch slots, so that what comes next waits for one batch.
+    let slow = [check("slow", 0), check("slow", 1)];
+    tokio::time::timeout(Duration::from_secs(10), calls.wait_for(|calls| *calls >= 2)).await.unwrap().unwrap();
+    let hanging = check("hang", 0);
+    let evens: Vec<_> = (0..6).map(|n| check("even", n)).collect();
+    for (n, even) in evens.into_iter().enumerate() {
+        let outcome = even.await.unwrap().unwrap();
+        assert!(
+            matches!(outcome, CheckOutcome::Verdict { success, .. } if success == (n % 2 == 0)),
+            "{n}: {outcome:?}"
+        );
+    }
+    for slow in slow {
+        assert!(slow.await.unwrap().is_ok());
+    }
+    let error = hanging.await.unwrap().unwrap_err();
+    assert!(error.url.ends_with("/toy/hang"), "{error}");
+    let paths = paths.lock().unwrap();
+    assert!(paths.iter().any(|path| path == "/toy/even"), "the others went alone after their batch failed: {paths:?}");
+}
+
+#[tokio::test]
+async fn a_checker_answering_every_path_with_a_verdict_is_asked_once_per_request() {
+    // A hand-written checker with a catch-all route: its answer at `/batch` has no `results`.
+    let paths = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&paths);
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let recorded = Arc::clone(&recorded);
+        async move {
+            recorded.lock().unwrap().push(uri.path().to_string());
+            (axum::http::StatusCode::OK, r#"{"success": true}"#)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = CheckerClient::new(limits()).unwrap();
+    for n in 0..2 {
+        let outcome = client.check(&url, &request("toy", "even", n)).await.unwrap();
+        assert_eq!(outcome, CheckOutcome::Verdict { success: true, reason: None });
+    }
+    assert_eq!(*paths.lock().unwrap(), ["/batch", "/toy/even", "/toy/even"]);
 }

@@ -241,12 +241,9 @@ class CheckerHandler(BaseHTTPRequestHandler):
 
     def _batch(self, body: bytes):
         """POST /batch: {"requests": [...]} answered {"results": [...]}, each result what its own call would give."""
-        try:
-            batch = parse_json(body)
-        except JsonValueError as error:
-            return self._fail(400, "malformed_json", f"the body: {error.message}")
-        if not isinstance(batch, dict):
-            return self._fail(400, "malformed_json", f"the body is a JSON {type(batch).__name__}, not an object")
+        batch = self._parse_object(body)
+        if batch is None:
+            return  # answered 400
         if "requests" not in batch:
             return self._fail(400, "missing_field", "missing field `requests`")
         requests = batch["requests"]
@@ -282,14 +279,21 @@ class CheckerHandler(BaseHTTPRequestHandler):
         except CheckerFailed as error:
             return failed(500, "checker_failed", str(error), cause=error.__cause__)
 
-    def _parse_request(self, body: bytes):
+    def _parse_object(self, body: bytes):
+        """The body as a JSON object, or None after answering 400 malformed_json."""
         try:
             # As serde_json reads it: NaN, overflowing numbers, lone surrogates and deep nesting are refused.
-            request = parse_json(body)
+            value = parse_json(body)
         except JsonValueError as error:
             return self._fail(400, "malformed_json", f"the body: {error.message}")
-        if not isinstance(request, dict):
-            return self._fail(400, "malformed_json", f"the body is a JSON {type(request).__name__}, not an object")
+        if not isinstance(value, dict):
+            return self._fail(400, "malformed_json", f"the body is a JSON {type(value).__name__}, not an object")
+        return value
+
+    def _parse_request(self, body: bytes):
+        request = self._parse_object(body)
+        if request is None:
+            return None  # answered 400
         try:
             validate_request(request)  # fields, then numbers in parameters
         except RequestError as error:

@@ -163,7 +163,7 @@ impl fmt::Debug for Request {
 /// for each cost time and memory in proportion to the whole state (issue 6). Encoded as
 /// bytes, as the `Vec<u8>` it replaces.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct SnapshotBytes(Arc<[u8]>);
+pub struct SnapshotBytes(Arc<Vec<u8>>);
 
 impl Deref for SnapshotBytes {
     type Target = [u8];
@@ -174,7 +174,7 @@ impl Deref for SnapshotBytes {
 
 impl From<Vec<u8>> for SnapshotBytes {
     fn from(bytes: Vec<u8>) -> Self {
-        Self(bytes.into())
+        Self(Arc::new(bytes)) // the vector moves in: no copy
     }
 }
 

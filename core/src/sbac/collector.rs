@@ -80,7 +80,8 @@ impl VerdictCollector {
         Self { committee, gathering: BTreeMap::new(), certified: Finished::new(capacity), arrivals: 0, capacity }
     }
 
-    /// Adds a verdict (checking its signature); returns the certificate when this one completes it.
+    /// Adds a verdict (checking its signature); returns the certificate when this one completes
+    /// it, and again, unchecked, for each verdict on an envelope already certified.
     pub fn add(&mut self, verdict: Verdict) -> Result<Option<VerdictCertificate>, ProtocolError> {
         let key = (verdict.tx, verdict.envelope);
         if let Some(certificate) = self.certified.get(&key) {
