@@ -426,6 +426,27 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts() {
 }
 
 #[test]
+fn a_certificate_forgotten_by_the_verdict_collector_is_checked_again() {
+    let cluster = Cluster::new();
+    let committee = cluster.committees[0].clone();
+    let verdict = |tx: TxId, replica: u32| {
+        let bytes = Verdict::signing_bytes(&committee, &tx, &[3; 32], true);
+        let signature = cluster.keys[0][replica as usize].sign(&bytes);
+        Verdict { tx, envelope: [3; 32], success: true, replica: ReplicaId(replica), signature }
+    };
+    let (first, second): (TxId, TxId) = ("01".repeat(32).parse().unwrap(), "02".repeat(32).parse().unwrap());
+    let mut collector = VerdictCollector::new(committee.clone(), 1);
+    for tx in [first, second] {
+        assert!(collector.add(verdict(tx, 0)).unwrap().is_none());
+        assert!(collector.add(verdict(tx, 1)).unwrap().is_some());
+    }
+    // Room for one certificate: the first one's is gone, so a forged verdict on it is checked.
+    let forged = Verdict { replica: ReplicaId(2), ..verdict(first, 3) };
+    assert!(collector.add(forged).is_err());
+    assert!(collector.add(Verdict { replica: ReplicaId(2), ..verdict(second, 3) }).unwrap().is_some());
+}
+
+#[test]
 fn shards_shown_different_stores_of_one_transaction_abort_it_and_release_their_locks() {
     // A client shows each shard the true value of its own object and an inflated value of
     // the other's: each checker sees a transaction that adds up, each value check passes.

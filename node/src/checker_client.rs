@@ -23,7 +23,7 @@ use tokio::time::Instant;
 pub const BATCH_REQUESTS_MAX: usize = 64;
 
 /// The bytes of one batch call's body, below the checkers' 2 MiB (`CHECKER_BODY_BYTES_MAX`).
-const CHECKER_BATCH_BYTES_MAX: usize = 1024 * 1024;
+pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 /// Batch calls in flight to one checker: while they run, the next batch fills up.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
@@ -271,7 +271,7 @@ async fn run_batches(
         let mut batch = vec![first];
         while batch.len() < BATCH_REQUESTS_MAX {
             match queued.try_recv() {
-                Ok(next) if bytes + next.request.len() < CHECKER_BATCH_BYTES_MAX => {
+                Ok(next) if bytes + next.request.len() < BATCH_BYTES_MAX => {
                     bytes += next.request.len() + 1;
                     batch.push(next);
                 }

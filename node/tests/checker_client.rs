@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use shardspace_checker::{CheckerServer, Contract, Rejection, Verdict};
 use shardspace_core::CheckerRequest;
-use shardspace_node::checker_client::{CheckOutcome, CheckerClient, CheckerClientLimits};
+use shardspace_node::checker_client::{
+    BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, BATCHES_IN_FLIGHT_MAX, CheckOutcome, CheckerClient, CheckerClientLimits,
+};
 use tokio::sync::oneshot;
 
 fn request(contract: &str, method: &str, parameter: i64) -> CheckerRequest {
@@ -295,4 +297,72 @@ async fn a_checker_answering_every_path_with_a_verdict_is_asked_once_per_request
         assert_eq!(outcome, CheckOutcome::Verdict { success: true, reason: None });
     }
     assert_eq!(*paths.lock().unwrap(), ["/batch", "/toy/even", "/toy/even"]);
+}
+
+/// One batch call as the checker received it: its body's bytes and request count.
+#[derive(Clone, Copy, Debug)]
+struct BatchSeen {
+    bytes: usize,
+    requests: usize,
+}
+
+/// The SDK's checker behind a layer that measures each `/batch` call, and counts the
+/// batch calls running at once (the most seen is kept).
+async fn measured_checker(contract: Contract) -> (String, Arc<Mutex<(Vec<BatchSeen>, usize, usize)>>) {
+    let seen = Arc::new(Mutex::new((Vec::new(), 0usize, 0usize)));
+    let recorded = Arc::clone(&seen);
+    let sdk = shardspace_checker::router(vec![contract], Default::default()).unwrap();
+    let app =
+        sdk.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                let (parts, body) = request.into_parts();
+                let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                let requests = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["requests"]
+                    .as_array()
+                    .map_or(0, Vec::len);
+                {
+                    let mut seen = recorded.lock().unwrap();
+                    seen.0.push(BatchSeen { bytes: bytes.len(), requests });
+                    seen.1 += 1;
+                    seen.2 = seen.2.max(seen.1);
+                }
+                let response = next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await;
+                recorded.lock().unwrap().1 -= 1;
+                response
+            }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stay_within_their_count_bytes_and_calls_in_flight() {
+    let (url, seen) = measured_checker(slow_toy()).await;
+    let client = CheckerClient::new(limits()).unwrap();
+    // Requests of about 40 KiB each: more than fit in one batch's bytes, and more of them
+    // than fit in one batch's count.
+    let padding = "x".repeat(40 * 1024);
+    let checks: Vec<_> = (0..BATCH_REQUESTS_MAX as i64 + 40)
+        .map(|n| {
+            let (client, url) = (client.clone(), url.clone());
+            let mut request = request("toy", "even", n * 2);
+            if n % 2 == 0 {
+                request.parameters.push(padding.clone().into());
+            }
+            tokio::spawn(async move { client.check(&url, &request).await })
+        })
+        .collect();
+    for check in checks {
+        let outcome = check.await.unwrap().unwrap();
+        assert_eq!(outcome, CheckOutcome::Verdict { success: true, reason: None });
+    }
+    let (batches, _, most_at_once) = seen.lock().unwrap().clone();
+    assert_eq!(batches.iter().map(|batch| batch.requests).sum::<usize>(), BATCH_REQUESTS_MAX + 40, "{batches:?}");
+    assert!(batches.iter().all(|batch| batch.requests <= BATCH_REQUESTS_MAX), "{batches:?}");
+    assert!(batches.iter().all(|batch| batch.bytes <= BATCH_BYTES_MAX + 64), "{batches:?}");
+    assert!(batches.iter().any(|batch| batch.requests > 1), "some checks went together: {batches:?}");
+    assert!(most_at_once <= BATCHES_IN_FLIGHT_MAX, "{most_at_once} batch calls at once");
 }
