@@ -105,7 +105,7 @@ pub struct CheckerClient {
 /// One checker, as this client calls it.
 #[derive(Debug)]
 struct Checker {
-    /// Until it answers 404 or 405 there.
+    /// Until it shows it has no `/batch` (see `send_batch`).
     takes_batches: AtomicBool,
     batch_queue: mpsc::Sender<Queued>,
     single_calls: Semaphore,
