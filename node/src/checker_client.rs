@@ -222,28 +222,34 @@ async fn post(http: &reqwest::Client, url: &str, body: String) -> Result<(u16, V
     Ok((status, body.to_vec()))
 }
 
-/// What one answer (a single call's, or one result of a batch) says.
+/// What a single call's answer says.
 fn outcome(status: u16, body: &[u8]) -> Result<CheckOutcome, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(answer) => read_answer(status, answer),
+        Err(error) if status == 200 => Err(format!("a garbled verdict: {error}")),
+        Err(_) => {
+            let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+            read_answer(status, Value::String(text))
+        }
+    }
+}
+
+/// What one answer says, parsed: a single call's body, or one result of a batch.
+fn read_answer(status: u16, answer: Value) -> Result<CheckOutcome, String> {
+    let text = || answer.to_string().chars().take(200).collect::<String>();
     match status {
         200 => {
-            let verdict: VerdictBody =
-                serde_json::from_slice(body).map_err(|error| format!("a garbled verdict: {error}"))?;
+            let verdict = VerdictBody::deserialize(&answer).map_err(|error| format!("a garbled verdict: {error}"))?;
             Ok(CheckOutcome::Verdict { success: verdict.success, reason: verdict.reason })
         }
         // A checker's own refusal names its kind; a 4xx without one (a proxy, a wrong
         // URL) or a 429 is not a verdict on the transaction: it may pass.
         429 => Err("status 429 (too many requests)".into()),
-        400..=499 => match serde_json::from_slice::<ErrorBody>(body) {
+        400..=499 => match ErrorBody::deserialize(&answer) {
             Ok(ErrorBody { error }) => Ok(CheckOutcome::Refused { status, kind: error.kind, message: error.message }),
-            Err(_) => {
-                let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
-                Err(format!("status {status} without a checker's error body (is the URL right?): {text}"))
-            }
+            Err(_) => Err(format!("status {status} without a checker's error body (is the URL right?): {}", text())),
         },
-        _ => {
-            let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
-            Err(format!("status {status}: {text}"))
-        }
+        _ => Err(format!("status {status}: {}", text())),
     }
 }
 
@@ -310,12 +316,14 @@ async fn send_batch(http: &reqwest::Client, url: &str, checker: &std::sync::Weak
     let results = match post(http, url, body).await {
         // A checker written before batches, or by hand: nothing at `/batch` (404, 405, a
         // 4xx without a checker's error body), or a catch-all answer without `results`.
-        Ok((200, body))
-            if serde_json::from_slice::<Value>(&body).is_ok_and(|answer| answer.get("results").is_none()) =>
-        {
-            no_batches()
-        }
-        Ok((200, body)) => results(&body, batch.len()).map_err(TryError::Failed),
+        Ok((200, body)) => match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(mut answer)) => match answer.remove("results") {
+                None => no_batches(),
+                Some(results) => read_results(results, batch.len()).map_err(TryError::Failed),
+            },
+            Ok(_) => no_batches(),
+            Err(error) => Err(TryError::Failed(format!("a garbled batch answer: {error}"))),
+        },
         Ok((404 | 405, _)) => no_batches(),
         Ok((status @ 400..=499, body)) if status != 429 && serde_json::from_slice::<ErrorBody>(&body).is_err() => {
             no_batches()
@@ -344,13 +352,8 @@ async fn send_batch(http: &reqwest::Client, url: &str, checker: &std::sync::Weak
 
 /// The results of a batch answer: one per request, each read as its own call's answer
 /// (a result with `status` and `error` is that call's error answer).
-fn results(body: &[u8], expected: usize) -> Result<Vec<Result<CheckOutcome, String>>, String> {
-    #[derive(Deserialize)]
-    struct Results {
-        results: Vec<Value>,
-    }
-    let Results { results } =
-        serde_json::from_slice(body).map_err(|error| format!("a garbled batch answer: {error}"))?;
+fn read_results(results: Value, expected: usize) -> Result<Vec<Result<CheckOutcome, String>>, String> {
+    let Value::Array(results) = results else { return Err("a batch answer whose results are not a list".into()) };
     if results.len() != expected {
         return Err(format!("a batch answer with {} results for {expected} requests", results.len()));
     }
@@ -359,7 +362,7 @@ fn results(body: &[u8], expected: usize) -> Result<Vec<Result<CheckOutcome, Stri
             None => 200,
             Some(status) => status.as_u64().and_then(|status| u16::try_from(status).ok()).unwrap_or(0),
         };
-        outcome(status, result.to_string().as_bytes())
+        read_answer(status, result)
     };
     Ok(results.into_iter().map(read).collect())
 }

@@ -203,7 +203,7 @@ class CheckerHandler(BaseHTTPRequestHandler):
             return  # answered (411 / 413) and closing
         target = _request_target(self.requestline, self.path)
         segments = _route(target)
-        if target.split("?", 1)[0] == "/batch":
+        if segments == _BATCH:
             if self.command != "POST":
                 return self._fail(405, "method_not_allowed", f"{self.command} /batch is not allowed; POST is")
             return self._batch(body)
@@ -218,12 +218,19 @@ class CheckerHandler(BaseHTTPRequestHandler):
             return self._fail(405, "method_not_allowed", f"{self.command} is not allowed here; POST is")
         self._check(segments[0], segments[1], body)
 
-    def _check(self, contract_id: str, method_id: str, body: bytes):
+    def _served(self, contract_id: str, method_id: str):
+        """(the contract, None), or (None, (404, kind, message)) when nothing here checks that method."""
         contract = self.server.contracts.get(contract_id)
         if contract is None:
-            return self._fail(404, "unknown_contract", f"this checker does not serve contract {contract_id!r}")
+            return None, (404, "unknown_contract", f"this checker does not serve contract {contract_id!r}")
         if not contract.checks(method_id):
-            return self._fail(404, "unknown_method", f"contract {contract_id!r} has no method {method_id!r}")
+            return None, (404, "unknown_method", f"contract {contract_id!r} has no method {method_id!r}")
+        return contract, None
+
+    def _check(self, contract_id: str, method_id: str, body: bytes):
+        contract, unserved = self._served(contract_id, method_id)
+        if unserved is not None:
+            return self._fail(*unserved)
         request = self._parse_request(body)
         if request is None:
             return  # answered 400
@@ -268,14 +275,11 @@ class CheckerHandler(BaseHTTPRequestHandler):
             validate_request(request)
         except RequestError as error:
             return failed(400, error.kind, str(error))
-        contract_id, method_id = request["contractID"], request["methodID"]
-        contract = self.server.contracts.get(contract_id)
-        if contract is None:
-            return failed(404, "unknown_contract", f"this checker does not serve contract {contract_id!r}")
-        if not contract.checks(method_id):
-            return failed(404, "unknown_method", f"contract {contract_id!r} has no method {method_id!r}")
+        contract, unserved = self._served(request["contractID"], request["methodID"])
+        if unserved is not None:
+            return failed(*unserved)
         try:
-            return _verdict(*contract.run_checker(method_id, request))
+            return _verdict(*contract.run_checker(request["methodID"], request))
         except CheckerFailed as error:
             return failed(500, "checker_failed", str(error), cause=error.__cause__)
 
@@ -395,8 +399,11 @@ def _request_target(request_line: str, parsed_path: str) -> str:
     return words[1] if len(words) >= 2 else parsed_path
 
 
+_BATCH = "batch"
+
+
 def _route(target: str):
-    """[] for "/", [contract, method] for "/{contract}/{method}", None for any other path.
+    """[] for "/", _BATCH for "/batch", [contract, method] for "/{contract}/{method}", None for any other path.
 
     The raw path, as the Rust SDK matches it: no percent-decoding, no collapsing of
     "//"; the query string is ignored. Both names are non-empty and hold no "/".
@@ -404,6 +411,8 @@ def _route(target: str):
     path = target.split("?", 1)[0]
     if path == "/":
         return []
+    if path == "/batch":
+        return _BATCH
     segments = path.split("/")
     if len(segments) != 3 or segments[0] != "" or not segments[1] or not segments[2]:
         return None

@@ -8,16 +8,24 @@ use crate::error::CheckerError;
 
 /// Parses the body of a checker request. Unknown extra fields are ignored.
 pub fn parse_request(body: &[u8]) -> Result<CheckerRequest, CheckerError> {
+    from_fields(&parse_object(body)?, "")
+}
+
+/// Parses a body that must be one JSON object (a checker request, or a batch of them).
+pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, CheckerError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|error| CheckerError::MalformedJson { message: error.to_string() })?;
-    request_from_value(&value)
+    match value {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(CheckerError::MalformedJson { message: "the body is JSON but not an object".into() }),
+    }
 }
 
 /// Reads one checker request already parsed as JSON (an item of a batch).
 pub fn request_from_value(value: &Value) -> Result<CheckerRequest, CheckerError> {
     match value {
         Value::Object(fields) => from_fields(fields, ""),
-        _ => Err(CheckerError::MalformedJson { message: "the body is JSON but not an object".into() }),
+        _ => Err(CheckerError::MalformedJson { message: "the request is JSON but not an object".into() }),
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::bounded::BoundedListener;
 use crate::contract::{Checker, Contract, Verdict};
 use crate::error::CheckerError;
-use crate::request::{parse_request, request_from_value};
+use crate::request::{parse_object, parse_request, request_from_value};
 
 /// The largest request body a checker reads (a batch's too).
 pub const CHECKER_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
@@ -213,12 +213,7 @@ async fn check(
 /// own call would have answered (a verdict, or `{"status", "error"}`). The checks run at
 /// once, off the async threads, under one deadline.
 async fn batch(served: &Served, body: Body) -> Result<Value, CheckerError> {
-    let body = read_body(body, &served.limits).await?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|error| CheckerError::MalformedJson { message: error.to_string() })?;
-    let Value::Object(fields) = value else {
-        return Err(CheckerError::MalformedJson { message: "the body is JSON but not an object".into() });
-    };
+    let fields = parse_object(&read_body(body, &served.limits).await?)?;
     let requests = match fields.get("requests") {
         None => return Err(CheckerError::MissingField { path: "requests".into() }),
         Some(Value::Array(requests)) => requests,
