@@ -11,6 +11,7 @@ pub mod checker_request;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod lthash;
 pub mod sbac;
 pub mod shard;
 pub mod transaction;

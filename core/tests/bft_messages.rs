@@ -7,7 +7,7 @@ use shardspace_core::ShardId;
 use shardspace_core::bft::{
     Block, Checkpoint, CheckpointCertificate, CheckpointPoint, Committee, Digest, Height, KeyPair, MessageLimits,
     PeerMessage, Proposal, ProtocolError, QuorumCertificate, ReplicaId, Request, Round, Timeout, TimeoutCertificate,
-    VerifiedCertificates, Vote,
+    VerifiedCertificates, Vote, snapshot_of,
 };
 
 struct Shard {
@@ -190,7 +190,7 @@ fn votes_timeouts_and_certificates_are_checked() {
 fn checkpoints_snapshots_and_batches_are_checked() {
     let shard = shard();
     let point =
-        CheckpointPoint { height: Height(10), block: Digest([3; 32]), round: Round(9), state: Digest::of(b"state") };
+        CheckpointPoint { height: Height(10), block: Digest([3; 32]), round: Round(9), state: Digest::of(b"head") };
     let signed = |i: u32| (ReplicaId(i), shard.keys[i as usize].sign(&point.signing_bytes(&shard.committee)));
     let checkpoint = Checkpoint { point, author: ReplicaId(0), signature: signed(0).1 };
     assert!(shard.verify(&PeerMessage::Checkpoint(checkpoint.clone())).is_ok());
@@ -202,17 +202,22 @@ fn checkpoints_snapshots_and_batches_are_checked() {
     );
 
     let certificate = CheckpointCertificate { point, signatures: vec![signed(0), signed(1), signed(2)] };
-    let snapshot = PeerMessage::Snapshot { certificate: certificate.clone(), state: b"state".to_vec().into() };
+    let snapshot = PeerMessage::Snapshot { certificate: certificate.clone(), state: snapshot_of(b"head", b"body") };
     assert!(shard.verify(&snapshot).is_ok());
+    // The body is checked against the head as it is restored (core/tests/sbac.rs).
+    let other_body = PeerMessage::Snapshot { certificate: certificate.clone(), state: snapshot_of(b"head", b"other") };
+    assert!(shard.verify(&other_body).is_ok());
     let other_state =
-        PeerMessage::Snapshot { certificate: certificate.clone(), state: b"another state".to_vec().into() };
+        PeerMessage::Snapshot { certificate: certificate.clone(), state: snapshot_of(b"another head", b"body") };
     rejects(
         shard.verify(&other_state),
         |e| matches!(e, ProtocolError::Malformed { .. }),
         "a state that is not the certified one",
     );
+    let garbage = PeerMessage::Snapshot { certificate: certificate.clone(), state: b"head".to_vec().into() };
+    rejects(shard.verify(&garbage), |e| matches!(e, ProtocolError::Malformed { .. }), "bytes that are no snapshot");
     let thin = CheckpointCertificate { point, signatures: vec![signed(0), signed(1)] };
-    let thin = PeerMessage::Snapshot { certificate: thin, state: b"state".to_vec().into() };
+    let thin = PeerMessage::Snapshot { certificate: thin, state: snapshot_of(b"head", b"body") };
     rejects(
         shard.verify(&thin),
         |e| matches!(e, ProtocolError::TooFewSignatures { .. }),

@@ -128,7 +128,7 @@ impl Core {
         let own = PeerId { shard: app.shard(), replica: replica.id() };
         let shards = u32::try_from(committees.len()).unwrap_or(u32::MAX);
         let map = ShardMap::new(shards).unwrap_or(ShardMap::new(1).expect("one shard is a valid map"));
-        let undecided = app.undecided().map(|(tx, attempt, _, _)| ((tx, attempt), TimeMs(0))).collect();
+        let undecided = app.undecided().map(|key| (key, TimeMs(0))).collect();
         let verdicts = VerdictCollector::new(committees[own.shard.0 as usize].clone(), COLLECTOR_CAPACITY);
         Self {
             decided_height: replica.tip().height,
@@ -269,26 +269,23 @@ impl Core {
         gauge(&self.metrics.mempool, self.replica.mempool_len() as u64);
         gauge(&self.metrics.undecided_attempts, self.undecided.len() as u64);
         gauge(&self.metrics.envelopes_checking, self.envelopes.len() as u64);
-        gauge(&self.metrics.objects, state.objects.len() as u64);
-        gauge(&self.metrics.transactions, state.transactions.len() as u64);
+        gauge(&self.metrics.objects, state.objects.len());
+        gauge(&self.metrics.transactions, state.transactions.len());
     }
 
     /// A page of the shard's objects or transaction records after `after`, in id order.
     fn page(&self, what: Listing, after: Option<[u8; 32]>, limit: u32) -> Page {
-        use std::ops::Bound::{Excluded, Unbounded};
         let app = self.replica.app();
         let limit = limit.min(PAGE_MAX) as usize;
         let mut page = Page::default();
         match what {
             Listing::Objects => {
-                let from = after.map_or(Unbounded, |after| Excluded(ObjectId(after)));
-                let ids = app.state().objects.range((from, Unbounded)).map(|(id, _)| *id).take(limit);
-                page.objects = ids.filter_map(|id| Some((id, app.object_view(&id)?))).collect();
+                let ids = app.state().objects.keys_after(after.map(ObjectId).as_ref(), limit);
+                page.objects = ids.into_iter().filter_map(|id| Some((id, app.object_view(&id)?))).collect();
             }
             Listing::Transactions => {
-                let from = after.map_or(Unbounded, |after| Excluded(TxId(after)));
-                let txs = app.state().transactions.range((from, Unbounded)).map(|(tx, _)| *tx).take(limit);
-                page.transactions = txs.filter_map(|tx| Some((tx, app.tx_view(&tx)?))).collect();
+                let txs = app.state().transactions.keys_after(after.map(TxId).as_ref(), limit);
+                page.transactions = txs.into_iter().filter_map(|tx| Some((tx, app.tx_view(&tx)?))).collect();
             }
         }
         page
@@ -598,6 +595,8 @@ impl Core {
                 effect => effects.push(effect),
             }
         }
+        // Brings the state's digests up to date a step at a time, not all at the next checkpoint.
+        let _ = self.replica.app_mut().take_changes();
         if transferred {
             tracing::info!(height = self.decided_height.0, "state transferred from peers; rewriting the read model");
             writes.extend(self.read_model_whole());
@@ -741,12 +740,12 @@ impl Core {
     fn read_model_whole(&self) -> Vec<Write> {
         let app = self.replica.app();
         let mut writes = vec![Write::ClearReadModel];
-        for id in app.state().objects.keys() {
+        for (id, _) in app.state().objects.held() {
             if let Some(view) = app.object_view(id) {
                 writes.push(Write::Object(ObjectRow { id: *id, view }));
             }
         }
-        for (tx, record) in &app.state().transactions {
+        for (tx, record) in app.state().transactions.held() {
             let (Some(view), Some((_, latest))) = (app.tx_view(tx), record.attempts.iter().next_back()) else {
                 continue;
             };
@@ -779,17 +778,12 @@ impl Core {
             .collect();
         for (tx, attempt) in due {
             let app = self.replica.app();
-            let record = app.state().transactions.get(&tx);
-            let Some(attempt_record) = record.and_then(|record| record.attempts.get(&attempt)) else {
+            let pending = app.state().undecided.contains(&(tx, attempt)).then(|| app.prepared(&tx, attempt));
+            let Some(Some((envelope, concerned))) = pending else {
                 self.undecided.remove(&(tx, attempt));
                 continue;
             };
-            if attempt_record.decision.is_some() {
-                self.undecided.remove(&(tx, attempt));
-                continue;
-            }
-            let concerned = record.map(|record| record.concerned.clone()).unwrap_or_default();
-            let frame = encode(&Frame::Envelope { envelope: attempt_record.envelope.clone(), attempt });
+            let frame = encode(&Frame::Envelope { envelope, attempt });
             for shard in &concerned {
                 self.send_to_shard(*shard, &frame);
             }

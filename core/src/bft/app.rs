@@ -4,6 +4,11 @@
 use super::types::{Height, Request};
 
 /// A deterministic state machine fed by the decided log.
+///
+/// Its state is seen in two parts: a head, which checkpoints sign, and a body, which the
+/// head vouches for. A small state is all head. A large one keeps digests of its bulk in
+/// the head (`sbac::Table`), so that a checkpoint costs what changed since the last one,
+/// not a pass over the whole state; only a replica catching up needs the body.
 pub trait Application {
     /// What executing a request produces for the shell (replies, messages to other shards).
     type Output;
@@ -11,9 +16,13 @@ pub trait Application {
     /// Executes one decided request. Identical calls must give identical states on every replica.
     fn execute(&mut self, height: Height, request: &Request) -> Vec<Self::Output>;
 
-    /// The whole state as bytes: equal states give equal bytes (checkpoints sign their digest).
-    fn snapshot(&self) -> Vec<u8>;
+    /// The head of the state as bytes: equal states give equal bytes.
+    fn state_head(&mut self) -> Vec<u8>;
 
-    /// Replaces the state with a snapshot taken by `snapshot` (state transfer).
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+    /// The rest of the state as bytes (empty when the head holds it all).
+    fn state_body(&self) -> Vec<u8>;
+
+    /// Replaces the state with one taken by `state_head` and `state_body` (state transfer),
+    /// once the body is found to match the head; on an error nothing changes.
+    fn restore(&mut self, head: &[u8], body: &[u8]) -> Result<(), String>;
 }

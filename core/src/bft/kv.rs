@@ -56,12 +56,16 @@ impl Application for KvApp {
         vec![Executed { height, request: digest, index: self.executed, state: self.state }]
     }
 
-    fn snapshot(&self) -> Vec<u8> {
+    fn state_head(&mut self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("encoding a map into memory cannot fail")
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        *self = postcard::from_bytes(snapshot).map_err(|error| error.to_string())?;
+    fn state_body(&self) -> Vec<u8> {
+        Vec::new() // small: all of it is in the head
+    }
+
+    fn restore(&mut self, head: &[u8], _body: &[u8]) -> Result<(), String> {
+        *self = postcard::from_bytes(head).map_err(|error| error.to_string())?;
         Ok(())
     }
 }

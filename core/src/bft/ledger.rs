@@ -68,11 +68,34 @@ impl Executed {
     }
 }
 
-/// What a snapshot holds: the application's state and the de-duplication window.
+/// What a checkpoint signs: the head of the application's state and the de-duplication window.
 #[derive(Serialize, Deserialize)]
-struct SnapshotBody {
+struct SnapshotHead {
+    #[serde(with = "super::types::serde_bytes_vec")]
     app: Vec<u8>,
     executed: Executed,
+}
+
+/// A snapshot as sent and stored: the encoded head, whose digest the checkpoint signs,
+/// and the application's body, which the head vouches for.
+#[derive(Serialize, Deserialize)]
+struct SnapshotParts<'a> {
+    #[serde(borrow)]
+    head: &'a [u8],
+    #[serde(borrow)]
+    body: &'a [u8],
+}
+
+/// A snapshot of these parts.
+pub fn snapshot_of(head: &[u8], body: &[u8]) -> SnapshotBytes {
+    let parts = SnapshotParts { head, body };
+    SnapshotBytes::from(postcard::to_stdvec(&parts).expect("encoding into memory cannot fail"))
+}
+
+/// The digest a checkpoint signs for this snapshot: that of its head.
+pub fn snapshot_digest(snapshot: &[u8]) -> Result<Digest, String> {
+    let parts: SnapshotParts = postcard::from_bytes(snapshot).map_err(|error| error.to_string())?;
+    Ok(Digest::of(parts.head))
 }
 
 /// One decided block and what executing it produced.
@@ -120,6 +143,10 @@ impl<A: Application> Ledger<A> {
 
     pub fn app(&self) -> &A {
         &self.app
+    }
+
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.app
     }
 
     pub fn tip(&self) -> Tip {
@@ -255,20 +282,16 @@ impl<A: Application> Ledger<A> {
         self.decided.get(&height).and_then(|digest| self.blocks.get(digest))
     }
 
-    /// The replicated state as bytes, for a checkpoint at the tip.
-    pub fn snapshot(&self) -> Vec<u8> {
-        let body = SnapshotBody { app: self.app.snapshot(), executed: self.executed.clone() };
-        postcard::to_stdvec(&body).expect("encoding a snapshot into memory cannot fail")
-    }
-
     /// The checkpoint point of the tip, with the snapshot it signs.
-    pub fn checkpoint_point(&self) -> (CheckpointPoint, SnapshotBytes) {
-        let state = SnapshotBytes::from(self.snapshot());
+    pub fn checkpoint_point(&mut self) -> (CheckpointPoint, SnapshotBytes) {
+        let head = SnapshotHead { app: self.app.state_head(), executed: self.executed.clone() };
+        let head = postcard::to_stdvec(&head).expect("encoding a snapshot into memory cannot fail");
+        let state = snapshot_of(&head, &self.app.state_body());
         let point = CheckpointPoint {
             height: self.tip.height,
             block: self.tip.block,
             round: self.tip.round,
-            state: Digest::of(&state),
+            state: Digest::of(&head),
         };
         (point, state)
     }
@@ -284,11 +307,16 @@ impl<A: Application> Ledger<A> {
         self.stable = Some(checkpoint);
     }
 
-    /// Replaces the state with a stable checkpoint from peers (state transfer).
+    /// Replaces the state with a stable checkpoint from peers (state transfer), once its
+    /// state is found to be the one its certificate signs; on an error nothing changes.
     pub fn restore(&mut self, checkpoint: StableCheckpoint) -> Result<(), String> {
-        let body: SnapshotBody = postcard::from_bytes(&checkpoint.state).map_err(|error| error.to_string())?;
-        self.app.restore(&body.app)?;
-        self.executed = body.executed;
+        let parts: SnapshotParts = postcard::from_bytes(&checkpoint.state).map_err(|error| error.to_string())?;
+        if Digest::of(parts.head) != checkpoint.certificate.point.state {
+            return Err("its head is not the one the certificate signs".into());
+        }
+        let head: SnapshotHead = postcard::from_bytes(parts.head).map_err(|error| error.to_string())?;
+        self.app.restore(&head.app, parts.body)?;
+        self.executed = head.executed;
         self.executed.all = self.executed.by_height.values().flatten().copied().collect();
         let point = checkpoint.certificate.point;
         self.tip = Tip { block: point.block, round: point.round, height: point.height };

@@ -298,6 +298,12 @@ impl<A: Application> Replica<A> {
         self.ledger.app()
     }
 
+    /// For the shell's housekeeping of the application (taking its changes to save): what
+    /// it does must not change the replicated state.
+    pub fn app_mut(&mut self) -> &mut A {
+        self.ledger.app_mut()
+    }
+
     pub fn safety(&self) -> &SafetyState {
         &self.safety
     }
@@ -397,7 +403,7 @@ impl<A: Application> Replica<A> {
             PeerMessage::BlockRequest { block, height } => self.on_block_request(from, block, height, out),
             PeerMessage::Blocks(blocks) => self.on_blocks(from, blocks, out),
             PeerMessage::Checkpoint(checkpoint) => self.on_checkpoint(checkpoint, out),
-            PeerMessage::Snapshot { certificate, state } => self.on_snapshot(certificate, state, out),
+            PeerMessage::Snapshot { certificate, state } => self.on_snapshot(from, certificate, state, out),
         }
     }
 
@@ -912,15 +918,21 @@ impl<A: Application> Replica<A> {
         }
     }
 
-    fn on_snapshot(&mut self, certificate: CheckpointCertificate, state: SnapshotBytes, out: &mut Out<A::Output>) {
+    fn on_snapshot(
+        &mut self,
+        from: ReplicaId,
+        certificate: CheckpointCertificate,
+        state: SnapshotBytes,
+        out: &mut Out<A::Output>,
+    ) {
         if certificate.point.height <= self.ledger.tip().height {
             return;
         }
         let checkpoint = StableCheckpoint { certificate, state };
         if let Err(reason) = self.ledger.restore(checkpoint.clone()) {
-            // Certified by 2f+1 replicas, yet unreadable: the application and its peers disagree.
-            self.halted = true;
-            out.push(Action::Fatal(format!("a certified snapshot does not restore: {reason}")));
+            // The certificate signs the head only: a body that does not match it is the sender's lie.
+            let error = ProtocolError::Malformed { what: "snapshot", reason: format!("it does not restore: {reason}") };
+            out.push(Action::Dropped { from, error });
             return;
         }
         self.fetching.clear();

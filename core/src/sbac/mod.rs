@@ -9,6 +9,7 @@ mod answers;
 mod collector;
 mod messages;
 mod shard;
+mod table;
 
 pub use answers::{AnswerBody, ObjectView, SignedAnswer, TxView};
 pub use collector::{VerdictCollector, VoteCollector};
@@ -17,5 +18,6 @@ pub use messages::{
 };
 pub use shard::{
     ATTEMPTS_AHEAD_MAX, AttemptRecord, Attempts, ObjectRecord, ObjectStatus, ShardApp, ShardOutput, ShardState,
-    TxRecord,
+    StateChanges, StateHead, TxRecord,
 };
+pub use table::{Source, Table, TableHead};

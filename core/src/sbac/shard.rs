@@ -4,6 +4,7 @@
 //! saw: one vote and one decision per attempt, answered from the record when
 //! asked again. Execution never calls a checker: verdicts arrive certified.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::messages::{
     AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, VerdictCertificate, VoteKind,
 };
+use super::table::{Table, TableHead};
 use crate::bft::{Application, Committee, Digest, Height, KeyPair, Request};
 use crate::ids::{ObjectId, ShardId, TxId};
 use crate::limits::Limits;
@@ -151,15 +153,58 @@ impl TxRecord {
 }
 
 /// The replicated state: what checkpoints snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardState {
-    pub objects: BTreeMap<ObjectId, ObjectRecord>,
-    pub transactions: BTreeMap<TxId, TxRecord>,
+    pub objects: Table<ObjectId, ObjectRecord>,
+    pub transactions: Table<TxId, TxRecord>,
     /// Output ids of accepted, undecided attempts: no other attempt may create them meanwhile.
     pub reserved: BTreeMap<ObjectId, (TxId, Attempt)>,
+    /// Attempts prepared here and not decided yet (their records say so too; this finds
+    /// them without reading every record).
+    pub undecided: BTreeSet<(TxId, Attempt)>,
     /// Requests executed, and a running digest of them: replicas compare these (status).
     pub executed: u64,
     pub log_digest: Digest,
+}
+
+/// What a checkpoint signs of a shard's state: all of it but the records, for which the
+/// heads of their tables stand. Small, whatever the size of the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateHead {
+    pub reserved: BTreeMap<ObjectId, (TxId, Attempt)>,
+    pub undecided: BTreeSet<(TxId, Attempt)>,
+    pub executed: u64,
+    pub log_digest: Digest,
+    pub objects: TableHead,
+    pub transactions: TableHead,
+}
+
+/// The records themselves, which a head vouches for: sent to a replica that catches up.
+#[derive(Serialize, Deserialize)]
+struct StateBody {
+    objects: Vec<(ObjectId, ObjectRecord)>,
+    transactions: Vec<(TxId, TxRecord)>,
+}
+
+/// The records a step changed, for the shell to save.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateChanges {
+    pub objects: Vec<(ObjectId, ObjectRecord)>,
+    pub transactions: Vec<(TxId, TxRecord)>,
+}
+
+impl ShardState {
+    /// What a checkpoint signs (it puts the entries changed since the last time in the digests).
+    pub fn head(&mut self) -> StateHead {
+        StateHead {
+            reserved: self.reserved.clone(),
+            undecided: self.undecided.clone(),
+            executed: self.executed,
+            log_digest: self.log_digest,
+            objects: self.objects.head(),
+            transactions: self.transactions.head(),
+        }
+    }
 }
 
 /// What executing a request asks the shell to do.
@@ -197,8 +242,17 @@ impl ShardApp {
         &self.state
     }
 
-    pub fn object(&self, id: &ObjectId) -> Option<&ObjectRecord> {
+    pub fn object(&self, id: &ObjectId) -> Option<Cow<'_, ObjectRecord>> {
         self.state.objects.get(id)
+    }
+
+    /// The records changed since the last call, for the shell to save (none for tables held
+    /// whole); it also brings the tables' digests up to date, a little at each step.
+    pub fn take_changes(&mut self) -> StateChanges {
+        StateChanges {
+            objects: self.state.objects.take_changes(),
+            transactions: self.state.transactions.take_changes(),
+        }
     }
 
     /// This replica's vote on an attempt it already prepared, signed again, and where to send
@@ -227,13 +281,17 @@ impl ShardApp {
         self.shard
     }
 
-    /// Attempts prepared here and not decided yet, with their envelopes and concerned shards
-    /// (a replica passes these on, so that no lock waits for a client that went away).
-    pub fn undecided(&self) -> impl Iterator<Item = (TxId, Attempt, &str, &[ShardId])> + '_ {
-        self.state.transactions.iter().flat_map(|(tx, record)| {
-            let pending = record.attempts.iter().filter(|(_, attempt)| attempt.decision.is_none());
-            pending.map(|(number, attempt)| (*tx, *number, attempt.envelope.as_str(), record.concerned.as_slice()))
-        })
+    /// Attempts prepared here and not decided yet (a replica passes these on, so that no lock
+    /// waits for a client that went away).
+    pub fn undecided(&self) -> impl Iterator<Item = (TxId, Attempt)> + '_ {
+        self.state.undecided.iter().copied()
+    }
+
+    /// The envelope of an attempt prepared here, and the shards it concerns.
+    pub fn prepared(&self, tx: &TxId, attempt: Attempt) -> Option<(String, Vec<ShardId>)> {
+        let record = self.state.transactions.get(tx)?;
+        let envelope = record.attempts.get(&attempt)?.envelope.clone();
+        Some((envelope, record.concerned.clone()))
     }
 
     fn owns(&self, id: &ObjectId) -> bool {
@@ -271,22 +329,20 @@ impl ShardApp {
         if !concerned.contains(&self.shard) {
             return refused(format!("{tx} does not concern {}", self.shard));
         }
-        let latest = self.state.transactions.get(&tx).and_then(TxRecord::latest).map_or(0, |latest| latest.0);
-        let record = self.state.transactions.entry(tx).or_insert_with(|| TxRecord {
-            concerned: concerned.clone(),
-            attempts: Attempts::default(),
-            committed: None,
-        });
+        let record = self.state.transactions.get(&tx);
+        let latest = record.as_ref().and_then(|record| record.latest()).map_or(0, |latest| latest.0);
         // Asked again: answer from the record (one vote per attempt).
-        if let Some(done) = record.answering(attempt)
+        if let Some(record) = &record
+            && let Some(done) = record.answering(attempt)
             && let Some(recorded) = record.attempts.get(&done)
         {
             let (digest, vote) = (recorded.digest, recorded.vote);
             return ShardOutput::Vote { vote: self.sign(tx, done, digest, vote), concerned };
         }
         // An attempt older than one seen here, or while an older one is undecided, is superseded.
-        let older_pending =
-            record.attempts.values().any(|earlier| earlier.decision.is_none() && !earlier.is_too_far_ahead());
+        let older_pending = record.is_some_and(|record| {
+            record.attempts.values().any(|earlier| earlier.decision.is_none() && !earlier.is_too_far_ahead())
+        });
         let newer_seen = attempt.0 < latest;
         let vote = if attempt.0 > latest.saturating_add(ATTEMPTS_AHEAD_MAX) {
             VoteKind::Abort(AbortReason::TooFarAhead)
@@ -298,9 +354,17 @@ impl ShardApp {
         if vote.is_accept() {
             self.lock(&envelope.transaction, tx, attempt);
         }
-        let record = self.state.transactions.get_mut(&tx).expect("inserted above");
         let attempt_record = AttemptRecord { envelope: envelope_json, digest, vote, decision: None };
-        record.attempts.insert(attempt, attempt_record);
+        match self.state.transactions.get_mut(&tx) {
+            Some(record) => record.attempts.insert(attempt, attempt_record),
+            None => {
+                let mut attempts = Attempts::default();
+                attempts.insert(attempt, attempt_record);
+                let record = TxRecord { concerned: concerned.clone(), attempts, committed: None };
+                self.state.transactions.insert(tx, record);
+            }
+        }
+        self.state.undecided.insert((tx, attempt));
         ShardOutput::Vote { vote: self.sign(tx, attempt, digest, vote), concerned }
     }
 
@@ -390,7 +454,7 @@ impl ShardApp {
         if let Some(committed) = attempt_record.decision {
             return ShardOutput::Decided { tx, attempt, committed }; // answered from the record
         }
-        let commit = match self.check_certificates(record, (tx, attempt, attempt_record.digest), &certificates) {
+        let commit = match self.check_certificates(&record, (tx, attempt, attempt_record.digest), &certificates) {
             Ok(commit) => commit,
             Err(reason) => return refused(reason),
         };
@@ -410,8 +474,8 @@ impl ShardApp {
         if concerned.as_slice() != [self.shard] {
             return None;
         }
-        let record = self.state.transactions.get(&vote.tx)?.attempts.get(&vote.attempt)?;
-        if record.decision.is_some() {
+        let record = self.state.transactions.get(&vote.tx)?;
+        if record.attempts.get(&vote.attempt)?.decision.is_some() {
             return None; // answered from the record
         }
         Some(self.apply_decision(vote.tx, vote.attempt, vote.vote.is_accept()))
@@ -420,13 +484,12 @@ impl ShardApp {
     /// Commits or aborts a prepared, undecided attempt here and records it.
     fn apply_decision(&mut self, tx: TxId, attempt: Attempt, commit: bool) -> ShardOutput {
         let refused = |reason: String| ShardOutput::Refused { reason };
-        let Some(attempt_record) = self.state.transactions.get(&tx).and_then(|record| record.attempts.get(&attempt))
-        else {
+        let recorded = self.state.transactions.get(&tx);
+        let Some(envelope) = recorded.and_then(|record| Some(record.attempts.get(&attempt)?.envelope.clone())) else {
             return refused(format!("a decision for attempt {} of {tx}, which was never prepared here", attempt.0));
         };
         // Validated when it was prepared: read it back without today's limits, which a
         // restart with another configuration could change (a refused decision would hold locks).
-        let envelope = attempt_record.envelope.clone();
         match serde_json::from_str::<Envelope>(&envelope) {
             Ok(envelope) if commit => self.apply_commit(&envelope.transaction, tx),
             Ok(envelope) => self.release(&envelope.transaction, tx, attempt),
@@ -441,6 +504,7 @@ impl ShardApp {
         if commit {
             record.committed = Some(attempt);
         }
+        self.state.undecided.remove(&(tx, attempt));
         ShardOutput::Decided { tx, attempt, committed: commit }
     }
 
@@ -503,7 +567,9 @@ impl ShardApp {
                     status: ObjectStatus::Active,
                     readers: BTreeSet::new(),
                 };
-                self.state.objects.entry(output.id).or_insert(record);
+                if !self.state.objects.contains_key(&output.id) {
+                    self.state.objects.insert(output.id, record);
+                }
             }
         }
     }
@@ -545,12 +611,34 @@ impl Application for ShardApp {
         vec![output]
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        postcard::to_stdvec(&self.state).expect("encoding into memory cannot fail")
+    fn state_head(&mut self) -> Vec<u8> {
+        postcard::to_stdvec(&self.state.head()).expect("encoding into memory cannot fail")
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.state = postcard::from_bytes(snapshot).map_err(|error| error.to_string())?;
+    fn state_body(&self) -> Vec<u8> {
+        let (objects, transactions) = (&self.state.objects, &self.state.transactions);
+        debug_assert!(objects.is_whole() && transactions.is_whole(), "the shell reads the body of a saved state");
+        let body = StateBody {
+            objects: objects.held().map(|(id, record)| (*id, record.clone())).collect(),
+            transactions: transactions.held().map(|(tx, record)| (*tx, record.clone())).collect(),
+        };
+        postcard::to_stdvec(&body).expect("encoding into memory cannot fail")
+    }
+
+    fn restore(&mut self, head: &[u8], body: &[u8]) -> Result<(), String> {
+        let head: StateHead = postcard::from_bytes(head).map_err(|error| format!("the head: {error}"))?;
+        let body: StateBody = postcard::from_bytes(body).map_err(|error| format!("the body: {error}"))?;
+        let mut objects = Table::from_entries(body.objects);
+        let mut transactions = Table::from_entries(body.transactions);
+        if objects.head() != head.objects {
+            return Err("the objects do not match the digest the checkpoint signs".into());
+        }
+        if transactions.head() != head.transactions {
+            return Err("the transaction records do not match the digest the checkpoint signs".into());
+        }
+        let (reserved, undecided, executed, log_digest) =
+            (head.reserved, head.undecided, head.executed, head.log_digest);
+        self.state = ShardState { objects, transactions, reserved, undecided, executed, log_digest };
         Ok(())
     }
 }

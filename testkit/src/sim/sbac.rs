@@ -263,7 +263,7 @@ impl SbacSimulation {
                 *best = replica;
             }
         }
-        let objects = furthest.values().flat_map(|replica| replica.app().state().objects.iter());
+        let objects = furthest.values().flat_map(|replica| replica.app().state().objects.held());
         objects
             .filter(|(_, object)| matches!(object.status, ObjectStatus::Locked { .. }) || !object.readers.is_empty())
             .map(|(id, object)| {
@@ -314,7 +314,7 @@ impl SbacSimulation {
                     return format!("{}/{}: crashed", node.shard.0, node.keys.id.0);
                 };
                 let record = replica.app().state().transactions.get(&tx);
-                let attempt_record = record.and_then(|r| r.attempts.get(&Attempt(attempt)));
+                let attempt_record = record.as_ref().and_then(|r| r.attempts.get(&Attempt(attempt)));
                 let summary = attempt_record.map(|a| (a.vote, a.decision));
                 format!("{}/{}: {:?} h{}", node.shard.0, node.keys.id.0, summary, replica.tip().height.0)
             })
@@ -398,7 +398,10 @@ impl SbacSimulation {
         let undecided: Vec<(String, Attempt, Vec<ShardId>)> = replica
             .app()
             .undecided()
-            .map(|(_, attempt, envelope, concerned)| (envelope.to_string(), attempt, concerned.to_vec()))
+            .filter_map(|(tx, attempt)| {
+                let (envelope, concerned) = replica.app().prepared(&tx, attempt)?;
+                Some((envelope, attempt, concerned))
+            })
             .take(PASS_ON_MAX)
             .collect();
         for (json, attempt, concerned) in undecided {

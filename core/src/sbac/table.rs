@@ -1,0 +1,270 @@
+//! `Table`: one kind of a shard's records (objects, or transaction records), in key
+//! order, with its entry count and multiset digest (`LtHash`) kept up to date as records
+//! change, so that a checkpoint signs the whole table without a pass over it.
+//!
+//! A table is held whole in memory (the simulator, the tests), or reads its records
+//! from a `Source` (the replica's SQLite store) and holds only those changed since the
+//! shell last took the changes: the shell saves them with the step's decided blocks, and
+//! what a replica holds in memory no longer grows with the ledger (issue 6).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::lthash::LtHash;
+
+/// Where a table reads the records it does not hold.
+pub trait Source<K, V>: Send + Sync {
+    /// The record saved under `key`. Execution cannot stop halfway, so a read that fails
+    /// answers `None`, and the shell, which checks its source after each step, stops the
+    /// replica before anything of that step is saved or said.
+    fn get(&self, key: &K) -> Option<V>;
+
+    /// Saved keys after `after`, in order, at most `limit`.
+    fn keys_after(&self, after: Option<&K>, limit: usize) -> Vec<K>;
+}
+
+/// What a checkpoint signs of a table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableHead {
+    pub len: u64,
+    pub digest: LtHash,
+}
+
+pub struct Table<K, V> {
+    /// Every record (no source), or the records changed since the changes were last taken.
+    held: BTreeMap<K, V>,
+    source: Option<Arc<dyn Source<K, V>>>,
+    len: u64,
+    /// The digest of every entry, except those of `touched`, whose old entry is out and
+    /// whose new one goes in when the table is sealed.
+    digest: LtHash,
+    touched: BTreeSet<K>,
+    /// Changed since the changes were last taken (a table with a source only).
+    unsaved: BTreeSet<K>,
+}
+
+/// The bytes a record's digest is taken over: the key and the record.
+fn entry<K: Serialize, V: Serialize>(key: &K, value: &V) -> Vec<u8> {
+    postcard::to_stdvec(&(key, value)).expect("encoding into memory cannot fail")
+}
+
+impl<K, V> Table<K, V>
+where
+    K: Ord + Clone + Serialize + DeserializeOwned,
+    V: Clone + Serialize + DeserializeOwned,
+{
+    /// A table that reads what it does not hold from `source`, saved with `head`.
+    pub fn with_source(source: Arc<dyn Source<K, V>>, head: TableHead) -> Self {
+        Self { source: Some(source), len: head.len, digest: head.digest, ..Self::default() }
+    }
+
+    /// A table held whole, from its entries.
+    pub fn from_entries(entries: impl IntoIterator<Item = (K, V)>) -> Self {
+        let held: BTreeMap<K, V> = entries.into_iter().collect();
+        let mut digest = LtHash::default();
+        held.iter().for_each(|(key, value)| digest.add(&entry(key, value)));
+        Self { len: held.len() as u64, held, digest, ..Self::default() }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, key: &K) -> Option<Cow<'_, V>> {
+        match (self.held.get(key), &self.source) {
+            (Some(value), _) => Some(Cow::Borrowed(value)),
+            (None, Some(source)) => source.get(key).map(Cow::Owned),
+            (None, None) => None,
+        }
+    }
+
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The record under `key`, to change.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        if !self.held.contains_key(key) {
+            let loaded = self.source.as_ref()?.get(key)?;
+            self.held.insert(key.clone(), loaded);
+        }
+        self.touch(key);
+        self.held.get_mut(key)
+    }
+
+    /// Adds or replaces the record under `key`.
+    pub fn insert(&mut self, key: K, value: V) {
+        if self.get_mut(&key).is_none() {
+            self.len += 1;
+            self.touched.insert(key.clone());
+            if self.source.is_some() {
+                self.unsaved.insert(key.clone());
+            }
+        }
+        self.held.insert(key, value);
+    }
+
+    /// Takes a held record's entry out of the digest until the next seal.
+    fn touch(&mut self, key: &K) {
+        if !self.touched.contains(key) {
+            if let Some(value) = self.held.get(key) {
+                self.digest.remove(&entry(key, value));
+            }
+            self.touched.insert(key.clone());
+        }
+        if self.source.is_some() {
+            self.unsaved.insert(key.clone());
+        }
+    }
+
+    /// Puts the entries of the records changed since the last seal into the digest.
+    fn seal(&mut self) {
+        for key in std::mem::take(&mut self.touched) {
+            if let Some(value) = self.held.get(&key) {
+                self.digest.add(&entry(&key, value));
+            }
+        }
+    }
+
+    /// What a checkpoint signs of this table.
+    pub fn head(&mut self) -> TableHead {
+        self.seal();
+        TableHead { len: self.len, digest: self.digest.clone() }
+    }
+
+    /// The records changed since the last call, for the shell to save; a table with a
+    /// source forgets them (it reads them back once saved). Nothing for a table held whole.
+    pub fn take_changes(&mut self) -> Vec<(K, V)> {
+        self.seal();
+        let changes = std::mem::take(&mut self.unsaved)
+            .into_iter()
+            .filter_map(|key| self.held.get(&key).cloned().map(|value| (key, value)))
+            .collect();
+        if self.source.is_some() {
+            self.held.clear();
+        }
+        changes
+    }
+
+    /// Keys after `after` in order, at most `limit`: saved and held alike.
+    pub fn keys_after(&self, after: Option<&K>, limit: usize) -> Vec<K> {
+        let held = self.held.keys().filter(|key| after.is_none_or(|after| *key > after)).take(limit).cloned();
+        let mut keys: BTreeSet<K> = held.collect();
+        if let Some(source) = &self.source {
+            keys.extend(source.keys_after(after, limit));
+        }
+        keys.into_iter().take(limit).collect()
+    }
+
+    /// The records held: every record of a table without a source.
+    pub fn held(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.held.iter()
+    }
+
+    /// Whether the table holds every record (it has no source).
+    pub fn is_whole(&self) -> bool {
+        self.source.is_none()
+    }
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Self {
+            held: BTreeMap::new(),
+            source: None,
+            len: 0,
+            digest: LtHash::default(),
+            touched: BTreeSet::new(),
+            unsaved: BTreeSet::new(),
+        }
+    }
+}
+
+impl<K: Clone, V: Clone> Clone for Table<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            held: self.held.clone(),
+            source: self.source.clone(),
+            len: self.len,
+            digest: self.digest.clone(),
+            touched: self.touched.clone(),
+            unsaved: self.unsaved.clone(),
+        }
+    }
+}
+
+/// Tables held whole are equal when their records are.
+impl<K: PartialEq, V: PartialEq> PartialEq for Table<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.held == other.held
+    }
+}
+
+impl<K: Eq, V: Eq> Eq for Table<K, V> {}
+
+impl<K, V> fmt::Debug for Table<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = if self.source.is_some() { "a source" } else { "none" };
+        write!(f, "Table({} records, {} held, source: {source})", self.len, self.held.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A source that saves what the table gives up, as the shell would.
+    #[derive(Default)]
+    struct Saved(Mutex<BTreeMap<u32, String>>);
+
+    impl Source<u32, String> for Saved {
+        fn get(&self, key: &u32) -> Option<String> {
+            self.0.lock().unwrap().get(key).cloned()
+        }
+        fn keys_after(&self, after: Option<&u32>, limit: usize) -> Vec<u32> {
+            let saved = self.0.lock().unwrap();
+            saved.keys().filter(|key| after.is_none_or(|after| *key > after)).take(limit).copied().collect()
+        }
+    }
+
+    fn change(table: &mut Table<u32, String>, step: u32) {
+        table.insert(step, format!("created at {step}"));
+        if let Some(value) = table.get_mut(&(step / 2)) {
+            value.push_str(&format!(", changed at {step}"));
+        }
+    }
+
+    #[test]
+    fn a_table_with_a_source_holds_only_unsaved_changes_and_agrees_with_one_held_whole() {
+        let saved = Arc::new(Saved::default());
+        let mut sourced = Table::with_source(saved.clone(), TableHead::default());
+        let mut whole = Table::default();
+        for step in 1..=50 {
+            change(&mut sourced, step);
+            change(&mut whole, step);
+            let changes = sourced.take_changes();
+            assert!(!changes.is_empty() && sourced.held().next().is_none(), "changes go to the shell");
+            saved.0.lock().unwrap().extend(changes);
+            if step % 7 == 0 {
+                assert_eq!(sourced.head(), whole.head(), "the digest does not depend on where records are");
+            }
+        }
+        assert_eq!(sourced.len(), 50);
+        assert_eq!(sourced.get(&3).as_deref(), whole.get(&3).as_deref());
+        assert_eq!(sourced.keys_after(Some(&40), 5), vec![41, 42, 43, 44, 45]);
+        let rebuilt = Table::from_entries(whole.held().map(|(key, value)| (*key, value.clone())));
+        assert_eq!(rebuilt.digest, whole.head().digest, "a table rebuilt from its entries has the same digest");
+        whole.insert(7, "replaced".into());
+        assert_ne!(whole.head(), rebuilt.clone().head());
+    }
+}
