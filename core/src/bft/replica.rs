@@ -988,3 +988,83 @@ impl<A: Application> Replica<A> {
         out.push(Action::PersistCheckpoint(checkpoint));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ShardId;
+
+    /// An application whose body repeats its head; a liar's body does not.
+    #[derive(Debug, Default)]
+    struct Echo {
+        value: Vec<u8>,
+        lies: bool,
+    }
+
+    impl Application for Echo {
+        type Output = ();
+
+        fn execute(&mut self, _height: Height, request: &Request) -> Vec<()> {
+            self.value = request.payload().to_vec();
+            Vec::new()
+        }
+
+        fn state_head(&mut self) -> Vec<u8> {
+            self.value.clone()
+        }
+
+        fn state_body(&self) -> Vec<u8> {
+            if self.lies { b"a lie".to_vec() } else { self.value.clone() }
+        }
+
+        fn restore(&mut self, head: &[u8], body: &[u8]) -> Result<(), String> {
+            if head != body {
+                return Err("the body is not the one the head vouches for".into());
+            }
+            self.value = head.to_vec();
+            Ok(())
+        }
+    }
+
+    /// The snapshot at height 1 of a shard that decided one block, from an honest or a lying replica.
+    fn snapshot(keys: &[KeyPair], committee: &Committee, lies: bool) -> (CheckpointCertificate, SnapshotBytes) {
+        let mut ledger = Ledger::new(Echo { lies, ..Echo::default() }, 10, 1);
+        let requests = vec![Request::new(b"state".to_vec())];
+        let block = Block { round: Round(1), author: ReplicaId(0), parent: QuorumCertificate::genesis(), requests };
+        let digest = block.digest();
+        ledger.insert(block);
+        let decided = ledger.commit(&digest).expect("the block extends the genesis");
+        let (point, state) = decided[0].checkpoint.clone().expect("a checkpoint at every height");
+        let sign = |i: usize| (ReplicaId(i as u32), keys[i].sign(&point.signing_bytes(committee)));
+        (CheckpointCertificate { point, signatures: (0..3).map(sign).collect() }, state)
+    }
+
+    #[test]
+    fn a_certified_snapshot_with_a_body_its_head_does_not_vouch_for_is_dropped_and_changes_nothing() {
+        let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [i as u8 + 1; 32])).collect();
+        let committee = Committee::new("test", ShardId(0), keys.iter().map(KeyPair::public).collect());
+        let mut replica = Replica::new(committee.clone(), keys[3].clone(), Config::default(), Echo::default());
+        let (certificate, lie) = snapshot(&keys, &committee, true);
+        let (honest_certificate, truth) = snapshot(&keys, &committee, false);
+        assert_eq!(certificate, honest_certificate, "the liar's head is the honest one: only its body differs");
+        let deliver = |replica: &mut Replica<Echo>, state: SnapshotBytes| {
+            let message = Box::new(PeerMessage::Snapshot { certificate: certificate.clone(), state });
+            replica.handle(Event::Message { from: ReplicaId(0), message })
+        };
+
+        let actions = deliver(&mut replica, lie);
+        let dropped = actions.iter().any(|action| {
+            matches!(
+                action,
+                Action::Dropped { from: ReplicaId(0), error: ProtocolError::Malformed { what: "snapshot", .. } }
+            )
+        });
+        assert!(dropped, "the lie is dropped as the sender's: {actions:?}");
+        assert!(!actions.iter().any(|action| matches!(action, Action::PersistCheckpoint(_) | Action::Fatal(_))));
+        assert_eq!((replica.tip().height, replica.app().value.as_slice()), (Height(0), b"".as_slice()));
+
+        let actions = deliver(&mut replica, truth);
+        assert!(actions.iter().any(|action| matches!(action, Action::PersistCheckpoint(_))), "{actions:?}");
+        assert_eq!((replica.tip().height, replica.app().value.as_slice()), (Height(1), b"state".as_slice()));
+    }
+}
