@@ -202,22 +202,26 @@ fn checkpoints_snapshots_and_batches_are_checked() {
     );
 
     let certificate = CheckpointCertificate { point, signatures: vec![signed(0), signed(1), signed(2)] };
-    let snapshot = PeerMessage::Snapshot { certificate: certificate.clone(), state: snapshot_of(b"head", b"body") };
+    let snapshot =
+        PeerMessage::Snapshot { certificate: certificate.clone(), state: snapshot_of(b"head", Some(b"body")) };
     assert!(shard.verify(&snapshot).is_ok());
     // The body is checked against the head as it is restored (core/tests/sbac.rs).
-    let other_body = PeerMessage::Snapshot { certificate: certificate.clone(), state: snapshot_of(b"head", b"other") };
+    let other_body =
+        PeerMessage::Snapshot { certificate: certificate.clone(), state: snapshot_of(b"head", Some(b"other")) };
     assert!(shard.verify(&other_body).is_ok());
     let other_state =
-        PeerMessage::Snapshot { certificate: certificate.clone(), state: snapshot_of(b"another head", b"body") };
+        PeerMessage::Snapshot { certificate: certificate.clone(), state: snapshot_of(b"another head", Some(b"body")) };
     rejects(
         shard.verify(&other_state),
         |e| matches!(e, ProtocolError::Malformed { .. }),
         "a state that is not the certified one",
     );
+    let headless = PeerMessage::Snapshot { certificate: certificate.clone(), state: snapshot_of(b"head", None) };
+    rejects(shard.verify(&headless), |e| matches!(e, ProtocolError::Malformed { .. }), "a snapshot without its body");
     let garbage = PeerMessage::Snapshot { certificate: certificate.clone(), state: b"head".to_vec().into() };
     rejects(shard.verify(&garbage), |e| matches!(e, ProtocolError::Malformed { .. }), "bytes that are no snapshot");
     let thin = CheckpointCertificate { point, signatures: vec![signed(0), signed(1)] };
-    let thin = PeerMessage::Snapshot { certificate: thin, state: snapshot_of(b"head", b"body") };
+    let thin = PeerMessage::Snapshot { certificate: thin, state: snapshot_of(b"head", Some(b"body")) };
     rejects(
         shard.verify(&thin),
         |e| matches!(e, ProtocolError::TooFewSignatures { .. }),

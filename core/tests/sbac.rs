@@ -345,13 +345,13 @@ fn a_snapshot_restores_the_same_state() {
     let objects = objects_on_each_shard(&mut cluster, "bank", "a");
     let spend = transaction("bank", &[&objects[0]], &[&objects[1]], vec!["x".into()]);
     assert!(cluster.run(&spend, 1));
-    let (head, body) = (cluster.apps[0][0].state_head(), cluster.apps[0][0].state_body());
+    let (head, body) = (cluster.apps[0][0].state_head(Height(1)), cluster.apps[0][0].state_body().unwrap());
     let fresh = || ShardApp::new(ShardId(0), cluster.committees.clone(), cluster.keys[0][0].clone(), Limits::default());
     let mut restored = fresh();
     restored.restore(&head, &body).unwrap();
     assert_eq!(restored.state(), cluster.apps[0][0].state());
     // The head is what a checkpoint signs: a body it does not vouch for changes nothing.
-    let other_body = cluster.apps[1][0].state_body();
+    let other_body = cluster.apps[1][0].state_body().unwrap();
     assert_ne!(other_body, body);
     let mut refused = fresh();
     let error = refused.restore(&head, &other_body).unwrap_err();

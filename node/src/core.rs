@@ -11,13 +11,14 @@
 //! gathers make the `Decide` it submits; and it passes on, now and then, the
 //! envelopes of attempts that take long to be decided.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use shardspace_core::bft::{
-    Action, Committee, Digest, DigestMap, Event, Height, PeerMessage, Replica, Request, Severity, TimeMs,
+    Action, Committee, Digest, DigestMap, Event, Height, PeerMessage, Replica, Request, Severity, StableCheckpoint,
+    TimeMs, Tip, snapshot_of, snapshot_parts,
 };
 use shardspace_core::sbac::{
     ATTEMPTS_AHEAD_MAX, Attempt, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict,
@@ -30,7 +31,7 @@ use crate::checking::{Checked, Checkers};
 use crate::client::{ClientCommand, ClientReply, Listing, PAGE_MAX, Page, Status};
 use crate::metrics::{DecisionLabel, NodeMetrics};
 use crate::network::{Frame, PeerId, PeerSender, encode};
-use crate::store::{ObjectRow, Store, StoreError, TransactionRow, Write};
+use crate::store::{Store, StoreError, Write};
 
 /// How often the replica's clock ticks.
 pub const TICK_MS: u64 = 10;
@@ -159,7 +160,6 @@ impl Core {
         mut rx_checked: mpsc::Receiver<Checked>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), CoreError> {
-        self.store.write(self.read_model_whole()).await?;
         let mut last_sweep = TimeMs(0);
         let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -570,21 +570,41 @@ impl Core {
         let mut writes = Vec::new();
         let mut decided: DecidedBatch = Vec::new();
         let mut outputs = Vec::new();
-        let mut transferred = false;
+        let (mut transferred, mut moved) = (false, false);
         let mut effects = Vec::new();
+        let mut changes = self.replica.app_mut().take_changes().into_iter().peekable();
+        if let Some(fault) = self.store.fault() {
+            tracing::error!(fault, "stopping: the shard's records cannot be read");
+            return Err(CoreError::Fatal(fault));
+        }
+        let window = self.replica.config().dedup_window_heights;
         for action in actions {
             match action {
                 Action::PersistSafety(state) => writes.push(Write::Safety(state)),
                 Action::PersistBlock(block) => writes.push(Write::Block(block)),
                 Action::PersistDecided { height, block } => {
                     decided.extend(block.requests.iter().map(|request| (request.digest(), height)));
-                    self.decided_height = height;
+                    (self.decided_height, moved) = (height, true);
+                    let tip = Tip { block: block.digest(), round: block.round, height };
                     writes.push(Write::Decided { height: height.0, block });
+                    if let Some(digests) = self.replica.executed_at(height) {
+                        let forget_below = height.0.saturating_sub(window).saturating_add(1);
+                        writes.push(Write::Executed { height: height.0, digests: digests.to_vec(), forget_below });
+                    }
+                    // The changes up to a checkpoint commit before any later one, and the
+                    // store keeps a view of them: the body of that checkpoint, for peers.
+                    if let Some(cut) = changes.next_if(|cut| cut.until == Some(height)) {
+                        writes.push(Write::Resume { tip, head: cut.head.clone() });
+                        writes.push(Write::Records(cut));
+                        writes.push(Write::Pin(height.0));
+                        self.flush(&mut writes).await?;
+                    }
                 }
                 Action::PersistCheckpoint(checkpoint) => {
                     if checkpoint.certificate.point.height > self.decided_height {
                         transferred = true;
                         self.decided_height = checkpoint.certificate.point.height;
+                        tracing::info!(height = self.decided_height.0, "state transferred from peers");
                     }
                     writes.push(Write::Checkpoint(checkpoint));
                 }
@@ -595,20 +615,13 @@ impl Core {
                 effect => effects.push(effect),
             }
         }
-        // Brings the state's digests up to date a step at a time, not all at the next checkpoint.
-        let _ = self.replica.app_mut().take_changes();
-        if transferred {
-            tracing::info!(height = self.decided_height.0, "state transferred from peers; rewriting the read model");
-            writes.extend(self.read_model_whole());
-        }
-        if !transferred {
-            let touched = effects.iter().filter_map(|action| match action {
-                Action::Deliver(ShardOutput::Vote { vote, .. }) => Some(vote.tx),
-                Action::Deliver(ShardOutput::Decided { tx, .. }) => Some(*tx),
-                _ => None,
-            });
-            let rows = self.read_model_rows(touched.collect());
-            writes.extend(rows);
+        for rest in changes {
+            let changed = rest.replace || !rest.objects.is_empty() || !rest.transactions.is_empty();
+            // Each decided block, empty ones too, moves the height a restart takes up from.
+            if changed || moved || transferred {
+                writes.push(Write::Resume { tip: self.replica.tip(), head: rest.head.clone() });
+                writes.push(Write::Records(rest));
+            }
         }
         self.flush(&mut writes).await?;
         for action in effects {
@@ -619,6 +632,7 @@ impl Core {
                     }
                 }
                 Action::Broadcast(message) => self.broadcast(message),
+                Action::ServeSnapshot { to, checkpoint } => self.serve_snapshot(to, checkpoint),
                 Action::Deliver(output) => outputs.push(output),
                 Action::Refused(digest) => {
                     if let Some((client, _)) = self.waiting.remove(&digest) {
@@ -642,6 +656,33 @@ impl Core {
             self.on_output(output).await?;
         }
         Ok(())
+    }
+
+    /// Sends a peer that catches up the checkpoint with its body, read from the store's
+    /// view of it off the core task. A peer gets nothing if the store keeps no such view
+    /// (it asks another) or is reading one already (a peer must not buy many large reads).
+    fn serve_snapshot(&self, to: shardspace_core::bft::ReplicaId, checkpoint: StableCheckpoint) {
+        let Some(peer) = self.peers.get(&PeerId { shard: self.own.shard, replica: to }).cloned() else { return };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let height = checkpoint.certificate.point.height;
+            let body = match store.snapshot_body(height.0).await {
+                Ok(Some(body)) => body,
+                Ok(None) => {
+                    tracing::debug!(peer = %to, height = height.0, "no view of that checkpoint to serve");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(peer = %to, height = height.0, %error, "could not read a checkpoint's body");
+                    return;
+                }
+            };
+            let Ok((head, _)) = snapshot_parts(&checkpoint.state) else { return };
+            let state = snapshot_of(head, Some(&body));
+            let certificate = checkpoint.certificate;
+            peer.send(&Frame::Bft(PeerMessage::Snapshot { certificate, state }));
+            tracing::info!(peer = %to, height = height.0, bytes = body.len(), "served a checkpoint's state");
+        });
     }
 
     fn broadcast(&self, message: PeerMessage) {
@@ -708,50 +749,6 @@ impl Core {
             self.store.write(std::mem::take(writes)).await?;
         }
         Ok(())
-    }
-
-    /// The read model's rows for these transactions and the objects they name here.
-    fn read_model_rows(&self, touched: BTreeSet<TxId>) -> Vec<Write> {
-        let app = self.replica.app();
-        let mut writes = Vec::new();
-        let mut objects = BTreeSet::new();
-        for tx in touched {
-            let Some(record) = app.state().transactions.get(&tx) else { continue };
-            let (Some(view), Some((_, latest))) = (app.tx_view(&tx), record.attempts.iter().next_back()) else {
-                continue;
-            };
-            if let Ok(envelope) = serde_json::from_str::<Envelope>(&latest.envelope) {
-                envelope.transaction.visit(&mut |node| {
-                    objects.extend(node.input_ids.iter().chain(&node.reference_input_ids).copied());
-                    objects.extend(node.own_outputs().into_iter().map(|output| output.id));
-                });
-            }
-            writes.push(Write::Transaction(TransactionRow { tx, envelope: latest.envelope.clone(), view }));
-        }
-        for id in objects {
-            if let Some(view) = app.object_view(&id) {
-                writes.push(Write::Object(ObjectRow { id, view }));
-            }
-        }
-        writes
-    }
-
-    /// The whole read model, from the shard's state (at start, and after a state transfer).
-    fn read_model_whole(&self) -> Vec<Write> {
-        let app = self.replica.app();
-        let mut writes = vec![Write::ClearReadModel];
-        for (id, _) in app.state().objects.held() {
-            if let Some(view) = app.object_view(id) {
-                writes.push(Write::Object(ObjectRow { id: *id, view }));
-            }
-        }
-        for (tx, record) in app.state().transactions.held() {
-            let (Some(view), Some((_, latest))) = (app.tx_view(tx), record.attempts.iter().next_back()) else {
-                continue;
-            };
-            writes.push(Write::Transaction(TransactionRow { tx: *tx, envelope: latest.envelope.clone(), view }));
-        }
-        writes
     }
 
     /// Forgets submitters whose connection closed or who waited too long, and stale envelopes.

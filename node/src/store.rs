@@ -3,17 +3,28 @@
 //! SQLite transaction per batch. A failed write is returned, never ignored:
 //! the replica stops rather than go on with an unknown state.
 //!
-//! The safety state, the decided log and the checkpoint are what a replica
-//! restarts from. The `objects` and `transactions` tables are a read model of
-//! the shard's state for operators (`sqlite3 replica.sqlite`): written with the
-//! decided batches, rewritten whole at start and after a state transfer, and
-//! never read back by the replica.
+//! It holds the safety state, the decided log, the stable checkpoint and the shard's
+//! records: `objects` and `transactions`, one row per record with the record itself
+//! (postcard) beside columns for operators (`sqlite3 replica.sqlite`). The replica reads
+//! its records back through `Records` (a second connection) and holds in memory only
+//! those a step changed (issue 6). Each step's changes are written in the same
+//! transaction as its decided blocks, with the head of the state they leave (`resume`)
+//! and the requests executed at each height (`executed`): a restart takes the state up
+//! where it was, without replaying the log.
+//!
+//! After the changes up to a checkpoint height commit, the store pins a read transaction
+//! on a connection of its own (`Pin`): SQLite's WAL keeps that view of the records while
+//! writes go on, and a peer that catches up is served the checkpoint's body from it
+//! (`snapshot_body`). A stable checkpoint releases the views below it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use shardspace_core::bft::{Block, Persisted, SafetyState, StableCheckpoint};
-use shardspace_core::sbac::{ObjectStatus, ObjectView, TxView, VoteKind};
+use serde::de::DeserializeOwned;
+use shardspace_core::bft::{Block, Digest, Height, Persisted, Resume, Round, SafetyState, StableCheckpoint, Tip};
+use shardspace_core::sbac::{ObjectRecord, ObjectStatus, Source, StateChanges, TxRecord, VoteKind, encode_body};
 use shardspace_core::{ObjectId, TxId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,11 +37,19 @@ pub enum StoreError {
     Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("the database {path} holds a record that does not decode: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error(
+        "the database {path} was written by an earlier Shardspace (schema {version}, this one reads {SCHEMA_VERSION}); \
+         move it away and start the replica with an empty data directory: it catches up from its peers"
+    )]
+    OldSchema { path: PathBuf, version: i64 },
     #[error("cannot prepare {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("the store thread has stopped")]
     Stopped,
 }
+
+/// The layout this store writes: 2 keeps the records themselves (1 was a read model only).
+const SCHEMA_VERSION: i64 = 2;
 
 /// One thing to make durable.
 #[derive(Clone, Debug)]
@@ -42,25 +61,22 @@ pub enum Write {
         block: Block,
     },
     Checkpoint(StableCheckpoint),
-    /// Empties the read model (before it is written whole).
-    ClearReadModel,
-    Object(ObjectRow),
-    Transaction(TransactionRow),
-}
-
-/// One row of the `objects` read model.
-#[derive(Clone, Debug)]
-pub struct ObjectRow {
-    pub id: ObjectId,
-    pub view: ObjectView,
-}
-
-/// One row of the `transactions` read model: the latest attempt this shard recorded.
-#[derive(Clone, Debug)]
-pub struct TransactionRow {
-    pub tx: TxId,
-    pub envelope: String,
-    pub view: TxView,
+    /// The records a step changed (or all of them, after a state transfer).
+    Records(StateChanges),
+    /// The state's head at the last decided block: what a restart takes up.
+    Resume {
+        tip: Tip,
+        head: Vec<u8>,
+    },
+    /// The requests executed at `height`; those below `forget_below` leave the window.
+    Executed {
+        height: u64,
+        digests: Vec<Digest>,
+        forget_below: u64,
+    },
+    /// Once this batch commits: keep a view of the records as they are, for the body of
+    /// the checkpoint at `height`.
+    Pin(u64),
 }
 
 enum Command {
@@ -70,10 +86,26 @@ enum Command {
 
 /// Batches waiting for the store thread.
 const STORE_QUEUE_MAX: usize = 64;
+/// Views of checkpoints kept: the stable one and those waiting to become stable.
+const PINS_MAX: usize = 3;
 
-#[derive(Clone, Debug)]
+/// Read transactions held open on the records as they were at a checkpoint height.
+type Pins = Arc<Mutex<BTreeMap<u64, Arc<Mutex<Connection>>>>>;
+
+#[derive(Clone)]
 pub struct Store {
     tx_store: mpsc::Sender<Command>,
+    records: Arc<Records>,
+    pins: Pins,
+    /// One body is read at a time: a peer's small request must not buy many large reads.
+    body_reads: Arc<tokio::sync::Semaphore>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
 }
 
 impl Store {
@@ -83,6 +115,12 @@ impl Store {
         let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
         let connection = Connection::open(&path).map_err(sqlite)?;
+        let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(sqlite)?;
+        let tables: i64 =
+            connection.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0)).map_err(sqlite)?;
+        if version != SCHEMA_VERSION && tables > 0 {
+            return Err(StoreError::OldSchema { path, version });
+        }
         let synchronous = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
@@ -91,6 +129,7 @@ impl Store {
             .execute_batch(&format!(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = {synchronous};
+                 PRAGMA user_version = {SCHEMA_VERSION};
                  CREATE TABLE IF NOT EXISTS safety (id INTEGER PRIMARY KEY CHECK (id = 0), state BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS undecided_blocks (
                      round INTEGER NOT NULL, digest BLOB NOT NULL, block BLOB NOT NULL, PRIMARY KEY (round, digest));
@@ -98,21 +137,31 @@ impl Store {
                      height INTEGER PRIMARY KEY, round INTEGER NOT NULL, digest BLOB NOT NULL, block BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS checkpoint (
                      id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, record BLOB NOT NULL);
+                 CREATE TABLE IF NOT EXISTS resume (
+                     id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, round INTEGER NOT NULL,
+                     block BLOB NOT NULL, head BLOB NOT NULL);
+                 CREATE TABLE IF NOT EXISTS executed (height INTEGER PRIMARY KEY, digests BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS objects (
                      id TEXT PRIMARY KEY, value TEXT NOT NULL, contract TEXT NOT NULL, status TEXT NOT NULL,
-                     lock_holder TEXT, created_by TEXT NOT NULL, consumed_by TEXT);
+                     lock_holder TEXT, created_by TEXT NOT NULL, consumed_by TEXT, record BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS transactions (
                      tx TEXT PRIMARY KEY, envelope TEXT NOT NULL, attempt INTEGER NOT NULL, vote TEXT NOT NULL,
-                     reason TEXT, decision TEXT, committed_attempt INTEGER);"
+                     reason TEXT, decision TEXT, committed_attempt INTEGER, record BLOB NOT NULL);"
             ))
             .map_err(sqlite)?;
+        let records = Arc::new(Records {
+            connection: Mutex::new(open_reader(&path)?),
+            path: path.clone(),
+            fault: Mutex::new(None),
+        });
+        let pins = Pins::default();
         let (tx_store, rx_commands) = mpsc::channel(STORE_QUEUE_MAX);
-        let thread_path = path.clone();
+        let (thread_path, thread_pins) = (path.clone(), pins.clone());
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || run(connection, thread_path, rx_commands))
+            .spawn(move || run(connection, thread_path, thread_pins, rx_commands))
             .map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        Ok(Self { tx_store })
+        Ok(Self { tx_store, records, pins, body_reads: Arc::new(tokio::sync::Semaphore::new(1)), path })
     }
 
     /// Everything the replica persisted, to restart from.
@@ -128,16 +177,156 @@ impl Store {
         self.tx_store.send(Command::Write(writes, reply)).await.map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
+
+    /// The records as saved: the source the shard's state reads from.
+    pub fn records(&self) -> Arc<Records> {
+        self.records.clone()
+    }
+
+    /// What went wrong reading the records, if anything did.
+    pub fn fault(&self) -> Option<String> {
+        self.records.fault()
+    }
+
+    /// The body of the checkpoint at `height` (`Application::state_body`), read from the
+    /// view pinned when its changes committed; `None` if this store holds no such view
+    /// (pinned before a restart, or released).
+    pub async fn snapshot_body(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let pinned = self.pins.lock().ok().and_then(|pins| pins.get(&height).cloned());
+        let (Some(view), Ok(reading)) = (pinned, self.body_reads.clone().try_acquire_owned()) else { return Ok(None) };
+        let path = self.path.clone();
+        let read = move || -> Result<Vec<u8>, StoreError> {
+            let _reading = reading;
+            let connection = view.lock().map_err(|_| StoreError::Stopped)?;
+            let objects = all_records(&connection, &path, "SELECT id, record FROM objects ORDER BY id")?;
+            let transactions = all_records(&connection, &path, "SELECT tx, record FROM transactions ORDER BY tx")?;
+            Ok(encode_body(objects, transactions))
+        };
+        tokio::task::spawn_blocking(read).await.map_err(|_| StoreError::Stopped)?.map(Some)
+    }
 }
 
-fn run(mut connection: Connection, path: PathBuf, mut rx_commands: mpsc::Receiver<Command>) {
+/// A connection that only reads the records.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path).map_err(|source| StoreError::Sqlite { path: path.into(), source })?;
+    connection
+        .execute_batch("PRAGMA query_only = 1;")
+        .map_err(|source| StoreError::Sqlite { path: path.into(), source })?;
+    Ok(connection)
+}
+
+fn all_records<K: std::str::FromStr, V: DeserializeOwned>(
+    connection: &Connection,
+    path: &Path,
+    sql: &str,
+) -> Result<Vec<(K, V)>, StoreError> {
+    let sqlite = |source| StoreError::Sqlite { path: path.into(), source };
+    let corrupt = |message: String| StoreError::Corrupt { path: path.into(), message };
+    let mut statement = connection.prepare(sql).map_err(sqlite)?;
+    let rows =
+        statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))).map_err(sqlite)?;
+    let mut records = Vec::new();
+    for row in rows {
+        let (key, blob) = row.map_err(sqlite)?;
+        let key = key.parse().map_err(|_| corrupt(format!("the key {key} is not an id")))?;
+        records.push((key, postcard::from_bytes(&blob).map_err(|error| corrupt(error.to_string()))?));
+    }
+    Ok(records)
+}
+
+/// The shard's records as saved, read on the replica's core task: `Source` of its state.
+#[derive(Debug)]
+pub struct Records {
+    connection: Mutex<Connection>,
+    path: PathBuf,
+    /// The first read that failed: the core stops the replica after the step.
+    fault: Mutex<Option<String>>,
+}
+
+impl Records {
+    /// What went wrong with a read, if anything did.
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().map_or_else(|_| Some("the fault record was poisoned".into()), |fault| fault.clone())
+    }
+
+    fn failed(&self, what: String) {
+        if let Ok(mut fault) = self.fault.lock() {
+            fault.get_or_insert(format!("reading {}: {what}", self.path.display()));
+        }
+    }
+
+    fn get<V: DeserializeOwned>(&self, sql: &str, key: String) -> Option<V> {
+        let Ok(connection) = self.connection.lock() else {
+            self.failed("the connection was poisoned".into());
+            return None;
+        };
+        let blob: Option<Vec<u8>> =
+            match connection.prepare_cached(sql).and_then(|mut s| s.query_row([&key], |row| row.get(0)).optional()) {
+                Ok(blob) => blob,
+                Err(error) => {
+                    self.failed(error.to_string());
+                    return None;
+                }
+            };
+        match postcard::from_bytes(&blob?) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.failed(format!("the record of {key} does not decode: {error}"));
+                None
+            }
+        }
+    }
+
+    fn keys_after<K: std::str::FromStr>(&self, sql: &str, after: Option<String>, limit: usize) -> Vec<K> {
+        let Ok(connection) = self.connection.lock() else {
+            self.failed("the connection was poisoned".into());
+            return Vec::new();
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let keys = connection.prepare_cached(sql).and_then(|mut statement| {
+            let rows = statement.query_map(params![after.unwrap_or_default(), limit], |row| row.get::<_, String>(0))?;
+            rows.collect::<Result<Vec<String>, _>>()
+        });
+        match keys {
+            Ok(keys) => keys.iter().filter_map(|key| key.parse().ok()).collect(),
+            Err(error) => {
+                self.failed(error.to_string());
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl Source<ObjectId, ObjectRecord> for Records {
+    fn get(&self, id: &ObjectId) -> Option<ObjectRecord> {
+        Records::get(self, "SELECT record FROM objects WHERE id = ?1", id.to_hex())
+    }
+
+    fn keys_after(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
+        let sql = "SELECT id FROM objects WHERE id > ?1 ORDER BY id LIMIT ?2";
+        Records::keys_after(self, sql, after.map(ObjectId::to_hex), limit)
+    }
+}
+
+impl Source<TxId, TxRecord> for Records {
+    fn get(&self, tx: &TxId) -> Option<TxRecord> {
+        Records::get(self, "SELECT record FROM transactions WHERE tx = ?1", tx.to_hex())
+    }
+
+    fn keys_after(&self, after: Option<&TxId>, limit: usize) -> Vec<TxId> {
+        let sql = "SELECT tx FROM transactions WHERE tx > ?1 ORDER BY tx LIMIT ?2";
+        Records::keys_after(self, sql, after.map(TxId::to_hex), limit)
+    }
+}
+
+fn run(mut connection: Connection, path: PathBuf, pins: Pins, mut rx_commands: mpsc::Receiver<Command>) {
     while let Some(command) = rx_commands.blocking_recv() {
         match command {
             Command::Load(reply) => {
                 let _ = reply.send(load(&connection, &path));
             }
             Command::Write(writes, reply) => {
-                let _ = reply.send(write(&mut connection, &path, writes));
+                let _ = reply.send(write(&mut connection, &path, &pins, writes));
             }
         }
     }
@@ -147,9 +336,10 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("encoding into memory cannot fail")
 }
 
-fn write(connection: &mut Connection, path: &Path, writes: Vec<Write>) -> Result<(), StoreError> {
+fn write(connection: &mut Connection, path: &Path, pins: &Pins, writes: Vec<Write>) -> Result<(), StoreError> {
     let sqlite = |source| StoreError::Sqlite { path: path.into(), source };
     let transaction = connection.transaction().map_err(sqlite)?;
+    let (mut pin, mut release_below) = (None, None);
     for write in writes {
         match write {
             Write::Safety(state) => {
@@ -180,55 +370,96 @@ fn write(connection: &mut Connection, path: &Path, writes: Vec<Write>) -> Result
                     .map_err(sqlite)?;
                 let sql = "DELETE FROM decided_blocks WHERE height <= ?1";
                 transaction.prepare_cached(sql).and_then(|mut s| s.execute(params![height])).map_err(sqlite)?;
+                release_below = Some(checkpoint.certificate.point.height.0);
             }
-            Write::ClearReadModel => {
-                transaction.execute_batch("DELETE FROM objects; DELETE FROM transactions;").map_err(sqlite)?;
+            Write::Records(changes) => write_records(&transaction, changes).map_err(sqlite)?,
+            Write::Resume { tip, head } => {
+                let sql = "INSERT INTO resume (id, height, round, block, head) VALUES (0, ?1, ?2, ?3, ?4)
+                           ON CONFLICT (id) DO UPDATE SET height = ?1, round = ?2, block = ?3, head = ?4";
+                let row = params![tip.height.0 as i64, tip.round.0 as i64, tip.block.0.to_vec(), head];
+                transaction.prepare_cached(sql).and_then(|mut s| s.execute(row)).map_err(sqlite)?;
             }
-            Write::Object(row) => {
-                let (status, holder, consumed_by) = match &row.view.status {
-                    ObjectStatus::Active => ("active", None, None),
-                    ObjectStatus::Locked { tx, .. } => ("locked", Some(tx.to_hex()), None),
-                    ObjectStatus::Inactive { consumed_by } => ("inactive", None, Some(consumed_by.to_hex())),
-                };
-                let sql =
-                    "INSERT OR REPLACE INTO objects (id, value, contract, status, lock_holder, created_by, consumed_by)
-                           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-                let view = &row.view;
-                let values = params![
-                    row.id.to_hex(),
-                    view.value,
-                    view.contract,
-                    status,
-                    holder,
-                    view.created_by.to_hex(),
-                    consumed_by
-                ];
-                transaction.prepare_cached(sql).and_then(|mut s| s.execute(values)).map_err(sqlite)?;
+            Write::Executed { height, digests, forget_below } => {
+                let sql = "INSERT OR REPLACE INTO executed (height, digests) VALUES (?1, ?2)";
+                let row = params![height as i64, encode(&digests)];
+                transaction.prepare_cached(sql).and_then(|mut s| s.execute(row)).map_err(sqlite)?;
+                let sql = "DELETE FROM executed WHERE height < ?1";
+                transaction
+                    .prepare_cached(sql)
+                    .and_then(|mut s| s.execute(params![forget_below as i64]))
+                    .map_err(sqlite)?;
             }
-            Write::Transaction(row) => {
-                let (vote, reason) = match row.view.vote {
-                    VoteKind::Accept => ("accept", None),
-                    VoteKind::Abort(reason) => ("abort", Some(reason.as_str())),
-                };
-                let decision = row.view.decision.map(|commit| if commit { "commit" } else { "abort" });
-                let sql = "INSERT OR REPLACE INTO transactions
-                           (tx, envelope, attempt, vote, reason, decision, committed_attempt)
-                           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-                let committed = row.view.committed.map(|attempt| i64::from(attempt.0));
-                let values = params![
-                    row.tx.to_hex(),
-                    row.envelope,
-                    i64::from(row.view.attempt.0),
-                    vote,
-                    reason,
-                    decision,
-                    committed
-                ];
-                transaction.prepare_cached(sql).and_then(|mut s| s.execute(values)).map_err(sqlite)?;
-            }
+            Write::Pin(height) => pin = Some(height),
         }
     }
-    transaction.commit().map_err(sqlite)
+    transaction.commit().map_err(sqlite)?;
+    let Ok(mut pins) = pins.lock() else { return Err(StoreError::Stopped) };
+    if let Some(height) = release_below {
+        *pins = pins.split_off(&height);
+    }
+    if let Some(height) = pin {
+        // A read transaction begun now sees this commit and no later one, while it lasts.
+        let view = open_reader(path)?;
+        view.execute_batch("BEGIN; SELECT count(*) FROM objects; SELECT count(*) FROM transactions;")
+            .map_err(sqlite)?;
+        pins.insert(height, Arc::new(Mutex::new(view)));
+        while pins.len() > PINS_MAX {
+            pins.pop_first();
+        }
+    }
+    Ok(())
+}
+
+/// The records' rows: the record itself, and the columns operators read.
+fn write_records(transaction: &rusqlite::Transaction, changes: StateChanges) -> Result<(), rusqlite::Error> {
+    if changes.replace {
+        transaction.execute_batch("DELETE FROM objects; DELETE FROM transactions;")?;
+    }
+    for (id, record) in &changes.objects {
+        let (status, holder, consumed_by) = match &record.status {
+            ObjectStatus::Active => ("active", None, None),
+            ObjectStatus::Locked { tx, .. } => ("locked", Some(tx.to_hex()), None),
+            ObjectStatus::Inactive { consumed_by } => ("inactive", None, Some(consumed_by.to_hex())),
+        };
+        let sql =
+            "INSERT OR REPLACE INTO objects (id, value, contract, status, lock_holder, created_by, consumed_by, record)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+        let values = params![
+            id.to_hex(),
+            record.value,
+            record.contract,
+            status,
+            holder,
+            record.created_by.to_hex(),
+            consumed_by,
+            encode(record)
+        ];
+        transaction.prepare_cached(sql)?.execute(values)?;
+    }
+    for (tx, record) in &changes.transactions {
+        let (Some(view), Some(latest)) = (record.view(), record.attempts.values().next_back()) else { continue };
+        let (vote, reason) = match view.vote {
+            VoteKind::Accept => ("accept", None),
+            VoteKind::Abort(reason) => ("abort", Some(reason.as_str())),
+        };
+        let decision = view.decision.map(|commit| if commit { "commit" } else { "abort" });
+        let sql = "INSERT OR REPLACE INTO transactions
+                   (tx, envelope, attempt, vote, reason, decision, committed_attempt, record)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+        let committed = view.committed.map(|attempt| i64::from(attempt.0));
+        let values = params![
+            tx.to_hex(),
+            latest.envelope,
+            i64::from(view.attempt.0),
+            vote,
+            reason,
+            decision,
+            committed,
+            encode(record)
+        ];
+        transaction.prepare_cached(sql)?.execute(values)?;
+    }
+    Ok(())
 }
 
 fn load(connection: &Connection, path: &Path) -> Result<Persisted, StoreError> {
@@ -259,7 +490,32 @@ fn load(connection: &Connection, path: &Path) -> Result<Persisted, StoreError> {
         .into_iter()
         .map(decode)
         .collect::<Result<_, _>>()?;
-    Ok(Persisted { safety, checkpoint, decided, undecided })
+    let resume = load_resume(connection, path)?;
+    Ok(Persisted { safety, checkpoint, decided, undecided, resume })
+}
+
+/// The state saved at the last decided height, if any was.
+fn load_resume(connection: &Connection, path: &Path) -> Result<Option<Resume>, StoreError> {
+    let sqlite = |source| StoreError::Sqlite { path: path.into(), source };
+    let corrupt = |message: String| StoreError::Corrupt { path: path.into(), message };
+    let row = connection
+        .query_row("SELECT height, round, block, head FROM resume WHERE id = 0", [], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, Vec<u8>>(2)?, row.get::<_, Vec<u8>>(3)?))
+        })
+        .optional()
+        .map_err(sqlite)?;
+    let Some((height, round, block, app)) = row else { return Ok(None) };
+    let block: [u8; 32] = block.try_into().map_err(|_| corrupt("the resume block is not a digest".into()))?;
+    let tip = Tip { block: Digest(block), round: Round(round as u64), height: Height(height as u64) };
+    let mut statement = connection.prepare("SELECT height, digests FROM executed ORDER BY height").map_err(sqlite)?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))).map_err(sqlite)?;
+    let mut executed = Vec::new();
+    for row in rows {
+        let (height, digests) = row.map_err(sqlite)?;
+        let digests = postcard::from_bytes(&digests).map_err(|error| corrupt(error.to_string()))?;
+        executed.push((Height(height as u64), digests));
+    }
+    Ok(Some(Resume { tip, app, executed }))
 }
 
 #[cfg(test)]

@@ -16,13 +16,23 @@ pub trait Application {
     /// Executes one decided request. Identical calls must give identical states on every replica.
     fn execute(&mut self, height: Height, request: &Request) -> Vec<Self::Output>;
 
-    /// The head of the state as bytes: equal states give equal bytes.
-    fn state_head(&mut self) -> Vec<u8>;
+    /// The head of the state as bytes, for a checkpoint at `height` (the height just
+    /// executed): equal states give equal bytes.
+    fn state_head(&mut self, height: Height) -> Vec<u8>;
 
-    /// The rest of the state as bytes (empty when the head holds it all).
-    fn state_body(&self) -> Vec<u8>;
+    /// The rest of the state as bytes (empty when the head holds it all), or `None` when
+    /// the shell keeps the body (in its store) and serves it itself.
+    fn state_body(&self) -> Option<Vec<u8>>;
 
     /// Replaces the state with one taken by `state_head` and `state_body` (state transfer),
     /// once the body is found to match the head; on an error nothing changes.
     fn restore(&mut self, head: &[u8], body: &[u8]) -> Result<(), String>;
+
+    /// Takes up, after a restart, the state the shell saved at its last decided height:
+    /// this head, and the body in the shell's store. Only an application whose body the
+    /// shell keeps can; the others restart from a checkpoint and replay the log.
+    fn resume(&mut self, head: &[u8]) -> Result<(), String> {
+        let _ = head;
+        Err("this application restarts from a checkpoint and the decided log".into())
+    }
 }

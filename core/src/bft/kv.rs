@@ -56,12 +56,12 @@ impl Application for KvApp {
         vec![Executed { height, request: digest, index: self.executed, state: self.state }]
     }
 
-    fn state_head(&mut self) -> Vec<u8> {
+    fn state_head(&mut self, _height: Height) -> Vec<u8> {
         postcard::to_stdvec(self).expect("encoding a map into memory cannot fail")
     }
 
-    fn state_body(&self) -> Vec<u8> {
-        Vec::new() // small: all of it is in the head
+    fn state_body(&self) -> Option<Vec<u8>> {
+        Some(Vec::new()) // small: all of it is in the head
     }
 
     fn restore(&mut self, head: &[u8], _body: &[u8]) -> Result<(), String> {

@@ -77,25 +77,42 @@ struct SnapshotHead {
 }
 
 /// A snapshot as sent and stored: the encoded head, whose digest the checkpoint signs,
-/// and the application's body, which the head vouches for.
+/// and the application's body, which the head vouches for. A replica whose store keeps
+/// the body holds its checkpoints without it; a snapshot sent to a peer always has it.
 #[derive(Serialize, Deserialize)]
 struct SnapshotParts<'a> {
     #[serde(borrow)]
     head: &'a [u8],
     #[serde(borrow)]
-    body: &'a [u8],
+    body: Option<&'a [u8]>,
 }
 
 /// A snapshot of these parts.
-pub fn snapshot_of(head: &[u8], body: &[u8]) -> SnapshotBytes {
+pub fn snapshot_of(head: &[u8], body: Option<&[u8]>) -> SnapshotBytes {
     let parts = SnapshotParts { head, body };
     SnapshotBytes::from(postcard::to_stdvec(&parts).expect("encoding into memory cannot fail"))
 }
 
+/// The parts of a snapshot: its head and, if it has one, its body.
+pub fn snapshot_parts(snapshot: &[u8]) -> Result<(&[u8], Option<&[u8]>), String> {
+    let parts: SnapshotParts = postcard::from_bytes(snapshot).map_err(|error| error.to_string())?;
+    Ok((parts.head, parts.body))
+}
+
 /// The digest a checkpoint signs for this snapshot: that of its head.
 pub fn snapshot_digest(snapshot: &[u8]) -> Result<Digest, String> {
-    let parts: SnapshotParts = postcard::from_bytes(snapshot).map_err(|error| error.to_string())?;
-    Ok(Digest::of(parts.head))
+    snapshot_parts(snapshot).map(|(head, _)| Digest::of(head))
+}
+
+/// What a replica whose store keeps the application's body saved at its last decided
+/// height, to take up after a restart without replaying the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub tip: Tip,
+    /// The application's head at the tip (`Application::state_head`).
+    pub app: Vec<u8>,
+    /// The requests executed at each height of the de-duplication window.
+    pub executed: Vec<(Height, Vec<Digest>)>,
 }
 
 /// One decided block and what executing it produced.
@@ -284,9 +301,9 @@ impl<A: Application> Ledger<A> {
 
     /// The checkpoint point of the tip, with the snapshot it signs.
     pub fn checkpoint_point(&mut self) -> (CheckpointPoint, SnapshotBytes) {
-        let head = SnapshotHead { app: self.app.state_head(), executed: self.executed.clone() };
+        let head = SnapshotHead { app: self.app.state_head(self.tip.height), executed: self.executed.clone() };
         let head = postcard::to_stdvec(&head).expect("encoding a snapshot into memory cannot fail");
-        let state = snapshot_of(&head, &self.app.state_body());
+        let state = snapshot_of(&head, self.app.state_body().as_deref());
         let point = CheckpointPoint {
             height: self.tip.height,
             block: self.tip.block,
@@ -310,12 +327,13 @@ impl<A: Application> Ledger<A> {
     /// Replaces the state with a stable checkpoint from peers (state transfer), once its
     /// state is found to be the one its certificate signs; on an error nothing changes.
     pub fn restore(&mut self, checkpoint: StableCheckpoint) -> Result<(), String> {
-        let parts: SnapshotParts = postcard::from_bytes(&checkpoint.state).map_err(|error| error.to_string())?;
-        if Digest::of(parts.head) != checkpoint.certificate.point.state {
+        let (head, body) = snapshot_parts(&checkpoint.state)?;
+        if Digest::of(head) != checkpoint.certificate.point.state {
             return Err("its head is not the one the certificate signs".into());
         }
-        let head: SnapshotHead = postcard::from_bytes(parts.head).map_err(|error| error.to_string())?;
-        self.app.restore(&head.app, parts.body)?;
+        let body = body.ok_or("it has no body")?;
+        let head: SnapshotHead = postcard::from_bytes(head).map_err(|error| error.to_string())?;
+        self.app.restore(&head.app, body)?;
         self.executed = head.executed;
         self.executed.all = self.executed.by_height.values().flatten().copied().collect();
         let point = checkpoint.certificate.point;
@@ -326,6 +344,45 @@ impl<A: Application> Ledger<A> {
         self.forget_stale_forks();
         self.stable = Some(checkpoint);
         Ok(())
+    }
+
+    /// Takes up the state a replica saved at its last decided height (`Resume`), with its
+    /// stable checkpoint and the decided blocks above that checkpoint (kept to serve peers).
+    pub fn resume(
+        &mut self,
+        stable: Option<StableCheckpoint>,
+        resume: Resume,
+        decided: Vec<Block>,
+    ) -> Result<(), String> {
+        let stable_height = stable.as_ref().map_or(Height(0), |stable| stable.certificate.point.height);
+        let tip = resume.tip;
+        if decided.len() as u64 != tip.height.0.saturating_sub(stable_height.0) {
+            return Err(format!(
+                "{} decided blocks kept between heights {} and {}",
+                decided.len(),
+                stable_height.0,
+                tip.height.0
+            ));
+        }
+        if decided.last().is_some_and(|block| block.digest() != tip.block) {
+            return Err("the last decided block kept is not the one the state was saved at".into());
+        }
+        self.app.resume(&resume.app)?;
+        self.executed.by_height = resume.executed.into_iter().collect();
+        self.executed.all = self.executed.by_height.values().flatten().copied().collect();
+        for (offset, block) in (1..).zip(decided) {
+            let (height, digest) = (Height(stable_height.0 + offset), block.digest());
+            self.blocks.insert(digest, block);
+            self.decided.insert(height, digest);
+        }
+        self.tip = tip;
+        self.stable = stable;
+        Ok(())
+    }
+
+    /// The requests executed at `height`, while it is in the de-duplication window.
+    pub fn executed_at(&self, height: Height) -> Option<&[Digest]> {
+        self.executed.by_height.get(&height).map(Vec::as_slice)
     }
 
     /// Blocks from `from` back through its ancestors, at most `max`, as far as they are known.

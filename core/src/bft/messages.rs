@@ -446,10 +446,11 @@ impl PeerMessage {
             Self::Snapshot { certificate, state } => {
                 certificate.verify(committee)?;
                 // The head only: the body is checked against it as it is restored.
-                if super::ledger::snapshot_digest(state).ok() != Some(certificate.point.state) {
-                    return Err(malformed("snapshot", "its state does not match its certificate"));
+                match super::ledger::snapshot_parts(state) {
+                    Ok((_, None)) => Err(malformed("snapshot", "it has no body")),
+                    Ok((head, Some(_))) if Digest::of(head) == certificate.point.state => Ok(()),
+                    _ => Err(malformed("snapshot", "its state does not match its certificate")),
                 }
-                Ok(())
             }
         }
     }

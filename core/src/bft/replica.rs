@@ -13,7 +13,7 @@ use ed25519_dalek::Signature;
 use super::app::Application;
 use super::committee::{Committee, KeyPair};
 use super::error::ProtocolError;
-use super::ledger::{CommitError, Ledger, StableCheckpoint, Tip};
+use super::ledger::{CommitError, Ledger, Resume, StableCheckpoint, Tip, snapshot_parts};
 use super::mempool::Mempool;
 use super::messages::{
     Block, Checkpoint, CheckpointCertificate, CheckpointPoint, MessageLimits, PeerMessage, Proposal, QuorumCertificate,
@@ -109,6 +109,12 @@ pub enum Action<O> {
     },
     /// Store a stable checkpoint; decided blocks at or below its height may go.
     PersistCheckpoint(StableCheckpoint),
+    /// Send the peer this checkpoint with its body, which the shell keeps (the application's
+    /// `state_body` is `None`): as `PeerMessage::Snapshot`.
+    ServeSnapshot {
+        to: ReplicaId,
+        checkpoint: StableCheckpoint,
+    },
     /// An output of the application, for the shell.
     Deliver(O),
     /// The mempool is full: tell the client to come back later.
@@ -131,6 +137,9 @@ pub struct Persisted {
     pub decided: Vec<Block>,
     /// Blocks stored before voting, not (yet) decided.
     pub undecided: Vec<Block>,
+    /// The state saved at the last decided block, by a shell that keeps the application's
+    /// body: taken up as it is, instead of restoring the checkpoint and replaying `decided`.
+    pub resume: Option<Resume>,
 }
 
 /// A block being fetched from peers.
@@ -211,7 +220,8 @@ impl<A: Application> Replica<A> {
         Self::recover(committee, keys, config, app, Persisted::default()).expect("an empty disk always recovers")
     }
 
-    /// A replica restarted from what it persisted: the checkpoint, then the decided blocks replayed.
+    /// A replica restarted from what it persisted: the state saved at its last decided
+    /// height if its shell keeps one, else the checkpoint, then the decided blocks replayed.
     pub fn recover(
         committee: Committee,
         keys: KeyPair,
@@ -220,13 +230,25 @@ impl<A: Application> Replica<A> {
         persisted: Persisted,
     ) -> Result<Self, String> {
         let mut ledger = Ledger::new(app, config.dedup_window_heights, config.checkpoint_interval);
-        if let Some(checkpoint) = persisted.checkpoint {
-            ledger
-                .restore(checkpoint)
-                .map_err(|error| format!("the persisted checkpoint does not restore: {error}"))?;
-        }
         let mut own_checkpoints = BTreeMap::new();
-        for block in persisted.decided {
+        let (checkpoint, decided) = (persisted.checkpoint, persisted.decided);
+        let replayed = match persisted.resume {
+            Some(resume) => {
+                ledger
+                    .resume(checkpoint, resume, decided)
+                    .map_err(|error| format!("the state saved at the last decided height does not resume: {error}"))?;
+                Vec::new()
+            }
+            None => {
+                if let Some(checkpoint) = checkpoint {
+                    ledger
+                        .restore(checkpoint)
+                        .map_err(|error| format!("the persisted checkpoint does not restore: {error}"))?;
+                }
+                decided
+            }
+        };
+        for block in replayed {
             let digest = block.digest();
             ledger.insert(block);
             let decided = ledger
@@ -282,6 +304,10 @@ impl<A: Application> Replica<A> {
         })
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn id(&self) -> ReplicaId {
         self.keys.id
     }
@@ -296,6 +322,12 @@ impl<A: Application> Replica<A> {
 
     pub fn app(&self) -> &A {
         self.ledger.app()
+    }
+
+    /// The requests executed at `height`, while it is in the de-duplication window (saved
+    /// with each decided block by a shell that resumes without replaying).
+    pub fn executed_at(&self, height: Height) -> Option<&[Digest]> {
+        self.ledger.executed_at(height)
     }
 
     /// For the shell's housekeeping of the application (taking its changes to save): what
@@ -883,7 +915,12 @@ impl<A: Application> Replica<A> {
         // The block is gone or unknown: a peer far behind needs the stable state instead.
         if let Some(stable) = self.ledger.stable().filter(|stable| stable.certificate.point.height > height) {
             let (certificate, state) = (stable.certificate.clone(), stable.state.clone());
-            out.push(Action::Send { to: from, message: PeerMessage::Snapshot { certificate, state } });
+            match snapshot_parts(&state) {
+                Ok((_, Some(_))) => {
+                    out.push(Action::Send { to: from, message: PeerMessage::Snapshot { certificate, state } })
+                }
+                _ => out.push(Action::ServeSnapshot { to: from, checkpoint: stable.clone() }),
+            }
         }
     }
 
@@ -1009,12 +1046,12 @@ mod tests {
             Vec::new()
         }
 
-        fn state_head(&mut self) -> Vec<u8> {
+        fn state_head(&mut self, _height: Height) -> Vec<u8> {
             self.value.clone()
         }
 
-        fn state_body(&self) -> Vec<u8> {
-            if self.lies { b"a lie".to_vec() } else { self.value.clone() }
+        fn state_body(&self) -> Option<Vec<u8>> {
+            Some(if self.lies { b"a lie".to_vec() } else { self.value.clone() })
         }
 
         fn restore(&mut self, head: &[u8], body: &[u8]) -> Result<(), String> {

@@ -7,7 +7,7 @@ use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
 
 use super::messages::{Attempt, VoteKind};
-use super::shard::{ObjectStatus, ShardApp};
+use super::shard::{ObjectRecord, ObjectStatus, ShardApp, TxRecord};
 use crate::bft::{Committee, KeyPair, ProtocolError, ReplicaId};
 use crate::ids::{ObjectId, ShardId, TxId};
 
@@ -68,34 +68,51 @@ impl SignedAnswer {
 
 impl ShardApp {
     pub fn object_view(&self, id: &ObjectId) -> Option<ObjectView> {
-        self.object(id).map(|object| ObjectView {
-            value: object.value.clone(),
-            contract: object.contract.clone(),
-            created_by: object.created_by,
-            status: object.status.clone(),
-        })
+        self.object(id).map(|object| object.view())
     }
 
     /// The transaction's latest attempt here (the latest that counts, else any).
     pub fn tx_view(&self, tx: &TxId) -> Option<TxView> {
-        let record = self.state().transactions.get(tx)?;
-        let latest = record.latest().or_else(|| record.attempts.keys().next_back().copied())?;
-        self.attempt_view(tx, latest)
+        self.state().transactions.get(tx)?.view()
     }
 
     /// One attempt's record here (the committed one's, for an attempt of a committed transaction).
     pub fn attempt_view(&self, tx: &TxId, attempt: Attempt) -> Option<TxView> {
-        let record = self.state().transactions.get(tx)?;
-        let answered = if record.attempts.contains_key(&attempt) { attempt } else { record.committed? };
-        let attempt_record = record.attempts.get(&answered)?;
+        self.state().transactions.get(tx)?.attempt_view(attempt)
+    }
+}
+
+impl ObjectRecord {
+    pub fn view(&self) -> ObjectView {
+        ObjectView {
+            value: self.value.clone(),
+            contract: self.contract.clone(),
+            created_by: self.created_by,
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl TxRecord {
+    /// The latest attempt (the latest that counts, else any).
+    pub fn view(&self) -> Option<TxView> {
+        self.attempt_view(self.latest().or_else(|| self.attempts.keys().next_back().copied())?)
+    }
+
+    /// One attempt (the committed one, for an attempt of a committed transaction).
+    pub fn attempt_view(&self, attempt: Attempt) -> Option<TxView> {
+        let answered = if self.attempts.contains_key(&attempt) { attempt } else { self.committed? };
+        let attempt_record = self.attempts.get(&answered)?;
         Some(TxView {
             attempt: answered,
             vote: attempt_record.vote,
             decision: attempt_record.decision,
-            committed: record.committed,
+            committed: self.committed,
         })
     }
+}
 
+impl ShardApp {
     /// This replica's signed answer about an object.
     pub fn answer_object(&self, id: ObjectId) -> SignedAnswer {
         let body = AnswerBody::Object { id, object: self.object_view(&id) };

@@ -17,7 +17,7 @@ pub use messages::{
     AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate, VoteKind,
 };
 pub use shard::{
-    ATTEMPTS_AHEAD_MAX, AttemptRecord, Attempts, ObjectRecord, ObjectStatus, ShardApp, ShardOutput, ShardState,
-    StateChanges, StateHead, TxRecord,
+    ATTEMPTS_AHEAD_MAX, AttemptRecord, Attempts, ObjectRecord, ObjectSource, ObjectStatus, ShardApp, ShardOutput,
+    ShardState, StateChanges, StateHead, TransactionSource, TxRecord, encode_body,
 };
 pub use table::{Source, Table, TableHead};

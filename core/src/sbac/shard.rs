@@ -6,13 +6,14 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::messages::{
     AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, VerdictCertificate, VoteKind,
 };
-use super::table::{Table, TableHead};
+use super::table::{Source, Table, TableHead};
 use crate::bft::{Application, Committee, Digest, Height, KeyPair, Request};
 use crate::ids::{ObjectId, ShardId, TxId};
 use crate::limits::Limits;
@@ -186,12 +187,30 @@ struct StateBody {
     transactions: Vec<(TxId, TxRecord)>,
 }
 
-/// The records a step changed, for the shell to save.
+/// The body of a state with these records (`Application::state_body`), for a shell that
+/// keeps them in its store.
+pub fn encode_body(objects: Vec<(ObjectId, ObjectRecord)>, transactions: Vec<(TxId, TxRecord)>) -> Vec<u8> {
+    postcard::to_stdvec(&StateBody { objects, transactions }).expect("encoding into memory cannot fail")
+}
+
+/// Records changed, for the shell to save, with the head of the state they leave.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateChanges {
+    /// The checkpoint height these changes end at (the shell commits them before it goes
+    /// on, so that its store can serve the body of that checkpoint), or `None`: the end
+    /// of the step.
+    pub until: Option<Height>,
+    /// The store's records are to be replaced by these (after a state transfer).
+    pub replace: bool,
     pub objects: Vec<(ObjectId, ObjectRecord)>,
     pub transactions: Vec<(TxId, TxRecord)>,
+    /// The encoded `StateHead` after these changes: what a restart takes up.
+    pub head: Vec<u8>,
 }
+
+/// Where a replica keeps its records (`ShardApp::saved_in`).
+pub type ObjectSource = Arc<dyn Source<ObjectId, ObjectRecord>>;
+pub type TransactionSource = Arc<dyn Source<TxId, TxRecord>>;
 
 impl ShardState {
     /// What a checkpoint signs (it puts the entries changed since the last time in the digests).
@@ -229,13 +248,41 @@ pub struct ShardApp {
     keys: KeyPair,
     limits: Limits,
     state: ShardState,
+    /// Changes cut at checkpoints and not taken by the shell yet (tables with a source only).
+    cut: Vec<StateChanges>,
+    /// A state transfer replaced the records: the next changes replace the store's.
+    replaced: bool,
 }
 
 impl ShardApp {
     pub fn new(shard: ShardId, committees: Vec<Committee>, keys: KeyPair, limits: Limits) -> Self {
         let shards = u32::try_from(committees.len()).expect("fewer than 2^32 shards");
         let map = ShardMap::new(shards).expect("a cluster has at least one shard");
-        Self { shard, map, committees, keys, limits, state: ShardState::default() }
+        Self { shard, map, committees, keys, limits, state: ShardState::default(), cut: Vec::new(), replaced: false }
+    }
+
+    /// Reads the records from the shell's store, holding only those changed since the
+    /// shell last took the changes (`take_changes`): memory no longer grows with the ledger.
+    pub fn saved_in(mut self, objects: ObjectSource, transactions: TransactionSource) -> Self {
+        self.state.objects = Table::with_source(objects, TableHead::default());
+        self.state.transactions = Table::with_source(transactions, TableHead::default());
+        self
+    }
+
+    fn is_saved(&self) -> bool {
+        self.state.objects.source().is_some()
+    }
+
+    fn encoded_head(&mut self) -> Vec<u8> {
+        postcard::to_stdvec(&self.state.head()).expect("encoding into memory cannot fail")
+    }
+
+    /// Cuts the changes made since the last cut, with the head they leave.
+    fn cut(&mut self, until: Option<Height>) -> StateChanges {
+        let objects = self.state.objects.take_unsaved();
+        let transactions = self.state.transactions.take_unsaved();
+        let (replace, head) = (std::mem::take(&mut self.replaced), self.encoded_head());
+        StateChanges { until, replace, objects, transactions, head }
     }
 
     pub fn state(&self) -> &ShardState {
@@ -246,13 +293,21 @@ impl ShardApp {
         self.state.objects.get(id)
     }
 
-    /// The records changed since the last call, for the shell to save (none for tables held
-    /// whole); it also brings the tables' digests up to date, a little at each step.
-    pub fn take_changes(&mut self) -> StateChanges {
-        StateChanges {
-            objects: self.state.objects.take_changes(),
-            transactions: self.state.transactions.take_changes(),
+    /// The records changed since the last call, for the shell to save, cut at each
+    /// checkpoint in between (nothing for tables held whole). Once saved, the records are
+    /// read back from the store. It also brings the tables' digests up to date, a little
+    /// at each step instead of all at the next checkpoint.
+    pub fn take_changes(&mut self) -> Vec<StateChanges> {
+        if !self.is_saved() {
+            self.state.head();
+            return Vec::new();
         }
+        let last = self.cut(None);
+        let mut changes = std::mem::take(&mut self.cut);
+        changes.push(last);
+        self.state.objects.forget_saved();
+        self.state.transactions.forget_saved();
+        changes
     }
 
     /// This replica's vote on an attempt it already prepared, signed again, and where to send
@@ -611,18 +666,23 @@ impl Application for ShardApp {
         vec![output]
     }
 
-    fn state_head(&mut self) -> Vec<u8> {
-        postcard::to_stdvec(&self.state.head()).expect("encoding into memory cannot fail")
+    fn state_head(&mut self, height: Height) -> Vec<u8> {
+        if !self.is_saved() {
+            return self.encoded_head();
+        }
+        let changes = self.cut(Some(height));
+        let head = changes.head.clone();
+        self.cut.push(changes);
+        head
     }
 
-    fn state_body(&self) -> Vec<u8> {
-        let (objects, transactions) = (&self.state.objects, &self.state.transactions);
-        debug_assert!(objects.is_whole() && transactions.is_whole(), "the shell reads the body of a saved state");
-        let body = StateBody {
-            objects: objects.held().map(|(id, record)| (*id, record.clone())).collect(),
-            transactions: transactions.held().map(|(tx, record)| (*tx, record.clone())).collect(),
-        };
-        postcard::to_stdvec(&body).expect("encoding into memory cannot fail")
+    fn state_body(&self) -> Option<Vec<u8>> {
+        if self.is_saved() {
+            return None; // the shell's store serves it
+        }
+        let (objects, transactions) = (self.state.objects.held(), self.state.transactions.held());
+        let objects = objects.map(|(id, record)| (*id, record.clone())).collect();
+        Some(encode_body(objects, transactions.map(|(tx, record)| (*tx, record.clone())).collect()))
     }
 
     fn restore(&mut self, head: &[u8], body: &[u8]) -> Result<(), String> {
@@ -636,9 +696,25 @@ impl Application for ShardApp {
         if transactions.head() != head.transactions {
             return Err("the transaction records do not match the digest the checkpoint signs".into());
         }
+        if let (Some(object_source), Some(transaction_source)) =
+            (self.state.objects.source().cloned(), self.state.transactions.source().cloned())
+        {
+            objects = objects.saved_to(object_source);
+            transactions = transactions.saved_to(transaction_source);
+            self.replaced = true;
+        }
         let (reserved, undecided, executed, log_digest) =
             (head.reserved, head.undecided, head.executed, head.log_digest);
         self.state = ShardState { objects, transactions, reserved, undecided, executed, log_digest };
+        Ok(())
+    }
+
+    fn resume(&mut self, head: &[u8]) -> Result<(), String> {
+        let head: StateHead = postcard::from_bytes(head).map_err(|error| format!("the head: {error}"))?;
+        self.state.objects.resume(head.objects)?;
+        self.state.transactions.resume(head.transactions)?;
+        (self.state.reserved, self.state.undecided) = (head.reserved, head.undecided);
+        (self.state.executed, self.state.log_digest) = (head.executed, head.log_digest);
         Ok(())
     }
 }

@@ -141,18 +141,44 @@ where
         TableHead { len: self.len, digest: self.digest.clone() }
     }
 
-    /// The records changed since the last call, for the shell to save; a table with a
-    /// source forgets them (it reads them back once saved). Nothing for a table held whole.
-    pub fn take_changes(&mut self) -> Vec<(K, V)> {
+    /// The records changed since the last call, as they are now, for the shell to save
+    /// (nothing for a table held whole). They stay held until `forget_saved`.
+    pub fn take_unsaved(&mut self) -> Vec<(K, V)> {
         self.seal();
-        let changes = std::mem::take(&mut self.unsaved)
+        std::mem::take(&mut self.unsaved)
             .into_iter()
             .filter_map(|key| self.held.get(&key).cloned().map(|value| (key, value)))
-            .collect();
-        if self.source.is_some() {
+            .collect()
+    }
+
+    /// Lets go of the records held by a table with a source, once the shell saved them:
+    /// they are read back from the source when needed.
+    pub fn forget_saved(&mut self) {
+        if self.source.is_some() && self.unsaved.is_empty() {
+            self.seal();
             self.held.clear();
         }
-        changes
+    }
+
+    /// This table, held whole, as a table with a source whose every record is unsaved
+    /// (a state transfer: the shell replaces what its store holds with these records).
+    pub fn saved_to(mut self, source: Arc<dyn Source<K, V>>) -> Self {
+        self.unsaved = self.held.keys().cloned().collect();
+        self.source = Some(source);
+        self
+    }
+
+    /// Takes up the head saved with the records of a table with a source (a restart).
+    pub fn resume(&mut self, head: TableHead) -> Result<(), String> {
+        if self.source.is_none() || !self.held.is_empty() {
+            return Err("only a table read from a store can take up its saved head".into());
+        }
+        (self.len, self.digest) = (head.len, head.digest);
+        Ok(())
+    }
+
+    pub fn source(&self) -> Option<&Arc<dyn Source<K, V>>> {
+        self.source.as_ref()
     }
 
     /// Keys after `after` in order, at most `limit`: saved and held alike.
@@ -252,9 +278,11 @@ mod tests {
         for step in 1..=50 {
             change(&mut sourced, step);
             change(&mut whole, step);
-            let changes = sourced.take_changes();
-            assert!(!changes.is_empty() && sourced.held().next().is_none(), "changes go to the shell");
+            let changes = sourced.take_unsaved();
+            assert!(!changes.is_empty() && whole.take_unsaved().is_empty(), "changes go to the shell");
             saved.0.lock().unwrap().extend(changes);
+            sourced.forget_saved();
+            assert!(sourced.held().next().is_none());
             if step % 7 == 0 {
                 assert_eq!(sourced.head(), whole.head(), "the digest does not depend on where records are");
             }
@@ -264,6 +292,12 @@ mod tests {
         assert_eq!(sourced.keys_after(Some(&40), 5), vec![41, 42, 43, 44, 45]);
         let rebuilt = Table::from_entries(whole.held().map(|(key, value)| (*key, value.clone())));
         assert_eq!(rebuilt.digest, whole.head().digest, "a table rebuilt from its entries has the same digest");
+        let mut resumed = Table::with_source(saved.clone(), TableHead::default());
+        resumed.resume(sourced.head()).unwrap();
+        assert_eq!(resumed.head(), whole.head(), "a restarted table takes up its saved head");
+        assert!(whole.clone().resume(sourced.head()).is_err(), "a table held whole has no saved records");
+        let transferred = rebuilt.clone().saved_to(Arc::new(Saved::default()));
+        assert_eq!(transferred.clone().take_unsaved().len(), 50, "every record of a transfer is to be saved");
         whole.insert(7, "replaced".into());
         assert_ne!(whole.head(), rebuilt.clone().head());
     }

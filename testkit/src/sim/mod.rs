@@ -126,6 +126,7 @@ impl Disk {
             checkpoint: self.checkpoint.clone(),
             decided: self.decided.values().cloned().collect(),
             undecided: self.undecided.values().cloned().collect(),
+            resume: None,
         }
     }
 }
