@@ -242,3 +242,68 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
         assert_eq!(balance(&settled(&cluster, kept, active).await), expected);
     }
 }
+
+/// A replica that lost its disk catches up from a checkpoint: a peer serves the records
+/// from the view its store pinned at that height, and the wiped replica checks them
+/// against the signed head before it takes them (docs/protocol.md §7). Its peers restart
+/// on the way: they take up their saved state without replaying the log, and keep no
+/// queue of the messages it missed nor any block below their stable checkpoint, so
+/// records served are its only way back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_its_disk_catches_up_from_records_its_peers_serve() {
+    let options = shardspace_testkit::cluster::Options {
+        checkpoint_interval: Some(4),
+        ..shardspace_testkit::cluster::Options::test(1, REPLICAS, false)
+    };
+    let local = LocalCluster::with(Path::new(env!("CARGO_BIN_EXE_shardspace")), &options).unwrap();
+    let client = ClusterClient::new(&local.file, DEADLINE).unwrap();
+    let mut cluster = Cluster { local, client };
+    cluster.local.wipe_replica(0, 3).unwrap();
+    let dumps: Vec<Envelope> = (0..24)
+        .map(|nonce: i64| TransactionBuilder::new("dump", "anything").parameter(nonce).output("\"kept\"").build())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for dump in &dumps[..12] {
+        assert!(submit(&cluster, dump, 1).await.committed());
+    }
+    for replica in 0..3 {
+        cluster.local.kill_replica(0, replica);
+    }
+    for replica in 0..3 {
+        cluster.local.start_replica(0, replica);
+    }
+    let checkpointed = |replica: u32| {
+        let database = cluster.local.dir.path().join(format!("data/shard-0-replica-{replica}/replica.sqlite"));
+        let sqlite = rusqlite::Connection::open(database).unwrap();
+        sqlite.query_row("SELECT height FROM checkpoint", [], |row| row.get::<_, i64>(0)).unwrap_or(0)
+    };
+    let before: Vec<i64> = (0..3).map(checkpointed).collect();
+    for dump in &dumps[12..] {
+        assert!(submit(&cluster, dump, 1).await.committed());
+    }
+    // A view is pinned when a checkpoint's changes commit: one made since the restart.
+    wait_until("the restarted replicas make a stable checkpoint", DEADLINE, || {
+        let moved = (0..3).all(|replica| checkpointed(replica) > before[replica as usize]);
+        async move { moved }
+    })
+    .await;
+    cluster.local.start_replica(0, 3);
+    for dump in [&dumps[0], &dumps[23]] {
+        let output = dump.transaction.own_outputs().remove(0);
+        wait_until("the wiped replica holds the records of the first and last dump", DEADLINE, || {
+            let view = cluster.replica_view(0, 3, &output);
+            async move { view.await.is_some_and(|view| active(&view)) }
+        })
+        .await;
+    }
+    // It goes on from there like the others: with one of them down, it is needed for a quorum.
+    cluster.local.kill_replica(0, 0);
+    let after = TransactionBuilder::new("dump", "anything").parameter(99).output("\"after\"").build().unwrap();
+    assert!(submit(&cluster, &after, 1).await.committed());
+    let output = after.transaction.own_outputs().remove(0);
+    wait_until("the caught-up replica decides what comes next", DEADLINE, || {
+        let view = cluster.replica_view(0, 3, &output);
+        async move { view.await.is_some_and(|view| active(&view)) }
+    })
+    .await;
+}

@@ -72,6 +72,8 @@ pub struct Options {
     pub round_timeout_ms: u64,
     /// `bft.propose_after_ms` (the node's default when `None`).
     pub propose_after_ms: Option<u64>,
+    /// `bft.checkpoint_interval` (the node's default when `None`).
+    pub checkpoint_interval: Option<u64>,
 }
 
 impl Options {
@@ -85,6 +87,7 @@ impl Options {
             durability: Durability::Normal,
             round_timeout_ms: 300,
             propose_after_ms: None,
+            checkpoint_interval: None,
         }
     }
 }
@@ -139,6 +142,7 @@ impl LocalCluster {
         file.bft.round_timeout_ms = Some(options.round_timeout_ms);
         file.bft.durability = options.durability;
         file.bft.propose_after_ms = options.propose_after_ms;
+        file.bft.checkpoint_interval = options.checkpoint_interval;
         for contract in CONTRACTS {
             let checker = match &python_checker {
                 Some(python_checker) if python_contracts.contains(&contract) => python_checker,
@@ -188,7 +192,7 @@ impl LocalCluster {
         let mut command = Command::new(&self.bin);
         command.args(["node", "--config", &self.path.to_string_lossy()]);
         command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
-        command.env("RUST_LOG", "warn");
+        command.env("RUST_LOG", std::env::var("SHARDSPACE_TEST_LOG").unwrap_or("warn".into()));
         let process = Process::try_start(command)?;
         // A port taken between `free_port` and the replica's bind shows here, not as a hang later.
         let line = &process.first_line;
@@ -200,6 +204,15 @@ impl LocalCluster {
     /// Kills one replica (SIGKILL: a crash).
     pub fn kill_replica(&mut self, shard: u32, replica: u32) {
         self.replicas[shard as usize][replica as usize] = None;
+    }
+
+    /// Kills one replica and deletes its data directory: a replica that lost its disk.
+    pub fn wipe_replica(&mut self, shard: u32, replica: u32) -> anyhow::Result<()> {
+        self.kill_replica(shard, replica);
+        let relative = &self.file.shards[shard as usize].replicas[replica as usize].data_dir;
+        let base = self.path.parent().context("the cluster file has a folder")?;
+        let data_dir = base.join(relative);
+        std::fs::remove_dir_all(&data_dir).with_context(|| format!("cannot delete {}", data_dir.display()))
     }
 
     pub fn start_replicas(&mut self) {

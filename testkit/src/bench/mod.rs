@@ -451,7 +451,16 @@ impl Bench {
 
 /// A benchmarked cluster: 4 replicas a shard, and the API.
 fn cluster_options(shards: u32, checkers: Checkers, durability: Durability, propose_after_ms: Option<u64>) -> Options {
-    Options { shards, replicas: 4, with_api: true, checkers, durability, round_timeout_ms: 1000, propose_after_ms }
+    Options {
+        shards,
+        replicas: 4,
+        with_api: true,
+        checkers,
+        durability,
+        round_timeout_ms: 1000,
+        propose_after_ms,
+        checkpoint_interval: None,
+    }
 }
 
 /// Distinct prefixes for `dump` streams: a random start, then counting.
