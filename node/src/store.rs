@@ -521,9 +521,7 @@ fn load_resume(connection: &Connection, path: &Path) -> Result<Option<Resume>, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardspace_core::bft::{
-        CheckpointCertificate, CheckpointPoint, Digest, Height, QuorumCertificate, ReplicaId, Request, Round,
-    };
+    use shardspace_core::bft::{CheckpointCertificate, CheckpointPoint, QuorumCertificate, ReplicaId, Request};
 
     fn block(round: u64) -> Block {
         Block {
@@ -568,6 +566,103 @@ mod tests {
         let persisted = store.load().await.unwrap();
         assert_eq!(persisted.decided, vec![block(14), block(15)], "the log at or below the checkpoint is gone");
         assert_eq!(persisted.checkpoint, Some(checkpoint));
+    }
+
+    fn object(value: &str) -> ObjectRecord {
+        ObjectRecord {
+            value: value.into(),
+            contract: "dump".into(),
+            created_by: TxId([1; 32]),
+            status: ObjectStatus::Active,
+            readers: Default::default(),
+        }
+    }
+
+    fn transaction(vote: VoteKind) -> TxRecord {
+        let mut attempts = shardspace_core::sbac::Attempts::default();
+        let record =
+            shardspace_core::sbac::AttemptRecord { envelope: "{}".into(), digest: [2; 32], vote, decision: None };
+        attempts.insert(shardspace_core::sbac::Attempt(1), record);
+        TxRecord { concerned: vec![shardspace_core::ShardId(0)], attempts, committed: None }
+    }
+
+    fn changes(objects: &[(u8, &str)], replace: bool) -> Write {
+        Write::Records(StateChanges {
+            replace,
+            objects: objects.iter().map(|(id, value)| (ObjectId([*id; 32]), object(value))).collect(),
+            transactions: vec![(TxId([9; 32]), transaction(VoteKind::Accept))],
+            ..StateChanges::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn records_saved_with_a_step_read_back_and_a_transfer_replaces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        let records = store.records();
+        store.write(vec![changes(&[(1, "one"), (2, "two"), (3, "three")], false)]).await.unwrap();
+        let read = |id: u8| Source::<ObjectId, ObjectRecord>::get(&*records, &ObjectId([id; 32]));
+        assert_eq!(read(2), Some(object("two")));
+        assert_eq!(Source::<TxId, TxRecord>::get(&*records, &TxId([9; 32])), Some(transaction(VoteKind::Accept)));
+        let after_one = Source::<ObjectId, ObjectRecord>::keys_after(&*records, Some(&ObjectId([1; 32])), 5);
+        assert_eq!(after_one, vec![ObjectId([2; 32]), ObjectId([3; 32])]);
+        store.write(vec![changes(&[(4, "four")], true)]).await.unwrap();
+        assert_eq!((read(2), read(4)), (None, Some(object("four"))), "a transfer's records replace the old ones");
+        assert_eq!(records.fault(), None);
+    }
+
+    #[tokio::test]
+    async fn a_pinned_view_serves_the_records_of_its_checkpoint_while_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        store.write(vec![changes(&[(1, "at four")], false), Write::Pin(4)]).await.unwrap();
+        store.write(vec![changes(&[(1, "at five"), (2, "new at five")], false)]).await.unwrap();
+        type Body = (Vec<(ObjectId, ObjectRecord)>, Vec<(TxId, TxRecord)>);
+        let body: Body = postcard::from_bytes(&store.snapshot_body(4).await.unwrap().unwrap()).unwrap();
+        assert_eq!(body.0, vec![(ObjectId([1; 32]), object("at four"))], "the records as they were at height 4");
+        assert_eq!(body.1.len(), 1);
+        assert_eq!(store.snapshot_body(5).await.unwrap(), None, "no view was pinned at height 5");
+        let certificate = CheckpointCertificate {
+            point: CheckpointPoint {
+                height: Height(8),
+                block: Digest([8; 32]),
+                round: Round(8),
+                state: Digest([0; 32]),
+            },
+            signatures: vec![],
+        };
+        let checkpoint = StableCheckpoint { certificate, state: b"head".to_vec().into() };
+        store.write(vec![Write::Checkpoint(checkpoint)]).await.unwrap();
+        assert_eq!(store.snapshot_body(4).await.unwrap(), None, "a stable checkpoint releases the views below it");
+    }
+
+    #[tokio::test]
+    async fn the_state_saved_at_the_last_decided_height_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        let tip = Tip { block: Digest([7; 32]), round: Round(9), height: Height(3) };
+        let executed = |height: u64, forget_below: u64| Write::Executed {
+            height,
+            digests: vec![Digest([height as u8; 32])],
+            forget_below,
+        };
+        store.write(vec![executed(1, 1), executed(2, 1), executed(3, 2)]).await.unwrap();
+        store.write(vec![Write::Resume { tip, head: b"head".to_vec() }]).await.unwrap();
+        let resume = store.load().await.unwrap().resume.unwrap();
+        assert_eq!((resume.tip, resume.app), (tip, b"head".to_vec()));
+        let heights: Vec<u64> = resume.executed.iter().map(|(height, _)| height.0).collect();
+        assert_eq!(heights, vec![2, 3], "heights below the window are forgotten");
+    }
+
+    #[test]
+    fn a_database_of_the_earlier_layout_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Connection::open(dir.path().join("replica.sqlite")).unwrap();
+        old.execute_batch("CREATE TABLE safety (id INTEGER PRIMARY KEY, state BLOB NOT NULL);").unwrap();
+        drop(old);
+        let error = Store::open(dir.path(), Durability::Normal).unwrap_err();
+        assert!(matches!(error, StoreError::OldSchema { version: 0, .. }), "{error}");
+        assert!(error.to_string().contains("empty data directory"), "{error}");
     }
 
     #[tokio::test]
