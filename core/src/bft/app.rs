@@ -24,6 +24,11 @@ pub trait Application {
     /// the shell keeps the body (in its store) and serves it itself.
     fn state_body(&self) -> Option<Vec<u8>>;
 
+    /// Whether the shell keeps the body (`state_body` is `None`), known without building it.
+    fn shell_keeps_body(&self) -> bool {
+        false
+    }
+
     /// Replaces the state with one taken by `state_head` and `state_body` (state transfer),
     /// once the body is found to match the head; on an error nothing changes.
     fn restore(&mut self, head: &[u8], body: &[u8]) -> Result<(), String>;

@@ -13,7 +13,7 @@ use ed25519_dalek::Signature;
 use super::app::Application;
 use super::committee::{Committee, KeyPair};
 use super::error::ProtocolError;
-use super::ledger::{CommitError, Ledger, Resume, StableCheckpoint, Tip, snapshot_parts};
+use super::ledger::{CommitError, Ledger, Resume, StableCheckpoint, Tip, snapshot_of, snapshot_parts};
 use super::mempool::Mempool;
 use super::messages::{
     Block, Checkpoint, CheckpointCertificate, CheckpointPoint, MessageLimits, PeerMessage, Proposal, QuorumCertificate,
@@ -973,6 +973,16 @@ impl<A: Application> Replica<A> {
             return;
         }
         self.fetching.clear();
+        // A shell that keeps the body has just been given it to write: the checkpoint kept
+        // here, and on disk, is then its head alone (the whole state must not stay in memory).
+        let checkpoint = match snapshot_parts(&checkpoint.state) {
+            Ok((head, Some(_))) if self.ledger.app().shell_keeps_body() => {
+                let headed = StableCheckpoint { certificate: checkpoint.certificate, state: snapshot_of(head, None) };
+                self.ledger.set_stable(headed.clone());
+                headed
+            }
+            _ => checkpoint,
+        };
         out.push(Action::PersistCheckpoint(checkpoint));
         if let Some(certificate) = self.waiting_certificate.take() {
             self.commit_certified(&certificate, self.id(), out);

@@ -676,6 +676,10 @@ impl Application for ShardApp {
         head
     }
 
+    fn shell_keeps_body(&self) -> bool {
+        self.is_saved()
+    }
+
     fn state_body(&self) -> Option<Vec<u8>> {
         if self.is_saved() {
             return None; // the shell's store serves it

@@ -35,9 +35,17 @@ pub struct TableHead {
     pub digest: LtHash,
 }
 
+/// Records saved lately that a table with a source keeps, to read them again without it:
+/// a transaction's records are read again in the steps after the one that wrote them.
+/// Two generations of at most half of this each: memory stays bounded.
+pub const RECENT_RECORDS_MAX: usize = 8_192;
+
 pub struct Table<K, V> {
     /// Every record (no source), or the records changed since the changes were last taken.
     held: BTreeMap<K, V>,
+    /// Saved records kept since they were saved (`RECENT_RECORDS_MAX`), newest first.
+    recent: BTreeMap<K, V>,
+    older: BTreeMap<K, V>,
     source: Option<Arc<dyn Source<K, V>>>,
     len: u64,
     /// The digest of every entry, except those of `touched`, whose old entry is out and
@@ -80,7 +88,8 @@ where
     }
 
     pub fn get(&self, key: &K) -> Option<Cow<'_, V>> {
-        match (self.held.get(key), &self.source) {
+        let kept = self.held.get(key).or_else(|| self.recent.get(key)).or_else(|| self.older.get(key));
+        match (kept, &self.source) {
             (Some(value), _) => Some(Cow::Borrowed(value)),
             (None, Some(source)) => source.get(key).map(Cow::Owned),
             (None, None) => None,
@@ -94,7 +103,11 @@ where
     /// The record under `key`, to change.
     pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         if !self.held.contains_key(key) {
-            let loaded = self.source.as_ref()?.get(key)?;
+            let (recent, older) = (self.recent.remove(key), self.older.remove(key));
+            let loaded = match recent.or(older) {
+                Some(kept) => kept,
+                None => self.source.as_ref()?.get(key)?,
+            };
             self.held.insert(key.clone(), loaded);
         }
         self.touch(key);
@@ -152,11 +165,19 @@ where
     }
 
     /// Lets go of the records held by a table with a source, once the shell saved them:
-    /// they are read back from the source when needed.
+    /// the latest are kept a while (`RECENT_RECORDS_MAX`), the others read back when needed.
     pub fn forget_saved(&mut self) {
         if self.source.is_some() && self.unsaved.is_empty() {
             self.seal();
-            self.held.clear();
+            let mut saved = std::mem::take(&mut self.held);
+            let generation = RECENT_RECORDS_MAX / 2;
+            if saved.len() > generation {
+                return; // more than it may keep (a state transfer): read back when needed
+            }
+            if self.recent.len() + saved.len() > generation {
+                self.older = std::mem::take(&mut self.recent);
+            }
+            self.recent.append(&mut saved);
         }
     }
 
@@ -170,7 +191,7 @@ where
 
     /// Takes up the head saved with the records of a table with a source (a restart).
     pub fn resume(&mut self, head: TableHead) -> Result<(), String> {
-        if self.source.is_none() || !self.held.is_empty() {
+        if self.source.is_none() || !self.held.is_empty() || !self.recent.is_empty() {
             return Err("only a table read from a store can take up its saved head".into());
         }
         (self.len, self.digest) = (head.len, head.digest);
@@ -206,6 +227,8 @@ impl<K, V> Default for Table<K, V> {
     fn default() -> Self {
         Self {
             held: BTreeMap::new(),
+            recent: BTreeMap::new(),
+            older: BTreeMap::new(),
             source: None,
             len: 0,
             digest: LtHash::default(),
@@ -219,6 +242,8 @@ impl<K: Clone, V: Clone> Clone for Table<K, V> {
     fn clone(&self) -> Self {
         Self {
             held: self.held.clone(),
+            recent: self.recent.clone(),
+            older: self.older.clone(),
             source: self.source.clone(),
             len: self.len,
             digest: self.digest.clone(),
@@ -271,6 +296,27 @@ mod tests {
     }
 
     #[test]
+    fn the_records_a_table_keeps_after_saving_them_are_bounded_and_never_stale() {
+        let saved = Arc::new(Saved::default());
+        let mut table = Table::with_source(saved.clone(), TableHead::default());
+        for step in 0..100u32 {
+            for key in step * 200..(step + 1) * 200 {
+                table.insert(key, format!("{key} at {step}"));
+            }
+            if let Some(value) = table.get_mut(&(step * 100)) {
+                *value = format!("changed at {step}"); // a record saved earlier, kept or not
+            }
+            saved.0.lock().unwrap().extend(table.take_unsaved());
+            table.forget_saved();
+            assert!(table.recent.len() + table.older.len() <= RECENT_RECORDS_MAX);
+        }
+        let latest = saved.0.lock().unwrap().clone();
+        for key in (0..20_000).step_by(97).chain([9_900, 19_999]) {
+            assert_eq!(table.get(&key).as_deref(), latest.get(&key), "record {key}");
+        }
+    }
+
+    #[test]
     fn a_table_with_a_source_holds_only_unsaved_changes_and_agrees_with_one_held_whole() {
         let saved = Arc::new(Saved::default());
         let mut sourced = Table::with_source(saved.clone(), TableHead::default());
@@ -283,6 +329,7 @@ mod tests {
             saved.0.lock().unwrap().extend(changes);
             sourced.forget_saved();
             assert!(sourced.held().next().is_none());
+            assert!(sourced.recent.len() + sourced.older.len() <= RECENT_RECORDS_MAX);
             if step % 7 == 0 {
                 assert_eq!(sourced.head(), whole.head(), "the digest does not depend on where records are");
             }
