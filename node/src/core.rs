@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use shardspace_core::bft::{
-    Action, Committee, Digest, DigestMap, Event, Height, PeerMessage, Replica, Request, Severity, StableCheckpoint,
-    TimeMs, Tip, snapshot_of, snapshot_parts,
+    Action, Committee, Digest, DigestMap, Event, Height, PeerMessage, Replica, ReplicaId, Request, Severity,
+    StableCheckpoint, TimeMs, Tip, snapshot_of, snapshot_parts,
 };
 use shardspace_core::sbac::{
     ATTEMPTS_AHEAD_MAX, Attempt, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict,
@@ -661,7 +661,7 @@ impl Core {
     /// Sends a peer that catches up the checkpoint with its body, read from the store's
     /// view of it off the core task. A peer gets nothing if the store keeps no such view
     /// (it asks another) or is reading one already (a peer must not buy many large reads).
-    fn serve_snapshot(&self, to: shardspace_core::bft::ReplicaId, checkpoint: StableCheckpoint) {
+    fn serve_snapshot(&self, to: ReplicaId, checkpoint: StableCheckpoint) {
         let Some(peer) = self.peers.get(&PeerId { shard: self.own.shard, replica: to }).cloned() else { return };
         let store = self.store.clone();
         tokio::spawn(async move {

@@ -637,6 +637,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn at_most_three_views_are_kept_the_oldest_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        for height in 1..=5 {
+            store.write(vec![changes(&[(height as u8, "v")], false), Write::Pin(height)]).await.unwrap();
+        }
+        let mut kept = Vec::new();
+        for height in 1..=5 {
+            if store.snapshot_body(height).await.unwrap().is_some() {
+                kept.push(height);
+            }
+        }
+        assert_eq!(kept, vec![3, 4, 5], "PINS_MAX = {PINS_MAX}");
+    }
+
+    #[tokio::test]
     async fn the_state_saved_at_the_last_decided_height_loads_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Durability::Normal).unwrap();

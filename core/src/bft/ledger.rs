@@ -99,11 +99,6 @@ pub fn snapshot_parts(snapshot: &[u8]) -> Result<(&[u8], Option<&[u8]>), String>
     Ok((parts.head, parts.body))
 }
 
-/// The digest a checkpoint signs for this snapshot: that of its head.
-pub fn snapshot_digest(snapshot: &[u8]) -> Result<Digest, String> {
-    snapshot_parts(snapshot).map(|(head, _)| Digest::of(head))
-}
-
 /// What a replica whose store keeps the application's body saved at its last decided
 /// height, to take up after a restart without replaying the log.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@ mod types;
 pub use app::Application;
 pub use committee::{Committee, KeyPair};
 pub use error::{ProtocolError, Severity};
-pub use ledger::{Resume, StableCheckpoint, Tip, snapshot_digest, snapshot_of, snapshot_parts};
+pub use ledger::{Resume, StableCheckpoint, Tip, snapshot_of, snapshot_parts};
 pub use messages::{
     Block, Checkpoint, CheckpointCertificate, CheckpointPoint, MessageLimits, PeerMessage, Proposal, QuorumCertificate,
     Timeout, TimeoutCertificate, VerifiedCertificates, Vote,

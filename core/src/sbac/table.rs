@@ -239,11 +239,6 @@ where
     pub fn held(&self) -> impl Iterator<Item = (&K, &V)> {
         self.held.iter()
     }
-
-    /// Whether the table holds every record (it has no source).
-    pub fn is_whole(&self) -> bool {
-        self.source.is_none()
-    }
 }
 
 impl<K, V> Default for Table<K, V> {
