@@ -9,14 +9,13 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::bft::Digest;
 
 /// Lanes of 16 bits (2 KiB).
 pub const LANES: usize = 1_024;
-/// Lanes filled by one SHA-256 output.
-const LANES_PER_BLOCK: usize = 16;
+/// BLAKE3's key derivation context: expansions are for this hash and nothing else.
+const EXPANSION_CONTEXT: &str = "shardspace 2026-12 LtHash lane expansion";
 
 /// The multiset hash of the entries added and not removed, in any order.
 #[derive(Clone, PartialEq, Eq)]
@@ -61,17 +60,15 @@ impl LtHash {
     }
 }
 
-/// An entry's 2 KiB expansion: SHA-256 of the entry, then SHA-256 of that seed and a
-/// block counter for each 16 lanes (one compression each).
+/// An entry's 2 KiB expansion: BLAKE3's extendable output, keyed for this use alone. One
+/// call fills all lanes (about 1 µs; 64 SHA-256 compressions took 5.5 µs, 4 % of a
+/// replica, since a changed record is expanded once out and once in).
 fn expand(entry: &[u8]) -> [u16; LANES] {
-    let seed = Sha256::digest(entry);
+    let mut bytes = [0u8; LANES * 2];
+    blake3::Hasher::new_derive_key(EXPANSION_CONTEXT).update(entry).finalize_xof().fill(&mut bytes);
     let mut lanes = [0u16; LANES];
-    for (block, chunk) in lanes.chunks_mut(LANES_PER_BLOCK).enumerate() {
-        let counter = u32::try_from(block).expect("64 blocks");
-        let output = Sha256::new().chain_update(seed).chain_update(counter.to_le_bytes()).finalize();
-        for (lane, pair) in chunk.iter_mut().zip(output.chunks_exact(2)) {
-            *lane = u16::from_le_bytes([pair[0], pair[1]]);
-        }
+    for (lane, pair) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
+        *lane = u16::from_le_bytes([pair[0], pair[1]]);
     }
     lanes
 }

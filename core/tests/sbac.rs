@@ -73,17 +73,20 @@ impl Cluster {
         // decision follows the vote, and the votes are still what this helper returns.
         let mut votes = Vec::new();
         let mut last_vote = None;
-        for output in self.order(shard, &request) {
-            match output {
-                ShardOutput::Vote { vote, concerned } => {
-                    last_vote = Some((vote.vote.is_accept(), concerned.len()));
-                    votes.push(vote);
+        let request = Request::new(postcard::to_stdvec(&request).unwrap());
+        for app in &mut self.apps[shard as usize] {
+            for output in app.execute(Height(1), &request) {
+                match output {
+                    ShardOutput::Vote { vote, concerned } => {
+                        last_vote = Some((vote.vote.is_accept(), concerned.len()));
+                        votes.push(vote.sign(app.own_committee(), app.keys()));
+                    }
+                    ShardOutput::Decided { committed, .. } => {
+                        let (accepted, concerned) = last_vote.expect("a decision follows its vote");
+                        assert_eq!((committed, concerned), (accepted, 1), "decided at prepare: one shard, as voted");
+                    }
+                    other => panic!("expected a vote, got {other:?}"),
                 }
-                ShardOutput::Decided { committed, .. } => {
-                    let (accepted, concerned) = last_vote.expect("a decision follows its vote");
-                    assert_eq!((committed, concerned), (accepted, 1), "decided at prepare: one shard, as voted");
-                }
-                other => panic!("expected a vote, got {other:?}"),
             }
         }
         assert!(votes.iter().all(|vote| vote.vote == votes[0].vote), "replicas disagree (I3)");

@@ -22,7 +22,7 @@ use shardspace_core::bft::{
 };
 use shardspace_core::sbac::{
     ATTEMPTS_AHEAD_MAX, Attempt, PreparedCertificate, ShardApp, ShardOutput, ShardRequest, SignedVote, Verdict,
-    VerdictCertificate, VerdictCollector, VoteCollector,
+    VerdictCertificate, VerdictCollector, VoteBody, VoteCollector,
 };
 use shardspace_core::{Envelope, Limits, ObjectId, ShardId, ShardMap, TxId};
 use tokio::sync::{mpsc, watch};
@@ -375,7 +375,7 @@ impl Core {
                 let _ = client.try_send(ClientReply::Answer(app.answer_attempt(tx, attempt)));
             }
             if let Some((vote, concerned)) = app.recorded_vote(tx, attempt) {
-                self.send_vote(&vote, &concerned);
+                self.send_vote(vote, &concerned);
             }
             return Ok(());
         }
@@ -423,8 +423,8 @@ impl Core {
     async fn vote_again(&mut self, tx: TxId, attempt: Attempt) -> Result<(), CoreError> {
         let app = self.replica.app();
         let Some((vote, concerned)) = app.recorded_vote(tx, attempt) else { return Ok(()) };
-        self.send_vote(&vote, &concerned);
-        if app.attempt_view(&tx, vote.attempt).is_some_and(|view| view.decision.is_some()) {
+        let vote = self.send_vote(vote, &concerned);
+        if self.replica.app().attempt_view(&tx, vote.attempt).is_some_and(|view| view.decision.is_some()) {
             return Ok(()); // decided here: nothing to gather
         }
         let mut complete = self.votes.expect(vote.tx, vote.attempt, vote.envelope, concerned);
@@ -546,12 +546,16 @@ impl Core {
     }
 
     /// Sends a vote to every replica of every concerned shard.
-    fn send_vote(&self, vote: &SignedVote, concerned: &[ShardId]) {
+    /// Signs this replica's vote and sends it to every replica of the concerned shards.
+    fn send_vote(&self, vote: VoteBody, concerned: &[ShardId]) -> SignedVote {
+        let app = self.replica.app();
+        let vote = vote.sign(app.own_committee(), app.keys());
         self.metrics.votes_sent.inc();
         let frame = encode(&Frame::Vote(vote.clone()));
         for shard in concerned {
             self.send_to_shard(*shard, &frame);
         }
+        vote
     }
 
     fn send_to_shard(&self, shard: ShardId, frame: &Bytes) {
@@ -699,7 +703,7 @@ impl Core {
                 if concerned.as_slice() == [self.own.shard] {
                     return Ok(()); // decided with its vote (`ShardApp::decide_alone`): nothing to gather
                 }
-                self.send_vote(&vote, &concerned);
+                let vote = self.send_vote(vote, &concerned);
                 let decided = self.replica.app().tx_view(&tx).is_some_and(|view| view.committed.is_some());
                 if !decided {
                     let now = self.now();

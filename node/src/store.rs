@@ -48,8 +48,9 @@ pub enum StoreError {
     Stopped,
 }
 
-/// The layout this store writes: 2 keeps the records themselves (1 was a read model only).
-const SCHEMA_VERSION: i64 = 2;
+/// The layout this store writes: 2 keeps the records themselves (1 was a read model only);
+/// 3 keeps the same tables, but the saved heads' LtHash lanes are BLAKE3 expansions.
+const SCHEMA_VERSION: i64 = 3;
 
 /// One thing to make durable.
 #[derive(Clone, Debug)]

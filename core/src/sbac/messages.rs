@@ -7,7 +7,7 @@ use std::fmt;
 use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
 
-use crate::bft::{Committee, ProtocolError, ReplicaId};
+use crate::bft::{Committee, KeyPair, ProtocolError, ReplicaId};
 use crate::ids::{ShardId, TxId};
 
 /// One run of a transaction: a transaction that aborted may run again as a newer attempt.
@@ -114,6 +114,27 @@ impl VerdictCertificate {
     pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
         let bytes = Verdict::signing_bytes(committee, &self.tx, &self.envelope, self.success);
         committee.verify_signers(&bytes, &self.signatures, committee.validity())
+    }
+}
+
+/// A replica's vote on an attempt before it is signed: the shard's state machine computes
+/// it, and the shell signs it only to send it (the vote on a transaction of one shard is
+/// its decision and never leaves the replica, so it is never signed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoteBody {
+    pub shard: ShardId,
+    pub tx: TxId,
+    pub attempt: Attempt,
+    pub envelope: [u8; 32],
+    pub vote: VoteKind,
+}
+
+impl VoteBody {
+    /// `committee` is this shard's, `keys` this replica's.
+    pub fn sign(self, committee: &Committee, keys: &KeyPair) -> SignedVote {
+        let bytes = SignedVote::signing_bytes(committee, &self.tx, self.attempt, &self.envelope, self.vote);
+        let Self { shard, tx, attempt, envelope, vote } = self;
+        SignedVote { shard, tx, attempt, envelope, vote, replica: keys.id, signature: keys.sign(&bytes) }
     }
 }
 

@@ -14,7 +14,8 @@ mod table;
 pub use answers::{AnswerBody, ObjectView, SignedAnswer, TxView};
 pub use collector::{VerdictCollector, VoteCollector};
 pub use messages::{
-    AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate, VoteKind,
+    AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate, VoteBody,
+    VoteKind,
 };
 pub use shard::{
     ATTEMPTS_AHEAD_MAX, AttemptRecord, Attempts, ObjectRecord, ObjectSource, ObjectStatus, ShardApp, ShardOutput,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::messages::{
-    AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, VerdictCertificate, VoteKind,
+    AbortReason, Attempt, PreparedCertificate, ShardRequest, VerdictCertificate, VoteBody, VoteKind,
 };
 use super::table::{Source, Table, TableHead};
 use crate::bft::{Application, Committee, Digest, Height, KeyPair, Request};
@@ -229,8 +229,9 @@ impl ShardState {
 /// What executing a request asks the shell to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShardOutput {
-    /// This replica's vote: send it to every replica of every concerned shard.
-    Vote { vote: SignedVote, concerned: Vec<ShardId> },
+    /// This replica's vote: sign it and send it to every replica of every concerned shard,
+    /// unless this shard is the only one (then the vote is the decision, which follows).
+    Vote { vote: VoteBody, concerned: Vec<ShardId> },
     /// An attempt was decided here.
     Decided { tx: TxId, attempt: Attempt, committed: bool },
     /// The request was refused before anything changed (for logs and counters).
@@ -244,7 +245,7 @@ pub struct ShardApp {
     map: ShardMap,
     /// Every shard's committee, by shard id: certificates from all of them are checked.
     committees: Vec<Committee>,
-    /// This replica's key: it signs votes (signatures are outputs, not state).
+    /// This replica's key, for the answers and votes it signs (signatures are outputs, not state).
     keys: KeyPair,
     limits: Limits,
     state: ShardState,
@@ -310,14 +311,14 @@ impl ShardApp {
         changes
     }
 
-    /// This replica's vote on an attempt it already prepared, signed again, and where to send
-    /// it: a client asking again is answered from the record without ordering anything (an
+    /// This replica's vote on an attempt it already prepared, and where to send it (the
+    /// shell signs it): a client asking again is answered from the record without ordering anything (an
     /// identical `Prepare` would be ordered once only).
-    pub fn recorded_vote(&self, tx: TxId, attempt: Attempt) -> Option<(SignedVote, Vec<ShardId>)> {
+    pub fn recorded_vote(&self, tx: TxId, attempt: Attempt) -> Option<(VoteBody, Vec<ShardId>)> {
         let record = self.state.transactions.get(&tx)?;
         let answered = record.answering(attempt)?;
         let attempt_record = record.attempts.get(&answered)?;
-        Some((self.sign(tx, answered, attempt_record.digest, attempt_record.vote), record.concerned.clone()))
+        Some((self.vote(tx, answered, attempt_record.digest, attempt_record.vote), record.concerned.clone()))
     }
 
     fn committee(&self) -> &Committee {
@@ -359,9 +360,8 @@ impl ShardApp {
         move |id: &&ObjectId| map.shard_of(id) == shard
     }
 
-    fn sign(&self, tx: TxId, attempt: Attempt, envelope: [u8; 32], vote: VoteKind) -> SignedVote {
-        let signature = self.keys.sign(&SignedVote::signing_bytes(self.committee(), &tx, attempt, &envelope, vote));
-        SignedVote { shard: self.shard, tx, attempt, envelope, vote, replica: self.keys.id, signature }
+    fn vote(&self, tx: TxId, attempt: Attempt, envelope: [u8; 32], vote: VoteKind) -> VoteBody {
+        VoteBody { shard: self.shard, tx, attempt, envelope, vote }
     }
 
     fn prepare(&mut self, envelope_json: String, attempt: Attempt, verdict: VerdictCertificate) -> ShardOutput {
@@ -392,7 +392,7 @@ impl ShardApp {
             && let Some(recorded) = record.attempts.get(&done)
         {
             let (digest, vote) = (recorded.digest, recorded.vote);
-            return ShardOutput::Vote { vote: self.sign(tx, done, digest, vote), concerned };
+            return ShardOutput::Vote { vote: self.vote(tx, done, digest, vote), concerned };
         }
         // An attempt older than one seen here, or while an older one is undecided, is superseded.
         let older_pending = record.is_some_and(|record| {
@@ -420,7 +420,7 @@ impl ShardApp {
             }
         }
         self.state.undecided.insert((tx, attempt));
-        ShardOutput::Vote { vote: self.sign(tx, attempt, digest, vote), concerned }
+        ShardOutput::Vote { vote: self.vote(tx, attempt, digest, vote), concerned }
     }
 
     /// The vote every honest replica computes for this attempt, from this shard's objects.

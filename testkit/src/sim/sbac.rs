@@ -494,7 +494,8 @@ impl SbacSimulation {
     fn on_output(&mut self, node: u32, output: ShardOutput, liar: bool) {
         let shard = self.nodes[node as usize].shard;
         match output {
-            ShardOutput::Vote { mut vote, concerned } => {
+            ShardOutput::Vote { vote, concerned } => {
+                let mut vote = vote.sign(&self.committees[shard.0 as usize], &self.nodes[node as usize].keys);
                 if liar {
                     // Signs the opposite vote: it must not be able to sway any certificate.
                     let committee = &self.committees[shard.0 as usize];
