@@ -6,7 +6,7 @@
 //! It holds the safety state, the decided log, the stable checkpoint and the shard's
 //! records: `objects` and `transactions`, one row per record with the record itself
 //! (postcard) beside columns for operators (`sqlite3 replica.sqlite`). The replica reads
-//! its records back through `Records` (a second connection) and holds in memory only
+//! its records back through `Records` (the store's connection) and holds in memory only
 //! those a step changed (issue 6). Each step's changes are written in the same
 //! transaction as its decided blocks, with the head of the state they leave (`resume`)
 //! and the requests executed at each height (`executed`): a restart takes the state up
@@ -149,17 +149,14 @@ impl Store {
                      reason TEXT, decision TEXT, committed_attempt INTEGER, record BLOB NOT NULL);"
             ))
             .map_err(sqlite)?;
-        let records = Arc::new(Records {
-            connection: Mutex::new(open_reader(&path)?),
-            path: path.clone(),
-            fault: Mutex::new(None),
-        });
+        let connection = Arc::new(Mutex::new(connection));
+        let records = Arc::new(Records { connection: connection.clone(), path: path.clone(), fault: Mutex::new(None) });
         let pins = Pins::default();
         let (tx_store, rx_commands) = mpsc::channel(STORE_QUEUE_MAX);
         let (thread_path, thread_pins) = (path.clone(), pins.clone());
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || run(connection, thread_path, thread_pins, rx_commands))
+            .spawn(move || run(&connection, thread_path, thread_pins, rx_commands))
             .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         Ok(Self { tx_store, records, pins, body_reads: Arc::new(tokio::sync::Semaphore::new(1)), path })
     }
@@ -235,9 +232,12 @@ fn all_records<K: std::str::FromStr, V: DeserializeOwned>(
 }
 
 /// The shard's records as saved, read on the replica's core task: `Source` of its state.
+/// It reads on the store thread's own connection, between that thread's writes (the core
+/// waits for each write before it executes more): a connection of its own lost its page
+/// cache at every commit, as SQLite's WAL mode does for readers, and read every page again.
 #[derive(Debug)]
 pub struct Records {
-    connection: Mutex<Connection>,
+    connection: Arc<Mutex<Connection>>,
     path: PathBuf,
     /// The first read that failed: the core stops the replica after the step.
     fault: Mutex<Option<String>>,
@@ -319,8 +319,12 @@ impl Source<TxId, TxRecord> for Records {
     }
 }
 
-fn run(mut connection: Connection, path: PathBuf, pins: Pins, mut rx_commands: mpsc::Receiver<Command>) {
+fn run(connection: &Mutex<Connection>, path: PathBuf, pins: Pins, mut rx_commands: mpsc::Receiver<Command>) {
     while let Some(command) = rx_commands.blocking_recv() {
+        let Ok(mut connection) = connection.lock() else {
+            tracing::error!(path = %path.display(), "the store's connection was poisoned: the store stops");
+            return;
+        };
         match command {
             Command::Load(reply) => {
                 let _ = reply.send(load(&connection, &path));
@@ -421,11 +425,15 @@ fn write(connection: &mut Connection, path: &Path, pins: &Pins, writes: Vec<Writ
 /// the WAL passed 1,000 pages, could copy nothing past the view and sorted the whole WAL
 /// index each time to find that out (2 % of the machine).
 fn start_wal_over(connection: &Connection, path: &Path) {
+    let started = std::time::Instant::now();
     let checkpoint = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
         Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
     });
     match checkpoint {
-        Ok((0, _, _)) => {}
+        Ok((0, _, _)) => {
+            let ms = started.elapsed().as_millis();
+            tracing::debug!(ms, "copied the WAL into the database and emptied it");
+        }
         Ok((_, frames, copied)) => tracing::debug!(frames, copied, "the WAL could not start over: readers held it"),
         Err(error) => tracing::warn!(path = %path.display(), %error, "could not checkpoint the WAL"),
     }
