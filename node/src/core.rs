@@ -545,7 +545,6 @@ impl Core {
         Ok(())
     }
 
-    /// Sends a vote to every replica of every concerned shard.
     /// Signs this replica's vote and sends it to every replica of the concerned shards.
     fn send_vote(&self, vote: VoteBody, concerned: &[ShardId]) -> SignedVote {
         let app = self.replica.app();

@@ -674,7 +674,7 @@ mod tests {
         for step in 2..=40u8 {
             store.write(vec![changes(&[(step, "later")], false)]).await.unwrap();
         }
-        assert!(wal() > 0, "the view of height 1 holds the later writes in the WAL");
+        assert!(wal() > 0, "the later writes wait in the WAL");
         store.write(vec![changes(&[(41, "at forty-one")], false), Write::Pin(41)]).await.unwrap();
         assert_eq!(wal(), 0, "no view held the WAL when height 41's view was pinned: it started over");
         assert_eq!(store.snapshot_body(1).await.unwrap(), None, "one view at a time");
