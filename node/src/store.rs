@@ -18,7 +18,6 @@
 //! (`snapshot_body`). One view at a time: before pinning the next, the store releases the
 //! last and starts the WAL over, which no open view allows (it would grow without end).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -88,8 +87,8 @@ enum Command {
 
 /// Batches waiting for the store thread.
 const STORE_QUEUE_MAX: usize = 64;
-/// Read transactions held open on the records as they were at a checkpoint height.
-type Pins = Arc<Mutex<BTreeMap<u64, Arc<Mutex<Connection>>>>>;
+/// The read transaction held open on the records as they were at a checkpoint height, if any.
+type Pins = Arc<Mutex<Option<(u64, Arc<Mutex<Connection>>)>>>;
 
 #[derive(Clone)]
 pub struct Store {
@@ -189,7 +188,9 @@ impl Store {
     /// view pinned when its changes committed; `None` if this store holds no such view
     /// (pinned before a restart, or released).
     pub async fn snapshot_body(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let pinned = self.pins.lock().ok().and_then(|pins| pins.get(&height).cloned());
+        let pinned = self.pins.lock().ok().and_then(|pinned| {
+            pinned.as_ref().filter(|(pinned_at, _)| *pinned_at == height).map(|(_, view)| view.clone())
+        });
         let (Some(view), Ok(reading)) = (pinned, self.body_reads.clone().try_acquire_owned()) else { return Ok(None) };
         let path = self.path.clone();
         let read = move || -> Result<Vec<u8>, StoreError> {
@@ -397,23 +398,24 @@ fn write(connection: &mut Connection, path: &Path, pins: &Pins, writes: Vec<Writ
         }
     }
     transaction.commit().map_err(sqlite)?;
-    if let Some(height) = release_below {
-        let Ok(mut pins) = pins.lock() else { return Err(StoreError::Stopped) };
-        *pins = pins.split_off(&height);
+    if let Some(stable) = release_below {
+        let mut pinned = pins.lock().map_err(|_| StoreError::Stopped)?;
+        if pinned.as_ref().is_some_and(|(height, _)| *height < stable) {
+            *pinned = None; // a transferred state moved past it
+        }
     }
     if let Some(height) = pin {
-        let earlier = std::mem::take(&mut *pins.lock().map_err(|_| StoreError::Stopped)?);
+        let earlier = pins.lock().map_err(|_| StoreError::Stopped)?.take();
         // Only the one view: SQLite starts its WAL over only when no reader holds a view
         // into it, and while views overlapped the WAL grew without end (7 MB/s a replica
         // at 400 tx/s). A body being served keeps its view until it is sent.
-        if earlier.values().all(|view| Arc::strong_count(view) == 1) {
-            drop(earlier);
+        if earlier.is_none_or(|(_, view)| Arc::strong_count(&view) == 1) {
             start_wal_over(connection, path);
         }
         // A read transaction begun now sees this commit and no later one, while it lasts.
         let view = open_reader(path)?;
         view.execute_batch("BEGIN; SELECT 1 FROM objects LIMIT 1;").map_err(sqlite)?;
-        pins.lock().map_err(|_| StoreError::Stopped)?.insert(height, Arc::new(Mutex::new(view)));
+        *pins.lock().map_err(|_| StoreError::Stopped)? = Some((height, Arc::new(Mutex::new(view))));
     }
     Ok(())
 }
@@ -681,6 +683,25 @@ mod tests {
         type Body = (Vec<(ObjectId, ObjectRecord)>, Vec<(TxId, TxRecord)>);
         let body: Body = postcard::from_bytes(&store.snapshot_body(41).await.unwrap().unwrap()).unwrap();
         assert_eq!(body.0.len(), 41, "the records as they were at height 41");
+    }
+
+    #[tokio::test]
+    async fn a_view_still_being_read_keeps_the_wal_until_the_next_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        let wal = || std::fs::metadata(dir.path().join("replica.sqlite-wal")).map_or(0, |metadata| metadata.len());
+        store.write(vec![changes(&[(1, "at one")], false), Write::Pin(1)]).await.unwrap();
+        store.write(vec![changes(&[(2, "later")], false)]).await.unwrap();
+        // A body being read holds the view, as `snapshot_body`'s blocking task does.
+        let reading = store.pins.lock().unwrap().as_ref().map(|(_, view)| view.clone()).unwrap();
+        store.write(vec![changes(&[(3, "at three")], false), Write::Pin(3)]).await.unwrap();
+        assert!(wal() > 0, "the WAL is not emptied under a view still in use");
+        let seen = reading.lock().unwrap().query_row("SELECT count(*) FROM objects", [], |row| row.get::<_, i64>(0));
+        assert_eq!(seen.unwrap(), 1, "the view being read still sees height 1");
+        drop(reading);
+        assert!(store.snapshot_body(3).await.unwrap().is_some(), "the new view serves its checkpoint");
+        store.write(vec![changes(&[(4, "at four")], false), Write::Pin(4)]).await.unwrap();
+        assert_eq!(wal(), 0, "once the read is done, the next checkpoint empties the WAL");
     }
 
     #[tokio::test]
