@@ -7,19 +7,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use shardspace_core::{CheckerRequest, Envelope, Transaction, TxId};
+use shardspace_core::{CheckerRequest, Envelope};
 use tokio::sync::mpsc;
 
 use crate::checker_client::{CheckOutcome, CheckerClient};
 
-/// What the checkers said about one envelope.
-#[derive(Debug)]
-pub struct Checked {
-    pub tx: TxId,
-    /// `Envelope::digest` of the envelope checked.
-    pub envelope: [u8; 32],
-    pub verdict: Result<(bool, Option<String>), String>,
-}
+pub use shardspace_core::sbac::replica::Checked;
 
 /// Envelopes this replica checks at once; the others wait their turn. Their checks go to
 /// each checker in batches over a few connections (`checker_client`): without such bounds,
@@ -42,9 +35,9 @@ impl Checkers {
         Self { client, urls: Arc::new(urls), tx_checked, in_flight }
     }
 
-    /// The first contract of the transaction (dependencies included) that has no checker here.
-    pub fn unknown_contract(&self, transaction: &Transaction) -> Option<String> {
-        transaction.first_contract_not(|contract| self.urls.contains_key(contract)).map(str::to_string)
+    /// The contracts that have a checker here.
+    pub fn contracts(&self) -> std::collections::BTreeSet<String> {
+        self.urls.keys().cloned().collect()
     }
 
     /// Starts checking `envelope`; the verdict arrives on the core's channel.
@@ -60,6 +53,10 @@ impl Checkers {
                 // Validation put every input and reference in the store; this cannot happen.
                 Err(error) => Err(format!("no checker request can be built: {error}")),
             };
+            match &verdict {
+                Ok((success, reason)) => tracing::debug!(%tx, success, reason, "checker verdict"),
+                Err(error) => tracing::warn!(%tx, %error, "no checker verdict; the envelope is dropped here"),
+            }
             let _ = checkers.tx_checked.send(Checked { tx, envelope: digest, verdict }).await;
         });
     }

@@ -9,12 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
-use shardspace_core::bft::{Digest, Height, ReplicaId, Request, Round};
-use shardspace_core::sbac::{AnswerBody, Attempt, ObjectView, SignedAnswer, TxView};
-use shardspace_core::{ObjectId, ShardId, TxId};
+use serde::Serialize;
+use shardspace_core::sbac::{AnswerBody, SignedAnswer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::network::decode;
@@ -26,107 +24,22 @@ pub const CLIENT_QUEUE_MAX: usize = 1_024;
 /// Open client connections.
 pub const CLIENT_CONNECTIONS_MAX: usize = 256;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientRequest {
-    /// Raw requests to order (the shard refuses to execute what is not an S-BAC request).
-    Submit(Vec<Request>),
-    Status,
-    /// Check and prepare one attempt of a transaction; its outcome follows on this connection.
-    Envelope {
-        envelope: String,
-        attempt: Attempt,
-    },
-    Object(ObjectId),
-    Transaction(TxId),
-    /// A page of this replica's objects or transaction records, in id order after `after`
-    /// (unsigned: for browsing, not for trust).
-    List {
-        what: Listing,
-        after: Option<[u8; 32]>,
-        limit: u32,
-    },
-}
+pub use shardspace_core::sbac::replica::{ClientId, ClientReply, ClientRequest, Listing, PAGE_MAX, Page, Status};
 
-/// What `List` pages through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Listing {
-    Objects,
-    Transactions,
-}
-
-/// The most entries in one page.
-pub const PAGE_MAX: u32 = 1_000;
-
-/// One page of a replica's state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Page {
-    pub objects: Vec<(ObjectId, ObjectView)>,
-    pub transactions: Vec<(TxId, TxView)>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientReply {
-    /// Requests of this connection decided, each with its height.
-    Decided(Vec<(Digest, Height)>),
-    /// Requests refused (the mempool is full, or a request is too large): try again later.
-    Refused(Vec<Digest>),
-    Status(Status),
-    /// The request could not be read.
-    Error(String),
-    /// The envelope was taken: its checks and ordering are under way.
-    Accepted {
-        tx: TxId,
-        attempt: Attempt,
-    },
-    /// The envelope was refused before ordering, and nothing changed.
-    Rejected {
-        tx: Option<TxId>,
-        kind: String,
-        message: String,
-    },
-    /// A signed answer about an object or a transaction; for a submitted envelope,
-    /// a transaction answer once its attempt is decided here.
-    Answer(SignedAnswer),
-    Page(Page),
-    /// A signed answer to an `Object` or `Transaction` read: distinct from an envelope's
-    /// outcome (`Answer`), so that a connection shared by many questions never takes one
-    /// for the other.
-    Record(SignedAnswer),
-}
-
-/// A replica's view of its shard.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    pub shard: ShardId,
-    pub replica: ReplicaId,
-    pub round: Round,
-    pub height: Height,
-    /// Requests executed, and a digest of the application state after them.
-    pub executed: u64,
-    pub state: Digest,
-    /// Requests waiting in this replica's mempool.
-    pub pending: u64,
-}
-
-/// What the client listener asks of the core.
+/// What the client listener tells the core.
 #[derive(Debug)]
 pub enum ClientCommand {
-    Submit { requests: Vec<Request>, tx_client: mpsc::Sender<ClientReply> },
-    Status(oneshot::Sender<Status>),
-    Envelope { envelope: String, attempt: Attempt, tx_client: mpsc::Sender<ClientReply> },
-    Object(ObjectId, oneshot::Sender<SignedAnswer>),
-    Transaction(TxId, oneshot::Sender<SignedAnswer>),
-    List { what: Listing, after: Option<[u8; 32]>, limit: u32, reply: oneshot::Sender<Page> },
-}
-
-/// Asks the core and waits for its answer; `None` when the core has stopped.
-async fn ask<T>(
-    tx_core: &mpsc::Sender<ClientCommand>,
-    command: impl FnOnce(oneshot::Sender<T>) -> ClientCommand,
-) -> Option<T> {
-    let (reply, answer) = oneshot::channel();
-    tx_core.send(command(reply)).await.ok()?;
-    answer.await.ok()
+    /// A connection opened: its replies go to `tx_client`.
+    Open {
+        client: ClientId,
+        tx_client: mpsc::Sender<ClientReply>,
+    },
+    Request {
+        client: ClientId,
+        request: ClientRequest,
+    },
+    /// The connection closed: nobody waits for its answers any more.
+    Closed(ClientId),
 }
 
 #[derive(Debug)]
@@ -138,6 +51,7 @@ pub struct ClientListener {
 impl ClientListener {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let permits = Arc::new(tokio::sync::Semaphore::new(CLIENT_CONNECTIONS_MAX));
+        let mut next_client = 0u64;
         loop {
             let permit = tokio::select! {
                 permit = Arc::clone(&permits).acquire_owned() => permit,
@@ -152,8 +66,10 @@ impl ClientListener {
                 Ok((stream, address)) => {
                     let tx_core = self.tx_core.clone();
                     let shutdown = shutdown.clone();
+                    let client = ClientId(next_client);
+                    next_client += 1;
                     tokio::spawn(async move {
-                        serve(stream, address, tx_core, shutdown).await;
+                        serve(stream, address, client, tx_core, shutdown).await;
                         drop(permit);
                     });
                 }
@@ -163,9 +79,13 @@ impl ClientListener {
     }
 }
 
+/// Serves one connection: its requests go to the core, the core's replies come back on
+/// a queue of `CLIENT_QUEUE_MAX`, which the core drops when full (the client does not
+/// read): the connection then closes.
 async fn serve(
     stream: TcpStream,
     address: SocketAddr,
+    client: ClientId,
     tx_core: mpsc::Sender<ClientCommand>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -173,55 +93,37 @@ async fn serve(
     let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
     let (mut sink, mut frames) = Framed::new(stream, codec).split();
     let (tx_client, mut rx_replies) = mpsc::channel::<ClientReply>(CLIENT_QUEUE_MAX);
+    if tx_core.send(ClientCommand::Open { client, tx_client }).await.is_err() {
+        return;
+    }
     loop {
         tokio::select! {
             frame = frames.next() => {
                 let request = match frame {
                     Some(Ok(bytes)) => decode::<ClientRequest>(&bytes),
                     Some(Err(error)) => Err(error.to_string()),
-                    None => return,
+                    None => break,
                 };
-                let command = match request {
-                    Ok(ClientRequest::Submit(requests)) => ClientCommand::Submit { requests, tx_client: tx_client.clone() },
-                    Ok(ClientRequest::Envelope { envelope, attempt }) => {
-                        ClientCommand::Envelope { envelope, attempt, tx_client: tx_client.clone() }
-                    }
-                    Ok(ClientRequest::Status) => {
-                        let Some(status) = ask(&tx_core, ClientCommand::Status).await else { return };
-                        if tx_client.try_send(ClientReply::Status(status)).is_err() { return; }
-                        continue;
-                    }
-                    Ok(ClientRequest::Object(id)) => {
-                        let Some(answer) = ask(&tx_core, |reply| ClientCommand::Object(id, reply)).await else { return };
-                        if tx_client.try_send(ClientReply::Record(answer)).is_err() { return; }
-                        continue;
-                    }
-                    Ok(ClientRequest::List { what, after, limit }) => {
-                        let command = |reply| ClientCommand::List { what, after, limit, reply };
-                        let Some(page) = ask(&tx_core, command).await else { return };
-                        if tx_client.try_send(ClientReply::Page(page)).is_err() { return; }
-                        continue;
-                    }
-                    Ok(ClientRequest::Transaction(tx)) => {
-                        let Some(answer) = ask(&tx_core, |reply| ClientCommand::Transaction(tx, reply)).await else { return };
-                        if tx_client.try_send(ClientReply::Record(answer)).is_err() { return; }
-                        continue;
+                match request {
+                    Ok(request) => {
+                        if tx_core.send(ClientCommand::Request { client, request }).await.is_err() { break; }
                     }
                     Err(reason) => {
                         tracing::debug!(%address, reason, "bad client frame; connection closed");
                         let _ = sink.send(encode(&ClientReply::Error(reason))).await;
-                        return;
+                        break;
                     }
-                };
-                if tx_core.send(command).await.is_err() { return; }
+                }
             }
             reply = rx_replies.recv() => {
-                let Some(reply) = reply else { return };
-                if sink.send(encode(&reply)).await.is_err() { return; }
+                let Some(reply) = reply else { break };
+                if sink.send(encode(&reply)).await.is_err() { break; }
             }
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         }
     }
+    // Best effort: the core also sweeps connections whose queue it finds closed.
+    let _ = tx_core.try_send(ClientCommand::Closed(client));
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> bytes::Bytes {

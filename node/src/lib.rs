@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use shardspace_core::Limits;
 use shardspace_core::bft::Replica;
-use shardspace_core::sbac::ShardApp;
+use shardspace_core::sbac::{ShardApp, ShardReplica, ShardReplicaConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -29,7 +29,7 @@ use crate::checker_client::{CheckerClient, CheckerClientLimits};
 use crate::checking::Checkers;
 use crate::client::ClientListener;
 use crate::config::NodeConfig;
-use crate::core::{Core, CoreError};
+use crate::core::{Core, CoreError, CoreInputs};
 use crate::metrics::NodeMetrics;
 use crate::network::{NetworkCounters, PeerId, PeerListener, PeerSender};
 use crate::store::{Store, StoreError};
@@ -133,8 +133,9 @@ pub async fn run(
     }
     tracing::info!(shard = config.shard.0, replica = own.replica.0, peer = %bound.peer, client = %bound.client, height = replica.tip().height.0, "replica started");
     let _ = ready.send(bound);
-    let core = Core::new(replica, store, committees, peers, checkers, limits, metrics);
-    core.run(rx_peers, rx_clients, rx_checked, shutdown).await?;
+    let replica_config = ShardReplicaConfig { committees, limits, contracts: checkers.contracts() };
+    let core = Core::new(ShardReplica::new(replica, replica_config), store, peers, checkers, metrics);
+    core.run(CoreInputs { rx_peers, rx_clients, rx_checked }, shutdown).await?;
     tracing::info!(shard = config.shard.0, replica = own.replica.0, "replica stopped");
     Ok(())
 }

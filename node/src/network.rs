@@ -17,9 +17,8 @@ use ed25519_dalek::Signature;
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shardspace_core::ShardId;
-use shardspace_core::bft::{Committee, KeyPair, PeerMessage, ReplicaId};
-use shardspace_core::sbac::{Attempt, SignedVote, Verdict};
+use shardspace_core::bft::{Committee, KeyPair};
+pub use shardspace_core::sbac::replica::{Frame, PeerId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -45,19 +44,6 @@ struct Challenge {
     nonce: [u8; 32],
 }
 
-/// One replica of the cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PeerId {
-    pub shard: ShardId,
-    pub replica: ReplicaId,
-}
-
-impl std::fmt::Display for PeerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.shard, self.replica)
-    }
-}
-
 /// The dialer's answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Hello {
@@ -68,28 +54,6 @@ pub struct Hello {
 /// What a dialer signs: the challenge and who it is talking to, in its own shard's domain.
 pub fn hello_bytes(dialer: &Committee, nonce: &[u8; 32], listener: PeerId) -> Vec<u8> {
     dialer.signing_bytes("hello", &[nonce, &listener.shard.0.to_be_bytes(), &listener.replica.0.to_be_bytes()])
-}
-
-/// What travels between replicas.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Frame {
-    /// Inside a shard: the BFT protocol.
-    Bft(PeerMessage),
-    /// Inside a shard: a replica's signed checker verdict on an envelope.
-    Verdict(Verdict),
-    /// To every concerned shard: a replica's signed vote on an attempt.
-    Vote(SignedVote),
-    /// To every concerned shard: the envelope of an attempt that is taking long to be
-    /// decided (a client may have told some shards only). A replica that prepared it
-    /// answers with its recorded vote; one that did not checks it and prepares it.
-    Envelope { envelope: String, attempt: Attempt },
-}
-
-impl Frame {
-    /// Whether a replica of another shard may send this.
-    fn crosses_shards(&self) -> bool {
-        matches!(self, Self::Vote(_) | Self::Envelope { .. })
-    }
 }
 
 /// Counts of what the network dropped, for logs and metrics.

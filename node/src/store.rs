@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
-use shardspace_core::bft::{Block, Digest, Height, Persisted, Resume, Round, SafetyState, StableCheckpoint, Tip};
+use shardspace_core::bft::{Block, Digest, Height, Persisted, Resume, Round, SafetyState, Tip};
 use shardspace_core::sbac::{ObjectRecord, ObjectStatus, Source, StateChanges, TxRecord, VoteKind, encode_body};
 use shardspace_core::{ObjectId, TxId};
 use tokio::sync::{mpsc, oneshot};
@@ -52,33 +52,7 @@ pub enum StoreError {
 /// 3 keeps the same tables, but the saved heads' LtHash lanes are BLAKE3 expansions.
 const SCHEMA_VERSION: i64 = 3;
 
-/// One thing to make durable.
-#[derive(Clone, Debug)]
-pub enum Write {
-    Safety(SafetyState),
-    Block(Block),
-    Decided {
-        height: u64,
-        block: Block,
-    },
-    Checkpoint(StableCheckpoint),
-    /// The records a step changed (or all of them, after a state transfer).
-    Records(StateChanges),
-    /// The state's head at the last decided block: what a restart takes up.
-    Resume {
-        tip: Tip,
-        head: Vec<u8>,
-    },
-    /// The requests executed at `height`; those below `forget_below` leave the window.
-    Executed {
-        height: u64,
-        digests: Vec<Digest>,
-        forget_below: u64,
-    },
-    /// Once this batch commits: keep a view of the records as they are, for the body of
-    /// the checkpoint at `height`.
-    Pin(u64),
-}
+pub use shardspace_core::sbac::replica::Write;
 
 enum Command {
     Load(oneshot::Sender<Result<Persisted, StoreError>>),
@@ -307,6 +281,10 @@ impl Source<ObjectId, ObjectRecord> for Records {
         let sql = "SELECT id FROM objects WHERE id > ?1 ORDER BY id LIMIT ?2";
         Records::keys_after(self, sql, after.map(ObjectId::to_hex), limit)
     }
+
+    fn fault(&self) -> Option<String> {
+        Records::fault(self)
+    }
 }
 
 impl Source<TxId, TxRecord> for Records {
@@ -317,6 +295,10 @@ impl Source<TxId, TxRecord> for Records {
     fn keys_after(&self, after: Option<&TxId>, limit: usize) -> Vec<TxId> {
         let sql = "SELECT tx FROM transactions WHERE tx > ?1 ORDER BY tx LIMIT ?2";
         Records::keys_after(self, sql, after.map(TxId::to_hex), limit)
+    }
+
+    fn fault(&self) -> Option<String> {
+        Records::fault(self)
     }
 }
 
@@ -552,7 +534,9 @@ fn load_resume(connection: &Connection, path: &Path) -> Result<Option<Resume>, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardspace_core::bft::{CheckpointCertificate, CheckpointPoint, QuorumCertificate, ReplicaId, Request};
+    use shardspace_core::bft::{
+        CheckpointCertificate, CheckpointPoint, QuorumCertificate, ReplicaId, Request, StableCheckpoint,
+    };
 
     fn block(round: u64) -> Block {
         Block {

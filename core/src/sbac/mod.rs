@@ -8,6 +8,7 @@
 mod answers;
 mod collector;
 mod messages;
+pub mod replica;
 mod shard;
 mod table;
 
@@ -17,6 +18,7 @@ pub use messages::{
     AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate, VoteBody,
     VoteKind,
 };
+pub use replica::{ShardReplica, ShardReplicaConfig};
 pub use shard::{
     ATTEMPTS_AHEAD_MAX, AttemptRecord, Attempts, ObjectRecord, ObjectSource, ObjectStatus, ShardApp, ShardOutput,
     ShardState, StateChanges, StateHead, TransactionSource, TxRecord, encode_body,

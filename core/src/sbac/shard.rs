@@ -286,6 +286,13 @@ impl ShardApp {
         StateChanges { until, replace, objects, transactions, head }
     }
 
+    /// What went wrong reading the saved records, if a read failed (it then answered
+    /// "none", which may be false: nothing read since may be said or saved).
+    pub fn read_fault(&self) -> Option<String> {
+        let objects = self.state.objects.source().and_then(|source| source.fault());
+        objects.or_else(|| self.state.transactions.source().and_then(|source| source.fault()))
+    }
+
     pub fn state(&self) -> &ShardState {
         &self.state
     }

@@ -27,6 +27,12 @@ pub trait Source<K, V>: Send + Sync {
 
     /// Saved keys after `after`, in order, at most `limit`.
     fn keys_after(&self, after: Option<&K>, limit: usize) -> Vec<K>;
+
+    /// What went wrong reading, if a read failed: the replica stops before it says
+    /// anything that read may have made false.
+    fn fault(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What a checkpoint signs of a table.

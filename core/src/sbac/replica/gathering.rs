@@ -1,0 +1,172 @@
+//! What a replica does with what executing the log produced: its vote goes to every
+//! replica of every concerned shard and is gathered with theirs into the certificates
+//! of a `Decide`; a decision answers the clients waiting for it. Who submits a
+//! `Prepare` or `Decide` (the attempt's designated replica at once, the others after
+//! `STANDBY_MS` if it is still needed), and the pass-on of attempts that take long.
+
+use super::{ClientReply, Frame, Output, PASS_ON_AFTER_MS, PASS_ON_MAX, STANDBY_MAX, STANDBY_MS, ShardReplica};
+use crate::bft::{Event, PeerMessage, Request};
+use crate::ids::{ShardId, TxId};
+use crate::sbac::{Attempt, PreparedCertificate, ShardOutput, ShardRequest, SignedVote, VoteBody};
+
+/// The replica of an attempt's shard that submits its `Prepare` and `Decide` at once
+/// (the others stand by): spread over the replicas by transaction and attempt.
+pub fn designated_submitter(tx: &TxId, attempt: Attempt, replicas: usize) -> u64 {
+    let spread = u64::from(u32::from_be_bytes([tx.0[0], tx.0[1], tx.0[2], tx.0[3]])) + u64::from(attempt.0);
+    spread % (replicas as u64).max(1)
+}
+
+impl ShardReplica {
+    /// Acts on what executing the log produced.
+    pub(super) fn on_output(&mut self, output: ShardOutput) {
+        match output {
+            ShardOutput::Vote { vote, concerned } => {
+                let (tx, attempt) = (vote.tx, vote.attempt);
+                self.envelopes.remove(&(tx, vote.envelope));
+                if concerned.as_slice() == [self.own.shard] {
+                    return; // decided with its vote (`ShardApp::decide_alone`): nothing to gather
+                }
+                let vote = self.send_vote(vote, concerned.clone());
+                let decided = self.app().tx_view(&tx).is_some_and(|view| view.committed.is_some());
+                if !decided {
+                    self.undecided.entry((tx, attempt)).or_insert(self.now);
+                }
+                self.gather(vote, concerned);
+            }
+            ShardOutput::Decided { tx, attempt, committed } => {
+                self.undecided.remove(&(tx, attempt));
+                self.votes.forget(tx, attempt);
+                if committed {
+                    self.counters.commits += 1;
+                } else {
+                    self.counters.aborts += 1;
+                }
+                let clients = self.waiters.take_outcome(tx, attempt, committed);
+                if clients.is_empty() {
+                    return;
+                }
+                let answer = self.app().answer_attempt(tx, attempt);
+                if self.stop_if_unreadable() {
+                    return;
+                }
+                for client in clients {
+                    self.outputs.push(Output::Reply { client, reply: ClientReply::Answer(answer.clone()) });
+                }
+            }
+            ShardOutput::Refused { .. } => {}
+        }
+    }
+
+    /// Gathers this replica's own vote with the others for the attempt; submits the
+    /// `Decide` once they are complete.
+    fn gather(&mut self, vote: SignedVote, concerned: Vec<ShardId>) {
+        let mut complete = self.votes.expect(vote.tx, vote.attempt, vote.envelope, concerned);
+        match self.votes.add(vote) {
+            Ok(Some(certificates)) => complete = Some(certificates),
+            Ok(None) => {}
+            Err(error) => self.outputs.push(Output::Dropped { from: self.own, error }),
+        }
+        if let Some(certificates) = complete {
+            self.decide(certificates);
+        }
+    }
+
+    /// Signs this replica's vote and sends it to every replica of the concerned shards.
+    pub(super) fn send_vote(&mut self, vote: VoteBody, concerned: Vec<ShardId>) -> SignedVote {
+        let app = self.app();
+        let vote = vote.sign(app.own_committee(), app.keys());
+        self.counters.votes_sent += 1;
+        self.outputs.push(Output::Multicast { shards: concerned, frame: Frame::Vote(vote.clone()) });
+        vote
+    }
+
+    /// Sends this replica's recorded vote on an attempt again, and gathers votes for its
+    /// decision again: after a restart (outputs are not delivered twice) or lost messages,
+    /// this is what lets an undecided attempt be decided.
+    pub(super) fn vote_again(&mut self, tx: TxId, attempt: Attempt) {
+        let Some((vote, concerned)) = self.app().recorded_vote(tx, attempt) else { return };
+        self.counters.votes_again += 1;
+        let vote = self.send_vote(vote, concerned.clone());
+        if self.app().attempt_view(&tx, vote.attempt).is_some_and(|view| view.decision.is_some()) {
+            return; // decided here: nothing to gather
+        }
+        self.gather(vote, concerned);
+    }
+
+    /// Certificates of every concerned shard (or one abort): order the `Decide`.
+    pub(super) fn decide(&mut self, certificates: Vec<PreparedCertificate>) {
+        let Some(first) = certificates.first() else { return };
+        let (tx, attempt) = (first.tx, first.attempt);
+        self.submit_or_stand_by(tx, attempt, ShardRequest::Decide { tx, attempt, certificates });
+    }
+
+    /// The designated replica of an attempt submits at once; the others hold the request back
+    /// and submit it only if the attempt has not moved on by then.
+    pub(super) fn submit_or_stand_by(&mut self, tx: TxId, attempt: Attempt, request: ShardRequest) {
+        let replicas = self.app().own_committee().size();
+        if designated_submitter(&tx, attempt, replicas) == u64::from(self.own.replica.0) {
+            return self.submit(&request);
+        }
+        if self.standby.len() >= STANDBY_MAX {
+            self.standby.pop_front();
+        }
+        self.standby.push_back((self.now.plus(STANDBY_MS), request));
+    }
+
+    /// Submits held-back requests that fell due and are still needed.
+    pub(super) fn submit_due(&mut self) {
+        while self.standby.front().is_some_and(|(due, _)| *due <= self.now) {
+            let Some((_, request)) = self.standby.pop_front() else { break };
+            let app = self.app();
+            let needed = match &request {
+                ShardRequest::Prepare { verdict, attempt, .. } => app.attempt_view(&verdict.tx, *attempt).is_none(),
+                ShardRequest::Decide { tx, attempt, .. } => {
+                    app.attempt_view(tx, *attempt).is_none_or(|view| view.decision.is_none())
+                }
+            };
+            if needed {
+                self.counters.stand_in_submissions += 1;
+                self.submit(&request);
+            }
+        }
+    }
+
+    /// Orders an S-BAC request. It also goes at once to every replica of the shard: a request
+    /// waits in a mempool for its replica's turn as leader before it is forwarded
+    /// (`request_forward_after_ms`), which suits a flood of client requests, not the few
+    /// steps of a commit a client waits on; and a request in every mempool keeps every
+    /// replica's round timer armed, so a replica whose view of the rounds lags cannot hold
+    /// it alone while the others sit idle.
+    fn submit(&mut self, request: &ShardRequest) {
+        let payload = postcard::to_stdvec(request).expect("encoding into memory cannot fail");
+        let request = Request::new(payload);
+        self.broadcast(PeerMessage::Requests(vec![request.clone()]));
+        self.step(Event::Submit(request));
+    }
+
+    /// Attempts undecided for a while: their envelope goes to every replica of every
+    /// concerned shard (one that voted answers with its vote again; one that never saw it
+    /// checks and prepares it), and this replica's own vote goes again.
+    pub(super) fn pass_on(&mut self) {
+        let now = self.now;
+        let due: Vec<(TxId, Attempt)> = self
+            .undecided
+            .iter()
+            .filter(|(_, since)| now.0 >= since.0.saturating_add(PASS_ON_AFTER_MS))
+            .map(|(key, _)| *key)
+            .take(PASS_ON_MAX)
+            .collect();
+        for (tx, attempt) in due {
+            let app = self.app();
+            let pending = app.state().undecided.contains(&(tx, attempt)).then(|| app.prepared(&tx, attempt));
+            let Some(Some((envelope, concerned))) = pending else {
+                self.undecided.remove(&(tx, attempt));
+                continue;
+            };
+            self.counters.passed_on += 1;
+            self.outputs.push(Output::Multicast { shards: concerned, frame: Frame::Envelope { envelope, attempt } });
+            self.undecided.insert((tx, attempt), now);
+            self.vote_again(tx, attempt);
+        }
+    }
+}

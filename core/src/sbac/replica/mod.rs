@@ -1,0 +1,444 @@
+//! `ShardReplica`: one replica of one shard, whole and sans-IO (DESIGN.md §12).
+//! It owns the BFT `Replica` running the shard's `ShardApp` and everything that
+//! coordinates the two around the ordered log (DESIGN.md §5): admission of an
+//! attempt's envelope, the checks it asks for and the verdicts it signs and
+//! gathers, the `Prepare` and `Decide` it submits (or stands by for), the votes it
+//! signs and gathers, the pass-on of attempts that take long, and the clients
+//! waiting for outcomes.
+//!
+//! One entry point: `handle(now, input) -> outputs`. Outputs are data, carried out
+//! in order by a driver: the node (sockets, SQLite, HTTP checkers, timers) or the
+//! simulator. A `Persist` is durable before any later output is carried out. Work
+//! produced inside a step (a vote that completes a decision, a decision that
+//! answers a client) is queued and drained in the same call, never by recursion.
+
+mod admission;
+mod gathering;
+mod waiters;
+mod wire;
+mod writes;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+pub use wire::{Checked, ClientId, ClientReply, ClientRequest, Frame, Listing, PAGE_MAX, Page, PeerId, Status};
+pub use writes::{Plan, PlanContext, Write, plan};
+
+use crate::bft::{
+    Action, Committee, Event, Height, PeerMessage, ProtocolError, Replica, ReplicaId, Request, StableCheckpoint, TimeMs,
+};
+use crate::ids::{ObjectId, ShardId, TxId};
+use crate::limits::Limits;
+use crate::sbac::{Attempt, ShardApp, ShardOutput, ShardRequest, VerdictCertificate, VerdictCollector, VoteCollector};
+use crate::shard::ShardMap;
+
+use admission::Pending;
+use waiters::Waiters;
+
+/// Requests whose submitter waits to hear they were decided.
+pub const WAITING_MAX: usize = 200_000;
+/// How long a submitter is remembered: a request never decided here (executed before, or
+/// skipped by a snapshot) must not hold its place for ever.
+pub const WAITING_MS_MAX: u64 = 120_000;
+/// Envelopes being checked, or checked and waiting for their verdict certificate.
+pub const ENVELOPES_MAX: usize = 10_000;
+/// How long a checked envelope waits for its shard's verdict certificate.
+pub const ENVELOPE_MS_MAX: u64 = 60_000;
+/// Gatherings of verdicts and of votes kept at once.
+pub const COLLECTOR_CAPACITY: usize = 20_000;
+/// An attempt undecided this long has its envelope passed on to every concerned replica.
+pub const PASS_ON_AFTER_MS: u64 = 2_000;
+/// Envelopes passed on per sweep.
+pub const PASS_ON_MAX: usize = 64;
+/// How long a replica that is not an attempt's designated submitter holds back the
+/// attempt's `Prepare` or `Decide` before it submits its own (one submission, not one per
+/// replica, each ordered and verified by every replica; a silent designated replica
+/// delays the attempt by this much).
+pub const STANDBY_MS: u64 = 500;
+/// Requests held back at once.
+pub const STANDBY_MAX: usize = 20_000;
+/// How often forgotten submitters are swept out and envelopes passed on.
+pub const SWEEP_EVERY_MS: u64 = 1_000;
+
+/// What a replica is told.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A frame from an authenticated replica of the cluster.
+    Frame { from: PeerId, frame: Frame },
+    /// A request of a client, whose replies go to `client`.
+    Client { client: ClientId, request: ClientRequest },
+    /// The checkers' answer on an envelope this replica asked about (`Output::Check`).
+    Checked(Checked),
+    /// Clients whose connection closed: nobody waits for their answers any more.
+    ClientsGone(Vec<ClientId>),
+    /// The clock moved.
+    Tick,
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Make these durable, in one store transaction, before carrying out any later output.
+    Persist(Vec<Write>),
+    /// To one replica of the cluster.
+    Send {
+        to: PeerId,
+        frame: Frame,
+    },
+    /// To every replica of each of these shards but this one.
+    Multicast {
+        shards: Vec<ShardId>,
+        frame: Frame,
+    },
+    /// Ask the checkers about this envelope (JSON); the answer comes back as `Input::Checked`.
+    Check {
+        tx: TxId,
+        envelope: crate::Envelope,
+    },
+    Reply {
+        client: ClientId,
+        reply: ClientReply,
+    },
+    /// Send the peer this checkpoint with its body, read from the store's view of it
+    /// (`Write::Pin`), as `PeerMessage::Snapshot`; nothing if the store keeps no such view.
+    ServeSnapshot {
+        to: ReplicaId,
+        checkpoint: StableCheckpoint,
+    },
+    /// A peer's frame was dropped (for logs and counters).
+    Dropped {
+        from: PeerId,
+        error: ProtocolError,
+    },
+    /// The replica cannot go on safely: stop it, saying nothing more.
+    Stop(Stop),
+}
+
+/// Why a replica stops.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Stop {
+    #[error("the shard's records cannot be read: {0}")]
+    ReadFailed(String),
+    #[error("the decided log cannot go on: {0}")]
+    LogHalted(String),
+}
+
+/// How often each protocol path was taken: for metrics, and for the simulator's coverage
+/// table (a path never taken over its seeds is a path never proven).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub votes_sent: u64,
+    pub commits: u64,
+    pub aborts: u64,
+    pub envelopes_rejected: u64,
+    pub checker_unavailable: u64,
+    /// A `Prepare` or `Decide` submitted by a replica standing in for the designated one.
+    pub stand_in_submissions: u64,
+    /// A verdict certificate completed before its envelope came, used when it came.
+    pub early_certificates_used: u64,
+    pub passed_on: u64,
+    pub votes_again: u64,
+    /// Envelopes answered from the record of a decided attempt.
+    pub answered_from_record: u64,
+    pub state_transfers: u64,
+    pub snapshots_served: u64,
+}
+
+/// Who a replica is and what it may check.
+#[derive(Clone, Debug)]
+pub struct ShardReplicaConfig {
+    /// Every shard's committee, by shard id.
+    pub committees: Vec<Committee>,
+    pub limits: Limits,
+    /// Contracts with a checker here: an envelope calling another is refused (`unknown_contract`).
+    pub contracts: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+pub struct ShardReplica {
+    replica: Replica<ShardApp>,
+    own: PeerId,
+    map: ShardMap,
+    limits: Limits,
+    contracts: BTreeSet<String>,
+    verdicts: VerdictCollector,
+    votes: VoteCollector,
+    /// Envelopes this replica checks, or checked, by transaction and envelope digest.
+    envelopes: BTreeMap<(TxId, [u8; 32]), Pending>,
+    /// Verdict certificates completed by peers' verdicts before this replica held the
+    /// envelope: used when the envelope comes (else the next verdict would bring it again).
+    early: BTreeMap<(TxId, [u8; 32]), VerdictCertificate>,
+    /// Clients waiting for raw requests and for attempts' outcomes.
+    waiters: Waiters,
+    /// Attempts voted on here and not decided yet, with when they were last passed on.
+    undecided: BTreeMap<(TxId, Attempt), TimeMs>,
+    /// The height of the last decided block written: a checkpoint above it is a state transfer.
+    decided_height: Height,
+    /// S-BAC requests held back for the designated replica, in the order they fall due.
+    standby: VecDeque<(TimeMs, ShardRequest)>,
+    last_sweep: TimeMs,
+    now: TimeMs,
+    counters: Counters,
+    /// What executing the log produced in this call, not acted on yet.
+    delivered: VecDeque<ShardOutput>,
+    /// This call's outputs.
+    outputs: Vec<Output>,
+    stopped: bool,
+}
+
+impl ShardReplica {
+    pub fn new(replica: Replica<ShardApp>, config: ShardReplicaConfig) -> Self {
+        let app = replica.app();
+        let own = PeerId { shard: app.shard(), replica: replica.id() };
+        let shards = u32::try_from(config.committees.len()).expect("fewer than 2^32 shards");
+        let map = ShardMap::new(shards).expect("a cluster has at least one shard");
+        let undecided = app.undecided().map(|key| (key, TimeMs(0))).collect();
+        let verdicts = VerdictCollector::new(config.committees[own.shard.0 as usize].clone(), COLLECTOR_CAPACITY);
+        Self {
+            decided_height: replica.tip().height,
+            replica,
+            own,
+            map,
+            limits: config.limits,
+            contracts: config.contracts,
+            verdicts,
+            votes: VoteCollector::new(config.committees, COLLECTOR_CAPACITY),
+            envelopes: BTreeMap::new(),
+            early: BTreeMap::new(),
+            waiters: Waiters::default(),
+            undecided,
+            standby: VecDeque::new(),
+            last_sweep: TimeMs(0),
+            now: TimeMs(0),
+            counters: Counters::default(),
+            delivered: VecDeque::new(),
+            outputs: Vec::new(),
+            stopped: false,
+        }
+    }
+
+    pub fn own(&self) -> PeerId {
+        self.own
+    }
+
+    pub fn replica(&self) -> &Replica<ShardApp> {
+        &self.replica
+    }
+
+    pub fn app(&self) -> &ShardApp {
+        self.replica.app()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Attempts voted on here and not decided yet.
+    pub fn undecided_len(&self) -> usize {
+        self.undecided.len()
+    }
+
+    /// Envelopes being checked or waiting for their verdict certificate.
+    pub fn envelopes_len(&self) -> usize {
+        self.envelopes.len()
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// When the replica wants a `Tick` before the next regular one (a leader filling its block).
+    pub fn due(&self) -> Option<TimeMs> {
+        self.replica.propose_due()
+    }
+
+    /// Carries one input through, with everything it sets off, and returns what to do.
+    pub fn handle(&mut self, now: TimeMs, input: Input) -> Vec<Output> {
+        if self.stopped {
+            return Vec::new();
+        }
+        self.now = self.now.max(now);
+        match input {
+            Input::Frame { from, frame } => self.on_frame(from, frame),
+            Input::Client { client, request } => self.on_request(client, request),
+            Input::Checked(checked) => self.on_checked(checked),
+            Input::ClientsGone(clients) => self.waiters.forget_clients(&clients),
+            Input::Tick => self.on_tick(),
+        }
+        while let Some(output) = self.delivered.pop_front() {
+            if self.stopped {
+                break;
+            }
+            self.on_output(output);
+        }
+        std::mem::take(&mut self.outputs)
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.now;
+        if now.0 >= self.last_sweep.0.saturating_add(SWEEP_EVERY_MS) {
+            self.last_sweep = now;
+            self.waiters.sweep(now);
+            self.envelopes.retain(|_, pending| now.0 < pending.since.0.saturating_add(ENVELOPE_MS_MAX));
+            self.pass_on();
+        }
+        self.submit_due();
+        self.step(Event::Tick(now));
+    }
+
+    fn on_frame(&mut self, from: PeerId, frame: Frame) {
+        if from.shard != self.own.shard && !frame.crosses_shards() {
+            let error =
+                ProtocolError::Malformed { what: "frame", reason: "only votes and envelopes cross shards".into() };
+            self.outputs.push(Output::Dropped { from, error });
+            return;
+        }
+        match frame {
+            Frame::Bft(message) => self.step(Event::Message { from: from.replica, message: Box::new(message) }),
+            Frame::Verdict(verdict) => match self.verdicts.add(verdict) {
+                Ok(Some(certificate)) => self.prepare(certificate),
+                Ok(None) => {}
+                Err(error) => self.outputs.push(Output::Dropped { from, error }),
+            },
+            Frame::Vote(vote) => match self.votes.add(vote) {
+                Ok(Some(certificates)) => self.decide(certificates),
+                Ok(None) => {}
+                Err(error) => self.outputs.push(Output::Dropped { from, error }),
+            },
+            Frame::Envelope { envelope, attempt } => self.on_envelope(envelope, attempt, None),
+        }
+    }
+
+    fn on_request(&mut self, client: ClientId, request: ClientRequest) {
+        let reply = match request {
+            ClientRequest::Submit(requests) => return self.submit_raw(client, requests),
+            ClientRequest::Envelope { envelope, attempt } => return self.on_envelope(envelope, attempt, Some(client)),
+            ClientRequest::Status => ClientReply::Status(self.status()),
+            ClientRequest::Object(id) => ClientReply::Record(self.app().answer_object(id)),
+            ClientRequest::Transaction(tx) => ClientReply::Record(self.app().answer_transaction(tx)),
+            ClientRequest::List { what, after, limit } => ClientReply::Page(self.page(what, after, limit)),
+        };
+        // A read that failed answered "none": such an answer is never said, signed or not.
+        if self.stop_if_unreadable() {
+            return;
+        }
+        self.outputs.push(Output::Reply { client, reply });
+    }
+
+    fn status(&self) -> Status {
+        let state = self.app().state();
+        Status {
+            shard: self.own.shard,
+            replica: self.own.replica,
+            round: self.replica.round(),
+            height: self.replica.tip().height,
+            executed: state.executed,
+            state: state.log_digest,
+            pending: self.replica.mempool_len() as u64,
+        }
+    }
+
+    /// A page of the shard's objects or transaction records after `after`, in id order.
+    fn page(&self, what: Listing, after: Option<[u8; 32]>, limit: u32) -> Page {
+        let app = self.app();
+        let limit = limit.min(PAGE_MAX) as usize;
+        let mut page = Page::default();
+        match what {
+            Listing::Objects => {
+                let ids = app.state().objects.keys_after(after.map(ObjectId).as_ref(), limit);
+                page.objects = ids.into_iter().filter_map(|id| Some((id, app.object_view(&id)?))).collect();
+            }
+            Listing::Transactions => {
+                let txs = app.state().transactions.keys_after(after.map(TxId).as_ref(), limit);
+                page.transactions = txs.into_iter().filter_map(|tx| Some((tx, app.tx_view(&tx)?))).collect();
+            }
+        }
+        page
+    }
+
+    fn submit_raw(&mut self, client: ClientId, requests: Vec<Request>) {
+        let (accepted, refused) = self.waiters.wait_for_requests(client, requests, self.now);
+        if !refused.is_empty() {
+            self.outputs.push(Output::Reply { client, reply: ClientReply::Refused(refused) });
+        }
+        self.step(Event::SubmitMany(accepted));
+    }
+
+    /// Stops the replica if a read of its records failed: whatever the step read as
+    /// missing may not be. True if it stopped.
+    fn stop_if_unreadable(&mut self) -> bool {
+        match self.app().read_fault() {
+            Some(fault) => {
+                self.stop(Stop::ReadFailed(fault));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn stop(&mut self, stop: Stop) {
+        self.outputs.push(Output::Stop(stop));
+        self.stopped = true;
+    }
+
+    /// Runs one event through the BFT replica and plans what it asks: its writes first,
+    /// then its messages; what execution produced is acted on once they are out.
+    fn step(&mut self, event: Event) {
+        if self.stopped {
+            return;
+        }
+        self.replica.advance_clock(self.now);
+        let actions = self.replica.handle(event);
+        let changes = self.replica.app_mut().take_changes();
+        if self.stop_if_unreadable() {
+            return;
+        }
+        let executed_at = |height: Height| self.replica.executed_at(height).map(<[_]>::to_vec);
+        let context = PlanContext {
+            decided_height: self.decided_height,
+            tip: self.replica.tip(),
+            window: self.replica.config().dedup_window_heights,
+            executed_at: &executed_at,
+        };
+        let plan = plan(actions, changes, &context);
+        self.counters.state_transfers += u64::from(plan.transferred);
+        self.decided_height = plan.decided_height;
+        if let Some(reason) = plan.fatal {
+            return self.stop(Stop::LogHalted(reason));
+        }
+        self.outputs.extend(plan.batches.into_iter().map(Output::Persist));
+        for effect in plan.effects {
+            self.act(effect);
+        }
+        self.waiters.reply_decided(plan.decided, &mut self.outputs);
+    }
+
+    fn act(&mut self, action: Action<ShardOutput>) {
+        let own = self.own;
+        match action {
+            Action::Send { to, message } => {
+                self.outputs
+                    .push(Output::Send { to: PeerId { shard: own.shard, replica: to }, frame: Frame::Bft(message) });
+            }
+            Action::Broadcast(message) => self.broadcast(message),
+            Action::ServeSnapshot { to, checkpoint } => {
+                self.counters.snapshots_served += 1;
+                self.outputs.push(Output::ServeSnapshot { to, checkpoint });
+            }
+            Action::Deliver(output) => self.delivered.push_back(output),
+            Action::Refused(digest) => self.waiters.refused(digest, &mut self.outputs),
+            Action::Dropped { from, error } => {
+                self.outputs.push(Output::Dropped { from: PeerId { shard: own.shard, replica: from }, error });
+            }
+            // Planned into writes, or a stop.
+            Action::PersistSafety(_)
+            | Action::PersistBlock(_)
+            | Action::PersistDecided { .. }
+            | Action::PersistCheckpoint(_)
+            | Action::Fatal(_) => {}
+        }
+    }
+
+    fn broadcast(&mut self, message: PeerMessage) {
+        self.outputs.push(Output::Multicast { shards: vec![self.own.shard], frame: Frame::Bft(message) });
+    }
+}

@@ -1,0 +1,125 @@
+//! What a replica makes durable, as plain data (`Write`), and the pure planning of
+//! one step's writes from the BFT replica's actions and the records the step
+//! changed (`plan`). The node's store applies these to SQLite, the simulator's to
+//! memory: both must give the same state back at a restart.
+
+use crate::bft::{Action, Block, Digest, Height, SafetyState, StableCheckpoint, Tip};
+use crate::sbac::{ShardOutput, StateChanges};
+
+/// One thing to make durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    Safety(SafetyState),
+    Block(Block),
+    Decided {
+        height: u64,
+        block: Block,
+    },
+    Checkpoint(StableCheckpoint),
+    /// The records a step changed (or all of them, after a state transfer).
+    Records(StateChanges),
+    /// The state's head at the last decided block: what a restart takes up.
+    Resume {
+        tip: Tip,
+        head: Vec<u8>,
+    },
+    /// The requests executed at `height`; those below `forget_below` leave the window.
+    Executed {
+        height: u64,
+        digests: Vec<Digest>,
+        forget_below: u64,
+    },
+    /// Once this batch commits: keep a view of the records as they are, for the body of
+    /// the checkpoint at `height`.
+    Pin(u64),
+}
+
+/// What the replica knows that planning needs.
+pub struct PlanContext<'a> {
+    /// The height of the last decided block written: a checkpoint above it is a state transfer.
+    pub decided_height: Height,
+    /// The tip after the step.
+    pub tip: Tip,
+    /// Heights of executed requests kept for de-duplication.
+    pub window: u64,
+    /// The requests executed at a height, if still known.
+    pub executed_at: &'a dyn Fn(Height) -> Option<Vec<Digest>>,
+}
+
+impl std::fmt::Debug for PlanContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PlanContext(decided {:?}, tip {:?}, window {})", self.decided_height, self.tip, self.window)
+    }
+}
+
+/// One step's writes and what follows them.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Batches of writes, each durable (one store transaction) before the next and before
+    /// anything of `effects` is carried out.
+    pub batches: Vec<Vec<Write>>,
+    /// The rest of the actions, in order.
+    pub effects: Vec<Action<ShardOutput>>,
+    /// Requests decided, each with its height.
+    pub decided: Vec<(Digest, Height)>,
+    pub decided_height: Height,
+    /// A checkpoint above the decided height was taken: the state was transferred from peers.
+    pub transferred: bool,
+    /// The decided log cannot go on.
+    pub fatal: Option<String>,
+}
+
+/// Plans the writes of one step. The changes up to a checkpoint commit before any later
+/// one, and the store keeps a view of them (`Pin`): the body of that checkpoint, for
+/// peers. Each decided block, empty ones too, moves the height a restart takes up from.
+pub fn plan(actions: Vec<Action<ShardOutput>>, changes: Vec<StateChanges>, context: &PlanContext<'_>) -> Plan {
+    let mut plan = Plan { decided_height: context.decided_height, ..Plan::default() };
+    let mut writes = Vec::new();
+    let mut moved = false;
+    let mut changes = changes.into_iter().peekable();
+    for action in actions {
+        match action {
+            Action::PersistSafety(state) => writes.push(Write::Safety(state)),
+            Action::PersistBlock(block) => writes.push(Write::Block(block)),
+            Action::PersistDecided { height, block } => {
+                plan.decided.extend(block.requests.iter().map(|request| (request.digest(), height)));
+                (plan.decided_height, moved) = (height, true);
+                let tip = Tip { block: block.digest(), round: block.round, height };
+                writes.push(Write::Decided { height: height.0, block });
+                if let Some(digests) = (context.executed_at)(height) {
+                    let forget_below = height.0.saturating_sub(context.window).saturating_add(1);
+                    writes.push(Write::Executed { height: height.0, digests, forget_below });
+                }
+                if let Some(cut) = changes.next_if(|cut| cut.until == Some(height)) {
+                    writes.push(Write::Resume { tip, head: cut.head.clone() });
+                    writes.push(Write::Records(cut));
+                    writes.push(Write::Pin(height.0));
+                    plan.batches.push(std::mem::take(&mut writes));
+                }
+            }
+            Action::PersistCheckpoint(checkpoint) => {
+                if checkpoint.certificate.point.height > plan.decided_height {
+                    plan.transferred = true;
+                    plan.decided_height = checkpoint.certificate.point.height;
+                }
+                writes.push(Write::Checkpoint(checkpoint));
+            }
+            Action::Fatal(reason) => {
+                plan.fatal = Some(reason);
+                return plan;
+            }
+            effect => plan.effects.push(effect),
+        }
+    }
+    for rest in changes {
+        let changed = rest.replace || !rest.objects.is_empty() || !rest.transactions.is_empty();
+        if changed || moved || plan.transferred {
+            writes.push(Write::Resume { tip: context.tip, head: rest.head.clone() });
+            writes.push(Write::Records(rest));
+        }
+    }
+    if !writes.is_empty() {
+        plan.batches.push(writes);
+    }
+    plan
+}
