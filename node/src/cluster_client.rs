@@ -53,45 +53,7 @@ impl Outcome {
     }
 }
 
-/// The attempt to run given the concerned shards' records: a committed one is asked again
-/// (the shards answer from the record), the latest is joined while undecided, else the next.
-pub fn next_attempt<'a>(records: impl Iterator<Item = &'a TxView>) -> Attempt {
-    let records: Vec<&TxView> = records.collect();
-    if let Some(committed) = records.iter().find_map(|view| view.committed) {
-        return committed;
-    }
-    let latest = records.iter().map(|view| view.attempt).max().unwrap_or(Attempt(0));
-    let undecided = records.iter().any(|view| view.attempt == latest && view.decision.is_none());
-    if latest.0 > 0 && undecided { latest } else { Attempt(latest.0.saturating_add(1)) }
-}
-
-/// Refusals that do not depend on the replica's state or load: f+1 replicas saying one
-/// of them is final (nothing changed, and nothing will by waiting). Kinds a replica does
-/// not send are never believed.
-fn is_final(kind: &str) -> bool {
-    shardspace_core::TxError::KINDS.contains(&kind)
-        || matches!(kind, "unknown_contract" | "wrong_shard" | "bad_attempt")
-}
-
-/// A shard's refusal the client should believe: f+1 replicas giving the same final kind,
-/// or so many refusals that the rest cannot certify a verdict (n − f of any kind).
-fn final_refusal(refused: &BTreeMap<usize, (String, String)>, committee: &Committee) -> Option<(String, String)> {
-    let mut by_kind: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
-    for (kind, message) in refused.values() {
-        by_kind.entry(kind.as_str()).or_insert((0, message.as_str())).0 += 1;
-    }
-    let found = by_kind.iter().find(|(kind, (count, _))| is_final(kind) && *count >= committee.validity());
-    if let Some((kind, (_, message))) = found {
-        return Some((kind.to_string(), message.to_string()));
-    }
-    if refused.len() > committee.size() - committee.validity() {
-        // Too few replicas left to certify a verdict, and no f+1 agree on why: passing.
-        let kinds: Vec<&str> = by_kind.keys().copied().collect();
-        let message = format!("the replicas refused it for different reasons ({}): try again", kinds.join(", "));
-        return Some(("busy".into(), message));
-    }
-    None
-}
+pub use shardspace_core::sbac::attempts::{final_refusal, next_attempt};
 
 /// The cluster's shards, their committees and their replicas' client addresses.
 #[derive(Clone, Debug)]

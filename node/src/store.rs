@@ -376,6 +376,14 @@ fn write(connection: &mut Connection, path: &Path, pins: &Pins, writes: Vec<Writ
                     .and_then(|mut s| s.execute(params![forget_below as i64]))
                     .map_err(sqlite)?;
             }
+            Write::ExecutedWindow(window) => {
+                transaction.execute("DELETE FROM executed", []).map_err(sqlite)?;
+                for (height, digests) in window {
+                    let sql = "INSERT INTO executed (height, digests) VALUES (?1, ?2)";
+                    let row = params![height as i64, encode(&digests)];
+                    transaction.prepare_cached(sql).and_then(|mut s| s.execute(row)).map_err(sqlite)?;
+                }
+            }
             Write::Pin(height) => pin = Some(height),
         }
     }

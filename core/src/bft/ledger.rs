@@ -375,6 +375,11 @@ impl<A: Application> Ledger<A> {
         Ok(())
     }
 
+    /// The whole de-duplication window: the requests executed at each height in it.
+    pub fn executed_window(&self) -> Vec<(Height, Vec<Digest>)> {
+        self.executed.by_height.iter().map(|(height, digests)| (*height, digests.clone())).collect()
+    }
+
     /// The requests executed at `height`, while it is in the de-duplication window.
     pub fn executed_at(&self, height: Height) -> Option<&[Digest]> {
         self.executed.by_height.get(&height).map(Vec::as_slice)

@@ -330,6 +330,11 @@ impl<A: Application> Replica<A> {
         self.ledger.executed_at(height)
     }
 
+    /// The whole de-duplication window (what a state transfer replaced it with).
+    pub fn executed_window(&self) -> Vec<(Height, Vec<Digest>)> {
+        self.ledger.executed_window()
+    }
+
     /// For the shell's housekeeping of the application (taking its changes to save): what
     /// it does must not change the replicated state.
     pub fn app_mut(&mut self) -> &mut A {

@@ -6,6 +6,7 @@
 //! process (`node`).
 
 mod answers;
+pub mod attempts;
 mod collector;
 mod messages;
 pub mod replica;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use shardspace_testkit::sim::plan::{Report, run_seed};
-use shardspace_testkit::sim::sbac::run_sbac_seed;
+use shardspace_testkit::sim::sbac::{PATHS, run_sbac_seed};
 
 /// Runs the deterministic simulator of a shard over many seeds.
 #[derive(Debug, Parser)]
@@ -43,7 +43,7 @@ fn run(seed: u64, flags: &Flags) -> Report {
             let (bft, sbac) = (run_seed(seed), run_sbac(seed));
             let summary = format!("BFT: {}\nS-BAC: {}", bft.summary, sbac.summary);
             let violations = bft.violations.into_iter().chain(sbac.violations).collect();
-            Report { seed, summary, violations, simulated_ms: bft.simulated_ms }
+            Report { seed, summary, violations, simulated_ms: bft.simulated_ms, coverage: sbac.coverage }
         }
     }
 }
@@ -54,7 +54,7 @@ fn run_sbac(seed: u64) -> Report {
         "{} shards: {} attempts committed, {} aborted; {} with a dependency on a shard of its own, {} reading a reference",
         report.shards, report.committed, report.aborted, report.third_shard_dependencies, report.with_references
     );
-    Report { seed, summary, violations: report.violations, simulated_ms: 0 }
+    Report { seed, summary, violations: report.violations, simulated_ms: 0, coverage: report.coverage }
 }
 
 fn main() -> ExitCode {
@@ -67,6 +67,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let next = AtomicU64::new(flags.start);
     let end = flags.start.saturating_add(flags.seeds);
+    let coverage = std::sync::Mutex::new(std::collections::BTreeMap::<String, u64>::new());
     let failures: Vec<Report> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..flags.threads.max(1))
             .map(|_| {
@@ -78,6 +79,11 @@ fn main() -> ExitCode {
                             return failures;
                         }
                         let report = run(seed, &flags);
+                        if let Ok(mut coverage) = coverage.lock() {
+                            for (path, count) in &report.coverage {
+                                *coverage.entry(path.clone()).or_default() += count;
+                            }
+                        }
                         if !report.violations.is_empty() {
                             eprintln!("seed {seed} FAILED: {}", report.violations[0]);
                             failures.push(report);
@@ -92,11 +98,34 @@ fn main() -> ExitCode {
             .collect();
         workers.into_iter().flat_map(|worker| worker.join().unwrap_or_default()).collect()
     });
+    let coverage = coverage.into_inner().unwrap_or_default();
+    if !flags.bft {
+        print_coverage(&coverage);
+    }
     println!("{} seeds in {:.1} s: {} with violations", flags.seeds, started.elapsed().as_secs_f64(), failures.len());
     for report in &failures {
         println!("SEED={} make sim    # {}", report.seed, report.violations[0]);
     }
     if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// How often each S-BAC path was taken over the run; a path of `PATHS` never taken is marked.
+fn print_coverage(coverage: &std::collections::BTreeMap<String, u64>) {
+    println!("S-BAC coverage over the run (a path never taken is never proven):");
+    let width = coverage
+        .keys()
+        .chain(PATHS.iter().map(|p| p.to_string()).collect::<Vec<_>>().iter())
+        .map(String::len)
+        .max()
+        .unwrap_or(0);
+    for path in PATHS {
+        let count = coverage.get(*path).copied().unwrap_or(0);
+        let mark = if count == 0 { "   <- NEVER TAKEN" } else { "" };
+        println!("  {path:<width$} {count:>9}{mark}");
+    }
+    for (path, count) in coverage.iter().filter(|(path, _)| !PATHS.contains(&path.as_str())) {
+        println!("  {path:<width$} {count:>9}");
+    }
 }
 
 fn print_violations(report: &Report) -> ExitCode {

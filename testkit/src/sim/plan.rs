@@ -21,6 +21,8 @@ pub struct Report {
     pub summary: String,
     pub violations: Vec<String>,
     pub simulated_ms: u64,
+    /// How often each protocol path was taken (the S-BAC simulator counts them).
+    pub coverage: std::collections::BTreeMap<String, u64>,
 }
 
 /// Runs one seed from start to end.
@@ -103,5 +105,11 @@ pub fn run_seed(seed: u64) -> Report {
         violations.push(simulation.describe());
     }
     summary.push(format!("{requests} requests, decided to height {}", simulation.observer.highest_decided().0));
-    Report { seed, summary: summary.join("; "), violations, simulated_ms: simulation.now() }
+    Report {
+        seed,
+        summary: summary.join("; "),
+        violations,
+        simulated_ms: simulation.now(),
+        coverage: Default::default(),
+    }
 }

@@ -393,11 +393,13 @@ impl ShardReplica {
             return;
         }
         let executed_at = |height: Height| self.replica.executed_at(height).map(<[_]>::to_vec);
+        let executed_window = || self.replica.executed_window();
         let context = PlanContext {
             decided_height: self.decided_height,
             tip: self.replica.tip(),
             window: self.replica.config().dedup_window_heights,
             executed_at: &executed_at,
+            executed_window: &executed_window,
         };
         let plan = plan(actions, changes, &context);
         self.counters.state_transfers += u64::from(plan.transferred);

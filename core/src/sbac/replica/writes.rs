@@ -29,6 +29,9 @@ pub enum Write {
         digests: Vec<Digest>,
         forget_below: u64,
     },
+    /// The whole de-duplication window, replacing the saved one: after a state transfer,
+    /// whose window a restart must take up as the checkpoint signed it.
+    ExecutedWindow(Vec<(u64, Vec<Digest>)>),
     /// Once this batch commits: keep a view of the records as they are, for the body of
     /// the checkpoint at `height`.
     Pin(u64),
@@ -44,6 +47,8 @@ pub struct PlanContext<'a> {
     pub window: u64,
     /// The requests executed at a height, if still known.
     pub executed_at: &'a dyn Fn(Height) -> Option<Vec<Digest>>,
+    /// The whole de-duplication window (read only after a state transfer).
+    pub executed_window: &'a dyn Fn() -> Vec<(Height, Vec<Digest>)>,
 }
 
 impl std::fmt::Debug for PlanContext<'_> {
@@ -98,11 +103,16 @@ pub fn plan(actions: Vec<Action<ShardOutput>>, changes: Vec<StateChanges>, conte
                 }
             }
             Action::PersistCheckpoint(checkpoint) => {
-                if checkpoint.certificate.point.height > plan.decided_height {
+                let transferred = checkpoint.certificate.point.height > plan.decided_height;
+                if transferred {
                     plan.transferred = true;
                     plan.decided_height = checkpoint.certificate.point.height;
                 }
                 writes.push(Write::Checkpoint(checkpoint));
+                if transferred {
+                    let window = (context.executed_window)().into_iter().map(|(height, digests)| (height.0, digests));
+                    writes.push(Write::ExecutedWindow(window.collect()));
+                }
             }
             Action::Fatal(reason) => {
                 plan.fatal = Some(reason);
