@@ -1,6 +1,7 @@
-//! Golden test of the wire format between replicas: one sample of every
-//! `PeerMessage` variant, encoded with postcard, must match the bytes checked in
-//! under `tests/golden/peer_messages.txt`. A change to a message's encoding
+//! Golden tests of the wire and disk formats: one sample of every `PeerMessage`
+//! variant (`tests/golden/peer_messages.txt`), and of every S-BAC frame, client
+//! request and reply, ordered request and saved record (`sbac_formats.txt`),
+//! encoded with postcard, must match the bytes checked in. A change to an encoding
 //! fails here first; wire enums are append-only (STYLE.md §2). After a
 //! deliberate change, regenerate with `UPDATE_GOLDEN=1 cargo test -p shardspace-core --test formats`.
 
@@ -80,23 +81,166 @@ fn samples() -> Vec<(&'static str, PeerMessage)> {
 
 #[test]
 fn every_peer_message_encodes_to_its_golden_bytes() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/peer_messages.txt");
-    let encoded: String = samples()
-        .into_iter()
-        .map(|(name, message)| {
-            let bytes = postcard::to_stdvec(&message).unwrap();
-            let decoded: PeerMessage = postcard::from_bytes(&bytes).unwrap();
-            assert_eq!(decoded, message, "{name} does not round-trip");
-            format!("{name} {}\n", hex::encode(bytes))
-        })
-        .collect();
+    let encoded: String = samples().into_iter().map(|(name, message)| sample(name, &message)).collect();
+    check_golden("peer_messages.txt", &encoded);
+}
+
+/// Encodes `value`, checks that it decodes to itself, and names its bytes.
+fn sample<T>(name: &str, value: &T) -> String
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let bytes = postcard::to_stdvec(value).unwrap();
+    let decoded: T = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(&decoded, value, "{name} does not round-trip");
+    format!("{name} {}\n", hex::encode(bytes))
+}
+
+/// Compares `encoded` with the golden file `name` (or writes it, with `UPDATE_GOLDEN`).
+fn check_golden(name: &str, encoded: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &encoded).unwrap();
+        std::fs::write(&path, encoded).unwrap();
     }
     let golden =
         std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    let how = "a wire or on-disk format changed: if deliberate, keep enums append-only, bump the store's \
+               SCHEMA_VERSION for a change to what is saved, and regenerate with \
+               UPDATE_GOLDEN=1 cargo test -p shardspace-core --test formats";
     for (line, expected) in encoded.lines().zip(golden.lines()) {
-        assert_eq!(line, expected, "the encoding changed");
+        assert_eq!(line, expected, "{how}");
     }
-    assert_eq!(encoded.lines().count(), golden.lines().count(), "a message was added or removed");
+    assert_eq!(encoded.lines().count(), golden.lines().count(), "a sample was added or removed: {how}");
+}
+
+/// One sample of every S-BAC wire type (frames between replicas, a client's requests and
+/// the replies it hears, the requests a shard orders, which its decided log keeps on disk)
+/// and of every record the store keeps (object and transaction records, the saved head).
+#[test]
+fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use shardspace_core::sbac::replica::{ClientReply, ClientRequest, Frame, Listing, Page, Status};
+    use shardspace_core::sbac::{
+        AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, ObjectRecord, ObjectStatus, ObjectView,
+        PreparedCertificate, ShardRequest, SignedAnswer, SignedVote, StateHead, TableHead, TxRecord, TxView, Verdict,
+        VerdictCertificate, VoteKind,
+    };
+    use shardspace_core::{ObjectId, TxId};
+
+    let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [i as u8 + 1; 32])).collect();
+    let committee = Committee::new("golden", ShardId(0), keys.iter().map(KeyPair::public).collect());
+    let (tx, envelope, object) = (TxId([3; 32]), [4; 32], ObjectId([5; 32]));
+    let verdict_signature = keys[0].sign(&Verdict::signing_bytes(&committee, &tx, &envelope, true));
+    let verdict = Verdict { tx, envelope, success: true, replica: ReplicaId(0), signature: verdict_signature };
+    let vote_signature =
+        keys[1].sign(&SignedVote::signing_bytes(&committee, &tx, Attempt(2), &envelope, VoteKind::Accept));
+    let vote = SignedVote {
+        shard: ShardId(0),
+        tx,
+        attempt: Attempt(2),
+        envelope,
+        vote: VoteKind::Accept,
+        replica: ReplicaId(1),
+        signature: vote_signature,
+    };
+    let prepare = ShardRequest::Prepare {
+        envelope: "{\"store\":{},\"transaction\":{}}".into(),
+        attempt: Attempt(2),
+        verdict: VerdictCertificate {
+            tx,
+            envelope,
+            success: true,
+            signatures: vec![(ReplicaId(0), verdict_signature)],
+        },
+    };
+    let decide = ShardRequest::Decide {
+        tx,
+        attempt: Attempt(2),
+        certificates: vec![PreparedCertificate {
+            shard: ShardId(0),
+            tx,
+            attempt: Attempt(2),
+            envelope,
+            accept: true,
+            signatures: vec![(ReplicaId(1), vote_signature)],
+        }],
+    };
+    let view = TxView {
+        attempt: Attempt(2),
+        vote: VoteKind::Abort(AbortReason::Superseded),
+        decision: Some(false),
+        committed: None,
+    };
+    let object_view = ObjectView {
+        value: "{\"amount\":10}".into(),
+        contract: "bank".into(),
+        created_by: tx,
+        status: ObjectStatus::Locked { tx, attempt: Attempt(2) },
+    };
+    let answer = SignedAnswer::sign(&committee, &keys[2], AnswerBody::Transaction { tx, record: Some(view.clone()) });
+    let status = Status {
+        shard: ShardId(0),
+        replica: ReplicaId(3),
+        round: Round(9),
+        height: Height(8),
+        executed: 7,
+        state: Digest([6; 32]),
+        pending: 5,
+    };
+    let record = ObjectRecord {
+        value: "{\"amount\":10}".into(),
+        contract: "bank".into(),
+        created_by: tx,
+        status: ObjectStatus::Inactive { consumed_by: tx },
+        readers: BTreeSet::from([(tx, Attempt(1))]),
+    };
+    let mut attempts = Attempts::default();
+    let attempt =
+        AttemptRecord { envelope: "{}".into(), digest: envelope, vote: VoteKind::Accept, decision: Some(true) };
+    attempts.insert(Attempt(1), attempt);
+    let tx_record = TxRecord { concerned: vec![ShardId(0), ShardId(1)], attempts, committed: Some(Attempt(1)) };
+    let head = StateHead {
+        reserved: BTreeMap::from([(object, (tx, Attempt(2)))]),
+        undecided: BTreeSet::from([(tx, Attempt(2))]),
+        executed: 12,
+        log_digest: Digest([8; 32]),
+        objects: TableHead::default(),
+        transactions: TableHead::default(),
+    };
+    let page = Page { objects: vec![(object, object_view)], transactions: vec![(tx, view)] };
+    let encoded = [
+        sample("ShardRequest::Prepare", &prepare),
+        sample("ShardRequest::Decide", &decide),
+        sample("Frame::Bft", &Frame::Bft(PeerMessage::Requests(vec![Request::new(b"r".to_vec())]))),
+        sample("Frame::Verdict", &Frame::Verdict(verdict)),
+        sample("Frame::Vote", &Frame::Vote(vote)),
+        sample("Frame::Envelope", &Frame::Envelope { envelope: "{}".into(), attempt: Attempt(3) }),
+        sample("ClientRequest::Submit", &ClientRequest::Submit(vec![Request::new(b"r".to_vec())])),
+        sample("ClientRequest::Status", &ClientRequest::Status),
+        sample("ClientRequest::Envelope", &ClientRequest::Envelope { envelope: "{}".into(), attempt: Attempt(1) }),
+        sample("ClientRequest::Object", &ClientRequest::Object(object)),
+        sample("ClientRequest::Transaction", &ClientRequest::Transaction(tx)),
+        sample(
+            "ClientRequest::List",
+            &ClientRequest::List { what: Listing::Transactions, after: Some([1; 32]), limit: 10 },
+        ),
+        sample("ClientReply::Decided", &ClientReply::Decided(vec![(Digest([2; 32]), Height(4))])),
+        sample("ClientReply::Refused", &ClientReply::Refused(vec![Digest([2; 32])])),
+        sample("ClientReply::Status", &ClientReply::Status(status)),
+        sample("ClientReply::Error", &ClientReply::Error("bad frame".into())),
+        sample("ClientReply::Accepted", &ClientReply::Accepted { tx, attempt: Attempt(1) }),
+        sample(
+            "ClientReply::Rejected",
+            &ClientReply::Rejected { tx: Some(tx), kind: "busy".into(), message: "try again".into() },
+        ),
+        sample("ClientReply::Answer", &ClientReply::Answer(answer.clone())),
+        sample("ClientReply::Page", &ClientReply::Page(page)),
+        sample("ClientReply::Record", &ClientReply::Record(answer)),
+        sample("ObjectRecord", &record),
+        sample("TxRecord", &tx_record),
+        sample("StateHead", &head),
+    ]
+    .concat();
+    check_golden("sbac_formats.txt", &encoded);
 }

@@ -279,21 +279,108 @@ fn a_vote_of_another_attempt_cannot_decide_this_one() {
     assert!(cluster.decide_all(&spend, 2, &second).iter().all(|c| *c));
 }
 
+/// A coin of `amount` (values are JSON, as a bank's would be; `tag` keeps ids apart).
+fn coin(amount: u64, tag: &str) -> String {
+    json!({ "amount": amount, "tag": tag }).to_string()
+}
+
+/// The value held by every object not yet consumed (active or locked; replica 0 of each shard).
+fn active_total(cluster: &Cluster) -> u64 {
+    let shards = cluster.apps.iter().map(|replicas| &replicas[0]);
+    let objects =
+        shards.flat_map(|app| app.state().objects.held().map(|(_, object)| object.clone()).collect::<Vec<_>>());
+    let unspent = objects.filter(|object| !matches!(object.status, ObjectStatus::Inactive { .. }));
+    unspent.filter_map(|object| serde_json::from_str::<serde_json::Value>(&object.value).ok()?["amount"].as_u64()).sum()
+}
+
+/// Mints coins of 10 until one is on each shard; returns one per shard (shard order).
+fn coins_on_each_shard(cluster: &mut Cluster) -> Vec<Object> {
+    let mint = transaction("bank", &[], &[], (0..8).map(|i| coin(10, &format!("minted{i}"))).collect());
+    assert!(cluster.run(&mint, 1), "minting failed");
+    let minted = mint.transaction.own_outputs();
+    (0..SHARDS).map(|s| minted.iter().find(|o| cluster.map().shard_of(&o.id).0 == s).unwrap().clone()).collect()
+}
+
+/// A transfer of `inputs` into one coin holding their total, whose output lands on `shard`.
+fn transfer_to(cluster: &Cluster, inputs: &[&Object], shard: u32) -> Envelope {
+    let total = inputs
+        .iter()
+        .map(|o| serde_json::from_str::<serde_json::Value>(&o.value).unwrap()["amount"].as_u64().unwrap())
+        .sum();
+    (0..)
+        .map(|n| transaction("bank", inputs, &[], vec![coin(total, &format!("out{n}"))]))
+        .find(|envelope| cluster.map().shard_of(&envelope.transaction.own_outputs()[0].id).0 == shard)
+        .unwrap()
+}
+
 #[test]
-fn a_replayed_commit_to_an_output_only_shard_changes_nothing() {
-    // Replay attack 2 (Sonnino et al.): decide(commit) replayed to a shard that only creates outputs.
+fn a_vote_of_one_run_replayed_into_another_mints_nothing() {
+    // Replay attack, phase 1 (Sonnino et al. §IV): a shard's prepared-accept of one run of
+    // a transaction replayed into a later run, in which that shard voted abort, to make
+    // another shard commit alone. Guard: `check_certificates` refuses a certificate whose
+    // attempt is not the one decided (`certificate.attempt != attempt`); without it this
+    // test fails (checked by removing it): the payee's shard commits, and 10 is minted.
     let mut cluster = Cluster::new();
-    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
-    let spend = transaction("bank", &[&objects[0]], &[], (0..8).map(|i| format!("out{i}")).collect());
-    let certificates = cluster.prepare_all(&spend, 1, true);
-    assert!(cluster.decide_all(&spend, 1, &certificates).iter().all(|c| *c));
-    let before: Vec<_> = (0..SHARDS as usize).map(|s| objects_and_records(cluster.apps[s][0].state())).collect();
-    let replay = ShardRequest::Decide { tx: spend.transaction.tx_id(), attempt: Attempt(1), certificates };
-    for shard in 0..SHARDS {
-        for output in cluster.order(shard, &replay) {
-            assert!(matches!(output, ShardOutput::Decided { committed: true, .. }), "answered from the record");
-        }
+    let coins = coins_on_each_shard(&mut cluster);
+    let minted = active_total(&cluster);
+    let transfer = transfer_to(&cluster, &[&coins[0], &coins[1]], 1);
+    let tx = transfer.transaction.tx_id();
+    // Run 1: shard 0 accepts, shard 1's checker says no; it aborts everywhere.
+    let run_1_shard_0 = certificate(&cluster.prepare(0, &transfer, 1, true));
+    let run_1_shard_1 = certificate(&cluster.prepare(1, &transfer, 1, false));
+    let aborted = cluster.decide_all(&transfer, 1, &[run_1_shard_0.clone(), run_1_shard_1]);
+    assert!(aborted.iter().all(|c| !*c));
+    // Shard 0's coin is spent elsewhere meanwhile.
+    let elsewhere = transfer_to(&cluster, &[&coins[0]], 0);
+    assert!(cluster.run(&elsewhere, 1));
+    // Run 2: shard 0 votes abort (its coin is gone), shard 1 accepts.
+    let run_2_shard_0 = certificate(&cluster.prepare(0, &transfer, 2, true));
+    assert!(!run_2_shard_0.accept);
+    let run_2_shard_1 = certificate(&cluster.prepare(1, &transfer, 2, true));
+    assert!(run_2_shard_1.accept);
+    // The attack: shard 0's accept of run 1 stands in for its abort of run 2.
+    let replayed =
+        ShardRequest::Decide { tx, attempt: Attempt(2), certificates: vec![run_1_shard_0, run_2_shard_1.clone()] };
+    for output in cluster.order(1, &replayed) {
+        assert!(matches!(output, ShardOutput::Refused { .. }), "the replayed vote was taken: {output:?}");
     }
+    assert_eq!(active_total(&cluster), minted, "value was minted");
+    // The honest decision of run 2: abort, and every lock released.
+    assert!(cluster.decide_all(&transfer, 2, &[run_2_shard_0, run_2_shard_1]).iter().all(|c| !*c));
+    assert_eq!(cluster.status(&coins[1].id), Some(ObjectStatus::Active));
+    assert_eq!(active_total(&cluster), minted, "value was minted");
+}
+
+#[test]
+fn a_commit_replayed_after_its_outputs_were_spent_mints_nothing() {
+    // Replay attack, phase 2 (Sonnino et al. §IV): the `decide(commit)` of a transaction
+    // replayed to the shard that only creates its outputs, once they were spent: Chainspace
+    // created them again. Two guards, each enough alone: a shard decides an attempt once and
+    // answers a replayed decision from the record (`ShardApp::decide`, `decision` already
+    // set), and an output id that exists is never created again (`apply_commit`,
+    // `contains_key`). With both removed this test fails (checked): the spent coin is
+    // active again, and 10 is minted. (The test this replaces did not spend the outputs
+    // first, so it passed even without either guard.)
+    let mut cluster = Cluster::new();
+    let coins = coins_on_each_shard(&mut cluster);
+    let minted = active_total(&cluster);
+    // Shard 0's coin goes to a coin on shard 1, which takes part in S-BAC for the output only.
+    let transfer = transfer_to(&cluster, &[&coins[0]], 1);
+    let certificates = cluster.prepare_all(&transfer, 1, true);
+    assert!(cluster.decide_all(&transfer, 1, &certificates).iter().all(|c| *c));
+    let output = transfer.transaction.own_outputs().remove(0);
+    // The output is spent.
+    let onwards = transfer_to(&cluster, &[&output], 1);
+    assert!(cluster.run(&onwards, 1));
+    assert_eq!(active_total(&cluster), minted);
+    let before: Vec<_> = (0..SHARDS as usize).map(|s| objects_and_records(cluster.apps[s][0].state())).collect();
+    // The attack: the old commit, replayed to the output's shard.
+    let replay = ShardRequest::Decide { tx: transfer.transaction.tx_id(), attempt: Attempt(1), certificates };
+    for output in cluster.order(1, &replay) {
+        assert!(matches!(output, ShardOutput::Decided { committed: true, .. }), "answered from the record: {output:?}");
+    }
+    assert_eq!(cluster.status(&output.id), Some(ObjectStatus::Inactive { consumed_by: onwards.transaction.tx_id() }));
+    assert_eq!(active_total(&cluster), minted, "value was minted");
     let after: Vec<_> = (0..SHARDS as usize).map(|s| objects_and_records(cluster.apps[s][0].state())).collect();
     assert_eq!(before, after, "a replayed decision changed the state");
 }

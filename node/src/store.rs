@@ -712,6 +712,13 @@ mod tests {
         assert_eq!((resume.tip, resume.app), (tip, b"head".to_vec()));
         let heights: Vec<u64> = resume.executed.iter().map(|(height, _)| height.0).collect();
         assert_eq!(heights, vec![2, 3], "heights below the window are forgotten");
+        // A state transfer brings the window its checkpoint signed: it replaces the saved one
+        // (else a restart after a transfer took up a stale window and certified another state).
+        let window = vec![(40, vec![Digest([40; 32])]), (41, vec![])];
+        store.write(vec![Write::ExecutedWindow(window)]).await.unwrap();
+        let resume = store.load().await.unwrap().resume.unwrap();
+        let expected = vec![(Height(40), vec![Digest([40; 32])]), (Height(41), vec![])];
+        assert_eq!(resume.executed, expected, "the transferred window replaces the saved one");
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+pub use gathering::designated_submitter;
 pub use wire::{Checked, ClientId, ClientReply, ClientRequest, Frame, Listing, PAGE_MAX, Page, PeerId, Status};
 pub use writes::{Plan, PlanContext, Write, plan};
 
@@ -89,7 +90,7 @@ pub enum Output {
         shards: Vec<ShardId>,
         frame: Frame,
     },
-    /// Ask the checkers about this envelope (JSON); the answer comes back as `Input::Checked`.
+    /// Ask the checkers about this envelope; the answer comes back as `Input::Checked`.
     Check {
         tx: TxId,
         envelope: crate::Envelope,

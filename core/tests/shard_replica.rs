@@ -1,0 +1,223 @@
+//! `ShardReplica` driven by hand, sans-IO: the limits of what one replica keeps for
+//! clients and envelopes are hit, refused with a clear reply, and lose nothing; a
+//! replica whose records cannot be read stops before it answers; a replica that is not
+//! an attempt's designated submitter stands by, then stands in.
+
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+use std::sync::Arc;
+
+use serde_json::json;
+use shardspace_core::bft::{Committee, Config, KeyPair, PeerMessage, Replica, ReplicaId, Request, TimeMs};
+use shardspace_core::sbac::replica::{
+    ClientId, ClientReply, ClientRequest, ENVELOPE_MS_MAX, ENVELOPES_MAX, Frame, Input, Output, PeerId, STANDBY_MS,
+    SWEEP_EVERY_MS, WAITING_MAX,
+};
+use shardspace_core::sbac::{ObjectRecord, ShardApp, ShardReplica, ShardReplicaConfig, Source, TxRecord, Verdict};
+use shardspace_core::{Envelope, Limits, ObjectId, ShardId, Transaction, TxId};
+
+fn keys() -> Vec<KeyPair> {
+    (0..4).map(|r| KeyPair::from_seed(ReplicaId(r), [r as u8 + 1; 32])).collect()
+}
+
+fn committee(keys: &[KeyPair]) -> Committee {
+    Committee::new("replica-test", ShardId(0), keys.iter().map(KeyPair::public).collect())
+}
+
+/// Replica `id` of a one-shard cluster, its records held in memory (or read from `source`).
+fn replica(id: u32, source: Option<Arc<Failing>>) -> ShardReplica {
+    let keys = keys();
+    let committee = committee(&keys);
+    let mut app = ShardApp::new(ShardId(0), vec![committee.clone()], keys[id as usize].clone(), Limits::default());
+    if let Some(source) = source {
+        app = app.saved_in(source.clone(), source);
+    }
+    let config = Config { mempool_requests_max: 2 * WAITING_MAX, ..Config::default() };
+    let replica = Replica::new(committee.clone(), keys[id as usize].clone(), config, app);
+    let contracts = ["bank".to_string()].into();
+    ShardReplica::new(replica, ShardReplicaConfig { committees: vec![committee], limits: Limits::default(), contracts })
+}
+
+/// A transaction of `bank` creating one object: a new one for each `n`.
+fn envelope(n: u64) -> Envelope {
+    let transaction = Transaction {
+        contract_id: "bank".into(),
+        method_id: "open".into(),
+        input_ids: vec![],
+        reference_input_ids: vec![],
+        parameters: vec![json!(n)],
+        returns: vec![],
+        outputs: vec![json!({ "n": n }).to_string()],
+        dependencies: vec![],
+    };
+    Envelope { transaction, store: Default::default() }
+}
+
+fn submit(envelope: &Envelope) -> ClientRequest {
+    ClientRequest::Envelope {
+        envelope: serde_json::to_string(envelope).unwrap(),
+        attempt: shardspace_core::sbac::Attempt(1),
+    }
+}
+
+fn replies(outputs: &[Output], to: ClientId) -> Vec<&ClientReply> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Reply { client, reply } if *client == to => Some(reply),
+            _ => None,
+        })
+        .collect()
+}
+
+fn checks(outputs: &[Output]) -> usize {
+    outputs.iter().filter(|output| matches!(output, Output::Check { .. })).count()
+}
+
+#[test]
+fn envelopes_beyond_envelopes_max_are_refused_busy_and_taken_once_there_is_room() {
+    let mut replica = replica(0, None);
+    let client = ClientId(1);
+    for n in 0..ENVELOPES_MAX as u64 {
+        let outputs = replica.handle(TimeMs(1), Input::Client { client, request: submit(&envelope(n)) });
+        assert_eq!(checks(&outputs), 1, "envelope {n} is checked");
+    }
+    let late = envelope(ENVELOPES_MAX as u64);
+    let outputs = replica.handle(TimeMs(2), Input::Client { client, request: submit(&late) });
+    assert_eq!(checks(&outputs), 0);
+    match replies(&outputs, client).as_slice() {
+        [ClientReply::Rejected { kind, .. }] => assert_eq!(kind, "busy"),
+        other => panic!("expected a busy refusal, got {other:?}"),
+    }
+    // Envelopes whose certificate never came are let go; the refused one is taken then.
+    let later = TimeMs(2 + ENVELOPE_MS_MAX + SWEEP_EVERY_MS);
+    replica.handle(later, Input::Tick);
+    assert_eq!(replica.envelopes_len(), 0);
+    let outputs = replica.handle(later, Input::Client { client, request: submit(&late) });
+    assert_eq!(checks(&outputs), 1, "the refused envelope is taken once there is room");
+}
+
+#[test]
+fn raw_requests_beyond_waiting_max_are_refused_to_their_client() {
+    let mut replica = replica(0, None);
+    let client = ClientId(7);
+    let requests: Vec<Request> = (0..=WAITING_MAX as u64).map(|n| Request::new(n.to_be_bytes().to_vec())).collect();
+    let last = requests[WAITING_MAX].digest();
+    let outputs = replica.handle(TimeMs(1), Input::Client { client, request: ClientRequest::Submit(requests) });
+    let refused: Vec<_> = replies(&outputs, client)
+        .into_iter()
+        .filter_map(|reply| match reply {
+            ClientReply::Refused(digests) => Some(digests.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(refused, vec![last], "the one request past WAITING_MAX is refused, and only it");
+}
+
+#[test]
+fn a_client_that_went_away_is_answered_no_more() {
+    let mut replica = replica(0, None);
+    let (gone, staying) = (ClientId(1), ClientId(2));
+    for client in [gone, staying] {
+        let outputs = replica.handle(TimeMs(1), Input::Client { client, request: submit(&envelope(1)) });
+        assert!(matches!(replies(&outputs, client).as_slice(), [ClientReply::Accepted { .. }]));
+    }
+    replica.handle(TimeMs(2), Input::ClientsGone(vec![gone]));
+    // The checker says no (a one-shard transaction is then decided at once, when ordered):
+    // whoever still waits hears of it; the client that went away does not.
+    let tx = envelope(1).transaction.tx_id();
+    let outputs = replica.handle(
+        TimeMs(3),
+        Input::Checked(shardspace_core::sbac::replica::Checked {
+            tx,
+            envelope: envelope(1).digest(),
+            verdict: Err("the checker is down".into()),
+        }),
+    );
+    assert!(replies(&outputs, gone).is_empty(), "{outputs:?}");
+    assert!(
+        matches!(replies(&outputs, staying).as_slice(), [ClientReply::Rejected { kind, .. }] if kind == "checker_unavailable")
+    );
+}
+
+/// A disk that fails every read.
+#[derive(Debug, Default)]
+struct Failing;
+
+impl Source<ObjectId, ObjectRecord> for Failing {
+    fn get(&self, _: &ObjectId) -> Option<ObjectRecord> {
+        None
+    }
+    fn keys_after(&self, _: Option<&ObjectId>, _: usize) -> Vec<ObjectId> {
+        Vec::new()
+    }
+    fn fault(&self) -> Option<String> {
+        Some("disk I/O error".into())
+    }
+}
+
+impl Source<TxId, TxRecord> for Failing {
+    fn get(&self, _: &TxId) -> Option<TxRecord> {
+        None
+    }
+    fn keys_after(&self, _: Option<&TxId>, _: usize) -> Vec<TxId> {
+        Vec::new()
+    }
+    fn fault(&self) -> Option<String> {
+        Some("disk I/O error".into())
+    }
+}
+
+#[test]
+fn a_replica_whose_records_cannot_be_read_stops_instead_of_answering_none() {
+    // Fail closed: a failed read answers "none" inside the state machine, which must never
+    // become a signed "no such object"; the replica stops and says nothing more.
+    let mut replica = replica(0, Some(Arc::new(Failing)));
+    let client = ClientId(3);
+    let outputs =
+        replica.handle(TimeMs(1), Input::Client { client, request: ClientRequest::Object(ObjectId([1; 32])) });
+    assert!(replies(&outputs, client).is_empty(), "a signed answer left: {outputs:?}");
+    assert!(matches!(outputs.as_slice(), [Output::Stop(_)]), "{outputs:?}");
+    assert!(replica.is_stopped());
+    assert!(replica.handle(TimeMs(2), Input::Tick).is_empty(), "a stopped replica says nothing");
+}
+
+#[test]
+fn a_replica_that_is_not_the_designated_submitter_stands_by_then_stands_in() {
+    let keys = keys();
+    let committee = committee(&keys);
+    let envelope = envelope(5);
+    let (tx, digest) = (envelope.transaction.tx_id(), envelope.digest());
+    // A replica other than the attempt's designated one.
+    let designated = shardspace_core::sbac::replica::designated_submitter(&tx, shardspace_core::sbac::Attempt(1), 4);
+    let own = (designated as u32 + 1) % 4;
+    let mut replica = replica(own, None);
+    let client = ClientId(1);
+    replica.handle(TimeMs(1), Input::Client { client, request: submit(&envelope) });
+    // f+1 verdicts (its own and a peer's) certify the envelope.
+    let checked = shardspace_core::sbac::replica::Checked { tx, envelope: digest, verdict: Ok((true, None)) };
+    replica.handle(TimeMs(2), Input::Checked(checked));
+    let peer = (own + 1) % 4;
+    let bytes = Verdict::signing_bytes(&committee, &tx, &digest, true);
+    let verdict = Verdict {
+        tx,
+        envelope: digest,
+        success: true,
+        replica: ReplicaId(peer),
+        signature: keys[peer as usize].sign(&bytes),
+    };
+    let from = PeerId { shard: ShardId(0), replica: ReplicaId(peer) };
+    let submits = |outputs: &[Output]| {
+        outputs
+            .iter()
+            .any(|output| matches!(output, Output::Multicast { frame: Frame::Bft(PeerMessage::Requests(_)), .. }))
+    };
+    let outputs = replica.handle(TimeMs(3), Input::Frame { from, frame: Frame::Verdict(verdict) });
+    assert!(!submits(&outputs), "not the designated replica: it stands by");
+    let outputs = replica.handle(TimeMs(3 + STANDBY_MS - 1), Input::Tick);
+    assert!(!submits(&outputs), "still standing by");
+    let outputs = replica.handle(TimeMs(3 + STANDBY_MS), Input::Tick);
+    assert!(submits(&outputs), "the attempt is still unprepared: it stands in");
+    assert_eq!(replica.counters().stand_in_submissions, 1);
+}
