@@ -16,7 +16,7 @@ use shardspace_checker::TransactionBuilder;
 use shardspace_contract_bank as bank;
 use shardspace_core::sbac::{ATTEMPTS_AHEAD_MAX, AbortReason, AnswerBody, Attempt, ObjectStatus, ObjectView, VoteKind};
 use shardspace_core::{Envelope, Object, ShardId};
-use shardspace_node::client::{ClientReply, ClientRequest, ReplicaClient};
+use shardspace_node::client::{ClientReply, ClientRequest, RejectKind, ReplicaClient};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError, Outcome};
 use shardspace_testkit::cluster::{DEADLINE, LocalCluster};
 use shardspace_testkit::processes::wait_until;
@@ -221,17 +221,20 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
     let mut replica = ReplicaClient::connect(&address).await.unwrap();
     replica.send(&ClientRequest::Envelope { envelope: "{\"transaction\":".into(), attempt: Attempt(1) }).await.unwrap();
     match replica.receive().await.unwrap() {
-        Some(ClientReply::Rejected { kind, .. }) => assert_eq!(kind, "malformed_json"),
+        Some(ClientReply::Rejected { kind, .. }) => assert_eq!(kind, RejectKind::Invalid("malformed_json")),
         other => panic!("a malformed envelope got {other:?}"),
     }
     let unknown = TransactionBuilder::new("nosuch", "call").input(&outputs[0]).build().unwrap();
     match cluster.client.submit(&unknown, Attempt(1)).await {
-        Err(ClusterError::Rejected { kind, .. }) => assert_eq!(kind, "unknown_contract"),
+        Err(ClusterError::Rejected { kind, .. }) => assert_eq!(kind, RejectKind::UnknownContract),
         other => panic!("an unknown contract got {other:?}"),
     }
     let far_ahead = Attempt(ATTEMPTS_AHEAD_MAX + 1);
     let skipped = cluster.client.submit(&bank::create_account(&bank::owner_of(&key_a), 5).unwrap(), far_ahead).await;
-    assert!(matches!(&skipped, Err(ClusterError::Rejected { kind, .. }) if kind == "bad_attempt"), "{skipped:?}");
+    assert!(
+        matches!(&skipped, Err(ClusterError::Rejected { kind, .. }) if *kind == RejectKind::BadAttempt),
+        "{skipped:?}"
+    );
     // A store that inflates the payer's balance: the checker accepts the values it is
     // shown, and the payer's shard votes abort on the stored value.
     let payer = Object { id: outputs[0].id, value: new_a.value.replace("\"balance\":70", "\"balance\":900") };

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use shardspace_core::TxError;
+use shardspace_node::client::RejectKind;
 use shardspace_node::cluster_client::ClusterError;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,17 +57,19 @@ impl From<ClusterError> for ApiError {
     fn from(error: ClusterError) -> Self {
         match error {
             ClusterError::Rejected { kind, message, tx, .. } => {
-                let (status, hint) = match kind.as_str() {
-                    "unknown_contract" => (StatusCode::BAD_REQUEST, "the cluster file names no checker for it"),
-                    "busy" => (StatusCode::SERVICE_UNAVAILABLE, "the replicas are busy: retry in a moment"),
-                    "checker_unavailable" => {
+                let (status, hint) = match kind {
+                    RejectKind::UnknownContract => {
+                        (StatusCode::BAD_REQUEST, "the cluster file names no checker for it")
+                    }
+                    RejectKind::Busy => (StatusCode::SERVICE_UNAVAILABLE, "the replicas are busy: retry in a moment"),
+                    RejectKind::CheckerUnavailable => {
                         (StatusCode::SERVICE_UNAVAILABLE, "a contract's checker is down: retry once it is back")
                     }
-                    "bad_attempt" => (StatusCode::CONFLICT, "submit the transaction again"),
-                    "wrong_shard" => (StatusCode::INTERNAL_SERVER_ERROR, "the API routed it wrongly: a bug"),
-                    _ => (StatusCode::BAD_REQUEST, "fix the transaction"),
+                    RejectKind::BadAttempt => (StatusCode::CONFLICT, "submit the transaction again"),
+                    RejectKind::WrongShard => (StatusCode::INTERNAL_SERVER_ERROR, "the API routed it wrongly: a bug"),
+                    RejectKind::Invalid(_) => (StatusCode::BAD_REQUEST, "fix the transaction"),
                 };
-                let mut error = Self::new(status, &kind, message, hint);
+                let mut error = Self::new(status, kind.as_str(), message, hint);
                 error.tx = tx.map(|tx| tx.to_hex());
                 error
             }

@@ -120,7 +120,7 @@ fn check_golden(name: &str, encoded: &str) {
 fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
     use std::collections::{BTreeMap, BTreeSet};
 
-    use shardspace_core::sbac::replica::{ClientReply, ClientRequest, Frame, Listing, Page, Status};
+    use shardspace_core::sbac::replica::{ClientReply, ClientRequest, Frame, Listing, Page, RejectKind, Status};
     use shardspace_core::sbac::{
         AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, ObjectRecord, ObjectStatus, ObjectView,
         PreparedCertificate, ShardRequest, SignedAnswer, SignedVote, StateHead, TableHead, TxRecord, TxView, Verdict,
@@ -232,7 +232,7 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
         sample("ClientReply::Accepted", &ClientReply::Accepted { tx, attempt: Attempt(1) }),
         sample(
             "ClientReply::Rejected",
-            &ClientReply::Rejected { tx: Some(tx), kind: "busy".into(), message: "try again".into() },
+            &ClientReply::Rejected { tx: Some(tx), kind: RejectKind::Busy, message: "try again".into() },
         ),
         sample("ClientReply::Answer", &ClientReply::Answer(answer.clone())),
         sample("ClientReply::Page", &ClientReply::Page(page)),

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde_json::json;
 use shardspace_core::bft::{Committee, Config, KeyPair, PeerMessage, Replica, ReplicaId, Request, TimeMs};
 use shardspace_core::sbac::replica::{
-    ClientId, ClientReply, ClientRequest, ENVELOPE_MS_MAX, ENVELOPES_MAX, Frame, Input, Output, PeerId, STANDBY_MS,
-    SWEEP_EVERY_MS, WAITING_MAX,
+    ClientId, ClientReply, ClientRequest, ENVELOPE_MS_MAX, ENVELOPES_MAX, Frame, Input, Output, PeerId, RejectKind,
+    STANDBY_MS, SWEEP_EVERY_MS, WAITING_MAX,
 };
 use shardspace_core::sbac::{ObjectRecord, ShardApp, ShardReplica, ShardReplicaConfig, Source, TxRecord, Verdict};
 use shardspace_core::{Envelope, Limits, ObjectId, ShardId, Transaction, TxId};
@@ -86,7 +86,7 @@ fn envelopes_beyond_envelopes_max_are_refused_busy_and_taken_once_there_is_room(
     let outputs = replica.handle(TimeMs(2), Input::Client { client, request: submit(&late) });
     assert_eq!(checks(&outputs), 0);
     match replies(&outputs, client).as_slice() {
-        [ClientReply::Rejected { kind, .. }] => assert_eq!(kind, "busy"),
+        [ClientReply::Rejected { kind, .. }] => assert_eq!(*kind, RejectKind::Busy),
         other => panic!("expected a busy refusal, got {other:?}"),
     }
     // Envelopes whose certificate never came are let go; the refused one is taken then.
@@ -137,7 +137,7 @@ fn a_client_that_went_away_is_answered_no_more() {
     );
     assert!(replies(&outputs, gone).is_empty(), "{outputs:?}");
     assert!(
-        matches!(replies(&outputs, staying).as_slice(), [ClientReply::Rejected { kind, .. }] if kind == "checker_unavailable")
+        matches!(replies(&outputs, staying).as_slice(), [ClientReply::Rejected { kind, .. }] if *kind == RejectKind::CheckerUnavailable)
     );
 }
 

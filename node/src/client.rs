@@ -24,7 +24,9 @@ pub const CLIENT_QUEUE_MAX: usize = 1_024;
 /// Open client connections.
 pub const CLIENT_CONNECTIONS_MAX: usize = 256;
 
-pub use shardspace_core::sbac::replica::{ClientId, ClientReply, ClientRequest, Listing, PAGE_MAX, Page, Status};
+pub use shardspace_core::sbac::replica::{
+    ClientId, ClientReply, ClientRequest, Listing, PAGE_MAX, Page, RejectKind, Status,
+};
 
 /// What the client listener tells the core.
 #[derive(Debug)]

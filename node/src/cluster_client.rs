@@ -15,7 +15,7 @@ use shardspace_core::{Envelope, ObjectId, ShardId, ShardMap, TxId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::client::{ClientReply, ClientRequest, Listing, Page, ReplicaClient};
+use crate::client::{ClientReply, ClientRequest, Listing, Page, RejectKind, ReplicaClient};
 use crate::config::ClusterFile;
 use crate::replica_link::{About, Heard, ReplicaLink, Subscriptions};
 
@@ -30,7 +30,7 @@ const REPLIES_PER_REPLICA: usize = 16;
 pub enum ClusterError {
     /// f+1 replicas of a shard refused the envelope before ordering it: nothing changed.
     #[error("{shard} refused {tx:?}: {kind}: {message}")]
-    Rejected { shard: ShardId, tx: Option<TxId>, kind: String, message: String },
+    Rejected { shard: ShardId, tx: Option<TxId>, kind: RejectKind, message: String },
     /// No f+1 matching answers in time; the transaction may still be decided (ask again).
     #[error("no answer from f+1 replicas of {shards:?} within {waited:?} about {what}; ask again")]
     Timeout { what: String, shards: Vec<ShardId>, waited: Duration },
@@ -164,7 +164,7 @@ impl ClusterClient {
         let deadline = Instant::now() + self.deadline;
         // Each signer's decided answer, and each replica's refusal, by shard: counted once each.
         let mut answers: BTreeMap<ShardId, BTreeMap<ReplicaId, AnswerBody>> = BTreeMap::new();
-        let mut rejections: BTreeMap<ShardId, BTreeMap<usize, (String, String)>> = BTreeMap::new();
+        let mut rejections: BTreeMap<ShardId, BTreeMap<usize, (RejectKind, String)>> = BTreeMap::new();
         let mut outcome = BTreeMap::new();
         loop {
             if outcome.len() == shards.len() {

@@ -14,7 +14,7 @@ use shardspace_checker::TransactionBuilder;
 use shardspace_core::bft::{Committee, KeyPair, ReplicaId};
 use shardspace_core::sbac::{AnswerBody, Attempt, SignedAnswer, TxView, VoteKind};
 use shardspace_core::{ShardId, TxId};
-use shardspace_node::client::{ClientReply, ClientRequest};
+use shardspace_node::client::{ClientReply, ClientRequest, RejectKind};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError};
 use shardspace_node::config::{BftSettings, ClusterFile, ReplicaEntry, ShardEntry};
 use tokio::net::TcpListener;
@@ -173,7 +173,8 @@ async fn a_byzantine_replica_repeating_a_refusal_does_not_refuse_for_the_shard()
     let tx = envelope.transaction.tx_id();
     let honest = committing(&shard, tx);
     let byzantine: Script = Arc::new(move |_| {
-        let refusal = ClientReply::Rejected { tx: Some(tx), kind: "unknown_contract".into(), message: "a lie".into() };
+        let refusal =
+            ClientReply::Rejected { tx: Some(tx), kind: RejectKind::UnknownContract, message: "a lie".into() };
         vec![refusal.clone(), refusal.clone(), refusal]
     });
     let client = shard.client(honest, byzantine).await;
@@ -195,7 +196,7 @@ async fn a_byzantine_replica_flooding_replies_crowds_out_only_itself() {
     // honest outcomes would be dropped and the question would time out.
     let byzantine: Script = Arc::new(move |_| {
         let junk = ClientReply::Accepted { tx, attempt: Attempt(999) };
-        let refusal = ClientReply::Rejected { tx: Some(tx), kind: "busy".into(), message: "flood".into() };
+        let refusal = ClientReply::Rejected { tx: Some(tx), kind: RejectKind::Busy, message: "flood".into() };
         (0..500).map(|n| if n % 2 == 0 { junk.clone() } else { refusal.clone() }).collect()
     });
     let client = shard.client(honest, byzantine).await;

@@ -1,7 +1,8 @@
 //! `ProtocolError`: why a peer's message was dropped, with a severity that
 //! decides how the shell logs it (STYLE.md §3).
 
-use super::types::{ReplicaId, Round};
+use super::ledger::Tip;
+use super::types::{Digest, Height, ReplicaId, Round};
 
 /// How bad a dropped message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,4 +43,14 @@ impl ProtocolError {
             _ => Severity::Byzantine,
         }
     }
+}
+
+/// Why the decided log cannot go on: only more than f faulty replicas cause it. The
+/// replica halts rather than follow them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Halt {
+    #[error("block {block} does not extend the decided tip {tip:?}")]
+    Fork { block: Digest, tip: Tip },
+    #[error("2f+1 replicas certify another state at height {}", height.0)]
+    StateDiverged { height: Height },
 }

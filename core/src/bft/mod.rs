@@ -16,7 +16,7 @@ mod types;
 
 pub use app::Application;
 pub use committee::{Committee, KeyPair};
-pub use error::{ProtocolError, Severity};
+pub use error::{Halt, ProtocolError, Severity};
 pub use ledger::{Resume, StableCheckpoint, Tip, snapshot_of, snapshot_parts};
 pub use messages::{
     Block, Checkpoint, CheckpointCertificate, CheckpointPoint, MessageLimits, PeerMessage, Proposal, QuorumCertificate,

@@ -12,7 +12,7 @@ use ed25519_dalek::Signature;
 
 use super::app::Application;
 use super::committee::{Committee, KeyPair};
-use super::error::ProtocolError;
+use super::error::{Halt, ProtocolError};
 use super::ledger::{CommitError, Ledger, Resume, StableCheckpoint, Tip, snapshot_of, snapshot_parts};
 use super::mempool::Mempool;
 use super::messages::{
@@ -125,7 +125,7 @@ pub enum Action<O> {
         error: ProtocolError,
     },
     /// The decided log cannot go on (more than f faulty replicas): stop.
-    Fatal(String),
+    Fatal(Halt),
 }
 
 /// What a restarted replica reads back from its disk.
@@ -631,7 +631,7 @@ impl<A: Application> Replica<A> {
             }
             Err(CommitError::Fork { block, tip }) => {
                 self.halted = true;
-                out.push(Action::Fatal(format!("block {block} does not extend the decided tip {tip:?}")));
+                out.push(Action::Fatal(Halt::Fork { block, tip }));
             }
         }
     }
@@ -1029,7 +1029,7 @@ impl<A: Application> Replica<A> {
             let disagreeing = gathered.len() - signatures.len();
             if disagreeing >= self.committee.quorum() {
                 self.halted = true;
-                out.push(Action::Fatal(format!("2f+1 replicas certify another state at height {}", height.0)));
+                out.push(Action::Fatal(Halt::StateDiverged { height }));
             }
             return;
         }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::replica::RejectKind;
 use super::{Attempt, TxView};
 use crate::bft::Committee;
 
@@ -19,29 +20,26 @@ pub fn next_attempt<'a>(records: impl Iterator<Item = &'a TxView>) -> Attempt {
     if latest.0 > 0 && undecided { latest } else { Attempt(latest.0.saturating_add(1)) }
 }
 
-/// Refusals that do not depend on the replica's state or load: f+1 replicas saying one
-/// of them is final (nothing changed, and nothing will by waiting). Kinds a replica does
-/// not send are never believed.
-pub fn is_final(kind: &str) -> bool {
-    crate::TxError::KINDS.contains(&kind) || matches!(kind, "unknown_contract" | "wrong_shard" | "bad_attempt")
-}
-
-/// A shard's refusal the client should believe: f+1 replicas giving the same final kind,
-/// or so many refusals that the rest cannot certify a verdict (n − f of any kind).
-pub fn final_refusal(refused: &BTreeMap<usize, (String, String)>, committee: &Committee) -> Option<(String, String)> {
-    let mut by_kind: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+/// A shard's refusal the client should believe: f+1 replicas giving the same final kind
+/// (`RejectKind::is_final`: nothing changed, and nothing will by waiting), or so many
+/// refusals that the rest cannot certify a verdict (n − f of any kind).
+pub fn final_refusal(
+    refused: &BTreeMap<usize, (RejectKind, String)>,
+    committee: &Committee,
+) -> Option<(RejectKind, String)> {
+    let mut by_kind: BTreeMap<RejectKind, (usize, &str)> = BTreeMap::new();
     for (kind, message) in refused.values() {
-        by_kind.entry(kind.as_str()).or_insert((0, message.as_str())).0 += 1;
+        by_kind.entry(*kind).or_insert((0, message.as_str())).0 += 1;
     }
-    let found = by_kind.iter().find(|(kind, (count, _))| is_final(kind) && *count >= committee.validity());
+    let found = by_kind.iter().find(|(kind, (count, _))| kind.is_final() && *count >= committee.validity());
     if let Some((kind, (_, message))) = found {
-        return Some((kind.to_string(), message.to_string()));
+        return Some((*kind, message.to_string()));
     }
     if refused.len() > committee.size() - committee.validity() {
         // Too few replicas left to certify a verdict, and no f+1 agree on why: passing.
-        let kinds: Vec<&str> = by_kind.keys().copied().collect();
+        let kinds: Vec<&str> = by_kind.keys().map(|kind| kind.as_str()).collect();
         let message = format!("the replicas refused it for different reasons ({}): try again", kinds.join(", "));
-        return Some(("busy".into(), message));
+        return Some((RejectKind::Busy, message));
     }
     None
 }

@@ -3,7 +3,7 @@
 //! taken, else checked. The checkers' answer becomes this replica's signed verdict,
 //! shared with its shard; f+1 matching verdicts make the certificate of the `Prepare`.
 
-use super::{ClientId, ClientReply, ENVELOPES_MAX, Frame, Output, ShardReplica};
+use super::{ClientId, ClientReply, ENVELOPES_MAX, Frame, Output, RejectKind, ShardReplica};
 use crate::Envelope;
 use crate::bft::TimeMs;
 use crate::ids::TxId;
@@ -21,10 +21,10 @@ pub(super) struct Pending {
 }
 
 impl ShardReplica {
-    fn reject(&mut self, client: Option<ClientId>, tx: Option<TxId>, kind: &str, message: String) {
+    fn reject(&mut self, client: Option<ClientId>, tx: Option<TxId>, kind: RejectKind, message: String) {
         self.counters.envelopes_rejected += 1;
         if let Some(client) = client {
-            let reply = ClientReply::Rejected { tx, kind: kind.into(), message };
+            let reply = ClientReply::Rejected { tx, kind, message };
             self.outputs.push(Output::Reply { client, reply });
         }
     }
@@ -34,7 +34,14 @@ impl ShardReplica {
     pub(super) fn on_envelope(&mut self, json: String, attempt: Attempt, client: Option<ClientId>) {
         let envelope = match Envelope::from_json(json.as_bytes(), &self.limits) {
             Ok(envelope) => envelope,
-            Err(error) => return self.reject(client, None, error.kind(), format!("{error} ({})", error.hint())),
+            Err(error) => {
+                return self.reject(
+                    client,
+                    None,
+                    RejectKind::Invalid(error.kind()),
+                    format!("{error} ({})", error.hint()),
+                );
+            }
         };
         let tx = envelope.transaction.tx_id();
         let app = self.replica.app();
@@ -50,11 +57,11 @@ impl ShardReplica {
                 "attempt {} of {tx}: attempts count from 1, at most {ATTEMPTS_AHEAD_MAX} ahead of the latest here ({latest})",
                 attempt.0
             );
-            return self.reject(client, Some(tx), "bad_attempt", message);
+            return self.reject(client, Some(tx), RejectKind::BadAttempt, message);
         }
         if !self.map.concerned_shards(&envelope.transaction).contains(&self.own.shard) {
             let message = format!("{tx} has no object on {}: send it to its shards", self.own.shard);
-            return self.reject(client, Some(tx), "wrong_shard", message);
+            return self.reject(client, Some(tx), RejectKind::WrongShard, message);
         }
         let app = self.replica.app();
         let decided = app.attempt_view(&tx, attempt).is_some_and(|view| view.decision.is_some());
@@ -83,13 +90,13 @@ impl ShardReplica {
         let contracts = &self.contracts;
         if let Some(contract) = envelope.transaction.first_contract_not(|contract| contracts.contains(contract)) {
             let message = format!("no checker for contract {contract:?} in the cluster file ({tx})");
-            return self.reject(client, Some(tx), "unknown_contract", message);
+            return self.reject(client, Some(tx), RejectKind::UnknownContract, message);
         }
         let key = (tx, envelope.digest());
         if !self.envelopes.contains_key(&key) {
             if self.envelopes.len() >= ENVELOPES_MAX {
                 let message = format!("{ENVELOPES_MAX} transactions are being checked: try again soon");
-                return self.reject(client, Some(tx), "busy", message);
+                return self.reject(client, Some(tx), RejectKind::Busy, message);
             }
             self.envelopes.insert(key, Pending { json, attempt, since: self.now, submitted: false });
             self.outputs.push(Output::Check { tx, envelope });
@@ -122,7 +129,7 @@ impl ShardReplica {
                 self.envelopes.remove(&key);
                 for client in self.waiters.take_outcome(checked.tx, attempt, false) {
                     let message = format!("no verdict for {}: {error}", checked.tx);
-                    let kind = "checker_unavailable".into();
+                    let kind = RejectKind::CheckerUnavailable;
                     let reply = ClientReply::Rejected { tx: Some(checked.tx), kind, message };
                     self.outputs.push(Output::Reply { client, reply });
                 }

@@ -21,11 +21,14 @@ mod writes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub use gathering::designated_submitter;
-pub use wire::{Checked, ClientId, ClientReply, ClientRequest, Frame, Listing, PAGE_MAX, Page, PeerId, Status};
+pub use wire::{
+    Checked, ClientId, ClientReply, ClientRequest, Frame, Listing, PAGE_MAX, Page, PeerId, RejectKind, Status,
+};
 pub use writes::{Plan, PlanContext, Write, plan};
 
 use crate::bft::{
-    Action, Committee, Event, Height, PeerMessage, ProtocolError, Replica, ReplicaId, Request, StableCheckpoint, TimeMs,
+    Action, Committee, Event, Halt, Height, PeerMessage, ProtocolError, Replica, ReplicaId, Request, StableCheckpoint,
+    TimeMs,
 };
 use crate::ids::{ObjectId, ShardId, TxId};
 use crate::limits::Limits;
@@ -120,7 +123,7 @@ pub enum Stop {
     #[error("the shard's records cannot be read: {0}")]
     ReadFailed(String),
     #[error("the decided log cannot go on: {0}")]
-    LogHalted(String),
+    LogHalted(Halt),
 }
 
 /// How often each protocol path was taken: for metrics, and for the simulator's coverage

@@ -104,7 +104,7 @@ pub enum ClientReply {
     /// The envelope was refused before ordering, and nothing changed.
     Rejected {
         tx: Option<TxId>,
-        kind: String,
+        kind: RejectKind,
         message: String,
     },
     /// A signed answer about an object or a transaction; for a submitted envelope,
@@ -115,6 +115,69 @@ pub enum ClientReply {
     /// outcome (`Answer`), so that a connection shared by many questions never takes one
     /// for the other.
     Record(SignedAnswer),
+}
+
+/// Why a replica refused an envelope before ordering it. On the wire, its stable name
+/// (the `kind` of the API's errors): a name no replica sends does not decode, so a
+/// client never believes a kind it does not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RejectKind {
+    /// Not a valid envelope: one of `TxError::KINDS`.
+    Invalid(&'static str),
+    /// A contract the cluster file names no checker for.
+    UnknownContract,
+    /// None of its objects lives on this shard.
+    WrongShard,
+    /// Attempt 0, or too far ahead of the latest attempt recorded here.
+    BadAttempt,
+    /// Too much in progress here: try again soon.
+    Busy,
+    /// A checker gave no verdict (down, 5xx, timeout): try again once it is back.
+    CheckerUnavailable,
+}
+
+impl RejectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid(kind) => kind,
+            Self::UnknownContract => "unknown_contract",
+            Self::WrongShard => "wrong_shard",
+            Self::BadAttempt => "bad_attempt",
+            Self::Busy => "busy",
+            Self::CheckerUnavailable => "checker_unavailable",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        let fixed = [Self::UnknownContract, Self::WrongShard, Self::BadAttempt, Self::Busy, Self::CheckerUnavailable];
+        let invalid = crate::TxError::KINDS.iter().find(|kind| **kind == name).map(|kind| Self::Invalid(kind));
+        invalid.or_else(|| fixed.into_iter().find(|kind| kind.as_str() == name))
+    }
+
+    /// Does not depend on the replica's state or load: nothing changes by waiting, so
+    /// f+1 replicas saying it settle the shard's answer.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Invalid(_) | Self::UnknownContract | Self::WrongShard | Self::BadAttempt)
+    }
+}
+
+impl std::fmt::Display for RejectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RejectKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RejectKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown refusal kind {name:?}")))
+    }
 }
 
 /// A replica's view of its shard.
@@ -139,4 +202,29 @@ pub struct Checked {
     pub envelope: [u8; 32],
     /// The verdict and its reason, or why no checker answered (never a `false`).
     pub verdict: Result<(bool, Option<String>), String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reject_kind_goes_by_its_name_and_a_made_up_name_does_not_decode() {
+        let fixed = [
+            RejectKind::UnknownContract,
+            RejectKind::WrongShard,
+            RejectKind::BadAttempt,
+            RejectKind::Busy,
+            RejectKind::CheckerUnavailable,
+        ];
+        let invalid = crate::TxError::KINDS.iter().map(|kind| RejectKind::Invalid(kind));
+        for kind in fixed.into_iter().chain(invalid) {
+            assert_eq!(RejectKind::parse(kind.as_str()), Some(kind));
+            let bytes = postcard::to_stdvec(&kind).unwrap();
+            assert_eq!(postcard::from_bytes::<RejectKind>(&bytes).unwrap(), kind);
+        }
+        let made_up = postcard::to_stdvec("made_up").unwrap();
+        assert!(postcard::from_bytes::<RejectKind>(&made_up).is_err());
+        assert!(RejectKind::Invalid("malformed_json").is_final() && !RejectKind::Busy.is_final());
+    }
 }

@@ -3,7 +3,7 @@
 //! changed (`plan`). The node's store applies these to SQLite, the simulator's to
 //! memory: both must give the same state back at a restart.
 
-use crate::bft::{Action, Block, Digest, Height, SafetyState, StableCheckpoint, Tip};
+use crate::bft::{Action, Block, Digest, Halt, Height, SafetyState, StableCheckpoint, Tip};
 use crate::sbac::{ShardOutput, StateChanges};
 
 /// One thing to make durable.
@@ -71,7 +71,7 @@ pub struct Plan {
     /// A checkpoint above the decided height was taken: the state was transferred from peers.
     pub transferred: bool,
     /// The decided log cannot go on.
-    pub fatal: Option<String>,
+    pub fatal: Option<Halt>,
 }
 
 /// Plans the writes of one step. The changes up to a checkpoint commit before any later
