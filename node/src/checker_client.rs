@@ -35,7 +35,7 @@ pub const BATCHES_IN_FLIGHT_MAX: usize = 2;
 pub const CALLS_IN_FLIGHT_MAX: usize = 8;
 
 /// Checks waiting for a batch, per checker; more wait for room (back-pressure).
-const BATCH_QUEUE_MAX: usize = 1024;
+pub const BATCH_QUEUE_MAX: usize = 1024;
 
 /// Bounds on asking a checker.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 //! and for the replica's status. Raw requests (`Submit`) are ordered as they
 //! are: the BFT benchmark uses them to measure ordering alone.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -21,8 +22,10 @@ use crate::network::decode;
 pub const CLIENT_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Replies waiting for one client connection; a client that does not read is disconnected.
 pub const CLIENT_QUEUE_MAX: usize = 1_024;
-/// Open client connections.
+/// Open client connections; one more is told so and closed.
 pub const CLIENT_CONNECTIONS_MAX: usize = 256;
+/// How long a refused connection is given to take its refusal.
+const REFUSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub use shardspace_core::sbac::replica::{
     ClientId, ClientReply, ClientRequest, Listing, PAGE_MAX, Page, RejectKind, Status,
@@ -44,6 +47,47 @@ pub enum ClientCommand {
     Closed(ClientId),
 }
 
+/// The core's side of the open connections: where each one's replies go.
+#[derive(Debug, Default)]
+pub struct ClientQueues {
+    queues: BTreeMap<ClientId, mpsc::Sender<ClientReply>>,
+}
+
+impl ClientQueues {
+    pub fn open(&mut self, client: ClientId, queue: mpsc::Sender<ClientReply>) {
+        self.queues.insert(client, queue);
+    }
+
+    pub fn close(&mut self, client: ClientId) {
+        self.queues.remove(&client);
+    }
+
+    /// Queues a reply. A client that does not read its replies (its queue of
+    /// `CLIENT_QUEUE_MAX` is full) is let go: its connection closes once the replies
+    /// queued before are written, and its next connection starts afresh.
+    pub fn reply(&mut self, client: ClientId, reply: ClientReply) {
+        let Some(queue) = self.queues.get(&client) else { return };
+        if queue.try_send(reply).is_err() {
+            tracing::warn!(client = client.0, "{CLIENT_QUEUE_MAX} replies to a client are not read: disconnected");
+            self.queues.remove(&client);
+        }
+    }
+
+    pub fn is_open(&self, client: ClientId) -> bool {
+        self.queues.contains_key(&client)
+    }
+
+    /// Forgets connections that closed, and says which.
+    pub fn sweep_closed(&mut self) -> Vec<ClientId> {
+        let gone: Vec<ClientId> =
+            self.queues.iter().filter(|(_, queue)| queue.is_closed()).map(|(client, _)| *client).collect();
+        for client in &gone {
+            self.queues.remove(client);
+        }
+        gone
+    }
+}
+
 #[derive(Debug)]
 pub struct ClientListener {
     pub listener: TcpListener,
@@ -55,30 +99,57 @@ impl ClientListener {
         let permits = Arc::new(tokio::sync::Semaphore::new(CLIENT_CONNECTIONS_MAX));
         let mut next_client = 0u64;
         loop {
-            let permit = tokio::select! {
-                permit = Arc::clone(&permits).acquire_owned() => permit,
-                _ = shutdown.changed() => return,
-            };
-            let Ok(permit) = permit else { return };
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
                 _ = shutdown.changed() => return,
             };
             match accepted {
                 Ok((stream, address)) => {
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        // Told, not left hanging in the backlog: the client knows to come back.
+                        tokio::spawn(refuse(stream, address));
+                        continue;
+                    };
                     let tx_core = self.tx_core.clone();
                     let shutdown = shutdown.clone();
                     let client = ClientId(next_client);
                     next_client += 1;
                     tokio::spawn(async move {
-                        serve(stream, address, client, tx_core, shutdown).await;
+                        serve(stream, address, client, &tx_core, shutdown).await;
+                        // Its place is free before the core hears it closed.
                         drop(permit);
+                        // Best effort: the core also sweeps connections whose queue it finds closed.
+                        let _ = tx_core.try_send(ClientCommand::Closed(client));
                     });
                 }
                 Err(error) => tracing::warn!(%error, "client accept failed"),
             }
         }
     }
+}
+
+/// Tells a connection past `CLIENT_CONNECTIONS_MAX` why it is closed, then closes it.
+async fn refuse(stream: TcpStream, address: SocketAddr) {
+    tracing::warn!(%address, "{CLIENT_CONNECTIONS_MAX} client connections are open: one more refused");
+    let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
+    let mut frames = Framed::new(stream, codec);
+    let reason = format!("{CLIENT_CONNECTIONS_MAX} client connections are open here: try again later");
+    let told = frames.send(encode(&ClientReply::Error(reason)));
+    if tokio::time::timeout(REFUSAL_TIMEOUT, told).await.is_ok() {
+        linger(frames.into_inner()).await;
+    }
+}
+
+/// Closes a connection after an error was sent on it, so that the client reads the error:
+/// closing with its bytes unread would reset the connection, and a reset may discard the
+/// error before the client reads it. Its sending side is shut, and what it still sends is
+/// read and dropped until it closes too, for at most `REFUSAL_TIMEOUT`.
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut drained = vec![0u8; 16 * 1024];
+    let drain = async { while matches!(stream.read(&mut drained).await, Ok(read) if read > 0) {} };
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, drain).await;
 }
 
 /// Serves one connection: its requests go to the core, the core's replies come back on
@@ -88,7 +159,7 @@ async fn serve(
     stream: TcpStream,
     address: SocketAddr,
     client: ClientId,
-    tx_core: mpsc::Sender<ClientCommand>,
+    tx_core: &mpsc::Sender<ClientCommand>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -113,6 +184,9 @@ async fn serve(
                     Err(reason) => {
                         tracing::debug!(%address, reason, "bad client frame; connection closed");
                         let _ = sink.send(encode(&ClientReply::Error(reason))).await;
+                        if let Ok(framed) = sink.reunite(frames) {
+                            linger(framed.into_inner()).await;
+                        }
                         break;
                     }
                 }
@@ -124,8 +198,6 @@ async fn serve(
             _ = shutdown.changed() => break,
         }
     }
-    // Best effort: the core also sweeps connections whose queue it finds closed.
-    let _ = tx_core.try_send(ClientCommand::Closed(client));
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> bytes::Bytes {
@@ -206,5 +278,34 @@ impl ReplicaClient {
                 None => return Err(std::io::Error::other("the replica closed the connection")),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_past_client_queue_max_is_let_go_and_gets_every_reply_queued_before() {
+        let mut queues = ClientQueues::default();
+        let (client, other) = (ClientId(1), ClientId(2));
+        let (tx_client, mut replies) = mpsc::channel(CLIENT_QUEUE_MAX);
+        let (tx_other, mut other_replies) = mpsc::channel(CLIENT_QUEUE_MAX);
+        queues.open(client, tx_client);
+        queues.open(other, tx_other);
+        let error = |n: usize| ClientReply::Error(n.to_string());
+        for n in 0..CLIENT_QUEUE_MAX {
+            queues.reply(client, error(n));
+        }
+        assert!(queues.is_open(client), "a full queue is not yet a slow client");
+        queues.reply(client, error(CLIENT_QUEUE_MAX));
+        assert!(!queues.is_open(client), "one reply past CLIENT_QUEUE_MAX lets the client go");
+        queues.reply(other, error(0));
+        assert!(queues.is_open(other), "another client is not touched");
+        for n in 0..CLIENT_QUEUE_MAX {
+            assert_eq!(replies.recv().await, Some(error(n)));
+        }
+        assert_eq!(replies.recv().await, None, "the connection's queue ends: it closes");
+        assert_eq!(other_replies.recv().await, Some(error(0)));
     }
 }

@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 use shardspace_core::ShardId;
 use shardspace_core::bft::{PeerMessage, ReplicaId, Severity, StableCheckpoint, TimeMs, snapshot_of, snapshot_parts};
 use shardspace_core::sbac::ShardReplica;
-use shardspace_core::sbac::replica::{
-    Checked, ClientId, ClientReply, Counters, Frame, Input, Output, PeerId, SWEEP_EVERY_MS, Stop,
-};
+use shardspace_core::sbac::replica::{Checked, Counters, Frame, Input, Output, PeerId, SWEEP_EVERY_MS, Stop};
 use tokio::sync::{mpsc, watch};
 
 use crate::checking::Checkers;
-use crate::client::ClientCommand;
+use crate::client::{ClientCommand, ClientQueues};
 use crate::metrics::{DecisionLabel, NodeMetrics};
 use crate::network::{PeerSender, encode};
 use crate::store::{Store, StoreError};
@@ -51,7 +49,7 @@ pub struct Core {
     peers: BTreeMap<PeerId, PeerSender>,
     checkers: Checkers,
     /// Open client connections: where their replies go.
-    clients: BTreeMap<ClientId, mpsc::Sender<ClientReply>>,
+    clients: ClientQueues,
     metrics: Arc<NodeMetrics>,
     /// The counters as last added to the metrics.
     reported: Counters,
@@ -67,7 +65,7 @@ impl Core {
         metrics: Arc<NodeMetrics>,
     ) -> Self {
         let reported = replica.counters().clone();
-        let (clients, started) = (BTreeMap::new(), Instant::now());
+        let (clients, started) = (ClientQueues::default(), Instant::now());
         Self { replica, store, peers, checkers, clients, metrics, reported, started }
     }
 
@@ -87,12 +85,12 @@ impl Core {
                 () = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => Input::Tick,
                 Some(command) = rx_clients.recv() => match command {
                     ClientCommand::Open { client, tx_client } => {
-                        self.clients.insert(client, tx_client);
+                        self.clients.open(client, tx_client);
                         continue;
                     }
                     ClientCommand::Request { client, request } => Input::Client { client, request },
                     ClientCommand::Closed(client) => {
-                        self.clients.remove(&client);
+                        self.clients.close(client);
                         Input::ClientsGone(vec![client])
                     }
                 },
@@ -102,7 +100,7 @@ impl Core {
                     if now.0 >= last_sweep.0.saturating_add(SWEEP_EVERY_MS) {
                         last_sweep = now;
                         self.report();
-                        let gone = self.closed_clients();
+                        let gone = self.clients.sweep_closed();
                         if !gone.is_empty() {
                             self.carry_out(Input::ClientsGone(gone)).await?;
                         }
@@ -137,7 +135,7 @@ impl Core {
                     }
                 }
                 Output::Check { envelope, .. } => self.checkers.start(&envelope),
-                Output::Reply { client, reply } => self.reply(client, reply),
+                Output::Reply { client, reply } => self.clients.reply(client, reply),
                 Output::ServeSnapshot { to, checkpoint } => self.serve_snapshot(to, checkpoint),
                 Output::Dropped { from, error } => match error.severity() {
                     Severity::Byzantine => tracing::warn!(peer = %from, %error, "dropped a message from a peer"),
@@ -151,24 +149,6 @@ impl Core {
         }
         self.count();
         Ok(())
-    }
-
-    /// A client that does not read its replies is disconnected (its queue is full).
-    fn reply(&mut self, client: ClientId, reply: ClientReply) {
-        let Some(sender) = self.clients.get(&client) else { return };
-        if sender.try_send(reply).is_err() {
-            tracing::debug!(client = client.0, "a client's replies are not read: disconnected");
-            self.clients.remove(&client);
-        }
-    }
-
-    fn closed_clients(&mut self) -> Vec<ClientId> {
-        let gone: Vec<ClientId> =
-            self.clients.iter().filter(|(_, sender)| sender.is_closed()).map(|(client, _)| *client).collect();
-        for client in &gone {
-            self.clients.remove(client);
-        }
-        gone
     }
 
     fn send_to_shard(&self, shard: ShardId, frame: &bytes::Bytes) {

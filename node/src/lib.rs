@@ -35,11 +35,11 @@ use crate::network::{NetworkCounters, PeerId, PeerListener, PeerSender};
 use crate::store::{Store, StoreError};
 
 /// Messages from peers waiting for the core.
-const CORE_QUEUE_MAX: usize = 10_000;
+pub const CORE_QUEUE_MAX: usize = 10_000;
 /// Client commands waiting for the core.
 const CLIENT_COMMANDS_MAX: usize = 1_000;
 /// Checker verdicts waiting for the core.
-const CHECKED_QUEUE_MAX: usize = 1_000;
+pub const CHECKED_QUEUE_MAX: usize = 1_000;
 
 /// Why a replica could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

@@ -30,9 +30,9 @@ pub const PEER_QUEUE_MAX: usize = 4_096;
 /// The largest frame from a replica of another shard (votes and envelopes only).
 pub const CROSS_SHARD_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// The largest frame before the peer is authenticated (the challenge and its answer).
-const HANDSHAKE_FRAME_BYTES_MAX: usize = 4 * 1024;
+pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 4 * 1024;
 /// Connections in their handshake at once; more wait to be served.
-const HANDSHAKES_MAX: usize = 64;
+pub const HANDSHAKES_MAX: usize = 64;
 /// How long a peer has to answer the challenge.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(50);

@@ -5,21 +5,18 @@
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use proptest::prelude::*;
 use shardspace_core::ShardId;
 use shardspace_core::bft::{Committee, KeyPair, MessageLimits, PeerMessage, ReplicaId, VerifiedCertificates};
 use shardspace_node::client::ClientRequest;
-use shardspace_node::network::{
-    FRAME_BYTES_MAX, Frame, Hello, NetworkCounters, PeerId, PeerListener, decode, hello_bytes,
-};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use shardspace_node::network::{FRAME_BYTES_MAX, Frame, PeerId, decode};
+
+mod common;
+use common::{answer, closed, committee, hello, listener};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2_000, failure_persistence: None, ..ProptestConfig::default() })]
@@ -33,56 +30,6 @@ proptest! {
         }
         let _ = decode::<ClientRequest>(&bytes);
     }
-}
-
-fn committee(cluster: &str, shard: u32) -> (Committee, Vec<KeyPair>) {
-    let keys: Vec<KeyPair> =
-        (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [(shard * 10 + i) as u8 + 1; 32])).collect();
-    (Committee::new(cluster, ShardId(shard), keys.iter().map(KeyPair::public).collect()), keys)
-}
-
-const LISTENER: PeerId = PeerId { shard: ShardId(0), replica: ReplicaId(0) };
-
-/// A peer listener of replica 0 of shard 0 in a two-shard cluster, in process, with its
-/// counters and what reaches its core.
-async fn listener() -> (std::net::SocketAddr, Arc<NetworkCounters>, mpsc::Receiver<(PeerId, Frame)>, watch::Sender<bool>)
-{
-    let committees = vec![committee("test", 0).0, committee("test", 1).0];
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = socket.local_addr().unwrap();
-    let counters = Arc::new(NetworkCounters::default());
-    let (tx_core, rx_core) = mpsc::channel(16);
-    let (stop, shutdown) = watch::channel(false);
-    let listener =
-        PeerListener { listener: socket, committees, own: LISTENER, tx_core, counters: Arc::clone(&counters) };
-    tokio::spawn(listener.run(shutdown));
-    (address, counters, rx_core, stop)
-}
-
-/// Connects, reads the challenge, and answers with `hello` (raw bytes of a frame).
-async fn answer(
-    address: std::net::SocketAddr,
-    hello: impl FnOnce([u8; 32]) -> Vec<u8>,
-) -> Framed<TcpStream, LengthDelimitedCodec> {
-    let stream = TcpStream::connect(address).await.unwrap();
-    let codec = LengthDelimitedCodec::builder().max_frame_length(FRAME_BYTES_MAX * 2).new_codec();
-    let mut frames = Framed::new(stream, codec);
-    let challenge = frames.next().await.unwrap().unwrap();
-    let nonce: [u8; 32] = challenge[..32].try_into().unwrap();
-    frames.send(bytes::Bytes::from(hello(nonce))).await.unwrap();
-    frames
-}
-
-/// Waits until the listener has closed the connection (with a deadline).
-async fn closed(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> bool {
-    matches!(tokio::time::timeout(Duration::from_secs(10), frames.next()).await, Ok(None | Some(Err(_))))
-}
-
-/// A dialer's answer claiming to be `shard`/`replica`, signed with `keys` in `committee`'s domain.
-fn hello(shard: u32, replica: u32, keys: &KeyPair, committee: &Committee, nonce: [u8; 32]) -> Vec<u8> {
-    let signature = keys.sign(&hello_bytes(committee, &nonce, LISTENER));
-    let from = PeerId { shard: ShardId(shard), replica: ReplicaId(replica) };
-    postcard::to_stdvec(&Hello { from, signature }).unwrap()
 }
 
 /// What a dialer answers to a challenge nonce.

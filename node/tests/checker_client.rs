@@ -1,7 +1,8 @@
 //! The replica's checker client against real HTTP servers on port 0: verdicts,
 //! refusals, a checker that is down (no verdict, never a `false`), one that
 //! fails twice before it answers, checks gathered into batches, a checker
-//! without `/batch`, and a request that fails inside a batch.
+//! without `/batch`, a request that fails inside a batch, and the limits on calls in
+//! flight and checks waiting, hit: past them checks wait their turn, and none is lost.
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
@@ -12,7 +13,8 @@ use std::time::Duration;
 use shardspace_checker::{CheckerServer, Contract, Rejection, Verdict};
 use shardspace_core::CheckerRequest;
 use shardspace_node::checker_client::{
-    BATCH_BYTES_MAX, BATCH_REQUESTS_MAX, BATCHES_IN_FLIGHT_MAX, CheckOutcome, CheckerClient, CheckerClientLimits,
+    BATCH_BYTES_MAX, BATCH_QUEUE_MAX, BATCH_REQUESTS_MAX, BATCHES_IN_FLIGHT_MAX, CALLS_IN_FLIGHT_MAX, CheckOutcome,
+    CheckerClient, CheckerClientLimits,
 };
 use tokio::sync::oneshot;
 
@@ -365,4 +367,99 @@ async fn batches_stay_within_their_count_bytes_and_calls_in_flight() {
     assert!(batches.iter().all(|batch| batch.bytes <= BATCH_BYTES_MAX + 64), "{batches:?}");
     assert!(batches.iter().any(|batch| batch.requests > 1), "some checks went together: {batches:?}");
     assert!(most_at_once <= BATCHES_IN_FLIGHT_MAX, "{most_at_once} batch calls at once");
+}
+
+/// Bounds for the tests that queue many checks: a deadline none of them should reach.
+fn patient() -> CheckerClientLimits {
+    CheckerClientLimits { deadline: Duration::from_secs(30), ..limits() }
+}
+
+/// The SDK's checker without `/batch` (a 404, as a checker that predates batches), counting
+/// the calls running at once (the most seen is kept).
+async fn single_call_checker(contract: Contract) -> (String, Arc<Mutex<(usize, usize)>>) {
+    let seen = Arc::new(Mutex::new((0usize, 0usize)));
+    let recorded = Arc::clone(&seen);
+    let sdk = shardspace_checker::router(vec![contract], Default::default()).unwrap();
+    let app =
+        sdk.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                if request.uri().path() == "/batch" {
+                    return axum::response::IntoResponse::into_response(axum::http::StatusCode::NOT_FOUND);
+                }
+                {
+                    let mut seen = recorded.lock().unwrap();
+                    seen.0 += 1;
+                    seen.1 = seen.1.max(seen.0);
+                }
+                let response = next.run(request).await;
+                recorded.lock().unwrap().0 -= 1;
+                response
+            }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_calls_past_calls_in_flight_max_wait_their_turn_and_each_gets_its_verdict() {
+    let (url, seen) = single_call_checker(slow_toy()).await;
+    let client = CheckerClient::new(patient()).unwrap();
+    let checks: Vec<_> = (0..3 * CALLS_IN_FLIGHT_MAX as i64)
+        .map(|n| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.check(&url, &request("toy", "slow", n)).await })
+        })
+        .collect();
+    for check in checks {
+        assert_eq!(check.await.unwrap().unwrap(), CheckOutcome::Verdict { success: true, reason: None });
+    }
+    let (running, most_at_once) = *seen.lock().unwrap();
+    assert_eq!(running, 0);
+    assert_eq!(most_at_once, CALLS_IN_FLIGHT_MAX, "calls of 300 ms, three times as many as may run at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_past_batch_queue_max_wait_for_room_and_each_gets_its_verdict() {
+    let (url, _stop) = even_checker().await;
+    let client = CheckerClient::new(patient()).unwrap();
+    let count = BATCH_QUEUE_MAX as i64 + 200;
+    let checks: Vec<_> = (0..count)
+        .map(|n| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { (n, client.check(&url, &request("toy", "even", n)).await) })
+        })
+        .collect();
+    for check in checks {
+        let (n, outcome) = check.await.unwrap();
+        let CheckOutcome::Verdict { success, .. } = outcome.unwrap() else { panic!("check {n} was refused") };
+        assert_eq!(success, n % 2 == 0, "the verdict on {n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_past_envelopes_in_check_max_and_the_verdict_queue_wait_and_none_is_lost() {
+    use shardspace_node::checking::{Checked, Checkers, ENVELOPES_IN_CHECK_MAX};
+    let (url, _stop) = even_checker().await;
+    let client = CheckerClient::new(patient()).unwrap();
+    // Verdicts are not read until every envelope is started: the checks past
+    // ENVELOPES_IN_CHECK_MAX wait for a place, the verdicts past the queue for room.
+    let (tx_checked, mut rx_checked) = tokio::sync::mpsc::channel::<Checked>(shardspace_node::CHECKED_QUEUE_MAX);
+    let checkers = Checkers::new(client, [("toy".to_string(), url)].into(), tx_checked);
+    let count = ENVELOPES_IN_CHECK_MAX + shardspace_node::CHECKED_QUEUE_MAX + 100;
+    let mut expected = std::collections::BTreeMap::new();
+    for n in 0..count as i64 {
+        let envelope = shardspace_checker::TransactionBuilder::new("toy", "even").parameter(n).build().unwrap();
+        expected.insert(envelope.transaction.tx_id(), n % 2 == 0);
+        checkers.start(&envelope);
+    }
+    let mut heard = std::collections::BTreeMap::new();
+    while heard.len() < count {
+        let checked = tokio::time::timeout(Duration::from_secs(30), rx_checked.recv()).await.unwrap().unwrap();
+        let (success, _) = checked.verdict.unwrap();
+        assert!(heard.insert(checked.tx, success).is_none(), "two verdicts on one envelope");
+    }
+    assert_eq!(heard, expected);
 }

@@ -1,0 +1,253 @@
+//! Every limit at a replica's doors, hit: what is past it is refused clearly (a
+//! connection told why and closed, a frame refused and counted) or waits its turn, and
+//! what was within it is delivered whole and in order.
+
+#![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use shardspace_core::ShardId;
+use shardspace_core::bft::{PeerMessage, ReplicaId, Request};
+use shardspace_core::sbac::Attempt;
+use shardspace_node::client::{
+    CLIENT_CONNECTIONS_MAX, CLIENT_FRAME_BYTES_MAX, ClientCommand, ClientListener, ClientReply, ClientRequest,
+};
+use shardspace_node::network::{
+    CROSS_SHARD_FRAME_BYTES_MAX, FRAME_BYTES_MAX, Frame, HANDSHAKE_FRAME_BYTES_MAX, HANDSHAKES_MAX, NetworkCounters,
+    PEER_QUEUE_MAX, PeerId, PeerSender, decode,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+mod common;
+use common::{LISTENER, answer, closed, committee, hello, listener, listener_with};
+
+/// How long anything here may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(20);
+/// How long a test waits to see that something does *not* happen.
+const QUIET: Duration = Duration::from_millis(500);
+
+fn frames_of(stream: TcpStream, max: usize) -> Framed<TcpStream, LengthDelimitedCodec> {
+    Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max).new_codec())
+}
+
+/// A numbered BFT frame, to see each one arrive once and in order.
+fn numbered(n: u64) -> Frame {
+    Frame::Bft(PeerMessage::Requests(vec![Request::new(n.to_be_bytes().to_vec())]))
+}
+
+fn number_of(frame: &Frame) -> u64 {
+    match frame {
+        Frame::Bft(PeerMessage::Requests(requests)) => {
+            u64::from_be_bytes(requests[0].payload()[..8].try_into().unwrap())
+        }
+        other => panic!("not a numbered frame: {other:?}"),
+    }
+}
+
+/// An envelope frame of about `bytes` bytes.
+fn envelope_frame(bytes: usize) -> Frame {
+    Frame::Envelope { envelope: "x".repeat(bytes), attempt: Attempt(1) }
+}
+
+#[tokio::test]
+async fn connections_past_handshakes_max_wait_for_a_slot_and_are_then_served() {
+    let (address, counters, mut rx_core, _stop) = listener().await;
+    // Strangers that take their challenge and never answer hold every handshake slot.
+    let mut silent = Vec::new();
+    for _ in 0..HANDSHAKES_MAX {
+        let mut frames = frames_of(TcpStream::connect(address).await.unwrap(), HANDSHAKE_FRAME_BYTES_MAX);
+        tokio::time::timeout(DEADLINE, frames.next()).await.unwrap().unwrap().unwrap();
+        silent.push(frames);
+    }
+    // A replica of the shard gets no challenge while they do...
+    let mut waiting = frames_of(TcpStream::connect(address).await.unwrap(), FRAME_BYTES_MAX);
+    assert!(tokio::time::timeout(QUIET, waiting.next()).await.is_err(), "a challenge past HANDSHAKES_MAX");
+    // ...and gets it when one of them goes away; then it is served as any peer.
+    drop(silent.pop());
+    let challenge = tokio::time::timeout(DEADLINE, waiting.next()).await.unwrap().unwrap().unwrap();
+    let (here, keys) = committee("test", 0);
+    let nonce: [u8; 32] = challenge[..32].try_into().unwrap();
+    waiting.send(bytes::Bytes::from(hello(0, 2, &keys[2], &here, nonce))).await.unwrap();
+    waiting.send(bytes::Bytes::from(postcard::to_stdvec(&numbered(7)).unwrap())).await.unwrap();
+    let (from, frame) = tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().unwrap();
+    assert_eq!((from, number_of(&frame)), (PeerId { shard: ShardId(0), replica: ReplicaId(2) }, 7));
+    assert_eq!(counters.handshakes_rejected.load(Ordering::Relaxed), 1, "the stranger that left is counted");
+}
+
+#[tokio::test]
+async fn an_answer_to_the_challenge_past_handshake_frame_bytes_max_is_refused() {
+    let (address, counters, mut rx_core, _stop) = listener().await;
+    let mut frames = answer(address, |_| vec![0; HANDSHAKE_FRAME_BYTES_MAX + 1]).await;
+    assert!(closed(&mut frames).await, "the connection stayed open");
+    assert_eq!(counters.handshakes_rejected.load(Ordering::Relaxed), 1);
+    // A peer's answer, which is far smaller, still gets in.
+    let (here, keys) = committee("test", 0);
+    let mut frames = answer(address, |nonce| hello(0, 1, &keys[1], &here, nonce)).await;
+    frames.send(bytes::Bytes::from(postcard::to_stdvec(&numbered(1)).unwrap())).await.unwrap();
+    assert!(tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_frame_past_cross_shard_frame_bytes_max_closes_only_another_shards_link() {
+    let (address, counters, mut rx_core, _stop) = listener().await;
+    let large = postcard::to_stdvec(&envelope_frame(CROSS_SHARD_FRAME_BYTES_MAX)).unwrap();
+    assert!(large.len() > CROSS_SHARD_FRAME_BYTES_MAX && large.len() <= FRAME_BYTES_MAX);
+    // From a replica of the shard, it is within FRAME_BYTES_MAX: taken.
+    let (here, keys) = committee("test", 0);
+    let mut own = answer(address, |nonce| hello(0, 1, &keys[1], &here, nonce)).await;
+    own.send(bytes::Bytes::from(large.clone())).await.unwrap();
+    let (_, frame) = tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().unwrap();
+    assert!(matches!(frame, Frame::Envelope { .. }));
+    // From another shard's replica, the same frame is refused and the link closed.
+    let (there, keys) = committee("test", 1);
+    let mut foreign = answer(address, |nonce| hello(1, 1, &keys[1], &there, nonce)).await;
+    let _ = foreign.send(bytes::Bytes::from(large)).await;
+    assert!(closed(&mut foreign).await, "the connection stayed open");
+    assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 1);
+    assert!(rx_core.try_recv().is_err(), "the oversized frame reached the core");
+    // Just within the limit, it is taken from another shard too.
+    let mut foreign = answer(address, |nonce| hello(1, 2, &keys[2], &there, nonce)).await;
+    let fits = envelope_frame(CROSS_SHARD_FRAME_BYTES_MAX - 16);
+    foreign.send(bytes::Bytes::from(postcard::to_stdvec(&fits).unwrap())).await.unwrap();
+    assert!(tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn frames_past_peer_queue_max_are_dropped_and_counted_and_the_queued_ones_all_arrive_in_order() {
+    // The peer's socket is bound but not served yet: the sender connects and waits for
+    // its challenge, so nothing leaves its queue.
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    let (_, keys) = committee("test", 0);
+    let (dialer_committee, _) = committee("test", 0);
+    let counters = Arc::new(NetworkCounters::default());
+    let (_stop_sender, shutdown) = watch::channel(false);
+    let sender =
+        PeerSender::start(address.to_string(), LISTENER, keys[3].clone(), dialer_committee, counters.clone(), shutdown);
+    let extra = 25;
+    for n in 0..(PEER_QUEUE_MAX + extra) as u64 {
+        sender.send(&numbered(n));
+    }
+    assert_eq!(counters.sends_dropped.load(Ordering::Relaxed), extra as u64);
+    // The peer starts serving: every queued frame arrives once, in order.
+    let (_, _, mut rx_core, _stop) = listener_with(socket, PEER_QUEUE_MAX + extra);
+    for n in 0..PEER_QUEUE_MAX as u64 {
+        let (from, frame) = tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().unwrap();
+        assert_eq!((from.replica, number_of(&frame)), (ReplicaId(3), n));
+    }
+    assert!(tokio::time::timeout(QUIET, rx_core.recv()).await.is_err(), "a dropped frame arrived");
+}
+
+#[tokio::test]
+async fn a_core_queue_that_is_full_holds_the_peer_back_and_loses_nothing() {
+    // The core's queue is shorter than what the peer sends, and the core is not reading:
+    // the peer's link waits (TCP back-pressure) instead of dropping.
+    let core_queue = 64;
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (address, counters, mut rx_core, _stop) = listener_with(socket, core_queue);
+    let (here, keys) = committee("test", 0);
+    let mut frames = answer(address, |nonce| hello(0, 1, &keys[1], &here, nonce)).await;
+    let sent = (core_queue * 4) as u64;
+    let writer = tokio::spawn(async move {
+        for n in 0..sent {
+            frames.send(bytes::Bytes::from(postcard::to_stdvec(&numbered(n)).unwrap())).await.unwrap();
+        }
+        frames
+    });
+    for n in 0..sent {
+        let (_, frame) = tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().unwrap();
+        assert_eq!(number_of(&frame), n);
+    }
+    let _frames = writer.await.unwrap();
+    assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 0);
+    // The node's queue is this one, longer (`shardspace_node::CORE_QUEUE_MAX`).
+    const { assert!(shardspace_node::CORE_QUEUE_MAX >= PEER_QUEUE_MAX) };
+}
+
+/// A client listener in process; the test plays the core.
+async fn client_listener() -> (std::net::SocketAddr, mpsc::Receiver<ClientCommand>, watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (tx_core, rx_core) = mpsc::channel(4 * CLIENT_CONNECTIONS_MAX);
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(ClientListener { listener, tx_core }.run(shutdown));
+    (address, rx_core, stop)
+}
+
+async fn next_command(rx_core: &mut mpsc::Receiver<ClientCommand>) -> ClientCommand {
+    tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().unwrap()
+}
+
+/// The next command must open a connection; its reply queue is kept (the connection
+/// closes when the core lets go of it).
+async fn opened(rx_core: &mut mpsc::Receiver<ClientCommand>) -> mpsc::Sender<ClientReply> {
+    match next_command(rx_core).await {
+        ClientCommand::Open { tx_client, .. } => tx_client,
+        other => panic!("expected a connection to open, got {other:?}"),
+    }
+}
+
+async fn next_reply(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Option<ClientReply> {
+    let frame = tokio::time::timeout(DEADLINE, frames.next()).await.unwrap()?;
+    Some(decode(&frame.ok()?).unwrap())
+}
+
+#[tokio::test]
+async fn a_connection_past_client_connections_max_is_told_why_and_closed_and_a_later_one_is_served() {
+    let (address, mut rx_core, _stop) = client_listener().await;
+    let mut open = Vec::new();
+    for _ in 0..CLIENT_CONNECTIONS_MAX {
+        let frames = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+        open.push((frames, opened(&mut rx_core).await));
+    }
+    let mut refused = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+    match next_reply(&mut refused).await {
+        Some(ClientReply::Error(reason)) => assert!(reason.contains("connections"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(closed_by_peer(&mut refused).await);
+    assert!(rx_core.try_recv().is_err(), "the refused connection reached the core");
+    // One closes: the next connection is served, and its requests reach the core.
+    drop(open.pop());
+    assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Closed(_)));
+    let mut later = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+    let _replies = opened(&mut rx_core).await;
+    later.send(bytes::Bytes::from(postcard::to_stdvec(&ClientRequest::Status).unwrap())).await.unwrap();
+    let request = next_command(&mut rx_core).await;
+    assert!(matches!(request, ClientCommand::Request { request: ClientRequest::Status, .. }), "{request:?}");
+}
+
+async fn closed_by_peer(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> bool {
+    matches!(tokio::time::timeout(DEADLINE, frames.next()).await, Ok(None | Some(Err(_))))
+}
+
+#[tokio::test]
+async fn a_client_frame_past_client_frame_bytes_max_is_answered_with_an_error_and_closes_only_its_connection() {
+    let (address, mut rx_core, _stop) = client_listener().await;
+    let request = |bytes: usize| ClientRequest::Envelope { envelope: "x".repeat(bytes), attempt: Attempt(1) };
+    // Just within the limit: it reaches the core whole.
+    let mut client = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+    let _replies = opened(&mut rx_core).await;
+    let fits = request(CLIENT_FRAME_BYTES_MAX - 16);
+    client.send(bytes::Bytes::from(postcard::to_stdvec(&fits).unwrap())).await.unwrap();
+    match next_command(&mut rx_core).await {
+        ClientCommand::Request { request, .. } => assert_eq!(request, fits),
+        other => panic!("expected the request, got {other:?}"),
+    }
+    // Past it: an error naming the frame, the connection closed, nothing for the core.
+    let mut client = frames_of(TcpStream::connect(address).await.unwrap(), 2 * CLIENT_FRAME_BYTES_MAX);
+    let _replies_too = opened(&mut rx_core).await;
+    let past = postcard::to_stdvec(&request(CLIENT_FRAME_BYTES_MAX)).unwrap();
+    let _ = client.send(bytes::Bytes::from(past)).await;
+    match next_reply(&mut client).await {
+        Some(ClientReply::Error(reason)) => assert!(reason.contains("frame"), "{reason}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert!(closed_by_peer(&mut client).await);
+    assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Closed(_)));
+}
