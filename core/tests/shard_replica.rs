@@ -1,5 +1,6 @@
 //! `ShardReplica` driven by hand, sans-IO: the limits of what one replica keeps for
-//! clients and envelopes are hit, refused with a clear reply, and lose nothing; a
+//! clients and envelopes, of a page and of a pass-on sweep, are hit, refused with a
+//! clear reply or carried over, and lose nothing; a
 //! replica whose records cannot be read stops before it answers; a replica that is not
 //! an attempt's designated submitter stands by, then stands in.
 
@@ -8,13 +9,17 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use shardspace_core::bft::{Application, Height};
 use shardspace_core::bft::{Committee, Config, KeyPair, PeerMessage, Replica, ReplicaId, Request, TimeMs};
 use shardspace_core::sbac::replica::{
-    ClientId, ClientReply, ClientRequest, ENVELOPE_MS_MAX, ENVELOPES_MAX, Frame, Input, Output, PeerId, RejectKind,
-    STANDBY_MS, SWEEP_EVERY_MS, WAITING_MAX,
+    ClientId, ClientReply, ClientRequest, ENVELOPE_MS_MAX, ENVELOPES_MAX, Frame, Input, Listing, Output, PAGE_MAX,
+    PASS_ON_AFTER_MS, PASS_ON_MAX, PeerId, RejectKind, STANDBY_MS, SWEEP_EVERY_MS, WAITING_MAX, WAITING_MS_MAX,
 };
-use shardspace_core::sbac::{ObjectRecord, ShardApp, ShardReplica, ShardReplicaConfig, Source, TxRecord, Verdict};
-use shardspace_core::{Envelope, Limits, ObjectId, ShardId, Transaction, TxId};
+use shardspace_core::sbac::{
+    Attempt, ObjectRecord, ObjectStatus, ShardApp, ShardReplica, ShardReplicaConfig, ShardRequest, Source, TxRecord,
+    Verdict, VerdictCertificate,
+};
+use shardspace_core::{Envelope, Limits, ObjectId, ShardId, ShardMap, Transaction, TxId};
 
 fn keys() -> Vec<KeyPair> {
     (0..4).map(|r| KeyPair::from_seed(ReplicaId(r), [r as u8 + 1; 32])).collect()
@@ -220,4 +225,162 @@ fn a_replica_that_is_not_the_designated_submitter_stands_by_then_stands_in() {
     let outputs = replica.handle(TimeMs(3 + STANDBY_MS), Input::Tick);
     assert!(submits(&outputs), "the attempt is still unprepared: it stands in");
     assert_eq!(replica.counters().stand_in_submissions, 1);
+}
+
+#[test]
+fn a_client_waiting_past_waiting_ms_max_is_forgotten_and_asking_again_waits_again() {
+    let mut replica = replica(0, None);
+    let client = ClientId(4);
+    let outputs = replica.handle(TimeMs(1), Input::Client { client, request: submit(&envelope(9)) });
+    assert!(matches!(replies(&outputs, client).as_slice(), [ClientReply::Accepted { .. }]));
+    assert_eq!(replica.waiting_len(), 1);
+    replica.handle(TimeMs(WAITING_MS_MAX), Input::Tick);
+    assert_eq!(replica.waiting_len(), 1, "still within WAITING_MS_MAX");
+    replica.handle(TimeMs(1 + WAITING_MS_MAX + SWEEP_EVERY_MS), Input::Tick);
+    assert_eq!(replica.waiting_len(), 0, "forgotten past WAITING_MS_MAX");
+    // The client asks again (as clients do once their own deadline passes): it waits again.
+    let now = TimeMs(2 + WAITING_MS_MAX + SWEEP_EVERY_MS);
+    let outputs = replica.handle(now, Input::Client { client, request: submit(&envelope(9)) });
+    assert!(matches!(replies(&outputs, client).as_slice(), [ClientReply::Accepted { .. }]));
+    assert_eq!(replica.waiting_len(), 1);
+}
+
+/// A disk holding `count` objects, as a replica's store serves them.
+#[derive(Debug)]
+struct Many {
+    ids: Vec<ObjectId>,
+}
+
+impl Many {
+    fn new(count: u32) -> Self {
+        let mut ids: Vec<ObjectId> = (0..count)
+            .map(|n| {
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_be_bytes());
+                id[4..8].copy_from_slice(&n.to_be_bytes());
+                ObjectId(id)
+            })
+            .collect();
+        ids.sort();
+        Self { ids }
+    }
+}
+
+impl Source<ObjectId, ObjectRecord> for Many {
+    fn get(&self, id: &ObjectId) -> Option<ObjectRecord> {
+        self.ids.binary_search(id).ok()?;
+        Some(ObjectRecord {
+            value: "\"v\"".into(),
+            contract: "bank".into(),
+            created_by: TxId([7; 32]),
+            status: ObjectStatus::Active,
+            readers: Default::default(),
+        })
+    }
+    fn keys_after(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
+        let start = after.map_or(0, |after| self.ids.partition_point(|id| id <= after));
+        self.ids[start..].iter().take(limit).copied().collect()
+    }
+}
+
+impl Source<TxId, TxRecord> for Many {
+    fn get(&self, _: &TxId) -> Option<TxRecord> {
+        None
+    }
+    fn keys_after(&self, _: Option<&TxId>, _: usize) -> Vec<TxId> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn a_page_holds_at_most_page_max_and_the_next_page_goes_on_from_its_last() {
+    let count = PAGE_MAX + PAGE_MAX / 2;
+    let disk = Arc::new(Many::new(count));
+    let keys = keys();
+    let committee = committee(&keys);
+    let app = ShardApp::new(ShardId(0), vec![committee.clone()], keys[0].clone(), Limits::default())
+        .saved_in(disk.clone(), disk.clone());
+    let replica = Replica::new(committee.clone(), keys[0].clone(), Config::default(), app);
+    let contracts = ["bank".to_string()].into();
+    let config = ShardReplicaConfig { committees: vec![committee], limits: Limits::default(), contracts };
+    let mut replica = ShardReplica::new(replica, config);
+    let client = ClientId(5);
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let request = ClientRequest::List { what: Listing::Objects, after, limit: u32::MAX };
+        let outputs = replica.handle(TimeMs(1), Input::Client { client, request });
+        let [ClientReply::Page(page)] = replies(&outputs, client).as_slice() else { panic!("{outputs:?}") };
+        assert!(page.objects.len() <= PAGE_MAX as usize, "a page of {}", page.objects.len());
+        let Some((last, _)) = page.objects.last() else { break };
+        after = Some(last.0);
+        listed.extend(page.objects.iter().map(|(id, _)| *id));
+    }
+    assert_eq!(listed, disk.ids, "every object once, in id order, over pages of PAGE_MAX");
+}
+
+/// Replica 0 of shard 0 in a cluster of two shards, restarted with `count` attempts it
+/// prepared and voted on that also concern shard 1, which never answers.
+fn replica_with_undecided(count: usize) -> (ShardReplica, Vec<TxId>) {
+    let keys: Vec<Vec<KeyPair>> = (0..2u8)
+        .map(|shard| (0..4).map(|r| KeyPair::from_seed(ReplicaId(r), [shard * 10 + r as u8 + 1; 32])).collect())
+        .collect();
+    let committees: Vec<Committee> = (0..2)
+        .map(|shard| {
+            Committee::new("pass-on", ShardId(shard), keys[shard as usize].iter().map(KeyPair::public).collect())
+        })
+        .collect();
+    let mut app = ShardApp::new(ShardId(0), committees.clone(), keys[0][0].clone(), Limits::default());
+    let map = ShardMap::new(2).unwrap();
+    let both = [ShardId(0), ShardId(1)].into();
+    let two_outputs = |n: u64| {
+        let mut envelope = envelope(n);
+        envelope.transaction.outputs.push(json!({ "n": n, "second": true }).to_string());
+        envelope
+    };
+    let envelopes =
+        (0..100 * count as u64).map(two_outputs).filter(|envelope| map.concerned_shards(&envelope.transaction) == both);
+    let mut txs = Vec::new();
+    for (height, envelope) in envelopes.take(count).enumerate() {
+        let (tx, digest) = (envelope.transaction.tx_id(), envelope.digest());
+        let bytes = Verdict::signing_bytes(&committees[0], &tx, &digest, true);
+        let signatures = (0..2).map(|r| (ReplicaId(r), keys[0][r as usize].sign(&bytes))).collect();
+        let verdict = VerdictCertificate { tx, envelope: digest, success: true, signatures };
+        let prepare =
+            ShardRequest::Prepare { envelope: serde_json::to_string(&envelope).unwrap(), attempt: Attempt(1), verdict };
+        app.execute(Height(height as u64 + 1), &Request::new(postcard::to_stdvec(&prepare).unwrap()));
+        txs.push(tx);
+    }
+    assert_eq!(txs.len(), count, "not enough transactions of both shards");
+    let replica = Replica::new(committees[0].clone(), keys[0][0].clone(), Config::default(), app);
+    let contracts = ["bank".to_string()].into();
+    let config = ShardReplicaConfig { committees, limits: Limits::default(), contracts };
+    (ShardReplica::new(replica, config), txs)
+}
+
+/// The attempts a replica's outputs pass on.
+fn passed_on(outputs: &[Output]) -> Vec<TxId> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Multicast { frame: Frame::Envelope { envelope, .. }, .. } => {
+                Some(serde_json::from_str::<Envelope>(envelope).unwrap().transaction.tx_id())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn at_most_pass_on_max_envelopes_go_per_sweep_and_the_rest_go_at_the_next() {
+    let (mut replica, mut txs) = replica_with_undecided(PASS_ON_MAX + 10);
+    assert_eq!(replica.undecided_len(), PASS_ON_MAX + 10);
+    let first = passed_on(&replica.handle(TimeMs(PASS_ON_AFTER_MS), Input::Tick));
+    assert_eq!(first.len(), PASS_ON_MAX);
+    let second = passed_on(&replica.handle(TimeMs(PASS_ON_AFTER_MS + SWEEP_EVERY_MS), Input::Tick));
+    assert_eq!(second.len(), 10, "the rest go at the next sweep");
+    let mut all: Vec<TxId> = first.into_iter().chain(second).collect();
+    all.sort();
+    txs.sort();
+    assert_eq!(all, txs, "each undecided attempt passed on once");
 }

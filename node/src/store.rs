@@ -634,6 +634,25 @@ mod tests {
         assert_eq!(records.fault(), None);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_past_store_queue_max_wait_their_turn_and_every_one_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        let records = store.records();
+        // More writers at once than the store thread's queue holds: the rest wait for room.
+        let writers: Vec<_> = (0..STORE_QUEUE_MAX as u8 * 3)
+            .map(|id| {
+                let store = store.clone();
+                tokio::spawn(async move { store.write(vec![changes(&[(id, "v")], false)]).await })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+        let saved = Source::<ObjectId, ObjectRecord>::keys_after(&*records, None, 1_000);
+        assert_eq!(saved.len(), STORE_QUEUE_MAX * 3, "every write was saved");
+    }
+
     #[tokio::test]
     async fn a_pinned_view_serves_the_records_of_its_checkpoint_while_writes_go_on() {
         let dir = tempfile::tempdir().unwrap();

@@ -170,3 +170,46 @@ impl ShardReplica {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bft::{Committee, Config, KeyPair, Replica, ReplicaId};
+    use crate::sbac::{ShardApp, ShardReplicaConfig};
+    use crate::{Limits, ShardId};
+
+    #[test]
+    fn past_standby_max_the_oldest_held_request_goes_and_the_newest_are_kept() {
+        let keys: Vec<KeyPair> = (0..4).map(|r| KeyPair::from_seed(ReplicaId(r), [r as u8 + 1; 32])).collect();
+        let committee = Committee::new("standby", ShardId(0), keys.iter().map(KeyPair::public).collect());
+        let app = ShardApp::new(ShardId(0), vec![committee.clone()], keys[0].clone(), Limits::default());
+        let replica = Replica::new(committee.clone(), keys[0].clone(), Config::default(), app);
+        let limits = Limits::default();
+        let config = ShardReplicaConfig { committees: vec![committee], limits, contracts: Default::default() };
+        let mut replica = ShardReplica::new(replica, config);
+        // Decisions of attempts another replica submits: replica 0 holds each back. What it
+        // holds is a copy of what the designated replica submits, so dropping the oldest
+        // costs only that attempt's stand-in, never the attempt (pass-on still runs it).
+        let tx_of = |n: u32| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            TxId(id)
+        };
+        let held: Vec<TxId> = (0u32..)
+            .map(tx_of)
+            .filter(|tx| designated_submitter(tx, Attempt(1), 4) != 0)
+            .take(STANDBY_MAX + 1)
+            .collect();
+        for tx in &held {
+            let decide = ShardRequest::Decide { tx: *tx, attempt: Attempt(1), certificates: vec![] };
+            replica.submit_or_stand_by(*tx, Attempt(1), decide);
+        }
+        assert_eq!(replica.standby_len(), STANDBY_MAX);
+        let tx_held = |entry: Option<&(crate::bft::TimeMs, ShardRequest)>| match entry {
+            Some((_, ShardRequest::Decide { tx, .. })) => *tx,
+            other => panic!("expected a held decision, got {other:?}"),
+        };
+        assert_eq!(tx_held(replica.standby.front()), held[1], "the oldest went");
+        assert_eq!(tx_held(replica.standby.back()), held[STANDBY_MAX], "the newest is kept");
+    }
+}

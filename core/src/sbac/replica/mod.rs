@@ -241,6 +241,16 @@ impl ShardReplica {
         self.undecided.len()
     }
 
+    /// Clients waiting for a raw request to be decided or for an attempt's outcome.
+    pub fn waiting_len(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Requests held back for their designated replica to submit first.
+    pub fn standby_len(&self) -> usize {
+        self.standby.len()
+    }
+
     /// Envelopes being checked or waiting for their verdict certificate.
     pub fn envelopes_len(&self) -> usize {
         self.envelopes.len()

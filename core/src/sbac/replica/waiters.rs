@@ -18,6 +18,11 @@ pub(super) struct Waiters {
 }
 
 impl Waiters {
+    /// Waiting clients, counted once per request or attempt they wait for.
+    pub(super) fn len(&self) -> usize {
+        self.requests.len() + self.outcomes.values().map(Vec::len).sum::<usize>()
+    }
+
     /// Takes the requests a client waits for, up to `WAITING_MAX` waiting in all; returns
     /// those taken and the digests of those refused.
     pub(super) fn wait_for_requests(
