@@ -92,6 +92,19 @@ fn a_well_formed_proposal_verifies_and_each_flaw_is_caught() {
     let limits = MessageLimits::default();
     let big = shard.proposal(block(5, 1, parent.clone(), limits.batch_requests_max + 1), None);
     rejects(shard.verify(&big), |e| matches!(e, ProtocolError::TooLarge { .. }), "too many requests");
+    // Requests each within request_bytes_max whose sum passes batch_bytes_max; one fewer fits.
+    let heavy_block = |count: usize| {
+        let mut block = block(5, 1, parent.clone(), 0);
+        block.requests = (0..count).map(|i| Request::new(vec![i as u8; limits.request_bytes_max])).collect();
+        shard.proposal(block, None)
+    };
+    let fitting = limits.batch_bytes_max / limits.request_bytes_max;
+    rejects(
+        shard.verify(&heavy_block(fitting + 1)),
+        |e| matches!(e, ProtocolError::TooLarge { what: "block's bytes", .. }),
+        "a block over batch_bytes_max",
+    );
+    assert_eq!(shard.verify(&heavy_block(fitting)), Ok(()), "a block at batch_bytes_max");
     let mut forged = shard.proposal(block(5, 1, parent.clone(), 1), None);
     if let PeerMessage::Proposal(proposal) = &mut forged {
         proposal.block.requests.push(Request::new("slipped in"));
