@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use shardspace_core::ShardId;
 use shardspace_core::bft::{PeerMessage, ReplicaId, Severity, StableCheckpoint, TimeMs, snapshot_of, snapshot_parts};
 use shardspace_core::sbac::ShardReplica;
-use shardspace_core::sbac::replica::{Checked, Counters, Frame, Input, Output, PeerId, SWEEP_EVERY_MS, Stop};
+use shardspace_core::sbac::replica::{Checked, Counters, Frame, Input, Output, PeerId, SWEEP_EVERY_MS, Stop, TICK_MS};
 use tokio::sync::{mpsc, watch};
 
 use crate::checking::Checkers;
@@ -20,9 +20,6 @@ use crate::client::{ClientCommand, ClientQueues};
 use crate::metrics::{DecisionLabel, NodeMetrics};
 use crate::network::{PeerSender, encode};
 use crate::store::{Store, StoreError};
-
-/// How often the replica's clock ticks.
-pub const TICK_MS: u64 = 10;
 
 /// Why the core stopped.
 #[derive(Debug, thiserror::Error)]

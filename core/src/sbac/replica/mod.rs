@@ -60,6 +60,8 @@ pub const PASS_ON_MAX: usize = 64;
 pub const STANDBY_MS: u64 = 500;
 /// Requests held back at once.
 pub const STANDBY_MAX: usize = 20_000;
+/// How often a driver ticks the replica (`Input::Tick`): the node and the simulator alike.
+pub const TICK_MS: u64 = 10;
 /// How often forgotten submitters are swept out and envelopes passed on.
 pub const SWEEP_EVERY_MS: u64 = 1_000;
 

@@ -24,7 +24,9 @@ use rand::{RngExt, SeedableRng};
 use shardspace_core::bft::{
     Committee, Config, KeyPair, PeerMessage, Replica, ReplicaId, TimeMs, snapshot_of, snapshot_parts,
 };
-use shardspace_core::sbac::replica::{Checked, ClientId, ClientReply, ClientRequest, Frame, Input, Output, PeerId};
+use shardspace_core::sbac::replica::{
+    Checked, ClientId, ClientReply, ClientRequest, Frame, Input, Output, PeerId, TICK_MS,
+};
 use shardspace_core::sbac::{ShardApp, ShardReplica, ShardReplicaConfig};
 use shardspace_core::{Envelope, Limits, ShardId, ShardMap};
 
@@ -38,8 +40,6 @@ use observer::Observer;
 use store::SimStore;
 
 pub const REPLICAS: u32 = 4;
-/// How often a replica's clock ticks.
-const TICK_MS: u64 = 10;
 /// The contracts the simulated checkers serve.
 pub const CONTRACTS: [&str; 1] = ["coins"];
 
