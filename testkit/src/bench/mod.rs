@@ -171,6 +171,9 @@ pub struct Figure {
     pub errors: usize,
     pub shed: usize,
     pub cpu_s_per_tx: f64,
+    /// The load generator's CPU per committed transaction (not in `cpu_s_per_tx`: it shares
+    /// the machine, so a change that costs the cluster less may still cost it more).
+    pub loadgen_cpu_s_per_tx: f64,
     /// The largest peak RSS of any replica of this cluster so far, in MiB.
     pub replica_peak_rss_mib: f64,
     /// `tps_median` over the baseline's.
@@ -401,7 +404,8 @@ impl Bench {
             _ => String::new(),
         };
         eprintln!(
-            "    {} {} {} shards, {mode} {load}: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {} aborted, {} errors, {} shed, {:.2} ms CPU/tx",
+            "    {} {} {} shards, {mode} {load}: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {} aborted, {} errors, {} shed, {:.2} ms CPU/tx \
+             (load generator {:.2})",
             run.workload,
             run.checkers,
             run.shards,
@@ -412,6 +416,7 @@ impl Bench {
             run.stats.errors,
             run.stats.shed,
             run.cpu_s_per_tx * 1000.0,
+            run.loadgen_cpu_s * 1000.0 / run.stats.committed_all.max(1) as f64,
         );
         run
     }
@@ -443,6 +448,7 @@ impl Bench {
             errors: runs.iter().map(|run| run.stats.errors).sum(),
             shed: runs.iter().map(|run| run.stats.shed).sum(),
             cpu_s_per_tx: median(runs.iter().map(|run| run.cpu_s_per_tx)),
+            loadgen_cpu_s_per_tx: median(runs.iter().map(|run| run.loadgen_cpu_s / run.stats.committed_all as f64)),
             replica_peak_rss_mib: cluster.replica_pids().into_iter().map(peak_rss_mib).fold(0.0, f64::max),
             vs_baseline: tps_median / baseline,
         }
