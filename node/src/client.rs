@@ -26,6 +26,9 @@ pub const CLIENT_QUEUE_MAX: usize = 1_024;
 pub const CLIENT_CONNECTIONS_MAX: usize = 256;
 /// How long a refused connection is given to take its refusal.
 const REFUSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Refused connections being told why at once; past it one is closed untold, so that a
+/// flood of connections cannot hold sockets here for the length of their refusals.
+const REFUSALS_MAX: usize = 64;
 
 pub use shardspace_core::sbac::replica::{
     ClientId, ClientReply, ClientRequest, Listing, PAGE_MAX, Page, RejectKind, Status,
@@ -97,6 +100,7 @@ pub struct ClientListener {
 impl ClientListener {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let permits = Arc::new(tokio::sync::Semaphore::new(CLIENT_CONNECTIONS_MAX));
+        let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_MAX));
         let mut next_client = 0u64;
         loop {
             let accepted = tokio::select! {
@@ -107,7 +111,12 @@ impl ClientListener {
                 Ok((stream, address)) => {
                     let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                         // Told, not left hanging in the backlog: the client knows to come back.
-                        tokio::spawn(refuse(stream, address));
+                        if let Ok(refusing) = Arc::clone(&refusals).try_acquire_owned() {
+                            tokio::spawn(async move {
+                                refuse(stream, address).await;
+                                drop(refusing);
+                            });
+                        }
                         continue;
                     };
                     let tx_core = self.tx_core.clone();
