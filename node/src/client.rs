@@ -26,9 +26,11 @@ pub const CLIENT_QUEUE_MAX: usize = 1_024;
 pub const CLIENT_CONNECTIONS_MAX: usize = 256;
 /// How long a refused connection is given to take its refusal.
 const REFUSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a connection closed after an error may take to close its side.
+const LINGER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Refused connections being told why at once; past it one is closed untold, so that a
 /// flood of connections cannot hold sockets here for the length of their refusals.
-const REFUSALS_MAX: usize = 64;
+pub const REFUSALS_MAX: usize = 64;
 
 pub use shardspace_core::sbac::replica::{
     ClientId, ClientReply, ClientRequest, Listing, PAGE_MAX, Page, RejectKind, Status,
@@ -152,13 +154,13 @@ async fn refuse(stream: TcpStream, address: SocketAddr) {
 /// Closes a connection after an error was sent on it, so that the client reads the error:
 /// closing with its bytes unread would reset the connection, and a reset may discard the
 /// error before the client reads it. Its sending side is shut, and what it still sends is
-/// read and dropped until it closes too, for at most `REFUSAL_TIMEOUT`.
+/// read and dropped until it closes too, for at most `LINGER_TIMEOUT`.
 async fn linger(mut stream: TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = stream.shutdown().await;
     let mut drained = vec![0u8; 16 * 1024];
     let drain = async { while matches!(stream.read(&mut drained).await, Ok(read) if read > 0) {} };
-    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, drain).await;
+    let _ = tokio::time::timeout(LINGER_TIMEOUT, drain).await;
 }
 
 /// Serves one connection: its requests go to the core, the core's replies come back on

@@ -14,6 +14,7 @@ use shardspace_core::bft::{PeerMessage, ReplicaId, Request};
 use shardspace_core::sbac::Attempt;
 use shardspace_node::client::{
     CLIENT_CONNECTIONS_MAX, CLIENT_FRAME_BYTES_MAX, ClientCommand, ClientListener, ClientReply, ClientRequest,
+    REFUSALS_MAX,
 };
 use shardspace_node::network::{
     CROSS_SHARD_FRAME_BYTES_MAX, FRAME_BYTES_MAX, Frame, HANDSHAKE_FRAME_BYTES_MAX, HANDSHAKES_MAX, NetworkCounters,
@@ -212,6 +213,16 @@ async fn a_connection_past_client_connections_max_is_told_why_and_closed_and_a_l
     }
     assert!(closed_by_peer(&mut refused).await);
     assert!(rx_core.try_recv().is_err(), "the refused connection reached the core");
+    // Refusals being told at once are bounded too: connections that take their refusal
+    // and stay hold the refusals' places (up to 5 s each), and one more is closed untold.
+    let mut staying = vec![refused];
+    for _ in 1..REFUSALS_MAX {
+        let mut frames = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+        assert!(matches!(next_reply(&mut frames).await, Some(ClientReply::Error(_))));
+        staying.push(frames);
+    }
+    let mut untold = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+    assert_eq!(next_reply(&mut untold).await, None, "closed without a word past REFUSALS_MAX");
     // One closes: the next connection is served, and its requests reach the core.
     drop(open.pop());
     assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Closed(_)));
