@@ -260,5 +260,6 @@ async fn a_client_frame_past_client_frame_bytes_max_is_answered_with_an_error_an
         other => panic!("expected an error, got {other:?}"),
     }
     assert!(closed_by_peer(&mut client).await);
+    drop(client);
     assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Closed(_)));
 }
