@@ -5,7 +5,10 @@
 //! accounts opened on both shards, a cross-shard transfer committed, a double
 //! spend raced through both shards (exactly one commits, the loser's locks are
 //! released), a resubmission answered from the record, a cross-shard `dump`,
-//! and bad input refused or aborted with its reason while nothing changes.
+//! and bad input refused or aborted with its reason while nothing changes. Then a
+//! cross-contract call, `hello.greet_counted` counting with `addition.increment`
+//! as its dependency, with every contract served by the Rust checker and then by
+//! the Python one: committed, and aborted when either checker rejects.
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
@@ -13,12 +16,14 @@ use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 use shardspace_checker::TransactionBuilder;
+use shardspace_contract_addition as addition;
 use shardspace_contract_bank as bank;
+use shardspace_contract_hello as hello;
 use shardspace_core::sbac::{ATTEMPTS_AHEAD_MAX, AbortReason, AnswerBody, Attempt, ObjectStatus, ObjectView, VoteKind};
 use shardspace_core::{Envelope, Object, ShardId};
 use shardspace_node::client::{ClientReply, ClientRequest, RejectKind, ReplicaClient};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError, Outcome};
-use shardspace_testkit::cluster::{DEADLINE, LocalCluster};
+use shardspace_testkit::cluster::{Checkers, DEADLINE, LocalCluster, Options};
 use shardspace_testkit::processes::wait_until;
 
 const SHARDS: u32 = 2;
@@ -309,4 +314,98 @@ async fn a_replica_that_lost_its_disk_catches_up_from_records_its_peers_serve() 
         async move { view.await.is_some_and(|view| active(&view)) }
     })
     .await;
+}
+
+/// `hello.greet_counted` counts its visitors with `addition`'s counter: its one dependency
+/// is the `addition.increment` that consumes the count before and creates the visitor's.
+/// Each replica asks the dependency's checker, then the greeting's (node/src/checking.rs);
+/// a rejection by either aborts the whole transaction on every concerned shard, and the
+/// counter it would have consumed stays active. Once with every contract served by the
+/// Rust checker, once by the Python one: the same scenario, the same outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_is_checked_by_its_own_contract_and_its_rejection_aborts_the_call() {
+    for checkers in [Checkers::Rust, Checkers::Python] {
+        let options = Options { checkers, ..Options::test(SHARDS, REPLICAS, false) };
+        let local = LocalCluster::with(Path::new(env!("CARGO_BIN_EXE_shardspace")), &options).unwrap();
+        let client = ClusterClient::new(&local.file, DEADLINE).unwrap();
+        // Dropped (every process killed) at the end of each turn, pass or fail: one cluster at a time.
+        let cluster = Cluster { local, client };
+        count_visitors(&cluster, checkers).await;
+    }
+}
+
+async fn count_visitors(cluster: &Cluster, checkers: Checkers) {
+    // The counter "0": `init` is one fixed transaction (one id), so it is made once per cluster.
+    let init = addition::init().unwrap();
+    assert!(submit(cluster, &init, 1).await.committed(), "{checkers:?}: init");
+    let zero = init.transaction.own_outputs().remove(0);
+    settled(cluster, &zero, active).await;
+
+    // The first visitor: the counter "0" is consumed and "1" created by the dependency (an
+    // `addition` object, whose txId is the dependency's), the greeting by `hello`.
+    let increment = addition::increment(&zero).unwrap();
+    let one = increment.transaction.own_outputs().remove(0);
+    let greet = hello::greet_counted("ada", increment).unwrap();
+    assert!(submit(cluster, &greet, 1).await.committed(), "{checkers:?}: ada, visitor 1");
+    let tx = greet.transaction.tx_id();
+    settled(cluster, &zero, |view| view.status == ObjectStatus::Inactive { consumed_by: tx }).await;
+    let counter = settled(cluster, &one, active).await;
+    assert_eq!((counter.value.as_str(), counter.contract.as_str()), ("1", "addition"), "{checkers:?}");
+    assert_eq!(counter.created_by, greet.transaction.dependencies[0].tx_id(), "the dependency creates the counter");
+    let greeting = greet.transaction.own_outputs().remove(0);
+    assert_eq!(greeting.value, "hello, ada: visitor 1");
+    let view = settled(cluster, &greeting, active).await;
+    assert_eq!((view.value, view.contract.as_str(), view.created_by), (greeting.value, "hello", tx));
+
+    // A lying dependency: "1" incremented to "3", greeted as visitor 3. The greeting's checker
+    // would accept it (it reads the count); addition.increment's rejects it, so all abort.
+    let mut lying = addition::increment(&one).unwrap();
+    lying.transaction.outputs[0] = "3".into();
+    let three = lying.transaction.own_outputs().remove(0);
+    let greet_three = hello::greet_counted("ada", lying).unwrap();
+    assert_eq!(greet_three.transaction.outputs[0], hello::greeting("ada", "3"));
+    assert_aborted_with(&submit(cluster, &greet_three, 1).await, &[AbortReason::CheckerRejected]);
+    // Active: each shard voted abort, so none holds a lock on it (I6).
+    settled(cluster, &one, active).await;
+    assert_eq!(cluster.client.object(three.id).await.unwrap(), None, "{checkers:?}: a counter \"3\" exists");
+
+    // A true increment of "1", greeted as visitor 7: the greeting's own checker rejects it.
+    let mut seventh = hello::greet_counted("ada", addition::increment(&one).unwrap()).unwrap();
+    seventh.transaction.outputs[0] = hello::greeting("ada", "7");
+    assert_aborted_with(&submit(cluster, &seventh, 1).await, &[AbortReason::CheckerRejected]);
+    assert_eq!(settled(cluster, &one, active).await.value, "1");
+
+    // The walk goes on after rejections: the second visitor is counted, the new counter and
+    // the greeting on different shards (a cross-shard commit, whichever shard "ada"'s were on).
+    let (greet, two) = greeting_across(cluster, "grace", &one);
+    let outcome = submit(cluster, &greet, 1).await;
+    assert!(outcome.committed() && outcome.shards.len() == 2, "{checkers:?}: {outcome:?}");
+    let tx = greet.transaction.tx_id();
+    settled(cluster, &one, |view| view.status == ObjectStatus::Inactive { consumed_by: tx }).await;
+    assert_eq!(settled(cluster, &two, active).await.value, "2");
+    let greeting = greet.transaction.own_outputs().remove(0);
+    assert_eq!(greeting.value, hello::greeting(name_of(&greet), "2"));
+    assert_eq!(settled(cluster, &greeting, active).await.value, greeting.value);
+}
+
+/// The name a `greet_counted` greets.
+fn name_of(greet: &Envelope) -> &str {
+    greet.transaction.parameters[0].as_str().unwrap()
+}
+
+/// A `greet_counted` that increments `counter`, and the new counter: the name is `name`, or
+/// `name` and a number, the first whose greeting lands on the shard other than the new
+/// counter's (as `account_on` picks keys), so that the call is decided across both shards.
+fn greeting_across(cluster: &Cluster, name: &str, counter: &Object) -> (Envelope, Object) {
+    let increment = addition::increment(counter).unwrap();
+    let created = increment.transaction.own_outputs().remove(0);
+    let names = std::iter::once(name.to_string()).chain((2..).map(|number| format!("{name} {number}")));
+    for name in names.take(64) {
+        let greet = hello::greet_counted(&name, increment.clone()).unwrap();
+        let greeting = greet.transaction.own_outputs().remove(0);
+        if cluster.client.map().shard_of(&greeting.id) != cluster.client.map().shard_of(&created.id) {
+            return (greet, created);
+        }
+    }
+    panic!("no name of 64 puts {name}'s greeting on the other shard than the counter {}", created.value);
 }

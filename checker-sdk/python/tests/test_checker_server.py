@@ -71,7 +71,7 @@ def test_get_root_lists_contracts_and_methods(example_server):
             "addition": ["increment", "init"],
             "bank": ["create_account", "transfer"],
             "dump": ["*"],
-            "hello": ["greet"],
+            "hello": ["greet", "greet_counted"],
             "petition": ["create", "sign", "tally"],
         }
     }
