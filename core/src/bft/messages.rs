@@ -459,3 +459,29 @@ impl PeerMessage {
 fn malformed(what: &'static str, reason: &str) -> ProtocolError {
     ProtocolError::Malformed { what, reason: reason.to_string() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_its_capacity_the_cache_forgets_the_certificates_of_the_oldest_round_first() {
+        let capacity = 8;
+        let mut cache = VerifiedCertificates::new(capacity);
+        let identity = |n: u8| Digest([n; 32]);
+        for n in 0..capacity as u8 {
+            cache.insert(identity(n), Round(u64::from(n / 2) + 1));
+        }
+        assert!((0..capacity as u8).all(|n| cache.contains(&identity(n))), "all kept within the capacity");
+        // One more: the two of round 1, the oldest, go; the rest and the newest stay.
+        cache.insert(identity(100), Round(9));
+        assert!(!cache.contains(&identity(0)) && !cache.contains(&identity(1)), "round 1 forgotten");
+        assert!((2..capacity as u8).all(|n| cache.contains(&identity(n))));
+        assert!(cache.contains(&identity(100)));
+        assert!(cache.seen.len() <= capacity);
+        // A cache of capacity 0 (verification on every message) keeps nothing.
+        let mut disabled = VerifiedCertificates::disabled();
+        disabled.insert(identity(1), Round(1));
+        assert!(!disabled.contains(&identity(1)));
+    }
+}

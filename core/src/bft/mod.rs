@@ -22,6 +22,6 @@ pub use messages::{
     Block, Checkpoint, CheckpointCertificate, CheckpointPoint, MessageLimits, PeerMessage, Proposal, QuorumCertificate,
     Timeout, TimeoutCertificate, VerifiedCertificates, Vote,
 };
-pub use replica::{Action, Config, Event, Persisted, Replica};
+pub use replica::{Action, Config, Event, FETCH_ATTEMPTS_MAX, Persisted, Replica, SYNC_ANSWERS_PER_SECOND_MAX};
 pub use safety::SafetyState;
 pub use types::{Digest, DigestMap, DigestSet, Height, ReplicaId, Request, Round, SnapshotBytes, TimeMs};

@@ -153,10 +153,10 @@ struct Fetch {
 }
 
 /// Attempts at fetching one block before giving up on it.
-const FETCH_ATTEMPTS_MAX: u32 = 32;
+pub const FETCH_ATTEMPTS_MAX: u32 = 32;
 /// Sync answers (blocks or a snapshot) one peer may get per second: a tiny
 /// request must not buy a large answer without end.
-const SYNC_ANSWERS_PER_SECOND_MAX: u32 = 64;
+pub const SYNC_ANSWERS_PER_SECOND_MAX: u32 = 64;
 
 #[derive(Debug)]
 pub struct Replica<A: Application> {
