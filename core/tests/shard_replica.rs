@@ -150,23 +150,11 @@ fn a_client_that_went_away_is_answered_no_more() {
 #[derive(Debug, Default)]
 struct Failing;
 
-impl Source<ObjectId, ObjectRecord> for Failing {
-    fn get(&self, _: &ObjectId) -> Option<ObjectRecord> {
+impl<K, V> Source<K, V> for Failing {
+    fn get(&self, _: &K) -> Option<V> {
         None
     }
-    fn keys_after(&self, _: Option<&ObjectId>, _: usize) -> Vec<ObjectId> {
-        Vec::new()
-    }
-    fn fault(&self) -> Option<String> {
-        Some("disk I/O error".into())
-    }
-}
-
-impl Source<TxId, TxRecord> for Failing {
-    fn get(&self, _: &TxId) -> Option<TxRecord> {
-        None
-    }
-    fn keys_after(&self, _: Option<&TxId>, _: usize) -> Vec<TxId> {
+    fn keys_after(&self, _: Option<&K>, _: usize) -> Vec<K> {
         Vec::new()
     }
     fn fault(&self) -> Option<String> {

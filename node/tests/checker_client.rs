@@ -301,6 +301,14 @@ async fn a_checker_answering_every_path_with_a_verdict_is_asked_once_per_request
     assert_eq!(*paths.lock().unwrap(), ["/batch", "/toy/even", "/toy/even"]);
 }
 
+/// Serves `app` on a free port for the rest of the test; its base URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 /// One batch call as the checker received it: its body's bytes and request count.
 #[derive(Clone, Copy, Debug)]
 struct BatchSeen {
@@ -334,10 +342,7 @@ async fn measured_checker(contract: Contract) -> (String, Arc<Mutex<(Vec<BatchSe
                 response
             }
         }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
+    (serve(app).await, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,6 +374,22 @@ async fn batches_stay_within_their_count_bytes_and_calls_in_flight() {
     assert!(most_at_once <= BATCHES_IN_FLIGHT_MAX, "{most_at_once} batch calls at once");
 }
 
+/// `count` checks of `toy.method` (parameter 0, 1, …) sent at once; each one's outcome.
+async fn check_all(client: &CheckerClient, url: &str, method: &str, count: i64) -> Vec<(i64, CheckOutcome)> {
+    let checks: Vec<_> = (0..count)
+        .map(|n| {
+            let (client, url, method) = (client.clone(), url.to_string(), method.to_string());
+            tokio::spawn(async move { (n, client.check(&url, &request("toy", &method, n)).await) })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for check in checks {
+        let (n, outcome) = check.await.unwrap();
+        outcomes.push((n, outcome.unwrap_or_else(|error| panic!("check {n}: {error}"))));
+    }
+    outcomes
+}
+
 /// Bounds for the tests that queue many checks: a deadline none of them should reach.
 fn patient() -> CheckerClientLimits {
     CheckerClientLimits { deadline: Duration::from_secs(30), ..limits() }
@@ -397,24 +418,15 @@ async fn single_call_checker(contract: Contract) -> (String, Arc<Mutex<(usize, u
                 response
             }
         }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
+    (serve(app).await, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_calls_past_calls_in_flight_max_wait_their_turn_and_each_gets_its_verdict() {
     let (url, seen) = single_call_checker(slow_toy()).await;
     let client = CheckerClient::new(patient()).unwrap();
-    let checks: Vec<_> = (0..3 * CALLS_IN_FLIGHT_MAX as i64)
-        .map(|n| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { client.check(&url, &request("toy", "slow", n)).await })
-        })
-        .collect();
-    for check in checks {
-        assert_eq!(check.await.unwrap().unwrap(), CheckOutcome::Verdict { success: true, reason: None });
+    for (_, outcome) in check_all(&client, &url, "slow", 3 * CALLS_IN_FLIGHT_MAX as i64).await {
+        assert_eq!(outcome, CheckOutcome::Verdict { success: true, reason: None });
     }
     let (running, most_at_once) = *seen.lock().unwrap();
     assert_eq!(running, 0);
@@ -425,16 +437,8 @@ async fn single_calls_past_calls_in_flight_max_wait_their_turn_and_each_gets_its
 async fn checks_past_batch_queue_max_wait_for_room_and_each_gets_its_verdict() {
     let (url, _stop) = even_checker().await;
     let client = CheckerClient::new(patient()).unwrap();
-    let count = BATCH_QUEUE_MAX as i64 + 200;
-    let checks: Vec<_> = (0..count)
-        .map(|n| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { (n, client.check(&url, &request("toy", "even", n)).await) })
-        })
-        .collect();
-    for check in checks {
-        let (n, outcome) = check.await.unwrap();
-        let CheckOutcome::Verdict { success, .. } = outcome.unwrap() else { panic!("check {n} was refused") };
+    for (n, outcome) in check_all(&client, &url, "even", BATCH_QUEUE_MAX as i64 + 200).await {
+        let CheckOutcome::Verdict { success, .. } = outcome else { panic!("check {n} was refused") };
         assert_eq!(success, n % 2 == 0, "the verdict on {n}");
     }
 }

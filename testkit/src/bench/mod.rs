@@ -180,6 +180,11 @@ pub struct Figure {
     pub vs_baseline: f64,
 }
 
+/// CPU seconds per committed transaction; NaN when none committed.
+fn per_committed(cpu_s: f64, committed: usize) -> f64 {
+    if committed == 0 { f64::NAN } else { cpu_s / committed as f64 }
+}
+
 fn checkers_name(checkers: Checkers) -> &'static str {
     match checkers {
         Checkers::Rust => "rust",
@@ -395,7 +400,7 @@ impl Bench {
             calibration_ms,
             cluster_cpu_s,
             loadgen_cpu_s: after.1 - before.1,
-            cpu_s_per_tx: if committed_all == 0 { f64::NAN } else { cluster_cpu_s / committed_all as f64 },
+            cpu_s_per_tx: per_committed(cluster_cpu_s, committed_all),
             stats,
         };
         let load = match (clients, offered_tps) {
@@ -416,7 +421,7 @@ impl Bench {
             run.stats.errors,
             run.stats.shed,
             run.cpu_s_per_tx * 1000.0,
-            run.loadgen_cpu_s * 1000.0 / run.stats.committed_all.max(1) as f64,
+            per_committed(run.loadgen_cpu_s, run.stats.committed_all) * 1000.0,
         );
         run
     }
@@ -448,7 +453,9 @@ impl Bench {
             errors: runs.iter().map(|run| run.stats.errors).sum(),
             shed: runs.iter().map(|run| run.stats.shed).sum(),
             cpu_s_per_tx: median(runs.iter().map(|run| run.cpu_s_per_tx)),
-            loadgen_cpu_s_per_tx: median(runs.iter().map(|run| run.loadgen_cpu_s / run.stats.committed_all as f64)),
+            loadgen_cpu_s_per_tx: median(
+                runs.iter().map(|run| per_committed(run.loadgen_cpu_s, run.stats.committed_all)),
+            ),
             replica_peak_rss_mib: cluster.replica_pids().into_iter().map(peak_rss_mib).fold(0.0, f64::max),
             vs_baseline: tps_median / baseline,
         }
