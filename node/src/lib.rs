@@ -37,7 +37,7 @@ use crate::store::{Store, StoreError};
 /// Messages from peers waiting for the core.
 pub const CORE_QUEUE_MAX: usize = 10_000;
 /// Client commands waiting for the core.
-const CLIENT_COMMANDS_MAX: usize = 1_000;
+pub const CLIENT_COMMANDS_MAX: usize = 1_000;
 /// Checker verdicts waiting for the core.
 pub const CHECKED_QUEUE_MAX: usize = 1_000;
 

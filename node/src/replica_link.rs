@@ -192,3 +192,56 @@ fn route(shard: ShardId, replica: usize, reply: ClientReply, routes: &Mutex<Rout
         let _ = subscriber.try_send((shard, replica, reply.clone()));
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    fn numbered(n: u32) -> ClientRequest {
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        ClientRequest::Transaction(TxId(id))
+    }
+
+    fn number_of(request: &ClientRequest) -> u32 {
+        match request {
+            ClientRequest::Transaction(TxId(id)) => u32::from_be_bytes(id[..4].try_into().unwrap()),
+            other => panic!("not a numbered request: {other:?}"),
+        }
+    }
+
+    /// The next request a fake replica reads.
+    async fn next_request(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> ClientRequest {
+        let frame = tokio::time::timeout(DEADLINE, frames.next()).await.unwrap().unwrap().unwrap();
+        decode::<ClientRequest>(&frame).unwrap()
+    }
+
+    /// Requests asked faster than the link writes them (here all at once, before its task
+    /// has run: the test's runtime has one thread) wait up to `LINK_QUEUE_MAX`; the rest are
+    /// dropped at once, `ask` never blocks, and the queued ones all reach the replica in
+    /// order. Once the queue drains, the link carries new requests again.
+    #[tokio::test]
+    async fn requests_past_link_queue_max_are_dropped_and_the_queued_ones_all_arrive_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let link = ReplicaLink::new(ShardId(0), 0, listener.local_addr().unwrap().to_string());
+        let (heard, _replies) = mpsc::channel(1);
+        let mut subscriptions = Subscriptions::default();
+        let asked = u32::try_from(LINK_QUEUE_MAX).unwrap() + 1_000;
+        for n in 0..asked {
+            link.ask(About::Outcome(TxId([0; 32])), numbered(n), heard.clone(), &mut subscriptions);
+        }
+        let (stream, _) = tokio::time::timeout(DEADLINE, listener.accept()).await.unwrap().unwrap();
+        let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
+        let mut replica = Framed::new(stream, codec);
+        for n in 0..LINK_QUEUE_MAX {
+            assert_eq!(number_of(&next_request(&mut replica).await), u32::try_from(n).unwrap());
+        }
+        // The next request to arrive is a new one: none past the bound was kept.
+        link.ask(About::Outcome(TxId([0; 32])), numbered(asked), heard, &mut subscriptions);
+        assert_eq!(number_of(&next_request(&mut replica).await), asked);
+    }
+}

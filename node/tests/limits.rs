@@ -4,14 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use shardspace_core::ShardId;
 use shardspace_core::bft::{PeerMessage, ReplicaId, Request};
 use shardspace_core::sbac::Attempt;
+use shardspace_core::{ShardId, TxId};
+use shardspace_node::CLIENT_COMMANDS_MAX;
 use shardspace_node::client::{
     CLIENT_CONNECTIONS_MAX, CLIENT_FRAME_BYTES_MAX, ClientCommand, ClientListener, ClientReply, ClientRequest,
     REFUSALS_MAX,
@@ -170,11 +172,14 @@ async fn a_core_queue_that_is_full_holds_the_peer_back_and_loses_nothing() {
     const { assert!(shardspace_node::CORE_QUEUE_MAX >= PEER_QUEUE_MAX) };
 }
 
-/// A client listener in process; the test plays the core.
-async fn client_listener() -> (std::net::SocketAddr, mpsc::Receiver<ClientCommand>, watch::Sender<bool>) {
+/// A client listener in process whose commands wait in a queue of `commands_max`; the
+/// test plays the core.
+async fn client_listener(
+    commands_max: usize,
+) -> (std::net::SocketAddr, mpsc::Receiver<ClientCommand>, watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let (tx_core, rx_core) = mpsc::channel(4 * CLIENT_CONNECTIONS_MAX);
+    let (tx_core, rx_core) = mpsc::channel(commands_max);
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(ClientListener { listener, tx_core }.run(shutdown));
     (address, rx_core, stop)
@@ -200,7 +205,7 @@ async fn next_reply(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Opt
 
 #[tokio::test]
 async fn a_connection_past_client_connections_max_is_told_why_and_closed_and_a_later_one_is_served() {
-    let (address, mut rx_core, _stop) = client_listener().await;
+    let (address, mut rx_core, _stop) = client_listener(4 * CLIENT_CONNECTIONS_MAX).await;
     let mut open = Vec::new();
     for _ in 0..CLIENT_CONNECTIONS_MAX {
         let frames = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
@@ -239,7 +244,7 @@ async fn closed_by_peer(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) ->
 
 #[tokio::test]
 async fn a_client_frame_past_client_frame_bytes_max_is_answered_with_an_error_and_closes_only_its_connection() {
-    let (address, mut rx_core, _stop) = client_listener().await;
+    let (address, mut rx_core, _stop) = client_listener(4 * CLIENT_CONNECTIONS_MAX).await;
     let request = |bytes: usize| ClientRequest::Envelope { envelope: "x".repeat(bytes), attempt: Attempt(1) };
     // Just within the limit: it reaches the core whole.
     let mut client = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
@@ -262,4 +267,56 @@ async fn a_client_frame_past_client_frame_bytes_max_is_answered_with_an_error_an
     assert!(closed_by_peer(&mut client).await);
     drop(client);
     assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Closed(_)));
+}
+
+/// Clients that send faster than the core takes their requests fill the node's command
+/// queue (`CLIENT_COMMANDS_MAX`) and are then held back by TCP: nothing is dropped, and each
+/// client's requests reach the core whole and in order.
+#[tokio::test]
+async fn a_full_client_command_queue_holds_clients_back_and_loses_nothing() {
+    let (address, mut rx_core, _stop) = client_listener(CLIENT_COMMANDS_MAX).await;
+    let (clients, each) = (4, u32::try_from(CLIENT_COMMANDS_MAX).unwrap());
+    let numbered = |n: u32| {
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        ClientRequest::Transaction(TxId(id))
+    };
+    let mut writers = Vec::new();
+    for _ in 0..clients {
+        let mut frames = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+        writers.push(tokio::spawn(async move {
+            for n in 0..each {
+                frames.send(bytes::Bytes::from(postcard::to_stdvec(&numbered(n)).unwrap())).await.unwrap();
+            }
+            frames
+        }));
+    }
+    // The core reads nothing until its queue is full.
+    tokio::time::timeout(DEADLINE, async {
+        while rx_core.len() < CLIENT_COMMANDS_MAX {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let (mut next, mut replies, mut received) = (BTreeMap::new(), Vec::new(), 0);
+    while received < clients * each {
+        match next_command(&mut rx_core).await {
+            ClientCommand::Open { client, tx_client } => {
+                replies.push(tx_client);
+                next.insert(client, 0);
+            }
+            ClientCommand::Request { client, request: ClientRequest::Transaction(TxId(id)) } => {
+                let expected = next.get_mut(&client).unwrap();
+                assert_eq!(u32::from_be_bytes(id[..4].try_into().unwrap()), *expected, "{client:?}");
+                *expected += 1;
+                received += 1;
+            }
+            other => panic!("expected a numbered request, got {other:?}"),
+        }
+    }
+    assert!(next.values().all(|count| *count == each));
+    for writer in writers {
+        let _frames = writer.await.unwrap();
+    }
 }

@@ -132,7 +132,7 @@ impl Synchronizer {
             *window = now;
             *used = 0;
         }
-        *used += 1;
+        *used = used.saturating_add(1);
         *used <= SYNC_ANSWERS_PER_SECOND_MAX
     }
 
