@@ -1,5 +1,6 @@
 //! `verify` of every BFT message, one negative case per rule: what a message alone
-//! can prove (signatures, quorums, distinct signers, leaders, rounds, sizes).
+//! can prove (signatures, quorums, distinct signers, rounds, sizes). Who may lead a
+//! round is checked by the replica (`bft_leaders.rs`).
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
@@ -71,13 +72,8 @@ fn rejects(result: Result<(), ProtocolError>, matches: impl Fn(&ProtocolError) -
 fn a_well_formed_proposal_verifies_and_each_flaw_is_caught() {
     let shard = shard();
     let parent = shard.qc(Digest([1; 32]), Round(4), &[0, 1, 2]);
-    // Round 5's leader is replica 1 (5 mod 4).
+    // Who leads round 5 depends on the chain (`leaders.rs`), checked by the replica, not here.
     assert!(shard.verify(&shard.proposal(block(5, 1, parent.clone(), 3), None)).is_ok());
-    rejects(
-        shard.verify(&shard.proposal(block(5, 2, parent.clone(), 0), None)),
-        |e| matches!(e, ProtocolError::WrongLeader { .. }),
-        "not the leader",
-    );
     rejects(
         shard.verify(&shard.proposal(block(6, 2, parent.clone(), 0), None)),
         |e| matches!(e, ProtocolError::Malformed { .. }),
@@ -123,7 +119,6 @@ fn a_proposal_after_a_timeout_needs_the_certificate_of_the_round_before() {
     let shard = shard();
     let parent = shard.qc(Digest([1; 32]), Round(4), &[0, 1, 2]);
     let tc = shard.tc(Round(6), &parent, &[0, 1, 2]);
-    // Round 7's leader is replica 3.
     assert!(shard.verify(&shard.proposal(block(7, 3, parent.clone(), 0), Some(tc.clone()))).is_ok());
     let old_tc = shard.tc(Round(5), &parent, &[0, 1, 2]);
     rejects(

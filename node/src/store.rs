@@ -49,8 +49,9 @@ pub enum StoreError {
 }
 
 /// The layout this store writes: 2 keeps the records themselves (1 was a read model only);
-/// 3 keeps the same tables, but the saved heads' LtHash lanes are BLAKE3 expansions.
-const SCHEMA_VERSION: i64 = 3;
+/// 3 keeps the same tables, but the saved heads' LtHash lanes are BLAKE3 expansions; 4 the
+/// same, but a block's digest binds its parent certificate's signers (leader reputation).
+const SCHEMA_VERSION: i64 = 4;
 
 pub use shardspace_core::sbac::replica::Write;
 

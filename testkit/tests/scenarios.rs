@@ -170,3 +170,23 @@ fn a_minority_partition_heals_and_catches_up() {
     submit(&mut simulation, "healed", 5);
     settle(&mut simulation);
 }
+
+#[test]
+fn zz_cost_of_a_crashed_replica() {
+    for crashed in [None, Some(0u32), Some(1), Some(2), Some(3)] {
+        let mut settings = Settings::new(21);
+        settings.links = LinkFaults { delay_min_ms: 1, delay_max_ms: 5, ..LinkFaults::perfect() };
+        let mut simulation = Simulation::new(settings);
+        submit(&mut simulation, "warm", 5);
+        settle(&mut simulation);
+        if let Some(replica) = crashed {
+            simulation.crash(ReplicaId(replica));
+        }
+        let cost = simulation.decide_one_by_one("one", 20, 30_000).unwrap();
+        println!(
+            "crashed {crashed:?}: {:.0} ms, {:.2} rounds per decision",
+            cost.ms_per_decision(),
+            cost.rounds_per_decision()
+        );
+    }
+}

@@ -1,10 +1,10 @@
-//! A shard's committee: its replicas' public keys, quorum sizes, the leader of
-//! each round, and domain-separated signing.
+//! A shard's committee: its replicas' public keys, quorum sizes, and
+//! domain-separated signing (who leads a round is `leaders.rs`).
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use super::error::ProtocolError;
-use super::types::{Digest, ReplicaId, Round};
+use super::types::{Digest, ReplicaId};
 use crate::ids::ShardId;
 
 /// The replicas of one shard and what they sign for.
@@ -53,12 +53,6 @@ impl Committee {
 
     pub fn contains(&self, replica: ReplicaId) -> bool {
         (replica.0 as usize) < self.keys.len()
-    }
-
-    /// Leaders rotate round-robin.
-    pub fn leader(&self, round: Round) -> ReplicaId {
-        let size = u64::try_from(self.keys.len()).expect("a committee size fits u64");
-        ReplicaId(u32::try_from(round.0 % size).expect("an index below the committee size fits u32"))
     }
 
     /// The bytes a replica signs: a tag, the cluster and shard, then the fields.

@@ -2,11 +2,12 @@
 //! certified chain, execution with request de-duplication, snapshots for
 //! checkpoints and state transfer.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use super::app::Application;
+use super::leaders::{Activity, REPUTATION_WINDOW};
 use super::messages::{Block, CheckpointCertificate, CheckpointPoint};
 use super::types::{Digest, DigestSet, Height, Request, Round, SnapshotBytes};
 
@@ -68,12 +69,26 @@ impl Executed {
     }
 }
 
-/// What a checkpoint signs: the head of the application's state and the de-duplication window.
+/// The activity of the last decided blocks, newest last: enough for a leader's window
+/// (`leaders.rs`) to reach below the tip and below a checkpoint whose blocks are gone.
+/// Part of the replicated state, like `Executed`.
+const RECENT_MAX: usize = 2 * REPUTATION_WINDOW;
+
+/// What a checkpoint signs: the head of the application's state, the de-duplication
+/// window, and the activity of the last decided blocks.
 #[derive(Serialize, Deserialize)]
 struct SnapshotHead {
     #[serde(with = "super::types::serde_bytes_vec")]
     app: Vec<u8>,
     executed: Executed,
+    recent: VecDeque<Activity>,
+}
+
+impl SnapshotHead {
+    fn decode(checkpoint: &StableCheckpoint) -> Result<Self, String> {
+        let (head, _) = snapshot_parts(&checkpoint.state)?;
+        postcard::from_bytes(head).map_err(|error| error.to_string())
+    }
 }
 
 /// A snapshot as sent and stored: the encoded head, whose digest the checkpoint signs,
@@ -132,6 +147,8 @@ pub struct Ledger<A: Application> {
     /// dropped at each commit without scanning every block kept.
     undecided: BTreeMap<Round, Vec<Digest>>,
     tip: Tip,
+    /// The activity of the last `RECENT_MAX` decided blocks, oldest first.
+    recent: VecDeque<Activity>,
     stable: Option<StableCheckpoint>,
     /// A checkpoint after every this many heights.
     checkpoint_interval: u64,
@@ -148,6 +165,7 @@ impl<A: Application> Ledger<A> {
             decided,
             undecided: BTreeMap::new(),
             tip,
+            recent: VecDeque::new(),
             stable: None,
             checkpoint_interval: checkpoint_interval.max(1),
         }
@@ -271,6 +289,7 @@ impl<A: Application> Ledger<A> {
             digests.push(request_digest);
         }
         self.executed.record(height, digests);
+        self.remember(Activity::of(digest, &block));
         self.tip = Tip { block: digest, round: block.round, height };
         self.decided.insert(height, digest);
         if let Some(undecided) = self.undecided.get_mut(&block.round) {
@@ -279,6 +298,29 @@ impl<A: Application> Ledger<A> {
         // Snapshot now, between this block and the next: the checkpoint is of this height.
         let checkpoint = height.0.is_multiple_of(self.checkpoint_interval).then(|| self.checkpoint_point());
         Decided { height, block, outputs, checkpoint }
+    }
+
+    fn remember(&mut self, activity: Activity) {
+        if self.recent.len() >= RECENT_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(activity);
+    }
+
+    /// The activity of the chain ending at `from`, newest first, `REPUTATION_WINDOW` blocks
+    /// long or down to the genesis; `Err` names a block of it unknown here.
+    pub fn window(&self, from: &Digest) -> Result<Vec<Activity>, Digest> {
+        let mut window = Vec::with_capacity(REPUTATION_WINDOW);
+        let mut cursor = *from;
+        while window.len() < REPUTATION_WINDOW && cursor != Digest::default() {
+            let activity = match self.blocks.get(&cursor) {
+                Some(block) => Activity::of(cursor, block),
+                None => self.recent.iter().rev().find(|activity| activity.block == cursor).ok_or(cursor)?.clone(),
+            };
+            cursor = activity.parent;
+            window.push(activity);
+        }
+        Ok(window)
     }
 
     /// Undecided blocks at or below the tip's round can never be decided.
@@ -296,7 +338,11 @@ impl<A: Application> Ledger<A> {
 
     /// The checkpoint point of the tip, with the snapshot it signs.
     pub fn checkpoint_point(&mut self) -> (CheckpointPoint, SnapshotBytes) {
-        let head = SnapshotHead { app: self.app.state_head(self.tip.height), executed: self.executed.clone() };
+        let head = SnapshotHead {
+            app: self.app.state_head(self.tip.height),
+            executed: self.executed.clone(),
+            recent: self.recent.clone(),
+        };
         let head = postcard::to_stdvec(&head).expect("encoding a snapshot into memory cannot fail");
         let state = snapshot_of(&head, self.app.state_body().as_deref());
         let point = CheckpointPoint {
@@ -330,6 +376,7 @@ impl<A: Application> Ledger<A> {
         let head: SnapshotHead = postcard::from_bytes(head).map_err(|error| error.to_string())?;
         self.app.restore(&head.app, body)?;
         self.executed = head.executed;
+        self.recent = head.recent;
         self.executed.all = self.executed.by_height.values().flatten().copied().collect();
         let point = checkpoint.certificate.point;
         self.tip = Tip { block: point.block, round: point.round, height: point.height };
@@ -365,8 +412,14 @@ impl<A: Application> Ledger<A> {
         self.app.resume(&resume.app)?;
         self.executed.by_height = resume.executed.into_iter().collect();
         self.executed.all = self.executed.by_height.values().flatten().copied().collect();
+        if let Some(stable) = &stable {
+            self.recent = SnapshotHead::decode(stable)
+                .map_err(|error| format!("the stable checkpoint's head does not decode: {error}"))?
+                .recent;
+        }
         for (offset, block) in (1..).zip(decided) {
             let (height, digest) = (Height(stable_height.0 + offset), block.digest());
+            self.remember(Activity::of(digest, &block));
             self.blocks.insert(digest, block);
             self.decided.insert(height, digest);
         }

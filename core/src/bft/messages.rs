@@ -1,7 +1,7 @@
 //! The messages between replicas of one shard (`PeerMessage`) and the
 //! certificates they carry. Each has `verify`, which checks what the message
-//! alone can prove: signatures, quorums, distinct signers, leaders, sizes.
-//! Stateful checks (an old round, an unknown parent) come later, in `Replica`.
+//! alone can prove: signatures, quorums, distinct signers, sizes. Stateful checks
+//! (the leader of a round, an old round, an unknown parent) come later, in `Replica`.
 
 use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,13 @@ impl QuorumCertificate {
 
     pub fn is_genesis(&self) -> bool {
         self.round == Round(0) && self.block == Digest::default()
+    }
+
+    /// Who signed it, in id order.
+    pub fn signers(&self) -> Vec<ReplicaId> {
+        let mut signers: Vec<ReplicaId> = self.votes.iter().map(|(voter, _)| *voter).collect();
+        signers.sort_unstable();
+        signers
     }
 
     /// What a vote for `block` in `round` signs.
@@ -135,13 +142,21 @@ pub struct Block {
 }
 
 impl Block {
+    /// Binds the parent's certificate by block, round and signers (not by the signatures:
+    /// any quorum of them certifies the same block), so that every copy of a block says
+    /// the same about who voted, which leader reputation counts (`leaders.rs`).
     pub fn digest(&self) -> Digest {
-        let mut bytes = Vec::with_capacity(64 + 32 * self.requests.len());
+        let signers = self.parent.signers();
+        let mut bytes = Vec::with_capacity(72 + 4 * signers.len() + 32 * self.requests.len());
         bytes.extend_from_slice(b"shardspace/block\0");
         bytes.extend_from_slice(&self.round.0.to_be_bytes());
         bytes.extend_from_slice(&self.author.0.to_be_bytes());
         bytes.extend_from_slice(&self.parent.block.0);
         bytes.extend_from_slice(&self.parent.round.0.to_be_bytes());
+        bytes.extend_from_slice(&u64::try_from(signers.len()).unwrap_or(u64::MAX).to_be_bytes());
+        for signer in signers {
+            bytes.extend_from_slice(&signer.0.to_be_bytes());
+        }
         bytes.extend_from_slice(&u64::try_from(self.requests.len()).unwrap_or(u64::MAX).to_be_bytes());
         for request in &self.requests {
             bytes.extend_from_slice(&request.digest().0);
@@ -200,10 +215,6 @@ impl Proposal {
         cache: &mut VerifiedCertificates,
     ) -> Result<(), ProtocolError> {
         let block = &self.block;
-        let leader = committee.leader(block.round);
-        if block.author != leader {
-            return Err(ProtocolError::WrongLeader { author: block.author, round: block.round, leader });
-        }
         block.verify(committee, limits, cache)?;
         committee.verify(block.author, &Self::signing_bytes(committee, &block.digest()), &self.signature)?;
         match &self.timeout_certificate {

@@ -7,6 +7,7 @@ mod app;
 mod committee;
 mod error;
 pub mod kv;
+pub mod leaders;
 mod ledger;
 mod mempool;
 mod messages;

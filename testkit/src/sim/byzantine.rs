@@ -94,8 +94,15 @@ impl ByzantineNode {
             Event::Message { message, .. } => {
                 self.capture((**message).clone(), rng);
                 if let (true, PeerMessage::Proposal(proposal)) = (self.has(Behaviour::DoubleVote), &**message) {
-                    let vote = self.vote(proposal.block.digest(), proposal.block.round);
-                    sends.push((self.committee.leader(proposal.block.round.next()), PeerMessage::Vote(vote)));
+                    let (block, round) = (proposal.block.digest(), proposal.block.round);
+                    let vote = self.vote(block, round);
+                    // To whoever leads next, as the honest replica inside sees it (or to all).
+                    match self.replica.leader_after(round.next(), &block, round) {
+                        Ok(leader) => sends.push((leader, PeerMessage::Vote(vote))),
+                        Err(_) => {
+                            sends.extend(self.others().into_iter().map(|to| (to, PeerMessage::Vote(vote.clone()))))
+                        }
+                    }
                 }
             }
             Event::Tick(_) => sends.extend(self.on_tick(rng)),

@@ -66,6 +66,26 @@ impl Settings {
     }
 }
 
+/// What a run of decisions cost (`Simulation::decide_one_by_one`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecisionCost {
+    pub decisions: u64,
+    /// Simulated milliseconds for all of them.
+    pub ms: u64,
+    /// Rounds the shard went through for all of them.
+    pub rounds: u64,
+}
+
+impl DecisionCost {
+    pub fn ms_per_decision(&self) -> f64 {
+        self.ms as f64 / self.decisions.max(1) as f64
+    }
+
+    pub fn rounds_per_decision(&self) -> f64 {
+        self.rounds as f64 / self.decisions.max(1) as f64
+    }
+}
+
 /// Something that happens at a simulated time.
 #[derive(Clone, Debug)]
 pub enum Scheduled {
@@ -411,6 +431,42 @@ impl Simulation {
         }
     }
 
+    /// Submits `count` requests one at a time, each when the one before was executed (a
+    /// client that waits for its answer), and says what each decision cost: simulated time
+    /// and rounds (the highest round of an honest replica that is up). Each request goes to
+    /// every replica, as S-BAC's do (a request sent to a few waits for their turn as leader,
+    /// `request_forward_after_ms`). `None` if one was not executed within `deadline_ms` of
+    /// its submission.
+    pub fn decide_one_by_one(&mut self, prefix: &str, count: u64, deadline_ms: u64) -> Option<DecisionCost> {
+        let (started, first_round) = (self.now(), self.highest_honest_round());
+        for index in 0..count {
+            let request = Request::new(format!("{prefix}{index}=v"));
+            self.submitted += 1;
+            self.pending.insert(request.digest(), (request.clone(), self.timeline.now()));
+            for replica in self.replica_ids() {
+                self.step(replica, Event::Submit(request.clone()));
+            }
+            let deadline = self.now() + deadline_ms;
+            while self.undecided() > 0 {
+                if self.now() >= deadline {
+                    return None;
+                }
+                let next = self.now() + 1;
+                self.run_until(next);
+            }
+        }
+        let rounds = self.highest_honest_round().0.saturating_sub(first_round.0);
+        Some(DecisionCost { decisions: count, ms: self.now() - started, rounds })
+    }
+
+    fn highest_honest_round(&self) -> shardspace_core::bft::Round {
+        let rounds = self.nodes.iter().filter_map(|node| match node {
+            Node::Honest(honest) => honest.replica.as_ref().map(Replica::round),
+            Node::Byzantine(_) => None,
+        });
+        rounds.max().unwrap_or_default()
+    }
+
     /// Whether a replica is honest.
     pub fn is_honest(&self, replica: ReplicaId) -> bool {
         matches!(self.nodes[replica.0 as usize], Node::Honest(_))
@@ -446,13 +502,14 @@ impl Simulation {
         lines.collect::<Vec<_>>().join("\n")
     }
 
-    /// The leader of the highest round an honest replica is in.
+    /// The leader of the highest round an honest replica is in, as that replica sees it.
     pub fn current_leader(&self) -> ReplicaId {
-        let rounds = self.nodes.iter().filter_map(|node| match node {
-            Node::Honest(honest) => honest.replica.as_ref().map(Replica::round),
+        let replicas = self.nodes.iter().filter_map(|node| match node {
+            Node::Honest(honest) => honest.replica.as_ref(),
             Node::Byzantine(_) => None,
         });
-        self.committee.leader(rounds.max().unwrap_or_default())
+        let ahead = replicas.max_by_key(|replica| replica.round());
+        ahead.and_then(Replica::current_leader).unwrap_or(ReplicaId(0))
     }
 
     /// How many lies the Byzantine replicas have told (messages beyond what an honest replica sends).

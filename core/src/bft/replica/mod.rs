@@ -3,8 +3,8 @@
 //! returned `Action`s in order: persist actions complete before the sends that
 //! follow them. No IO, no clock: time comes in with `Event::Tick`.
 //!
-//! The protocol is 2-chain HotStuff (Jolteon / DiemBFT v4) with round-robin
-//! leaders: see `docs/protocol.md`.
+//! The protocol is 2-chain HotStuff (Jolteon / DiemBFT v4) with leaders chosen by
+//! reputation (`leaders.rs`): see `docs/protocol.md`.
 //!
 //! This module keeps the proposal, vote and commit flow; the pieces that own state
 //! of their own are beside it: `pacemaker` (rounds, leaders, timeouts), `aggregator`
@@ -23,6 +23,7 @@ use std::collections::BTreeSet;
 use super::app::Application;
 use super::committee::{Committee, KeyPair};
 use super::error::{Halt, ProtocolError};
+use super::leaders::{by_reputation, round_robin};
 use super::ledger::{CommitError, Ledger, Resume, StableCheckpoint, Tip};
 use super::mempool::Mempool;
 use super::messages::{Block, MessageLimits, PeerMessage, Proposal, QuorumCertificate, VerifiedCertificates, Vote};
@@ -180,6 +181,9 @@ pub struct Replica<A: Application> {
     sync: Synchronizer,
     /// The highest certificate whose block or parent is still being fetched.
     waiting_certificate: Option<QuorumCertificate>,
+    /// A proposal whose leader cannot be checked yet (a block of the chain it extends is
+    /// being fetched): taken up again after each event. Only the latest is kept.
+    pending_proposal: Option<(ReplicaId, Proposal)>,
     /// Certificates already verified (each proposal, timeout and catch-up carries one).
     verified: VerifiedCertificates,
     /// Set by a fork or a diverged state: the replica no longer acts.
@@ -260,6 +264,7 @@ impl<A: Application> Replica<A> {
             last_vote: None,
             proposal_rounds: BTreeSet::new(),
             waiting_certificate: None,
+            pending_proposal: None,
             verified: VerifiedCertificates::new(VERIFIED_CERTIFICATES_MAX),
             halted: false,
             config,
@@ -444,7 +449,7 @@ impl<A: Application> Replica<A> {
     pub fn propose_due(&self) -> Option<TimeMs> {
         let round = self.pacemaker.round();
         let waiting = self.config.propose_after_ms > 0
-            && self.pacemaker.leader(round) == self.id()
+            && self.current_leader() == Some(self.id())
             && self.proposed < round
             && self.safety.last_voted_round < round
             && (self.has_work() || self.ledger.has_requests_near(&self.safety.high_qc.block));
@@ -458,7 +463,7 @@ impl<A: Application> Replica<A> {
         // (after a restart, `last_voted_round` says so).
         let spent = self.proposed >= round || self.safety.last_voted_round >= round;
         let work = self.has_work() || self.ledger.has_requests_near(&self.safety.high_qc.block);
-        if self.pacemaker.leader(round) != self.id() || spent || !work {
+        if self.current_leader() != Some(self.id()) || spent || !work {
             return;
         }
         let full = self.mempool.len() >= self.config.limits.batch_requests_max;
@@ -488,16 +493,33 @@ impl<A: Application> Replica<A> {
     }
 
     fn on_proposal(&mut self, from: ReplicaId, proposal: Proposal, out: &mut Out<A::Output>) {
-        let Proposal { block, timeout_certificate, .. } = proposal;
-        self.on_certificate(&block.parent, from, out);
-        if let Some(certificate) = &timeout_certificate {
+        self.on_certificate(&proposal.block.parent, from, out);
+        if let Some(certificate) = &proposal.timeout_certificate {
             self.on_timeout_certificate(certificate.clone(), from, out);
         }
         let tip_round = self.ledger.tip().round;
-        let far_ahead = self.pacemaker.is_far_ahead(block.round);
-        if block.round <= tip_round || far_ahead || !self.proposal_rounds.insert(block.round) {
+        let (round, parent) = (proposal.block.round, &proposal.block.parent);
+        if round <= tip_round || self.pacemaker.is_far_ahead(round) || self.proposal_rounds.contains(&round) {
             return;
         }
+        match self.leader_after(round, &parent.block, parent.round) {
+            Ok(leader) if leader == proposal.block.author => {}
+            Ok(leader) => {
+                let error = ProtocolError::WrongLeader { author: proposal.block.author, round, leader };
+                out.push(Action::Dropped { from, error });
+                return;
+            }
+            Err(missing) => {
+                // Checked once the chain it extends is known here.
+                self.fetch(missing, parent.round, from, out);
+                if self.pending_proposal.as_ref().is_none_or(|(_, pending)| pending.block.round < round) {
+                    self.pending_proposal = Some((from, proposal));
+                }
+                return;
+            }
+        }
+        let Proposal { block, timeout_certificate, .. } = proposal;
+        self.proposal_rounds.insert(block.round);
         self.proposal_rounds = self.proposal_rounds.split_off(&tip_round);
         let (digest, round, parent_round) = (block.digest(), block.round, block.parent.round);
         if parent_round > tip_round && !self.ledger.knows(&block.parent.block) {
@@ -517,16 +539,21 @@ impl<A: Application> Replica<A> {
         let signature = self.keys.sign(&QuorumCertificate::signing_bytes(&self.committee, &digest, round));
         let vote = Vote { block: digest, round, voter: self.id(), signature };
         self.last_vote = Some((round, digest));
-        let next_leader = self.pacemaker.leader(round.next());
-        if next_leader == self.id() {
-            self.on_vote(self.id(), vote, out);
-        } else {
-            out.push(Action::Send { to: next_leader, message: PeerMessage::Vote(vote) });
+        match self.leader_after(round.next(), &digest, round) {
+            Ok(leader) if leader == self.id() => self.on_vote(self.id(), vote, out),
+            Ok(leader) => out.push(Action::Send { to: leader, message: PeerMessage::Vote(vote) }),
+            // The chain is not all known here (its blocks are being fetched): to everyone,
+            // the next leader among them.
+            Err(_) => {
+                out.push(Action::Broadcast(PeerMessage::Vote(vote.clone())));
+                self.on_vote(self.id(), vote, out);
+            }
         }
     }
 
     fn on_vote(&mut self, from: ReplicaId, vote: Vote, out: &mut Out<A::Output>) {
-        if self.pacemaker.leader(vote.round.next()) != self.id() {
+        // A vote for a block not known here yet is kept: its round's leader may be this replica.
+        if self.leader_after(vote.round.next(), &vote.block, vote.round).is_ok_and(|leader| leader != self.id()) {
             out.push(Action::Dropped { from, error: ProtocolError::Unsolicited { what: "vote" } });
             return;
         }
@@ -651,6 +678,47 @@ impl<A: Application> Replica<A> {
                 self.waiting_certificate = Some(certificate);
             }
         }
+        if let Some((from, proposal)) = self.pending_proposal.take() {
+            let parent = &proposal.block.parent;
+            if proposal.block.round < self.pacemaker.round() {
+                // Its round is over: it can no longer be voted for.
+            } else if self.ledger.window(&parent.block).is_ok() {
+                self.on_proposal(from, proposal, out);
+            } else {
+                self.pending_proposal = Some((from, proposal));
+            }
+        }
+    }
+
+    // ---- leaders ----------------------------------------------------------------------------------
+
+    /// The leader of `round` for a proposal whose parent is the block `parent` of
+    /// `parent_round`: by reputation over the chain it extends when that block is from the
+    /// round before, else (a round failed: the proposal carries a timeout certificate)
+    /// round-robin. `Err` names a block of that chain that is not known here.
+    pub fn leader_after(&self, round: Round, parent: &Digest, parent_round: Round) -> Result<ReplicaId, Digest> {
+        let size = self.committee.size();
+        if parent_round.next() != round {
+            return Ok(round_robin(round, size));
+        }
+        Ok(by_reputation(round, &self.ledger.window(parent)?, size))
+    }
+
+    /// Who this replica expects to lead its current round (`None` while a block of the chain
+    /// its highest certificate extends is being fetched).
+    pub fn current_leader(&self) -> Option<ReplicaId> {
+        let high_qc = &self.safety.high_qc;
+        self.leader_after(self.pacemaker.round(), &high_qc.block, high_qc.round).ok()
+    }
+
+    /// Who is expected to lead the round after the current one: the leader that votes of
+    /// this round go to, once this replica voted in it; else a guess (round-robin).
+    fn next_leader(&self) -> Option<ReplicaId> {
+        let round = self.pacemaker.round();
+        match self.last_vote {
+            Some((voted, block)) if voted == round => self.leader_after(round.next(), &block, round).ok(),
+            _ => Some(round_robin(round.next(), self.committee.size())),
+        }
     }
 
     /// Sends waiting requests to the leaders of this round and the next, who propose them.
@@ -664,8 +732,7 @@ impl<A: Application> Replica<A> {
         if due.is_empty() {
             return;
         }
-        let round = self.pacemaker.round();
-        let mut leaders = vec![self.pacemaker.leader(round), self.pacemaker.leader(round.next())];
+        let mut leaders: Vec<ReplicaId> = [self.current_leader(), self.next_leader()].into_iter().flatten().collect();
         leaders.dedup();
         for leader in leaders.into_iter().filter(|leader| *leader != self.id()) {
             out.push(Action::Send { to: leader, message: PeerMessage::Requests(due.clone()) });

@@ -1,4 +1,4 @@
-//! The pacemaker: which round a replica is in, who leads it, and when to give up on it.
+//! The pacemaker: which round a replica is in, and when to give up on it.
 //! It owns the round, the round timer and its backoff, this replica's own timeout, the
 //! timeouts gathered from peers and the highest timeout certificate. `Replica` asks it
 //! and acts (signs, persists, sends): the `impl Replica` below is that wiring. Rounds
@@ -14,7 +14,7 @@ const BACKOFF_EXPONENT_MAX: u32 = 16;
 
 #[derive(Debug)]
 pub(super) struct Pacemaker {
-    /// Who leads each round, and how many timeouts are f+1 and 2f+1.
+    /// How many timeouts are f+1 and 2f+1.
     committee: Committee,
     round_timeout_ms: u64,
     round_timeout_max_ms: u64,
@@ -70,12 +70,6 @@ impl Pacemaker {
 
     pub fn round_entered(&self) -> TimeMs {
         self.round_entered
-    }
-
-    /// The leader of `round`: round-robin over the committee (`Committee::leader`, which
-    /// `Proposal::verify` also checks).
-    pub fn leader(&self, round: Round) -> ReplicaId {
-        self.committee.leader(round)
     }
 
     pub fn last_tc(&self) -> Option<&TimeoutCertificate> {
@@ -416,13 +410,6 @@ mod tests {
         let pacemaker = pacemaker(&config(100, 1_000), 3);
         assert!(!pacemaker.is_far_ahead(Round(13)));
         assert!(pacemaker.is_far_ahead(Round(14)));
-    }
-
-    #[test]
-    fn leaders_rotate_round_robin() {
-        let pacemaker = pacemaker(&config(100, 1_000), 1);
-        let leaders: Vec<u32> = (0..6).map(|round| pacemaker.leader(Round(round)).0).collect();
-        assert_eq!(leaders, [0, 1, 2, 3, 0, 1]);
     }
 
     /// The timeouts a replica broadcasts, and where its `PersistSafety` actions are, in one step.

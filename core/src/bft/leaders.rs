@@ -1,0 +1,109 @@
+//! Who leads a round. A proposal that extends the certificate of the round just before
+//! (the common case) is led by reputation: among the replicas that proposed or voted in
+//! the last `REPUTATION_WINDOW` blocks of the chain it extends, in turn by round. A
+//! replica that is down or cut off signs no certificate and proposes no block, so it
+//! drops out within a few blocks; one that comes back and votes earns its turns again.
+//! A proposal justified by a timeout certificate (a round failed) is led round-robin.
+//!
+//! Every honest replica computes the same leader for the same proposal: the chain it
+//! extends is named by digests, and a block's digest binds its author and the signers
+//! of the certificate it carries (`Block::digest`), so no copy of a block can tell
+//! another story about who was active. See docs/protocol.md §3.11.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::messages::Block;
+use super::types::{Digest, ReplicaId, Round};
+
+/// Blocks of the chain whose authors and voters are the candidates for the next round.
+/// Long enough that an active replica is rarely missing from all of it (each certificate
+/// holds any 2f+1 of the votes), short enough that a replica that stopped drops out soon.
+pub const REPUTATION_WINDOW: usize = 6;
+
+/// What one block says about who was active: its author, and the signers of the
+/// certificate it carries (both bound by its digest).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    pub block: Digest,
+    pub parent: Digest,
+    pub author: ReplicaId,
+    pub signers: Vec<ReplicaId>,
+}
+
+impl Activity {
+    /// The activity of `body`, whose digest is `block`.
+    pub fn of(block: Digest, body: &Block) -> Self {
+        Self { block, parent: body.parent.block, author: body.author, signers: body.parent.signers() }
+    }
+}
+
+/// The leader of `round` round-robin over a committee of `size`.
+pub fn round_robin(round: Round, size: usize) -> ReplicaId {
+    let size = u64::try_from(size.max(1)).unwrap_or(u64::MAX);
+    ReplicaId(u32::try_from(round.0 % size).unwrap_or(u32::MAX))
+}
+
+/// The leader of `round` for a proposal that extends `window` (the chain's last blocks,
+/// newest first; shorter only where the chain starts): the replicas active in it, in id
+/// order, take the rounds in turn. Round-robin over the committee when nobody is.
+pub fn by_reputation(round: Round, window: &[Activity], size: usize) -> ReplicaId {
+    let active: BTreeSet<ReplicaId> = window
+        .iter()
+        .take(REPUTATION_WINDOW)
+        .flat_map(|activity| activity.signers.iter().copied().chain([activity.author]))
+        .collect();
+    if active.is_empty() {
+        return round_robin(round, size);
+    }
+    let turn = usize::try_from(round.0 % active.len() as u64).unwrap_or(0);
+    active.into_iter().nth(turn).unwrap_or_else(|| round_robin(round, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity(author: u32, signers: &[u32]) -> Activity {
+        Activity {
+            block: Digest::default(),
+            parent: Digest::default(),
+            author: ReplicaId(author),
+            signers: signers.iter().copied().map(ReplicaId).collect(),
+        }
+    }
+
+    fn leaders(window: &[Activity], rounds: std::ops::Range<u64>) -> Vec<u32> {
+        rounds.map(|round| by_reputation(Round(round), window, 4).0).collect()
+    }
+
+    #[test]
+    fn with_everyone_active_the_leaders_take_their_turns_by_round() {
+        let window = [activity(1, &[0, 1, 2]), activity(0, &[3, 0, 1])];
+        assert_eq!(leaders(&window, 8..12), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_replica_that_neither_proposed_nor_voted_in_the_window_never_leads() {
+        let window: Vec<Activity> = (0..REPUTATION_WINDOW as u32).map(|i| activity(i % 3, &[0, 1, 2])).collect();
+        assert!(!leaders(&window, 0..100).contains(&3));
+        // Active again once it appears in the window, as a voter only.
+        let mut back = window.clone();
+        back[0] = activity(0, &[0, 3, 1]);
+        assert!(leaders(&back, 0..4).contains(&3));
+    }
+
+    #[test]
+    fn activity_older_than_the_window_does_not_count() {
+        let mut window: Vec<Activity> = (0..REPUTATION_WINDOW).map(|_| activity(0, &[0, 1, 2])).collect();
+        window.push(activity(3, &[3, 1, 2]));
+        assert!(!leaders(&window, 0..100).contains(&3));
+    }
+
+    #[test]
+    fn without_any_history_the_leaders_rotate_round_robin() {
+        assert_eq!(leaders(&[], 4..9), [0, 1, 2, 3, 0]);
+        assert_eq!(round_robin(Round(7), 4), ReplicaId(3));
+    }
+}
