@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::Parser;
+use shardspace_testkit::sim::DecisionCost;
 use shardspace_testkit::sim::plan::{Report, run_seed};
 use shardspace_testkit::sim::sbac::{PATHS, run_sbac_seed};
 
@@ -43,7 +44,14 @@ fn run(seed: u64, flags: &Flags) -> Report {
             let (bft, sbac) = (run_seed(seed), run_sbac(seed));
             let summary = format!("BFT: {}\nS-BAC: {}", bft.summary, sbac.summary);
             let violations = bft.violations.into_iter().chain(sbac.violations).collect();
-            Report { seed, summary, violations, simulated_ms: bft.simulated_ms, coverage: sbac.coverage }
+            Report {
+                seed,
+                summary,
+                violations,
+                simulated_ms: bft.simulated_ms,
+                degraded: bft.degraded,
+                coverage: sbac.coverage,
+            }
         }
     }
 }
@@ -54,7 +62,7 @@ fn run_sbac(seed: u64) -> Report {
         "{} shards: {} attempts committed, {} aborted; {} with a dependency on a shard of its own, {} reading a reference",
         report.shards, report.committed, report.aborted, report.third_shard_dependencies, report.with_references
     );
-    Report { seed, summary, violations: report.violations, simulated_ms: 0, coverage: report.coverage }
+    Report { seed, summary, violations: report.violations, simulated_ms: 0, degraded: None, coverage: report.coverage }
 }
 
 fn main() -> ExitCode {
@@ -68,6 +76,7 @@ fn main() -> ExitCode {
     let next = AtomicU64::new(flags.start);
     let end = flags.start.saturating_add(flags.seeds);
     let coverage = std::sync::Mutex::new(std::collections::BTreeMap::<String, u64>::new());
+    let degraded = std::sync::Mutex::new(Vec::<DecisionCost>::new());
     let failures: Vec<Report> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..flags.threads.max(1))
             .map(|_| {
@@ -83,6 +92,9 @@ fn main() -> ExitCode {
                             for (path, count) in &report.coverage {
                                 *coverage.entry(path.clone()).or_default() += count;
                             }
+                        }
+                        if let (Some(cost), Ok(mut costs)) = (report.degraded, degraded.lock()) {
+                            costs.push(cost);
                         }
                         if !report.violations.is_empty() {
                             eprintln!("seed {seed} FAILED: {}", report.violations[0]);
@@ -101,6 +113,9 @@ fn main() -> ExitCode {
     let coverage = coverage.into_inner().unwrap_or_default();
     if !flags.bft {
         print_coverage(&coverage);
+    }
+    if !flags.sbac {
+        print_degraded(degraded.into_inner().unwrap_or_default());
     }
     println!("{} seeds in {:.1} s: {} with violations", flags.seeds, started.elapsed().as_secs_f64(), failures.len());
     for report in &failures {
@@ -126,6 +141,31 @@ fn print_coverage(coverage: &std::collections::BTreeMap<String, u64>) {
     for (path, count) in coverage.iter().filter(|(path, _)| !PATHS.contains(&path.as_str())) {
         println!("  {path:<width$} {count:>9}");
     }
+}
+
+/// What a decision cost with f replicas down, over the seeds (`plan::DEGRADED_DECISIONS`
+/// one by one in each; a seed past the bounds fails).
+fn print_degraded(mut costs: Vec<DecisionCost>) {
+    if costs.is_empty() {
+        return;
+    }
+    let quantile = |values: &mut Vec<f64>, q: f64| {
+        values.sort_by(f64::total_cmp);
+        values[((values.len() - 1) as f64 * q).round() as usize]
+    };
+    let mut ms: Vec<f64> = costs.iter().map(DecisionCost::ms_per_decision).collect();
+    let mut rounds: Vec<f64> = costs.drain(..).map(|cost| cost.rounds_per_decision()).collect();
+    println!(
+        "with f replicas down, per decision over {} seeds: simulated ms median {:.0}, p99 {:.0}, max {:.0}; \
+         rounds median {:.1}, p99 {:.1}, max {:.1} (bounds: testkit/src/sim/plan.rs)",
+        ms.len(),
+        quantile(&mut ms, 0.5),
+        quantile(&mut ms, 0.99),
+        quantile(&mut ms, 1.0),
+        quantile(&mut rounds, 0.5),
+        quantile(&mut rounds, 0.99),
+        quantile(&mut rounds, 1.0),
+    );
 }
 
 fn print_violations(report: &Report) -> ExitCode {

@@ -9,10 +9,25 @@ use shardspace_core::bft::ReplicaId;
 
 use super::byzantine::{BEHAVIOURS, Behaviour};
 use super::network::LinkFaults;
-use super::{Scheduled, Settings, Simulation};
+use super::{DecisionCost, Scheduled, Settings, Simulation};
 
 /// How long the liveness phase may take to decide everything, in simulated ms.
 pub const LIVENESS_BOUND_MS: u64 = 60_000;
+
+/// Requests decided one by one, with f replicas down, after the liveness phase.
+pub const DEGRADED_DECISIONS: u64 = 10;
+/// Rounds one of them may take on average with a crashed replica: a decision takes 3
+/// rounds (a block, its child, and the proposal that carries the child's certificate), and
+/// leaders by reputation stop handing rounds to the crashed replica within a few blocks.
+/// Round-robin leaders took 4 (docs/protocol.md §3.11).
+pub const DEGRADED_ROUNDS_MAX: f64 = 3.5;
+/// The same with a Byzantine replica, which votes and so keeps its turns as leader: one
+/// that equivocates wastes each of them.
+pub const DEGRADED_ROUNDS_MAX_BYZANTINE: f64 = 4.5;
+/// Simulated time one of them may take on average: one round timeout plus this many of the
+/// seed's longest message delay (a decision is about 6 message delays) and of its ticks.
+pub const DEGRADED_DELAYS_MAX: u64 = 6;
+pub const DEGRADED_TICKS_MAX: u64 = 3;
 
 /// The outcome of one seed.
 #[derive(Debug)]
@@ -21,6 +36,8 @@ pub struct Report {
     pub summary: String,
     pub violations: Vec<String>,
     pub simulated_ms: u64,
+    /// What a decision cost with f replicas down (`DEGRADED_DECISIONS` of them, one by one).
+    pub degraded: Option<DecisionCost>,
     /// How often each protocol path was taken (the S-BAC simulator counts them).
     pub coverage: std::collections::BTreeMap<String, u64>,
 }
@@ -105,11 +122,43 @@ pub fn run_seed(seed: u64) -> Report {
         violations.push(simulation.describe());
     }
     summary.push(format!("{requests} requests, decided to height {}", simulation.observer.highest_decided().0));
+
+    // Degraded phase: f replicas down (the Byzantine one, or an honest one crashed), a
+    // client waiting for each answer.
+    let mut degraded = None;
+    if settled {
+        let down = byzantine.unwrap_or_else(|| honest[plan.random_range(0..honest.len())]);
+        if byzantine.is_none() {
+            simulation.crash(down);
+        }
+        let seen = simulation.observer.violations.len();
+        degraded = simulation.decide_one_by_one("degraded", DEGRADED_DECISIONS, LIVENESS_BOUND_MS);
+        let rounds_max = if byzantine.is_some() { DEGRADED_ROUNDS_MAX_BYZANTINE } else { DEGRADED_ROUNDS_MAX };
+        let ms_max = settings.config.round_timeout_ms
+            + DEGRADED_DELAYS_MAX * settings.links.delay_max_ms
+            + DEGRADED_TICKS_MAX * settings.tick_ms;
+        match degraded {
+            Some(cost) => {
+                let (ms, rounds) = (cost.ms_per_decision(), cost.rounds_per_decision());
+                summary.push(format!("{down} down: {ms:.0} ms and {rounds:.1} rounds per decision"));
+                if rounds > rounds_max || ms > ms_max as f64 {
+                    violations.push(format!(
+                        "liveness: with {down} down a decision took {ms:.0} ms and {rounds:.1} rounds on average \
+                         (bounds {ms_max} ms, {rounds_max} rounds)"
+                    ));
+                }
+            }
+            None => violations
+                .push(format!("liveness: with {down} down a request was not decided in {LIVENESS_BOUND_MS} ms")),
+        }
+        violations.extend(simulation.observer.violations.iter().skip(seen).cloned());
+    }
     Report {
         seed,
         summary: summary.join("; "),
         violations,
         simulated_ms: simulation.now(),
+        degraded,
         coverage: Default::default(),
     }
 }
