@@ -183,8 +183,10 @@ fn a_replica_that_is_not_the_designated_submitter_stands_by_then_stands_in() {
     let envelope = envelope(5);
     let (tx, digest) = (envelope.transaction.tx_id(), envelope.digest());
     // A replica other than the attempt's designated one.
-    let designated = shardspace_core::sbac::replica::designated_submitter(&tx, shardspace_core::sbac::Attempt(1), 4);
-    let own = (designated as u32 + 1) % 4;
+    // Nothing decided yet: every replica counts as active.
+    let all: Vec<ReplicaId> = (0..4).map(ReplicaId).collect();
+    let designated = shardspace_core::sbac::replica::designated_submitter(&tx, shardspace_core::sbac::Attempt(1), &all);
+    let own = (designated.unwrap().0 + 1) % 4;
     let mut replica = replica(own, None);
     let client = ClientId(1);
     replica.handle(TimeMs(1), Input::Client { client, request: submit(&envelope) });

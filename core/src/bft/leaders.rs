@@ -49,16 +49,18 @@ pub fn round_robin(round: Round, size: usize) -> ReplicaId {
 /// newest first; shorter only where the chain starts): the replicas active in it, in id
 /// order, take the rounds in turn. Round-robin over the committee when nobody is.
 pub fn by_reputation(round: Round, window: &[Activity], size: usize) -> ReplicaId {
-    let active: BTreeSet<ReplicaId> = window
-        .iter()
-        .take(REPUTATION_WINDOW)
-        .flat_map(|activity| activity.signers.iter().copied().chain([activity.author]))
-        .collect();
+    let active = active_in(window);
     if active.is_empty() {
         return round_robin(round, size);
     }
     let turn = usize::try_from(round.0 % active.len() as u64).unwrap_or(0);
     active.into_iter().nth(turn).unwrap_or_else(|| round_robin(round, size))
+}
+
+/// The replicas that proposed or voted in `window` (its first `REPUTATION_WINDOW` blocks).
+pub fn active_in(window: &[Activity]) -> BTreeSet<ReplicaId> {
+    let window = window.iter().take(REPUTATION_WINDOW);
+    window.flat_map(|activity| activity.signers.iter().copied().chain([activity.author])).collect()
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use super::app::Application;
 use super::committee::{Committee, KeyPair};
 use super::error::{Halt, ProtocolError};
-use super::leaders::{by_reputation, round_robin};
+use super::leaders::{active_in, by_reputation, round_robin};
 use super::ledger::{CommitError, Ledger, Resume, StableCheckpoint, Tip};
 use super::mempool::Mempool;
 use super::messages::{Block, MessageLimits, PeerMessage, Proposal, QuorumCertificate, VerifiedCertificates, Vote};
@@ -702,6 +702,14 @@ impl<A: Application> Replica<A> {
             return Ok(round_robin(round, size));
         }
         Ok(by_reputation(round, &self.ledger.window(parent)?, size))
+    }
+
+    /// The replicas active in the last decided blocks (leader reputation's record,
+    /// `leaders.rs`); every replica while that record is empty or not known here.
+    pub fn active_replicas(&self) -> Vec<ReplicaId> {
+        let window = self.ledger.window(&self.ledger.tip().block).unwrap_or_default();
+        let active = active_in(&window);
+        if active.is_empty() { self.committee.replicas().collect() } else { active.into_iter().collect() }
     }
 
     /// Who this replica expects to lead its current round (`None` while a block of the chain

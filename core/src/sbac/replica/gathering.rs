@@ -5,15 +5,19 @@
 //! `STANDBY_MS` if it is still needed), and the pass-on of attempts that take long.
 
 use super::{ClientReply, Frame, Output, PASS_ON_AFTER_MS, PASS_ON_MAX, STANDBY_MAX, STANDBY_MS, ShardReplica};
-use crate::bft::{Event, PeerMessage, Request};
+use crate::bft::{Event, PeerMessage, ReplicaId, Request};
 use crate::ids::{ShardId, TxId};
 use crate::sbac::{Attempt, PreparedCertificate, ShardOutput, ShardRequest, SignedVote, VoteBody};
 
 /// The replica of an attempt's shard that submits its `Prepare` and `Decide` at once
-/// (the others stand by): spread over the replicas by transaction and attempt.
-pub fn designated_submitter(tx: &TxId, attempt: Attempt, replicas: usize) -> u64 {
+/// (the others stand by): spread by transaction and attempt over `active`, the replicas
+/// active in the shard's last decided blocks (`Replica::active_replicas`), so that a
+/// replica that is down is not waited on. Replicas whose records differ for a moment may
+/// both submit (the log takes the first) or both stand by (`STANDBY_MS` later).
+pub fn designated_submitter(tx: &TxId, attempt: Attempt, active: &[ReplicaId]) -> Option<ReplicaId> {
     let spread = u64::from(u32::from_be_bytes([tx.0[0], tx.0[1], tx.0[2], tx.0[3]])) + u64::from(attempt.0);
-    spread % (replicas as u64).max(1)
+    let index = usize::try_from(spread % u64::try_from(active.len()).ok()?.max(1)).ok()?;
+    active.get(index).copied()
 }
 
 impl ShardReplica {
@@ -103,8 +107,7 @@ impl ShardReplica {
     /// The designated replica of an attempt submits at once; the others hold the request back
     /// and submit it only if the attempt has not moved on by then.
     pub(super) fn submit_or_stand_by(&mut self, tx: TxId, attempt: Attempt, request: ShardRequest) {
-        let replicas = self.app().own_committee().size();
-        if designated_submitter(&tx, attempt, replicas) == u64::from(self.own.replica.0) {
+        if designated_submitter(&tx, attempt, &self.replica.active_replicas()) == Some(self.own.replica) {
             return self.submit(&request);
         }
         if self.standby.len() >= STANDBY_MAX {
@@ -179,6 +182,21 @@ mod tests {
     use crate::{Limits, ShardId};
 
     #[test]
+    fn the_designated_submitter_is_always_an_active_replica_and_each_of_them_takes_a_share() {
+        let active = [ReplicaId(0), ReplicaId(1), ReplicaId(3)];
+        let mut shares = std::collections::BTreeMap::new();
+        for n in 0u32..300 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            let designated = designated_submitter(&TxId(id), Attempt(1), &active).unwrap();
+            *shares.entry(designated).or_insert(0) += 1;
+        }
+        assert_eq!(shares.keys().copied().collect::<Vec<_>>(), active, "replica 2 is down: never designated");
+        assert!(shares.values().all(|share| *share == 100), "{shares:?}");
+        assert_eq!(designated_submitter(&TxId([0; 32]), Attempt(1), &[]), None);
+    }
+
+    #[test]
     fn past_standby_max_the_oldest_held_request_goes_and_the_newest_are_kept() {
         let keys: Vec<KeyPair> = (0..4).map(|r| KeyPair::from_seed(ReplicaId(r), [r as u8 + 1; 32])).collect();
         let committee = Committee::new("standby", ShardId(0), keys.iter().map(KeyPair::public).collect());
@@ -197,7 +215,7 @@ mod tests {
         };
         let held: Vec<TxId> = (0u32..)
             .map(tx_of)
-            .filter(|tx| designated_submitter(tx, Attempt(1), 4) != 0)
+            .filter(|tx| designated_submitter(tx, Attempt(1), &replica.replica.active_replicas()) != Some(ReplicaId(0)))
             .take(STANDBY_MAX + 1)
             .collect();
         for tx in &held {
