@@ -5,7 +5,8 @@
 writes <UTC time>-throughput.png (committed against offered load), -latency.png (p50
 and p99 against offered load) and -shards.png (peak throughput and CPU per committed
 transaction against the number of shards); for a soak file (`--soak`), -rss.png (each
-replica's memory over time). Needs matplotlib (`make bench` installs it).
+replica's memory over time); for a faults file (`--faults`), -faults.png (throughput and
+p50 over time, each phase marked). Needs matplotlib (`make bench` installs it).
 """
 
 import json
@@ -121,12 +122,45 @@ def soak(run, path):
     plt.close(fig)
 
 
+def faults(document, path):
+    runs = document["runs"]
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 3.2 * len(runs)), squeeze=False)
+    for ax, run in zip(axes[:, 0], runs):
+        times = [second[0] for second in run["per_second"]]
+        ax.plot(times, [second[1] for second in run["per_second"]], label="committed tx/s", color="tab:blue")
+        ax.set_ylabel("tx/s")
+        ax.set_ylim(bottom=0)
+        latency = ax.twinx()
+        latency.plot(times, [second[2] for second in run["per_second"]], label="p50 ms", color="tab:orange")
+        latency.set_ylabel("p50 (ms)")
+        latency.set_ylim(bottom=0)
+        for index, phase in enumerate(run["phases"]):
+            if index % 2:
+                ax.axvspan(phase["from_s"], phase["to_s"], color="grey", alpha=0.12)
+            ax.text(phase["from_s"] + 0.2, 0.02, phase["name"], transform=ax.get_xaxis_transform(), fontsize=8)
+            if index:
+                ax.axvline(phase["from_s"], color="red", linewidth=0.8)
+        ax.set_title(f"{run['workload']}, {run['clients']} clients: faults at the red lines")
+        ax.grid(alpha=0.3)
+        lines = ax.get_legend_handles_labels()[0] + latency.get_legend_handles_labels()[0]
+        ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper right")
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv):
     if len(argv) != 2:
         sys.exit(__doc__)
     source = Path(argv[1])
     document = json.loads(source.read_text())
     stem = source.with_suffix("")
+    if "faults" in document:
+        target = Path(f"{stem}-faults.png")
+        faults(document["faults"], target)
+        print(f"wrote {target}", file=sys.stderr)
+        return
     if "soak" in document:
         target = Path(f"{stem}-rss.png")
         soak(document["soak"], target)

@@ -45,6 +45,8 @@ pub const PROPOSE_AFTER_MS: u64 = 5;
 #[serde(deny_unknown_fields)]
 pub struct BftSettings {
     pub round_timeout_ms: Option<u64>,
+    /// The shortest round timeout, which a shard whose rounds succeed comes down to.
+    pub round_timeout_min_ms: Option<u64>,
     pub checkpoint_interval: Option<u64>,
     pub batch_requests_max: Option<usize>,
     /// See `propose_after_ms` in docs/protocol.md.
@@ -202,6 +204,10 @@ impl ClusterFile {
         if let Some(round_timeout_ms) = self.bft.round_timeout_ms {
             bft.round_timeout_ms = round_timeout_ms;
         }
+        if let Some(round_timeout_min_ms) = self.bft.round_timeout_min_ms {
+            bft.round_timeout_min_ms = round_timeout_min_ms;
+        }
+        bft.round_timeout_min_ms = bft.round_timeout_min_ms.min(bft.round_timeout_ms);
         if let Some(interval) = self.bft.checkpoint_interval {
             bft.checkpoint_interval = interval.max(1);
         }

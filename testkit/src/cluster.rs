@@ -206,6 +206,31 @@ impl LocalCluster {
         self.replicas[shard as usize][replica as usize] = None;
     }
 
+    /// Pauses one replica (SIGSTOP): it keeps its sockets open and answers nothing, as a
+    /// machine that hangs. A paused replica is still killed when the cluster is dropped.
+    pub fn pause_replica(&self, shard: u32, replica: u32) -> anyhow::Result<()> {
+        self.signal(shard, replica, "STOP")
+    }
+
+    /// Resumes a paused replica (SIGCONT).
+    pub fn resume_replica(&self, shard: u32, replica: u32) -> anyhow::Result<()> {
+        self.signal(shard, replica, "CONT")
+    }
+
+    fn signal(&self, shard: u32, replica: u32, signal: &str) -> anyhow::Result<()> {
+        let process = self.replicas[shard as usize][replica as usize].as_ref();
+        let pid = process.with_context(|| format!("replica {shard}/{replica} is not running"))?.pid();
+        let status = Command::new("kill").args([format!("-{signal}"), pid.to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed: {status}");
+        Ok(())
+    }
+
+    /// The client address of each replica, by shard then replica.
+    pub fn client_addresses(&self) -> Vec<Vec<String>> {
+        let shards = self.file.shards.iter();
+        shards.map(|shard| shard.replicas.iter().map(|replica| replica.client_address.clone()).collect()).collect()
+    }
+
     /// Kills one replica and deletes its data directory: a replica that lost its disk.
     pub fn wipe_replica(&mut self, shard: u32, replica: u32) -> anyhow::Result<()> {
         self.kill_replica(shard, replica);

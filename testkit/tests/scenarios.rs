@@ -195,3 +195,4 @@ fn whichever_replica_crashes_decisions_go_on_at_nearly_full_speed() {
         );
     }
 }
+

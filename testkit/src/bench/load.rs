@@ -88,6 +88,25 @@ pub async fn closed(
 ) -> (RunStats, Vec<Stream>) {
     let started = Instant::now();
     let end = started + warmup + window;
+    let (samples, streams) = closed_until(target, streams, end).await;
+    (samples.stats(started + warmup, end), streams)
+}
+
+/// What a closed-loop run sent, each transaction with its times: for the figures of parts
+/// of a run (`Samples::stats`).
+#[derive(Debug, Default)]
+pub struct Samples(Vec<Sample>);
+
+impl Samples {
+    /// The figures of the transactions sent from `from` to `to`.
+    pub fn stats(&self, from: Instant, to: Instant) -> RunStats {
+        stats(&self.0, from, to, 0)
+    }
+}
+
+/// Each stream is a client with one transaction in flight, until `end` (those in flight
+/// then are waited for).
+pub async fn closed_until(target: &Target, streams: Vec<Stream>, end: Instant) -> (Samples, Vec<Stream>) {
     let clients = streams.into_iter().map(|mut stream| {
         let target = target.clone();
         tokio::spawn(async move {
@@ -104,7 +123,7 @@ pub async fn closed(
         samples.extend(client.0);
         streams.push(client.1);
     }
-    (stats(&samples, started + warmup, end, 0), streams)
+    (Samples(samples), streams)
 }
 
 /// Sends transactions at `rate` per second for `warmup` then `window`, each on an idle

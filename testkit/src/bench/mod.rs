@@ -6,6 +6,7 @@
 //! same invocation: the 2-shard single-shard `dump` peak with Rust checkers.
 
 mod accounting;
+mod faults;
 mod load;
 mod report;
 mod soak;
@@ -53,6 +54,11 @@ pub struct BenchFlags {
     /// replica's memory every 10 s (`make bench-soak`: 600 s).
     #[arg(long)]
     pub soak: Option<u64>,
+    /// Instead of the plan: each workload on 2 shards through five phases of `--seconds`
+    /// (default 8): healthy, a replica of every shard killed, restarted, another paused,
+    /// resumed (`make bench-faults`).
+    #[arg(long, conflicts_with = "soak")]
+    pub faults: bool,
     /// The offered rate of `--soak`, in transactions per second.
     #[arg(long)]
     pub rate: Option<f64>,
@@ -210,6 +216,17 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
         let options = cluster_options(2, Checkers::Rust, durability, flags.propose_after_ms);
         let soak = runtime.block_on(soak::run(bin, &options, soak_seconds, flags.rate, seconds))?;
         let paths = soak.write(&flags.out, started)?;
+        eprintln!("wrote {}", paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "));
+        if !flags.no_plots {
+            report::plot(&paths[0]);
+        }
+        return Ok(());
+    }
+    if flags.faults {
+        let options = cluster_options(2, Checkers::Rust, durability, flags.propose_after_ms);
+        let phase_seconds = flags.seconds.unwrap_or(8.0);
+        let faults = runtime.block_on(faults::run(bin, &options, phase_seconds))?;
+        let paths = faults.write(&flags.out, started)?;
         eprintln!("wrote {}", paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "));
         if !flags.no_plots {
             report::plot(&paths[0]);

@@ -46,6 +46,7 @@ impl Settings {
     pub fn new(seed: u64) -> Self {
         let config = Config {
             round_timeout_ms: 100,
+            round_timeout_min_ms: 100,
             round_timeout_max_ms: 1_600,
             checkpoint_interval: 4,
             dedup_window_heights: 100,
@@ -246,6 +247,16 @@ impl Simulation {
         self.send_to_replicas(request);
     }
 
+    /// A client sends a new request to every replica (as S-BAC's replicas do).
+    pub fn submit_everywhere(&mut self, payload: impl Into<Vec<u8>>) {
+        let request = Request::new(payload);
+        self.submitted += 1;
+        self.pending.insert(request.digest(), (request.clone(), self.timeline.now()));
+        for replica in self.replica_ids() {
+            self.step(replica, Event::Submit(request.clone()));
+        }
+    }
+
     fn send_to_replicas(&mut self, request: Request) {
         let mut targets = self.replica_ids();
         let count = self.committee.validity();
@@ -440,12 +451,7 @@ impl Simulation {
     pub fn decide_one_by_one(&mut self, prefix: &str, count: u64, deadline_ms: u64) -> Option<DecisionCost> {
         let (started, first_round) = (self.now(), self.highest_honest_round());
         for index in 0..count {
-            let request = Request::new(format!("{prefix}{index}=v"));
-            self.submitted += 1;
-            self.pending.insert(request.digest(), (request.clone(), self.timeline.now()));
-            for replica in self.replica_ids() {
-                self.step(replica, Event::Submit(request.clone()));
-            }
+            self.submit_everywhere(format!("{prefix}{index}=v"));
             let deadline = self.now() + deadline_ms;
             while self.undecided() > 0 {
                 if self.now() >= deadline {

@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use super::app::Application;
 use super::committee::{Committee, KeyPair};
 use super::error::{Halt, ProtocolError};
-use super::leaders::{active_in, by_reputation, round_robin};
+use super::leaders::{by_reputation, round_robin, seen_in};
 use super::ledger::{CommitError, Ledger, Resume, StableCheckpoint, Tip};
 use super::mempool::Mempool;
 use super::messages::{Block, MessageLimits, PeerMessage, Proposal, QuorumCertificate, VerifiedCertificates, Vote};
@@ -37,8 +37,13 @@ use synchronizer::Synchronizer;
 /// Tuning and bounds of one replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// The first round timeout; it doubles with each timeout in a row.
+    /// The first round timeout. It doubles with each round this replica gives up on and
+    /// halves with each certificate of its round (progress), within the
+    /// two bounds below: a shard whose rounds succeed waits `round_timeout_min_ms` for a
+    /// leader that fails.
     pub round_timeout_ms: u64,
+    /// The shortest round timeout.
+    pub round_timeout_min_ms: u64,
     /// The longest round timeout.
     pub round_timeout_max_ms: u64,
     /// Requests waiting to be proposed; more are refused.
@@ -71,6 +76,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             round_timeout_ms: 1_000,
+            round_timeout_min_ms: 250,
             round_timeout_max_ms: 30_000,
             mempool_requests_max: 100_000,
             checkpoint_interval: 1_000,
@@ -704,11 +710,12 @@ impl<A: Application> Replica<A> {
         Ok(by_reputation(round, &self.ledger.window(parent)?, size))
     }
 
-    /// The replicas active in the last decided blocks (leader reputation's record,
-    /// `leaders.rs`); every replica while that record is empty or not known here.
+    /// The replicas that proposed or voted in the last decided blocks (leader reputation's
+    /// record, `leaders.rs`, without its aging by rounds, which would make the set flicker
+    /// between replicas); every replica while that record is empty or not known here.
     pub fn active_replicas(&self) -> Vec<ReplicaId> {
         let window = self.ledger.window(&self.ledger.tip().block).unwrap_or_default();
-        let active = active_in(&window);
+        let active = seen_in(&window);
         if active.is_empty() { self.committee.replicas().collect() } else { active.into_iter().collect() }
     }
 

@@ -9,14 +9,14 @@ use super::aggregator::TimeoutAggregator;
 use super::{Action, Config, Out, Replica};
 use crate::bft::{Application, Committee, PeerMessage, ReplicaId, Round, TimeMs, Timeout, TimeoutCertificate};
 
-/// The backoff exponent stops here: a round timeout grows at most 2^16 times before its cap.
-const BACKOFF_EXPONENT_MAX: u32 = 16;
-
 #[derive(Debug)]
 pub(super) struct Pacemaker {
     /// How many timeouts are f+1 and 2f+1.
     committee: Committee,
+    /// The round timeout now: doubled by each round this replica gives up on, down by a
+    /// half with each certificate of its round, within the two bounds below.
     round_timeout_ms: u64,
+    round_timeout_min_ms: u64,
     round_timeout_max_ms: u64,
     /// Proposals, votes and timeouts further ahead than this are not kept (memory).
     future_rounds_max: u64,
@@ -27,8 +27,6 @@ pub(super) struct Pacemaker {
     deadline: Option<TimeMs>,
     /// This replica's timeout for the current round, once sent (resent while stuck).
     own_timeout: Option<Timeout>,
-    /// Timeouts in a row without progress: each doubles the round timeout.
-    timeouts_in_a_row: u32,
     /// The highest timeout certificate: justifies a proposal after a failed round.
     last_tc: Option<TimeoutCertificate>,
     /// Peers' (and its own) timeouts for the current round and later ones.
@@ -51,14 +49,14 @@ impl Pacemaker {
     pub fn new(committee: Committee, config: &Config, round: Round) -> Self {
         Self {
             committee,
-            round_timeout_ms: config.round_timeout_ms,
+            round_timeout_ms: config.round_timeout_ms.clamp(config.round_timeout_min_ms, config.round_timeout_max_ms),
+            round_timeout_min_ms: config.round_timeout_min_ms,
             round_timeout_max_ms: config.round_timeout_max_ms,
             future_rounds_max: config.future_rounds_max,
             round,
             round_entered: TimeMs(0),
             deadline: None,
             own_timeout: None,
-            timeouts_in_a_row: 0,
             last_tc: None,
             timeouts: TimeoutAggregator::default(),
         }
@@ -86,10 +84,9 @@ impl Pacemaker {
         round.0 > self.round.0.saturating_add(self.future_rounds_max)
     }
 
-    /// The current round timeout: doubled with each timeout in a row, up to the maximum.
+    /// The current round timeout.
     pub fn round_timeout_ms(&self) -> u64 {
-        let factor = 1u64 << self.timeouts_in_a_row.min(BACKOFF_EXPONENT_MAX);
-        self.round_timeout_ms.saturating_mul(factor).min(self.round_timeout_max_ms)
+        self.round_timeout_ms
     }
 
     /// Whether the round timer has run out at `now`.
@@ -117,13 +114,13 @@ impl Pacemaker {
     }
 
     /// A certificate of `certified` was seen: one of the current round or later is
-    /// progress (the backoff starts over) and moves to the round after it. Returns
-    /// whether the round changed.
+    /// progress (the round timeout halves, not below its minimum) and moves
+    /// to the round after it. Returns whether the round changed.
     pub fn on_quorum_certificate(&mut self, certified: Round, now: TimeMs) -> bool {
         if certified < self.round {
             return false;
         }
-        self.timeouts_in_a_row = 0;
+        self.round_timeout_ms = (self.round_timeout_ms / 2).max(self.round_timeout_min_ms);
         self.enter_round(certified.next(), now)
     }
 
@@ -147,7 +144,7 @@ impl Pacemaker {
     pub fn time_out(&mut self, now: TimeMs) -> Option<Timeout> {
         self.deadline = Some(now.plus(self.round_timeout_ms()));
         if self.own_timeout.is_none() {
-            self.timeouts_in_a_row = self.timeouts_in_a_row.saturating_add(1);
+            self.round_timeout_ms = self.round_timeout_ms.saturating_mul(2).min(self.round_timeout_max_ms);
         }
         self.own_timeout.clone()
     }
@@ -284,7 +281,14 @@ mod tests {
     // n = 4, f = 1: f+1 = 2 timeouts include an honest one, 2f+1 = 3 are a quorum.
 
     fn config(round_timeout_ms: u64, round_timeout_max_ms: u64) -> Config {
-        Config { round_timeout_ms, round_timeout_max_ms, future_rounds_max: 10, ..Config::default() }
+        let round_timeout_min_ms = round_timeout_ms / 4;
+        Config {
+            round_timeout_ms,
+            round_timeout_min_ms,
+            round_timeout_max_ms,
+            future_rounds_max: 10,
+            ..Config::default()
+        }
     }
 
     fn pacemaker(config: &Config, round: u64) -> Pacemaker {
@@ -311,7 +315,8 @@ mod tests {
     }
 
     #[test]
-    fn the_round_timeout_doubles_with_each_timeout_in_a_row_up_to_its_cap_and_a_certificate_resets_it() {
+    fn the_round_timeout_doubles_with_each_failed_round_up_to_its_cap_and_halves_with_each_certificate_down_to_its_floor()
+     {
         let mut pacemaker = pacemaker(&config(100, 1_000), 1);
         assert_eq!((pacemaker.round_timeout_ms(), pacemaker.deadline()), (100, None));
         time_out_first(&mut pacemaker, 0);
@@ -324,7 +329,7 @@ mod tests {
             (Some(TimeMs(300)), 200),
             "a resend is not a new timeout"
         );
-        // Rounds that end by timeout certificates are timeouts in a row.
+        // Rounds that end by timeout certificates are failures in a row.
         let mut deadlines = Vec::new();
         for round in 1..5 {
             assert!(pacemaker.on_timeout_certificate(tc(round), TimeMs(round * 1_000)));
@@ -334,19 +339,29 @@ mod tests {
         }
         assert_eq!(deadlines, [Some(200), Some(400), Some(800), Some(1_000)], "doubling, then capped");
         assert_eq!(pacemaker.round_timeout_ms(), 1_000);
-        // A certificate of the current round is progress.
-        assert!(pacemaker.on_quorum_certificate(Round(5), TimeMs(6_000)));
-        assert_eq!((pacemaker.round(), pacemaker.round_timeout_ms()), (Round(6), 100));
+        // Certificates of the current round are progress: halved each, to the floor.
+        let mut timeouts = Vec::new();
+        for round in 5..14 {
+            assert!(pacemaker.on_quorum_certificate(Round(round), TimeMs(6_000)));
+            timeouts.push(pacemaker.round_timeout_ms());
+        }
+        assert_eq!(timeouts, [500, 250, 125, 62, 31, 25, 25, 25, 25]);
+        assert_eq!(pacemaker.round(), Round(14));
+        assert_eq!(pacemaker.round_timeout_ms(), 25, "round_timeout_min_ms");
+        // An old certificate is no progress.
+        time_out_first(&mut pacemaker, 7_000);
+        assert!(!pacemaker.on_quorum_certificate(Round(3), TimeMs(7_000)));
+        assert_eq!(pacemaker.round_timeout_ms(), 50);
     }
 
     #[test]
-    fn the_backoff_exponent_stops_at_16() {
-        let mut pacemaker = pacemaker(&config(1, u64::MAX), 1);
-        for round in 1..=20 {
+    fn a_huge_round_timeout_stays_at_its_cap() {
+        let mut pacemaker = pacemaker(&config(u64::MAX / 2, u64::MAX), 1);
+        for round in 1..=4 {
             time_out_first(&mut pacemaker, 0);
             assert!(pacemaker.on_timeout_certificate(tc(round), TimeMs(0)));
         }
-        assert_eq!(pacemaker.round_timeout_ms(), 1 << 16);
+        assert_eq!(pacemaker.round_timeout_ms(), u64::MAX);
     }
 
     #[test]

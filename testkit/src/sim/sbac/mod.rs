@@ -146,6 +146,7 @@ impl SbacSimulation {
             .collect();
         let config = Config {
             round_timeout_ms: 100,
+            round_timeout_min_ms: 100,
             round_timeout_max_ms: 1_600,
             checkpoint_interval: 8,
             request_forward_after_ms: 200,
