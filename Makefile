@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build release venv bench-venv test test-rust test-python lint fixtures sim sim-bft sim-sbac bench bench-quick bench-soak bench-bft start-all stop-all status clean
+.PHONY: all build release venv bench-venv test test-rust test-python lint fixtures sim sim-bft sim-sbac bench bench-quick bench-soak bench-faults bench-bft start-all stop-all status clean
 
 all: build
 
@@ -65,6 +65,11 @@ bench bench-quick: bench%: venv bench-venv
 bench-soak: venv bench-venv
 	$(CARGO) build --release -p shardspace-cli
 	SHARDSPACE_PYTHON=$(abspath $(VPY)) ./target/release/shardspace bench --soak 600 $(BENCH_FLAGS)
+
+# A replica of every shard killed, restarted, another paused, resumed, under load (docs/benchmarks.md).
+bench-faults: venv bench-venv
+	$(CARGO) build --release -p shardspace-cli
+	SHARDSPACE_PYTHON=$(abspath $(VPY)) ./target/release/shardspace bench --faults $(BENCH_FLAGS)
 
 # Four replica processes of one shard, open-loop clients: peak decided requests/s and latency at half of it.
 bench-bft:

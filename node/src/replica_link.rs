@@ -16,6 +16,7 @@ use shardspace_core::sbac::AnswerBody;
 use shardspace_core::{ObjectId, ShardId, TxId};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::client::{CLIENT_FRAME_BYTES_MAX, ClientReply, ClientRequest, encode};
@@ -24,6 +25,10 @@ use crate::network::decode;
 /// Requests waiting to be written to one replica; more are dropped (that replica is silent
 /// on them, as a slow replica is).
 const LINK_QUEUE_MAX: usize = 4_096;
+/// A request that waited this long to be written is dropped instead: the replica stopped
+/// reading (paused, or overloaded), its peers answered, and a replica that resumes should
+/// not spend itself, and its checker, on a backlog of questions nobody waits for.
+const LINK_STALE_AFTER: Duration = Duration::from_secs(1);
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -52,7 +57,9 @@ pub struct ReplicaLink {
     replica: usize,
     address: String,
     routes: Arc<Mutex<Routes>>,
-    outgoing: Mutex<Option<mpsc::Sender<ClientRequest>>>,
+    outgoing: Mutex<Option<mpsc::Sender<(Instant, ClientRequest)>>>,
+    /// `LINK_STALE_AFTER`, shorter in tests.
+    stale_after: Duration,
 }
 
 /// Subscriptions that end when this is dropped (the question answered or abandoned).
@@ -75,7 +82,8 @@ impl Drop for Subscriptions {
 
 impl ReplicaLink {
     pub fn new(shard: ShardId, replica: usize, address: String) -> Self {
-        Self { shard, replica, address, routes: Arc::default(), outgoing: Mutex::new(None) }
+        let stale_after = LINK_STALE_AFTER;
+        Self { shard, replica, address, routes: Arc::default(), outgoing: Mutex::new(None), stale_after }
     }
 
     /// Sends `request`, routing replies about `about` to `heard` until `subscriptions` drop.
@@ -101,12 +109,13 @@ impl ReplicaLink {
             _ => {
                 let (sender, receiver) = mpsc::channel(LINK_QUEUE_MAX);
                 let (shard, replica, address) = (self.shard, self.replica, self.address.clone());
-                tokio::spawn(run(shard, replica, address, receiver, Arc::clone(&self.routes)));
+                let routes = Arc::clone(&self.routes);
+                tokio::spawn(run(shard, replica, address, receiver, routes, self.stale_after));
                 *outgoing = Some(sender.clone());
                 sender
             }
         };
-        if sender.try_send(request).is_err() {
+        if sender.try_send((Instant::now(), request)).is_err() {
             tracing::debug!(address = %self.address, "link queue full: request dropped");
         }
     }
@@ -114,13 +123,14 @@ impl ReplicaLink {
 
 /// Connects when there is something to send, writes requests and routes replies; after a
 /// failure it drops what waits (those questions go unanswered by this replica) and
-/// connects again for the next request.
+/// connects again for the next request. A request that waited past `stale_after` is dropped.
 async fn run(
     shard: ShardId,
     replica: usize,
     address: String,
-    mut outgoing: mpsc::Receiver<ClientRequest>,
+    mut outgoing: mpsc::Receiver<(Instant, ClientRequest)>,
     routes: Arc<Mutex<Routes>>,
+    stale_after: Duration,
 ) {
     while let Some(first) = outgoing.recv().await {
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await;
@@ -160,6 +170,10 @@ async fn run(
                     _ = &mut reader => break,
                 },
             };
+            let (asked_at, request) = request;
+            if asked_at.elapsed() > stale_after {
+                continue;
+            }
             if sink.send(encode(&request)).await.is_err() {
                 break;
             }
@@ -227,7 +241,8 @@ mod tests {
     #[tokio::test]
     async fn requests_past_link_queue_max_are_dropped_and_the_queued_ones_all_arrive_in_order() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let link = ReplicaLink::new(ShardId(0), 0, listener.local_addr().unwrap().to_string());
+        let mut link = ReplicaLink::new(ShardId(0), 0, listener.local_addr().unwrap().to_string());
+        link.stale_after = DEADLINE; // none grows stale here, however slow the machine
         let (heard, _replies) = mpsc::channel(1);
         let mut subscriptions = Subscriptions::default();
         let asked = u32::try_from(LINK_QUEUE_MAX).unwrap() + 1_000;
@@ -243,5 +258,44 @@ mod tests {
         // The next request to arrive is a new one: none past the bound was kept.
         link.ask(About::Outcome(TxId([0; 32])), numbered(asked), heard, &mut subscriptions);
         assert_eq!(number_of(&next_request(&mut replica).await), asked);
+    }
+
+    /// A replica that stops reading (paused) while requests queue up gets, once it reads
+    /// again, what its socket already held and then only requests younger than
+    /// `stale_after`: not the backlog of questions its peers answered meanwhile.
+    #[tokio::test]
+    async fn requests_that_waited_past_stale_after_for_a_replica_that_stopped_reading_are_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut link = ReplicaLink::new(ShardId(0), 0, listener.local_addr().unwrap().to_string());
+        link.stale_after = Duration::from_millis(200);
+        let (heard, _replies) = mpsc::channel(1);
+        let mut subscriptions = Subscriptions::default();
+        // Requests of 256 KiB each: the socket buffers fill after a few dozen, then they wait.
+        let big = |n: u32| ClientRequest::Envelope {
+            envelope: format!("{n:08}{}", "x".repeat(256 * 1024)),
+            attempt: shardspace_core::sbac::Attempt(1),
+        };
+        let asked = 400;
+        for n in 0..asked {
+            link.ask(About::Outcome(TxId([0; 32])), big(n), heard.clone(), &mut subscriptions);
+        }
+        let (stream, _) = tokio::time::timeout(DEADLINE, listener.accept()).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await; // the queued ones grow stale
+        link.ask(About::Outcome(TxId([0; 32])), big(asked), heard, &mut subscriptions);
+        let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
+        let mut replica = Framed::new(stream, codec);
+        let mut received = Vec::new();
+        loop {
+            let ClientRequest::Envelope { envelope, .. } = next_request(&mut replica).await else {
+                panic!("not an envelope")
+            };
+            let n: u32 = envelope[..8].parse().unwrap();
+            received.push(n);
+            if n == asked {
+                break;
+            }
+        }
+        assert!(received.len() < asked as usize / 2, "the backlog was written: {} requests", received.len());
+        assert!(received.windows(2).all(|pair| pair[0] < pair[1]), "in order");
     }
 }

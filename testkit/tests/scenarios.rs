@@ -195,4 +195,3 @@ fn whichever_replica_crashes_decisions_go_on_at_nearly_full_speed() {
         );
     }
 }
-
