@@ -21,12 +21,18 @@ use shardspace_core::bft::{Committee, KeyPair};
 pub use shardspace_core::sbac::replica::{Frame, PeerId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// The largest frame between replicas (a sync answer of 16 full blocks fits).
 pub const FRAME_BYTES_MAX: usize = 24 * 1024 * 1024;
 /// Messages waiting for one peer; beyond it new ones are dropped (the protocol tolerates loss).
 pub const PEER_QUEUE_MAX: usize = 4_096;
+/// A frame that waited this long for its peer is dropped instead (counted as dropped): the
+/// peer stopped reading (paused) and the rounds moved on; what still matters is asked for
+/// again (blocks, checkpoints) or passed on (S-BAC votes), and a peer that resumes should
+/// not spend itself on a backlog.
+pub const PEER_STALE_AFTER: Duration = Duration::from_secs(2);
 /// The largest frame from a replica of another shard (votes and envelopes only).
 pub const CROSS_SHARD_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// The largest frame before the peer is authenticated (the challenge and its answer).
@@ -203,7 +209,7 @@ impl PeerListener {
 /// The queue of messages to one peer, and the task that delivers them.
 #[derive(Clone, Debug)]
 pub struct PeerSender {
-    tx_peer: mpsc::Sender<Bytes>,
+    tx_peer: mpsc::Sender<(Instant, Bytes)>,
     counters: Arc<NetworkCounters>,
 }
 
@@ -218,9 +224,22 @@ impl PeerSender {
         counters: Arc<NetworkCounters>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        Self::start_with(address, peer, keys, own_committee, counters, shutdown, PEER_STALE_AFTER)
+    }
+
+    /// As `start`, with frames going stale after `stale_after` instead of `PEER_STALE_AFTER`.
+    pub fn start_with(
+        address: String,
+        peer: PeerId,
+        keys: KeyPair,
+        own_committee: Committee,
+        counters: Arc<NetworkCounters>,
+        shutdown: watch::Receiver<bool>,
+        stale_after: Duration,
+    ) -> Self {
         let (tx_peer, rx_messages) = mpsc::channel(PEER_QUEUE_MAX);
-        let connection = Connection { address, peer, keys, committee: own_committee };
-        tokio::spawn(connection.run(rx_messages, shutdown));
+        let connection = Connection { address, peer, keys, committee: own_committee, stale_after };
+        tokio::spawn(connection.run(rx_messages, Arc::clone(&counters), shutdown));
         Self { tx_peer, counters }
     }
 
@@ -231,7 +250,7 @@ impl PeerSender {
 
     /// Queues a frame already encoded (one encoding for many peers).
     pub fn send_encoded(&self, bytes: Bytes) {
-        if self.tx_peer.try_send(bytes).is_err() {
+        if self.tx_peer.try_send((Instant::now(), bytes)).is_err() {
             self.counters.sends_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -242,10 +261,16 @@ struct Connection {
     peer: PeerId,
     keys: KeyPair,
     committee: Committee,
+    stale_after: Duration,
 }
 
 impl Connection {
-    async fn run(self, mut rx_messages: mpsc::Receiver<Bytes>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut rx_messages: mpsc::Receiver<(Instant, Bytes)>,
+        counters: Arc<NetworkCounters>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut delay = RECONNECT_DELAY_MIN;
         loop {
             let connected = tokio::select! {
@@ -260,7 +285,11 @@ impl Connection {
                             message = rx_messages.recv() => message,
                             _ = shutdown.changed() => return,
                         };
-                        let Some(message) = message else { return };
+                        let Some((queued_at, message)) = message else { return };
+                        if queued_at.elapsed() > self.stale_after {
+                            counters.sends_dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                         if let Err(error) = frames.send(message).await {
                             tracing::debug!(peer = %self.peer, %error, "connection to peer lost; reconnecting");
                             break;

@@ -130,8 +130,16 @@ async fn frames_past_peer_queue_max_are_dropped_and_counted_and_the_queued_ones_
     let (dialer_committee, _) = committee("test", 0);
     let counters = Arc::new(NetworkCounters::default());
     let (_stop_sender, shutdown) = watch::channel(false);
-    let sender =
-        PeerSender::start(address.to_string(), LISTENER, keys[3].clone(), dialer_committee, counters.clone(), shutdown);
+    // None grows stale here (`PEER_STALE_AFTER`), however slow the machine.
+    let sender = PeerSender::start_with(
+        address.to_string(),
+        LISTENER,
+        keys[3].clone(),
+        dialer_committee,
+        counters.clone(),
+        shutdown,
+        DEADLINE,
+    );
     let extra = 25;
     for n in 0..(PEER_QUEUE_MAX + extra) as u64 {
         sender.send(&numbered(n));
@@ -170,6 +178,36 @@ async fn a_core_queue_that_is_full_holds_the_peer_back_and_loses_nothing() {
     assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 0);
     // The node's queue is this one, longer (`shardspace_node::CORE_QUEUE_MAX`).
     const { assert!(shardspace_node::CORE_QUEUE_MAX >= PEER_QUEUE_MAX) };
+}
+
+#[tokio::test]
+async fn frames_that_waited_past_peer_stale_after_for_a_peer_that_is_not_served_are_dropped_and_counted() {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    let (_, keys) = committee("test", 0);
+    let (dialer_committee, _) = committee("test", 0);
+    let counters = Arc::new(NetworkCounters::default());
+    let (_stop_sender, shutdown) = watch::channel(false);
+    let stale_after = Duration::from_millis(200);
+    let sender = PeerSender::start_with(
+        address.to_string(),
+        LISTENER,
+        keys[3].clone(),
+        dialer_committee,
+        counters.clone(),
+        shutdown,
+        stale_after,
+    );
+    for n in 0..10 {
+        sender.send(&numbered(n));
+    }
+    tokio::time::sleep(2 * stale_after).await; // the peer is not served meanwhile: they grow stale
+    let (_, _, mut rx_core, _stop) = listener_with(socket, 64);
+    sender.send(&numbered(10));
+    let (_, frame) = tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().unwrap();
+    assert_eq!(number_of(&frame), 10, "the fresh frame, not the stale ones");
+    assert_eq!(counters.sends_dropped.load(Ordering::Relaxed), 10);
+    assert!(shardspace_node::network::PEER_STALE_AFTER >= Duration::from_secs(1), "longer than a round takes");
 }
 
 /// A client listener in process whose commands wait in a queue of `commands_max`; the

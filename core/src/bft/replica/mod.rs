@@ -198,6 +198,11 @@ pub struct Replica<A: Application> {
 
 type Out<O> = Vec<Action<O>>;
 
+/// A replica whose decided tip is more than this many rounds below the highest certificate
+/// it has seen is catching up (`Replica::is_behind`): a shard that runs decides two rounds
+/// behind its certificates, and one whose rounds fail makes no new certificates.
+const BEHIND_ROUNDS: u64 = 8;
+
 /// Certificates remembered as verified.
 const VERIFIED_CERTIFICATES_MAX: usize = 256;
 
@@ -316,6 +321,13 @@ impl<A: Application> Replica<A> {
 
     pub fn safety(&self) -> &SafetyState {
         &self.safety
+    }
+
+    /// Whether this replica is catching up: its decided tip is `BEHIND_ROUNDS` below the
+    /// highest certificate it has seen (after a pause, a restart or a partition). What it
+    /// would do from its stale view of the log (S-BAC's stand-ins and pass-on) waits.
+    pub fn is_behind(&self) -> bool {
+        self.safety.high_qc.round.0 > self.ledger.tip().round.0.saturating_add(BEHIND_ROUNDS)
     }
 
     pub fn is_halted(&self) -> bool {

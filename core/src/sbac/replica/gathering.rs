@@ -127,7 +127,7 @@ impl ShardReplica {
                     app.attempt_view(tx, *attempt).is_none_or(|view| view.decision.is_none())
                 }
             };
-            if needed {
+            if needed && !self.replica.is_behind() {
                 self.counters.stand_in_submissions += 1;
                 self.submit(&request);
             }

@@ -295,7 +295,11 @@ impl ShardReplica {
             self.last_sweep = now;
             self.waiters.sweep(now);
             self.envelopes.retain(|_, pending| now.0 < pending.since.0.saturating_add(ENVELOPE_MS_MAX));
-            self.pass_on();
+            // A replica catching up sees as undecided what its peers decided long ago: what it
+            // would pass on or stand in for would cost every replica for nothing.
+            if !self.replica.is_behind() {
+                self.pass_on();
+            }
         }
         self.submit_due();
         self.step(Event::Tick(now));
