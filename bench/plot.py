@@ -5,8 +5,8 @@
 writes <UTC time>-throughput.png (committed against offered load), -latency.png (p50
 and p99 against offered load) and -shards.png (peak throughput and CPU per committed
 transaction against the number of shards); for a soak file (`--soak`), -rss.png (each
-replica's memory over time); for a faults file (`--faults`), -faults.png (throughput and
-p50 over time, each phase marked). Needs matplotlib (`make bench` installs it).
+replica's memory over time); for a faults file (`--faults`), -throughput.png (committed
+tx/s and p50 per second, each phase marked). Needs matplotlib (`make bench` installs it).
 """
 
 import json
@@ -157,7 +157,7 @@ def main(argv):
     document = json.loads(source.read_text())
     stem = source.with_suffix("")
     if "faults" in document:
-        target = Path(f"{stem}-faults.png")
+        target = Path(f"{stem}-throughput.png")
         faults(document["faults"], target)
         print(f"wrote {target}", file=sys.stderr)
         return

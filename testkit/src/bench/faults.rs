@@ -300,7 +300,7 @@ impl Faults {
         let mut markdown = format!(
             "# Faults {stem}\n\n2 shards × 4 replicas, Rust checkers, {CLIENTS} clients in closed loop; replica \
              {KILLED} of every shard killed then restarted, replica {PAUSED} paused then resumed. Plot: \
-             `{stem}-faults.png`.\n"
+             `{stem}-throughput.png`.\n"
         );
         for run in &self.runs {
             markdown.push_str(&format!("\n## {} ({} s a phase)\n\n```\n", run.workload, run.phase_seconds));
