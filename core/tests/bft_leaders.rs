@@ -67,22 +67,45 @@ fn after_the_genesis_round_robin_names_the_leader_then_the_chain_does() {
     let first = shard.block(1, 1, QuorumCertificate::genesis());
     let actions = replica.handle(Event::Message { from: ReplicaId(1), message: shard.proposal(first.clone()) });
     assert!(!wrong_leader(&actions));
-    // Its vote goes to round 2's leader: the only replica active in that chain is 1.
-    assert_eq!(vote_to(&actions), Some(ReplicaId(1)));
-
-    // Round 2 extends round 1's block, certified by 0, 1 and 3: the active replicas are
-    // 0, 1 and 3, and round 3's leader among them is the one whose turn it is (3 mod 3 = 0).
-    let second = shard.block(2, 1, shard.qc(&first, &[0, 1, 3]));
+    // Its vote goes to round 2's leader. The chain knows one replica only, fewer than f+1
+    // (it might be the faulty one): round-robin again, 2 mod 4.
+    assert_eq!(vote_to(&actions), Some(ReplicaId(2)));
+    // A block's digest binds the signers of the certificate it carries: a copy told with
+    // other signers is another block.
+    let second = shard.block(2, 2, shard.qc(&first, &[0, 1, 3]));
+    assert_ne!(second.digest(), shard.block(2, 2, shard.qc(&first, &[0, 1, 2])).digest());
     assert_eq!(replica.leader_after(Round(3), &second.digest(), Round(2)), Err(second.digest()), "unknown yet");
-    let impostor = shard.block(2, 2, shard.qc(&first, &[0, 1, 3]));
+}
+
+/// A chain of rounds 2 to 7 after `first`, each block by the leader the replica names and
+/// certified by 0, 1 and 3: replica 2 votes for none of it.
+fn chain_without_2(shard: &Shard, replica: &mut Replica<KvApp>, first: Block) -> Block {
+    let mut tip = first;
+    for round in 2..8 {
+        let author = replica.leader_after(Round(round), &tip.digest(), tip.round).unwrap();
+        let block = shard.block(round, author.0, shard.qc(&tip, &[0, 1, 3]));
+        let actions = replica.handle(Event::Message { from: author, message: shard.proposal(block.clone()) });
+        assert!(!wrong_leader(&actions), "round {round}: {actions:?}");
+        tip = block;
+    }
+    tip
+}
+
+#[test]
+fn a_replica_absent_from_the_last_rounds_is_not_the_leader_and_its_proposal_is_dropped() {
+    let shard = Shard::new();
+    let mut replica = shard.replica(0);
+    let first = shard.block(1, 1, QuorumCertificate::genesis());
+    replica.handle(Event::Message { from: ReplicaId(1), message: shard.proposal(first.clone()) });
+    let tip = chain_without_2(&shard, &mut replica, first);
+    // Round 8: replica 2 neither proposed nor voted in rounds 4 to 7.
+    let leader = replica.leader_after(Round(8), &tip.digest(), Round(7)).unwrap();
+    assert_ne!(leader, ReplicaId(2));
+    let impostor = shard.block(8, 2, shard.qc(&tip, &[0, 1, 3]));
     let actions = replica.handle(Event::Message { from: ReplicaId(2), message: shard.proposal(impostor) });
-    assert!(wrong_leader(&actions), "2 neither proposed nor voted in the chain: {actions:?}");
-    let actions = replica.handle(Event::Message { from: ReplicaId(3), message: shard.proposal(second.clone()) });
-    assert!(!wrong_leader(&actions));
-    // Replica 0 leads round 3: it keeps its own vote.
-    assert!(vote_to(&actions).is_none(), "{actions:?}");
-    assert_eq!(replica.leader_after(Round(3), &second.digest(), Round(2)), Ok(ReplicaId(0)));
-    // The same chain told with other signers is another block: no copy can change the story.
-    let retold = shard.block(2, 1, shard.qc(&first, &[0, 1, 2]));
-    assert_ne!(retold.digest(), second.digest());
+    assert!(wrong_leader(&actions), "{actions:?}");
+    let proposal = shard.block(8, leader.0, shard.qc(&tip, &[0, 1, 3]));
+    let actions = replica.handle(Event::Message { from: leader, message: shard.proposal(proposal) });
+    assert!(!wrong_leader(&actions), "{actions:?}");
+    assert_eq!(replica.round(), Round(8));
 }

@@ -62,13 +62,16 @@ pub fn round_robin(round: Round, size: usize) -> ReplicaId {
 
 /// The leader of `round` for a proposal that extends `window` (the chain's last blocks,
 /// newest first; shorter only where the chain starts): the replicas active in it before
-/// `round` (`active_in`), in id order, take the rounds in turn. Round-robin over the
-/// committee when nobody is.
+/// `round` (`active_in`), in id order, take the rounds in turn; if they are fewer than
+/// f+1, those `seen_in` the window; if those are too, round-robin over the committee.
 pub fn by_reputation(round: Round, window: &[Activity], size: usize) -> ReplicaId {
-    let active = active_in(round, window);
-    if active.is_empty() {
-        return round_robin(round, size);
-    }
+    // Fewer than f+1 candidates may all be faulty (a Byzantine leader alone in the recent
+    // rounds would lead every round): then everyone the window saw, else everyone.
+    let enough = (size.saturating_sub(1) / 3) + 1;
+    let active = Some(active_in(round, window))
+        .filter(|active| active.len() >= enough)
+        .or_else(|| Some(seen_in(window)).filter(|seen| seen.len() >= enough));
+    let Some(active) = active else { return round_robin(round, size) };
     let turn = usize::try_from(round.0 % active.len() as u64).unwrap_or(0);
     active.into_iter().nth(turn).unwrap_or_else(|| round_robin(round, size))
 }
@@ -153,6 +156,15 @@ mod tests {
         // With nobody recent any more, round-robin (a replica back leads again in turn).
         assert!(active_in(Round(17), &chain).is_empty());
         assert_eq!(by_reputation(Round(19), &chain, 4), ReplicaId(3));
+    }
+
+    #[test]
+    fn fewer_than_f_plus_1_recent_replicas_never_lead_alone() {
+        // Only replica 2 authored a recent block; the certificate it carries is old.
+        let chain = [Activity { round: Round(20), parent_round: Round(9), ..activity(2, &[0, 1, 3]) }];
+        assert_eq!(active_in(Round(21), &chain), [ReplicaId(2)].into());
+        // One replica may be the faulty one: everyone the window saw takes turns instead.
+        assert_eq!(leaders(&chain, 21..25), [1, 2, 3, 0]);
     }
 
     #[test]

@@ -22,10 +22,11 @@ pub const DEGRADED_DECISIONS: u64 = 10;
 /// Round-robin leaders took 4 (docs/protocol.md §3.11).
 pub const DEGRADED_ROUNDS_MAX: f64 = 3.5;
 /// The same with a Byzantine replica, which votes and so keeps its turns as leader: one
-/// that equivocates wastes each of them.
-pub const DEGRADED_ROUNDS_MAX_BYZANTINE: f64 = 4.5;
-/// Simulated time one of them may take on average: one round timeout plus this many of the
-/// seed's longest message delay (a decision is about 6 message delays) and of its ticks.
+/// that equivocates wastes each of them, and its time bound has a second round timeout.
+pub const DEGRADED_ROUNDS_MAX_BYZANTINE: f64 = 5.0;
+/// Simulated time one of them may take on average: one round timeout (two with a Byzantine
+/// replica) plus this many of the seed's longest message delay (a decision is about 6
+/// message delays) and of its ticks.
 pub const DEGRADED_DELAYS_MAX: u64 = 6;
 pub const DEGRADED_TICKS_MAX: u64 = 3;
 
@@ -134,7 +135,8 @@ pub fn run_seed(seed: u64) -> Report {
         let seen = simulation.observer.violations.len();
         degraded = simulation.decide_one_by_one("degraded", DEGRADED_DECISIONS, LIVENESS_BOUND_MS);
         let rounds_max = if byzantine.is_some() { DEGRADED_ROUNDS_MAX_BYZANTINE } else { DEGRADED_ROUNDS_MAX };
-        let ms_max = settings.config.round_timeout_ms
+        let timeouts = if byzantine.is_some() { 2 } else { 1 };
+        let ms_max = timeouts * settings.config.round_timeout_ms
             + DEGRADED_DELAYS_MAX * settings.links.delay_max_ms
             + DEGRADED_TICKS_MAX * settings.tick_ms;
         match degraded {
