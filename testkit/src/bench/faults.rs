@@ -275,15 +275,21 @@ impl Phase {
         let recovered = self.recovered_after_s.map_or("never".into(), |s| format!("{s:.0} s"));
         let caught = self.caught_up_after_s.iter().map(|s| s.map_or("no".into(), |s| format!("{s:.1} s")));
         let caught: Vec<String> = caught.collect();
+        let heights = self.heights_at_end.iter().map(|(own, highest)| format!("{own} of {highest}"));
+        let heights: Vec<String> = heights.collect();
+        let returned = if caught.is_empty() {
+            String::new()
+        } else {
+            format!(", caught up after {} (height at the end {})", caught.join(" / "), heights.join(" / "))
+        };
         format!(
-            "{:<9} {:>6.0} tx/s ({:>4.0} %), p50 {:>7.1} ms ({:.1}×), p99 {:>7.1} ms, 90 % after {recovered}{}",
+            "{:<9} {:>6.0} tx/s ({:>4.0} %), p50 {:>7.1} ms ({:.1}×), p99 {:>7.1} ms, 90 % after {recovered}{returned}",
             self.name,
             self.stats.tps,
             self.tps_vs_healthy * 100.0,
             self.stats.p50_ms,
             self.p50_vs_healthy,
             self.stats.p99_ms,
-            if caught.is_empty() { String::new() } else { format!(", caught up after {}", caught.join(" / ")) }
         )
     }
 }
