@@ -120,26 +120,34 @@ async fn a_frame_past_cross_shard_frame_bytes_max_closes_only_another_shards_lin
     assert!(tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().is_some());
 }
 
-#[tokio::test]
-async fn frames_past_peer_queue_max_are_dropped_and_counted_and_the_queued_ones_all_arrive_in_order() {
-    // The peer's socket is bound but not served yet: the sender connects and waits for
-    // its challenge, so nothing leaves its queue.
+/// A peer's socket bound but not served yet, and replica 3's sender to it: the sender
+/// connects and waits for its challenge, so nothing leaves its queue until the socket is
+/// served (`listener_with`).
+async fn unserved_peer(
+    stale_after: Duration,
+) -> (tokio::net::TcpListener, PeerSender, Arc<NetworkCounters>, watch::Sender<bool>) {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = socket.local_addr().unwrap();
+    let address = socket.local_addr().unwrap().to_string();
     let (_, keys) = committee("test", 0);
     let (dialer_committee, _) = committee("test", 0);
     let counters = Arc::new(NetworkCounters::default());
-    let (_stop_sender, shutdown) = watch::channel(false);
-    // None grows stale here (`PEER_STALE_AFTER`), however slow the machine.
+    let (stop, shutdown) = watch::channel(false);
     let sender = PeerSender::start_with(
-        address.to_string(),
+        address,
         LISTENER,
         keys[3].clone(),
         dialer_committee,
         counters.clone(),
         shutdown,
-        DEADLINE,
+        stale_after,
     );
+    (socket, sender, counters, stop)
+}
+
+#[tokio::test]
+async fn frames_past_peer_queue_max_are_dropped_and_counted_and_the_queued_ones_all_arrive_in_order() {
+    // None grows stale here (`PEER_STALE_AFTER`), however slow the machine.
+    let (socket, sender, counters, _stop_sender) = unserved_peer(DEADLINE).await;
     let extra = 25;
     for n in 0..(PEER_QUEUE_MAX + extra) as u64 {
         sender.send(&numbered(n));
@@ -182,22 +190,8 @@ async fn a_core_queue_that_is_full_holds_the_peer_back_and_loses_nothing() {
 
 #[tokio::test]
 async fn frames_that_waited_past_peer_stale_after_for_a_peer_that_is_not_served_are_dropped_and_counted() {
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = socket.local_addr().unwrap();
-    let (_, keys) = committee("test", 0);
-    let (dialer_committee, _) = committee("test", 0);
-    let counters = Arc::new(NetworkCounters::default());
-    let (_stop_sender, shutdown) = watch::channel(false);
     let stale_after = Duration::from_millis(200);
-    let sender = PeerSender::start_with(
-        address.to_string(),
-        LISTENER,
-        keys[3].clone(),
-        dialer_committee,
-        counters.clone(),
-        shutdown,
-        stale_after,
-    );
+    let (socket, sender, counters, _stop_sender) = unserved_peer(stale_after).await;
     for n in 0..10 {
         sender.send(&numbered(n));
     }
