@@ -325,7 +325,10 @@ impl<A: Application> Replica<A> {
 
     /// Whether this replica is catching up: its decided tip is `BEHIND_ROUNDS` below the
     /// highest certificate it has seen (after a pause, a restart or a partition). What it
-    /// would do from its stale view of the log (S-BAC's stand-ins and pass-on) waits.
+    /// would do from its stale view of the log (S-BAC's stand-ins and pass-on) waits. A
+    /// heuristic: it also holds at every replica of a shard that certifies rounds but
+    /// decides none (certificates of rounds not in a row), so nothing the protocol needs
+    /// may wait on it (votes gated on it deadlocked the simulator at height 0).
     pub fn is_behind(&self) -> bool {
         self.safety.high_qc.round.0 > self.ledger.tip().round.0.saturating_add(BEHIND_ROUNDS)
     }
