@@ -8,7 +8,8 @@
 //! and bad input refused or aborted with its reason while nothing changes. Then a
 //! cross-contract call, `hello.greet_counted` counting with `addition.increment`
 //! as its dependency, with every contract served by the Rust checker and then by
-//! the Python one: committed, and aborted when either checker rejects.
+//! the Python one: committed, and aborted when either checker rejects. And a replica
+//! paused while its shard commits: resumed, it drops what buffered meanwhile and catches up.
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
@@ -314,6 +315,49 @@ async fn a_replica_that_lost_its_disk_catches_up_from_records_its_peers_serve() 
         async move { view.await.is_some_and(|view| active(&view)) }
     })
     .await;
+}
+
+/// A replica paused (SIGSTOP) while its shard commits, then resumed: it notices it did
+/// not run (`node/src/freeze.rs`), resets the connections that buffered frames meanwhile
+/// instead of handling that backlog, catches up, and is then needed for a quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_resumed_after_a_pause_drops_what_its_connections_buffered_and_catches_up() {
+    let local = LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_shardspace")), 1, REPLICAS, false);
+    let client = ClusterClient::new(&local.file, DEADLINE).unwrap();
+    let mut cluster = Cluster { local, client };
+    let dumps: Vec<Envelope> = (0..12)
+        .map(|nonce: i64| TransactionBuilder::new("dump", "anything").parameter(nonce).output("\"kept\"").build())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(submit(&cluster, &dumps[0], 1).await.committed());
+    let paused_at = tokio::time::Instant::now();
+    cluster.local.pause_replica(0, 3).unwrap();
+    for dump in &dumps[1..] {
+        assert!(submit(&cluster, dump, 1).await.committed());
+    }
+    // Paused long enough to count as a freeze, however fast the commits went.
+    tokio::time::sleep_until(paused_at + shardspace_node::freeze::FROZEN_AFTER * 2).await;
+    cluster.local.resume_replica(0, 3).unwrap();
+    let metrics = cluster.local.file.shards[0].replicas[3].metrics_address.clone().unwrap();
+    let gauge = |text: &str, name: &str| {
+        let line = text.lines().find(|line| line.starts_with(&format!("shardspace_replica_{name} ")));
+        line.and_then(|line| line.split(' ').nth(1)?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    wait_until("the resumed replica notices its freeze and resets a connection", DEADLINE, || async {
+        let Ok(response) = reqwest::get(format!("http://{metrics}/metrics")).await else { return false };
+        let text = response.text().await.unwrap_or_default();
+        gauge(&text, "freezes") >= 1 && gauge(&text, "freeze_resets") >= 1
+    })
+    .await;
+    let last = dumps[11].transaction.own_outputs().remove(0);
+    wait_until("the resumed replica holds what its shard committed while it was paused", DEADLINE, || {
+        let view = cluster.replica_view(0, 3, &last);
+        async move { view.await.is_some_and(|view| active(&view)) }
+    })
+    .await;
+    cluster.local.kill_replica(0, 0);
+    let after = TransactionBuilder::new("dump", "anything").parameter(99).output("\"after\"").build().unwrap();
+    assert!(submit(&cluster, &after, 1).await.committed());
 }
 
 /// `hello.greet_counted` counts its visitors with `addition`'s counter: its one dependency

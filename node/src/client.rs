@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use crate::freeze::Freezes;
 use crate::network::decode;
 
 /// The largest frame a client may send.
@@ -97,6 +98,7 @@ impl ClientQueues {
 pub struct ClientListener {
     pub listener: TcpListener,
     pub tx_core: mpsc::Sender<ClientCommand>,
+    pub freezes: Arc<Freezes>,
 }
 
 impl ClientListener {
@@ -121,12 +123,12 @@ impl ClientListener {
                         }
                         continue;
                     };
-                    let tx_core = self.tx_core.clone();
+                    let (tx_core, freezes) = (self.tx_core.clone(), Arc::clone(&self.freezes));
                     let shutdown = shutdown.clone();
                     let client = ClientId(next_client);
                     next_client += 1;
                     tokio::spawn(async move {
-                        serve(stream, address, client, &tx_core, shutdown).await;
+                        serve(stream, address, client, &tx_core, &freezes, shutdown).await;
                         // Its place is free before the core hears it closed.
                         drop(permit);
                         // Best effort: the core also sweeps connections whose queue it finds closed.
@@ -171,9 +173,11 @@ async fn serve(
     address: SocketAddr,
     client: ClientId,
     tx_core: &mpsc::Sender<ClientCommand>,
+    freezes: &Freezes,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let mark = freezes.mark();
     let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
     let (mut sink, mut frames) = Framed::new(stream, codec).split();
     let (tx_client, mut rx_replies) = mpsc::channel::<ClientReply>(CLIENT_QUEUE_MAX);
@@ -183,6 +187,14 @@ async fn serve(
     loop {
         tokio::select! {
             frame = frames.next() => {
+                if freezes.frozen_since(mark) {
+                    // Questions asked while this replica did not run: its peers answered them.
+                    tracing::debug!(%address, "a request read across a freeze: connection reset");
+                    if let Ok(framed) = sink.reunite(frames) {
+                        freezes.reset(framed.get_ref());
+                    }
+                    break;
+                }
                 let request = match frame {
                     Some(Ok(bytes)) => decode::<ClientRequest>(&bytes),
                     Some(Err(error)) => Err(error.to_string()),

@@ -10,6 +10,7 @@ pub mod client;
 pub mod cluster_client;
 pub mod config;
 pub mod core;
+pub mod freeze;
 pub mod metrics;
 pub mod network;
 pub mod replica_link;
@@ -30,6 +31,7 @@ use crate::checking::Checkers;
 use crate::client::ClientListener;
 use crate::config::NodeConfig;
 use crate::core::{Core, CoreError, CoreInputs};
+use crate::freeze::Freezes;
 use crate::metrics::NodeMetrics;
 use crate::network::{NetworkCounters, PeerId, PeerListener, PeerSender};
 use crate::store::{Store, StoreError};
@@ -114,22 +116,25 @@ pub async fn run(
         })
         .collect();
     let committees = config.committees.clone();
+    let freezes = Freezes::watch(shutdown.clone());
     let listener = PeerListener {
         listener: peer_listener,
         committees: committees.clone(),
         own,
         tx_core,
         counters: Arc::clone(&counters),
+        freezes: Arc::clone(&freezes),
     };
     tokio::spawn(listener.run(shutdown.clone()));
-    tokio::spawn(ClientListener { listener: client_listener, tx_core: tx_clients }.run(shutdown.clone()));
+    let clients = ClientListener { listener: client_listener, tx_core: tx_clients, freezes: Arc::clone(&freezes) };
+    tokio::spawn(clients.run(shutdown.clone()));
     let (tx_checked, rx_checked) = mpsc::channel(CHECKED_QUEUE_MAX);
     let client = CheckerClient::new(CheckerClientLimits::default())
         .map_err(|error| NodeError::CheckerClient(error.to_string()))?;
     let checkers = Checkers::new(client, config.checkers.clone(), tx_checked);
     let metrics = Arc::new(NodeMetrics::default());
     if let Some(listener) = metrics_listener {
-        tokio::spawn(metrics::serve(listener, Arc::clone(&metrics), Arc::clone(&counters), shutdown.clone()));
+        tokio::spawn(metrics::serve(listener, Arc::clone(&metrics), Arc::clone(&counters), freezes, shutdown.clone()));
     }
     tracing::info!(shard = config.shard.0, replica = own.replica.0, peer = %bound.peer, client = %bound.client, height = replica.tip().height.0, "replica started");
     let _ = ready.send(bound);

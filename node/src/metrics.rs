@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::freeze::Freezes;
 use crate::network::NetworkCounters;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,7 +45,7 @@ pub struct NodeMetrics {
 }
 
 impl NodeMetrics {
-    fn registry(self: &Arc<Self>, network: &NetworkCounters) -> Registry {
+    fn registry(self: &Arc<Self>, network: &NetworkCounters, freezes: &Freezes) -> Registry {
         let mut registry = Registry::with_prefix("shardspace_replica");
         registry.register("decided_height", "Height of the last decided block", self.height.clone());
         registry.register("round", "Current BFT round", self.round.clone());
@@ -62,14 +63,21 @@ impl NodeMetrics {
         registry.register("decisions", "Attempts decided, by decision", self.decisions.clone());
         registry.register("checker_unavailable", "Envelopes with no checker verdict", self.checker_unavailable.clone());
         registry.register("envelopes_rejected", "Envelopes refused before ordering", self.envelopes_rejected.clone());
-        let copy = |value: &std::sync::atomic::AtomicU64| {
+        let gauge_of = |value: u64| {
             let gauge = Gauge::<i64>::default();
-            gauge.set(i64::try_from(value.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
             gauge
         };
+        let copy = |value: &std::sync::atomic::AtomicU64| gauge_of(value.load(Ordering::Relaxed));
         registry.register("frames_rejected", "Peer frames refused (connection closed)", copy(&network.frames_rejected));
         registry.register("handshakes_rejected", "Peer handshakes refused", copy(&network.handshakes_rejected));
         registry.register("sends_dropped", "Messages dropped on a full peer queue", copy(&network.sends_dropped));
+        registry.register(
+            "freezes",
+            "Times this replica found it had not run for a while",
+            gauge_of(freezes.noticed()),
+        );
+        registry.register("freeze_resets", "Connections reset for reading across a freeze", gauge_of(freezes.resets()));
         registry
     }
 }
@@ -78,11 +86,14 @@ impl NodeMetrics {
 struct Scrape {
     metrics: Arc<NodeMetrics>,
     network: Arc<NetworkCounters>,
+    freezes: Arc<Freezes>,
 }
 
 async fn scrape(State(scrape): State<Scrape>) -> impl IntoResponse {
     let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &scrape.metrics.registry(&scrape.network)).is_err() {
+    if prometheus_client::encoding::text::encode(&mut text, &scrape.metrics.registry(&scrape.network, &scrape.freezes))
+        .is_err()
+    {
         tracing::error!("the metrics do not encode");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
@@ -93,10 +104,11 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<NodeMetrics>,
     network: Arc<NetworkCounters>,
+    freezes: Arc<Freezes>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let address: Option<SocketAddr> = listener.local_addr().ok();
-    let app = Router::new().route("/metrics", get(scrape)).with_state(Scrape { metrics, network });
+    let app = Router::new().route("/metrics", get(scrape)).with_state(Scrape { metrics, network, freezes });
     let stop = async move {
         let _ = shutdown.changed().await;
     };

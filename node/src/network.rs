@@ -5,7 +5,8 @@
 //! outgoing connection per peer, behind a bounded queue, and reconnects with
 //! backoff. Replicas of the same shard exchange every kind of frame; a replica
 //! of another shard may send only S-BAC votes and envelopes. A bad frame closes
-//! that one connection.
+//! that one connection; a frame read across a freeze of this process resets it
+//! (`freeze`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::freeze::Freezes;
 
 /// The largest frame between replicas (a sync answer of 16 full blocks fits).
 pub const FRAME_BYTES_MAX: usize = 24 * 1024 * 1024;
@@ -97,6 +100,7 @@ pub struct PeerListener {
     pub own: PeerId,
     pub tx_core: mpsc::Sender<(PeerId, Frame)>,
     pub counters: Arc<NetworkCounters>,
+    pub freezes: Arc<Freezes>,
 }
 
 impl PeerListener {
@@ -131,6 +135,7 @@ impl PeerListener {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
+        let mark = self.freezes.mark();
         // Until the peer is known, frames are small and handshakes few: a stranger cannot
         // make this replica reserve memory.
         let Ok(_handshaking) = handshakes.acquire().await else { return };
@@ -166,6 +171,11 @@ impl PeerListener {
                 }
                 None => return,
             };
+            if self.freezes.frozen_since(mark) {
+                tracing::debug!(%peer, "a frame read across a freeze: connection reset");
+                self.freezes.reset(frames.get_ref());
+                return;
+            }
             match decode::<Frame>(&bytes) {
                 Ok(frame) if peer.shard != self.own.shard && !frame.crosses_shards() => {
                     self.counters.frames_rejected.fetch_add(1, Ordering::Relaxed);

@@ -18,6 +18,7 @@ use shardspace_node::client::{
     CLIENT_CONNECTIONS_MAX, CLIENT_FRAME_BYTES_MAX, ClientCommand, ClientListener, ClientReply, ClientRequest,
     REFUSALS_MAX,
 };
+use shardspace_node::freeze::Freezes;
 use shardspace_node::network::{
     CROSS_SHARD_FRAME_BYTES_MAX, FRAME_BYTES_MAX, Frame, HANDSHAKE_FRAME_BYTES_MAX, HANDSHAKES_MAX, NetworkCounters,
     PEER_QUEUE_MAX, PeerId, PeerSender, decode,
@@ -213,7 +214,8 @@ async fn client_listener(
     let address = listener.local_addr().unwrap();
     let (tx_core, rx_core) = mpsc::channel(commands_max);
     let (stop, shutdown) = watch::channel(false);
-    tokio::spawn(ClientListener { listener, tx_core }.run(shutdown));
+    let freezes = Freezes::watch(shutdown.clone());
+    tokio::spawn(ClientListener { listener, tx_core, freezes }.run(shutdown));
     (address, rx_core, stop)
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use shardspace_core::ShardId;
 use shardspace_core::bft::{Committee, KeyPair, ReplicaId};
+use shardspace_node::freeze::Freezes;
 use shardspace_node::network::{FRAME_BYTES_MAX, Frame, Hello, NetworkCounters, PeerId, PeerListener, hello_bytes};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -34,15 +35,28 @@ pub async fn listener()
 
 /// `listener`, on `socket`, whose core takes `core_queue` frames before the peers wait.
 pub fn listener_with(socket: tokio::net::TcpListener, core_queue: usize) -> Listening {
+    listener_freezing(socket, core_queue).0
+}
+
+/// `listener_with`, and the freezes it heeds.
+pub fn listener_freezing(socket: tokio::net::TcpListener, core_queue: usize) -> (Listening, Arc<Freezes>) {
     let committees = vec![committee("test", 0).0, committee("test", 1).0];
     let address = socket.local_addr().unwrap();
     let counters = Arc::new(NetworkCounters::default());
     let (tx_core, rx_core) = mpsc::channel(core_queue);
     let (stop, shutdown) = watch::channel(false);
-    let listener =
-        PeerListener { listener: socket, committees, own: LISTENER, tx_core, counters: Arc::clone(&counters) };
+    let freezes = Freezes::watch(shutdown.clone());
+    let counted = Arc::clone(&counters);
+    let listener = PeerListener {
+        listener: socket,
+        committees,
+        own: LISTENER,
+        tx_core,
+        counters: counted,
+        freezes: Arc::clone(&freezes),
+    };
     tokio::spawn(listener.run(shutdown));
-    (address, counters, rx_core, stop)
+    ((address, counters, rx_core, stop), freezes)
 }
 
 /// Connects, reads the challenge, and answers with `hello` (raw bytes of a frame).
