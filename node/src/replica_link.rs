@@ -8,6 +8,7 @@
 //! speaks for itself only, on its own connection.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,6 +32,13 @@ const LINK_QUEUE_MAX: usize = 4_096;
 const LINK_STALE_AFTER: Duration = Duration::from_secs(1);
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a connection that failed, or closed before the replica answered anything, the
+/// next attempt waits this long, doubled at each failure up to `RECONNECT_DELAY_MAX`;
+/// what is asked meanwhile is dropped at once (the replica's peers answer it). A replica
+/// that is down then costs a connection attempt per `RECONNECT_DELAY_MAX`, not one per
+/// question.
+const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
 
 /// What a reply is about, to route it: an envelope's progress and outcome, or the answer
 /// to a read (`ClientReply::Record`) of a transaction's record or of an object.
@@ -122,8 +130,9 @@ impl ReplicaLink {
 }
 
 /// Connects when there is something to send, writes requests and routes replies; after a
-/// failure it drops what waits (those questions go unanswered by this replica) and
-/// connects again for the next request. A request that waited past `stale_after` is dropped.
+/// failure it drops what is asked for a while (those questions go unanswered by this
+/// replica, `RECONNECT_DELAY_MIN`) and connects again for the next request. A request that
+/// waited past `stale_after` is dropped.
 async fn run(
     shard: ShardId,
     replica: usize,
@@ -132,11 +141,14 @@ async fn run(
     routes: Arc<Mutex<Routes>>,
     stale_after: Duration,
 ) {
+    let mut delay = RECONNECT_DELAY_MIN;
     while let Some(first) = outgoing.recv().await {
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await;
         let Ok(Ok(stream)) = connected else {
-            tracing::debug!(%address, "cannot connect to the replica");
-            while outgoing.try_recv().is_ok() {}
+            tracing::debug!(%address, ?delay, "cannot connect to the replica; trying again after a delay");
+            if !back_off(&mut outgoing, &mut delay).await {
+                return;
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -144,10 +156,12 @@ async fn run(
         let (mut sink, mut frames) = Framed::new(stream, codec).split();
         // Replies are read by their own task, so that a write waiting on a full socket never
         // stops this side from reading (two peers each waiting to write would hang).
+        let answered = Arc::new(AtomicBool::new(false));
         let mut reader = {
-            let (routes, address) = (Arc::clone(&routes), address.clone());
+            let (routes, address, answered) = (Arc::clone(&routes), address.clone(), Arc::clone(&answered));
             tokio::spawn(async move {
                 while let Some(Ok(bytes)) = frames.next().await {
+                    answered.store(true, Ordering::Relaxed);
                     match decode::<ClientReply>(&bytes) {
                         Ok(reply) => route(shard, replica, reply, &routes),
                         Err(error) => {
@@ -180,7 +194,26 @@ async fn run(
         }
         reader.abort();
         tracing::debug!(%address, "connection to the replica lost");
-        while outgoing.try_recv().is_ok() {}
+        if answered.load(Ordering::Relaxed) {
+            delay = RECONNECT_DELAY_MIN;
+        }
+        if !back_off(&mut outgoing, &mut delay).await {
+            return;
+        }
+    }
+}
+
+/// Drops what is asked for `delay`, then doubles it (up to `RECONNECT_DELAY_MAX`); false
+/// once the link is dropped.
+async fn back_off(outgoing: &mut mpsc::Receiver<(Instant, ClientRequest)>, delay: &mut Duration) -> bool {
+    let until = Instant::now() + *delay;
+    *delay = (*delay * 2).min(RECONNECT_DELAY_MAX);
+    loop {
+        match tokio::time::timeout_at(until, outgoing.recv()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
     }
 }
 
@@ -297,5 +330,54 @@ mod tests {
         }
         assert!(received.len() < asked as usize / 2, "the backlog was written: {} requests", received.len());
         assert!(received.windows(2).all(|pair| pair[0] < pair[1]), "in order");
+    }
+
+    /// A replica that accepts and drops every connection (or refuses them) costs a
+    /// connection attempt per backoff step, not one per question; once it serves again,
+    /// the link carries questions again within `RECONNECT_DELAY_MAX`.
+    #[tokio::test]
+    async fn a_replica_that_drops_every_connection_is_tried_again_after_growing_delays() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let link = ReplicaLink::new(ShardId(0), 0, listener.local_addr().unwrap().to_string());
+        let serving = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tx_served, mut served) = mpsc::channel(1);
+        tokio::spawn({
+            let (serving, attempts) = (Arc::clone(&serving), Arc::clone(&attempts));
+            async move {
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    if !serving.load(Ordering::SeqCst) {
+                        attempts.fetch_add(1, Ordering::SeqCst);
+                        continue; // dropped: closed at once
+                    }
+                    let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
+                    let _ = tx_served.send(next_request(&mut Framed::new(stream, codec)).await).await;
+                    return;
+                }
+            }
+        });
+        let (heard, _replies) = mpsc::channel(1);
+        let mut subscriptions = Subscriptions::default();
+        let asking = Instant::now();
+        let mut asked = 0;
+        while asking.elapsed() < Duration::from_secs(1) {
+            link.ask(About::Outcome(TxId([0; 32])), numbered(asked), heard.clone(), &mut subscriptions);
+            asked += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // 50, 100, 200, 400 and 800 ms apart: 5 or 6 attempts in a second (about 90 without backoff).
+        let tried = attempts.load(Ordering::SeqCst);
+        assert!((1..=8).contains(&tried), "{tried} connection attempts for {asked} questions in a second");
+        serving.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + DEADLINE;
+        let request = loop {
+            link.ask(About::Outcome(TxId([0; 32])), numbered(asked), heard.clone(), &mut subscriptions);
+            match tokio::time::timeout(Duration::from_millis(50), served.recv()).await {
+                Ok(request) => break request.unwrap(),
+                Err(_) => assert!(Instant::now() < deadline, "the link never connected again"),
+            }
+        };
+        assert!(number_of(&request) >= asked - 1);
     }
 }
