@@ -6,7 +6,8 @@ writes <UTC time>-throughput.png (committed against offered load), -latency.png 
 and p99 against offered load) and -shards.png (peak throughput and CPU per committed
 transaction against the number of shards); for a soak file (`--soak`), -rss.png (each
 replica's memory over time); for a faults file (`--faults`), -throughput.png (committed
-tx/s and p50 per second, each phase marked). Needs matplotlib (`make bench` installs it).
+tx/s and p50 per second, each phase marked), and for the full plan, which measures faults
+too, that same plot as -faults.png. Needs matplotlib (`make bench` installs it).
 """
 
 import json
@@ -156,7 +157,7 @@ def main(argv):
     source = Path(argv[1])
     document = json.loads(source.read_text())
     stem = source.with_suffix("")
-    if "faults" in document:
+    if "faults" in document and "results" not in document:
         target = Path(f"{stem}-throughput.png")
         faults(document["faults"], target)
         print(f"wrote {target}", file=sys.stderr)
@@ -170,6 +171,10 @@ def main(argv):
     for name, draw in (("throughput", throughput), ("latency", latency), ("shards", shards)):
         target = Path(f"{stem}-{name}.png")
         draw(results, target)
+        print(f"wrote {target}", file=sys.stderr)
+    if "faults" in document:
+        target = Path(f"{stem}-faults.png")
+        faults(document["faults"], target)
         print(f"wrote {target}", file=sys.stderr)
 
 

@@ -23,6 +23,8 @@ use crate::cluster::{LocalCluster, Options};
 
 /// Clients in closed loop: enough to fill a healthy cluster's pipeline on this machine.
 const CLIENTS: usize = 32;
+/// Seconds a phase lasts unless `--seconds` says otherwise.
+pub const PHASE_SECONDS: f64 = 8.0;
 /// A phase has recovered from its fault once a second commits this share of the healthy rate.
 const RECOVERED_SHARE: f64 = 0.9;
 /// How often the returning replicas' heights are read.
@@ -295,6 +297,20 @@ impl Phase {
 }
 
 impl Faults {
+    /// A section per workload, under headings of `level`, each phase a line.
+    pub fn sections(&self, level: &str) -> String {
+        let mut markdown = String::new();
+        for run in &self.runs {
+            markdown.push_str(&format!("\n{level} {} ({} s a phase)\n\n```\n", run.workload, run.phase_seconds));
+            for phase in &run.phases {
+                markdown.push_str(&phase.line());
+                markdown.push('\n');
+            }
+            markdown.push_str("```\n");
+        }
+        markdown
+    }
+
     /// Writes `<started>-faults.json` and `<started>-faults.md` into `dir`.
     pub fn write(&self, dir: &Path, started: SystemTime) -> anyhow::Result<Vec<PathBuf>> {
         let stem = format!("{}-faults", super::report::utc(started).replace(':', "-"));
@@ -308,14 +324,7 @@ impl Faults {
              {KILLED} of every shard killed then restarted, replica {PAUSED} paused then resumed. Plot: \
              `{stem}-throughput.png`.\n"
         );
-        for run in &self.runs {
-            markdown.push_str(&format!("\n## {} ({} s a phase)\n\n```\n", run.workload, run.phase_seconds));
-            for phase in &run.phases {
-                markdown.push_str(&phase.line());
-                markdown.push('\n');
-            }
-            markdown.push_str("```\n");
-        }
+        markdown.push_str(&self.sections("##"));
         std::fs::write(&markdown_path, markdown)
             .with_context(|| format!("cannot write {}", markdown_path.display()))?;
         Ok(vec![json_path, markdown_path])

@@ -224,7 +224,7 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
     }
     if flags.faults {
         let options = cluster_options(2, Checkers::Rust, durability, flags.propose_after_ms);
-        let phase_seconds = flags.seconds.unwrap_or(8.0);
+        let phase_seconds = flags.seconds.unwrap_or(faults::PHASE_SECONDS);
         let faults = runtime.block_on(faults::run(bin, &options, phase_seconds))?;
         let paths = faults.write(&flags.out, started)?;
         eprintln!("wrote {}", paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "));
@@ -256,7 +256,14 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
     for group in &plan {
         runtime.block_on(bench.group(group))?;
     }
-    let report = report::Report::new(&bench, flags, started, seconds);
+    // The full plan measures faults too: throughput with a replica down is a figure like any other.
+    let faults = if flags.quick || flags.only.is_some() {
+        None
+    } else {
+        let options = cluster_options(2, Checkers::Rust, durability, flags.propose_after_ms);
+        Some(runtime.block_on(faults::run(bin, &options, faults::PHASE_SECONDS))?)
+    };
+    let report = report::Report::new(&bench, flags, started, seconds, faults.as_ref());
     let paths = report.write(&flags.out)?;
     eprintln!("wrote {}", paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "));
     if !flags.no_plots {

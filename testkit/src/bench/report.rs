@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 
+use super::faults::Faults;
 use super::{Bench, BenchFlags, Figure, Run, accounting};
 
 #[derive(Debug, Serialize)]
@@ -21,10 +22,19 @@ pub struct Report<'a> {
     baseline: Option<&'a Figure>,
     results: &'a [Figure],
     runs: &'a [Run],
+    /// The fault runs of the full plan (`--faults` alone writes them apart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faults: Option<&'a Faults>,
 }
 
 impl<'a> Report<'a> {
-    pub(super) fn new(bench: &'a Bench, flags: &BenchFlags, started: SystemTime, seconds: f64) -> Self {
+    pub(super) fn new(
+        bench: &'a Bench,
+        flags: &BenchFlags,
+        started: SystemTime,
+        seconds: f64,
+        faults: Option<&'a Faults>,
+    ) -> Self {
         Self {
             started_utc: utc(started),
             finished_utc: utc(SystemTime::now()),
@@ -42,6 +52,7 @@ impl<'a> Report<'a> {
             baseline: bench.figures.first(),
             results: &bench.figures,
             runs: &bench.all_runs,
+            faults,
         }
     }
 
@@ -115,6 +126,14 @@ impl<'a> Report<'a> {
         let _ = writeln!(text, "## Targets (issue 6)\n");
         for line in self.targets() {
             let _ = writeln!(text, "- {line}");
+        }
+        if let Some(faults) = self.faults {
+            let _ = writeln!(
+                text,
+                "\n## Faults\n\nReplica 1 of every shard killed then restarted, replica 2 paused then resumed, \
+                 under load; plot `{stem}-faults.png`."
+            );
+            text.push_str(&faults.sections("###"));
         }
         let _ = writeln!(text, "\nPlots: `{stem}-throughput.png`, `{stem}-latency.png`, `{stem}-shards.png`.");
         text
