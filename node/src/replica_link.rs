@@ -34,9 +34,10 @@ const LINK_STALE_AFTER: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a connection that failed, or closed before the replica answered anything, the
 /// next attempt waits this long, doubled at each failure up to `RECONNECT_DELAY_MAX`;
-/// what is asked meanwhile is dropped at once (the replica's peers answer it). A replica
-/// that is down then costs a connection attempt per `RECONNECT_DELAY_MAX`, not one per
-/// question.
+/// what is asked meanwhile waits in the queue and goes with that attempt unless it grew
+/// stale (`LINK_STALE_AFTER`). A replica that is down costs a connection attempt per
+/// `RECONNECT_DELAY_MAX`, not one per question, and one that restarted at once (all of a
+/// shard's, in a test) still gets the questions asked in the first delay.
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
 
@@ -130,9 +131,8 @@ impl ReplicaLink {
 }
 
 /// Connects when there is something to send, writes requests and routes replies; after a
-/// failure it drops what is asked for a while (those questions go unanswered by this
-/// replica, `RECONNECT_DELAY_MIN`) and connects again for the next request. A request that
-/// waited past `stale_after` is dropped.
+/// failure it waits a while (`RECONNECT_DELAY_MIN`) and connects again for the next
+/// request. A request that waited past `stale_after` is dropped.
 async fn run(
     shard: ShardId,
     replica: usize,
@@ -146,9 +146,7 @@ async fn run(
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await;
         let Ok(Ok(stream)) = connected else {
             tracing::debug!(%address, ?delay, "cannot connect to the replica; trying again after a delay");
-            if !back_off(&mut outgoing, &mut delay).await {
-                return;
-            }
+            back_off(&mut delay).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -197,24 +195,15 @@ async fn run(
         if answered.load(Ordering::Relaxed) {
             delay = RECONNECT_DELAY_MIN;
         }
-        if !back_off(&mut outgoing, &mut delay).await {
-            return;
-        }
+        back_off(&mut delay).await;
     }
 }
 
-/// Drops what is asked for `delay`, then doubles it (up to `RECONNECT_DELAY_MAX`); false
-/// once the link is dropped.
-async fn back_off(outgoing: &mut mpsc::Receiver<(Instant, ClientRequest)>, delay: &mut Duration) -> bool {
-    let until = Instant::now() + *delay;
+/// Waits `delay` before the next connection attempt, then doubles it (up to
+/// `RECONNECT_DELAY_MAX`). What is asked meanwhile waits in the queue.
+async fn back_off(delay: &mut Duration) {
+    tokio::time::sleep(*delay).await;
     *delay = (*delay * 2).min(RECONNECT_DELAY_MAX);
-    loop {
-        match tokio::time::timeout_at(until, outgoing.recv()).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return false,
-            Err(_) => return true,
-        }
-    }
 }
 
 fn route(shard: ShardId, replica: usize, reply: ClientReply, routes: &Mutex<Routes>) {
@@ -334,7 +323,9 @@ mod tests {
 
     /// A replica that accepts and drops every connection (or refuses them) costs a
     /// connection attempt per backoff step, not one per question; once it serves again,
-    /// the link carries questions again within `RECONNECT_DELAY_MAX`.
+    /// the link carries questions again within `RECONNECT_DELAY_MAX`. (That questions asked
+    /// during a delay wait for the next attempt instead of being dropped, a whole shard
+    /// restarting within one delay shows: `cli/tests/sbac_processes.rs`, the lost disk.)
     #[tokio::test]
     async fn a_replica_that_drops_every_connection_is_tried_again_after_growing_delays() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -371,13 +362,12 @@ mod tests {
         assert!((1..=8).contains(&tried), "{tried} connection attempts for {asked} questions in a second");
         serving.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + DEADLINE;
-        let request = loop {
+        loop {
             link.ask(About::Outcome(TxId([0; 32])), numbered(asked), heard.clone(), &mut subscriptions);
             match tokio::time::timeout(Duration::from_millis(50), served.recv()).await {
-                Ok(request) => break request.unwrap(),
+                Ok(request) => break assert!(number_of(&request.unwrap()) <= asked),
                 Err(_) => assert!(Instant::now() < deadline, "the link never connected again"),
             }
-        };
-        assert!(number_of(&request) >= asked - 1);
+        }
     }
 }
