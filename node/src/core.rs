@@ -3,7 +3,9 @@
 //! it every input (peer frames, client requests, checker verdicts, ticks) and
 //! carries out the outputs in order: writes committed to the store before any
 //! later output, frames to peers, checks to the checkers, replies to clients,
-//! checkpoint bodies to peers that catch up. Nothing here decides anything.
+//! checkpoint bodies to peers that catch up. Writes go by group commit: the steps
+//! handled while the store makes one group durable form the next (`Outbox`, in
+//! `core`, which says how large a group may grow). Nothing here decides anything.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,8 +14,10 @@ use std::time::{Duration, Instant};
 use shardspace_core::ShardId;
 use shardspace_core::bft::{PeerMessage, ReplicaId, Severity, StableCheckpoint, TimeMs, snapshot_of, snapshot_parts};
 use shardspace_core::sbac::ShardReplica;
-use shardspace_core::sbac::replica::{Checked, Counters, Frame, Input, Output, PeerId, SWEEP_EVERY_MS, Stop, TICK_MS};
-use tokio::sync::{mpsc, watch};
+use shardspace_core::sbac::replica::{
+    Checked, Counters, Frame, Group, Input, Outbox, Output, PeerId, SWEEP_EVERY_MS, Stop, TICK_MS,
+};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checking::Checkers;
 use crate::client::{ClientCommand, ClientQueues};
@@ -71,16 +75,42 @@ impl Core {
         let mut last_sweep = TimeMs(0);
         let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Group commit: while one group's writes are made durable, the next steps gather
+        // in the outbox; their outputs go out once their own writes are durable in turn.
+        let mut outbox = Outbox::default();
+        let mut committing: Option<(Group, oneshot::Receiver<Result<(), StoreError>>)> = None;
         loop {
+            if committing.is_none() && !outbox.is_empty() {
+                let mut group = outbox.take();
+                if group.batches.is_empty() {
+                    self.carry_out(group.outputs)?;
+                } else {
+                    let done = self.store.commit(std::mem::take(&mut group.batches)).await?;
+                    committing = Some((group, done));
+                }
+            }
+            let taking = outbox.takes_more(committing.as_ref().map(|(group, _)| group));
             // A leader waiting to fill its block (`propose_after_ms`) is ticked when it is due.
             let due = self.replica.due().map(|due| {
                 let due = Duration::from_millis(due.0.saturating_sub(self.now().0));
                 tokio::time::Instant::now() + due
             });
+            let durable = async {
+                match committing.as_mut() {
+                    Some((_, done)) => done.await,
+                    None => std::future::pending().await,
+                }
+            };
             let input = tokio::select! {
-                Some((from, frame)) = rx_peers.recv() => Input::Frame { from, frame },
-                () = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => Input::Tick,
-                Some(command) = rx_clients.recv() => match command {
+                written = durable => {
+                    written.map_err(|_| StoreError::Stopped)??;
+                    let (group, _) = committing.take().expect("the commit awaited was under way");
+                    self.carry_out(group.outputs)?;
+                    continue;
+                }
+                Some((from, frame)) = rx_peers.recv(), if taking => Input::Frame { from, frame },
+                () = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if taking && due.is_some() => Input::Tick,
+                Some(command) = rx_clients.recv(), if taking => match command {
                     ClientCommand::Open { client, tx_client } => {
                         self.clients.open(client, tx_client);
                         continue;
@@ -91,22 +121,22 @@ impl Core {
                         Input::ClientsGone(vec![client])
                     }
                 },
-                Some(checked) = rx_checked.recv() => Input::Checked(checked),
-                _ = ticker.tick() => {
+                Some(checked) = rx_checked.recv(), if taking => Input::Checked(checked),
+                _ = ticker.tick(), if taking => {
                     let now = self.now();
                     if now.0 >= last_sweep.0.saturating_add(SWEEP_EVERY_MS) {
                         last_sweep = now;
                         self.report();
                         let gone = self.clients.sweep_closed();
                         if !gone.is_empty() {
-                            self.carry_out(Input::ClientsGone(gone)).await?;
+                            outbox.add(self.replica.handle(now, Input::ClientsGone(gone)));
                         }
                     }
                     Input::Tick
                 }
                 _ = shutdown.changed() => return Ok(()),
             };
-            self.carry_out(input).await?;
+            outbox.add(self.replica.handle(self.now(), input));
         }
     }
 
@@ -114,12 +144,15 @@ impl Core {
         TimeMs(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Feeds one input to the replica and carries out its outputs, in order.
-    async fn carry_out(&mut self, input: Input) -> Result<(), CoreError> {
-        let outputs = self.replica.handle(self.now(), input);
+    /// Carries out a group's outputs, in order, once its writes are durable.
+    fn carry_out(&mut self, outputs: Vec<Output>) -> Result<(), CoreError> {
         for output in outputs {
             match output {
-                Output::Persist(writes) => self.store.write(writes).await?,
+                Output::Persist(_) => {
+                    // The outbox takes every write into the group's transactions.
+                    tracing::error!("a write outside its group's transactions (a bug): the replica stops");
+                    return Err(CoreError::Store(StoreError::Stopped));
+                }
                 Output::Send { to, frame } => {
                     if let Some(peer) = self.peers.get(&to) {
                         peer.send(&frame);

@@ -57,7 +57,8 @@ pub use shardspace_core::sbac::replica::Write;
 
 enum Command {
     Load(oneshot::Sender<Result<Persisted, StoreError>>),
-    Write(Vec<Write>, oneshot::Sender<Result<(), StoreError>>),
+    /// Store transactions, each committed before the next; one answer once all are.
+    Write(Vec<Vec<Write>>, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// Batches waiting for the store thread.
@@ -144,9 +145,18 @@ impl Store {
 
     /// Makes `writes` durable, in one transaction.
     pub async fn write(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.commit(vec![writes]).await?.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Starts making `batches` durable, each in one transaction, in order (group commit:
+    /// the caller goes on while the store works); the answer comes once all are.
+    pub async fn commit(
+        &self,
+        batches: Vec<Vec<Write>>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx_store.send(Command::Write(writes, reply)).await.map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
+        self.tx_store.send(Command::Write(batches, reply)).await.map_err(|_| StoreError::Stopped)?;
+        Ok(answer)
     }
 
     /// The records as saved: the source the shard's state reads from.
@@ -313,8 +323,9 @@ fn run(connection: &Mutex<Connection>, path: PathBuf, pins: Pins, mut rx_command
             Command::Load(reply) => {
                 let _ = reply.send(load(&connection, &path));
             }
-            Command::Write(writes, reply) => {
-                let _ = reply.send(write(&mut connection, &path, &pins, writes));
+            Command::Write(batches, reply) => {
+                let written = batches.into_iter().try_for_each(|writes| write(&mut connection, &path, &pins, writes));
+                let _ = reply.send(written);
             }
         }
     }

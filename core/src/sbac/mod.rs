@@ -24,4 +24,4 @@ pub use shard::{
     ATTEMPTS_AHEAD_MAX, AttemptRecord, Attempts, ObjectRecord, ObjectSource, ObjectStatus, ShardApp, ShardOutput,
     ShardState, StateChanges, StateHead, TransactionSource, TxRecord, encode_body,
 };
-pub use table::{Source, Table, TableHead};
+pub use table::{RECENT_RECORDS_MAX, Source, Table, TableHead};

@@ -14,6 +14,7 @@
 
 mod admission;
 mod gathering;
+mod outbox;
 mod waiters;
 mod wire;
 mod writes;
@@ -21,6 +22,7 @@ mod writes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub use gathering::designated_submitter;
+pub use outbox::{GROUP_RECORDS_MAX, GROUP_STEPS_MAX, Group, Outbox};
 pub use wire::{
     Checked, ClientId, ClientReply, ClientRequest, Frame, Listing, PAGE_MAX, Page, PeerId, RejectKind, Status,
 };

@@ -17,7 +17,7 @@ mod observer;
 mod store;
 mod workload;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -25,7 +25,7 @@ use shardspace_core::bft::{
     Committee, Config, KeyPair, PeerMessage, Replica, ReplicaId, TimeMs, snapshot_of, snapshot_parts,
 };
 use shardspace_core::sbac::replica::{
-    Checked, ClientId, ClientReply, ClientRequest, Frame, Input, Output, PeerId, TICK_MS,
+    Checked, ClientId, ClientReply, ClientRequest, Frame, Group, Input, Outbox, Output, PeerId, TICK_MS,
 };
 use shardspace_core::sbac::{ShardApp, ShardReplica, ShardReplicaConfig};
 use shardspace_core::{Envelope, Limits, ShardId, ShardMap};
@@ -65,6 +65,11 @@ enum Scheduled {
         checked: Checked,
     },
     Tick(u32),
+    /// A replica's group of writes is durable (for the incarnation that began it).
+    Committed {
+        node: u32,
+        incarnation: u32,
+    },
     Crash(u32),
     Restart(u32),
     /// Crashes the replica and gives it an empty disk.
@@ -101,6 +106,11 @@ struct Node {
     store: SimStore,
     checker: CheckerState,
     liar: Option<Liar>,
+    /// Group commit, as the node does it: the steps handled while `committing` is made
+    /// durable gather in `outbox`; inputs past what a group may take wait in `inbox`.
+    outbox: Outbox,
+    committing: Option<Group>,
+    inbox: VecDeque<Input>,
 }
 
 #[derive(Debug)]
@@ -178,6 +188,9 @@ impl SbacSimulation {
                     replica: None,
                     incarnation: 0,
                     store: SimStore::default(),
+                    outbox: Outbox::default(),
+                    committing: None,
+                    inbox: VecDeque::new(),
                     checker: CheckerState::Up,
                     liar,
                 };
@@ -254,7 +267,10 @@ impl SbacSimulation {
 
     fn crash(&mut self, index: u32) {
         self.note("crash", index);
-        if let Some(replica) = self.nodes[index as usize].replica.take() {
+        let node = &mut self.nodes[index as usize];
+        // What was not durable, and the inputs not handled yet, die with the process.
+        (node.outbox, node.committing, node.inbox) = (Outbox::default(), None, VecDeque::new());
+        if let Some(replica) = node.replica.take() {
             self.observer.add_counters(replica.counters());
         }
     }
@@ -320,6 +336,11 @@ impl SbacSimulation {
                         self.handle(node, Input::Checked(checked));
                     }
                 }
+                Scheduled::Committed { node, incarnation } => {
+                    if self.nodes[node as usize].incarnation == incarnation {
+                        self.committed(node);
+                    }
+                }
                 Scheduled::Tick(node) => {
                     if let Some(forged) = self.forge(node) {
                         for input in forged {
@@ -381,38 +402,98 @@ impl SbacSimulation {
         }
     }
 
-    /// Feeds an input to a replica and carries out its outputs, in order; a faulty phase
-    /// may crash an honest replica between any two of them.
+    /// Feeds an input to a replica. A Byzantine replica's outputs are carried out at once;
+    /// an honest replica's join its outbox and go out by group commit (`commit`), as in the node.
     fn handle(&mut self, index: u32, input: Input) {
         let now = TimeMs(self.timeline.now());
         let node = &mut self.nodes[index as usize];
         let Some(replica) = node.replica.as_mut() else { return };
-        if let Some(liar) = node.liar.as_mut() {
-            liar.hear(&input);
-        }
+        let Some(liar) = node.liar.as_mut() else {
+            if !node.outbox.takes_more(node.committing.as_ref()) {
+                node.inbox.push_back(input);
+                return;
+            }
+            let outputs = replica.handle(now, input);
+            node.outbox.add(outputs);
+            return self.commit(index);
+        };
+        liar.hear(&input);
         let outputs = replica.handle(now, input);
-        let crash_at = if node.liar.is_none()
-            && !outputs.is_empty()
-            && now.0 < self.faults_until
+        let outputs = liar.twist(outputs, &self.committees, &node.keys, &mut self.rng);
+        for output in outputs {
+            self.carry_out(index, output);
+        }
+    }
+
+    /// Starts making the outbox's group durable, unless a group is under way: it takes
+    /// 1–3 ms of simulated time, in which the next steps gather. A group without writes
+    /// is carried out at once.
+    fn commit(&mut self, index: u32) {
+        let node = &mut self.nodes[index as usize];
+        if node.committing.is_some() || node.outbox.is_empty() {
+            return;
+        }
+        let group = node.outbox.take();
+        if group.steps > 1 {
+            self.observer.cover("steps grouped in one commit");
+        }
+        if group.batches.is_empty() {
+            return self.carry_out_group(index, group);
+        }
+        let (incarnation, at) = (node.incarnation, self.timeline.now() + self.rng.random_range(1..=3));
+        node.committing = Some(group);
+        self.schedule(at, Scheduled::Committed { node: index, incarnation });
+    }
+
+    /// A group's commit finished: its writes are durable, then its outputs go, then the
+    /// next group starts and the inputs that waited are handled.
+    fn committed(&mut self, index: u32) {
+        let Some(group) = self.nodes[index as usize].committing.take() else { return };
+        self.carry_out_group(index, group);
+        while self.takes_more(index) {
+            let Some(input) = self.nodes[index as usize].inbox.pop_front() else { break };
+            self.handle(index, input);
+        }
+        self.commit(index);
+    }
+
+    fn takes_more(&self, index: u32) -> bool {
+        let node = &self.nodes[index as usize];
+        node.replica.is_some() && node.outbox.takes_more(node.committing.as_ref())
+    }
+
+    /// Makes a group's writes durable and carries out its outputs, in order; a faulty
+    /// phase may crash the replica before its writes are durable (they are lost, and no
+    /// output went) or between any two of its outputs.
+    fn carry_out_group(&mut self, index: u32, group: Group) {
+        let now = self.timeline.now();
+        let crash_at = if now < self.faults_until
             && self.rng.random_bool(self.crash_mid_step)
             && !self.shard_has_one_down(index)
         {
-            Some(self.rng.random_range(0..outputs.len()))
+            Some(self.rng.random_range(0..=group.outputs.len()))
         } else {
             None
         };
-        let node = &mut self.nodes[index as usize];
-        let outputs = match node.liar.as_mut() {
-            Some(liar) => liar.twist(outputs, &self.committees, &node.keys, &mut self.rng),
-            None => outputs,
-        };
+        let writes: Vec<Output> = group.batches.into_iter().map(Output::Persist).collect();
+        let lost = crash_at == Some(0) && !writes.is_empty() && self.rng.random_bool(0.5);
+        if lost {
+            self.note("crash before its writes were durable", index);
+            self.crash(index);
+            self.observer.cover("crash before a group commit");
+            let restart = self.timeline.now() + self.rng.random_range(200..2_000);
+            return self.schedule(restart, Scheduled::Restart(index));
+        }
+        for output in writes {
+            self.carry_out(index, output);
+        }
         // Only for a trace: what the crash cut short.
         let kinds: Vec<String> = if std::env::var_os("SIM_TRACE").is_some() {
-            outputs.iter().map(|output| format!("{:.40}", format!("{output:?}"))).collect()
+            group.outputs.iter().map(|output| format!("{:.40}", format!("{output:?}"))).collect()
         } else {
             Vec::new()
         };
-        for (position, output) in outputs.into_iter().enumerate() {
+        for (position, output) in group.outputs.into_iter().enumerate() {
             if crash_at == Some(position) {
                 self.note(&format!("crash before output {position} of {kinds:?}"), index);
                 self.crash(index);

@@ -35,6 +35,8 @@ pub const PATHS: &[&str] = &[
     "restart from disk",
     "lost disk",
     "crash between outputs",
+    "crash before a group commit",
+    "steps grouped in one commit",
     "partition",
     "checker unavailable",
     "checker 5xx",
