@@ -85,6 +85,8 @@ impl Core {
                 if group.batches.is_empty() {
                     self.carry_out(group.outputs)?;
                 } else {
+                    self.metrics.store_commits.inc();
+                    self.metrics.committed_steps.inc_by(group.steps as u64);
                     let done = self.store.commit(std::mem::take(&mut group.batches)).await?;
                     committing = Some((group, done));
                 }

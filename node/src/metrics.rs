@@ -42,6 +42,9 @@ pub struct NodeMetrics {
     pub decisions: Family<DecisionLabel, Counter>,
     pub checker_unavailable: Counter,
     pub envelopes_rejected: Counter,
+    /// Group commits, and the steps they carried (their ratio: steps per fsync).
+    pub store_commits: Counter,
+    pub committed_steps: Counter,
 }
 
 impl NodeMetrics {
@@ -63,6 +66,12 @@ impl NodeMetrics {
         registry.register("decisions", "Attempts decided, by decision", self.decisions.clone());
         registry.register("checker_unavailable", "Envelopes with no checker verdict", self.checker_unavailable.clone());
         registry.register("envelopes_rejected", "Envelopes refused before ordering", self.envelopes_rejected.clone());
+        registry.register(
+            "store_commits",
+            "Groups of writes made durable (one store command each)",
+            self.store_commits.clone(),
+        );
+        registry.register("committed_steps", "Steps whose writes those groups carried", self.committed_steps.clone());
         let gauge_of = |value: u64| {
             let gauge = Gauge::<i64>::default();
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));

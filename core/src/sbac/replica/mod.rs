@@ -8,7 +8,9 @@
 //!
 //! One entry point: `handle(now, input) -> outputs`. Outputs are data, carried out
 //! in order by a driver: the node (sockets, SQLite, HTTP checkers, timers) or the
-//! simulator. A `Persist` is durable before any later output is carried out. Work
+//! simulator. A `Persist` is durable before any later output is carried out (both
+//! drivers gather the outputs of consecutive steps into groups, one store commit each:
+//! `Outbox`, group commit). Work
 //! produced inside a step (a vote that completes a decision, a decision that
 //! answers a client) is queued and drained in the same call, never by recursion.
 
