@@ -2,12 +2,28 @@
 //! replica of every concerned shard and is gathered with theirs into the certificates
 //! of a `Decide`; a decision answers the clients waiting for it. Who submits a
 //! `Prepare` or `Decide` (the attempt's designated replica at once, the others after
-//! `STANDBY_MS` if it is still needed), and the pass-on of attempts that take long.
+//! `standby_ms`, at least `STANDBY_MS`, if it is still needed), and the pass-on of
+//! attempts that take long.
 
-use super::{ClientReply, Frame, Output, PASS_ON_AFTER_MS, PASS_ON_MAX, STANDBY_MAX, STANDBY_MS, ShardReplica};
+use super::{
+    ClientReply, Frame, Output, PASS_ON_AFTER_MS, PASS_ON_MAX, STANDBY_MAX, STANDBY_MS, STANDBY_MS_MAX, ShardReplica,
+};
+use crate::bft::TimeMs;
 use crate::bft::{Event, PeerMessage, ReplicaId, Request};
 use crate::ids::{ShardId, TxId};
 use crate::sbac::{Attempt, PreparedCertificate, ShardOutput, ShardRequest, SignedVote, VoteBody};
+
+/// How long a stand-in holds a request back, given the shard's recent time from a vote
+/// to its decision: twice that, within `STANDBY_MS..=STANDBY_MS_MAX`.
+pub fn standby_ms(decision_ms: u64) -> u64 {
+    decision_ms.saturating_mul(2).clamp(STANDBY_MS, STANDBY_MS_MAX)
+}
+
+/// The running average of the time from a vote to its decision, with one more sample
+/// (weight 1/8: a burst of slow decisions moves it within a few dozen).
+pub fn with_decision_time(average_ms: u64, sample_ms: u64) -> u64 {
+    (average_ms.saturating_mul(7).saturating_add(sample_ms)) / 8
+}
 
 /// The replica of an attempt's shard that submits its `Prepare` and `Decide` at once
 /// (the others stand by): spread by transaction and attempt over `active`, the replicas
@@ -38,7 +54,11 @@ impl ShardReplica {
                 self.gather(vote, concerned);
             }
             ShardOutput::Decided { tx, attempt, committed } => {
-                self.undecided.remove(&(tx, attempt));
+                // Voted here, since then (not taken up at a restart, when the time is 0).
+                if let Some(since) = self.undecided.remove(&(tx, attempt)).filter(|since| *since > TimeMs(0)) {
+                    let sample = self.now.0.saturating_sub(since.0);
+                    self.decision_ms = with_decision_time(self.decision_ms, sample);
+                }
                 self.votes.forget(tx, attempt);
                 if committed {
                     self.counters.commits += 1;
@@ -113,7 +133,7 @@ impl ShardReplica {
         if self.standby.len() >= STANDBY_MAX {
             self.standby.pop_front();
         }
-        self.standby.push_back((self.now.plus(STANDBY_MS), request));
+        self.standby.push_back((self.now.plus(standby_ms(self.decision_ms)), request));
     }
 
     /// Submits held-back requests that fell due and are still needed.
@@ -194,6 +214,25 @@ mod tests {
         assert_eq!(shares.keys().copied().collect::<Vec<_>>(), active, "replica 2 is down: never designated");
         assert!(shares.values().all(|share| *share == 100), "{shares:?}");
         assert_eq!(designated_submitter(&TxId([0; 32]), Attempt(1), &[]), None);
+    }
+
+    #[test]
+    fn stand_ins_wait_twice_the_recent_time_to_a_decision_within_their_bounds() {
+        assert_eq!(standby_ms(0), STANDBY_MS, "a quick shard: the floor");
+        let mut average = 0;
+        for _ in 0..64 {
+            average = with_decision_time(average, 1_500);
+        }
+        assert!((1_400..=1_500).contains(&average), "{average}");
+        assert_eq!(standby_ms(average), average * 2, "an overloaded shard: twice its decision time");
+        for _ in 0..64 {
+            average = with_decision_time(average, 60_000);
+        }
+        assert_eq!(standby_ms(average), STANDBY_MS_MAX, "never past the cap");
+        for _ in 0..64 {
+            average = with_decision_time(average, 20);
+        }
+        assert_eq!(standby_ms(average), STANDBY_MS, "and back to the floor once quick again");
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub const PASS_ON_MAX: usize = 64;
 /// replica, each ordered and verified by every replica; a silent designated replica
 /// delays the attempt by this much).
 pub const STANDBY_MS: u64 = 500;
+/// The longest a stand-in holds back: how long it waits is twice the time the shard lately
+/// took from a vote to its decision, within `STANDBY_MS..=STANDBY_MS_MAX`. When the shard is
+/// slow (overload), every designated request takes longer than `STANDBY_MS` to be ordered,
+/// and fixed stand-ins added three copies of each, making it slower still.
+pub const STANDBY_MS_MAX: u64 = 4_000;
 /// Requests held back at once.
 pub const STANDBY_MAX: usize = 20_000;
 /// How often a driver ticks the replica (`Input::Tick`): the node and the simulator alike.
@@ -183,8 +188,11 @@ pub struct ShardReplica {
     undecided: BTreeMap<(TxId, Attempt), TimeMs>,
     /// The height of the last decided block written: a checkpoint above it is a state transfer.
     decided_height: Height,
-    /// S-BAC requests held back for the designated replica, in the order they fall due.
+    /// S-BAC requests held back for the designated replica, in the order they fall due
+    /// (nearly: the wait follows `decision_ms`, which moves slowly).
     standby: VecDeque<(TimeMs, ShardRequest)>,
+    /// The time from a vote here to its attempt's decision, averaged (`standby_ms`).
+    decision_ms: u64,
     last_sweep: TimeMs,
     now: TimeMs,
     counters: Counters,
@@ -217,6 +225,7 @@ impl ShardReplica {
             waiters: Waiters::default(),
             undecided,
             standby: VecDeque::new(),
+            decision_ms: 0,
             last_sweep: TimeMs(0),
             now: TimeMs(0),
             counters: Counters::default(),
