@@ -26,14 +26,25 @@ pub fn with_decision_time(average_ms: u64, sample_ms: u64) -> u64 {
 }
 
 /// The replica of an attempt's shard that submits its `Prepare` and `Decide` at once
-/// (the others stand by): spread by transaction and attempt over `active`, the replicas
-/// active in the shard's last decided blocks (`Replica::active_replicas`), so that a
-/// replica that is down is not waited on. Replicas whose records differ for a moment may
-/// both submit (the log takes the first) or both stand by (`STANDBY_MS` later).
+/// (the others stand by): among `active`, the replicas active in the shard's last decided
+/// blocks (`Replica::active_replicas`), so that a replica that is down is not waited on,
+/// the one with the highest weight for this transaction and attempt (rendezvous hashing).
+/// Replicas whose views of `active` differ by one replica for a moment (their tips differ
+/// by a block) then disagree only on the attempts that replica would win, a share of
+/// 1/n, where an index modulo the active count reshuffled nearly all of them: those may
+/// both submit (the log takes the first) or both stand by (`standby_ms` later).
 pub fn designated_submitter(tx: &TxId, attempt: Attempt, active: &[ReplicaId]) -> Option<ReplicaId> {
-    let spread = u64::from(u32::from_be_bytes([tx.0[0], tx.0[1], tx.0[2], tx.0[3]])) + u64::from(attempt.0);
-    let index = usize::try_from(spread % u64::try_from(active.len()).ok()?.max(1)).ok()?;
-    active.get(index).copied()
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&tx.0[..8]);
+    let key = u64::from_be_bytes(key) ^ u64::from(attempt.0).rotate_left(32);
+    active.iter().copied().max_by_key(|replica| mix(key ^ u64::from(replica.0).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+}
+
+/// SplitMix64's finalizer: every bit of the weight depends on every bit of its input.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 impl ShardReplica {
@@ -212,8 +223,32 @@ mod tests {
             *shares.entry(designated).or_insert(0) += 1;
         }
         assert_eq!(shares.keys().copied().collect::<Vec<_>>(), active, "replica 2 is down: never designated");
-        assert!(shares.values().all(|share| *share == 100), "{shares:?}");
+        assert!(shares.values().all(|share| (70..=130).contains(share)), "{shares:?}");
         assert_eq!(designated_submitter(&TxId([0; 32]), Attempt(1), &[]), None);
+    }
+
+    /// Two replicas whose views of the active replicas differ by one (their tips a block
+    /// apart) agree on every attempt that replica would not win.
+    #[test]
+    fn views_that_differ_by_one_active_replica_disagree_only_on_that_replicas_share() {
+        let all: Vec<ReplicaId> = (0..4).map(ReplicaId).collect();
+        let without_2 = [ReplicaId(0), ReplicaId(1), ReplicaId(3)];
+        let (mut disagree, mut won_by_2) = (0, 0);
+        for n in 0u32..1_000 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            let (tx, attempt) = (TxId(id), Attempt(1 + n % 3));
+            let full = designated_submitter(&tx, attempt, &all);
+            if full == Some(ReplicaId(2)) {
+                won_by_2 += 1;
+            }
+            if full != designated_submitter(&tx, attempt, &without_2) {
+                disagree += 1;
+                assert_eq!(full, Some(ReplicaId(2)), "only the attempts replica 2 wins move");
+            }
+        }
+        assert_eq!(disagree, won_by_2);
+        assert!((150..=350).contains(&disagree), "about a quarter: {disagree}");
     }
 
     #[test]
