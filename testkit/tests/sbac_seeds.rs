@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use shardspace_testkit::sim::sbac::{PATHS, run_sbac_seed};
 
-const SEEDS: std::ops::Range<u64> = 0..40;
+const SEEDS: std::ops::Range<u64> = 0..48;
 
 #[test]
 fn every_sbac_seed_keeps_the_invariants_decides_every_attempt_and_takes_every_path() {

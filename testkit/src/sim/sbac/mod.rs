@@ -467,16 +467,16 @@ impl SbacSimulation {
     /// output went) or between any two of its outputs.
     fn carry_out_group(&mut self, index: u32, group: Group) {
         let now = self.timeline.now();
-        let crash_at = if now < self.faults_until
-            && self.rng.random_bool(self.crash_mid_step)
-            && !self.shard_has_one_down(index)
-        {
+        // The chance of a crash per step, over the group's steps.
+        let chance = (self.crash_mid_step * group.steps.max(1) as f64).min(1.0);
+        let crash_at = if now < self.faults_until && self.rng.random_bool(chance) && !self.shard_has_one_down(index) {
             Some(self.rng.random_range(0..=group.outputs.len()))
         } else {
             None
         };
         let writes: Vec<Output> = group.batches.into_iter().map(Output::Persist).collect();
-        let lost = crash_at == Some(0) && !writes.is_empty() && self.rng.random_bool(0.5);
+        // Half of the crashes of a group with writes come before they are durable.
+        let lost = crash_at.is_some() && !writes.is_empty() && self.rng.random_bool(0.5);
         if lost {
             self.note("crash before its writes were durable", index);
             self.crash(index);

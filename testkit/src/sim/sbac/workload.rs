@@ -202,7 +202,7 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
     };
     let mut simulation = SbacSimulation::new(seed, shards, links, &liars);
     let faulty_until = 8_000;
-    let crash_mid_step = if plan.random_bool(0.5) { plan.random_range(0.0..0.002) } else { 0.0 };
+    let crash_mid_step = if plan.random_bool(0.5) { plan.random_range(0.0..0.004) } else { 0.0 };
     simulation.set_faults(crash_mid_step, faulty_until);
     schedule_faults(&mut simulation, &mut plan, &liars, faulty_until);
 
