@@ -220,6 +220,8 @@ impl Core {
         metrics.votes_sent.inc_by(now.votes_sent - before.votes_sent);
         metrics.checker_unavailable.inc_by(now.checker_unavailable - before.checker_unavailable);
         metrics.envelopes_rejected.inc_by(now.envelopes_rejected - before.envelopes_rejected);
+        metrics.stand_in_submissions.inc_by(now.stand_in_submissions - before.stand_in_submissions);
+        metrics.passed_on.inc_by(now.passed_on - before.passed_on);
         let decisions =
             |decision: &str| metrics.decisions.get_or_create(&DecisionLabel { decision: decision.into() }).clone();
         decisions("commit").inc_by(now.commits - before.commits);

@@ -42,6 +42,10 @@ pub struct NodeMetrics {
     pub decisions: Family<DecisionLabel, Counter>,
     pub checker_unavailable: Counter,
     pub envelopes_rejected: Counter,
+    /// `Prepare`s and `Decide`s submitted standing in for the designated replica, and
+    /// attempts passed on for taking long: a shard that often waits on stand-ins shows here.
+    pub stand_in_submissions: Counter,
+    pub passed_on: Counter,
     /// Group commits, and the steps they carried (their ratio: steps per fsync).
     pub store_commits: Counter,
     pub committed_steps: Counter,
@@ -66,6 +70,16 @@ impl NodeMetrics {
         registry.register("decisions", "Attempts decided, by decision", self.decisions.clone());
         registry.register("checker_unavailable", "Envelopes with no checker verdict", self.checker_unavailable.clone());
         registry.register("envelopes_rejected", "Envelopes refused before ordering", self.envelopes_rejected.clone());
+        registry.register(
+            "stand_in_submissions",
+            "Prepare and Decide requests submitted standing in for the designated replica",
+            self.stand_in_submissions.clone(),
+        );
+        registry.register(
+            "passed_on",
+            "Undecided attempts passed on to every concerned replica",
+            self.passed_on.clone(),
+        );
         registry.register(
             "store_commits",
             "Groups of writes made durable (one store command each)",
