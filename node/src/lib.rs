@@ -33,7 +33,7 @@ use crate::config::NodeConfig;
 use crate::core::{Core, CoreError, CoreInputs};
 use crate::freeze::Freezes;
 use crate::metrics::NodeMetrics;
-use crate::network::{NetworkCounters, PeerId, PeerListener, PeerSender};
+use crate::network::{NetworkCounters, PEER_STALE_AFTER, PeerId, PeerListener, PeerSender};
 use crate::store::{Store, StoreError};
 
 /// Messages from peers waiting for the core.
@@ -111,6 +111,7 @@ pub async fn run(
                 config.committee.clone(),
                 Arc::clone(&counters),
                 shutdown.clone(),
+                PEER_STALE_AFTER,
             );
             (*id, sender)
         })

@@ -224,21 +224,10 @@ pub struct PeerSender {
 }
 
 impl PeerSender {
-    /// Starts the task that connects to `peer` at `address`.
+    /// Starts the task that connects to `peer` at `address`; frames that waited longer
+    /// than `stale_after` are dropped (`PEER_STALE_AFTER` in the node, shorter in tests).
     /// `own_committee` is the dialer's (this replica's) committee: it signs the handshake.
     pub fn start(
-        address: String,
-        peer: PeerId,
-        keys: KeyPair,
-        own_committee: Committee,
-        counters: Arc<NetworkCounters>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        Self::start_with(address, peer, keys, own_committee, counters, shutdown, PEER_STALE_AFTER)
-    }
-
-    /// As `start`, with frames going stale after `stale_after` instead of `PEER_STALE_AFTER`.
-    pub fn start_with(
         address: String,
         peer: PeerId,
         keys: KeyPair,

@@ -133,7 +133,7 @@ async fn unserved_peer(
     let (dialer_committee, _) = committee("test", 0);
     let counters = Arc::new(NetworkCounters::default());
     let (stop, shutdown) = watch::channel(false);
-    let sender = PeerSender::start_with(
+    let sender = PeerSender::start(
         address,
         LISTENER,
         keys[3].clone(),
@@ -193,10 +193,12 @@ async fn a_core_queue_that_is_full_holds_the_peer_back_and_loses_nothing() {
 async fn frames_that_waited_past_peer_stale_after_for_a_peer_that_is_not_served_are_dropped_and_counted() {
     let stale_after = Duration::from_millis(200);
     let (socket, sender, counters, _stop_sender) = unserved_peer(stale_after).await;
+    let queued = tokio::time::Instant::now();
     for n in 0..10 {
         sender.send(&numbered(n));
     }
-    tokio::time::sleep(2 * stale_after).await; // the peer is not served meanwhile: they grow stale
+    // Their age is what is tested: the peer is served only once they are past `stale_after`.
+    tokio::time::sleep_until(queued + stale_after + Duration::from_millis(50)).await;
     let (_, _, mut rx_core, _stop) = listener_with(socket, 64);
     sender.send(&numbered(10));
     let (_, frame) = tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().unwrap();
