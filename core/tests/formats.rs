@@ -12,7 +12,7 @@ use std::path::Path;
 use shardspace_core::ShardId;
 use shardspace_core::bft::{
     Block, Checkpoint, CheckpointCertificate, CheckpointPoint, Committee, Digest, Height, KeyPair, PeerMessage,
-    Proposal, QuorumCertificate, ReplicaId, Request, Round, Timeout, TimeoutCertificate, Vote,
+    Proposal, QuorumCertificate, ReplicaId, Request, Round, Seal, Timeout, TimeoutCertificate, Vote,
 };
 
 fn samples() -> Vec<(&'static str, PeerMessage)> {
@@ -123,36 +123,28 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
     use shardspace_core::sbac::replica::{ClientReply, ClientRequest, Frame, Listing, Page, RejectKind, Status};
     use shardspace_core::sbac::{
         AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, ObjectRecord, ObjectStatus, ObjectView,
-        PreparedCertificate, ShardRequest, SignedAnswer, SignedVote, StateHead, TableHead, TxRecord, TxView, Verdict,
-        VerdictCertificate, VoteKind,
+        PreparedCertificate, ShardRequest, SignedAnswer, StateHead, TableHead, TxRecord, TxView, Verdict,
+        VerdictCertificate, VoteBody, VoteKind,
     };
     use shardspace_core::{ObjectId, TxId};
 
     let keys: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_seed(ReplicaId(i), [i as u8 + 1; 32])).collect();
     let committee = Committee::new("golden", ShardId(0), keys.iter().map(KeyPair::public).collect());
     let (tx, envelope, object) = (TxId([3; 32]), [4; 32], ObjectId([5; 32]));
-    let verdict_signature = keys[0].sign(&Verdict::signing_bytes(&committee, &tx, &envelope, true));
-    let verdict = Verdict { tx, envelope, success: true, replica: ReplicaId(0), signature: verdict_signature };
-    let vote_signature =
-        keys[1].sign(&SignedVote::signing_bytes(&committee, &tx, Attempt(2), &envelope, VoteKind::Accept));
-    let vote = SignedVote {
-        shard: ShardId(0),
-        tx,
-        attempt: Attempt(2),
-        envelope,
-        vote: VoteKind::Accept,
-        replica: ReplicaId(1),
-        signature: vote_signature,
-    };
+    // Sealed in a batch of three, so that the seals carry paths.
+    let body = VoteBody { shard: ShardId(0), tx, attempt: Attempt(2), envelope, vote: VoteKind::Accept };
+    let batch = [
+        Verdict::signing_bytes(&committee, &tx, &envelope, true),
+        body.signing_bytes(&committee),
+        committee.signing_bytes("other", &[b"x"]),
+    ];
+    let seals = Seal::sign_all(&committee, &keys[1], &batch);
+    let verdict = Verdict { tx, envelope, success: true, replica: ReplicaId(1), seal: seals[0].clone() };
+    let vote = body.sealed(ReplicaId(1), seals[1].clone());
     let prepare = ShardRequest::Prepare {
         envelope: "{\"store\":{},\"transaction\":{}}".into(),
         attempt: Attempt(2),
-        verdict: VerdictCertificate {
-            tx,
-            envelope,
-            success: true,
-            signatures: vec![(ReplicaId(0), verdict_signature)],
-        },
+        verdict: VerdictCertificate { tx, envelope, success: true, seals: vec![(ReplicaId(1), verdict.seal.clone())] },
     };
     let decide = ShardRequest::Decide {
         tx,
@@ -163,7 +155,7 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
             attempt: Attempt(2),
             envelope,
             accept: true,
-            signatures: vec![(ReplicaId(1), vote_signature)],
+            seals: vec![(ReplicaId(1), vote.seal.clone())],
         }],
     };
     let view = TxView {

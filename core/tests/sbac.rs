@@ -6,10 +6,10 @@
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
 use serde_json::json;
-use shardspace_core::bft::{Application, Committee, Height, KeyPair, ReplicaId, Request};
+use shardspace_core::bft::{Application, Committee, Height, KeyPair, ReplicaId, Request, Seal};
 use shardspace_core::sbac::{
     ATTEMPTS_AHEAD_MAX, AbortReason, Attempt, ObjectStatus, PreparedCertificate, ShardApp, ShardOutput, ShardRequest,
-    ShardState, SignedVote, Verdict, VerdictCertificate, VerdictCollector, VoteCollector, VoteKind,
+    ShardState, SignedVote, Verdict, VerdictCertificate, VerdictCollector, VoteBody, VoteCollector, VoteKind,
 };
 use shardspace_core::{Envelope, Limits, Object, ObjectId, ShardId, ShardMap, Transaction, TxId};
 
@@ -52,8 +52,10 @@ impl Cluster {
         let committee = &self.committees[shard as usize];
         let (tx, digest) = (envelope.transaction.tx_id(), envelope.digest());
         let bytes = Verdict::signing_bytes(committee, &tx, &digest, success);
-        let signatures = (0..2).map(|r| (ReplicaId(r), self.keys[shard as usize][r as usize].sign(&bytes))).collect();
-        VerdictCertificate { tx, envelope: digest, success, signatures }
+        let seals = (0..2)
+            .map(|r| (ReplicaId(r), Seal::sign_one(committee, &self.keys[shard as usize][r as usize], &bytes)))
+            .collect();
+        VerdictCertificate { tx, envelope: digest, success, seals }
     }
 
     /// Orders `request` at every replica of `shard`; returns their outputs.
@@ -136,7 +138,7 @@ fn certificate(votes: &[SignedVote]) -> PreparedCertificate {
         attempt: first.attempt,
         envelope: first.envelope,
         accept: first.vote.is_accept(),
-        signatures: votes.iter().take(3).map(|vote| (vote.replica, vote.signature)).collect(),
+        seals: votes.iter().take(3).map(|vote| (vote.replica, vote.seal.clone())).collect(),
     }
 }
 
@@ -414,14 +416,14 @@ fn forged_verdicts_and_certificates_are_refused_and_change_nothing() {
     assert!(cluster.order(shard, &request).iter().all(|o| matches!(o, ShardOutput::Refused { .. })));
     // One signature short.
     let mut thin = cluster.verdict(shard, &spend, true);
-    thin.signatures.pop();
+    thin.seals.pop();
     let request =
         ShardRequest::Prepare { envelope: serde_json::to_string(&spend).unwrap(), attempt: Attempt(1), verdict: thin };
     assert!(cluster.order(shard, &request).iter().all(|o| matches!(o, ShardOutput::Refused { .. })));
     assert_eq!(objects_and_records(cluster.apps[shard as usize][0].state()), before);
     // A prepared certificate with too few votes.
     let mut certificates = cluster.prepare_all(&spend, 1, true);
-    certificates[0].signatures.truncate(2);
+    certificates[0].seals.truncate(2);
     let decide = ShardRequest::Decide { tx, attempt: Attempt(1), certificates };
     assert!(cluster.order(shard, &decide).iter().all(|o| matches!(o, ShardOutput::Refused { .. })));
     // An undecodable request.
@@ -500,12 +502,8 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts() {
     let committee = cluster.committees[0].clone();
     let tx: TxId = "ef".repeat(32).parse().unwrap();
     let envelope = [3; 32];
-    let verdict = |replica: u32, success: bool| Verdict {
-        tx,
-        envelope,
-        success,
-        replica: ReplicaId(replica),
-        signature: cluster.keys[0][replica as usize].sign(&Verdict::signing_bytes(&committee, &tx, &envelope, success)),
+    let verdict = |replica: u32, success: bool| {
+        Verdict::sign(&committee, &cluster.keys[0][replica as usize], tx, envelope, success)
     };
     let mut collector = VerdictCollector::new(committee.clone(), 16);
     assert!(collector.add(verdict(0, true)).unwrap().is_none());
@@ -527,11 +525,8 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts() {
 fn a_certificate_forgotten_by_the_verdict_collector_is_checked_again() {
     let cluster = Cluster::new();
     let committee = cluster.committees[0].clone();
-    let verdict = |tx: TxId, replica: u32| {
-        let bytes = Verdict::signing_bytes(&committee, &tx, &[3; 32], true);
-        let signature = cluster.keys[0][replica as usize].sign(&bytes);
-        Verdict { tx, envelope: [3; 32], success: true, replica: ReplicaId(replica), signature }
-    };
+    let verdict =
+        |tx: TxId, replica: u32| Verdict::sign(&committee, &cluster.keys[0][replica as usize], tx, [3; 32], true);
     let (first, second): (TxId, TxId) = ("01".repeat(32).parse().unwrap(), "02".repeat(32).parse().unwrap());
     let mut collector = VerdictCollector::new(committee.clone(), 1);
     for tx in [first, second] {
@@ -645,16 +640,8 @@ fn votes_for_made_up_attempts_cannot_evict_an_expected_gathering() {
     for attempt in 1..=20 {
         let made_up = TxId([attempt as u8; 32]);
         let vote = VoteKind::Accept;
-        let bytes = SignedVote::signing_bytes(&cluster.committees[1], &made_up, Attempt(attempt), &[0; 32], vote);
-        let signed = SignedVote {
-            shard: ShardId(1),
-            tx: made_up,
-            attempt: Attempt(attempt),
-            envelope: [0; 32],
-            vote,
-            replica: liar.id,
-            signature: liar.sign(&bytes),
-        };
+        let body = VoteBody { shard: ShardId(1), tx: made_up, attempt: Attempt(attempt), envelope: [0; 32], vote };
+        let signed = body.sign(&cluster.committees[1], liar);
         assert!(collector.add(signed).unwrap().is_none());
     }
     let mut certificates = None;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use shardspace_core::bft::{Application, Height};
-use shardspace_core::bft::{Committee, Config, KeyPair, PeerMessage, Replica, ReplicaId, Request, TimeMs};
+use shardspace_core::bft::{Committee, Config, KeyPair, PeerMessage, Replica, ReplicaId, Request, Seal, TimeMs};
 use shardspace_core::sbac::replica::{
     ClientId, ClientReply, ClientRequest, ENVELOPE_MS_MAX, ENVELOPES_MAX, Frame, Input, Listing, Output, PAGE_MAX,
     PASS_ON_AFTER_MS, PASS_ON_MAX, PeerId, RejectKind, STANDBY_MS, SWEEP_EVERY_MS, WAITING_MAX, WAITING_MS_MAX,
@@ -194,14 +194,7 @@ fn a_replica_that_is_not_the_designated_submitter_stands_by_then_stands_in() {
     let checked = shardspace_core::sbac::replica::Checked { tx, envelope: digest, verdict: Ok((true, None)) };
     replica.handle(TimeMs(2), Input::Checked(checked));
     let peer = (own + 1) % 4;
-    let bytes = Verdict::signing_bytes(&committee, &tx, &digest, true);
-    let verdict = Verdict {
-        tx,
-        envelope: digest,
-        success: true,
-        replica: ReplicaId(peer),
-        signature: keys[peer as usize].sign(&bytes),
-    };
+    let verdict = Verdict::sign(&committee, &keys[peer as usize], tx, digest, true);
     let from = PeerId { shard: ShardId(0), replica: ReplicaId(peer) };
     let submits = |outputs: &[Output]| {
         outputs
@@ -334,8 +327,9 @@ fn replica_with_undecided(count: usize) -> (ShardReplica, Vec<TxId>) {
     for (height, envelope) in envelopes.take(count).enumerate() {
         let (tx, digest) = (envelope.transaction.tx_id(), envelope.digest());
         let bytes = Verdict::signing_bytes(&committees[0], &tx, &digest, true);
-        let signatures = (0..2).map(|r| (ReplicaId(r), keys[0][r as usize].sign(&bytes))).collect();
-        let verdict = VerdictCertificate { tx, envelope: digest, success: true, signatures };
+        let seals =
+            (0..2).map(|r| (ReplicaId(r), Seal::sign_one(&committees[0], &keys[0][r as usize], &bytes))).collect();
+        let verdict = VerdictCertificate { tx, envelope: digest, success: true, seals };
         let prepare =
             ShardRequest::Prepare { envelope: serde_json::to_string(&envelope).unwrap(), attempt: Attempt(1), verdict };
         app.execute(Height(height as u64 + 1), &Request::new(postcard::to_stdvec(&prepare).unwrap()));
@@ -373,4 +367,28 @@ fn at_most_pass_on_max_envelopes_go_per_sweep_and_the_rest_go_at_the_next() {
     all.sort();
     txs.sort();
     assert_eq!(all, txs, "each undecided attempt passed on once");
+}
+
+#[test]
+fn what_a_replica_says_in_one_call_is_sealed_under_one_signature() {
+    let (mut replica, txs) = replica_with_undecided(8);
+    let outputs = replica.handle(TimeMs(PASS_ON_AFTER_MS), Input::Tick);
+    let votes: Vec<_> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Multicast { frame: Frame::Vote(vote), .. } => Some(vote.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(votes.len(), txs.len(), "each undecided attempt's vote goes again");
+    let committee = replica.app().own_committee().clone();
+    for vote in &votes {
+        assert_eq!(vote.seal.root_signature, votes[0].seal.root_signature, "one root for the call");
+        assert_eq!(vote.seal.path.len(), 3, "eight leaves: three levels");
+        assert_eq!(vote.verify(&committee), Ok(()));
+    }
+    assert_eq!((replica.counters().seals, replica.counters().sealed), (1, 8));
+    // A vote moved under another vote's seal does not verify.
+    let moved = shardspace_core::sbac::SignedVote { seal: votes[1].seal.clone(), ..votes[0].clone() };
+    assert!(moved.verify(&committee).is_err());
 }

@@ -222,6 +222,8 @@ impl Core {
         metrics.envelopes_rejected.inc_by(now.envelopes_rejected - before.envelopes_rejected);
         metrics.stand_in_submissions.inc_by(now.stand_in_submissions - before.stand_in_submissions);
         metrics.passed_on.inc_by(now.passed_on - before.passed_on);
+        metrics.seals.inc_by(now.seals - before.seals);
+        metrics.sealed_messages.inc_by(now.sealed - before.sealed);
         let decisions =
             |decision: &str| metrics.decisions.get_or_create(&DecisionLabel { decision: decision.into() }).clone();
         decisions("commit").inc_by(now.commits - before.commits);

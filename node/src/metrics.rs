@@ -49,6 +49,10 @@ pub struct NodeMetrics {
     /// Group commits, and the steps they carried (their ratio: steps per fsync).
     pub store_commits: Counter,
     pub committed_steps: Counter,
+    /// Roots signed, and the messages (verdicts, votes, answers) they sealed: their ratio
+    /// is how many messages one signature covers.
+    pub seals: Counter,
+    pub sealed_messages: Counter,
 }
 
 impl NodeMetrics {
@@ -86,6 +90,12 @@ impl NodeMetrics {
             self.store_commits.clone(),
         );
         registry.register("committed_steps", "Steps whose writes those groups carried", self.committed_steps.clone());
+        registry.register("seals", "Batch roots signed (one signature each)", self.seals.clone());
+        registry.register(
+            "sealed_messages",
+            "Verdicts, votes and answers those roots sealed",
+            self.sealed_messages.clone(),
+        );
         let gauge_of = |value: u64| {
             let gauge = Gauge::<i64>::default();
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));

@@ -4,6 +4,7 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use super::error::ProtocolError;
+use super::seal::Attestation;
 use super::types::{Digest, ReplicaId};
 use crate::ids::ShardId;
 
@@ -85,15 +86,19 @@ impl Committee {
     }
 
     /// Checks a certificate's signatures: a quorum of them, distinct signers, each valid.
-    pub fn verify_quorum(&self, message: &[u8], signatures: &[(ReplicaId, Signature)]) -> Result<(), ProtocolError> {
+    pub fn verify_quorum<A: Attestation>(
+        &self,
+        message: &[u8],
+        signatures: &[(ReplicaId, A)],
+    ) -> Result<(), ProtocolError> {
         self.verify_signers(message, signatures, self.quorum())
     }
 
-    /// Checks signatures over one message: at least `needed`, distinct members, each valid.
-    pub fn verify_signers(
+    /// Checks signatures (or seals) over one message: at least `needed`, distinct members, each valid.
+    pub fn verify_signers<A: Attestation>(
         &self,
         message: &[u8],
-        signatures: &[(ReplicaId, Signature)],
+        signatures: &[(ReplicaId, A)],
         needed: usize,
     ) -> Result<(), ProtocolError> {
         if signatures.len() < needed {
@@ -105,7 +110,7 @@ impl Committee {
             if std::mem::replace(slot, true) {
                 return Err(ProtocolError::DuplicateSigner { replica: *signer });
             }
-            self.verify(*signer, message, signature)?;
+            signature.check(self, *signer, message)?;
         }
         Ok(())
     }

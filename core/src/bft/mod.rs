@@ -13,6 +13,7 @@ mod mempool;
 mod messages;
 mod replica;
 mod safety;
+mod seal;
 mod types;
 
 pub use app::Application;
@@ -25,4 +26,5 @@ pub use messages::{
 };
 pub use replica::{Action, Config, Event, FETCH_ATTEMPTS_MAX, Persisted, Replica, SYNC_ANSWERS_PER_SECOND_MAX};
 pub use safety::SafetyState;
+pub use seal::{Attestation, SEAL_LEAVES_MAX, SEAL_PATH_MAX, Seal};
 pub use types::{Digest, DigestMap, DigestSet, Height, ReplicaId, Request, Round, SnapshotBytes, TimeMs};

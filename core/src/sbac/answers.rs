@@ -1,14 +1,13 @@
 //! Signed answers of one replica to a reader (the client API): an object's
 //! value and status, and what its shard recorded about a transaction. A reader
 //! trusts an answer once f+1 replicas of the shard sign the same body: at least
-//! one of them is honest.
+//! one of them is honest. A replica seals the answers of one step together (`Seal`).
 
-use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
 
 use super::messages::{Attempt, VoteKind};
 use super::shard::{ObjectRecord, ObjectStatus, ShardApp, TxRecord};
-use crate::bft::{Committee, KeyPair, ProtocolError, ReplicaId};
+use crate::bft::{Attestation, Committee, KeyPair, ProtocolError, ReplicaId, Seal};
 use crate::ids::{ObjectId, ShardId, TxId};
 
 /// An object as a reader sees it (shared locks are left out: they come and go).
@@ -43,18 +42,20 @@ pub struct SignedAnswer {
     pub shard: ShardId,
     pub replica: ReplicaId,
     pub body: AnswerBody,
-    pub signature: Signature,
+    pub seal: Seal,
 }
 
 impl SignedAnswer {
-    fn signing_bytes(committee: &Committee, body: &AnswerBody) -> Vec<u8> {
+    /// What its seal covers; `committee` is the answering replica's shard's.
+    pub fn signing_bytes(committee: &Committee, body: &AnswerBody) -> Vec<u8> {
         let encoded = postcard::to_stdvec(body).expect("encoding into memory cannot fail");
         committee.signing_bytes("sbac-answer", &[&encoded])
     }
 
+    /// An answer sealed alone.
     pub fn sign(committee: &Committee, keys: &KeyPair, body: AnswerBody) -> Self {
-        let signature = keys.sign(&Self::signing_bytes(committee, &body));
-        Self { shard: committee.shard(), replica: keys.id, body, signature }
+        let seal = Seal::sign_one(committee, keys, &Self::signing_bytes(committee, &body));
+        Self { shard: committee.shard(), replica: keys.id, body, seal }
     }
 
     /// `committee` is the committee of the shard the answer claims to be from.
@@ -62,7 +63,7 @@ impl SignedAnswer {
         if committee.shard() != self.shard {
             return Err(ProtocolError::Malformed { what: "answer", reason: "checked against another shard".into() });
         }
-        committee.verify(self.replica, &Self::signing_bytes(committee, &self.body), &self.signature)
+        self.seal.check(committee, self.replica, &Self::signing_bytes(committee, &self.body))
     }
 }
 
@@ -113,21 +114,18 @@ impl TxRecord {
 }
 
 impl ShardApp {
-    /// This replica's signed answer about an object.
-    pub fn answer_object(&self, id: ObjectId) -> SignedAnswer {
-        let body = AnswerBody::Object { id, object: self.object_view(&id) };
-        SignedAnswer::sign(self.own_committee(), self.keys(), body)
+    /// This replica's answer about an object, to be sealed.
+    pub fn answer_object(&self, id: ObjectId) -> AnswerBody {
+        AnswerBody::Object { id, object: self.object_view(&id) }
     }
 
-    /// This replica's signed answer about a transaction (its latest attempt here).
-    pub fn answer_transaction(&self, tx: TxId) -> SignedAnswer {
-        let body = AnswerBody::Transaction { tx, record: self.tx_view(&tx) };
-        SignedAnswer::sign(self.own_committee(), self.keys(), body)
+    /// This replica's answer about a transaction (its latest attempt here), to be sealed.
+    pub fn answer_transaction(&self, tx: TxId) -> AnswerBody {
+        AnswerBody::Transaction { tx, record: self.tx_view(&tx) }
     }
 
-    /// This replica's signed answer about one attempt of a transaction.
-    pub fn answer_attempt(&self, tx: TxId, attempt: Attempt) -> SignedAnswer {
-        let body = AnswerBody::Transaction { tx, record: self.attempt_view(&tx, attempt) };
-        SignedAnswer::sign(self.own_committee(), self.keys(), body)
+    /// This replica's answer about one attempt of a transaction, to be sealed.
+    pub fn answer_attempt(&self, tx: TxId, attempt: Attempt) -> AnswerBody {
+        AnswerBody::Transaction { tx, record: self.attempt_view(&tx, attempt) }
     }
 }

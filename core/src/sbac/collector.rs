@@ -5,17 +5,15 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use ed25519_dalek::Signature;
-
 use super::messages::{Attempt, PreparedCertificate, SignedVote, Verdict, VerdictCertificate};
-use crate::bft::{Committee, ProtocolError, ReplicaId};
+use crate::bft::{Committee, ProtocolError, ReplicaId, Seal};
 use crate::ids::{ShardId, TxId};
 
-/// Signatures of matching votes.
-type Signatures = Vec<(ReplicaId, Signature)>;
+/// Seals of matching votes.
+type Seals = Vec<(ReplicaId, Seal)>;
 
-/// Each signer's verdict (accept or not) and signature.
-type VerdictsBySigner = BTreeMap<ReplicaId, (bool, Signature)>;
+/// Each signer's verdict (accept or not) and seal.
+type VerdictsBySigner = BTreeMap<ReplicaId, (bool, Seal)>;
 
 /// The last `capacity` keys finished, with what they finished with; the oldest are
 /// forgotten first. Votes for attempts already decided are dropped before their
@@ -80,33 +78,33 @@ impl VerdictCollector {
         Self { committee, gathering: BTreeMap::new(), certified: Finished::new(capacity), arrivals: 0, capacity }
     }
 
-    /// Adds a verdict (checking its signature); returns the certificate when this one completes
+    /// Adds a verdict (checking its seal); returns the certificate when this one completes
     /// it, and again, unchecked, for each verdict on an envelope already certified.
     pub fn add(&mut self, verdict: Verdict) -> Result<Option<VerdictCertificate>, ProtocolError> {
         let key = (verdict.tx, verdict.envelope);
         if let Some(certificate) = self.certified.get(&key) {
             return Ok(Some(certificate.clone()));
         }
-        let bytes = Verdict::signing_bytes(&self.committee, &verdict.tx, &verdict.envelope, verdict.success);
-        self.committee.verify(verdict.replica, &bytes, &verdict.signature)?;
+        verdict.verify(&self.committee)?;
         if !self.gathering.contains_key(&key) {
             evict_oldest(&mut self.gathering, self.capacity, |(arrival, _)| *arrival);
             self.arrivals += 1;
         }
         let arrivals = self.arrivals;
         let (_, verdicts) = self.gathering.entry(key).or_insert_with(|| (arrivals, BTreeMap::new()));
-        verdicts.entry(verdict.replica).or_insert((verdict.success, verdict.signature));
-        let matching: Vec<(ReplicaId, Signature)> = verdicts
+        let success = verdict.success;
+        verdicts.entry(verdict.replica).or_insert((success, verdict.seal));
+        let matching: Seals = verdicts
             .iter()
-            .filter(|(_, (success, _))| *success == verdict.success)
-            .map(|(r, (_, s))| (*r, *s))
+            .filter(|(_, (each, _))| *each == success)
+            .map(|(replica, (_, seal))| (*replica, seal.clone()))
             .collect();
         if matching.len() < self.committee.validity() {
             return Ok(None);
         }
         self.gathering.remove(&key);
-        let (tx, envelope, success) = (verdict.tx, verdict.envelope, verdict.success);
-        let certificate = VerdictCertificate { tx, envelope, success, signatures: matching };
+        let (tx, envelope) = (verdict.tx, verdict.envelope);
+        let certificate = VerdictCertificate { tx, envelope, success, seals: matching };
         self.certified.insert_with(key, certificate.clone());
         Ok(Some(certificate))
     }
@@ -156,7 +154,7 @@ impl VoteCollector {
         self.decided.insert((tx, attempt));
     }
 
-    /// Adds a vote from any shard (checking its signature against that shard's committee);
+    /// Adds a vote from any shard (checking its seal against that shard's committee);
     /// returns the certificates of a decision when this vote completes them.
     pub fn add(&mut self, vote: SignedVote) -> Result<Option<Vec<PreparedCertificate>>, ProtocolError> {
         let committee = self.committees.get(vote.shard.0 as usize).ok_or(ProtocolError::Malformed {
@@ -208,19 +206,19 @@ impl VoteCollector {
                 return Some(vec![other]);
             }
             let certificate = |accept: bool| -> Option<PreparedCertificate> {
-                let signatures: Vec<_> = votes?
+                let seals: Seals = votes?
                     .values()
                     .filter(|vote| vote.vote.is_accept() == accept && vote.envelope == envelope)
-                    .map(|vote| (vote.replica, vote.signature))
+                    .map(|vote| (vote.replica, vote.seal.clone()))
                     .take(quorum)
                     .collect();
-                (signatures.len() == quorum).then_some(PreparedCertificate {
+                (seals.len() == quorum).then_some(PreparedCertificate {
                     shard: *shard,
                     tx,
                     attempt,
                     envelope,
                     accept,
-                    signatures,
+                    seals,
                 })
             };
             if let Some(abort) = certificate(false) {
@@ -244,14 +242,14 @@ fn other_envelope(
     envelope: [u8; 32],
     quorum: usize,
 ) -> Option<PreparedCertificate> {
-    let mut groups: BTreeMap<([u8; 32], bool), Signatures> = BTreeMap::new();
+    let mut groups: BTreeMap<([u8; 32], bool), Seals> = BTreeMap::new();
     for vote in votes.values().filter(|vote| vote.envelope != envelope) {
-        groups.entry((vote.envelope, vote.vote.is_accept())).or_default().push((vote.replica, vote.signature));
+        groups.entry((vote.envelope, vote.vote.is_accept())).or_default().push((vote.replica, vote.seal.clone()));
     }
-    let ((other, accept), signatures) = groups.into_iter().find(|(_, signatures)| signatures.len() >= quorum)?;
+    let ((other, accept), seals) = groups.into_iter().find(|(_, seals)| seals.len() >= quorum)?;
     let first = votes.values().next()?;
-    let signatures = signatures.into_iter().take(quorum).collect();
-    Some(PreparedCertificate { shard, tx: first.tx, attempt: first.attempt, envelope: other, accept, signatures })
+    let seals = seals.into_iter().take(quorum).collect();
+    Some(PreparedCertificate { shard, tx: first.tx, attempt: first.attempt, envelope: other, accept, seals })
 }
 
 /// Drops the oldest entry when `map` is full.

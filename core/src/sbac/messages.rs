@@ -1,13 +1,13 @@
 //! The S-BAC vocabulary (DESIGN.md §5): attempts, votes and their reasons,
 //! checker verdicts certified by f+1 replicas of a shard, signed votes and the
-//! prepared certificates made of them, and the requests a shard orders.
+//! prepared certificates made of them, and the requests a shard orders. Verdicts and
+//! votes are sealed (`Seal`): one signature covers all a replica says in one step.
 
 use std::fmt;
 
-use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
 
-use crate::bft::{Committee, KeyPair, ProtocolError, ReplicaId};
+use crate::bft::{Attestation, Committee, KeyPair, ProtocolError, ReplicaId, Seal};
 use crate::ids::{ShardId, TxId};
 
 /// One run of a transaction: a transaction that aborted may run again as a newer attempt.
@@ -82,7 +82,7 @@ impl VoteKind {
     }
 }
 
-/// One replica's signed checker verdict on one envelope of a transaction (the store's
+/// One replica's sealed checker verdict on one envelope of a transaction (the store's
 /// values included: the checker judged those values, and no others).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -91,12 +91,24 @@ pub struct Verdict {
     pub envelope: [u8; 32],
     pub success: bool,
     pub replica: ReplicaId,
-    pub signature: Signature,
+    pub seal: Seal,
 }
 
 impl Verdict {
     pub fn signing_bytes(committee: &Committee, tx: &TxId, envelope: &[u8; 32], success: bool) -> Vec<u8> {
         committee.signing_bytes("sbac-verdict", &[tx.as_bytes(), envelope, &[u8::from(success)]])
+    }
+
+    /// A verdict sealed alone (a replica seals its verdicts together: `ShardReplica`).
+    pub fn sign(committee: &Committee, keys: &KeyPair, tx: TxId, envelope: [u8; 32], success: bool) -> Self {
+        let seal = Seal::sign_one(committee, keys, &Self::signing_bytes(committee, &tx, &envelope, success));
+        Self { tx, envelope, success, replica: keys.id, seal }
+    }
+
+    /// `committee` is the shard's own: verdicts never leave it.
+    pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
+        let bytes = Self::signing_bytes(committee, &self.tx, &self.envelope, self.success);
+        self.seal.check(committee, self.replica, &bytes)
     }
 }
 
@@ -107,19 +119,19 @@ pub struct VerdictCertificate {
     pub tx: TxId,
     pub envelope: [u8; 32],
     pub success: bool,
-    pub signatures: Vec<(ReplicaId, Signature)>,
+    pub seals: Vec<(ReplicaId, Seal)>,
 }
 
 impl VerdictCertificate {
     pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
         let bytes = Verdict::signing_bytes(committee, &self.tx, &self.envelope, self.success);
-        committee.verify_signers(&bytes, &self.signatures, committee.validity())
+        committee.verify_signers(&bytes, &self.seals, committee.validity())
     }
 }
 
-/// A replica's vote on an attempt before it is signed: the shard's state machine computes
-/// it, and the shell signs it only to send it (the vote on a transaction of one shard is
-/// its decision and never leaves the replica, so it is never signed).
+/// A replica's vote on an attempt before it is sealed: the shard's state machine computes
+/// it, and `ShardReplica` seals it only to send it (the vote on a transaction of one shard
+/// is its decision and never leaves the replica, so it is never sealed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VoteBody {
     pub shard: ShardId,
@@ -130,15 +142,25 @@ pub struct VoteBody {
 }
 
 impl VoteBody {
-    /// `committee` is this shard's, `keys` this replica's.
-    pub fn sign(self, committee: &Committee, keys: &KeyPair) -> SignedVote {
-        let bytes = SignedVote::signing_bytes(committee, &self.tx, self.attempt, &self.envelope, self.vote);
+    /// What its seal covers; `committee` is this shard's.
+    pub fn signing_bytes(&self, committee: &Committee) -> Vec<u8> {
+        SignedVote::signing_bytes(committee, &self.tx, self.attempt, &self.envelope, self.vote)
+    }
+
+    /// The vote under `seal`, made by `replica`.
+    pub fn sealed(self, replica: ReplicaId, seal: Seal) -> SignedVote {
         let Self { shard, tx, attempt, envelope, vote } = self;
-        SignedVote { shard, tx, attempt, envelope, vote, replica: keys.id, signature: keys.sign(&bytes) }
+        SignedVote { shard, tx, attempt, envelope, vote, replica, seal }
+    }
+
+    /// The vote sealed alone; `committee` is this shard's, `keys` this replica's.
+    pub fn sign(self, committee: &Committee, keys: &KeyPair) -> SignedVote {
+        let seal = Seal::sign_one(committee, keys, &self.signing_bytes(committee));
+        self.sealed(keys.id, seal)
     }
 }
 
-/// One replica's signed vote on an attempt, sent to every concerned shard.
+/// One replica's sealed vote on an attempt, sent to every concerned shard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedVote {
     pub shard: ShardId,
@@ -148,7 +170,7 @@ pub struct SignedVote {
     pub envelope: [u8; 32],
     pub vote: VoteKind,
     pub replica: ReplicaId,
-    pub signature: Signature,
+    pub seal: Seal,
 }
 
 impl SignedVote {
@@ -171,7 +193,7 @@ impl SignedVote {
             return Err(ProtocolError::Malformed { what: "vote", reason: "checked against another shard".into() });
         }
         let bytes = Self::signing_bytes(committee, &self.tx, self.attempt, &self.envelope, self.vote);
-        committee.verify(self.replica, &bytes, &self.signature)
+        self.seal.check(committee, self.replica, &bytes)
     }
 }
 
@@ -183,7 +205,7 @@ pub struct PreparedCertificate {
     pub attempt: Attempt,
     pub envelope: [u8; 32],
     pub accept: bool,
-    pub signatures: Vec<(ReplicaId, Signature)>,
+    pub seals: Vec<(ReplicaId, Seal)>,
 }
 
 impl PreparedCertificate {
@@ -197,7 +219,7 @@ impl PreparedCertificate {
         // The reason of an abort is not signed: any abort reason verifies an abort.
         let vote = if self.accept { VoteKind::Accept } else { VoteKind::Abort(AbortReason::Malformed) };
         let bytes = SignedVote::signing_bytes(committee, &self.tx, self.attempt, &self.envelope, vote);
-        committee.verify_quorum(&bytes, &self.signatures)
+        committee.verify_quorum(&bytes, &self.seals)
     }
 }
 

@@ -1,9 +1,9 @@
 //! Admission of an attempt's envelope (from a client, or passed on by a peer): answered
 //! from the record if this shard voted on it, refused with a reason if it cannot be
-//! taken, else checked. The checkers' answer becomes this replica's signed verdict,
+//! taken, else checked. The checkers' answer becomes this replica's sealed verdict,
 //! shared with its shard; f+1 matching verdicts make the certificate of the `Prepare`.
 
-use super::{ClientId, ClientReply, ENVELOPES_MAX, Frame, Output, RejectKind, ShardReplica};
+use super::{ClientId, ClientReply, ENVELOPES_MAX, Frame, Output, RejectKind, ShardReplica, Unsealed};
 use crate::Envelope;
 use crate::bft::TimeMs;
 use crate::ids::TxId;
@@ -69,16 +69,16 @@ impl ShardReplica {
             // Answered from the record; the vote goes again too: the shard passing this on
             // may have lost the votes that would decide it there.
             self.counters.answered_from_record += 1;
-            let answer = app.answer_attempt(tx, attempt);
+            let body = app.answer_attempt(tx, attempt);
             let recorded = app.recorded_vote(tx, attempt);
             if self.stop_if_unreadable() {
                 return;
             }
             if let Some(client) = client {
-                self.outputs.push(Output::Reply { client, reply: ClientReply::Answer(answer) });
+                self.unsealed.push(Unsealed::Answer { clients: vec![client], body, read: false });
             }
-            if let Some((vote, concerned)) = recorded {
-                self.send_vote(vote, concerned);
+            if let Some((body, concerned)) = recorded {
+                self.unsealed.push(Unsealed::Vote { body, concerned, gather: false });
             }
             return;
         }
@@ -116,7 +116,7 @@ impl ShardReplica {
         }
     }
 
-    /// The checkers answered: sign the verdict and share it with the shard.
+    /// The checkers answered: the verdict is sealed with the rest of the call, then shared.
     pub(super) fn on_checked(&mut self, checked: super::Checked) {
         let key = (checked.tx, checked.envelope);
         let Some(pending) = self.envelopes.get(&key) else { return };
@@ -136,11 +136,11 @@ impl ShardReplica {
                 return;
             }
         };
-        let app = self.replica.app();
-        let bytes = Verdict::signing_bytes(app.own_committee(), &checked.tx, &checked.envelope, success);
-        let signature = app.keys().sign(&bytes);
-        let verdict =
-            Verdict { tx: checked.tx, envelope: checked.envelope, success, replica: self.own.replica, signature };
+        self.unsealed.push(Unsealed::Verdict { tx: checked.tx, envelope: checked.envelope, success });
+    }
+
+    /// This replica's sealed verdict goes to its shard and into its own gathering.
+    pub(super) fn share_verdict(&mut self, verdict: Verdict) {
         self.outputs.push(Output::Multicast { shards: vec![self.own.shard], frame: Frame::Verdict(verdict.clone()) });
         match self.verdicts.add(verdict) {
             Ok(Some(certificate)) => self.prepare(certificate),

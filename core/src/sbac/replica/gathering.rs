@@ -6,12 +6,12 @@
 //! attempts that take long.
 
 use super::{
-    ClientReply, Frame, Output, PASS_ON_AFTER_MS, PASS_ON_MAX, STANDBY_MAX, STANDBY_MS, STANDBY_MS_MAX, ShardReplica,
+    Frame, Output, PASS_ON_AFTER_MS, PASS_ON_MAX, STANDBY_MAX, STANDBY_MS, STANDBY_MS_MAX, ShardReplica, Unsealed,
 };
 use crate::bft::TimeMs;
 use crate::bft::{Event, PeerMessage, ReplicaId, Request};
 use crate::ids::{ShardId, TxId};
-use crate::sbac::{Attempt, PreparedCertificate, ShardOutput, ShardRequest, SignedVote, VoteBody};
+use crate::sbac::{Attempt, PreparedCertificate, ShardOutput, ShardRequest, SignedVote};
 
 /// How long a stand-in holds a request back, given the shard's recent time from a vote
 /// to its decision: twice that, within `STANDBY_MS..=STANDBY_MS_MAX`.
@@ -57,12 +57,11 @@ impl ShardReplica {
                 if concerned.as_slice() == [self.own.shard] {
                     return; // decided with its vote (`ShardApp::decide_alone`): nothing to gather
                 }
-                let vote = self.send_vote(vote, concerned.clone());
                 let decided = self.app().tx_view(&tx).is_some_and(|view| view.committed.is_some());
                 if !decided {
                     self.undecided.entry((tx, attempt)).or_insert(self.now);
                 }
-                self.gather(vote, concerned);
+                self.unsealed.push(Unsealed::Vote { body: vote, concerned, gather: true });
             }
             ShardOutput::Decided { tx, attempt, committed } => {
                 // Voted here, since then (not taken up at a restart, when the time is 0).
@@ -80,13 +79,11 @@ impl ShardReplica {
                 if clients.is_empty() {
                     return;
                 }
-                let answer = self.app().answer_attempt(tx, attempt);
+                let body = self.app().answer_attempt(tx, attempt);
                 if self.stop_if_unreadable() {
                     return;
                 }
-                for client in clients {
-                    self.outputs.push(Output::Reply { client, reply: ClientReply::Answer(answer.clone()) });
-                }
+                self.unsealed.push(Unsealed::Answer { clients, body, read: false });
             }
             ShardOutput::Refused { .. } => {}
         }
@@ -94,7 +91,7 @@ impl ShardReplica {
 
     /// Gathers this replica's own vote with the others for the attempt; submits the
     /// `Decide` once they are complete.
-    fn gather(&mut self, vote: SignedVote, concerned: Vec<ShardId>) {
+    pub(super) fn gather(&mut self, vote: SignedVote, concerned: Vec<ShardId>) {
         let mut complete = self.votes.expect(vote.tx, vote.attempt, vote.envelope, concerned);
         match self.votes.add(vote) {
             Ok(Some(certificates)) => complete = Some(certificates),
@@ -106,26 +103,14 @@ impl ShardReplica {
         }
     }
 
-    /// Signs this replica's vote and sends it to every replica of the concerned shards.
-    pub(super) fn send_vote(&mut self, vote: VoteBody, concerned: Vec<ShardId>) -> SignedVote {
-        let app = self.app();
-        let vote = vote.sign(app.own_committee(), app.keys());
-        self.counters.votes_sent += 1;
-        self.outputs.push(Output::Multicast { shards: concerned, frame: Frame::Vote(vote.clone()) });
-        vote
-    }
-
     /// Sends this replica's recorded vote on an attempt again, and gathers votes for its
     /// decision again: after a restart (outputs are not delivered twice) or lost messages,
     /// this is what lets an undecided attempt be decided.
     pub(super) fn vote_again(&mut self, tx: TxId, attempt: Attempt) {
-        let Some((vote, concerned)) = self.app().recorded_vote(tx, attempt) else { return };
+        let Some((body, concerned)) = self.app().recorded_vote(tx, attempt) else { return };
         self.counters.votes_again += 1;
-        let vote = self.send_vote(vote, concerned.clone());
-        if self.app().attempt_view(&tx, vote.attempt).is_some_and(|view| view.decision.is_some()) {
-            return; // decided here: nothing to gather
-        }
-        self.gather(vote, concerned);
+        // Gathered once sealed, unless decided here by then (nothing to gather).
+        self.unsealed.push(Unsealed::Vote { body, concerned, gather: true });
     }
 
     /// Certificates of every concerned shard (or one abort): order the `Decide`.

@@ -17,6 +17,7 @@
 mod admission;
 mod gathering;
 mod outbox;
+mod sealing;
 mod waiters;
 mod wire;
 mod writes;
@@ -36,10 +37,13 @@ use crate::bft::{
 };
 use crate::ids::{ObjectId, ShardId, TxId};
 use crate::limits::Limits;
-use crate::sbac::{Attempt, ShardApp, ShardOutput, ShardRequest, VerdictCertificate, VerdictCollector, VoteCollector};
+use crate::sbac::{
+    AnswerBody, Attempt, ShardApp, ShardOutput, ShardRequest, VerdictCertificate, VerdictCollector, VoteCollector,
+};
 use crate::shard::ShardMap;
 
 use admission::Pending;
+use sealing::Unsealed;
 use waiters::Waiters;
 
 /// Requests whose submitter waits to hear they were decided.
@@ -142,6 +146,9 @@ pub enum Stop {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub votes_sent: u64,
+    /// Roots signed (`sealing`), and the messages they sealed.
+    pub seals: u64,
+    pub sealed: u64,
     pub commits: u64,
     pub aborts: u64,
     pub envelopes_rejected: u64,
@@ -198,6 +205,8 @@ pub struct ShardReplica {
     counters: Counters,
     /// What executing the log produced in this call, not acted on yet.
     delivered: VecDeque<ShardOutput>,
+    /// What this replica says in this call, sealed together before it goes out (`sealing`).
+    unsealed: Vec<Unsealed>,
     /// This call's outputs.
     outputs: Vec<Output>,
     stopped: bool,
@@ -230,6 +239,7 @@ impl ShardReplica {
             now: TimeMs(0),
             counters: Counters::default(),
             delivered: VecDeque::new(),
+            unsealed: Vec::new(),
             outputs: Vec::new(),
             stopped: false,
         }
@@ -293,12 +303,21 @@ impl ShardReplica {
             Input::ClientsGone(clients) => self.waiters.forget_clients(&clients),
             Input::Tick => self.on_tick(),
         }
-        while let Some(output) = self.delivered.pop_front() {
-            if self.stopped {
+        // What it says is sealed once the rest of the call is done: acting on its own sealed
+        // verdicts and votes may set off more work, and that work is sealed in turn.
+        loop {
+            while let Some(output) = self.delivered.pop_front() {
+                if self.stopped {
+                    break;
+                }
+                self.on_output(output);
+            }
+            if self.stopped || self.unsealed.is_empty() {
                 break;
             }
-            self.on_output(output);
+            self.seal();
         }
+        self.unsealed.clear(); // a stopped replica says nothing more
         std::mem::take(&mut self.outputs)
     }
 
@@ -346,8 +365,8 @@ impl ShardReplica {
             ClientRequest::Submit(requests) => return self.submit_raw(client, requests),
             ClientRequest::Envelope { envelope, attempt } => return self.on_envelope(envelope, attempt, Some(client)),
             ClientRequest::Status => ClientReply::Status(self.status()),
-            ClientRequest::Object(id) => ClientReply::Record(self.app().answer_object(id)),
-            ClientRequest::Transaction(tx) => ClientReply::Record(self.app().answer_transaction(tx)),
+            ClientRequest::Object(id) => return self.answer_read(client, self.app().answer_object(id)),
+            ClientRequest::Transaction(tx) => return self.answer_read(client, self.app().answer_transaction(tx)),
             ClientRequest::List { what, after, limit } => ClientReply::Page(self.page(what, after, limit)),
         };
         // A read that failed answered "none": such an answer is never said, signed or not.
@@ -355,6 +374,14 @@ impl ShardReplica {
             return;
         }
         self.outputs.push(Output::Reply { client, reply });
+    }
+
+    /// A read's answer, sealed with the rest of the call.
+    fn answer_read(&mut self, client: ClientId, body: AnswerBody) {
+        // A read that failed answered "none": such an answer is never said, signed or not.
+        if !self.stop_if_unreadable() {
+            self.unsealed.push(Unsealed::Answer { clients: vec![client], body, read: true });
+        }
     }
 
     fn status(&self) -> Status {

@@ -4,17 +4,19 @@
 //! name, lies to clients, withholds messages, and slips in requests and frames of
 //! its own: decisions and verdict certificates replayed into other attempts and
 //! other transactions, old votes replayed as they are or into other attempts,
-//! and garbage. Every honest replica must refuse all of it and change nothing.
+//! seals that do not fit (a vote under the seal of another of its votes, a root
+//! signed under a lone message's tag or for another shard), and garbage. Every
+//! honest replica must refuse all of it and change nothing.
 
 use std::collections::BTreeMap;
 
 use rand::RngExt;
 use rand::rngs::StdRng;
-use shardspace_core::bft::{Committee, KeyPair, PeerMessage, ReplicaId, Request};
+use shardspace_core::bft::{Committee, KeyPair, PeerMessage, ReplicaId, Request, Seal};
 use shardspace_core::sbac::replica::{ClientId, ClientReply, ClientRequest, Frame, Input, Output, PeerId};
 use shardspace_core::sbac::{
     AbortReason, AnswerBody, Attempt, PreparedCertificate, ShardRequest, SignedAnswer, SignedVote, Verdict,
-    VerdictCertificate, VoteKind,
+    VerdictCertificate, VoteBody, VoteKind,
 };
 use shardspace_core::{ShardId, TxId};
 
@@ -28,6 +30,8 @@ pub struct Liar {
     prepares: Vec<(String, Attempt, VerdictCertificate)>,
     decides: Vec<(TxId, Attempt, Vec<PreparedCertificate>)>,
     votes: Vec<SignedVote>,
+    /// Its own replica's sealed votes, whose seals it moves onto other votes.
+    own_votes: Vec<SignedVote>,
     /// How often it did each thing.
     pub behaviours: BTreeMap<&'static str, u64>,
 }
@@ -95,8 +99,7 @@ impl Liar {
                     let committee = &committees[shards[0].0 as usize];
                     for replica in (0..REPLICAS).map(ReplicaId).filter(|r| *r != keys.id) {
                         let success = rng.random_bool(0.5);
-                        let bytes = Verdict::signing_bytes(committee, &verdict.tx, &verdict.envelope, success);
-                        let lie = Verdict { success, signature: keys.sign(&bytes), ..verdict.clone() };
+                        let lie = Verdict::sign(committee, keys, verdict.tx, verdict.envelope, success);
                         twisted.push(Output::Send {
                             to: PeerId { shard: shards[0], replica },
                             frame: Frame::Verdict(lie),
@@ -104,6 +107,7 @@ impl Liar {
                     }
                 }
                 Output::Multicast { shards, frame: Frame::Vote(vote) } => {
+                    keep(&mut self.own_votes, vote.clone());
                     self.did("opposite vote");
                     let opposite =
                         if vote.vote.is_accept() { VoteKind::Abort(AbortReason::Malformed) } else { VoteKind::Accept };
@@ -142,12 +146,17 @@ impl Liar {
 
     /// Now and then, something of its own: frames to send (to every replica of a shard)
     /// and requests for its own replica to order.
-    pub fn forge(&mut self, rng: &mut StdRng) -> (Vec<(ShardId, Frame)>, Vec<Input>) {
+    pub fn forge(
+        &mut self,
+        committees: &[Committee],
+        keys: &KeyPair,
+        rng: &mut StdRng,
+    ) -> (Vec<(ShardId, Frame)>, Vec<Input>) {
         let (mut frames, mut inputs) = (Vec::new(), Vec::new());
         if !rng.random_bool(0.05) {
             return (frames, inputs);
         }
-        match rng.random_range(0..6) {
+        match rng.random_range(0..8) {
             0 if !self.decides.is_empty() => {
                 let (tx, attempt, certificates) = self.decides[rng.random_range(0..self.decides.len())].clone();
                 let other = Attempt(if rng.random_bool(0.5) { attempt.0 + 1 } else { attempt.0.saturating_sub(1) });
@@ -180,6 +189,42 @@ impl Liar {
                 self.did("vote replayed into another transaction");
                 frames.push((vote.shard, Frame::Vote(SignedVote { tx: other, ..vote })));
             }
+            5 if self.own_votes.len() > 1 => {
+                // The seal of one of its votes on another of its votes, turned around: the
+                // path leads from another leaf, so to another root than the one it signed.
+                let vote = self.own_votes[rng.random_range(0..self.own_votes.len())].clone();
+                let donor = self.own_votes[rng.random_range(0..self.own_votes.len())].clone();
+                let opposite =
+                    if vote.vote.is_accept() { VoteKind::Abort(AbortReason::Malformed) } else { VoteKind::Accept };
+                let moved = SignedVote { vote: opposite, seal: donor.seal, ..vote.clone() };
+                self.did("vote under another vote's seal");
+                frames.push((vote.shard, Frame::Vote(moved)));
+            }
+            6 if !self.own_votes.is_empty() => {
+                let vote = self.own_votes[rng.random_range(0..self.own_votes.len())].clone();
+                let committee = &committees[vote.shard.0 as usize];
+                let opposite =
+                    if vote.vote.is_accept() { VoteKind::Abort(AbortReason::Malformed) } else { VoteKind::Accept };
+                let body = VoteBody {
+                    shard: vote.shard,
+                    tx: vote.tx,
+                    attempt: vote.attempt,
+                    envelope: vote.envelope,
+                    vote: opposite,
+                };
+                let bytes = body.signing_bytes(committee);
+                let seal = if rng.random_bool(0.5) {
+                    // The message itself signed, as a root: a lone signature is no seal.
+                    self.did("root signed under a message's tag");
+                    Seal { root_signature: keys.sign(&bytes), sides: 0, path: Vec::new() }
+                } else {
+                    // A root signed in another shard's name.
+                    self.did("root sealed for another shard");
+                    let other = ShardId((vote.shard.0 + 1) % committees.len() as u32);
+                    Seal::sign_one(&committees[other.0 as usize], keys, &bytes)
+                };
+                frames.push((vote.shard, Frame::Vote(body.sealed(keys.id, seal))));
+            }
             _ => {
                 self.did("garbage");
                 let garbage = Frame::Envelope { envelope: "{\"transaction\": 7".into(), attempt: Attempt(1) };
@@ -197,7 +242,6 @@ fn sign_vote(
     committees: &[Committee],
     keys: &KeyPair,
 ) -> SignedVote {
-    let committee = &committees[shard.0 as usize];
-    let bytes = SignedVote::signing_bytes(committee, &vote.tx, vote.attempt, &vote.envelope, kind);
-    SignedVote { shard, vote: kind, signature: keys.sign(&bytes), ..vote.clone() }
+    let body = VoteBody { shard, tx: vote.tx, attempt: vote.attempt, envelope: vote.envelope, vote: kind };
+    body.sign(&committees[shard.0 as usize], keys)
 }

@@ -600,7 +600,7 @@ impl SbacSimulation {
         let node = &mut self.nodes[index as usize];
         let liar = node.liar.as_mut()?;
         node.replica.as_ref()?;
-        let (frames, inputs) = liar.forge(&mut self.rng);
+        let (frames, inputs) = liar.forge(&self.committees, &node.keys, &mut self.rng);
         for (target, frame) in frames {
             for replica in 0..REPLICAS {
                 let to = global(target, ReplicaId(replica));
