@@ -24,6 +24,9 @@ pub const SEAL_LEAVES_MAX: usize = 1 << 12;
 /// The longest path a seal may carry; a longer one is malformed.
 pub const SEAL_PATH_MAX: usize = 12;
 
+/// A leaf's sides and path to its root (`Seal::sides`, `Seal::path`).
+type Path = (u32, Vec<[u8; 32]>);
+
 const LEAF: u8 = 0;
 const NODE: u8 = 1;
 
@@ -103,8 +106,8 @@ fn node(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
 
 /// The root over `leaves` (at least one), and each leaf's (sides, path). Pairs are hashed
 /// level by level; a node left without a sibling goes up as it is.
-fn tree(leaves: &[[u8; 32]]) -> ([u8; 32], Vec<(u32, Vec<[u8; 32]>)>) {
-    let mut paths: Vec<(u32, Vec<[u8; 32]>)> = vec![(0, Vec::new()); leaves.len()];
+fn tree(leaves: &[[u8; 32]]) -> ([u8; 32], Vec<Path>) {
+    let mut paths: Vec<Path> = vec![(0, Vec::new()); leaves.len()];
     // Each node of the level, with the leaves under it.
     let mut level: Vec<([u8; 32], std::ops::Range<usize>)> =
         leaves.iter().enumerate().map(|(index, hash)| (*hash, index..index + 1)).collect();
