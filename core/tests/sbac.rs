@@ -654,6 +654,31 @@ fn votes_for_made_up_attempts_cannot_evict_an_expected_gathering() {
 }
 
 #[test]
+fn votes_after_the_certificates_are_dropped_unchecked_and_a_gathering_again_gets_the_certificates() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let spend = transaction("bank", &[&objects[0], &objects[1]], &[], vec!["x".into()]);
+    let (tx, concerned) = (spend.transaction.tx_id(), cluster.map().concerned_shards(&spend.transaction));
+    let concerned: Vec<ShardId> = concerned.into_iter().collect();
+    let mut collector = VoteCollector::new(cluster.committees.clone(), 16);
+    assert!(collector.expect(tx, Attempt(1), spend.digest(), concerned.clone()).is_none());
+    let votes: Vec<Vec<SignedVote>> = concerned.iter().map(|shard| cluster.prepare(shard.0, &spend, 1, true)).collect();
+    let mut certificates = None;
+    for vote in votes.iter().flat_map(|of_shard| of_shard.iter().take(3)) {
+        certificates = collector.add(vote.clone()).unwrap().or(certificates);
+    }
+    let certificates = certificates.expect("2f+1 votes of each shard make the certificates");
+    // The fourth vote of a shard comes late, and so does a forgery: neither is checked nor
+    // opens a gathering that would wait for eviction.
+    let late = votes[0][3].clone();
+    let forged = SignedVote { replica: ReplicaId(2), ..votes[1][3].clone() };
+    assert_eq!(collector.add(late), Ok(None));
+    assert_eq!(collector.add(forged), Ok(None), "dropped unchecked: the attempt is certified");
+    // Gathering again (a pass-on) gives the certificates at once, to submit the `Decide` again.
+    assert_eq!(collector.expect(tx, Attempt(1), spend.digest(), concerned), Some(certificates));
+}
+
+#[test]
 fn an_output_reserved_by_a_pending_attempt_cannot_be_created_by_another() {
     // Two transactions whose (input-less) dependency creates the same object: only one may.
     let mut cluster = Cluster::new();

@@ -51,7 +51,8 @@ pub enum StoreError {
 /// The layout this store writes: 2 keeps the records themselves (1 was a read model only);
 /// 3 keeps the same tables, but the saved heads' LtHash lanes are BLAKE3 expansions; 4 the
 /// same, but a block's digest binds its parent certificate's signers (leader reputation);
-/// 5 the same, but the S-BAC requests in blocks carry seals, not lone signatures.
+/// 5 the same, but the S-BAC requests in blocks carry seals, not lone signatures, and
+/// transaction and object ids are encoded as their 32 bytes, not as hex text.
 const SCHEMA_VERSION: i64 = 5;
 
 pub use shardspace_core::sbac::replica::Write;

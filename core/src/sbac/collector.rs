@@ -126,14 +126,23 @@ pub struct VoteCollector {
     gathering: BTreeMap<(TxId, Attempt), Gathering>,
     /// Attempts decided here (`forget`).
     decided: Finished<(TxId, Attempt)>,
+    /// Certificates completed here, by attempt: the votes still arriving for it (up to f of
+    /// each shard's) are dropped before their seals are checked, and the certificates are
+    /// given again when this replica gathers for the attempt again (pass-on).
+    certified: Finished<(TxId, Attempt), Vec<PreparedCertificate>>,
     arrivals: u64,
     capacity: usize,
 }
 
+/// Certified attempts remembered: only those between their certificates and their
+/// decision need to be (a few hundred at the peak); the oldest are forgotten first.
+const CERTIFIED_MAX: usize = 4096;
+
 impl VoteCollector {
     pub fn new(committees: Vec<Committee>, capacity: usize) -> Self {
         let decided = Finished::new(capacity);
-        Self { committees, gathering: BTreeMap::new(), decided, arrivals: 0, capacity: capacity.max(1) }
+        let certified = Finished::new(CERTIFIED_MAX.min(capacity));
+        Self { committees, gathering: BTreeMap::new(), decided, certified, arrivals: 0, capacity: capacity.max(1) }
     }
 
     /// The local shard prepared this attempt of this envelope: its concerned shards are now known.
@@ -144,6 +153,9 @@ impl VoteCollector {
         envelope: [u8; 32],
         concerned: Vec<ShardId>,
     ) -> Option<Vec<PreparedCertificate>> {
+        if let Some(certificates) = self.certified.get(&(tx, attempt)) {
+            return Some(certificates.clone());
+        }
         self.entry(tx, attempt).concerned = Some((concerned, envelope));
         self.complete(tx, attempt)
     }
@@ -161,7 +173,8 @@ impl VoteCollector {
             what: "vote",
             reason: format!("from {}, which is not a shard of this cluster", vote.shard),
         })?;
-        if self.decided.contains(&(vote.tx, vote.attempt)) {
+        let key = (vote.tx, vote.attempt);
+        if self.decided.contains(&key) || self.certified.contains(&key) {
             return Ok(None);
         }
         vote.verify(committee)?;
@@ -190,10 +203,18 @@ impl VoteCollector {
         self.gathering.entry((tx, attempt)).or_insert_with(|| Gathering { arrival, ..Gathering::default() })
     }
 
+    /// The certificates of a decision, once the votes gathered make them (`certificates`).
+    fn complete(&mut self, tx: TxId, attempt: Attempt) -> Option<Vec<PreparedCertificate>> {
+        let certificates = self.certificates(tx, attempt)?;
+        self.gathering.remove(&(tx, attempt));
+        self.certified.insert_with((tx, attempt), certificates.clone());
+        Some(certificates)
+    }
+
     /// One abort certificate decides, and so does a certificate on another envelope of the
     /// attempt (votes on two stores can never make a commit); otherwise an accept
     /// certificate on this envelope from every concerned shard.
-    fn complete(&mut self, tx: TxId, attempt: Attempt) -> Option<Vec<PreparedCertificate>> {
+    fn certificates(&self, tx: TxId, attempt: Attempt) -> Option<Vec<PreparedCertificate>> {
         let gathering = self.gathering.get(&(tx, attempt))?;
         let (concerned, envelope) = gathering.concerned.as_ref()?;
         let envelope = *envelope;
@@ -202,7 +223,6 @@ impl VoteCollector {
             let quorum = self.committees.get(shard.0 as usize)?.quorum();
             let votes = gathering.votes.get(shard);
             if let Some(other) = votes.and_then(|votes| other_envelope(*shard, votes, envelope, quorum)) {
-                self.gathering.remove(&(tx, attempt));
                 return Some(vec![other]);
             }
             let certificate = |accept: bool| -> Option<PreparedCertificate> {
@@ -222,16 +242,11 @@ impl VoteCollector {
                 })
             };
             if let Some(abort) = certificate(false) {
-                self.gathering.remove(&(tx, attempt));
                 return Some(vec![abort]);
             }
             certificates.push(certificate(true));
         }
-        let certificates: Option<Vec<_>> = certificates.into_iter().collect();
-        if certificates.is_some() {
-            self.gathering.remove(&(tx, attempt));
-        }
-        certificates
+        certificates.into_iter().collect()
     }
 }
 

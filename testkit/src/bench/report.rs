@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::faults::Faults;
-use super::{Bench, BenchFlags, Figure, Run, accounting};
+use super::{Bench, BenchFlags, CpuFit, Figure, Run, accounting};
 
 #[derive(Debug, Serialize)]
 pub struct Report<'a> {
@@ -21,6 +21,8 @@ pub struct Report<'a> {
     config: serde_json::Value,
     baseline: Option<&'a Figure>,
     results: &'a [Figure],
+    /// CPU = fixed + per transaction × rate, fitted over each workload's open-loop runs.
+    cpu_fits: &'a [CpuFit],
     runs: &'a [Run],
     /// The fault runs of the full plan (`--faults` alone writes them apart).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,6 +53,7 @@ impl<'a> Report<'a> {
             }),
             baseline: bench.figures.first(),
             results: &bench.figures,
+            cpu_fits: &bench.fits,
             runs: &bench.all_runs,
             faults,
         }
@@ -88,9 +91,9 @@ impl<'a> Report<'a> {
         );
         let _ = writeln!(
             text,
-            "| workload | checkers | shards | load | committed tx/s | p50 ms | p99 ms | max ms | aborted | errors | shed | CPU ms/tx | replica peak RSS MiB | × baseline |"
+            "| workload | checkers | shards | load | committed tx/s | p50 ms | p99 ms | max ms | aborted | errors | shed | CPU ms/tx | load generator CPU ms/tx | rounds/s a shard | replica peak RSS MiB | × baseline |"
         );
-        let _ = writeln!(text, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(text, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for figure in self.results {
             let load = match (figure.clients, figure.offered_tps) {
                 (Some(clients), _) => format!("peak ({clients} clients)"),
@@ -99,7 +102,7 @@ impl<'a> Report<'a> {
             };
             let _ = writeln!(
                 text,
-                "| {} | {} | {} | {load} | {:.0} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {:.2} | {:.0} | {:.2} |",
+                "| {} | {} | {} | {load} | {:.0} | {:.1} | {:.1} | {:.0} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |",
                 figure.workload,
                 figure.checkers,
                 figure.shards,
@@ -111,9 +114,26 @@ impl<'a> Report<'a> {
                 figure.errors,
                 figure.shed,
                 figure.cpu_s_per_tx * 1000.0,
+                figure.loadgen_cpu_s_per_tx * 1000.0,
+                figure.rounds_per_s,
                 figure.replica_peak_rss_mib,
                 figure.vs_baseline,
             );
+        }
+        if !self.cpu_fits.is_empty() {
+            let _ = writeln!(
+                text,
+                "\nCPU of the cluster (load generator apart) fitted over each workload's open-loop runs, \
+                 cores = fixed + per transaction × committed tx/s:\n\n\
+                 | workload | checkers | shards | runs | fixed cores | per tx ms | r² |\n|---|---|---|---|---|---|---|"
+            );
+            for fit in self.cpu_fits {
+                let _ = writeln!(
+                    text,
+                    "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+                    fit.workload, fit.checkers, fit.shards, fit.runs, fit.fixed_cores, fit.per_tx_ms, fit.r_squared
+                );
+            }
         }
         let calibrations: Vec<f64> = self.runs.iter().map(|run| run.calibration_ms).collect();
         let (low, high) = calibrations.iter().fold((f64::MAX, 0.0f64), |(low, high), &ms| (low.min(ms), high.max(ms)));
@@ -123,7 +143,7 @@ impl<'a> Report<'a> {
              (median {:.0} ms); a wide spread means a busy machine.\n",
             super::median(calibrations.iter().copied())
         );
-        let _ = writeln!(text, "## Targets (issue 6)\n");
+        let _ = writeln!(text, "## Targets (issue 16)\n");
         for line in self.targets() {
             let _ = writeln!(text, "- {line}");
         }
@@ -187,6 +207,20 @@ impl<'a> Report<'a> {
                     met(figure.p50_ms <= 25.0),
                     figure.p99_ms,
                     met(figure.p99_ms <= 100.0)
+                ));
+            }
+        }
+        for (workload, goal_ms) in [("dump-single", 0.9), ("dump-cross", 1.8)] {
+            let fit =
+                self.cpu_fits.iter().find(|fit| fit.workload == workload && fit.checkers == "rust" && fit.shards == 2);
+            if let Some(fit) = fit {
+                lines.push(format!(
+                    "2 shards, Rust `{workload}`: {:.2} ms of CPU per transaction (marginal, fitted) against ≤ {goal_ms}: {}; \
+                     fixed {:.2} cores against ≤ 0.3: {}",
+                    fit.per_tx_ms,
+                    met(fit.per_tx_ms <= goal_ms),
+                    fit.fixed_cores,
+                    met(fit.fixed_cores <= 0.3)
                 ));
             }
         }
