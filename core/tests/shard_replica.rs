@@ -134,11 +134,11 @@ fn a_client_that_went_away_is_answered_no_more() {
     let tx = envelope(1).transaction.tx_id();
     let outputs = replica.handle(
         TimeMs(3),
-        Input::Checked(shardspace_core::sbac::replica::Checked {
+        Input::Checked(vec![shardspace_core::sbac::replica::Checked {
             tx,
             envelope: envelope(1).digest(),
             verdict: Err("the checker is down".into()),
-        }),
+        }]),
     );
     assert!(replies(&outputs, gone).is_empty(), "{outputs:?}");
     assert!(
@@ -192,7 +192,7 @@ fn a_replica_that_is_not_the_designated_submitter_stands_by_then_stands_in() {
     replica.handle(TimeMs(1), Input::Client { client, request: submit(&envelope) });
     // f+1 verdicts (its own and a peer's) certify the envelope.
     let checked = shardspace_core::sbac::replica::Checked { tx, envelope: digest, verdict: Ok((true, None)) };
-    replica.handle(TimeMs(2), Input::Checked(checked));
+    replica.handle(TimeMs(2), Input::Checked(vec![checked]));
     let peer = (own + 1) % 4;
     let verdict = Verdict::sign(&committee, &keys[peer as usize], tx, digest, true);
     let from = PeerId { shard: ShardId(0), replica: ReplicaId(peer) };
@@ -391,4 +391,36 @@ fn what_a_replica_says_in_one_call_is_sealed_under_one_signature() {
     // A vote moved under another vote's seal does not verify.
     let moved = shardspace_core::sbac::SignedVote { seal: votes[1].seal.clone(), ..votes[0].clone() };
     assert!(moved.verify(&committee).is_err());
+}
+
+#[test]
+fn verdicts_of_checks_answered_together_are_sealed_under_one_signature() {
+    let committee = committee(&keys());
+    let mut replica = replica(0, None);
+    let envelopes = [envelope(21), envelope(22), envelope(23)];
+    for envelope in &envelopes {
+        replica.handle(TimeMs(1), Input::Client { client: ClientId(1), request: submit(envelope) });
+    }
+    let checked = envelopes
+        .iter()
+        .map(|envelope| shardspace_core::sbac::replica::Checked {
+            tx: envelope.transaction.tx_id(),
+            envelope: envelope.digest(),
+            verdict: Ok((true, None)),
+        })
+        .collect();
+    let outputs = replica.handle(TimeMs(2), Input::Checked(checked));
+    let verdicts: Vec<&Verdict> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Multicast { frame: Frame::Verdict(verdict), .. } => Some(verdict),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(verdicts.len(), 3);
+    for verdict in &verdicts {
+        assert_eq!(verdict.seal.root_signature, verdicts[0].seal.root_signature, "one signature for the batch");
+        assert_eq!(verdict.verify(&committee), Ok(()));
+    }
+    assert_eq!(replica.counters().seals, 1);
 }

@@ -123,7 +123,7 @@ impl Core {
                         Input::ClientsGone(vec![client])
                     }
                 },
-                Some(checked) = rx_checked.recv(), if taking => Input::Checked(checked),
+                Some(checked) = rx_checked.recv(), if taking => Input::Checked(with_ready(checked, &mut rx_checked)),
                 _ = ticker.tick(), if taking => {
                     let now = self.now();
                     if now.0 >= last_sweep.0.saturating_add(SWEEP_EVERY_MS) {
@@ -258,4 +258,20 @@ impl Core {
             tracing::info!(peer = %to, height = height.0, bytes = body.len(), "served a checkpoint's state");
         });
     }
+}
+
+/// Checker answers taken into one input at most.
+const CHECKED_PER_INPUT_MAX: usize = 256;
+
+/// `first` and the answers already waiting behind it (a checker batch's arrive together):
+/// their verdicts go in one input, sealed under one signature.
+fn with_ready(first: Checked, rx_checked: &mut mpsc::Receiver<Checked>) -> Vec<Checked> {
+    let mut checked = vec![first];
+    while checked.len() < CHECKED_PER_INPUT_MAX {
+        match rx_checked.try_recv() {
+            Ok(more) => checked.push(more),
+            Err(_) => break,
+        }
+    }
+    checked
 }

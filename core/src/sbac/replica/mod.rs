@@ -78,15 +78,19 @@ pub const TICK_MS: u64 = 10;
 /// How often forgotten submitters are swept out and envelopes passed on.
 pub const SWEEP_EVERY_MS: u64 = 1_000;
 
-/// What a replica is told.
+/// What a replica is told. Frames are most inputs: boxing them to shrink the rare others
+/// would cost an allocation each.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Input {
     /// A frame from an authenticated replica of the cluster.
     Frame { from: PeerId, frame: Frame },
     /// A request of a client, whose replies go to `client`.
     Client { client: ClientId, request: ClientRequest },
-    /// The checkers' answer on an envelope this replica asked about (`Output::Check`).
-    Checked(Checked),
+    /// The checkers' answers on envelopes this replica asked about (`Output::Check`): those
+    /// that came back together (one checker batch) go in one input, so that their verdicts
+    /// are sealed under one signature.
+    Checked(Vec<Checked>),
     /// Clients whose connection closed: nobody waits for their answers any more.
     ClientsGone(Vec<ClientId>),
     /// The clock moved.
@@ -299,7 +303,7 @@ impl ShardReplica {
         match input {
             Input::Frame { from, frame } => self.on_frame(from, frame),
             Input::Client { client, request } => self.on_request(client, request),
-            Input::Checked(checked) => self.on_checked(checked),
+            Input::Checked(checked) => checked.into_iter().for_each(|checked| self.on_checked(checked)),
             Input::ClientsGone(clients) => self.waiters.forget_clients(&clients),
             Input::Tick => self.on_tick(),
         }

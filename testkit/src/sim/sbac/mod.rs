@@ -333,7 +333,7 @@ impl SbacSimulation {
                 Scheduled::Request { client, to, request } => self.handle(to, Input::Client { client, request }),
                 Scheduled::Checked { node, incarnation, checked } => {
                     if self.nodes[node as usize].incarnation == incarnation {
-                        self.handle(node, Input::Checked(checked));
+                        self.handle(node, Input::Checked(vec![checked]));
                     }
                 }
                 Scheduled::Committed { node, incarnation } => {
