@@ -376,11 +376,12 @@ fn what_a_replica_says_in_one_call_is_sealed_under_one_signature() {
     let votes: Vec<_> = outputs
         .iter()
         .filter_map(|output| match output {
-            Output::Multicast { frame: Frame::Vote(vote), .. } => Some(vote.clone()),
+            Output::Multicast { frame: Frame::Votes(votes), .. } => Some(votes.clone()),
             _ => None,
         })
+        .flatten()
         .collect();
-    assert_eq!(votes.len(), txs.len(), "each undecided attempt's vote goes again");
+    assert_eq!(votes.len(), txs.len(), "each undecided attempt's vote goes again, all in one frame");
     let committee = replica.app().own_committee().clone();
     for vote in &votes {
         assert_eq!(vote.seal.root_signature, votes[0].seal.root_signature, "one root for the call");

@@ -355,12 +355,17 @@ impl ShardReplica {
                 Ok(None) => {}
                 Err(error) => self.outputs.push(Output::Dropped { from, error }),
             },
-            Frame::Vote(vote) => match self.votes.add(vote) {
-                Ok(Some(certificates)) => self.decide(certificates),
-                Ok(None) => {}
-                Err(error) => self.outputs.push(Output::Dropped { from, error }),
-            },
+            Frame::Vote(vote) => self.on_vote(from, vote),
+            Frame::Votes(votes) => votes.into_iter().for_each(|vote| self.on_vote(from, vote)),
             Frame::Envelope { envelope, attempt } => self.on_envelope(envelope, attempt, None),
+        }
+    }
+
+    fn on_vote(&mut self, from: PeerId, vote: crate::sbac::SignedVote) {
+        match self.votes.add(vote) {
+            Ok(Some(certificates)) => self.decide(certificates),
+            Ok(None) => {}
+            Err(error) => self.outputs.push(Output::Dropped { from, error }),
         }
     }
 

@@ -3,13 +3,14 @@
 //! call's work is done, then all of it is sealed under one root (`Seal::sign_all`) and
 //! goes out. Under load a call executes a block of many transactions, so a replica
 //! signs once where it signed once per message, and its peers check one root's
-//! signature where they checked each (issue 16). Going out at the end of the call only
-//! moves messages later: they still follow the writes that record them.
+//! signature where they checked each (issue 16). Votes for the same shards go out in one
+//! frame (`Frame::Votes`). Going out at the end of the call only moves messages later:
+//! they still follow the writes that record them.
 
 use super::{ClientId, ClientReply, Frame, Output, ShardReplica};
 use crate::bft::Seal;
 use crate::ids::{ShardId, TxId};
-use crate::sbac::{AnswerBody, SignedAnswer, Verdict, VoteBody};
+use crate::sbac::{AnswerBody, SignedAnswer, SignedVote, Verdict, VoteBody};
 
 /// Something this replica says in this call, before it is sealed.
 #[derive(Clone, Debug)]
@@ -42,6 +43,8 @@ impl ShardReplica {
         let seals = Seal::sign_all(committee, app.keys(), &messages);
         self.counters.seals += messages.len().div_ceil(crate::bft::SEAL_LEAVES_MAX) as u64;
         self.counters.sealed += messages.len() as u64;
+        // Votes for the same shards go in one frame.
+        let mut votes: Vec<(Vec<ShardId>, Vec<SignedVote>)> = Vec::new();
         for (said, seal) in unsealed.into_iter().zip(seals) {
             match said {
                 Unsealed::Verdict { tx, envelope, success } => {
@@ -52,8 +55,10 @@ impl ShardReplica {
                     let (tx, attempt) = (body.tx, body.attempt);
                     let vote = body.sealed(self.own.replica, seal);
                     self.counters.votes_sent += 1;
-                    let frame = Frame::Vote(vote.clone());
-                    self.outputs.push(Output::Multicast { shards: concerned.clone(), frame });
+                    match votes.iter_mut().find(|(shards, _)| *shards == concerned) {
+                        Some((_, same)) => same.push(vote.clone()),
+                        None => votes.push((concerned.clone(), vec![vote.clone()])),
+                    }
                     let decided = self.app().attempt_view(&tx, attempt).is_some_and(|view| view.decision.is_some());
                     if gather && !decided {
                         self.gather(vote, concerned);
@@ -71,6 +76,10 @@ impl ShardReplica {
                     }
                 }
             }
+        }
+        for (shards, mut votes) in votes {
+            let frame = if votes.len() == 1 { Frame::Vote(votes.remove(0)) } else { Frame::Votes(votes) };
+            self.outputs.push(Output::Multicast { shards, frame });
         }
     }
 }

@@ -34,18 +34,30 @@ pub enum Frame {
     Bft(PeerMessage),
     /// Inside a shard: a replica's signed checker verdict on an envelope.
     Verdict(Verdict),
-    /// To every concerned shard: a replica's signed vote on an attempt.
+    /// To every concerned shard: a replica's sealed vote on an attempt.
     Vote(SignedVote),
     /// To every concerned shard: the envelope of an attempt that is taking long to be
     /// decided (a client may have told some shards only). A replica that prepared it
     /// answers with its recorded vote; one that did not checks it and prepares it.
     Envelope { envelope: String, attempt: Attempt },
+    /// To every concerned shard: a replica's votes of one call (an executed block's),
+    /// for the same shards, in one frame: one frame per peer, not one per vote.
+    Votes(Vec<SignedVote>),
 }
 
 impl Frame {
     /// Whether a replica of another shard may send this.
     pub fn crosses_shards(&self) -> bool {
-        matches!(self, Self::Vote(_) | Self::Envelope { .. })
+        matches!(self, Self::Vote(_) | Self::Votes(_) | Self::Envelope { .. })
+    }
+
+    /// The votes this frame carries (none but in `Vote` and `Votes`).
+    pub fn votes(&self) -> &[SignedVote] {
+        match self {
+            Self::Vote(vote) => std::slice::from_ref(vote),
+            Self::Votes(votes) => votes,
+            _ => &[],
+        }
     }
 }
 

@@ -59,22 +59,20 @@ impl Liar {
     /// Keeps what it hears that it may replay.
     pub fn hear(&mut self, input: &Input) {
         let Input::Frame { frame, .. } = input else { return };
-        match frame {
-            Frame::Vote(vote) => keep(&mut self.votes, vote.clone()),
-            Frame::Bft(PeerMessage::Requests(requests)) => {
-                for request in requests {
-                    match postcard::from_bytes::<ShardRequest>(request.payload()) {
-                        Ok(ShardRequest::Prepare { envelope, attempt, verdict }) => {
-                            keep(&mut self.prepares, (envelope, attempt, verdict));
-                        }
-                        Ok(ShardRequest::Decide { tx, attempt, certificates }) => {
-                            keep(&mut self.decides, (tx, attempt, certificates));
-                        }
-                        Err(_) => {}
-                    }
+        for vote in frame.votes() {
+            keep(&mut self.votes, vote.clone());
+        }
+        let Frame::Bft(PeerMessage::Requests(requests)) = frame else { return };
+        for request in requests {
+            match postcard::from_bytes::<ShardRequest>(request.payload()) {
+                Ok(ShardRequest::Prepare { envelope, attempt, verdict }) => {
+                    keep(&mut self.prepares, (envelope, attempt, verdict));
                 }
+                Ok(ShardRequest::Decide { tx, attempt, certificates }) => {
+                    keep(&mut self.decides, (tx, attempt, certificates));
+                }
+                Err(_) => {}
             }
-            _ => {}
         }
     }
 
@@ -106,18 +104,31 @@ impl Liar {
                         });
                     }
                 }
-                Output::Multicast { shards, frame: Frame::Vote(vote) } => {
-                    keep(&mut self.own_votes, vote.clone());
-                    self.did("opposite vote");
-                    let opposite =
-                        if vote.vote.is_accept() { VoteKind::Abort(AbortReason::Malformed) } else { VoteKind::Accept };
-                    let lie = sign_vote(&vote, vote.shard, opposite, committees, keys);
-                    twisted.push(Output::Multicast { shards: shards.clone(), frame: Frame::Vote(lie) });
-                    if committees.len() > 1 {
-                        self.did("vote in another shard's name");
-                        let other = ShardId((vote.shard.0 + 1) % committees.len() as u32);
-                        let forged = sign_vote(&vote, other, VoteKind::Accept, committees, keys);
-                        twisted.push(Output::Multicast { shards, frame: Frame::Vote(forged) });
+                Output::Multicast { shards, frame } if !frame.votes().is_empty() => {
+                    let (mut lies, mut forged) = (Vec::new(), Vec::new());
+                    for vote in frame.votes() {
+                        keep(&mut self.own_votes, vote.clone());
+                        self.did("opposite vote");
+                        let opposite = if vote.vote.is_accept() {
+                            VoteKind::Abort(AbortReason::Malformed)
+                        } else {
+                            VoteKind::Accept
+                        };
+                        lies.push(sign_vote(vote, vote.shard, opposite, committees, keys));
+                        if committees.len() > 1 {
+                            self.did("vote in another shard's name");
+                            let other = ShardId((vote.shard.0 + 1) % committees.len() as u32);
+                            forged.push(sign_vote(vote, other, VoteKind::Accept, committees, keys));
+                        }
+                    }
+                    // Its lies go out as its replica's votes did: together or alone.
+                    let frame_of = |votes: Vec<SignedVote>| match <[SignedVote; 1]>::try_from(votes) {
+                        Ok([vote]) => Frame::Vote(vote),
+                        Err(votes) => Frame::Votes(votes),
+                    };
+                    twisted.push(Output::Multicast { shards: shards.clone(), frame: frame_of(lies) });
+                    if !forged.is_empty() {
+                        twisted.push(Output::Multicast { shards, frame: frame_of(forged) });
                     }
                 }
                 Output::Reply { client, reply: ClientReply::Answer(answer) } => {

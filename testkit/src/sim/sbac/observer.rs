@@ -140,17 +140,22 @@ impl Observer {
                     }
                 }
             }
-            Output::Multicast { frame: Frame::Vote(vote), .. } => {
-                self.cover("I4 checked: vote persisted before sent");
-                let saved = Source::<TxId, TxRecord>::get(store.records.as_ref(), &vote.tx);
-                let recorded = saved.as_ref().and_then(|record| record.attempts.get(&vote.attempt)).map(|a| a.vote);
-                if recorded != Some(vote.vote) {
-                    self.violation(format!(
-                        "I4: {shard} replica {node} sent its vote on attempt {} of {} before persisting it ({recorded:?})",
-                        vote.attempt.0, vote.tx
-                    ));
+            Output::Multicast { frame, .. } if !frame.votes().is_empty() => {
+                if matches!(frame, Frame::Votes(_)) {
+                    self.cover("votes of one call in one frame");
                 }
-                self.vote(node, shard, vote.tx, vote.attempt, vote.vote.is_accept(), vote.envelope);
+                for vote in frame.votes() {
+                    self.cover("I4 checked: vote persisted before sent");
+                    let saved = Source::<TxId, TxRecord>::get(store.records.as_ref(), &vote.tx);
+                    let recorded = saved.as_ref().and_then(|record| record.attempts.get(&vote.attempt)).map(|a| a.vote);
+                    if recorded != Some(vote.vote) {
+                        self.violation(format!(
+                            "I4: {shard} replica {node} sent its vote on attempt {} of {} before persisting it ({recorded:?})",
+                            vote.attempt.0, vote.tx
+                        ));
+                    }
+                    self.vote(node, shard, vote.tx, vote.attempt, vote.vote.is_accept(), vote.envelope);
+                }
             }
             _ => {}
         }
