@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::fmt;
 use std::sync::Arc;
 
@@ -231,10 +232,19 @@ where
         self.source.as_ref()
     }
 
-    /// Keys after `after` in order, at most `limit`: saved and held alike.
+    /// Keys after `after` in order, at most `limit`: saved and held alike. Records given
+    /// up lately (`recent`, `older`) count too: with group commit the shell may not have
+    /// made them durable in the source yet (a listing missed an object whose group was
+    /// still being committed; the S-BAC simulator's conservation check found it).
     pub fn keys_after(&self, after: Option<&K>, limit: usize) -> Vec<K> {
-        let held = self.held.keys().filter(|key| after.is_none_or(|after| *key > after)).take(limit).cloned();
-        let mut keys: BTreeSet<K> = held.collect();
+        let above = |map: &BTreeMap<K, V>| -> Vec<K> {
+            let range = match after {
+                Some(after) => map.range((Bound::Excluded(after.clone()), Bound::Unbounded)),
+                None => map.range::<K, _>(..),
+            };
+            range.take(limit).map(|(key, _)| key.clone()).collect()
+        };
+        let mut keys: BTreeSet<K> = [&self.held, &self.recent, &self.older].into_iter().flat_map(above).collect();
         if let Some(source) = &self.source {
             keys.extend(source.keys_after(after, limit));
         }
@@ -373,5 +383,26 @@ mod tests {
         assert_eq!(transferred.clone().take_unsaved().len(), 50, "every record of a transfer is to be saved");
         whole.insert(7, "replaced".into());
         assert_ne!(whole.head(), rebuilt.clone().head());
+    }
+
+    #[test]
+    fn records_given_up_before_the_source_holds_them_are_listed() {
+        // Group commit: the shell takes a step's records, and they reach the source only
+        // when their group is durable; a listing meanwhile must still show them.
+        let saved = Arc::new(Saved::default());
+        let mut table = Table::with_source(saved.clone(), TableHead::default());
+        for key in [1, 2, 3] {
+            table.insert(key, format!("{key}"));
+        }
+        saved.0.lock().unwrap().extend(table.take_unsaved());
+        table.forget_saved();
+        table.insert(7, "not durable yet".into());
+        let in_flight = table.take_unsaved();
+        table.forget_saved();
+        assert_eq!(table.keys_after(None, 10), vec![1, 2, 3, 7]);
+        assert_eq!(table.keys_after(Some(&2), 10), vec![3, 7]);
+        assert_eq!(table.keys_after(Some(&2), 1), vec![3], "the limit holds");
+        saved.0.lock().unwrap().extend(in_flight);
+        assert_eq!(table.keys_after(Some(&3), 10), vec![7], "listed once when the source has it too");
     }
 }
