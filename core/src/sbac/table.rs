@@ -10,8 +10,8 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 use std::fmt;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
