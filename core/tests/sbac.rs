@@ -679,6 +679,32 @@ fn votes_after_the_certificates_are_dropped_unchecked_and_a_gathering_again_gets
 }
 
 #[test]
+fn a_certified_attempt_forgotten_by_the_vote_collector_has_its_votes_checked_again() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let spends: Vec<_> =
+        (0..2).map(|n| transaction("bank", &[&objects[0], &objects[1]], &[], vec![format!("x{n}")])).collect();
+    // Room for one certified attempt: the second one's certificates push out the first's.
+    let mut collector = VoteCollector::new(cluster.committees.clone(), 1);
+    let mut late = Vec::new();
+    for spend in &spends {
+        let tx = spend.transaction.tx_id();
+        let concerned: Vec<ShardId> = cluster.map().concerned_shards(&spend.transaction).into_iter().collect();
+        assert!(collector.expect(tx, Attempt(1), spend.digest(), concerned.clone()).is_none());
+        let votes: Vec<Vec<SignedVote>> =
+            concerned.iter().map(|shard| cluster.prepare(shard.0, spend, 1, true)).collect();
+        let mut certified = false;
+        for vote in votes.iter().flat_map(|of_shard| of_shard.iter().take(3)) {
+            certified |= collector.add(vote.clone()).unwrap().is_some();
+        }
+        assert!(certified);
+        late.push(SignedVote { replica: ReplicaId(2), ..votes[0][3].clone() });
+    }
+    assert!(collector.add(late[0].clone()).is_err(), "forgotten: a forged late vote is checked and refused");
+    assert_eq!(collector.add(late[1].clone()), Ok(None), "still certified: dropped unchecked");
+}
+
+#[test]
 fn an_output_reserved_by_a_pending_attempt_cannot_be_created_by_another() {
     // Two transactions whose (input-less) dependency creates the same object: only one may.
     let mut cluster = Cluster::new();

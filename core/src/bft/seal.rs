@@ -163,6 +163,19 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_over_seal_leaves_max_takes_a_root_per_chunk_and_paths_stay_within_the_limit() {
+        let (committee, keys) = committee();
+        let messages = batch(&committee, SEAL_LEAVES_MAX + 1);
+        let seals = Seal::sign_all(&committee, &keys[0], &messages);
+        assert_eq!(seals.len(), messages.len());
+        assert_ne!(seals[0].root_signature, seals[SEAL_LEAVES_MAX].root_signature, "two roots");
+        assert!(seals.iter().all(|seal| seal.path.len() <= SEAL_PATH_MAX));
+        for index in [0, SEAL_LEAVES_MAX - 1, SEAL_LEAVES_MAX] {
+            assert_eq!(seals[index].check(&committee, ReplicaId(0), &messages[index]), Ok(()));
+        }
+    }
+
+    #[test]
     fn a_seal_proves_its_own_message_only_and_only_for_its_signer() {
         let (committee, keys) = committee();
         let messages = batch(&committee, 6);

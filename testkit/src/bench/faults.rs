@@ -13,12 +13,11 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde::Serialize;
 use shardspace_core::ShardMap;
-use shardspace_node::client::ReplicaClient;
 use tokio::time::Instant;
 
 use super::load::{RunStats, Samples, Target, closed_until};
 use super::workload::Stream;
-use super::{accounting, next_prefix, wait_ready};
+use super::{accounting, next_prefix, statuses, wait_ready};
 use crate::cluster::{LocalCluster, Options};
 
 /// Clients in closed loop: enough to fill a healthy cluster's pipeline on this machine.
@@ -208,14 +207,8 @@ async fn watch_catch_up(
 
 /// Each replica's decided height, `None` where it does not answer within a poll.
 async fn heights(replicas: &[String]) -> Vec<Option<u64>> {
-    let asks = replicas.iter().map(|address| async move {
-        let asked = async { ReplicaClient::connect(address).await?.status().await };
-        match tokio::time::timeout(HEIGHT_POLL, asked).await {
-            Ok(Ok(status)) => Some(status.height.0),
-            _ => None,
-        }
-    });
-    futures::future::join_all(asks).await
+    let statuses = statuses(replicas, HEIGHT_POLL).await;
+    statuses.into_iter().map(|status| status.map(|status| status.height.0)).collect()
 }
 
 fn summarise(

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use shardspace_core::ShardMap;
+use shardspace_core::sbac::replica::Status;
 use shardspace_node::client::ReplicaClient;
 use shardspace_node::config::Durability;
 
@@ -617,16 +618,19 @@ fn least_squares(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
 async fn progress(addresses: &[Vec<String>]) -> Vec<Vec<Option<(u64, u64)>>> {
     let mut shards = Vec::new();
     for replicas in addresses {
-        let asks = replicas.iter().map(|address| async move {
-            let asked = async { ReplicaClient::connect(address).await?.status().await };
-            match tokio::time::timeout(Duration::from_secs(1), asked).await {
-                Ok(Ok(status)) => Some((status.round.0, status.height.0)),
-                _ => None,
-            }
-        });
-        shards.push(futures::future::join_all(asks).await);
+        let statuses = statuses(replicas, Duration::from_secs(1)).await;
+        shards.push(statuses.into_iter().map(|status| status.map(|s| (s.round.0, s.height.0))).collect());
     }
     shards
+}
+
+/// Each replica's status, asked all at once; `None` where it does not answer within `wait`.
+async fn statuses(replicas: &[String], wait: Duration) -> Vec<Option<Status>> {
+    let asks = replicas.iter().map(|address| async move {
+        let asked = async { ReplicaClient::connect(address).await?.status().await };
+        tokio::time::timeout(wait, asked).await.ok().and_then(Result::ok)
+    });
+    futures::future::join_all(asks).await
 }
 
 /// A benchmarked cluster: 4 replicas a shard, and the API.
