@@ -12,11 +12,12 @@
 //! and the requests executed at each height (`executed`): a restart takes the state up
 //! where it was, without replaying the log.
 //!
-//! After the changes up to a checkpoint height commit, the store pins a read transaction
-//! on a connection of its own (`Pin`): SQLite's WAL keeps that view of the records while
-//! writes go on, and a peer that catches up is served the checkpoint's body from it
-//! (`snapshot_body`). One view at a time: before pinning the next, the store releases the
-//! last and starts the WAL over, which no open view allows (it would grow without end).
+//! Records are versioned: a change is a new row of the height from which it holds
+//! (`Write::Records`), so the body of any checkpoint from the stable one on is read from
+//! the live tables (`snapshot_body`), at any time, after a restart too. Versions that a
+//! version at or below the stable checkpoint supersedes are collected a few hundred
+//! rows per commit (`Collector`), and SQLite checkpoints its WAL a little at a time as
+//! it does by default.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,8 +53,9 @@ pub enum StoreError {
 /// 3 keeps the same tables, but the saved heads' LtHash lanes are BLAKE3 expansions; 4 the
 /// same, but a block's digest binds its parent certificate's signers (leader reputation);
 /// 5 the same, but the S-BAC requests in blocks carry seals, not lone signatures, and
-/// transaction and object ids are encoded as their 32 bytes, not as hex text.
-const SCHEMA_VERSION: i64 = 5;
+/// transaction and object ids are encoded as their 32 bytes, not as hex text; 6 keeps
+/// versions of the records, a row per record and height.
+const SCHEMA_VERSION: i64 = 6;
 
 pub use shardspace_core::sbac::replica::Write;
 
@@ -65,14 +67,14 @@ enum Command {
 
 /// Batches waiting for the store thread.
 const STORE_QUEUE_MAX: usize = 64;
-/// The read transaction held open on the records as they were at a checkpoint height, if any.
-type Pins = Arc<Mutex<Option<(u64, Arc<Mutex<Connection>>)>>>;
+/// Rows of each table the collector looks at per commit: more than a commit writes, so
+/// that it keeps up, few enough that no commit stalls on it.
+const COLLECT_ROWS_PER_COMMIT: i64 = 256;
 
 #[derive(Clone)]
 pub struct Store {
     tx_store: mpsc::Sender<Command>,
     records: Arc<Records>,
-    pins: Pins,
     /// One body is read at a time: a peer's small request must not buy many large reads.
     body_reads: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
@@ -104,7 +106,6 @@ impl Store {
         connection
             .execute_batch(&format!(
                 "PRAGMA journal_mode = WAL;
-                 PRAGMA wal_autocheckpoint = 0;
                  PRAGMA synchronous = {synchronous};
                  PRAGMA user_version = {SCHEMA_VERSION};
                  CREATE TABLE IF NOT EXISTS safety (id INTEGER PRIMARY KEY CHECK (id = 0), state BLOB NOT NULL);
@@ -118,24 +119,36 @@ impl Store {
                      id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, round INTEGER NOT NULL,
                      block BLOB NOT NULL, head BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS executed (height INTEGER PRIMARY KEY, digests BLOB NOT NULL);
+                 CREATE TABLE IF NOT EXISTS collected (id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS objects (
-                     id TEXT PRIMARY KEY, value TEXT NOT NULL, contract TEXT NOT NULL, status TEXT NOT NULL,
-                     lock_holder TEXT, created_by TEXT NOT NULL, consumed_by TEXT, record BLOB NOT NULL);
+                     id TEXT NOT NULL, height INTEGER NOT NULL, value TEXT NOT NULL, contract TEXT NOT NULL,
+                     status TEXT NOT NULL, lock_holder TEXT, created_by TEXT NOT NULL, consumed_by TEXT,
+                     record BLOB NOT NULL, PRIMARY KEY (id, height)) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS objects_by_height ON objects (height);
                  CREATE TABLE IF NOT EXISTS transactions (
-                     tx TEXT PRIMARY KEY, envelope TEXT NOT NULL, attempt INTEGER NOT NULL, vote TEXT NOT NULL,
-                     reason TEXT, decision TEXT, committed_attempt INTEGER, record BLOB NOT NULL);"
+                     tx TEXT NOT NULL, height INTEGER NOT NULL, envelope TEXT NOT NULL, attempt INTEGER NOT NULL,
+                     vote TEXT NOT NULL, reason TEXT, decision TEXT, committed_attempt INTEGER, record BLOB NOT NULL,
+                     PRIMARY KEY (tx, height)) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS transactions_by_height ON transactions (height);
+                 CREATE VIEW IF NOT EXISTS objects_now AS SELECT * FROM objects AS o
+                     WHERE height = (SELECT max(height) FROM objects WHERE id = o.id);
+                 CREATE VIEW IF NOT EXISTS transactions_now AS SELECT * FROM transactions AS t
+                     WHERE height = (SELECT max(height) FROM transactions WHERE tx = t.tx);"
             ))
             .map_err(sqlite)?;
         let connection = Arc::new(Mutex::new(connection));
+        let collector = {
+            let connection = connection.lock().map_err(|_| StoreError::Stopped)?;
+            Collector::load(&connection).map_err(sqlite)?
+        };
         let records = Arc::new(Records { connection: connection.clone(), path: path.clone(), fault: Mutex::new(None) });
-        let pins = Pins::default();
         let (tx_store, rx_commands) = mpsc::channel(STORE_QUEUE_MAX);
-        let (thread_path, thread_pins) = (path.clone(), pins.clone());
+        let thread_path = path.clone();
         std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || run(&connection, thread_path, thread_pins, rx_commands))
+            .spawn(move || run(&connection, thread_path, collector, rx_commands))
             .map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        Ok(Self { tx_store, records, pins, body_reads: Arc::new(tokio::sync::Semaphore::new(1)), path })
+        Ok(Self { tx_store, records, body_reads: Arc::new(tokio::sync::Semaphore::new(1)), path })
     }
 
     /// Everything the replica persisted, to restart from.
@@ -171,23 +184,34 @@ impl Store {
         self.records.fault()
     }
 
-    /// The body of the checkpoint at `height` (`Application::state_body`), read from the
-    /// view pinned when its changes committed; `None` if this store holds no such view
-    /// (pinned before a restart, or released).
+    /// The body of the checkpoint at `height` (`Application::state_body`): each record's
+    /// version of the highest height at or below it, read in one read transaction on a
+    /// connection of its own, off the core task. `None` if `height` is below the stable
+    /// checkpoint (versions below it are collected) or above what is saved, or if a body
+    /// is being read already.
     pub async fn snapshot_body(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let pinned = self.pins.lock().ok().and_then(|pinned| {
-            pinned.as_ref().filter(|(pinned_at, _)| *pinned_at == height).map(|(_, view)| view.clone())
-        });
-        let (Some(view), Ok(reading)) = (pinned, self.body_reads.clone().try_acquire_owned()) else { return Ok(None) };
+        let Ok(reading) = self.body_reads.clone().try_acquire_owned() else { return Ok(None) };
         let path = self.path.clone();
-        let read = move || -> Result<Vec<u8>, StoreError> {
+        let read = move || -> Result<Option<Vec<u8>>, StoreError> {
             let _reading = reading;
-            let connection = view.lock().map_err(|_| StoreError::Stopped)?;
-            let objects = all_records(&connection, &path, "SELECT id, record FROM objects ORDER BY id")?;
-            let transactions = all_records(&connection, &path, "SELECT tx, record FROM transactions ORDER BY tx")?;
-            Ok(encode_body(objects, transactions))
+            let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
+            let mut connection = open_reader(&path)?;
+            let view = connection.transaction().map_err(sqlite)?;
+            let stable: Option<i64> =
+                view.query_row("SELECT height FROM checkpoint", [], |row| row.get(0)).optional().map_err(sqlite)?;
+            let saved: Option<i64> =
+                view.query_row("SELECT height FROM resume", [], |row| row.get(0)).optional().map_err(sqlite)?;
+            let height = i64::try_from(height).unwrap_or(i64::MAX);
+            if height < stable.unwrap_or(0) || height > saved.unwrap_or(0) {
+                return Ok(None);
+            }
+            let sql = "SELECT id, record FROM objects WHERE height <= ?1 ORDER BY id, height";
+            let objects = records_at(&view, &path, sql, height)?;
+            let sql = "SELECT tx, record FROM transactions WHERE height <= ?1 ORDER BY tx, height";
+            let transactions = records_at(&view, &path, sql, height)?;
+            Ok(Some(encode_body(objects, transactions)))
         };
-        tokio::task::spawn_blocking(read).await.map_err(|_| StoreError::Stopped)?.map(Some)
+        tokio::task::spawn_blocking(read).await.map_err(|_| StoreError::Stopped)?
     }
 }
 
@@ -200,21 +224,35 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
-fn all_records<K: std::str::FromStr, V: DeserializeOwned>(
+/// Each key's last row of `sql` (ordered by key, then height): its version at the height.
+fn records_at<K: std::str::FromStr, V: DeserializeOwned>(
     connection: &Connection,
     path: &Path,
     sql: &str,
+    height: i64,
 ) -> Result<Vec<(K, V)>, StoreError> {
     let sqlite = |source| StoreError::Sqlite { path: path.into(), source };
     let corrupt = |message: String| StoreError::Corrupt { path: path.into(), message };
     let mut statement = connection.prepare(sql).map_err(sqlite)?;
-    let rows =
-        statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))).map_err(sqlite)?;
+    let rows = statement
+        .query_map([height], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))
+        .map_err(sqlite)?;
+    let mut last: Option<(String, Vec<u8>)> = None;
     let mut records = Vec::new();
+    let mut decode = |(key, blob): (String, Vec<u8>)| -> Result<(), StoreError> {
+        let id = key.parse().map_err(|_| corrupt(format!("the key {key} is not an id")))?;
+        records.push((id, postcard::from_bytes(&blob).map_err(|error| corrupt(error.to_string()))?));
+        Ok(())
+    };
     for row in rows {
-        let (key, blob) = row.map_err(sqlite)?;
-        let key = key.parse().map_err(|_| corrupt(format!("the key {key} is not an id")))?;
-        records.push((key, postcard::from_bytes(&blob).map_err(|error| corrupt(error.to_string()))?));
+        let row = row.map_err(sqlite)?;
+        if let Some(earlier) = last.take_if(|(key, _)| *key != row.0) {
+            decode(earlier)?;
+        }
+        last = Some(row);
+    }
+    if let Some(earlier) = last {
+        decode(earlier)?;
     }
     Ok(records)
 }
@@ -287,11 +325,11 @@ impl Records {
 
 impl Source<ObjectId, ObjectRecord> for Records {
     fn get(&self, id: &ObjectId) -> Option<ObjectRecord> {
-        Records::get(self, "SELECT record FROM objects WHERE id = ?1", id.to_hex())
+        Records::get(self, "SELECT record FROM objects WHERE id = ?1 ORDER BY height DESC LIMIT 1", id.to_hex())
     }
 
     fn keys_after(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
-        let sql = "SELECT id FROM objects WHERE id > ?1 ORDER BY id LIMIT ?2";
+        let sql = "SELECT DISTINCT id FROM objects WHERE id > ?1 ORDER BY id LIMIT ?2";
         Records::keys_after(self, sql, after.map(ObjectId::to_hex), limit)
     }
 
@@ -302,11 +340,11 @@ impl Source<ObjectId, ObjectRecord> for Records {
 
 impl Source<TxId, TxRecord> for Records {
     fn get(&self, tx: &TxId) -> Option<TxRecord> {
-        Records::get(self, "SELECT record FROM transactions WHERE tx = ?1", tx.to_hex())
+        Records::get(self, "SELECT record FROM transactions WHERE tx = ?1 ORDER BY height DESC LIMIT 1", tx.to_hex())
     }
 
     fn keys_after(&self, after: Option<&TxId>, limit: usize) -> Vec<TxId> {
-        let sql = "SELECT tx FROM transactions WHERE tx > ?1 ORDER BY tx LIMIT ?2";
+        let sql = "SELECT DISTINCT tx FROM transactions WHERE tx > ?1 ORDER BY tx LIMIT ?2";
         Records::keys_after(self, sql, after.map(TxId::to_hex), limit)
     }
 
@@ -315,7 +353,12 @@ impl Source<TxId, TxRecord> for Records {
     }
 }
 
-fn run(connection: &Mutex<Connection>, path: PathBuf, pins: Pins, mut rx_commands: mpsc::Receiver<Command>) {
+fn run(
+    connection: &Mutex<Connection>,
+    path: PathBuf,
+    mut collector: Collector,
+    mut rx_commands: mpsc::Receiver<Command>,
+) {
     while let Some(command) = rx_commands.blocking_recv() {
         let Ok(mut connection) = connection.lock() else {
             tracing::error!(path = %path.display(), "the store's connection was poisoned: the store stops");
@@ -326,7 +369,8 @@ fn run(connection: &Mutex<Connection>, path: PathBuf, pins: Pins, mut rx_command
                 let _ = reply.send(load(&connection, &path));
             }
             Command::Write(batches, reply) => {
-                let written = batches.into_iter().try_for_each(|writes| write(&mut connection, &path, &pins, writes));
+                let written =
+                    batches.into_iter().try_for_each(|writes| write(&mut connection, &path, &mut collector, writes));
                 let _ = reply.send(written);
             }
         }
@@ -337,10 +381,15 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("encoding into memory cannot fail")
 }
 
-fn write(connection: &mut Connection, path: &Path, pins: &Pins, writes: Vec<Write>) -> Result<(), StoreError> {
+fn write(
+    connection: &mut Connection,
+    path: &Path,
+    collector: &mut Collector,
+    writes: Vec<Write>,
+) -> Result<(), StoreError> {
     let sqlite = |source| StoreError::Sqlite { path: path.into(), source };
     let transaction = connection.transaction().map_err(sqlite)?;
-    let (mut pin, mut release_below) = (None, None);
+    let mut collecting = collector.clone();
     for write in writes {
         match write {
             Write::Safety(state) => {
@@ -371,9 +420,18 @@ fn write(connection: &mut Connection, path: &Path, pins: &Pins, writes: Vec<Writ
                     .map_err(sqlite)?;
                 let sql = "DELETE FROM decided_blocks WHERE height <= ?1";
                 transaction.prepare_cached(sql).and_then(|mut s| s.execute(params![height])).map_err(sqlite)?;
-                release_below = Some(checkpoint.certificate.point.height.0);
+                collecting.stable = collecting.stable.max(height);
             }
-            Write::Records(changes) => write_records(&transaction, changes).map_err(sqlite)?,
+            Write::Records { height, changes } => {
+                if changes.replace {
+                    // A transferred state: one version of each record, nothing to collect.
+                    let height = i64::try_from(height).unwrap_or(i64::MAX);
+                    collecting.collected = collecting.collected.max(height);
+                    collecting.objects = (collecting.collected, String::new());
+                    collecting.transactions = (collecting.collected, String::new());
+                }
+                write_records(&transaction, height, changes).map_err(sqlite)?
+            }
             Write::Resume { tip, head } => {
                 let sql = "INSERT INTO resume (id, height, round, block, head) VALUES (0, ?1, ?2, ?3, ?4)
                            ON CONFLICT (id) DO UPDATE SET height = ?1, round = ?2, block = ?3, head = ?4";
@@ -398,55 +456,83 @@ fn write(connection: &mut Connection, path: &Path, pins: &Pins, writes: Vec<Writ
                     transaction.prepare_cached(sql).and_then(|mut s| s.execute(row)).map_err(sqlite)?;
                 }
             }
-            Write::Pin(height) => pin = Some(height),
         }
     }
+    collecting.collect(&transaction).map_err(sqlite)?;
     transaction.commit().map_err(sqlite)?;
-    if let Some(stable) = release_below {
-        let mut pinned = pins.lock().map_err(|_| StoreError::Stopped)?;
-        if pinned.as_ref().is_some_and(|(height, _)| *height < stable) {
-            *pinned = None; // a transferred state moved past it
-        }
-    }
-    if let Some(height) = pin {
-        let earlier = pins.lock().map_err(|_| StoreError::Stopped)?.take();
-        // Only the one view: SQLite starts its WAL over only when no reader holds a view
-        // into it, and while views overlapped the WAL grew without end (7 MB/s a replica
-        // at 400 tx/s). A body being served keeps its view until it is sent.
-        if earlier.is_none_or(|(_, view)| Arc::strong_count(&view) == 1) {
-            start_wal_over(connection, path);
-        }
-        // A read transaction begun now sees this commit and no later one, while it lasts.
-        let view = open_reader(path)?;
-        view.execute_batch("BEGIN; SELECT 1 FROM objects LIMIT 1;").map_err(sqlite)?;
-        *pins.lock().map_err(|_| StoreError::Stopped)? = Some((height, Arc::new(Mutex::new(view))));
-    }
+    *collector = collecting;
     Ok(())
 }
 
-/// Copies the WAL into the database and empties it. The view pinned next reads the
-/// database itself and holds back what later commits write to the WAL until it is
-/// released at the next checkpoint: the WAL holds at most one checkpoint interval. This is
-/// the only WAL checkpoint (`wal_autocheckpoint = 0`): SQLite's own, after each commit once
-/// the WAL passed 1,000 pages, could copy nothing past the view and sorted the whole WAL
-/// index each time to find that out (2 % of the machine).
-fn start_wal_over(connection: &Connection, path: &Path) {
-    let started = std::time::Instant::now();
-    let checkpoint = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-    });
-    match checkpoint {
-        Ok((0, _, _)) => {
-            let ms = started.elapsed().as_millis();
-            tracing::debug!(ms, "copied the WAL into the database and emptied it");
+/// Collects the versions that a version at or below the stable checkpoint supersedes:
+/// the body of no checkpoint from the stable one on needs them. It walks each table by
+/// height, `COLLECT_ROWS_PER_COMMIT` rows per commit, from where it stopped up to the
+/// stable height, and deletes the versions of each row's key older than that row; once
+/// both tables are walked up to it, the height is saved (`collected`), where a restart
+/// takes the walk up.
+#[derive(Clone, Debug)]
+struct Collector {
+    stable: i64,
+    collected: i64,
+    /// Where each table's walk is: the last (height, key) looked at.
+    objects: (i64, String),
+    transactions: (i64, String),
+}
+
+impl Collector {
+    fn load(connection: &Connection) -> rusqlite::Result<Self> {
+        let height = |sql| connection.query_row(sql, [], |row| row.get::<_, i64>(0)).optional();
+        let stable = height("SELECT height FROM checkpoint")?.unwrap_or(0);
+        let collected = height("SELECT height FROM collected")?.unwrap_or(0);
+        Ok(Self { stable, collected, objects: (collected, String::new()), transactions: (collected, String::new()) })
+    }
+
+    fn collect(&mut self, transaction: &rusqlite::Transaction) -> rusqlite::Result<()> {
+        if self.collected >= self.stable {
+            return Ok(());
         }
-        Ok((_, frames, copied)) => tracing::debug!(frames, copied, "the WAL could not start over: readers held it"),
-        Err(error) => tracing::warn!(path = %path.display(), %error, "could not checkpoint the WAL"),
+        let objects_done = walk(transaction, "objects", "id", &mut self.objects, self.stable)?;
+        let transactions_done = walk(transaction, "transactions", "tx", &mut self.transactions, self.stable)?;
+        if objects_done && transactions_done {
+            let sql = "INSERT INTO collected (id, height) VALUES (0, ?1) ON CONFLICT (id) DO UPDATE SET height = ?1";
+            transaction.prepare_cached(sql)?.execute([self.stable])?;
+            self.collected = self.stable;
+        }
+        Ok(())
     }
 }
 
+/// One table's share of a commit's collection; whether it reached `stable`.
+fn walk(
+    transaction: &rusqlite::Transaction,
+    table: &str,
+    key: &str,
+    at: &mut (i64, String),
+    stable: i64,
+) -> rusqlite::Result<bool> {
+    let sql = format!(
+        "SELECT {key}, height FROM {table} WHERE (height, {key}) > (?1, ?2) AND height <= ?3
+         ORDER BY height, {key} LIMIT ?4"
+    );
+    let rows: Vec<(String, i64)> = transaction
+        .prepare_cached(&sql)?
+        .query_map(params![at.0, at.1, stable, COLLECT_ROWS_PER_COMMIT], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let delete = format!("DELETE FROM {table} WHERE {key} = ?1 AND height < ?2");
+    let mut delete = transaction.prepare_cached(&delete)?;
+    for (id, height) in &rows {
+        delete.execute(params![id, height])?;
+    }
+    let done = (rows.len() as i64) < COLLECT_ROWS_PER_COMMIT;
+    if let Some((id, height)) = rows.into_iter().next_back() {
+        *at = (height, id);
+    }
+    Ok(done)
+}
+
 /// The records' rows: the record itself, and the columns operators read.
-fn write_records(transaction: &rusqlite::Transaction, changes: StateChanges) -> Result<(), rusqlite::Error> {
+fn write_records(transaction: &rusqlite::Transaction, height: u64, changes: StateChanges) -> rusqlite::Result<()> {
+    let height = i64::try_from(height).unwrap_or(i64::MAX);
     if changes.replace {
         transaction.execute_batch("DELETE FROM objects; DELETE FROM transactions;")?;
     }
@@ -456,11 +542,12 @@ fn write_records(transaction: &rusqlite::Transaction, changes: StateChanges) -> 
             ObjectStatus::Locked { tx, .. } => ("locked", Some(tx.to_hex()), None),
             ObjectStatus::Inactive { consumed_by } => ("inactive", None, Some(consumed_by.to_hex())),
         };
-        let sql =
-            "INSERT OR REPLACE INTO objects (id, value, contract, status, lock_holder, created_by, consumed_by, record)
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+        let sql = "INSERT OR REPLACE INTO objects
+                   (id, height, value, contract, status, lock_holder, created_by, consumed_by, record)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
         let values = params![
             id.to_hex(),
+            height,
             record.value,
             record.contract,
             status,
@@ -479,11 +566,12 @@ fn write_records(transaction: &rusqlite::Transaction, changes: StateChanges) -> 
         };
         let decision = view.decision.map(|commit| if commit { "commit" } else { "abort" });
         let sql = "INSERT OR REPLACE INTO transactions
-                   (tx, envelope, attempt, vote, reason, decision, committed_attempt, record)
-                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+                   (tx, height, envelope, attempt, vote, reason, decision, committed_attempt, record)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
         let committed = view.committed.map(|attempt| i64::from(attempt.0));
         let values = params![
             tx.to_hex(),
+            height,
             latest.envelope,
             i64::from(view.attempt.0),
             vote,
@@ -624,12 +712,51 @@ mod tests {
     }
 
     fn changes(objects: &[(u8, &str)], replace: bool) -> Write {
-        Write::Records(StateChanges {
+        changes_at(1, objects, replace)
+    }
+
+    fn changes_at(height: u64, objects: &[(u8, &str)], replace: bool) -> Write {
+        let changes = StateChanges {
             replace,
             objects: objects.iter().map(|(id, value)| (ObjectId([*id; 32]), object(value))).collect(),
             transactions: vec![(TxId([9; 32]), transaction(VoteKind::Accept))],
             ..StateChanges::default()
-        })
+        };
+        Write::Records { height, changes }
+    }
+
+    fn stable_at(height: u64) -> Write {
+        let certificate = CheckpointCertificate {
+            point: CheckpointPoint {
+                height: Height(height),
+                block: Digest([8; 32]),
+                round: Round(height),
+                state: Digest([0; 32]),
+            },
+            signatures: vec![],
+        };
+        Write::Checkpoint(StableCheckpoint { certificate, state: b"head".to_vec().into() })
+    }
+
+    fn saved_to(height: u64) -> Write {
+        Write::Resume {
+            tip: Tip { block: Digest([7; 32]), round: Round(height), height: Height(height) },
+            head: vec![],
+        }
+    }
+
+    type Body = (Vec<(ObjectId, ObjectRecord)>, Vec<(TxId, TxRecord)>);
+
+    async fn body(store: &Store, height: u64) -> Option<Body> {
+        let bytes = store.snapshot_body(height).await.unwrap()?;
+        Some(postcard::from_bytes(&bytes).unwrap())
+    }
+
+    fn versions(dir: &Path, id: u8) -> Vec<i64> {
+        let sqlite = Connection::open(dir.join("replica.sqlite")).unwrap();
+        let mut statement = sqlite.prepare("SELECT height FROM objects WHERE id = ?1 ORDER BY height").unwrap();
+        let rows = statement.query_map([ObjectId([id; 32]).to_hex()], |row| row.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
     }
 
     #[tokio::test]
@@ -668,65 +795,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_pinned_view_serves_the_records_of_its_checkpoint_while_writes_go_on() {
+    async fn the_body_of_any_checkpoint_from_the_stable_one_on_is_read_from_the_versions() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Durability::Normal).unwrap();
-        store.write(vec![changes(&[(1, "at four")], false), Write::Pin(4)]).await.unwrap();
-        store.write(vec![changes(&[(1, "at five"), (2, "new at five")], false)]).await.unwrap();
-        type Body = (Vec<(ObjectId, ObjectRecord)>, Vec<(TxId, TxRecord)>);
-        let body: Body = postcard::from_bytes(&store.snapshot_body(4).await.unwrap().unwrap()).unwrap();
-        assert_eq!(body.0, vec![(ObjectId([1; 32]), object("at four"))], "the records as they were at height 4");
-        assert_eq!(body.1.len(), 1);
-        assert_eq!(store.snapshot_body(5).await.unwrap(), None, "no view was pinned at height 5");
-        let certificate = CheckpointCertificate {
-            point: CheckpointPoint {
-                height: Height(8),
-                block: Digest([8; 32]),
-                round: Round(8),
-                state: Digest([0; 32]),
-            },
-            signatures: vec![],
-        };
-        let checkpoint = StableCheckpoint { certificate, state: b"head".to_vec().into() };
-        store.write(vec![Write::Checkpoint(checkpoint)]).await.unwrap();
-        assert_eq!(store.snapshot_body(4).await.unwrap(), None, "a stable checkpoint releases the views below it");
+        let records = store.records();
+        store.write(vec![changes_at(4, &[(1, "at four")], false)]).await.unwrap();
+        store.write(vec![changes_at(5, &[(1, "at five"), (2, "new at five")], false), saved_to(5)]).await.unwrap();
+        let read = |id: u8| Source::<ObjectId, ObjectRecord>::get(&*records, &ObjectId([id; 32]));
+        assert_eq!(read(1), Some(object("at five")), "a read takes the latest version");
+        let keys = Source::<ObjectId, ObjectRecord>::keys_after(&*records, None, 10);
+        assert_eq!(keys, vec![ObjectId([1; 32]), ObjectId([2; 32])], "each key listed once");
+        let at_four = body(&store, 4).await.unwrap();
+        assert_eq!(at_four.0, vec![(ObjectId([1; 32]), object("at four"))], "the records as they were at height 4");
+        assert_eq!(at_four.1.len(), 1);
+        assert_eq!(body(&store, 5).await.unwrap().0.len(), 2);
+        assert_eq!(body(&store, 6).await, None, "nothing is saved at height 6 yet");
+        // A restart serves them as well: nothing is held in memory.
+        drop((store, records));
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        assert_eq!(body(&store, 4).await.unwrap(), at_four);
+        store.write(vec![stable_at(5)]).await.unwrap();
+        assert_eq!(body(&store, 4).await, None, "below the stable checkpoint, versions are collected");
+        assert_eq!(body(&store, 5).await.unwrap().0[0], (ObjectId([1; 32]), object("at five")));
     }
 
     #[tokio::test]
-    async fn a_new_checkpoint_view_replaces_the_last_and_the_wal_starts_over() {
+    async fn versions_a_stable_checkpoint_supersedes_are_collected_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Durability::Normal).unwrap();
-        let wal = || std::fs::metadata(dir.path().join("replica.sqlite-wal")).map_or(0, |metadata| metadata.len());
-        store.write(vec![changes(&[(1, "at one")], false), Write::Pin(1)]).await.unwrap();
-        for step in 2..=40u8 {
-            store.write(vec![changes(&[(step, "later")], false)]).await.unwrap();
+        for height in 1..=6 {
+            store.write(vec![changes_at(height, &[(1, "busy")], false)]).await.unwrap();
         }
-        assert!(wal() > 0, "the later writes wait in the WAL");
-        store.write(vec![changes(&[(41, "at forty-one")], false), Write::Pin(41)]).await.unwrap();
-        assert_eq!(wal(), 0, "no view held the WAL when height 41's view was pinned: it started over");
-        assert_eq!(store.snapshot_body(1).await.unwrap(), None, "one view at a time");
-        type Body = (Vec<(ObjectId, ObjectRecord)>, Vec<(TxId, TxRecord)>);
-        let body: Body = postcard::from_bytes(&store.snapshot_body(41).await.unwrap().unwrap()).unwrap();
-        assert_eq!(body.0.len(), 41, "the records as they were at height 41");
-    }
-
-    #[tokio::test]
-    async fn a_view_still_being_read_keeps_the_wal_until_the_next_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Durability::Normal).unwrap();
-        let wal = || std::fs::metadata(dir.path().join("replica.sqlite-wal")).map_or(0, |metadata| metadata.len());
-        store.write(vec![changes(&[(1, "at one")], false), Write::Pin(1)]).await.unwrap();
-        store.write(vec![changes(&[(2, "later")], false)]).await.unwrap();
-        // A body being read holds the view, as `snapshot_body`'s blocking task does.
-        let reading = store.pins.lock().unwrap().as_ref().map(|(_, view)| view.clone()).unwrap();
-        store.write(vec![changes(&[(3, "at three")], false), Write::Pin(3)]).await.unwrap();
-        assert!(wal() > 0, "the WAL is not emptied under a view still in use");
-        let seen = reading.lock().unwrap().query_row("SELECT count(*) FROM objects", [], |row| row.get::<_, i64>(0));
-        assert_eq!(seen.unwrap(), 1, "the view being read still sees height 1");
-        drop(reading);
-        assert!(store.snapshot_body(3).await.unwrap().is_some(), "the new view serves its checkpoint");
-        store.write(vec![changes(&[(4, "at four")], false), Write::Pin(4)]).await.unwrap();
-        assert_eq!(wal(), 0, "once the read is done, the next checkpoint empties the WAL");
+        store.write(vec![changes_at(2, &[(2, "quiet")], false), saved_to(6)]).await.unwrap();
+        store.write(vec![stable_at(4)]).await.unwrap();
+        assert_eq!(versions(dir.path(), 1), vec![4, 5, 6], "the version at 4 serves the stable checkpoint");
+        assert_eq!(versions(dir.path(), 2), vec![2], "a record's only version stays");
+        // More versions than one commit collects: the next commits go on where it stopped.
+        let many: Vec<(u8, &str)> = (10..=200).map(|id| (id, "first")).collect();
+        store.write(vec![changes_at(7, &many, false)]).await.unwrap();
+        let again: Vec<(u8, &str)> = (10..=200).map(|id| (id, "second")).collect();
+        store.write(vec![changes_at(8, &again, false), changes_at(8, &again, false)]).await.unwrap();
+        let twice: Vec<(u8, &str)> = (10..=200).map(|id| (id, "third")).collect();
+        store.write(vec![changes_at(9, &twice, false), saved_to(9)]).await.unwrap();
+        store.write(vec![stable_at(9)]).await.unwrap();
+        for _ in 0..4 {
+            store.write(vec![saved_to(9)]).await.unwrap();
+        }
+        assert_eq!(versions(dir.path(), 10), vec![9]);
+        assert_eq!(versions(dir.path(), 200), vec![9]);
+        assert_eq!(versions(dir.path(), 1), vec![6]);
+        let sqlite = Connection::open(dir.path().join("replica.sqlite")).unwrap();
+        let collected: i64 = sqlite.query_row("SELECT height FROM collected", [], |row| row.get(0)).unwrap();
+        assert_eq!(collected, 9, "the walk reached the stable checkpoint and saved where it is");
+        let now: i64 = sqlite.query_row("SELECT count(*) FROM objects_now", [], |row| row.get(0)).unwrap();
+        assert_eq!(now, 193, "the operators' view holds each record once");
+        assert_eq!(body(&store, 9).await.unwrap().0.len(), 193);
     }
 
     #[tokio::test]

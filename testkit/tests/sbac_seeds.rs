@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use shardspace_testkit::sim::sbac::{PATHS, run_sbac_seed};
+use shardspace_testkit::sim::sbac::{
+    CATCH_UP_MS, PATHS, run_sbac_seed, transfer_while_the_next_checkpoint_is_uncertified,
+};
 
 const SEEDS: std::ops::Range<u64> = 0..48;
 
@@ -44,4 +46,33 @@ fn every_sbac_seed_keeps_the_invariants_decides_every_attempt_and_takes_every_pa
     let never: Vec<&str> =
         PATHS.iter().copied().filter(|path| coverage.get(*path).copied().unwrap_or(0) == 0).collect();
     assert!(never.is_empty(), "paths never taken over seeds {SEEDS:?}: {never:?}\n{coverage:#?}");
+}
+
+/// `docs/protocol.md` §7: a replica that needs a state transfer gets the stable
+/// checkpoint's body even when the live replicas have cut the next checkpoint and the
+/// replica that would have certified it crashed first (it stays down).
+#[test]
+fn a_replica_behind_gets_the_stable_state_while_the_next_checkpoint_cannot_be_certified() {
+    let mut reached = Vec::new();
+    for seed in 0..40 {
+        let report = transfer_while_the_next_checkpoint_is_uncertified(seed);
+        if report.reached.is_ok() {
+            reached.push(report);
+        }
+        if reached.len() == 3 {
+            break;
+        }
+    }
+    assert!(!reached.is_empty(), "no seed of 0..40 reached the state the scenario is about");
+    for report in &reached {
+        assert!(report.violations.is_empty(), "seed {}: {:?}", report.seed, report.violations);
+        assert!(
+            report.caught_up_ms.is_some(),
+            "seed {}: replica 1 did not get past height {} within {} ms with the stable checkpoint at {}",
+            report.seed,
+            report.cut,
+            CATCH_UP_MS,
+            report.stable
+        );
+    }
 }

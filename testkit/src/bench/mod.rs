@@ -65,6 +65,9 @@ pub struct BenchFlags {
     /// The offered rate of `--soak`, in transactions per second.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// `--soak` with `dump-cross` (outputs on both shards) instead of `dump-single`.
+    #[arg(long, requires = "soak")]
+    pub cross: bool,
     /// Only the figures whose `workload/checkers/shards` (as `dump-single/rust/2`) contains this.
     #[arg(long)]
     pub only: Option<String>,
@@ -249,7 +252,7 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
     let started = std::time::SystemTime::now();
     if let Some(soak_seconds) = flags.soak {
         let options = cluster_options(2, Checkers::Rust, durability, flags.propose_after_ms);
-        let soak = runtime.block_on(soak::run(bin, &options, soak_seconds, flags.rate, seconds))?;
+        let soak = runtime.block_on(soak::run(bin, &options, soak_seconds, flags.rate, flags.cross, seconds))?;
         let paths = soak.write(&flags.out, started)?;
         eprintln!("wrote {}", paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "));
         if !flags.no_plots {

@@ -28,11 +28,16 @@ pub struct Slice {
     pub stats: RunStats,
     /// Each replica's resident memory at the end of the slice, MiB (by shard, then replica).
     pub replica_rss_mib: Vec<f64>,
+    /// CPU of the cluster's processes (replicas, checkers, API) over the slice, in cores.
+    pub cluster_cores: f64,
+    /// CPU of the load generator over the slice, in cores.
+    pub loadgen_cores: f64,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Soak {
     pub seconds: u64,
+    pub workload: &'static str,
     pub offered_tps: f64,
     /// The closed-loop peak measured first (when no rate was given).
     pub peak_tps: Option<f64>,
@@ -43,6 +48,9 @@ pub struct Soak {
     pub tps_median: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Medians over the slices.
+    pub cluster_cores: f64,
+    pub loadgen_cores: f64,
 }
 
 pub async fn run(
@@ -50,9 +58,11 @@ pub async fn run(
     options: &Options,
     seconds: u64,
     rate: Option<f64>,
+    cross: bool,
     peak_seconds: f64,
 ) -> anyhow::Result<Soak> {
-    eprintln!("==> soak: 2 shards × 4 replicas, rust checkers, {seconds} s");
+    let workload = if cross { "dump-cross" } else { "dump-single" };
+    eprintln!("==> soak: {workload}, 2 shards × 4 replicas, rust checkers, {seconds} s");
     let cluster = tokio::task::block_in_place(|| LocalCluster::with(bin, options))?;
     let target = Target::new(&cluster.api_url())?;
     let map = ShardMap::new(options.shards)?;
@@ -60,7 +70,7 @@ pub async fn run(
     let (offered_tps, peak_tps) = match rate {
         Some(rate) => (rate, None),
         None => {
-            let streams = (0..64).map(|_| Stream::dump(stream_prefix(), map, false)).collect();
+            let streams = (0..64).map(|_| Stream::dump(stream_prefix(), map, cross)).collect();
             let window = Duration::from_secs_f64(peak_seconds);
             let (peak, _) = closed(&target, streams, window / 4, window).await;
             eprintln!("    peak {:.0} tx/s: the soak offers half", peak.tps);
@@ -69,19 +79,25 @@ pub async fn run(
     };
     anyhow::ensure!(offered_tps >= 1.0, "a soak needs a rate of at least 1 tx/s (measured or --rate)");
     let started = tokio::time::Instant::now();
-    let mut streams: Vec<Stream> = (0..2048).map(|_| Stream::dump(stream_prefix(), map, false)).collect();
+    let mut streams: Vec<Stream> = (0..2048).map(|_| Stream::dump(stream_prefix(), map, cross)).collect();
     let mut slices = Vec::new();
     while started.elapsed() < Duration::from_secs(seconds) {
+        let cpu_before = (accounting::total_cpu_seconds(&cluster.pids()), accounting::cpu_seconds(std::process::id()));
+        let slice_started = tokio::time::Instant::now();
         let (stats, back) = open(&target, streams, offered_tps, Duration::ZERO, SLICE, Duration::from_secs(30)).await;
         streams = back;
+        let elapsed = slice_started.elapsed().as_secs_f64();
+        let cluster_cores = (accounting::total_cpu_seconds(&cluster.pids()) - cpu_before.0) / elapsed;
+        let loadgen_cores = (accounting::cpu_seconds(std::process::id()) - cpu_before.1) / elapsed;
         let replica_rss_mib: Vec<f64> = cluster.replica_pids().into_iter().map(accounting::rss_mib).collect();
         let at_s = started.elapsed().as_secs_f64();
         let largest = replica_rss_mib.iter().copied().fold(0.0, f64::max);
         eprintln!(
-            "    {at_s:>5.0} s: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {} errors, largest replica RSS {largest:.1} MiB",
+            "    {at_s:>5.0} s: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {} errors, largest replica RSS {largest:.1} MiB, \
+             cluster {cluster_cores:.2} cores, load generator {loadgen_cores:.2}",
             stats.tps, stats.p50_ms, stats.p99_ms, stats.errors
         );
-        slices.push(Slice { at_s, stats, replica_rss_mib });
+        slices.push(Slice { at_s, stats, replica_rss_mib, cluster_cores, loadgen_cores });
     }
     let warm: Vec<&Slice> = slices.iter().filter(|slice| slice.at_s >= seconds as f64 * WARMUP_SHARE).collect();
     let replicas = slices.first().map_or(0, |slice| slice.replica_rss_mib.len());
@@ -96,6 +112,9 @@ pub async fn run(
         !rss_growth_after_warmup.is_empty() && rss_growth_after_warmup.iter().all(|growth| *growth <= FLAT_WITHIN);
     Ok(Soak {
         seconds,
+        workload,
+        cluster_cores: median(slices.iter().map(|slice| slice.cluster_cores)),
+        loadgen_cores: median(slices.iter().map(|slice| slice.loadgen_cores)),
         offered_tps,
         peak_tps,
         tps_median: median(slices.iter().map(|slice| slice.stats.tps)),
@@ -120,16 +139,20 @@ impl Soak {
         let last = self.slices.last().map(|slice| slice.replica_rss_mib.clone()).unwrap_or_default();
         let mib = |values: &[f64]| values.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ");
         let markdown = format!(
-            "# Soak {stem}\n\n{} s of `dump-single` offered at {:.0} tx/s (2 shards × 4 replicas, Rust checkers): \
-             median {:.0} tx/s committed, p50 {:.1} ms, p99 {:.1} ms (medians of {} slices of 10 s).\n\n\
+            "# Soak {stem}\n\n{} s of `{}` offered at {:.0} tx/s (2 shards × 4 replicas, Rust checkers): \
+             median {:.0} tx/s committed, p50 {:.1} ms, p99 {:.1} ms, cluster {:.2} cores, load generator {:.2} \
+             (medians of {} slices of 10 s).\n\n\
              Replica RSS (MiB, by shard then replica), first slice: {}; last slice: {}.\n\n\
              Growth after the first {:.0} % (warm-up), per replica: {}. Flat (each ≤ +{:.0} %): **{}**.\n\n\
              Plot: `{stem}-rss.png`.\n",
             self.seconds,
+            self.workload,
             self.offered_tps,
             self.tps_median,
             self.p50_ms,
             self.p99_ms,
+            self.cluster_cores,
+            self.loadgen_cores,
             self.slices.len(),
             mib(&first),
             mib(&last),

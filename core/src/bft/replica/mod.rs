@@ -298,6 +298,11 @@ impl<A: Application> Replica<A> {
         self.ledger.tip()
     }
 
+    /// The last checkpoint that 2f+1 replicas signed, if any.
+    pub fn stable(&self) -> Option<&StableCheckpoint> {
+        self.ledger.stable()
+    }
+
     pub fn app(&self) -> &A {
         self.ledger.app()
     }

@@ -121,8 +121,9 @@ pub enum Output {
         client: ClientId,
         reply: ClientReply,
     },
-    /// Send the peer this checkpoint with its body, read from the store's view of it
-    /// (`Write::Pin`), as `PeerMessage::Snapshot`; nothing if the store keeps no such view.
+    /// Send the peer this checkpoint with its body, read from the store's versions of the
+    /// records (`Write::Records`), as `PeerMessage::Snapshot`; nothing if the store cannot
+    /// read that height (it moved past it).
     ServeSnapshot {
         to: ReplicaId,
         checkpoint: StableCheckpoint,

@@ -1,7 +1,7 @@
 //! Group commit: the outputs of consecutive steps carried out together. A driver
 //! hands each step's outputs to an `Outbox` while an earlier group's writes are being
-//! made durable, then takes the group whole: its writes as store transactions (one,
-//! or one more after each `Pin`), to be made durable first, then everything else in
+//! made durable, then takes the group whole: its writes as one store transaction, to
+//! be made durable first, then everything else in
 //! order. Every output of the group thus follows every write of the group and of the
 //! groups before it: persist-before-send holds step by step, and a step's messages are
 //! only later than they would have been alone. A crash before a group is durable loses
@@ -25,7 +25,7 @@ pub const GROUP_STEPS_MAX: usize = 64;
 /// The outputs of the steps handled since the last group was taken.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    /// Store transactions in order; the last takes more writes unless it ends with a `Pin`.
+    /// Store transactions in order (one: every step's writes join it).
     batches: Vec<Vec<Write>>,
     /// Everything but the writes, in order.
     after: Vec<Output>,
@@ -64,8 +64,8 @@ impl Outbox {
     fn persist(&mut self, writes: Vec<Write>) {
         for write in writes {
             let open = match self.batches.last_mut() {
-                Some(batch) if !matches!(batch.last(), Some(Write::Pin(_))) => batch,
-                _ => {
+                Some(batch) => batch,
+                None => {
                     self.batches.push(Vec::new());
                     self.batches.last_mut().expect("just pushed")
                 }
@@ -74,7 +74,7 @@ impl Outbox {
                 // One row each: only the last of a transaction counts, and a head is kilobytes.
                 Write::Safety(_) => open.retain(|earlier| !matches!(earlier, Write::Safety(_))),
                 Write::Resume { .. } => open.retain(|earlier| !matches!(earlier, Write::Resume { .. })),
-                Write::Records(changes) => {
+                Write::Records { changes, .. } => {
                     let count = changes.objects.len() + changes.transactions.len();
                     self.records = self.records.saturating_add(count);
                     // Past half of what a table keeps, this step's records were not kept.
@@ -124,7 +124,8 @@ mod tests {
         let id = |n: usize| crate::ids::TxId(numbered(n));
         let record = crate::sbac::TxRecord { concerned: vec![], attempts: Default::default(), committed: None };
         let transactions = (0..count).map(|n| (id(n), record.clone())).collect();
-        Write::Records(StateChanges { until: None, replace: false, objects: vec![], transactions, head: vec![] })
+        let changes = StateChanges { until: None, replace: false, objects: vec![], transactions, head: vec![] };
+        Write::Records { height: 1, changes }
     }
 
     fn numbered(n: usize) -> [u8; 32] {
@@ -138,11 +139,11 @@ mod tests {
         let mut outbox = Outbox::default();
         let safety =
             |round: u64| Write::Safety(SafetyState { last_voted_round: Round(round), ..SafetyState::default() });
-        outbox.add(vec![Output::Persist(vec![safety(1), Write::Pin(3)]), reply(1)]);
+        outbox.add(vec![Output::Persist(vec![safety(1), records(1)]), reply(1)]);
         outbox.add(vec![reply(2), Output::Persist(vec![safety(2)]), reply(3)]);
         outbox.add(vec![Output::Persist(vec![safety(3)]), reply(4)]);
         let group = outbox.take();
-        assert_eq!(group.batches, vec![vec![safety(1), Write::Pin(3)], vec![safety(3)]]);
+        assert_eq!(group.batches, vec![vec![records(1), safety(3)]]);
         let said: Vec<u64> = group
             .outputs
             .iter()

@@ -16,8 +16,13 @@ pub enum Write {
         block: Block,
     },
     Checkpoint(StableCheckpoint),
-    /// The records a step changed (or all of them, after a state transfer).
-    Records(StateChanges),
+    /// The records a step changed (or all of them, after a state transfer), as versions
+    /// of `height`: the first decided height whose state holds them. The body of the
+    /// checkpoint at c is, for each key, its version of the highest height ≤ c.
+    Records {
+        height: u64,
+        changes: StateChanges,
+    },
     /// The state's head at the last decided block: what a restart takes up.
     Resume {
         tip: Tip,
@@ -32,9 +37,6 @@ pub enum Write {
     /// The whole de-duplication window, replacing the saved one: after a state transfer,
     /// whose window a restart must take up as the checkpoint signed it.
     ExecutedWindow(Vec<(u64, Vec<Digest>)>),
-    /// Once this batch commits: keep a view of the records as they are, for the body of
-    /// the checkpoint at `height`.
-    Pin(u64),
 }
 
 /// What the replica knows that planning needs.
@@ -74,9 +76,10 @@ pub struct Plan {
     pub fatal: Option<Halt>,
 }
 
-/// Plans the writes of one step. The changes up to a checkpoint commit before any later
-/// one, and the store keeps a view of them (`Pin`): the body of that checkpoint, for
-/// peers. Each decided block, empty ones too, moves the height a restart takes up from.
+/// Plans the writes of one step. The changes up to a checkpoint are versions of its
+/// height, later ones of the tip's, so that the store can serve the body of any
+/// checkpoint from the stable one on. Each decided block, empty ones too, moves the
+/// height a restart takes up from.
 pub fn plan(actions: Vec<Action<ShardOutput>>, changes: Vec<StateChanges>, context: &PlanContext<'_>) -> Plan {
     let mut plan = Plan { decided_height: context.decided_height, ..Plan::default() };
     let mut writes = Vec::new();
@@ -97,9 +100,7 @@ pub fn plan(actions: Vec<Action<ShardOutput>>, changes: Vec<StateChanges>, conte
                 }
                 if let Some(cut) = changes.next_if(|cut| cut.until == Some(height)) {
                     writes.push(Write::Resume { tip, head: cut.head.clone() });
-                    writes.push(Write::Records(cut));
-                    writes.push(Write::Pin(height.0));
-                    plan.batches.push(std::mem::take(&mut writes));
+                    writes.push(Write::Records { height: height.0, changes: cut });
                 }
             }
             Action::PersistCheckpoint(checkpoint) => {
@@ -125,7 +126,7 @@ pub fn plan(actions: Vec<Action<ShardOutput>>, changes: Vec<StateChanges>, conte
         let changed = rest.replace || !rest.objects.is_empty() || !rest.transactions.is_empty();
         if changed || moved || plan.transferred {
             writes.push(Write::Resume { tip: context.tip, head: rest.head.clone() });
-            writes.push(Write::Records(rest));
+            writes.push(Write::Records { height: context.tip.height.0, changes: rest });
         }
     }
     if !writes.is_empty() {

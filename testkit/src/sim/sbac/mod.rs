@@ -14,6 +14,7 @@
 
 mod liar;
 mod observer;
+mod scenario;
 mod store;
 mod workload;
 
@@ -31,6 +32,7 @@ use shardspace_core::sbac::{ShardApp, ShardReplica, ShardReplicaConfig};
 use shardspace_core::{Envelope, Limits, ShardId, ShardMap};
 
 pub use observer::{Coverage, PATHS};
+pub use scenario::{CATCH_UP_MS, GapReport, transfer_while_the_next_checkpoint_is_uncertified};
 pub use workload::{LIVENESS_MS, SbacReport, run_sbac_seed};
 
 use super::network::{LinkFaults, Network};
@@ -622,6 +624,31 @@ impl SbacSimulation {
                 self.observer.add_liar(liar);
             }
         }
+    }
+
+    /// A replica, unless it is down.
+    pub fn replica(&self, node: u32) -> Option<&ShardReplica> {
+        self.nodes[node as usize].replica.as_ref()
+    }
+
+    pub fn checkpoint_interval(&self) -> u64 {
+        self.config.checkpoint_interval
+    }
+
+    /// Cuts every link between these replicas and the rest, now.
+    pub fn isolate_now(&mut self, side: Vec<u32>) {
+        let side: Vec<ReplicaId> = side.into_iter().map(ReplicaId).collect();
+        let all: Vec<ReplicaId> = (0..self.nodes.len() as u32).map(ReplicaId).collect();
+        self.network.isolate(&side, &all);
+    }
+
+    pub fn heal_network(&mut self) {
+        self.network.heal();
+    }
+
+    /// Crashes a replica now; it stays down until restarted or `heal_all`.
+    pub fn crash_now(&mut self, node: u32) {
+        self.crash(node);
     }
 
     /// The replicas (global ids) of a shard.

@@ -131,7 +131,7 @@ impl Observer {
                     match write {
                         Write::Decided { height, block } => self.decided_block(shard, *height, block.digest()),
                         Write::Resume { tip, head } => self.head(node, shard, tip.height.0, head),
-                        Write::Records(changes) => {
+                        Write::Records { changes, .. } => {
                             for (tx, record) in &changes.transactions {
                                 self.record(node, shard, *tx, record, map);
                             }

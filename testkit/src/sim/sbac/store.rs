@@ -1,8 +1,9 @@
 //! The simulated store of one replica: it applies the same `Write`s as the node's
 //! SQLite store, in the same batches, serves the replica's records back to it
-//! (`Source`), keeps one pinned view of them for the body of a checkpoint, and
-//! gives back what a restart takes up (`Persisted`). It outlives a crash; a replica
-//! that loses its disk gets a new one.
+//! (`Source`), keeps the versions of each record down to the stable checkpoint (the
+//! body of any checkpoint from there on, as the node's store does), and gives back
+//! what a restart takes up (`Persisted`). It outlives a crash; a replica that loses its
+//! disk gets a new one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,11 +13,14 @@ use shardspace_core::sbac::replica::Write;
 use shardspace_core::sbac::{ObjectRecord, Source, TxRecord, encode_body};
 use shardspace_core::{ObjectId, TxId};
 
+/// Each key's versions, by the height from which they hold.
+type Versions<K, V> = BTreeMap<K, BTreeMap<u64, V>>;
+
 /// The records as saved, read by the replica's tables.
 #[derive(Debug, Default)]
 pub struct SimRecords {
-    objects: Mutex<BTreeMap<ObjectId, ObjectRecord>>,
-    transactions: Mutex<BTreeMap<TxId, TxRecord>>,
+    objects: Mutex<Versions<ObjectId, ObjectRecord>>,
+    transactions: Mutex<Versions<TxId, TxRecord>>,
     /// Reads fail from now on (a disk that broke): each answers `None` and says so.
     failing: Mutex<bool>,
     fault: Mutex<Option<String>>,
@@ -28,12 +32,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SimRecords {
-    fn read<K: Ord, V: Clone>(&self, map: &Mutex<BTreeMap<K, V>>, key: &K) -> Option<V> {
+    fn read<K: Ord, V: Clone>(&self, map: &Mutex<Versions<K, V>>, key: &K) -> Option<V> {
         if *lock(&self.failing) {
             lock(&self.fault).get_or_insert_with(|| "the simulated disk fails reads".into());
             return None;
         }
-        lock(map).get(key).cloned()
+        lock(map).get(key).and_then(|versions| versions.values().next_back()).cloned()
     }
 
     pub fn fail_reads(&self) {
@@ -83,14 +87,34 @@ pub struct SimStore {
     resume: Option<(Tip, Vec<u8>)>,
     executed: BTreeMap<u64, Vec<Digest>>,
     pub records: Arc<SimRecords>,
-    /// The body of the checkpoint at this height, as the records were when it was pinned.
-    pinned: Option<(u64, Vec<u8>)>,
+}
+
+/// Each key's version of the highest height ≤ `height`.
+fn at<K: Ord + Copy, V: Clone>(map: &Mutex<Versions<K, V>>, height: u64) -> Vec<(K, V)> {
+    let versions = lock(map);
+    let held = versions.iter().filter_map(|(key, versions)| Some((*key, versions.range(..=height).next_back()?.1)));
+    held.map(|(key, value)| (key, value.clone())).collect()
+}
+
+/// Drops the versions that the one of the highest height ≤ `stable` supersedes.
+fn collect<K, V>(map: &Mutex<Versions<K, V>>, stable: u64) {
+    for versions in lock(map).values_mut() {
+        if let Some(&kept) = versions.range(..=stable).next_back().map(|(height, _)| height) {
+            versions.retain(|height, _| *height >= kept);
+        }
+    }
+}
+
+fn save<K: Ord, V>(map: &Mutex<Versions<K, V>>, height: u64, records: Vec<(K, V)>) {
+    let mut versions = lock(map);
+    for (key, value) in records {
+        versions.entry(key).or_default().insert(height, value);
+    }
 }
 
 impl SimStore {
     /// Applies one batch, as one store transaction.
     pub fn apply(&mut self, writes: Vec<Write>) {
-        let mut pin = None;
         for write in writes {
             match write {
                 Write::Safety(state) => self.safety = state,
@@ -104,20 +128,17 @@ impl SimStore {
                 Write::Checkpoint(checkpoint) => {
                     let height = checkpoint.certificate.point.height.0;
                     self.decided.retain(|decided, _| *decided > height);
-                    if self.pinned.as_ref().is_some_and(|(pinned, _)| *pinned < height) {
-                        self.pinned = None; // a transferred state moved past it
-                    }
+                    collect(&self.records.objects, height);
+                    collect(&self.records.transactions, height);
                     self.checkpoint = Some(checkpoint);
                 }
-                Write::Records(changes) => {
-                    let mut objects = lock(&self.records.objects);
-                    let mut transactions = lock(&self.records.transactions);
+                Write::Records { height, changes } => {
                     if changes.replace {
-                        objects.clear();
-                        transactions.clear();
+                        lock(&self.records.objects).clear();
+                        lock(&self.records.transactions).clear();
                     }
-                    objects.extend(changes.objects);
-                    transactions.extend(changes.transactions);
+                    save(&self.records.objects, height, changes.objects);
+                    save(&self.records.transactions, height, changes.transactions);
                 }
                 Write::Resume { tip, head } => self.resume = Some((tip, head)),
                 Write::Executed { height, digests, forget_below } => {
@@ -125,19 +146,19 @@ impl SimStore {
                     self.executed.retain(|kept, _| *kept >= forget_below);
                 }
                 Write::ExecutedWindow(window) => self.executed = window.into_iter().collect(),
-                Write::Pin(height) => pin = Some(height),
             }
-        }
-        if let Some(height) = pin {
-            let objects = lock(&self.records.objects).iter().map(|(k, v)| (*k, v.clone())).collect();
-            let transactions = lock(&self.records.transactions).iter().map(|(k, v)| (*k, v.clone())).collect();
-            self.pinned = Some((height, encode_body(objects, transactions)));
         }
     }
 
-    /// The body of the checkpoint at `height`, if this store keeps a view of it.
+    /// The body of the checkpoint at `height`, if this store can read it: from the stable
+    /// checkpoint (below it, versions were dropped) to the last height saved.
     pub fn snapshot_body(&self, height: u64) -> Option<Vec<u8>> {
-        self.pinned.as_ref().filter(|(pinned, _)| *pinned == height).map(|(_, body)| body.clone())
+        let stable = self.checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.certificate.point.height.0);
+        let saved = self.resume.as_ref().map_or(0, |(tip, _)| tip.height.0);
+        if height < stable || height > saved {
+            return None;
+        }
+        Some(encode_body(at(&self.records.objects, height), at(&self.records.transactions, height)))
     }
 
     /// What a restart reads back.
