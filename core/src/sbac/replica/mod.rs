@@ -468,6 +468,7 @@ impl ShardReplica {
             decided_height: self.decided_height,
             tip: self.replica.tip(),
             window: self.replica.config().dedup_window_heights,
+            checkpoint_interval: self.replica.config().checkpoint_interval,
             executed_at: &executed_at,
             executed_window: &executed_window,
         };

@@ -17,8 +17,9 @@ pub enum Write {
     },
     Checkpoint(StableCheckpoint),
     /// The records a step changed (or all of them, after a state transfer), as versions
-    /// of `height`: the first decided height whose state holds them. The body of the
-    /// checkpoint at c is, for each key, its version of the highest height ≤ c.
+    /// of `height`: the first checkpoint height whose state holds them. The body of the
+    /// checkpoint at c is, for each key, its version of the highest height ≤ c; a record
+    /// changed twice between two checkpoints has one version, the second replacing the first.
     Records {
         height: u64,
         changes: StateChanges,
@@ -47,6 +48,8 @@ pub struct PlanContext<'a> {
     pub tip: Tip,
     /// Heights of executed requests kept for de-duplication.
     pub window: u64,
+    /// Heights between checkpoints: checkpoints are at its multiples.
+    pub checkpoint_interval: u64,
     /// The requests executed at a height, if still known.
     pub executed_at: &'a dyn Fn(Height) -> Option<Vec<Digest>>,
     /// The whole de-duplication window (read only after a state transfer).
@@ -77,9 +80,9 @@ pub struct Plan {
 }
 
 /// Plans the writes of one step. The changes up to a checkpoint are versions of its
-/// height, later ones of the tip's, so that the store can serve the body of any
-/// checkpoint from the stable one on. Each decided block, empty ones too, moves the
-/// height a restart takes up from.
+/// height, later ones of the next checkpoint's, so that the store can serve the body of
+/// any checkpoint from the stable one on and keeps one version a record per interval.
+/// Each decided block, empty ones too, moves the height a restart takes up from.
 pub fn plan(actions: Vec<Action<ShardOutput>>, changes: Vec<StateChanges>, context: &PlanContext<'_>) -> Plan {
     let mut plan = Plan { decided_height: context.decided_height, ..Plan::default() };
     let mut writes = Vec::new();
@@ -126,7 +129,9 @@ pub fn plan(actions: Vec<Action<ShardOutput>>, changes: Vec<StateChanges>, conte
         let changed = rest.replace || !rest.objects.is_empty() || !rest.transactions.is_empty();
         if changed || moved || plan.transferred {
             writes.push(Write::Resume { tip: context.tip, head: rest.head.clone() });
-            writes.push(Write::Records { height: context.tip.height.0, changes: rest });
+            let interval = context.checkpoint_interval.max(1);
+            let height = context.tip.height.0.div_ceil(interval).saturating_mul(interval);
+            writes.push(Write::Records { height, changes: rest });
         }
     }
     if !writes.is_empty() {
