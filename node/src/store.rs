@@ -16,8 +16,8 @@
 //! (`Write::Records`), so the body of any checkpoint from the stable one on is read from
 //! the live tables (`snapshot_body`), at any time, after a restart too. Versions that a
 //! version at or below the stable checkpoint supersedes are collected a few hundred
-//! rows per commit (`Collector`), and SQLite checkpoints its WAL a little at a time as
-//! it does by default.
+//! rows per commit (`Collector`), and SQLite checkpoints its WAL itself, every
+//! `WAL_AUTOCHECKPOINT_PAGES`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,13 @@ enum Command {
 
 /// Batches waiting for the store thread.
 const STORE_QUEUE_MAX: usize = 64;
+/// WAL pages after which a commit copies the WAL into the database (SQLite's own
+/// checkpoint, passive). At SQLite's default of 1,000 a replica copied its WAL every
+/// half second under load and the latency of a soak at 275 tx/s rose from 37 to 70 ms
+/// (p50) within two minutes as the database grew; at 10,000 (a WAL of up to 40 MB) the
+/// pages written again and again between two copies are copied once, and p50 stayed at
+/// 30-37 ms (docs/benchmarks.md item 16).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 /// Rows of each table the collector looks at per commit: more than a commit writes, so
 /// that it keeps up, few enough that no commit stalls on it.
 const COLLECT_ROWS_PER_COMMIT: i64 = 256;
@@ -106,6 +113,7 @@ impl Store {
         connection
             .execute_batch(&format!(
                 "PRAGMA journal_mode = WAL;
+                 PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};
                  PRAGMA synchronous = {synchronous};
                  PRAGMA user_version = {SCHEMA_VERSION};
                  CREATE TABLE IF NOT EXISTS safety (id INTEGER PRIMARY KEY CHECK (id = 0), state BLOB NOT NULL);
@@ -119,17 +127,16 @@ impl Store {
                      id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, round INTEGER NOT NULL,
                      block BLOB NOT NULL, head BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS executed (height INTEGER PRIMARY KEY, digests BLOB NOT NULL);
-                 CREATE TABLE IF NOT EXISTS collected (id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS collected (
+                     id INTEGER PRIMARY KEY CHECK (id = 0), objects INTEGER NOT NULL, transactions INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS objects (
                      id TEXT NOT NULL, height INTEGER NOT NULL, value TEXT NOT NULL, contract TEXT NOT NULL,
                      status TEXT NOT NULL, lock_holder TEXT, created_by TEXT NOT NULL, consumed_by TEXT,
-                     record BLOB NOT NULL, PRIMARY KEY (id, height)) WITHOUT ROWID;
-                 CREATE INDEX IF NOT EXISTS objects_by_height ON objects (height);
+                     record BLOB NOT NULL, UNIQUE (id, height));
                  CREATE TABLE IF NOT EXISTS transactions (
                      tx TEXT NOT NULL, height INTEGER NOT NULL, envelope TEXT NOT NULL, attempt INTEGER NOT NULL,
                      vote TEXT NOT NULL, reason TEXT, decision TEXT, committed_attempt INTEGER, record BLOB NOT NULL,
-                     PRIMARY KEY (tx, height)) WITHOUT ROWID;
-                 CREATE INDEX IF NOT EXISTS transactions_by_height ON transactions (height);
+                     UNIQUE (tx, height));
                  CREATE VIEW IF NOT EXISTS objects_now AS SELECT * FROM objects AS o
                      WHERE height = (SELECT max(height) FROM objects WHERE id = o.id);
                  CREATE VIEW IF NOT EXISTS transactions_now AS SELECT * FROM transactions AS t
@@ -424,11 +431,7 @@ fn write(
             }
             Write::Records { height, changes } => {
                 if changes.replace {
-                    // A transferred state: one version of each record, nothing to collect.
-                    let height = i64::try_from(height).unwrap_or(i64::MAX);
-                    collecting.collected = collecting.collected.max(height);
-                    collecting.objects = (collecting.collected, String::new());
-                    collecting.transactions = (collecting.collected, String::new());
+                    collecting.start_over();
                 }
                 write_records(&transaction, height, changes).map_err(sqlite)?
             }
@@ -465,67 +468,75 @@ fn write(
 }
 
 /// Collects the versions that a version at or below the stable checkpoint supersedes:
-/// the body of no checkpoint from the stable one on needs them. It walks each table by
-/// height, `COLLECT_ROWS_PER_COMMIT` rows per commit, from where it stopped up to the
-/// stable height, and deletes the versions of each row's key older than that row; once
-/// both tables are walked up to it, the height is saved (`collected`), where a restart
-/// takes the walk up.
+/// the body of no checkpoint from the stable one on needs them. Rows are appended in the
+/// order of their heights (a step's versions are of the checkpoint it cut, then of the
+/// next one), so it walks each table by rowid, `COLLECT_ROWS_PER_COMMIT` rows per commit,
+/// from where it stopped to the first row above the stable height, and deletes the
+/// versions of each row's key older than that row. Rows are small next to a table's
+/// pages in the cache: each commit appends to the end of the table, and only the
+/// `(key, height)` index takes random keys. Where each walk is, is saved (`collected`)
+/// once per stable checkpoint, where a restart takes it up.
 #[derive(Clone, Debug)]
 struct Collector {
     stable: i64,
-    collected: i64,
-    /// Where each table's walk is: the last (height, key) looked at.
-    objects: (i64, String),
-    transactions: (i64, String),
+    /// The stable height the walks' positions were last saved for.
+    saved_for: i64,
+    /// The rowid each table's walk reached.
+    objects: i64,
+    transactions: i64,
 }
 
 impl Collector {
     fn load(connection: &Connection) -> rusqlite::Result<Self> {
-        let height = |sql| connection.query_row(sql, [], |row| row.get::<_, i64>(0)).optional();
-        let stable = height("SELECT height FROM checkpoint")?.unwrap_or(0);
-        let collected = height("SELECT height FROM collected")?.unwrap_or(0);
-        Ok(Self { stable, collected, objects: (collected, String::new()), transactions: (collected, String::new()) })
+        let stable = connection.query_row("SELECT height FROM checkpoint", [], |row| row.get(0)).optional()?;
+        let stable: i64 = stable.unwrap_or(0);
+        let walked = connection
+            .query_row("SELECT objects, transactions FROM collected", [], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let (objects, transactions) = walked.unwrap_or((0, 0));
+        Ok(Self { stable, saved_for: 0, objects, transactions })
+    }
+
+    /// After a state transfer replaced every record: the tables start over.
+    fn start_over(&mut self) {
+        (self.objects, self.transactions, self.saved_for) = (0, 0, 0);
     }
 
     fn collect(&mut self, transaction: &rusqlite::Transaction) -> rusqlite::Result<()> {
-        if self.collected >= self.stable {
-            return Ok(());
-        }
         let objects_done = walk(transaction, "objects", "id", &mut self.objects, self.stable)?;
         let transactions_done = walk(transaction, "transactions", "tx", &mut self.transactions, self.stable)?;
-        if objects_done && transactions_done {
-            let sql = "INSERT INTO collected (id, height) VALUES (0, ?1) ON CONFLICT (id) DO UPDATE SET height = ?1";
-            transaction.prepare_cached(sql)?.execute([self.stable])?;
-            self.collected = self.stable;
+        if objects_done && transactions_done && self.saved_for < self.stable {
+            let sql = "INSERT INTO collected (id, objects, transactions) VALUES (0, ?1, ?2)
+                       ON CONFLICT (id) DO UPDATE SET objects = ?1, transactions = ?2";
+            transaction.prepare_cached(sql)?.execute([self.objects, self.transactions])?;
+            self.saved_for = self.stable;
         }
         Ok(())
     }
 }
 
-/// One table's share of a commit's collection; whether it reached `stable`.
+/// One table's share of a commit's collection; whether it reached the rows above `stable`.
 fn walk(
     transaction: &rusqlite::Transaction,
     table: &str,
     key: &str,
-    at: &mut (i64, String),
+    at: &mut i64,
     stable: i64,
 ) -> rusqlite::Result<bool> {
-    let sql = format!(
-        "SELECT {key}, height FROM {table} WHERE (height, {key}) > (?1, ?2) AND height <= ?3
-         ORDER BY height, {key} LIMIT ?4"
-    );
-    let rows: Vec<(String, i64)> = transaction
+    let sql = format!("SELECT rowid, {key}, height FROM {table} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2");
+    let rows: Vec<(i64, String, i64)> = transaction
         .prepare_cached(&sql)?
-        .query_map(params![at.0, at.1, stable, COLLECT_ROWS_PER_COMMIT], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .query_map(params![*at, COLLECT_ROWS_PER_COMMIT], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let delete = format!("DELETE FROM {table} WHERE {key} = ?1 AND height < ?2");
     let mut delete = transaction.prepare_cached(&delete)?;
-    for (id, height) in &rows {
-        delete.execute(params![id, height])?;
-    }
     let done = (rows.len() as i64) < COLLECT_ROWS_PER_COMMIT;
-    if let Some((id, height)) = rows.into_iter().next_back() {
-        *at = (height, id);
+    for (rowid, id, height) in rows {
+        if height > stable {
+            return Ok(true);
+        }
+        delete.execute(params![id, height])?;
+        *at = rowid;
     }
     Ok(done)
 }
@@ -845,8 +856,9 @@ mod tests {
         assert_eq!(versions(dir.path(), 200), vec![9]);
         assert_eq!(versions(dir.path(), 1), vec![6]);
         let sqlite = Connection::open(dir.path().join("replica.sqlite")).unwrap();
-        let collected: i64 = sqlite.query_row("SELECT height FROM collected", [], |row| row.get(0)).unwrap();
-        assert_eq!(collected, 9, "the walk reached the stable checkpoint and saved where it is");
+        let walked: i64 = sqlite.query_row("SELECT objects FROM collected", [], |row| row.get(0)).unwrap();
+        let last: i64 = sqlite.query_row("SELECT max(rowid) FROM objects", [], |row| row.get(0)).unwrap();
+        assert_eq!(walked, last, "the walk reached the stable checkpoint and saved where it is");
         let now: i64 = sqlite.query_row("SELECT count(*) FROM objects_now", [], |row| row.get(0)).unwrap();
         assert_eq!(now, 193, "the operators' view holds each record once");
         assert_eq!(body(&store, 9).await.unwrap().0.len(), 193);

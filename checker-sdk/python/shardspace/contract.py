@@ -89,6 +89,9 @@ def validate_request(request) -> None:
 def _validate_fields(request, path: str) -> None:
     if not isinstance(request, dict):
         raise RequestError("wrong_type", path, f"`{path}` must be an object")
+    if path and "dependencies" not in request:
+        # A dependency inlined as Chainspace does, without dependencies of its own.
+        request["dependencies"] = []
     for field, shape in REQUEST_FIELDS:
         where = f"{path}.{field}" if path else field
         if field not in request:

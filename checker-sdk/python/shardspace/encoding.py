@@ -120,8 +120,8 @@ def checker_request(envelope: dict) -> dict:
     return _request_of(envelope["transaction"], envelope["store"])
 
 
-def _request_of(transaction: dict, store: dict) -> dict:
-    return {
+def _request_of(transaction: dict, store: dict, top: bool = True) -> dict:
+    request = {
         "contractID": transaction["contractID"],
         "methodID": transaction["methodID"],
         "inputs": [_stored(store, item) for item in transaction["inputIDs"]],
@@ -129,8 +129,12 @@ def _request_of(transaction: dict, store: dict) -> dict:
         "parameters": transaction["parameters"],
         "returns": transaction["returns"],
         "outputs": transaction["outputs"],
-        "dependencies": [_request_of(dependency, store) for dependency in transaction["dependencies"]],
     }
+    # A dependency without dependencies of its own has no such key, as Chainspace's
+    # transaction_to_solution sends it (docs/checkers.md §2).
+    if top or transaction["dependencies"]:
+        request["dependencies"] = [_request_of(dependency, store, False) for dependency in transaction["dependencies"]]
+    return request
 
 
 def _stored(store: dict, item: str) -> str:

@@ -225,3 +225,23 @@ def test_check_refuses_numbers_that_are_not_64_bit_integers(toy, parameters, kin
     with pytest.raises(RequestError) as error:
         toy.check("m", _request(dependencies=[_request(parameters=parameters)]))
     assert (error.value.kind, error.value.field) == (kind, "dependencies[0]." + field)
+
+
+def test_a_dependency_comes_without_dependencies_as_chainspace_inlines_it_and_is_read_either_way():
+    from shardspace import checker_request
+    from shardspace.contract import validate_request
+
+    inner = build_transaction("inner", "make", outputs=["x"])
+    outer = build_transaction("outer", "use", outputs=["y"], dependencies=[inner])
+    request = checker_request(outer)
+    assert request["dependencies"][0].get("dependencies") is None, "sent as Chainspace's transaction_to_solution does"
+    assert checker_request(inner)["dependencies"] == [], "the top request always has the key"
+    validate_request(request)
+    assert request["dependencies"][0]["dependencies"] == [], "read as a dependency without dependencies"
+    with_key = checker_request(outer)
+    with_key["dependencies"][0]["dependencies"] = []
+    validate_request(with_key)
+    del with_key["dependencies"]
+    with pytest.raises(RequestError) as refused:
+        validate_request(with_key)
+    assert refused.value.kind == "missing_field"

@@ -41,7 +41,11 @@ fn from_fields(fields: &Map<String, Value>, prefix: &str) -> Result<CheckerReque
         outputs: reader.strings("outputs")?,
         dependencies: Vec::new(),
     };
-    for (index, dependency) in reader.list("dependencies")?.iter().enumerate() {
+    // A dependency may come without `dependencies` of its own, as Chainspace inlines it.
+    let none = Vec::new();
+    let dependencies =
+        if !prefix.is_empty() && !fields.contains_key("dependencies") { &none } else { reader.list("dependencies")? };
+    for (index, dependency) in dependencies.iter().enumerate() {
         let path = format!("{prefix}dependencies[{index}]");
         let Value::Object(fields) = dependency else {
             return Err(CheckerError::WrongType { path, expected: "an object (a checker request)" });
@@ -116,6 +120,19 @@ mod tests {
     fn a_request_parses_and_extra_fields_are_ignored() {
         let parsed = parse_request(request().to_string().as_bytes()).unwrap();
         assert_eq!((parsed.contract_id.as_str(), parsed.inputs.len(), parsed.parameters.len()), ("c", 1, 2));
+    }
+
+    #[test]
+    fn a_dependency_may_come_without_dependencies_as_chainspace_sends_it_but_the_top_may_not() {
+        let mut dependency = request();
+        dependency.as_object_mut().unwrap().remove("dependencies");
+        let mut outer = request();
+        outer["dependencies"] = Value::Array(vec![dependency]);
+        let parsed = parse_request(outer.to_string().as_bytes()).unwrap();
+        assert!(parsed.dependencies.len() == 1 && parsed.dependencies[0].dependencies.is_empty());
+        outer.as_object_mut().unwrap().remove("dependencies");
+        let error = parse_request(outer.to_string().as_bytes()).unwrap_err();
+        assert_eq!(error, CheckerError::MissingField { path: "dependencies".into() });
     }
 
     #[test]

@@ -76,6 +76,19 @@ pub struct BenchFlags {
     pub no_plots: bool,
 }
 
+/// Runs `work` until it ends or the bench is interrupted (Ctrl-C or SIGTERM). Interrupted,
+/// `work` is dropped, and with it the cluster it started: its processes are killed, not
+/// left running as when the signal ended the bench at once.
+async fn interruptible<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted (Ctrl-C): the cluster was stopped, nothing was written"),
+        _ = terminate.recv() => anyhow::bail!("terminated (SIGTERM): the cluster was stopped, nothing was written"),
+    }
+}
+
 /// What one cluster is loaded with.
 #[derive(Clone, Debug)]
 struct Group {
@@ -252,7 +265,14 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
     let started = std::time::SystemTime::now();
     if let Some(soak_seconds) = flags.soak {
         let options = cluster_options(2, Checkers::Rust, durability, flags.propose_after_ms);
-        let soak = runtime.block_on(soak::run(bin, &options, soak_seconds, flags.rate, flags.cross, seconds))?;
+        let soak = runtime.block_on(interruptible(soak::run(
+            bin,
+            &options,
+            soak_seconds,
+            flags.rate,
+            flags.cross,
+            seconds,
+        )))?;
         let paths = soak.write(&flags.out, started)?;
         eprintln!("wrote {}", paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "));
         if !flags.no_plots {
@@ -263,7 +283,7 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
     if flags.faults {
         let options = cluster_options(2, Checkers::Rust, durability, flags.propose_after_ms);
         let phase_seconds = flags.seconds.unwrap_or(faults::PHASE_SECONDS);
-        let faults = runtime.block_on(faults::run(bin, &options, phase_seconds))?;
+        let faults = runtime.block_on(interruptible(faults::run(bin, &options, phase_seconds)))?;
         let paths = faults.write(&flags.out, started)?;
         eprintln!("wrote {}", paths.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "));
         if !flags.no_plots {
@@ -293,14 +313,14 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
         anyhow::ensure!(!plan.is_empty(), "--only {only:?} leaves nothing to measure");
     }
     for group in &plan {
-        runtime.block_on(bench.group(group))?;
+        runtime.block_on(interruptible(bench.group(group)))?;
     }
     // The full plan measures faults too: throughput with a replica down is a figure like any other.
     let faults = if flags.quick || flags.only.is_some() {
         None
     } else {
         let options = cluster_options(2, Checkers::Rust, durability, flags.propose_after_ms);
-        Some(runtime.block_on(faults::run(bin, &options, faults::PHASE_SECONDS))?)
+        Some(runtime.block_on(interruptible(faults::run(bin, &options, faults::PHASE_SECONDS)))?)
     };
     let report = report::Report::new(&bench, flags, started, seconds, faults.as_ref());
     let paths = report.write(&flags.out)?;

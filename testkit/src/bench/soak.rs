@@ -32,6 +32,8 @@ pub struct Slice {
     pub cluster_cores: f64,
     /// CPU of the load generator over the slice, in cores.
     pub loadgen_cores: f64,
+    /// Every replica's data directory together (SQLite and its WAL), at the end of the slice.
+    pub disk_mib: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,6 +53,27 @@ pub struct Soak {
     /// Medians over the slices.
     pub cluster_cores: f64,
     pub loadgen_cores: f64,
+    /// Every replica's data at the end, per transaction committed over the soak (bytes;
+    /// a cross-shard transaction is stored by both shards).
+    pub disk_bytes_per_tx: f64,
+    /// The slices whose p99 went over `P99_BOUND_MS`.
+    pub slices_over_p99_bound: usize,
+}
+
+/// The bound on each slice's p99 that issue 16 sets.
+const P99_BOUND_MS: f64 = 100.0;
+
+/// Bytes of the files under `dir`, recursively (0 where it cannot be read).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(metadata) if metadata.is_dir() => dir_bytes(&entry.path()),
+            Ok(metadata) => metadata.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 pub async fn run(
@@ -90,14 +113,15 @@ pub async fn run(
         let cluster_cores = (accounting::total_cpu_seconds(&cluster.pids()) - cpu_before.0) / elapsed;
         let loadgen_cores = (accounting::cpu_seconds(std::process::id()) - cpu_before.1) / elapsed;
         let replica_rss_mib: Vec<f64> = cluster.replica_pids().into_iter().map(accounting::rss_mib).collect();
+        let disk_mib = dir_bytes(&cluster.dir.path().join("data")) as f64 / (1024.0 * 1024.0);
         let at_s = started.elapsed().as_secs_f64();
         let largest = replica_rss_mib.iter().copied().fold(0.0, f64::max);
         eprintln!(
             "    {at_s:>5.0} s: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {} errors, largest replica RSS {largest:.1} MiB, \
-             cluster {cluster_cores:.2} cores, load generator {loadgen_cores:.2}",
+             cluster {cluster_cores:.2} cores, load generator {loadgen_cores:.2}, data {disk_mib:.0} MiB",
             stats.tps, stats.p50_ms, stats.p99_ms, stats.errors
         );
-        slices.push(Slice { at_s, stats, replica_rss_mib, cluster_cores, loadgen_cores });
+        slices.push(Slice { at_s, stats, replica_rss_mib, cluster_cores, loadgen_cores, disk_mib });
     }
     let warm: Vec<&Slice> = slices.iter().filter(|slice| slice.at_s >= seconds as f64 * WARMUP_SHARE).collect();
     let replicas = slices.first().map_or(0, |slice| slice.replica_rss_mib.len());
@@ -110,7 +134,11 @@ pub async fn run(
         .collect();
     let flat =
         !rss_growth_after_warmup.is_empty() && rss_growth_after_warmup.iter().all(|growth| *growth <= FLAT_WITHIN);
+    let committed: usize = slices.iter().map(|slice| slice.stats.committed_all).sum();
+    let disk_bytes = slices.last().map_or(0.0, |slice| slice.disk_mib * 1024.0 * 1024.0);
     Ok(Soak {
+        disk_bytes_per_tx: if committed == 0 { f64::NAN } else { disk_bytes / committed as f64 },
+        slices_over_p99_bound: slices.iter().filter(|slice| slice.stats.p99_ms > P99_BOUND_MS).count(),
         seconds,
         workload,
         cluster_cores: median(slices.iter().map(|slice| slice.cluster_cores)),
@@ -144,6 +172,8 @@ impl Soak {
              (medians of {} slices of 10 s).\n\n\
              Replica RSS (MiB, by shard then replica), first slice: {}; last slice: {}.\n\n\
              Growth after the first {:.0} % (warm-up), per replica: {}. Flat (each ≤ +{:.0} %): **{}**.\n\n\
+             p99 of each slice (ms): {}; over {P99_BOUND_MS:.0} ms: {} of {}.\n\n\
+             Data of all replicas at the end: {:.0} MiB, {:.0} bytes per committed transaction.\n\n\
              Plot: `{stem}-rss.png`.\n",
             self.seconds,
             self.workload,
@@ -160,6 +190,11 @@ impl Soak {
             growth.collect::<Vec<_>>().join(", "),
             FLAT_WITHIN * 100.0,
             if self.flat { "yes" } else { "no" },
+            self.slices.iter().map(|slice| format!("{:.0}", slice.stats.p99_ms)).collect::<Vec<_>>().join(", "),
+            self.slices_over_p99_bound,
+            self.slices.len(),
+            self.slices.last().map_or(0.0, |slice| slice.disk_mib),
+            self.disk_bytes_per_tx,
         );
         std::fs::write(&markdown_path, markdown)
             .with_context(|| format!("cannot write {}", markdown_path.display()))?;
