@@ -12,8 +12,8 @@
 //! and the requests executed at each height (`executed`): a restart takes the state up
 //! where it was, without replaying the log.
 //!
-//! Records are versioned: a change is a new row of the height from which it holds
-//! (`Write::Records`), so the body of any checkpoint from the stable one on is read from
+//! Records are versioned: a change is a row of the first checkpoint height whose state
+//! holds it (`Write::Records`), so the body of any checkpoint from the stable one on is read from
 //! the live tables (`snapshot_body`), at any time, after a restart too. Versions that a
 //! version at or below the stable checkpoint supersedes are collected a few hundred
 //! rows per commit (`Collector`), and SQLite checkpoints its WAL itself, every

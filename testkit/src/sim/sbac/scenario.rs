@@ -10,14 +10,12 @@
 //! two signers and can get no third, so the stable checkpoint stays S, and 1 can only
 //! go on with S's body from 2 or 3.
 
-use std::collections::BTreeMap;
-
-use serde_json::json;
+use shardspace_core::ShardId;
 use shardspace_core::bft::ReplicaId;
 use shardspace_core::sbac::Attempt;
 use shardspace_core::sbac::replica::ClientRequest;
-use shardspace_core::{Envelope, ShardId, Transaction};
 
+use super::workload::{coin, mint};
 use super::{SbacSimulation, global};
 use crate::sim::network::LinkFaults;
 
@@ -65,19 +63,8 @@ impl Load {
 
     fn mint(&mut self, simulation: &mut SbacSimulation) {
         self.minted += 1;
-        let coin = json!({ "amount": 1, "tag": format!("gap-{}-{}", self.seed, self.minted), "contract": "coins" });
-        let transaction = Transaction {
-            contract_id: "coins".into(),
-            method_id: "mint".into(),
-            input_ids: vec![],
-            reference_input_ids: vec![],
-            parameters: vec![json!(0)],
-            returns: vec![],
-            outputs: vec![coin.to_string()],
-            dependencies: vec![],
-        };
-        let envelope = Envelope { transaction, store: BTreeMap::new() };
-        let envelope = serde_json::to_string(&envelope).expect("an envelope serialises");
+        let coin = coin("coins", 1, format!("gap-{}-{}", self.seed, self.minted));
+        let envelope = serde_json::to_string(&mint(vec![coin])).expect("an envelope serialises");
         let client = simulation.client();
         for node in simulation.replicas_of(ShardId(0)) {
             let request = ClientRequest::Envelope { envelope: envelope.clone(), attempt: Attempt(1) };

@@ -63,12 +63,27 @@ impl Job {
     }
 }
 
-fn coin(contract: &str, amount: u64, tag: String) -> String {
+pub(super) fn coin(contract: &str, amount: u64, tag: String) -> String {
     json!({ "amount": amount, "tag": tag, "contract": contract }).to_string()
 }
 
 pub(super) fn amount(value: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(value).ok().and_then(|v| v["amount"].as_u64()).unwrap_or(0)
+}
+
+/// A call of `coins` creating these coins from nothing.
+pub(super) fn mint(outputs: Vec<String>) -> Envelope {
+    let transaction = Transaction {
+        contract_id: "coins".into(),
+        method_id: "mint".into(),
+        input_ids: vec![],
+        reference_input_ids: vec![],
+        parameters: vec![json!(0)],
+        returns: vec![],
+        outputs,
+        dependencies: vec![],
+    };
+    Envelope { transaction, store: BTreeMap::new() }
 }
 
 /// A call of `coins` consuming `inputs` into one output holding their total.
@@ -207,19 +222,7 @@ pub fn run_sbac_seed(seed: u64) -> SbacReport {
     schedule_faults(&mut simulation, &mut plan, &liars, faulty_until);
 
     // Mint coins, each of 10, spread over the shards.
-    let mint = Envelope {
-        transaction: Transaction {
-            contract_id: "coins".into(),
-            method_id: "mint".into(),
-            input_ids: vec![],
-            reference_input_ids: vec![],
-            parameters: vec![json!(0)],
-            returns: vec![],
-            outputs: (0..12).map(|i| coin("coins", 10, format!("coin-{seed}-{i}"))).collect(),
-            dependencies: vec![],
-        },
-        store: BTreeMap::new(),
-    };
+    let mint = mint((0..12).map(|i| coin("coins", 10, format!("coin-{seed}-{i}"))).collect());
     let minted: u64 = 120;
     let coins = mint.transaction.own_outputs();
     let client = simulation.client();
