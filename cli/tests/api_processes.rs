@@ -315,6 +315,24 @@ async fn chainspace(api: &Api) {
     let (code, body) = api.get("/api/1.0/objects?limit=5").await;
     assert_eq!((code, body["objects"].as_array().map(Vec::len)), (200, Some(5)), "{body}");
 
+    // Paged with every limit, the transaction records are those of one unpaged listing: a
+    // cross-shard transaction's two records are never split by a page boundary and lost.
+    let (_, all) = api.get("/api/1.0/transactions?limit=1000").await;
+    let all = all["transactions"].as_array().unwrap().clone();
+    assert!(all.windows(2).any(|pair| pair[0]["txId"] == pair[1]["txId"]), "a cross-shard transaction is listed");
+    for limit in 1..=all.len() + 1 {
+        let (mut paged, mut after) = (Vec::new(), String::new());
+        loop {
+            let (code, page) = api.get(&format!("/api/1.0/transactions?limit={limit}{after}")).await;
+            assert_eq!(code, 200, "{page}");
+            paged.extend(page["transactions"].as_array().unwrap().iter().cloned());
+            let Some(next) = page["next"].as_str() else { break };
+            assert!(paged.len() <= all.len(), "limit {limit}: paging does not end");
+            after = format!("&after={next}");
+        }
+        assert_eq!(paged, all, "limit {limit}");
+    }
+
     // The CLI, against the same API.
     let file = tempfile::NamedTempFile::new().unwrap();
     let cli = TransactionBuilder::new("dump", "put").parameter(78).output("\"cli\"").build().unwrap();

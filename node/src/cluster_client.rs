@@ -265,7 +265,15 @@ impl ClusterClient {
         merged.objects.sort_by_key(|(id, _)| *id);
         merged.transactions.sort_by_key(|(tx, _)| *tx);
         merged.objects.truncate(limit as usize);
-        merged.transactions.truncate(limit as usize);
+        // A transaction of several shards has a record in each: a page never ends between
+        // them (the next page starts after the last id, and would skip the rest). Each shard's
+        // page holds its record of that last id, as fewer than `limit` records come before it.
+        let mut end = (limit as usize).min(merged.transactions.len());
+        while end > 0 && end < merged.transactions.len() && merged.transactions[end].0 == merged.transactions[end - 1].0
+        {
+            end += 1;
+        }
+        merged.transactions.truncate(end);
         Ok(merged)
     }
 
