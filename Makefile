@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build release venv bench-venv test test-rust test-python lint fixtures sim sim-bft sim-sbac bench bench-quick bench-soak bench-faults bench-bft start-all stop-all status clean
+.PHONY: all build release venv bench-venv netns-deps hosts test test-rust test-python lint fixtures sim sim-bft sim-sbac bench bench-quick bench-soak bench-faults bench-bft start-all stop-all status clean
 
 all: build
 
@@ -30,12 +30,28 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test-rust: venv
+test-rust: venv netns-deps
 	SHARDSPACE_PYTHON=$(abspath $(VPY)) $(CARGO) test --workspace --locked
 
 test-python: venv
 	$(VPY) checker-sdk/fixtures/generate.py --check
 	$(VPY) -m pytest -q
+
+# What the tests over hosts made of network namespaces need (cli/tests/hosts.rs): iproute2
+# and nftables from Debian, installed when this is root and they are missing. Not root: the
+# tests say SKIPPED.
+netns-deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "==> not root: the tests over network namespaces will say SKIPPED"; \
+	elif ! command -v ip >/dev/null || ! command -v nft >/dev/null; then \
+	  echo "==> installing iproute2 and nftables for the tests over network namespaces"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables >/dev/null; fi
+
+# A cluster over four hosts made of network namespaces, for trying faults by hand (root):
+# commands on stdin (cut, partition, block, heal, kill, start); everything is removed at the end.
+hosts: venv netns-deps
+	$(CARGO) build --release -p shardspace-cli
+	$(CARGO) build --release -p shardspace-testkit --bin hosts
+	SHARDSPACE_PYTHON=$(abspath $(VPY)) ./target/release/hosts ./target/release/shardspace
 
 # The simulators over many seeds (`make sim SEEDS=2000`), or one seed replayed (`SEED=42 make sim`):
 # each seed runs one BFT shard, then S-BAC across two or three shards with Byzantine replicas.

@@ -71,18 +71,11 @@ configure() {
   # Written aside and moved into place whole: a half-written cluster is never kept.
   local draft="$var/cluster.draft"
   rm -rf "$draft"
+  local checkers=()
+  for contract in "${python_contracts[@]}"; do checkers+=(--checker "$contract=http://$host:$python_port"); done
+  for contract in "${rust_contracts[@]}"; do checkers+=(--checker "$contract=http://$host:$rust_port"); done
   "$bin/shardspace" config gen --dir "$draft" --shards "$shards" --replicas "$replicas" \
-    --base-port "$base_port" --host "$host" >/dev/null
-  local checkers=""
-  for contract in "${python_contracts[@]}"; do checkers+="$contract = \"http://$host:$python_port\"\n"; done
-  for contract in "${rust_contracts[@]}"; do checkers+="$contract = \"http://$host:$rust_port\"\n"; done
-  "$python" - "$draft/cluster.toml" "$checkers" <<'PY'
-import sys
-path, checkers = sys.argv[1], sys.argv[2].replace("\\n", "\n")
-text = open(path).read()
-assert "[checkers]\n" in text, "config gen writes a [checkers] table"
-open(path, "w").write(text.replace("[checkers]\n", "[checkers]\n" + checkers, 1))
-PY
+    --base-port "$base_port" --hosts "$host" "${checkers[@]}" >/dev/null
   mv "$draft" "$var/cluster"
 }
 

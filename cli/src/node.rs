@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use shardspace_node::config::{ClusterFile, Layout, generate as generate_cluster};
+use shardspace_node::config::{CheckerPlace, ClusterFile, Layout, generate as generate_cluster};
 use tokio::sync::{oneshot, watch};
 
 #[derive(Debug, clap::Args)]
@@ -29,24 +29,44 @@ pub struct GenFlags {
     /// Where to write cluster.toml and keys/.
     #[arg(long)]
     dir: PathBuf,
-    /// Replica k listens on base + 2k (peers) and base + 2k + 1 (clients).
+    /// Replica k (counting across shards) listens on base + 2k (peers) and base + 2k + 1 (clients).
     #[arg(long, default_value_t = 7300)]
     base_port: u16,
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    /// The hosts, names or IPs, comma-separated: replica k runs on host k mod H, so that
+    /// with four hosts and four replicas per shard each host runs one replica of every shard.
+    #[arg(long = "hosts", visible_alias = "host", value_delimiter = ',', default_value = "127.0.0.1")]
+    hosts: Vec<String>,
+    /// Replicas bind every interface (0.0.0.0) and advertise their host: behind NAT, in containers.
+    #[arg(long)]
+    listen_any: bool,
+    /// A contract's checker, repeatable: `bank=7101` for a checker on each replica's own host
+    /// at port 7101, or `bank=http://10.0.0.9:7101` for one checker every replica calls.
+    #[arg(long = "checker", value_name = "CONTRACT=PORT|URL", value_parser = parse_checker)]
+    checkers: Vec<(String, CheckerPlace)>,
     #[arg(long, default_value = "local")]
     cluster: String,
 }
 
+fn parse_checker(text: &str) -> Result<(String, CheckerPlace), String> {
+    let (contract, place) =
+        text.split_once('=').ok_or_else(|| format!("{text:?} is not CONTRACT=PORT or CONTRACT=URL"))?;
+    if !shardspace_core::is_name(contract) {
+        return Err(format!("{contract:?} is not a contract name"));
+    }
+    Ok((contract.to_string(), place.parse()?))
+}
+
 pub fn generate(flags: &GenFlags) -> anyhow::Result<()> {
+    anyhow::ensure!(flags.shards >= 1 && flags.replicas >= 1, "a cluster has at least one shard of one replica");
     let layout = Layout {
         cluster: flags.cluster.clone(),
         shards: flags.shards,
         replicas: flags.replicas,
-        host: flags.host.clone(),
+        hosts: flags.hosts.clone(),
+        listen_any: flags.listen_any,
         base_port: flags.base_port,
+        checkers: flags.checkers.iter().cloned().collect(),
     };
-    anyhow::ensure!(flags.shards >= 1 && flags.replicas >= 1, "a cluster has at least one shard of one replica");
     let path = generate_cluster(&layout, &flags.dir)?;
     println!("{}", path.display());
     Ok(())

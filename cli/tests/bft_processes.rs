@@ -25,8 +25,7 @@ struct ReplicaProcess {
 
 /// A one-shard cluster file with OS-chosen ports and short timeouts.
 fn cluster(dir: &Path) -> PathBuf {
-    let layout =
-        Layout { cluster: "test".into(), shards: 1, replicas: REPLICAS, host: "127.0.0.1".into(), base_port: 1 };
+    let layout = Layout::one_host("test", 1, REPLICAS, "127.0.0.1", 1);
     let path = generate(&layout, dir).unwrap();
     let mut file = ClusterFile::load(&path).unwrap();
     for replica in &mut file.shards[0].replicas {

@@ -65,8 +65,10 @@ impl Default for ApiConfig {
 pub struct Api {
     client: ClusterClient,
     cluster: String,
-    /// Each contract's checker URL, from the cluster file.
+    /// The cluster-wide checker URLs, from the cluster file.
     checkers: std::collections::BTreeMap<String, String>,
+    /// Every contract some replica has a checker for.
+    contracts: std::collections::BTreeSet<String>,
     limits: Limits,
     config: ApiConfig,
     pending: Arc<Semaphore>,
@@ -83,6 +85,7 @@ impl Api {
             client,
             cluster: file.cluster.clone(),
             checkers: file.checkers.clone(),
+            contracts: file.contracts(),
             limits: Limits::default(),
             pending: Arc::new(Semaphore::new(config.pending_max.max(1))),
             config,
@@ -95,8 +98,7 @@ impl Api {
     async fn submit(self: &Arc<Self>, body: &[u8], wait: bool) -> Result<(TxOutcome, bool), ApiError> {
         let envelope = Envelope::from_json(body, &self.limits).inspect_err(|error| self.count_error(error.kind()))?;
         // Known before anything is sent, so that a caller who does not wait hears it too.
-        if let Some(contract) = envelope.transaction.first_contract_not(|contract| self.checkers.contains_key(contract))
-        {
+        if let Some(contract) = envelope.transaction.first_contract_not(|contract| self.contracts.contains(contract)) {
             self.count_error("unknown_contract");
             let message = format!("no checker for contract {contract:?} in the cluster file");
             return Err(ApiError::new(
@@ -124,6 +126,30 @@ impl Api {
         outcome.map(|outcome| (outcome, true))
     }
 
+    /// Says which concerned shards this API cannot reach (fewer than f+1 of their replicas
+    /// connected), when a timeout is their doing.
+    fn name_cut_off_shards(&self, error: &mut ApiError, envelope: &Envelope) {
+        let shards: Vec<_> = self.client.map().concerned_shards(&envelope.transaction).into_iter().collect();
+        let cut_off = self.client.cut_off(&shards);
+        if cut_off.is_empty() {
+            return;
+        }
+        let named: Vec<String> = cut_off
+            .iter()
+            .map(|(shard, down)| {
+                let replicas = self.client.addresses()[shard.0 as usize].len();
+                format!("{down} of the {replicas} replicas of shard {}", shard.0)
+            })
+            .collect();
+        let tx = envelope.transaction.tx_id().to_hex();
+        error.message = format!(
+            "no outcome within {:?}: this API cannot connect to {}; txId {tx} (it may still be decided)",
+            self.config.wait,
+            named.join(", ")
+        );
+        error.hint = "check the network between this API and those replicas, then ask again".into();
+    }
+
     async fn run(&self, envelope: &Envelope) -> Result<TxOutcome, ApiError> {
         let tx = envelope.transaction.tx_id();
         let started = std::time::Instant::now();
@@ -136,6 +162,9 @@ impl Api {
             Ok(Ok(outcome)) => TxOutcome::from_outcome(&outcome, envelope),
             Ok(Err(error)) => {
                 let mut error = ApiError::from(error);
+                if error.kind == "timeout" {
+                    self.name_cut_off_shards(&mut error, envelope);
+                }
                 error.tx.get_or_insert(tx.to_hex());
                 self.count_error(&error.kind);
                 return Err(error);
@@ -146,6 +175,7 @@ impl Api {
                     shards: Vec::new(),
                     waited: self.config.wait,
                 });
+                self.name_cut_off_shards(&mut error, envelope);
                 error.tx = Some(tx.to_hex());
                 self.count_error("timeout");
                 return Err(error);

@@ -106,7 +106,9 @@ pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
             .collect();
         shards.push(json!({"id": index, "healthy": up >= quorum, "up": up, "quorum": quorum, "replicas": replicas}));
     }
-    Json(json!({"cluster": api.cluster, "healthy": healthy, "shards": shards, "checkers": api.checkers}))
+    Json(
+        json!({"cluster": api.cluster, "healthy": healthy, "shards": shards, "checkers": api.checkers, "contracts": api.contracts}),
+    )
 }
 
 /// `GET /v1/events`: server-sent events, one `decided` event per decided attempt.

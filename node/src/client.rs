@@ -113,6 +113,7 @@ impl ClientListener {
             };
             match accepted {
                 Ok((stream, address)) => {
+                    crate::network::tune(&stream);
                     let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                         // Told, not left hanging in the backlog: the client knows to come back.
                         if let Ok(refusing) = Arc::clone(&refusals).try_acquire_owned() {

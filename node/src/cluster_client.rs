@@ -95,6 +95,17 @@ impl ClusterClient {
         &self.addresses
     }
 
+    /// Those of `shards` of which fewer than f+1 replicas could be connected to at the last
+    /// try, with how many could not: no outcome can be heard from them.
+    pub fn cut_off(&self, shards: &[ShardId]) -> Vec<(ShardId, usize)> {
+        let down = |shard: &ShardId| self.links[shard.0 as usize].iter().filter(|link| link.is_down()).count();
+        let cut = shards.iter().map(|shard| (*shard, down(shard)));
+        cut.filter(|(shard, down)| {
+            self.addresses[shard.0 as usize].len() - down < self.committees[shard.0 as usize].validity()
+        })
+        .collect()
+    }
+
     /// Runs the envelope as the attempt its records call for, and waits for the outcome:
     /// a committed transaction gets its recorded outcome; an undecided attempt is joined;
     /// otherwise (never seen, or aborted) the next attempt runs.

@@ -2,8 +2,8 @@
 //! key files, data folders) and BFT settings; each replica's secret key lives
 //! in its own key file. `generate` writes both for a new cluster.
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -59,19 +59,33 @@ pub struct BftSettings {
 #[serde(deny_unknown_fields)]
 pub struct ReplicaEntry {
     pub id: u32,
-    /// Where peers of the same shard connect.
+    /// Where peers connect: `host:port`, the host a name or an IP address.
     pub peer_address: String,
-    /// Where clients (the API, benchmarks) submit requests.
+    /// Where clients (the API, benchmarks) submit requests: `host:port` as well.
     pub client_address: String,
+    /// The `ip:port` the replica binds for peers when it is not `peer_address` (behind NAT,
+    /// in a container); by default `peer_address`, or port of it on every interface when
+    /// its host is a name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<String>,
+    /// The `ip:port` it binds for clients, in the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_listen: Option<String>,
     /// The ed25519 public key, 64 hex digits.
     pub public_key: String,
     /// The secret key's file, relative to the cluster file.
     pub key_file: String,
     /// The replica's data folder, relative to the cluster file.
     pub data_dir: String,
-    /// Where the replica serves `/metrics` (Prometheus); none when left out.
+    /// Where the replica serves `/metrics` (Prometheus): the `ip:port` it binds; none when
+    /// left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<String>,
+    /// This replica's own checkers (base URLs by contract), in place of the cluster-wide
+    /// `[checkers]` for those contracts: each replica may trust a checker of its own host,
+    /// so that the f+1 verdicts a decision needs include an honest replica's own checker.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checkers: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,9 +103,10 @@ pub struct ClusterFile {
     pub cluster: String,
     #[serde(default)]
     pub bft: BftSettings,
-    /// Each contract's checker: its base URL (`http://host:port`), by contract name.
+    /// Each contract's checker: its base URL (`http://host:port`), by contract name, for
+    /// every replica that does not name its own.
     #[serde(default)]
-    pub checkers: std::collections::BTreeMap<String, String>,
+    pub checkers: BTreeMap<String, String>,
     pub shards: Vec<ShardEntry>,
 }
 
@@ -112,8 +127,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub bft: BftConfig,
     pub durability: Durability,
-    /// Each contract's checker base URL.
-    pub checkers: std::collections::BTreeMap<String, String>,
+    /// Each contract's checker base URL, for this replica.
+    pub checkers: BTreeMap<String, String>,
 }
 
 impl ClusterFile {
@@ -130,17 +145,7 @@ impl ClusterFile {
         if self.shards.is_empty() {
             return Err("the cluster has no shards".into());
         }
-        for (contract, url) in &self.checkers {
-            if !shardspace_core::is_name(contract) {
-                return Err(format!("checkers: {contract:?} is not a contract name"));
-            }
-            let rest = url
-                .strip_prefix("http://")
-                .ok_or_else(|| format!("checkers.{contract}: {url:?} is not an http:// URL"))?;
-            if rest.is_empty() || rest.contains(['?', '#', ' ']) {
-                return Err(format!("checkers.{contract}: {url:?} is not a base URL such as http://127.0.0.1:7101"));
-            }
-        }
+        check_checkers(&self.checkers, "checkers")?;
         for (index, shard) in self.shards.iter().enumerate() {
             if shard.id as usize != index {
                 return Err(format!("shard ids must be 0, 1, 2, ... in order; entry {index} has id {}", shard.id));
@@ -155,16 +160,19 @@ impl ClusterFile {
                     return Err(format!("{name}: replica ids must be 0, 1, 2, ... in order"));
                 }
                 parse_public_key(&replica.public_key).map_err(|message| format!("{name}: {message}"))?;
-                for address in
-                    [&replica.peer_address, &replica.client_address].into_iter().chain(&replica.metrics_address)
-                {
-                    address
-                        .parse::<SocketAddr>()
-                        .map_err(|_| format!("{name}: {address:?} is not an ip:port address"))?;
+                for address in [&replica.peer_address, &replica.client_address] {
+                    check_host_port(address).map_err(|message| format!("{name}: {message}"))?;
                     if !addresses.insert(address.clone()) {
                         return Err(format!("{name}: address {address} is used twice"));
                     }
                 }
+                let binds = [&replica.peer_listen, &replica.client_listen, &replica.metrics_address];
+                for address in binds.into_iter().flatten() {
+                    address.parse::<SocketAddr>().map_err(|_| {
+                        format!("{name}: {address:?} is not an ip:port address to listen on (such as 0.0.0.0:7300)")
+                    })?;
+                }
+                check_checkers(&replica.checkers, &format!("{name}: checkers"))?;
             }
         }
         Ok(())
@@ -200,6 +208,10 @@ impl ClusterFile {
             });
         }
         let address = |text: &str| text.parse::<SocketAddr>().map_err(|_| invalid(format!("bad address {text:?}")));
+        let listen = |bind: &Option<String>, advertised: &str| match bind {
+            Some(bind) => address(bind),
+            None => listen_address(advertised).map_err(invalid),
+        };
         let mut bft = BftConfig::default();
         if let Some(round_timeout_ms) = self.bft.round_timeout_ms {
             bft.round_timeout_ms = round_timeout_ms;
@@ -229,15 +241,71 @@ impl ClusterFile {
                         .map(|r| (PeerId { shard: ShardId(s.id), replica: ReplicaId(r.id) }, r.peer_address.clone()))
                 })
                 .collect(),
-            peer_address: address(&own.peer_address)?,
-            client_address: address(&own.client_address)?,
+            peer_address: listen(&own.peer_listen, &own.peer_address)?,
+            client_address: listen(&own.client_listen, &own.client_address)?,
             metrics_address: own.metrics_address.as_deref().map(address).transpose()?,
             data_dir: base.join(&own.data_dir),
             bft,
             durability: self.bft.durability,
-            checkers: self.checkers.clone(),
+            checkers: self.checkers_of(own),
         })
     }
+
+    /// The checkers `replica` calls: its own, and the cluster-wide ones for other contracts.
+    pub fn checkers_of(&self, replica: &ReplicaEntry) -> BTreeMap<String, String> {
+        let mut checkers = self.checkers.clone();
+        checkers.extend(replica.checkers.iter().map(|(contract, url)| (contract.clone(), url.clone())));
+        checkers
+    }
+
+    /// Every contract some replica has a checker for.
+    pub fn contracts(&self) -> BTreeSet<String> {
+        let own = self.shards.iter().flat_map(|shard| &shard.replicas).flat_map(|replica| replica.checkers.keys());
+        self.checkers.keys().chain(own).cloned().collect()
+    }
+}
+
+/// Checks a table of checkers: contract names and `http://` base URLs.
+fn check_checkers(checkers: &BTreeMap<String, String>, table: &str) -> Result<(), String> {
+    for (contract, url) in checkers {
+        if !shardspace_core::is_name(contract) {
+            return Err(format!("{table}: {contract:?} is not a contract name"));
+        }
+        let rest =
+            url.strip_prefix("http://").ok_or_else(|| format!("{table}.{contract}: {url:?} is not an http:// URL"))?;
+        if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+            return Err(format!("{table}.{contract}: {url:?} is not a base URL such as http://127.0.0.1:7101"));
+        }
+    }
+    Ok(())
+}
+
+/// Splits `host:port` (an IPv6 host in brackets) and checks both halves.
+fn split_host_port(text: &str) -> Result<(&str, u16), String> {
+    let shape = || format!("{text:?} is not a host:port address (such as 10.0.0.1:7300 or node-1.example:7300)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(shape)?;
+    let port = port.parse::<u16>().ok().filter(|port| *port != 0).ok_or_else(shape)?;
+    let is_ip = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).parse::<IpAddr>().is_ok();
+    let is_name = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if is_ip || is_name { Ok((host, port)) } else { Err(shape()) }
+}
+
+fn check_host_port(text: &str) -> Result<(), String> {
+    split_host_port(text).map(|_| ())
+}
+
+/// Where to listen when the cluster file gives only the advertised address: that address
+/// when its host is an IP, else its port on every interface.
+fn listen_address(advertised: &str) -> Result<SocketAddr, String> {
+    let (_, port) = split_host_port(advertised)?;
+    Ok(advertised.parse().unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)))
 }
 
 fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
@@ -257,16 +325,64 @@ pub fn read_key_file(path: &Path) -> Result<SigningKey, ConfigError> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// Which checker serves a contract, for `generate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckerPlace {
+    /// One URL for every replica (the cluster-wide `[checkers]`).
+    Shared(String),
+    /// A checker on each replica's own host, at this port.
+    OnEachHost(u16),
+}
+
+impl std::str::FromStr for CheckerPlace {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(port) = text.parse::<u16>() {
+            return Ok(Self::OnEachHost(port));
+        }
+        check_checkers(&BTreeMap::from([("contract".to_string(), text.to_string())]), "checker")?;
+        Ok(Self::Shared(text.to_string()))
+    }
+}
+
 /// Where `generate` puts a cluster's replicas.
 #[derive(Clone, Debug)]
 pub struct Layout {
     pub cluster: String,
     pub shards: u32,
     pub replicas: u32,
-    pub host: String,
-    /// Replica k (counting across shards) listens on base + 2k (peers) and base + 2k + 1
-    /// (clients); with n replicas in all, it serves metrics on base + 2n + k.
+    /// The hosts, names or IPs: replica k (counting across shards) runs on host k mod H,
+    /// so that with as many hosts as replicas per shard each host runs one replica of
+    /// every shard.
+    pub hosts: Vec<String>,
+    /// Replicas listen on every interface (`0.0.0.0`) rather than on their host's address.
+    pub listen_any: bool,
+    /// Replica k listens on base + 2k (peers) and base + 2k + 1 (clients); with n replicas
+    /// in all, it serves metrics on base + 2n + k.
     pub base_port: u16,
+    /// Each contract's checker.
+    pub checkers: BTreeMap<String, CheckerPlace>,
+}
+
+impl Layout {
+    /// One host for every replica.
+    pub fn one_host(cluster: &str, shards: u32, replicas: u32, host: &str, base_port: u16) -> Self {
+        Self {
+            cluster: cluster.into(),
+            shards,
+            replicas,
+            hosts: vec![host.into()],
+            listen_any: false,
+            base_port,
+            checkers: BTreeMap::new(),
+        }
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 /// Writes `dir/cluster.toml` and one key file per replica under `dir/keys/`.
@@ -274,47 +390,72 @@ pub fn generate(layout: &Layout, dir: &Path) -> Result<PathBuf, ConfigError> {
     let write = |path: &Path, text: &str| {
         std::fs::write(path, text).map_err(|source| ConfigError::Write { path: path.into(), source })
     };
+    let invalid = |message: String| ConfigError::Invalid { path: dir.into(), message };
+    if layout.hosts.is_empty() {
+        return Err(invalid("a cluster needs at least one host".into()));
+    }
+    for host in &layout.hosts {
+        check_host_port(&join_host_port(host, 1))
+            .map_err(|_| invalid(format!("{host:?} is not a host name or an IP address")))?;
+    }
     let keys_dir = dir.join("keys");
     std::fs::create_dir_all(&keys_dir).map_err(|source| ConfigError::Write { path: keys_dir.clone(), source })?;
+    let all = layout.shards * layout.replicas;
     let mut shards = Vec::new();
     for shard in 0..layout.shards {
         let mut replicas = Vec::new();
         for replica in 0..layout.replicas {
-            let index = u32::from(layout.base_port) + 2 * (shard * layout.replicas + replica);
-            let metrics_port =
-                u32::from(layout.base_port) + 2 * layout.shards * layout.replicas + shard * layout.replicas + replica;
+            let k = shard * layout.replicas + replica;
+            let host = &layout.hosts[k as usize % layout.hosts.len()];
             let port = |offset: u32| {
-                u16::try_from(index + offset).map_err(|_| ConfigError::Invalid {
-                    path: dir.into(),
-                    message: format!("port {} is beyond 65535: choose a lower --base-port", index + offset),
-                })
+                let port = u32::from(layout.base_port) + offset;
+                u16::try_from(port)
+                    .map_err(|_| invalid(format!("port {port} is beyond 65535: choose a lower --base-port")))
             };
+            let (peer_port, client_port, metrics_port) = (port(2 * k)?, port(2 * k + 1)?, port(2 * all + k)?);
+            let bind_host = if layout.listen_any { "0.0.0.0" } else { host.as_str() };
+            let bind = |port: u16| join_host_port(bind_host, port);
+            let listens_elsewhere = layout.listen_any || bind(1).parse::<SocketAddr>().is_err();
+            let listen_at = |port: u16| listens_elsewhere.then(|| join_host_port("0.0.0.0", port));
             let seed: [u8; 32] = rand::random();
             let key = SigningKey::from_bytes(&seed);
             let name = format!("shard-{shard}-replica-{replica}");
             let key_file = format!("keys/{name}.key");
             write(&dir.join(&key_file), &format!("{}\n", hex::encode(seed)))?;
             restrict_to_owner(&dir.join(&key_file))?;
+            let own_checkers = layout.checkers.iter().filter_map(|(contract, place)| match place {
+                CheckerPlace::OnEachHost(port) => {
+                    Some((contract.clone(), format!("http://{}", join_host_port(host, *port))))
+                }
+                CheckerPlace::Shared(_) => None,
+            });
             replicas.push(ReplicaEntry {
                 id: replica,
-                peer_address: format!("{}:{}", layout.host, port(0)?),
-                client_address: format!("{}:{}", layout.host, port(1)?),
+                peer_address: join_host_port(host, peer_port),
+                client_address: join_host_port(host, client_port),
+                peer_listen: listen_at(peer_port),
+                client_listen: listen_at(client_port),
                 public_key: hex::encode(key.verifying_key().as_bytes()),
                 key_file,
                 data_dir: format!("data/{name}"),
-                metrics_address: Some(format!("{}:{}", layout.host, port(metrics_port - index)?)),
+                metrics_address: Some(listen_at(metrics_port).unwrap_or_else(|| bind(metrics_port))),
+                checkers: own_checkers.collect(),
             });
         }
         shards.push(ShardEntry { id: shard, replicas });
     }
+    let shared = layout.checkers.iter().filter_map(|(contract, place)| match place {
+        CheckerPlace::Shared(url) => Some((contract.clone(), url.clone())),
+        CheckerPlace::OnEachHost(_) => None,
+    });
     let file = ClusterFile {
         cluster: layout.cluster.clone(),
         bft: BftSettings::default(),
-        checkers: std::collections::BTreeMap::new(),
+        checkers: shared.collect(),
         shards,
     };
-    let text = toml::to_string_pretty(&file)
-        .map_err(|error| ConfigError::Invalid { path: dir.into(), message: error.to_string() })?;
+    file.validate().map_err(invalid)?;
+    let text = toml::to_string_pretty(&file).map_err(|error| invalid(error.to_string()))?;
     let path = dir.join("cluster.toml");
     write(&path, &text)?;
     Ok(path)
@@ -337,7 +478,7 @@ mod tests {
     use super::*;
 
     fn layout() -> Layout {
-        Layout { cluster: "test".into(), shards: 2, replicas: 4, host: "127.0.0.1".into(), base_port: 7300 }
+        Layout::one_host("test", 2, 4, "127.0.0.1", 7300)
     }
 
     #[test]
@@ -396,5 +537,68 @@ mod tests {
             .unwrap();
         let error = file.node(dir.path(), 0, 0).unwrap_err().to_string();
         assert!(error.contains("not the one the cluster file lists"), "{error}");
+    }
+
+    #[test]
+    fn a_cluster_over_named_hosts_gives_each_replica_its_host_and_its_host_s_checker() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = layout();
+        layout.hosts = ["node-0.example", "node-1.example", "10.0.0.3", "node-3"].map(String::from).to_vec();
+        layout.checkers.insert("bank".into(), "7101".parse().unwrap());
+        layout.checkers.insert("hello".into(), "http://checkers.example:7102".parse().unwrap());
+        let path = generate(&layout, dir.path()).unwrap();
+        let file = ClusterFile::load(&path).unwrap();
+        let replica = &file.shards[1].replicas[1];
+        assert_eq!(replica.peer_address, format!("node-1.example:{}", 7300 + 2 * 5));
+        assert_eq!(replica.checkers.get("bank").map(String::as_str), Some("http://node-1.example:7101"));
+        assert_eq!(file.checkers.get("hello").map(String::as_str), Some("http://checkers.example:7102"));
+        assert_eq!(file.contracts().into_iter().collect::<Vec<_>>(), ["bank", "hello"]);
+        // A named host is bound on every interface; an IP host on its own address.
+        let named = file.node(dir.path(), 1, 1).unwrap();
+        assert_eq!(named.client_address, "0.0.0.0:7311".parse().unwrap());
+        assert_eq!(named.checkers.get("bank").map(String::as_str), Some("http://node-1.example:7101"));
+        assert_eq!(named.checkers.get("hello").map(String::as_str), Some("http://checkers.example:7102"));
+        assert_eq!(file.node(dir.path(), 0, 2).unwrap().peer_address, "10.0.0.3:7304".parse().unwrap());
+    }
+
+    #[test]
+    fn listen_addresses_apart_from_the_advertised_ones_are_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = layout();
+        layout.hosts = vec!["203.0.113.7".into()];
+        layout.listen_any = true;
+        let path = generate(&layout, dir.path()).unwrap();
+        let file = ClusterFile::load(&path).unwrap();
+        assert_eq!(file.shards[0].replicas[0].peer_address, "203.0.113.7:7300");
+        assert_eq!(file.shards[0].replicas[0].peer_listen.as_deref(), Some("0.0.0.0:7300"));
+        let node = file.node(dir.path(), 0, 0).unwrap();
+        assert_eq!(
+            (node.peer_address, node.client_address),
+            ("0.0.0.0:7300".parse().unwrap(), "0.0.0.0:7301".parse().unwrap())
+        );
+        let peers: Vec<&str> = node.peers.iter().map(|(_, address)| address.as_str()).take(2).collect();
+        assert_eq!(peers, ["203.0.113.7:7300", "203.0.113.7:7302"], "peers dial the advertised addresses");
+    }
+
+    #[test]
+    fn bad_hosts_and_listen_addresses_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut layout = layout();
+        layout.hosts = vec!["bad host".into()];
+        let error = generate(&layout, dir.path()).unwrap_err().to_string();
+        assert!(error.contains("not a host name or an IP address"), "{error}");
+        let path = generate(&self::layout(), dir.path()).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cases = [
+            (text.replacen("127.0.0.1:7300", "-x.example:7300", 1), "not a host:port"),
+            (text.replacen("127.0.0.1:7300", "127.0.0.1:0", 1), "not a host:port"),
+            (text.replacen("peer_address", "peer_listen = \"node-0:7300\"\npeer_address", 1), "to listen on"),
+            (text.replacen("key_file", "checkers = { bank = \"ftp://x\" }\nkey_file", 1), "replica 0: checkers.bank"),
+        ];
+        for (bad, reason) in cases {
+            std::fs::write(&path, bad).unwrap();
+            let error = ClusterFile::load(&path).unwrap_err().to_string();
+            assert!(error.contains(reason), "{error} does not say {reason}");
+        }
     }
 }

@@ -46,6 +46,23 @@ pub const HANDSHAKES_MAX: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
+/// How long a connection attempt to a peer may take: over a cut network a SYN is never
+/// answered, and the kernel would retry it for two minutes, at intervals up to 32 s, so a
+/// link would stay down for as long after the network healed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long written bytes may stay unacknowledged before the connection is dropped (and
+/// made again). Without it, frames sent over a cut network are retransmitted at intervals
+/// that double up to two minutes, and a healed link waits for the next one.
+pub const UNACKNOWLEDGED_MAX: Duration = Duration::from_secs(3);
+
+/// Sets `UNACKNOWLEDGED_MAX` on a connection, and no Nagle delay.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let socket = socket2::SockRef::from(stream);
+    if let Err(error) = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_MAX)) {
+        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT: a link over a cut network fails slowly");
+    }
+}
 
 /// What the listener sends first: sign it to prove who you are.
 #[derive(Debug, Serialize, Deserialize)]
@@ -306,8 +323,11 @@ impl Connection {
     }
 
     async fn connect(&self) -> Result<Framed<TcpStream, LengthDelimitedCodec>, String> {
-        let stream = TcpStream::connect(&self.address).await.map_err(|error| error.to_string())?;
-        let _ = stream.set_nodelay(true);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))?
+            .map_err(|error| error.to_string())?;
+        tune(&stream);
         let mut frames = framed(stream, FRAME_BYTES_MAX);
         let answer = async {
             let frame = frames.next().await.ok_or("closed before the challenge")?.map_err(|e| e.to_string())?;

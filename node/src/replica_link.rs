@@ -67,6 +67,9 @@ pub struct ReplicaLink {
     address: String,
     routes: Arc<Mutex<Routes>>,
     outgoing: Mutex<Option<mpsc::Sender<(Instant, ClientRequest)>>>,
+    /// Whether the link has no connection since its last attempt failed or its connection
+    /// was lost (false before the first attempt).
+    down: Arc<AtomicBool>,
     /// `LINK_STALE_AFTER`, shorter in tests.
     stale_after: Duration,
 }
@@ -92,7 +95,14 @@ impl Drop for Subscriptions {
 impl ReplicaLink {
     pub fn new(shard: ShardId, replica: usize, address: String) -> Self {
         let stale_after = LINK_STALE_AFTER;
-        Self { shard, replica, address, routes: Arc::default(), outgoing: Mutex::new(None), stale_after }
+        let (routes, outgoing, down) = (Arc::default(), Mutex::new(None), Arc::new(AtomicBool::new(false)));
+        Self { shard, replica, address, routes, outgoing, down, stale_after }
+    }
+
+    /// The link lost its connection or could not make one: the replica is down, or cut off
+    /// from here.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
     }
 
     /// Sends `request`, routing replies about `about` to `heard` until `subscriptions` drop.
@@ -118,8 +128,8 @@ impl ReplicaLink {
             _ => {
                 let (sender, receiver) = mpsc::channel(LINK_QUEUE_MAX);
                 let (shard, replica, address) = (self.shard, self.replica, self.address.clone());
-                let routes = Arc::clone(&self.routes);
-                tokio::spawn(run(shard, replica, address, receiver, routes, self.stale_after));
+                let (routes, down) = (Arc::clone(&self.routes), Arc::clone(&self.down));
+                tokio::spawn(run(shard, replica, address, receiver, routes, down, self.stale_after));
                 *outgoing = Some(sender.clone());
                 sender
             }
@@ -139,17 +149,19 @@ async fn run(
     address: String,
     mut outgoing: mpsc::Receiver<(Instant, ClientRequest)>,
     routes: Arc<Mutex<Routes>>,
+    down: Arc<AtomicBool>,
     stale_after: Duration,
 ) {
     let mut delay = RECONNECT_DELAY_MIN;
     while let Some(first) = outgoing.recv().await {
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await;
+        down.store(!matches!(connected, Ok(Ok(_))), Ordering::Relaxed);
         let Ok(Ok(stream)) = connected else {
             tracing::debug!(%address, ?delay, "cannot connect to the replica; trying again after a delay");
             back_off(&mut delay).await;
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        crate::network::tune(&stream);
         let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
         let (mut sink, mut frames) = Framed::new(stream, codec).split();
         // Replies are read by their own task, so that a write waiting on a full socket never
@@ -191,6 +203,7 @@ async fn run(
             }
         }
         reader.abort();
+        down.store(true, Ordering::Relaxed);
         tracing::debug!(%address, "connection to the replica lost");
         if answered.load(Ordering::Relaxed) {
             delay = RECONNECT_DELAY_MIN;

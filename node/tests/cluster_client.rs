@@ -116,6 +116,9 @@ impl Shard {
                 key_file: String::new(),
                 data_dir: String::new(),
                 metrics_address: None,
+                peer_listen: None,
+                client_listen: None,
+                checkers: Default::default(),
             });
         }
         let file = ClusterFile {

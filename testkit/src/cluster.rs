@@ -33,6 +33,12 @@ pub fn python() -> anyhow::Result<String> {
 /// other's ports (between `free_port` and a replica's bind) and share two cores.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Waits for this test binary's turn to run a cluster; the turn lasts while it is held.
+pub(crate) fn turn() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed while holding it poisons it; the next one may still go.
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[derive(Debug)]
 pub struct LocalCluster {
     /// The `shardspace` binary.
@@ -105,8 +111,7 @@ impl LocalCluster {
 
     /// Starts a cluster as `options` say.
     pub fn with(bin: &Path, options: &Options) -> anyhow::Result<Self> {
-        // A test that failed while holding it poisons it; the next one may still go.
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let turn = turn();
         let python_contracts: &[&str] = match options.checkers {
             Checkers::Mixed => &MIXED_PYTHON,
             Checkers::Python => &CONTRACTS,
@@ -131,7 +136,7 @@ impl LocalCluster {
 
         let dir = tempfile::tempdir().context("no temporary folder")?;
         let (shards, replicas) = (options.shards, options.replicas);
-        let layout = Layout { cluster: "test".into(), shards, replicas, host: "127.0.0.1".into(), base_port: 1 };
+        let layout = Layout::one_host("test", shards, replicas, "127.0.0.1", 1);
         let path = generate(&layout, dir.path())?;
         let mut file = ClusterFile::load(&path)?;
         for replica in file.shards.iter_mut().flat_map(|shard| shard.replicas.iter_mut()) {

@@ -24,12 +24,11 @@ use shardspace_node::config::Durability;
 
 pub use accounting::{calibration_ms, cpu_seconds, peak_rss_mib, rss_mib, total_cpu_seconds};
 pub use load::{RunStats, Target, median, percentile};
-pub use workload::{Stream, Workload};
+pub use workload::{BankPair, Stream, Workload, open_account};
 
 use crate::cluster::{Checkers, LocalCluster, Options};
 use crate::processes::try_wait_until;
 use load::{closed, open};
-use workload::BankPair;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchFlags {

@@ -52,7 +52,7 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 fn cluster(dir: &Path, durability: Durability) -> Result<(PathBuf, Vec<String>), Box<dyn std::error::Error>> {
-    let layout = Layout { cluster: "bench".into(), shards: 1, replicas: 4, host: "127.0.0.1".into(), base_port: 1 };
+    let layout = Layout::one_host("bench", 1, 4, "127.0.0.1", 1);
     let path = generate(&layout, dir)?;
     let mut file = ClusterFile::load(&path)?;
     let mut clients = Vec::new();
