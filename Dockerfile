@@ -8,6 +8,7 @@
 #   docker run -p 7101:7101 --entrypoint python3 shardspace -m shardspace.checker --host 0.0.0.0 --port 7101 \
 #       /opt/shardspace/contracts/python/bank/bank.py
 #
+# contrib/compose/compose.yaml runs a cluster over four hosts with it (docs/operating.md).
 # The cluster file's addresses must be reachable between containers (not 127.0.0.1), and
 # each replica's key file and data folder sit beside the mounted cluster file. Key files
 # are readable by their owner only: run as that owner (`--user $(id -u):$(id -g)`), which
