@@ -404,10 +404,44 @@ async fn the_api_bounds_pending_transactions_and_connections() {
 async fn a_transaction_not_decided_within_the_wait_deadline_gets_its_txid_back() {
     let mut cluster = LocalCluster::start(bin(), 1, REPLICAS, false);
     let (_api, api, _) = api_with(&cluster, ["--wait-seconds", "1"]);
-    // No checker answers: the replicas keep trying (never a false), so nothing is decided.
+    // No checker answers: the replicas try them for 2 s (`checker_timeout_ms`) before they
+    // vote, longer than this API waits.
     cluster.kill_checkers();
     let dump = TransactionBuilder::new("dump", "put").output("\"late\"").build().unwrap();
     let (code, body) = api.post("/v1/transactions", serde_json::to_vec(&dump).unwrap()).await;
     assert_eq!((code, body["error"]["kind"].as_str()), (504, Some("timeout")), "{body}");
     assert_eq!(body["txId"], dump.transaction.tx_id().to_hex(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checker_that_is_down_gives_a_decided_checker_error_abort_and_a_later_attempt_commits() {
+    let mut cluster = LocalCluster::start(bin(), 2, REPLICAS, true);
+    let api = Api::new(cluster.api_url());
+    cluster.kill_checkers();
+    let dump = TransactionBuilder::new("dump", "put").output("\"while the checker is down\"").build().unwrap();
+    let started = std::time::Instant::now();
+    let aborted = api.submit(&dump).await;
+    let waited = started.elapsed();
+    // Decided, not left pending: every concerned shard recorded the abort, for checker_error.
+    assert_eq!(
+        (aborted["outcome"].as_str(), aborted["reason"].as_str()),
+        (Some("abort"), Some("checker_error")),
+        "{aborted}"
+    );
+    let shards = aborted["shards"].as_object().unwrap();
+    assert!(
+        shards.values().all(|shard| shard["decision"] == "abort" && shard["reason"] == "checker_error"),
+        "{aborted}"
+    );
+    assert!(waited < Duration::from_secs(10), "decided only after {waited:?}");
+    let tx = aborted["txId"].as_str().unwrap();
+    let (code, record) = api.get(&format!("/v1/transactions/{tx}")).await;
+    assert_eq!((code, record["outcome"].as_str()), (200, Some("abort")), "{record}");
+
+    // The checker is back: the same transaction, submitted again, runs a new attempt and commits.
+    cluster.start_checkers().unwrap();
+    let committed = api.submit(&dump).await;
+    assert_eq!(committed["outcome"], "commit", "{committed}");
+    assert!(committed["attempt"].as_u64() > aborted["attempt"].as_u64(), "{committed}");
+    eprintln!("checker down: decided abort after {waited:?} ({aborted}); checker back: {committed}");
 }

@@ -62,9 +62,6 @@ impl From<ClusterError> for ApiError {
                         (StatusCode::BAD_REQUEST, "the cluster file names no checker for it")
                     }
                     RejectKind::Busy => (StatusCode::SERVICE_UNAVAILABLE, "the replicas are busy: retry in a moment"),
-                    RejectKind::CheckerUnavailable => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "a contract's checker is down: retry once it is back")
-                    }
                     RejectKind::BadAttempt => (StatusCode::CONFLICT, "submit the transaction again"),
                     RejectKind::WrongShard => (StatusCode::INTERNAL_SERVER_ERROR, "the API routed it wrongly: a bug"),
                     RejectKind::Invalid(_) => (StatusCode::BAD_REQUEST, "fix the transaction"),

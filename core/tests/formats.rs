@@ -122,8 +122,8 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
 
     use shardspace_core::sbac::replica::{ClientReply, ClientRequest, Frame, Listing, Page, RejectKind, Status};
     use shardspace_core::sbac::{
-        AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, ObjectRecord, ObjectStatus, ObjectView,
-        PreparedCertificate, ShardRequest, SignedAnswer, StateHead, TableHead, TxRecord, TxView, Verdict,
+        AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, CheckerAnswer, ObjectRecord, ObjectStatus,
+        ObjectView, PreparedCertificate, ShardRequest, SignedAnswer, StateHead, TableHead, TxRecord, TxView, Verdict,
         VerdictCertificate, VoteBody, VoteKind,
     };
     use shardspace_core::{ObjectId, TxId};
@@ -134,17 +134,22 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
     // Sealed in a batch of three, so that the seals carry paths.
     let body = VoteBody { shard: ShardId(0), tx, attempt: Attempt(2), envelope, vote: VoteKind::Accept };
     let batch = [
-        Verdict::signing_bytes(&committee, &tx, &envelope, true),
+        Verdict::signing_bytes(&committee, &tx, &envelope, CheckerAnswer::Valid),
         body.signing_bytes(&committee),
         committee.signing_bytes("other", &[b"x"]),
     ];
     let seals = Seal::sign_all(&committee, &keys[1], &batch);
-    let verdict = Verdict { tx, envelope, success: true, replica: ReplicaId(1), seal: seals[0].clone() };
+    let verdict = Verdict { tx, envelope, answer: CheckerAnswer::Valid, replica: ReplicaId(1), seal: seals[0].clone() };
     let vote = body.sealed(ReplicaId(1), seals[1].clone());
     let prepare = ShardRequest::Prepare {
         envelope: "{\"store\":{},\"transaction\":{}}".into(),
         attempt: Attempt(2),
-        verdict: VerdictCertificate { tx, envelope, success: true, seals: vec![(ReplicaId(1), verdict.seal.clone())] },
+        verdict: VerdictCertificate {
+            tx,
+            envelope,
+            answer: CheckerAnswer::Valid,
+            seals: vec![(ReplicaId(1), verdict.seal.clone())],
+        },
     };
     let decide = ShardRequest::Decide {
         tx,

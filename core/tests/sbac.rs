@@ -8,8 +8,9 @@
 use serde_json::json;
 use shardspace_core::bft::{Application, Committee, Height, KeyPair, ReplicaId, Request, Seal};
 use shardspace_core::sbac::{
-    ATTEMPTS_AHEAD_MAX, AbortReason, Attempt, ObjectStatus, PreparedCertificate, ShardApp, ShardOutput, ShardRequest,
-    ShardState, SignedVote, Verdict, VerdictCertificate, VerdictCollector, VoteBody, VoteCollector, VoteKind,
+    ATTEMPTS_AHEAD_MAX, AbortReason, Attempt, CheckerAnswer, ObjectStatus, PreparedCertificate, ShardApp, ShardOutput,
+    ShardRequest, ShardState, SignedVote, Verdict, VerdictCertificate, VerdictCollector, VoteBody, VoteCollector,
+    VoteKind,
 };
 use shardspace_core::{Envelope, Limits, Object, ObjectId, ShardId, ShardMap, Transaction, TxId};
 
@@ -49,13 +50,18 @@ impl Cluster {
 
     /// f+1 replicas of `shard` sign the checker's verdict on `envelope`.
     fn verdict(&self, shard: u32, envelope: &Envelope, success: bool) -> VerdictCertificate {
+        self.certify(shard, envelope, success.into())
+    }
+
+    /// f+1 replicas of `shard` sign `answer` about `envelope`.
+    fn certify(&self, shard: u32, envelope: &Envelope, answer: CheckerAnswer) -> VerdictCertificate {
         let committee = &self.committees[shard as usize];
         let (tx, digest) = (envelope.transaction.tx_id(), envelope.digest());
-        let bytes = Verdict::signing_bytes(committee, &tx, &digest, success);
+        let bytes = Verdict::signing_bytes(committee, &tx, &digest, answer);
         let seals = (0..2)
             .map(|r| (ReplicaId(r), Seal::sign_one(committee, &self.keys[shard as usize][r as usize], &bytes)))
             .collect();
-        VerdictCertificate { tx, envelope: digest, success, seals }
+        VerdictCertificate { tx, envelope: digest, answer, seals }
     }
 
     /// Orders `request` at every replica of `shard`; returns their outputs.
@@ -503,7 +509,7 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts() {
     let tx: TxId = "ef".repeat(32).parse().unwrap();
     let envelope = [3; 32];
     let verdict = |replica: u32, success: bool| {
-        Verdict::sign(&committee, &cluster.keys[0][replica as usize], tx, envelope, success)
+        Verdict::sign(&committee, &cluster.keys[0][replica as usize], tx, envelope, success.into())
     };
     let mut collector = VerdictCollector::new(committee.clone(), 16);
     assert!(collector.add(verdict(0, true)).unwrap().is_none());
@@ -511,7 +517,7 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts() {
     let forged = Verdict { replica: ReplicaId(3), ..verdict(2, true) };
     assert!(collector.add(forged).is_err(), "a verdict signed by another replica");
     let certificate = collector.add(verdict(2, true)).unwrap().unwrap();
-    assert!(certificate.success && certificate.verify(&committee).is_ok());
+    assert!(certificate.answer == CheckerAnswer::Valid && certificate.verify(&committee).is_ok());
     // Verdicts still arriving (late ones, or all again for a later attempt of the same
     // envelope) get the certificate again, without their signatures being checked.
     assert_eq!(collector.add(verdict(3, true)).unwrap(), Some(certificate.clone()));
@@ -522,11 +528,68 @@ fn the_verdict_collector_certifies_f_plus_one_matching_verdicts() {
 }
 
 #[test]
+fn no_verdict_aborts_its_own_attempt_only_and_the_next_attempt_can_commit() {
+    let mut cluster = Cluster::new();
+    let objects = objects_on_each_shard(&mut cluster, "bank", "a");
+    let shard = cluster.map().shard_of(&objects[0].id).0;
+    // Its output on its input's shard: decided there alone.
+    let spend = (0..)
+        .map(|n| transaction("bank", &[&objects[0]], &[], vec![format!("x{n}")]))
+        .find(|spend| cluster.map().concerned_shards(&spend.transaction).len() == 1)
+        .unwrap();
+    let prepare = |attempt: u32, verdict: VerdictCertificate| ShardRequest::Prepare {
+        envelope: serde_json::to_string(&spend).unwrap(),
+        attempt: Attempt(attempt),
+        verdict,
+    };
+    let no_verdict = cluster.certify(shard, &spend, CheckerAnswer::Unavailable(Attempt(1)));
+    let outputs = cluster.order(shard, &prepare(1, no_verdict.clone()));
+    let aborted = |output: &ShardOutput| matches!(output, ShardOutput::Vote { vote, .. } if vote.vote == VoteKind::Abort(AbortReason::CheckerError));
+    assert!(outputs.iter().filter(|output| matches!(output, ShardOutput::Vote { .. })).all(aborted), "{outputs:?}");
+    // Replayed into the next attempt (by a faulty submitter), it is refused: it says nothing of it.
+    let replayed = cluster.order(shard, &prepare(2, no_verdict));
+    assert!(replayed.iter().all(|output| matches!(output, ShardOutput::Refused { .. })), "{replayed:?}");
+    // The checker is back: attempt 2 is voted on its own verdict.
+    let valid = cluster.certify(shard, &spend, CheckerAnswer::Valid);
+    let outputs = cluster.order(shard, &prepare(2, valid));
+    let accepted = |output: &ShardOutput| matches!(output, ShardOutput::Vote { vote, .. } if vote.vote.is_accept());
+    assert!(outputs.iter().any(accepted), "{outputs:?}");
+}
+
+#[test]
+fn the_verdict_collector_gathers_a_later_verdict_after_a_certified_no_verdict() {
+    let cluster = Cluster::new();
+    let committee = cluster.committees[0].clone();
+    let tx: TxId = "ab".repeat(32).parse().unwrap();
+    let verdict = |replica: u32, answer: CheckerAnswer| {
+        Verdict::sign(&committee, &cluster.keys[0][replica as usize], tx, [5; 32], answer)
+    };
+    let mut collector = VerdictCollector::new(committee.clone(), 16);
+    let down = CheckerAnswer::Unavailable(Attempt(1));
+    assert!(collector.add(verdict(0, down)).unwrap().is_none());
+    assert_eq!(collector.add(verdict(1, down)).unwrap().map(|c| c.answer), Some(down));
+    // A late "no verdict" of attempt 1 starts a gathering; the same replica's verdict for
+    // attempt 2 replaces it, and with another replica's makes the certificate of attempt 2.
+    assert_eq!(collector.add(verdict(2, down)).unwrap().map(|c| c.answer), Some(down), "the same answer: certified");
+    assert!(collector.add(verdict(3, down)).unwrap().is_some());
+    assert!(collector.add(verdict(0, CheckerAnswer::Valid)).unwrap().is_none());
+    let certificate = collector.add(verdict(1, CheckerAnswer::Valid)).unwrap().unwrap();
+    assert_eq!(certificate.answer, CheckerAnswer::Valid);
+    assert!(certificate.verify(&committee).is_ok());
+    // A verdict (valid or not) is never replaced: a replica's first one stands.
+    let mut collector = VerdictCollector::new(committee.clone(), 16);
+    assert!(collector.add(verdict(0, CheckerAnswer::Valid)).unwrap().is_none());
+    assert!(collector.add(verdict(0, CheckerAnswer::Invalid)).unwrap().is_none());
+    assert!(collector.add(verdict(1, CheckerAnswer::Invalid)).unwrap().is_none(), "replica 0's valid verdict stands");
+}
+
+#[test]
 fn a_certificate_forgotten_by_the_verdict_collector_is_checked_again() {
     let cluster = Cluster::new();
     let committee = cluster.committees[0].clone();
-    let verdict =
-        |tx: TxId, replica: u32| Verdict::sign(&committee, &cluster.keys[0][replica as usize], tx, [3; 32], true);
+    let verdict = |tx: TxId, replica: u32| {
+        Verdict::sign(&committee, &cluster.keys[0][replica as usize], tx, [3; 32], CheckerAnswer::Valid)
+    };
     let (first, second): (TxId, TxId) = ("01".repeat(32).parse().unwrap(), "02".repeat(32).parse().unwrap());
     let mut collector = VerdictCollector::new(committee.clone(), 1);
     for tx in [first, second] {

@@ -16,8 +16,8 @@ use shardspace_core::sbac::replica::{
     PASS_ON_AFTER_MS, PASS_ON_MAX, PeerId, RejectKind, STANDBY_MS, SWEEP_EVERY_MS, WAITING_MAX, WAITING_MS_MAX,
 };
 use shardspace_core::sbac::{
-    Attempt, ObjectRecord, ObjectStatus, ShardApp, ShardReplica, ShardReplicaConfig, ShardRequest, Source, TxRecord,
-    Verdict, VerdictCertificate,
+    Attempt, CheckerAnswer, ObjectRecord, ObjectStatus, ShardApp, ShardReplica, ShardReplicaConfig, ShardRequest,
+    Source, TxRecord, Verdict, VerdictCertificate,
 };
 use shardspace_core::{Envelope, Limits, ObjectId, ShardId, ShardMap, Transaction, TxId};
 
@@ -121,7 +121,7 @@ fn raw_requests_beyond_waiting_max_are_refused_to_their_client() {
 }
 
 #[test]
-fn a_client_that_went_away_is_answered_no_more() {
+fn a_checker_that_gives_no_verdict_makes_a_verdict_of_its_own_for_the_shard_and_refuses_nobody() {
     let mut replica = replica(0, None);
     let (gone, staying) = (ClientId(1), ClientId(2));
     for client in [gone, staying] {
@@ -129,21 +129,27 @@ fn a_client_that_went_away_is_answered_no_more() {
         assert!(matches!(replies(&outputs, client).as_slice(), [ClientReply::Accepted { .. }]));
     }
     replica.handle(TimeMs(2), Input::ClientsGone(vec![gone]));
-    // The checker says no (a one-shard transaction is then decided at once, when ordered):
-    // whoever still waits hears of it; the client that went away does not.
+    // The checker kept failing past the bound: "no verdict" is sealed and shared like a
+    // verdict (f+1 of them abort the attempt with `checker_error`); nobody is refused.
     let tx = envelope(1).transaction.tx_id();
     let outputs = replica.handle(
         TimeMs(3),
         Input::Checked(vec![shardspace_core::sbac::replica::Checked {
             tx,
             envelope: envelope(1).digest(),
-            verdict: Err("the checker is down".into()),
+            verdict: Err("the checker answered 503 for 2 s".into()),
         }]),
     );
-    assert!(replies(&outputs, gone).is_empty(), "{outputs:?}");
-    assert!(
-        matches!(replies(&outputs, staying).as_slice(), [ClientReply::Rejected { kind, .. }] if *kind == RejectKind::CheckerUnavailable)
-    );
+    let shared: Vec<CheckerAnswer> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Multicast { frame: Frame::Verdict(verdict), .. } if verdict.tx == tx => Some(verdict.answer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shared, [CheckerAnswer::Unavailable(shardspace_core::sbac::Attempt(1))], "{outputs:?}");
+    assert!(replies(&outputs, gone).is_empty() && replies(&outputs, staying).is_empty(), "{outputs:?}");
+    assert_eq!(replica.counters().checker_unavailable, 1);
 }
 
 /// A disk that fails every read.
@@ -194,7 +200,7 @@ fn a_replica_that_is_not_the_designated_submitter_stands_by_then_stands_in() {
     let checked = shardspace_core::sbac::replica::Checked { tx, envelope: digest, verdict: Ok((true, None)) };
     replica.handle(TimeMs(2), Input::Checked(vec![checked]));
     let peer = (own + 1) % 4;
-    let verdict = Verdict::sign(&committee, &keys[peer as usize], tx, digest, true);
+    let verdict = Verdict::sign(&committee, &keys[peer as usize], tx, digest, CheckerAnswer::Valid);
     let from = PeerId { shard: ShardId(0), replica: ReplicaId(peer) };
     let submits = |outputs: &[Output]| {
         outputs
@@ -326,10 +332,10 @@ fn replica_with_undecided(count: usize) -> (ShardReplica, Vec<TxId>) {
     let mut txs = Vec::new();
     for (height, envelope) in envelopes.take(count).enumerate() {
         let (tx, digest) = (envelope.transaction.tx_id(), envelope.digest());
-        let bytes = Verdict::signing_bytes(&committees[0], &tx, &digest, true);
+        let bytes = Verdict::signing_bytes(&committees[0], &tx, &digest, CheckerAnswer::Valid);
         let seals =
             (0..2).map(|r| (ReplicaId(r), Seal::sign_one(&committees[0], &keys[0][r as usize], &bytes))).collect();
-        let verdict = VerdictCertificate { tx, envelope: digest, success: true, seals };
+        let verdict = VerdictCertificate { tx, envelope: digest, answer: CheckerAnswer::Valid, seals };
         let prepare =
             ShardRequest::Prepare { envelope: serde_json::to_string(&envelope).unwrap(), attempt: Attempt(1), verdict };
         app.execute(Height(height as u64 + 1), &Request::new(postcard::to_stdvec(&prepare).unwrap()));

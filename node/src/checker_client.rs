@@ -3,8 +3,9 @@
 //! together in one `POST /batch` call; a checker without `/batch` (a 404 or
 //! 405 there) is asked once per request instead, from then on. Keep-alive
 //! connections, a timeout per call, retries with backoff on whatever may pass
-//! (no connection, a timeout, a 5xx): an unreachable checker delays the verdict
-//! and never becomes a `false`. A 4xx with a checker's error body is the
+//! (no connection, a timeout, a 5xx) until the replica's bound (`checker_timeout_ms`,
+//! 2 s): an unreachable checker is never a `false`, but "no verdict" once the bound has
+//! passed, which the replica seals as such (f+1 of them abort the attempt). A 4xx with a checker's error body is the
 //! checker refusing the request itself, reported as such; any other 4xx (a
 //! proxy, a wrong URL, a 429) is tried again.
 
@@ -50,9 +51,16 @@ pub struct CheckerClientLimits {
 
 impl Default for CheckerClientLimits {
     fn default() -> Self {
+        Self::giving_up_after(Duration::from_millis(crate::config::CHECKER_TIMEOUT_MS))
+    }
+}
+
+impl CheckerClientLimits {
+    /// Tries for `deadline` in all, no call longer than that either.
+    pub fn giving_up_after(deadline: Duration) -> Self {
         Self {
-            call_timeout: Duration::from_secs(5),
-            deadline: Duration::from_secs(30),
+            call_timeout: deadline.min(Duration::from_secs(5)),
+            deadline,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
         }
@@ -187,11 +195,13 @@ impl CheckerClient {
                 Ok(outcome) => return Ok(outcome),
                 Err(error) => error,
             };
-            if Instant::now() + backoff >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(CheckerUnavailable { url, tries, last_error });
             }
             tracing::debug!(%url, tries, last_error, "checker unavailable; trying again");
-            tokio::time::sleep(backoff).await;
+            // The last try is at the deadline: a checker back by then still gives its verdict.
+            tokio::time::sleep(backoff.min(deadline - now)).await;
             backoff = (backoff * 2).min(self.limits.backoff_max);
         }
     }

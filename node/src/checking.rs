@@ -1,8 +1,8 @@
 //! Asking the contracts' checkers about an envelope (DESIGN.md §4), off the
 //! core task: the checker of every dependency, depth first, then the checker of
 //! the transaction itself. The verdict comes back to the core on a channel; no
-//! answer (a checker down until the deadline) comes back as `Unavailable`,
-//! never as a `false`.
+//! answer (a checker down until `checker_timeout_ms`) comes back as an error, which
+//! the core seals as "no verdict" for the attempt, never as a `false`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +19,10 @@ pub use shardspace_core::sbac::replica::Checked;
 /// 8 replicas under load opened more connections than the Python server takes, and 32
 /// kept the Rust one's slots with idle connections until checks timed out.
 pub const ENVELOPES_IN_CHECK_MAX: usize = 256;
+
+/// A checker down under load fails every envelope: one warning a second, with a count.
+static NO_VERDICT_WARNINGS: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(std::time::Duration::from_secs(1));
 
 /// The checker URL of each contract, and the client that calls them.
 #[derive(Clone, Debug)]
@@ -55,7 +59,11 @@ impl Checkers {
             };
             match &verdict {
                 Ok((success, reason)) => tracing::debug!(%tx, success, reason, "checker verdict"),
-                Err(error) => tracing::warn!(%tx, %error, "no checker verdict; the envelope is dropped here"),
+                Err(error) => {
+                    if let Some(held_back) = NO_VERDICT_WARNINGS.allow() {
+                        tracing::warn!(%tx, %error, held_back, "no checker verdict within the bound: sealed as such");
+                    }
+                }
             }
             let _ = checkers.tx_checked.send(Checked { tx, envelope: digest, verdict }).await;
         });

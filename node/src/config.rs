@@ -101,6 +101,11 @@ pub struct ShardEntry {
 pub struct ClusterFile {
     /// The cluster's name: signatures of one cluster are void in another.
     pub cluster: String,
+    /// How long a replica tries a contract's checker that answers 5xx or cannot be reached
+    /// before its verdict is "no verdict" (f+1 of which abort the attempt, `checker_error`);
+    /// `CHECKER_TIMEOUT_MS` when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checker_timeout_ms: Option<u64>,
     #[serde(default)]
     pub bft: BftSettings,
     /// Each contract's checker: its base URL (`http://host:port`), by contract name, for
@@ -129,7 +134,12 @@ pub struct NodeConfig {
     pub durability: Durability,
     /// Each contract's checker base URL, for this replica.
     pub checkers: BTreeMap<String, String>,
+    /// See `ClusterFile::checker_timeout_ms`.
+    pub checker_timeout: std::time::Duration,
 }
+
+/// How long a checker may fail before a replica gives up on it (`checker_timeout_ms`).
+pub const CHECKER_TIMEOUT_MS: u64 = 2_000;
 
 impl ClusterFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -248,6 +258,9 @@ impl ClusterFile {
             bft,
             durability: self.bft.durability,
             checkers: self.checkers_of(own),
+            checker_timeout: std::time::Duration::from_millis(
+                self.checker_timeout_ms.unwrap_or(CHECKER_TIMEOUT_MS).clamp(100, 600_000),
+            ),
         })
     }
 
@@ -450,6 +463,7 @@ pub fn generate(layout: &Layout, dir: &Path) -> Result<PathBuf, ConfigError> {
     });
     let file = ClusterFile {
         cluster: layout.cluster.clone(),
+        checker_timeout_ms: None,
         bft: BftSettings::default(),
         checkers: shared.collect(),
         shards,

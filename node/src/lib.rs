@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod network;
 pub mod replica_link;
 pub mod store;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -130,7 +131,7 @@ pub async fn run(
     let clients = ClientListener { listener: client_listener, tx_core: tx_clients, freezes: Arc::clone(&freezes) };
     tokio::spawn(clients.run(shutdown.clone()));
     let (tx_checked, rx_checked) = mpsc::channel(CHECKED_QUEUE_MAX);
-    let client = CheckerClient::new(CheckerClientLimits::default())
+    let client = CheckerClient::new(CheckerClientLimits::giving_up_after(config.checker_timeout))
         .map_err(|error| NodeError::CheckerClient(error.to_string()))?;
     let checkers = Checkers::new(client, config.checkers.clone(), tx_checked);
     let metrics = Arc::new(NodeMetrics::default());

@@ -123,6 +123,7 @@ impl Shard {
         }
         let file = ClusterFile {
             cluster: "test".into(),
+            checker_timeout_ms: None,
             bft: BftSettings::default(),
             checkers: Default::default(),
             shards: vec![ShardEntry { id: 0, replicas }],

@@ -44,6 +44,8 @@ pub struct LocalCluster {
     /// The `shardspace` binary.
     bin: PathBuf,
     checkers: Vec<Process>,
+    /// The contracts the Python checker serves (none: no Python checker).
+    python_contracts: &'static [&'static str],
     /// By shard, then replica; `None` while stopped.
     replicas: Vec<Vec<Option<Process>>>,
     api: Option<Process>,
@@ -112,27 +114,16 @@ impl LocalCluster {
     /// Starts a cluster as `options` say.
     pub fn with(bin: &Path, options: &Options) -> anyhow::Result<Self> {
         let turn = turn();
-        let python_contracts: &[&str] = match options.checkers {
+        let python_contracts: &'static [&'static str] = match options.checkers {
             Checkers::Mixed => &MIXED_PYTHON,
             Checkers::Python => &CONTRACTS,
             Checkers::Rust => &[],
         };
-        let python_checker = if python_contracts.is_empty() {
-            None
-        } else {
-            let mut command = Command::new(python()?);
-            command.args(["-m", "shardspace.checker", "--port", "0"]);
-            for contract in python_contracts {
-                command.arg(repo_root().join(format!("contracts/python/{contract}/{contract}.py")));
-            }
-            Some(Process::try_start(command)?)
+        let python_checker = match python_contracts.is_empty() {
+            true => None,
+            false => Some(start_python_checker(python_contracts, 0)?),
         };
-        let mut rust_checker = Command::new(bin);
-        rust_checker.args(["checker", "--port", "0"]).env("RUST_LOG", "warn");
-        let rust_checker = Process::try_start(rust_checker)?;
-        for checker in python_checker.iter().chain([&rust_checker]) {
-            anyhow::ensure!(checker.first_line.starts_with("http://"), "a checker printed {:?}", checker.first_line);
-        }
+        let rust_checker = start_rust_checker(bin, 0)?;
 
         let dir = tempfile::tempdir().context("no temporary folder")?;
         let (shards, replicas) = (options.shards, options.replicas);
@@ -162,6 +153,7 @@ impl LocalCluster {
         let mut cluster = Self {
             bin: bin.to_path_buf(),
             checkers: python_checker.into_iter().chain([rust_checker]).collect(),
+            python_contracts,
             replicas: stopped,
             api: None,
             api_url: String::new(),
@@ -265,6 +257,22 @@ impl LocalCluster {
         self.checkers.clear();
     }
 
+    /// Starts the checkers again at the URLs the cluster file gives them.
+    pub fn start_checkers(&mut self) -> anyhow::Result<()> {
+        let port = |contract: &str| {
+            let url = self.file.checkers.get(contract).context("no checker URL")?;
+            url.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).context("a checker URL without a port")
+        };
+        let python = match self.python_contracts.first() {
+            Some(contract) => Some(start_python_checker(self.python_contracts, port(contract)?)?),
+            None => None,
+        };
+        let rust_port = CONTRACTS.iter().find(|contract| !self.python_contracts.contains(contract));
+        let rust = start_rust_checker(&self.bin, port(rust_port.context("no Rust contract")?)?)?;
+        self.checkers = python.into_iter().chain([rust]).collect();
+        Ok(())
+    }
+
     /// Kills every replica and the API (the checkers stay).
     pub fn kill_all(&mut self) {
         self.api = None;
@@ -293,6 +301,27 @@ impl LocalCluster {
     pub fn api_url(&self) -> String {
         self.api_url.clone()
     }
+}
+
+/// The Python SDK's checker serving `contracts` on `port` (0: one the OS picks).
+fn start_python_checker(contracts: &[&str], port: u16) -> anyhow::Result<Process> {
+    let mut command = Command::new(python()?);
+    command.args(["-m", "shardspace.checker", "--port", &port.to_string()]);
+    for contract in contracts {
+        command.arg(repo_root().join(format!("contracts/python/{contract}/{contract}.py")));
+    }
+    let checker = Process::try_start(command)?;
+    anyhow::ensure!(checker.first_line.starts_with("http://"), "a checker printed {:?}", checker.first_line);
+    Ok(checker)
+}
+
+/// `shardspace checker` on `port` (0: one the OS picks).
+fn start_rust_checker(bin: &Path, port: u16) -> anyhow::Result<Process> {
+    let mut command = Command::new(bin);
+    command.args(["checker", "--port", &port.to_string()]).env("RUST_LOG", "warn");
+    let checker = Process::try_start(command)?;
+    anyhow::ensure!(checker.first_line.starts_with("http://"), "a checker printed {:?}", checker.first_line);
+    Ok(checker)
 }
 
 /// How long a test waits for a cluster-wide condition.

@@ -66,7 +66,6 @@ ERROR_KINDS = (
     ("checker_failed", "CheckerFailedError", "a checker raised or answered something other than a verdict"),
     ("too_many_pending", "TooManyPendingError", "the API has too many transactions in flight: retry later"),
     ("busy", "BusyError", "the replicas are checking too many transactions: retry later"),
-    ("checker_unavailable", "CheckerUnavailableError", "a contract's checker is down: retry once it is back"),
     ("bad_attempt", "BadAttemptError", "the attempt number was refused: submit the transaction again"),
     ("bad_query", "BadQueryError", "a query parameter does not parse"),
     ("unavailable", "ApiUnavailable", "the API is down, cannot reach its replicas, or refused the connection"),

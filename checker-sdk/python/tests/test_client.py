@@ -172,7 +172,6 @@ API_KINDS = [
     "checker_failed",
     "too_many_pending",
     "busy",
-    "checker_unavailable",
     "bad_attempt",
     "bad_query",
     "unavailable",

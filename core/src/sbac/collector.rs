@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::messages::{Attempt, PreparedCertificate, SignedVote, Verdict, VerdictCertificate};
+use super::messages::{Attempt, CheckerAnswer, PreparedCertificate, SignedVote, Verdict, VerdictCertificate};
 use crate::bft::{Committee, ProtocolError, ReplicaId, Seal};
 use crate::ids::{ShardId, TxId};
 
@@ -13,7 +13,7 @@ use crate::ids::{ShardId, TxId};
 type Seals = Vec<(ReplicaId, Seal)>;
 
 /// Each signer's verdict (accept or not) and seal.
-type VerdictsBySigner = BTreeMap<ReplicaId, (bool, Seal)>;
+type VerdictsBySigner = BTreeMap<ReplicaId, (CheckerAnswer, Seal)>;
 
 /// The last `capacity` keys finished, with what they finished with; the oldest are
 /// forgotten first. Votes for attempts already decided are dropped before their
@@ -83,7 +83,11 @@ impl VerdictCollector {
     pub fn add(&mut self, verdict: Verdict) -> Result<Option<VerdictCertificate>, ProtocolError> {
         let key = (verdict.tx, verdict.envelope);
         if let Some(certificate) = self.certified.get(&key) {
-            return Ok(Some(certificate.clone()));
+            // "No verdict" holds for its attempt only: a verdict of another is gathered anew.
+            let for_its_attempt_only = matches!(certificate.answer, CheckerAnswer::Unavailable(_));
+            if !for_its_attempt_only || certificate.answer == verdict.answer {
+                return Ok(Some(certificate.clone()));
+            }
         }
         verdict.verify(&self.committee)?;
         if !self.gathering.contains_key(&key) {
@@ -92,11 +96,21 @@ impl VerdictCollector {
         }
         let arrivals = self.arrivals;
         let (_, verdicts) = self.gathering.entry(key).or_insert_with(|| (arrivals, BTreeMap::new()));
-        let success = verdict.success;
-        verdicts.entry(verdict.replica).or_insert((success, verdict.seal));
+        let answer = verdict.answer;
+        // A replica's first verdict stands, but for "no verdict", which a later one replaces
+        // (the checker came back, or the next attempt found it down too).
+        match verdicts.get(&verdict.replica) {
+            Some((CheckerAnswer::Unavailable(before), _)) if supersedes(answer, *before) => {
+                verdicts.insert(verdict.replica, (answer, verdict.seal));
+            }
+            Some(_) => {}
+            None => {
+                verdicts.insert(verdict.replica, (answer, verdict.seal));
+            }
+        }
         let matching: Seals = verdicts
             .iter()
-            .filter(|(_, (each, _))| *each == success)
+            .filter(|(_, (each, _))| *each == answer)
             .map(|(replica, (_, seal))| (*replica, seal.clone()))
             .collect();
         if matching.len() < self.committee.validity() {
@@ -104,9 +118,17 @@ impl VerdictCollector {
         }
         self.gathering.remove(&key);
         let (tx, envelope) = (verdict.tx, verdict.envelope);
-        let certificate = VerdictCertificate { tx, envelope, success, seals: matching };
+        let certificate = VerdictCertificate { tx, envelope, answer, seals: matching };
         self.certified.insert_with(key, certificate.clone());
         Ok(Some(certificate))
+    }
+}
+
+/// Whether `answer` replaces a replica's "no verdict" for attempt `before`.
+fn supersedes(answer: CheckerAnswer, before: Attempt) -> bool {
+    match answer {
+        CheckerAnswer::Unavailable(attempt) => attempt > before,
+        CheckerAnswer::Valid | CheckerAnswer::Invalid => true,
     }
 }
 

@@ -36,6 +36,9 @@ pub enum AbortReason {
     /// The attempt's number is far ahead of the latest one this shard saw
     /// (`ATTEMPTS_AHEAD_MAX`): it is voted down, and does not count as the latest.
     TooFarAhead,
+    /// f+1 replicas got no verdict from a contract's checker within their bound (a 5xx, no
+    /// connection): this attempt aborts; a later one is checked afresh.
+    CheckerError,
 }
 
 impl AbortReason {
@@ -54,6 +57,7 @@ impl AbortReason {
             Self::Malformed => "malformed",
             Self::Superseded => "superseded",
             Self::TooFarAhead => "attempt_too_far_ahead",
+            Self::CheckerError => "checker_error",
         }
     }
 }
@@ -82,6 +86,37 @@ impl VoteKind {
     }
 }
 
+/// What a replica's checkers said of an envelope; `signed` is what a verdict's seal covers
+/// (0 and 1 as the `bool` verdicts were before `Unavailable`, and encoded alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckerAnswer {
+    /// The checker of the transaction or of one of its dependencies said no (or refused it).
+    Invalid,
+    Valid,
+    /// No verdict within the replica's bound (`checker_timeout_ms`): the checker answered
+    /// 5xx, or could not be reached. f+1 of these abort this attempt with `CheckerError`.
+    /// A verdict holds for every attempt of its envelope (a checker is a pure function of
+    /// it); this one holds for its own attempt only, so that no certificate of it can abort
+    /// a later attempt once the checker is back.
+    Unavailable(Attempt),
+}
+
+impl CheckerAnswer {
+    fn signed(self) -> Vec<u8> {
+        match self {
+            Self::Invalid => vec![0],
+            Self::Valid => vec![1],
+            Self::Unavailable(attempt) => [&[2][..], &attempt.0.to_be_bytes()].concat(),
+        }
+    }
+}
+
+impl From<bool> for CheckerAnswer {
+    fn from(valid: bool) -> Self {
+        if valid { Self::Valid } else { Self::Invalid }
+    }
+}
+
 /// One replica's sealed checker verdict on one envelope of a transaction (the store's
 /// values included: the checker judged those values, and no others).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,25 +124,25 @@ pub struct Verdict {
     pub tx: TxId,
     /// `Envelope::digest` of the envelope checked.
     pub envelope: [u8; 32],
-    pub success: bool,
+    pub answer: CheckerAnswer,
     pub replica: ReplicaId,
     pub seal: Seal,
 }
 
 impl Verdict {
-    pub fn signing_bytes(committee: &Committee, tx: &TxId, envelope: &[u8; 32], success: bool) -> Vec<u8> {
-        committee.signing_bytes("sbac-verdict", &[tx.as_bytes(), envelope, &[u8::from(success)]])
+    pub fn signing_bytes(committee: &Committee, tx: &TxId, envelope: &[u8; 32], answer: CheckerAnswer) -> Vec<u8> {
+        committee.signing_bytes("sbac-verdict", &[tx.as_bytes(), envelope, &answer.signed()])
     }
 
     /// A verdict sealed alone (a replica seals its verdicts together: `ShardReplica`).
-    pub fn sign(committee: &Committee, keys: &KeyPair, tx: TxId, envelope: [u8; 32], success: bool) -> Self {
-        let seal = Seal::sign_one(committee, keys, &Self::signing_bytes(committee, &tx, &envelope, success));
-        Self { tx, envelope, success, replica: keys.id, seal }
+    pub fn sign(committee: &Committee, keys: &KeyPair, tx: TxId, envelope: [u8; 32], answer: CheckerAnswer) -> Self {
+        let seal = Seal::sign_one(committee, keys, &Self::signing_bytes(committee, &tx, &envelope, answer));
+        Self { tx, envelope, answer, replica: keys.id, seal }
     }
 
     /// `committee` is the shard's own: verdicts never leave it.
     pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
-        let bytes = Self::signing_bytes(committee, &self.tx, &self.envelope, self.success);
+        let bytes = Self::signing_bytes(committee, &self.tx, &self.envelope, self.answer);
         self.seal.check(committee, self.replica, &bytes)
     }
 }
@@ -118,13 +153,13 @@ impl Verdict {
 pub struct VerdictCertificate {
     pub tx: TxId,
     pub envelope: [u8; 32],
-    pub success: bool,
+    pub answer: CheckerAnswer,
     pub seals: Vec<(ReplicaId, Seal)>,
 }
 
 impl VerdictCertificate {
     pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
-        let bytes = Verdict::signing_bytes(committee, &self.tx, &self.envelope, self.success);
+        let bytes = Verdict::signing_bytes(committee, &self.tx, &self.envelope, self.answer);
         committee.verify_signers(&bytes, &self.seals, committee.validity())
     }
 }

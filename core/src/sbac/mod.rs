@@ -16,8 +16,8 @@ mod table;
 pub use answers::{AnswerBody, ObjectView, SignedAnswer, TxView};
 pub use collector::{VerdictCollector, VoteCollector};
 pub use messages::{
-    AbortReason, Attempt, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate, VoteBody,
-    VoteKind,
+    AbortReason, Attempt, CheckerAnswer, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate,
+    VoteBody, VoteKind,
 };
 pub use replica::{ShardReplica, ShardReplicaConfig};
 pub use shard::{

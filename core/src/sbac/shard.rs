@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::messages::{
-    AbortReason, Attempt, PreparedCertificate, ShardRequest, VerdictCertificate, VoteBody, VoteKind,
+    AbortReason, Attempt, CheckerAnswer, PreparedCertificate, ShardRequest, VerdictCertificate, VoteBody, VoteKind,
 };
 use super::table::{Source, Table, TableHead};
 use crate::bft::{Application, Committee, Digest, Height, KeyPair, Request};
@@ -387,6 +387,12 @@ impl ShardApp {
         if let Err(error) = verdict.verify(self.committee()) {
             return refused(format!("a bad verdict certificate for {tx}: {error}"));
         }
+        if let CheckerAnswer::Unavailable(certified) = verdict.answer
+            && certified != attempt
+        {
+            let message = format!("{tx}: no verdict for attempt {} certified for attempt {}", certified.0, attempt.0);
+            return refused(message);
+        }
         let concerned: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
         if !concerned.contains(&self.shard) {
             return refused(format!("{tx} does not concern {}", self.shard));
@@ -411,7 +417,7 @@ impl ShardApp {
         } else if older_pending || newer_seen {
             VoteKind::Abort(AbortReason::Superseded)
         } else {
-            self.vote_on(&envelope, tx, attempt, verdict.success)
+            self.vote_on(&envelope, tx, attempt, verdict.answer)
         };
         if vote.is_accept() {
             self.lock(&envelope.transaction, tx, attempt);
@@ -431,17 +437,18 @@ impl ShardApp {
     }
 
     /// The vote every honest replica computes for this attempt, from this shard's objects.
-    fn vote_on(&self, envelope: &Envelope, tx: TxId, attempt: Attempt, checker_accepts: bool) -> VoteKind {
+    fn vote_on(&self, envelope: &Envelope, tx: TxId, attempt: Attempt, checkers: CheckerAnswer) -> VoteKind {
         let mut verdict = Ok(());
         envelope.transaction.visit(&mut |node| {
             if verdict.is_ok() {
                 verdict = self.check_node(node, &envelope.store, (tx, attempt));
             }
         });
-        match verdict {
-            Err(reason) => VoteKind::Abort(reason),
-            Ok(()) if !checker_accepts => VoteKind::Abort(AbortReason::CheckerRejected),
-            Ok(()) => VoteKind::Accept,
+        match (verdict, checkers) {
+            (Err(reason), _) => VoteKind::Abort(reason),
+            (Ok(()), CheckerAnswer::Invalid) => VoteKind::Abort(AbortReason::CheckerRejected),
+            (Ok(()), CheckerAnswer::Unavailable(_)) => VoteKind::Abort(AbortReason::CheckerError),
+            (Ok(()), CheckerAnswer::Valid) => VoteKind::Accept,
         }
     }
 

@@ -7,7 +7,7 @@ use super::{ClientId, ClientReply, ENVELOPES_MAX, Frame, Output, RejectKind, Sha
 use crate::Envelope;
 use crate::bft::TimeMs;
 use crate::ids::TxId;
-use crate::sbac::{ATTEMPTS_AHEAD_MAX, Attempt, ShardRequest, Verdict, VerdictCertificate};
+use crate::sbac::{ATTEMPTS_AHEAD_MAX, Attempt, CheckerAnswer, ShardRequest, Verdict, VerdictCertificate};
 
 /// An envelope this replica checks, or checked: what its shard's verdict certificate prepares.
 #[derive(Debug)]
@@ -120,23 +120,16 @@ impl ShardReplica {
     pub(super) fn on_checked(&mut self, checked: super::Checked) {
         let key = (checked.tx, checked.envelope);
         let Some(pending) = self.envelopes.get(&key) else { return };
-        let success = match checked.verdict {
-            Ok((success, _reason)) => success,
-            Err(error) => {
-                // No verdict, never a false: the attempt waits for a retry (a client or a pass-on).
+        let answer = match checked.verdict {
+            Ok((valid, _reason)) => CheckerAnswer::from(valid),
+            // No verdict within the bound is never a false: it is a verdict of its own, and
+            // f+1 of them abort this attempt (`CheckerError`); a later one is checked afresh.
+            Err(_) => {
                 self.counters.checker_unavailable += 1;
-                let attempt = pending.attempt;
-                self.envelopes.remove(&key);
-                for client in self.waiters.take_outcome(checked.tx, attempt, false) {
-                    let message = format!("no verdict for {}: {error}", checked.tx);
-                    let kind = RejectKind::CheckerUnavailable;
-                    let reply = ClientReply::Rejected { tx: Some(checked.tx), kind, message };
-                    self.outputs.push(Output::Reply { client, reply });
-                }
-                return;
+                CheckerAnswer::Unavailable(pending.attempt)
             }
         };
-        self.unsealed.push(Unsealed::Verdict { tx: checked.tx, envelope: checked.envelope, success });
+        self.unsealed.push(Unsealed::Verdict { tx: checked.tx, envelope: checked.envelope, answer });
     }
 
     /// This replica's sealed verdict goes to its shard and into its own gathering.
@@ -168,6 +161,11 @@ impl ShardReplica {
             self.early.insert(key, verdict);
             return;
         };
+        if let CheckerAnswer::Unavailable(certified) = verdict.answer
+            && certified != pending.attempt
+        {
+            return; // no verdict for another attempt: this one waits for its own certificate
+        }
         if std::mem::replace(&mut pending.submitted, true) {
             return;
         }

@@ -10,13 +10,13 @@
 use super::{ClientId, ClientReply, Frame, Output, ShardReplica};
 use crate::bft::Seal;
 use crate::ids::{ShardId, TxId};
-use crate::sbac::{AnswerBody, SignedAnswer, SignedVote, Verdict, VoteBody};
+use crate::sbac::{AnswerBody, CheckerAnswer, SignedAnswer, SignedVote, Verdict, VoteBody};
 
 /// Something this replica says in this call, before it is sealed.
 #[derive(Clone, Debug)]
 pub(super) enum Unsealed {
     /// Its checkers' verdict, for its shard.
-    Verdict { tx: TxId, envelope: [u8; 32], success: bool },
+    Verdict { tx: TxId, envelope: [u8; 32], answer: CheckerAnswer },
     /// Its vote, for every replica of the concerned shards; gathered with theirs when
     /// `gather` is set and the attempt is still undecided here.
     Vote { body: VoteBody, concerned: Vec<ShardId>, gather: bool },
@@ -33,9 +33,7 @@ impl ShardReplica {
         let messages: Vec<Vec<u8>> = unsealed
             .iter()
             .map(|said| match said {
-                Unsealed::Verdict { tx, envelope, success } => {
-                    Verdict::signing_bytes(committee, tx, envelope, *success)
-                }
+                Unsealed::Verdict { tx, envelope, answer } => Verdict::signing_bytes(committee, tx, envelope, *answer),
                 Unsealed::Vote { body, .. } => body.signing_bytes(committee),
                 Unsealed::Answer { body, .. } => SignedAnswer::signing_bytes(committee, body),
             })
@@ -47,8 +45,8 @@ impl ShardReplica {
         let mut votes: Vec<(Vec<ShardId>, Vec<SignedVote>)> = Vec::new();
         for (said, seal) in unsealed.into_iter().zip(seals) {
             match said {
-                Unsealed::Verdict { tx, envelope, success } => {
-                    let verdict = Verdict { tx, envelope, success, replica: self.own.replica, seal };
+                Unsealed::Verdict { tx, envelope, answer } => {
+                    let verdict = Verdict { tx, envelope, answer, replica: self.own.replica, seal };
                     self.share_verdict(verdict);
                 }
                 Unsealed::Vote { body, concerned, gather } => {

@@ -144,8 +144,6 @@ pub enum RejectKind {
     BadAttempt,
     /// Too much in progress here: try again soon.
     Busy,
-    /// A checker gave no verdict (down, 5xx, timeout): try again once it is back.
-    CheckerUnavailable,
 }
 
 impl RejectKind {
@@ -156,12 +154,11 @@ impl RejectKind {
             Self::WrongShard => "wrong_shard",
             Self::BadAttempt => "bad_attempt",
             Self::Busy => "busy",
-            Self::CheckerUnavailable => "checker_unavailable",
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        let fixed = [Self::UnknownContract, Self::WrongShard, Self::BadAttempt, Self::Busy, Self::CheckerUnavailable];
+        let fixed = [Self::UnknownContract, Self::WrongShard, Self::BadAttempt, Self::Busy];
         let invalid = crate::TxError::KINDS.iter().find(|kind| **kind == name).map(|kind| Self::Invalid(kind));
         invalid.or_else(|| fixed.into_iter().find(|kind| kind.as_str() == name))
     }
@@ -222,13 +219,7 @@ mod tests {
 
     #[test]
     fn every_reject_kind_goes_by_its_name_and_a_made_up_name_does_not_decode() {
-        let fixed = [
-            RejectKind::UnknownContract,
-            RejectKind::WrongShard,
-            RejectKind::BadAttempt,
-            RejectKind::Busy,
-            RejectKind::CheckerUnavailable,
-        ];
+        let fixed = [RejectKind::UnknownContract, RejectKind::WrongShard, RejectKind::BadAttempt, RejectKind::Busy];
         let invalid = crate::TxError::KINDS.iter().map(|kind| RejectKind::Invalid(kind));
         for kind in fixed.into_iter().chain(invalid) {
             assert_eq!(RejectKind::parse(kind.as_str()), Some(kind));

@@ -15,8 +15,8 @@ use rand::rngs::StdRng;
 use shardspace_core::bft::{Committee, KeyPair, PeerMessage, ReplicaId, Request, Seal};
 use shardspace_core::sbac::replica::{ClientId, ClientReply, ClientRequest, Frame, Input, Output, PeerId};
 use shardspace_core::sbac::{
-    AbortReason, AnswerBody, Attempt, PreparedCertificate, ShardRequest, SignedAnswer, SignedVote, Verdict,
-    VerdictCertificate, VoteBody, VoteKind,
+    AbortReason, AnswerBody, Attempt, CheckerAnswer, PreparedCertificate, ShardRequest, SignedAnswer, SignedVote,
+    Verdict, VerdictCertificate, VoteBody, VoteKind,
 };
 use shardspace_core::{ShardId, TxId};
 
@@ -96,8 +96,12 @@ impl Liar {
                     self.did("equivocate verdicts");
                     let committee = &committees[shards[0].0 as usize];
                     for replica in (0..REPLICAS).map(ReplicaId).filter(|r| *r != keys.id) {
-                        let success = rng.random_bool(0.5);
-                        let lie = Verdict::sign(committee, keys, verdict.tx, verdict.envelope, success);
+                        let answer = match rng.random_range(0..3) {
+                            0 => CheckerAnswer::Invalid,
+                            1 => CheckerAnswer::Valid,
+                            _ => CheckerAnswer::Unavailable(Attempt(rng.random_range(1..4))),
+                        };
+                        let lie = Verdict::sign(committee, keys, verdict.tx, verdict.envelope, answer);
                         twisted.push(Output::Send {
                             to: PeerId { shard: shards[0], replica },
                             frame: Frame::Verdict(lie),

@@ -40,6 +40,7 @@ pub const PATHS: &[&str] = &[
     "partition",
     "checker unavailable",
     "checker 5xx",
+    "checker error abort",
     "checker hangs",
     "dependency checked",
     "reference locked",
@@ -196,6 +197,7 @@ impl Observer {
             match saved.vote {
                 VoteKind::Abort(AbortReason::Superseded) => self.cover("superseded vote"),
                 VoteKind::Abort(AbortReason::TooFarAhead) => self.cover("attempt too far ahead"),
+                VoteKind::Abort(AbortReason::CheckerError) => self.cover("checker error abort"),
                 VoteKind::Accept => {
                     let references = Envelope::from_json(saved.envelope.as_bytes(), &Default::default())
                         .map(|envelope| {
