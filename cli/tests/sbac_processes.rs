@@ -442,3 +442,49 @@ fn greeting_across(cluster: &Cluster, name: &str, counter: &Object) -> (Envelope
     }
     panic!("no name of 64 puts {name}'s greeting on the other shard than the counter {}", created.value);
 }
+
+/// A checker served as Chainspace's `chainspacecontract` serves one (testkit's fixture, written
+/// from its contract.py: `transaction_to_solution` leaves each dependency without a
+/// `dependencies` key, and its standard checker compares whole dependencies) accepts a call
+/// with a dependency through the cluster; the request shape Shardspace sent before is refused
+/// by it, which is why Chainspace's checkers failed on every method with a dependency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checker_in_chainspace_s_own_shape_accepts_a_call_with_a_dependency() {
+    let fixture = shardspace_testkit::cluster::repo_root().join("testkit/fixtures/chainspace_checker.py");
+    let mut command = std::process::Command::new(shardspace_testkit::cluster::python().unwrap());
+    command.arg(&fixture).arg("0");
+    let chainspace = shardspace_testkit::processes::Process::start(command);
+    let url = chainspace.first_line.clone();
+    let checker_urls = [("addition".to_string(), url.clone()), ("hello".to_string(), url.clone())].into();
+    let options = Options { checker_urls, ..Options::test(SHARDS, REPLICAS, false) };
+    let local = LocalCluster::with(Path::new(env!("CARGO_BIN_EXE_shardspace")), &options).unwrap();
+    let client = ClusterClient::new(&local.file, DEADLINE).unwrap();
+    let cluster = Cluster { local, client };
+
+    let init = addition::init().unwrap();
+    assert!(submit(&cluster, &init, 1).await.committed(), "addition.init");
+    let zero = init.transaction.own_outputs().remove(0);
+    let (greet, one) = greeting_across(&cluster, "ada", &zero);
+    let outcome = submit(&cluster, &greet, 1).await;
+    assert!(outcome.committed(), "{outcome:?}");
+    assert_eq!(settled(&cluster, &one, active).await.value, "1");
+
+    // A lying dependency ("1" counted as "3"): Chainspace's comparison says no.
+    let mut lying = addition::increment(&one).unwrap();
+    lying.transaction.outputs[0] = "3".into();
+    let greet_three = hello::greet_counted("grace", lying).unwrap();
+    assert_aborted_with(&submit(&cluster, &greet_three, 1).await, &[AbortReason::CheckerRejected]);
+
+    // The fixture is faithful: the request as Shardspace inlined dependencies before (each
+    // with `"dependencies": []`) is not the solution its standard checker expects.
+    let request = shardspace_core::CheckerRequest::from_envelope(&greet).unwrap();
+    let mut old_shape = serde_json::to_value(&request).unwrap();
+    old_shape["dependencies"][0]["dependencies"] = serde_json::json!([]);
+    let http = reqwest::Client::new();
+    let answer: serde_json::Value =
+        http.post(format!("{url}/hello/greet_counted")).json(&old_shape).send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["success"], false, "{answer}");
+    let answer: serde_json::Value =
+        http.post(format!("{url}/hello/greet_counted")).json(&request).send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["success"], true, "{answer}");
+}

@@ -82,6 +82,8 @@ pub struct Options {
     pub propose_after_ms: Option<u64>,
     /// `bft.checkpoint_interval` (the node's default when `None`).
     pub checkpoint_interval: Option<u64>,
+    /// Contracts served by a checker the test runs itself: their base URLs.
+    pub checker_urls: std::collections::BTreeMap<String, String>,
 }
 
 impl Options {
@@ -96,6 +98,7 @@ impl Options {
             round_timeout_ms: 300,
             propose_after_ms: None,
             checkpoint_interval: None,
+            checker_urls: Default::default(),
         }
     }
 }
@@ -146,6 +149,7 @@ impl LocalCluster {
             };
             file.checkers.insert(contract.into(), checker.first_line.clone());
         }
+        file.checkers.extend(options.checker_urls.clone());
         let text = toml::to_string(&file)?;
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
 

@@ -666,6 +666,7 @@ fn cluster_options(shards: u32, checkers: Checkers, durability: Durability, prop
         round_timeout_ms: 1000,
         propose_after_ms,
         checkpoint_interval: None,
+        checker_urls: Default::default(),
     }
 }
 
