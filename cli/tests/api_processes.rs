@@ -44,6 +44,12 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    async fn get_with_headers(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        let response = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        (status, headers, response.json().await.unwrap_or(Value::Null))
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
         let status = response.status().as_u16();
@@ -312,21 +318,49 @@ async fn chainspace(api: &Api) {
     );
     let (code, body) = api.post("/api/1.0/transaction/process", b"nonsense".to_vec()).await;
     assert_eq!((code, &body["success"]), (400, &json!("False")), "{body}");
-    let (code, body) = api.get("/api/1.0/objects?limit=5").await;
-    assert_eq!((code, body["objects"].as_array().map(Vec::len)), (200, Some(5)), "{body}");
+    // Chainspace's index, with and without the trailing slash.
+    for path in ["/api/1.0/", "/api/1.0"] {
+        let (code, index) = api.get(path).await;
+        assert_eq!(
+            (code, &index["service-name"], &index["version"]),
+            (200, &json!("Chainspace Client API"), &json!("1.0"))
+        );
+        let objects = index["endpoints"]["objects"].as_str().unwrap();
+        assert!(objects.starts_with("http://") && objects.ends_with("/api/1.0/objects"), "{index}");
+    }
+    // Chainspace's lists: bare arrays, the next page's address in a Link header.
+    let (code, headers, body) = api.get_with_headers("/api/1.0/objects?limit=5").await;
+    let objects = body.as_array().unwrap();
+    assert_eq!((code, objects.len()), (200, 5), "{body}");
+    assert!(
+        objects
+            .iter()
+            .all(|object| object["id"].is_string()
+                && ["active", "inactive"].contains(&object["status"].as_str().unwrap()))
+    );
+    let link = headers.get("link").and_then(|link| link.to_str().ok()).unwrap_or_default();
+    assert!(link.contains("rel=\"next\"") && link.contains("after="), "{link}");
+    let (code, heads) = api.get("/api/1.0/hashchain").await;
+    assert_eq!((code, heads.as_array().map(Vec::len)), (200, Some(2)), "{heads}");
+    assert!(heads[0]["id"].as_u64().unwrap() > 0 && heads[0]["digest"].as_str().unwrap().len() == 64, "{heads}");
 
-    // Paged with every limit, the transaction records are those of one unpaged listing: a
-    // cross-shard transaction's two records are never split by a page boundary and lost.
-    let (_, all) = api.get("/api/1.0/transactions?limit=1000").await;
-    let all = all["transactions"].as_array().unwrap().clone();
-    assert!(all.windows(2).any(|pair| pair[0]["txId"] == pair[1]["txId"]), "a cross-shard transaction is listed");
+    // Paged with every limit, the transaction log is that of one unpaged listing: a
+    // cross-shard transaction's two records are never split by a page boundary, and listed once.
+    let (_, _, all) = api.get_with_headers("/api/1.0/transactions?limit=1000").await;
+    let all = all.as_array().unwrap().clone();
+    let ids: Vec<&str> = all.iter().map(|entry| entry["transactionId"].as_str().unwrap()).collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "listed once each, in id order");
+    assert!(all.iter().all(|entry| entry["transactionJson"]["transaction"]["contractID"].is_string()), "{all:?}");
+    let committed = dump.transaction.tx_id().to_hex();
+    assert!(ids.contains(&committed.as_str()) && !ids.contains(&doomed.transaction.tx_id().to_hex().as_str()));
     for limit in 1..=all.len() + 1 {
         let (mut paged, mut after) = (Vec::new(), String::new());
         loop {
-            let (code, page) = api.get(&format!("/api/1.0/transactions?limit={limit}{after}")).await;
+            let (code, headers, page) =
+                api.get_with_headers(&format!("/api/1.0/transactions?limit={limit}{after}")).await;
             assert_eq!(code, 200, "{page}");
-            paged.extend(page["transactions"].as_array().unwrap().iter().cloned());
-            let Some(next) = page["next"].as_str() else { break };
+            paged.extend(page.as_array().unwrap().iter().cloned());
+            let Some(next) = headers.get("x-next-after").and_then(|next| next.to_str().ok()) else { break };
             assert!(paged.len() <= all.len(), "limit {limit}: paging does not end");
             after = format!("&after={next}");
         }

@@ -222,6 +222,8 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/events", get(native::events))
         .route("/metrics", get(native::metrics))
         .route("/api/1.0/", get(chainspace::index))
+        .route("/api/1.0", get(chainspace::index))
+        .route("/api/1.0/hashchain", get(chainspace::hashchain))
         .route("/api/1.0/transaction/process", post(chainspace::process))
         .route("/api/1.0/transaction/dump", post(chainspace::dump))
         .route("/api/1.0/objects", get(chainspace::objects))

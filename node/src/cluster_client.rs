@@ -248,30 +248,19 @@ impl ClusterClient {
     }
 
     /// A page of objects or transaction records across every shard, in id order after
-    /// `after`: each shard's page comes from the first of its replicas that answers
-    /// (unconfirmed: for browsing; read one object or transaction for a confirmed answer).
+    /// `after`: each shard's page is one that f+1 of its replicas give identically, so that
+    /// at least one honest replica holds it (asked again while they differ, as replicas a
+    /// block apart may, until the deadline).
     pub async fn list(&self, what: Listing, after: Option<[u8; 32]>, limit: u32) -> Result<Page, ClusterError> {
-        let pages = self.addresses.iter().enumerate().map(|(shard, addresses)| async move {
-            for address in addresses {
-                let asked = async {
-                    let mut client = ReplicaClient::connect(address).await?;
-                    client.list(what, after, limit).await
-                };
-                if let Ok(Ok(page)) = tokio::time::timeout(self.deadline, asked).await {
-                    return Ok(page);
-                }
-            }
-            Err(ClusterError::Timeout {
-                what: "a page of the ledger".into(),
-                shards: vec![ShardId(shard as u32)],
-                waited: self.deadline,
-            })
-        });
+        let deadline = Instant::now() + self.deadline;
+        let shards = (0..self.addresses.len() as u32).map(ShardId);
+        let pages = shards.map(|shard| self.agreed_page(shard, what, after, limit, deadline));
         let mut merged = Page::default();
         for page in futures::future::join_all(pages).await {
             let page = page?;
             merged.objects.extend(page.objects);
             merged.transactions.extend(page.transactions);
+            merged.envelopes.extend(page.envelopes);
         }
         merged.objects.sort_by_key(|(id, _)| *id);
         merged.transactions.sort_by_key(|(tx, _)| *tx);
@@ -285,7 +274,51 @@ impl ClusterClient {
             end += 1;
         }
         merged.transactions.truncate(end);
+        merged.envelopes.sort_by_key(|(tx, _)| *tx);
+        merged.envelopes.dedup_by_key(|(tx, _)| *tx);
+        merged.envelopes.retain(|(tx, _)| merged.transactions.binary_search_by_key(tx, |(listed, _)| *listed).is_ok());
         Ok(merged)
+    }
+
+    /// The page of `shard` that f+1 of its replicas give alike.
+    async fn agreed_page(
+        &self,
+        shard: ShardId,
+        what: Listing,
+        after: Option<[u8; 32]>,
+        limit: u32,
+        deadline: Instant,
+    ) -> Result<Page, ClusterError> {
+        let validity = self.committees[shard.0 as usize].validity();
+        loop {
+            let asked = self.addresses[shard.0 as usize].iter().map(|address| async move {
+                let asked = async { ReplicaClient::connect(address).await?.list(what, after, limit).await };
+                tokio::time::timeout_at(deadline, asked).await.ok()?.ok()
+            });
+            let mut answers: futures::stream::FuturesUnordered<_> = asked.collect();
+            let mut seen: Vec<(Page, usize)> = Vec::new();
+            while let Some(answer) = answers.next().await {
+                let Some(page) = answer else { continue };
+                let count = match seen.iter_mut().find(|(known, _)| *known == page) {
+                    Some((_, count)) => {
+                        *count += 1;
+                        *count
+                    }
+                    None => {
+                        seen.push((page.clone(), 1));
+                        1
+                    }
+                };
+                if count >= validity {
+                    return Ok(page);
+                }
+            }
+            if Instant::now() >= deadline {
+                let (what, shards, waited) = ("a page that f+1 replicas agree on".into(), vec![shard], self.deadline);
+                return Err(ClusterError::Timeout { what, shards, waited });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Asks every replica of `shard` and returns the first body about the thing asked that

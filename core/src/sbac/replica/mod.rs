@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub use gathering::designated_submitter;
 pub use outbox::{GROUP_RECORDS_MAX, GROUP_STEPS_MAX, Group, Outbox};
 pub use wire::{
-    Checked, ClientId, ClientReply, ClientRequest, Frame, Listing, PAGE_MAX, Page, PeerId, RejectKind, Status,
+    Checked, ClientId, ClientReply, ClientRequest, Frame, Listing, PAGE_ENVELOPE_BYTES_MAX, PAGE_MAX, Page, PeerId,
+    RejectKind, Status,
 };
 pub use writes::{Plan, PlanContext, Write, plan};
 
@@ -419,7 +420,21 @@ impl ShardReplica {
             }
             Listing::Transactions => {
                 let txs = app.state().transactions.keys_after(after.map(TxId).as_ref(), limit);
-                page.transactions = txs.into_iter().filter_map(|tx| Some((tx, app.tx_view(&tx)?))).collect();
+                let mut budget = PAGE_ENVELOPE_BYTES_MAX;
+                for tx in txs {
+                    let Some(record) = app.state().transactions.get(&tx) else { continue };
+                    let Some(view) = record.view() else { continue };
+                    let envelope = record.attempts.get(&view.attempt).map(|attempt| &attempt.envelope);
+                    match envelope {
+                        Some(envelope) if envelope.len() <= budget => {
+                            budget -= envelope.len();
+                            page.envelopes.push((tx, envelope.clone()));
+                        }
+                        // Once one is left out, so are the rest: the envelopes are a prefix.
+                        _ => budget = 0,
+                    }
+                    page.transactions.push((tx, view));
+                }
             }
         }
         page

@@ -92,11 +92,18 @@ pub enum Listing {
 /// The most entries in one page.
 pub const PAGE_MAX: u32 = 1_000;
 
+/// The bytes of envelopes one page carries: below `CLIENT_FRAME_BYTES_MAX` (4 MiB) with
+/// the rest of the page, whatever the envelopes' sizes (each up to 1 MiB).
+pub const PAGE_ENVELOPE_BYTES_MAX: usize = 2 * 1024 * 1024;
+
 /// One page of a replica's state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page {
     pub objects: Vec<(ObjectId, ObjectView)>,
     pub transactions: Vec<(TxId, TxView)>,
+    /// For transactions: the envelope (JSON) of the attempt each record's view is about, for
+    /// the first ones of the page whose envelopes fit in `PAGE_ENVELOPE_BYTES_MAX`.
+    pub envelopes: Vec<(TxId, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
