@@ -205,12 +205,20 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
         objects: TableHead::default(),
         transactions: TableHead::default(),
     };
-    let page = Page { objects: vec![(object, object_view)], transactions: vec![(tx, view)] };
+    let page = Page {
+        objects: vec![(object, object_view)],
+        transactions: vec![(tx, view)],
+        envelopes: vec![(tx, "{}".into())],
+    };
     let encoded = [
         sample("ShardRequest::Prepare", &prepare),
         sample("ShardRequest::Decide", &decide),
         sample("Frame::Bft", &Frame::Bft(PeerMessage::Requests(vec![Request::new(b"r".to_vec())]))),
-        sample("Frame::Verdict", &Frame::Verdict(verdict)),
+        sample("Frame::Verdict", &Frame::Verdict(verdict.clone())),
+        sample(
+            "Frame::Verdict no verdict",
+            &Frame::Verdict(Verdict { answer: CheckerAnswer::Unavailable(Attempt(2)), ..verdict }),
+        ),
         sample("Frame::Vote", &Frame::Vote(vote.clone())),
         sample("Frame::Envelope", &Frame::Envelope { envelope: "{}".into(), attempt: Attempt(3) }),
         sample("Frame::Votes", &Frame::Votes(vec![vote])),
