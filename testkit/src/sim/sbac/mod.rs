@@ -291,9 +291,12 @@ impl SbacSimulation {
         ClientId(self.next_client)
     }
 
-    /// A client sends a request to one replica.
+    /// A client sends a request to one replica; one in twenty goes over a slow link, so that
+    /// the replica's peers may certify a verdict before it has the envelope.
     pub fn request(&mut self, client: ClientId, to: u32, request: ClientRequest) {
-        let at = self.timeline.now() + self.rng.random_range(1..5);
+        let delay =
+            if self.rng.random_bool(0.05) { self.rng.random_range(20..60) } else { self.rng.random_range(1..5) };
+        let at = self.timeline.now() + delay;
         self.schedule(at, Scheduled::Request { client, to, request });
     }
 

@@ -417,6 +417,15 @@ fn schedule_faults(simulation: &mut SbacSimulation, plan: &mut StdRng, liars: &[
             simulation.schedule_checker(node, state, at, at + plan.random_range(500..3_000));
         }
     }
+    if plan.random_bool(0.3) {
+        // One checker serves a whole shard and answers 5xx for a while (past the replicas'
+        // bound): f+1 "no verdict" abort its attempts (`checker_error`), later ones commit.
+        let shard = ShardId(plan.random_range(0..simulation.shards()));
+        let (at, length) = (plan.random_range(0..until - 3_000), plan.random_range(300..1_500));
+        for node in simulation.replicas_of(shard) {
+            simulation.schedule_checker(node, CheckerState::Failing, at, at + length);
+        }
+    }
 }
 
 /// Value is neither minted nor lost: the active coins hold what was minted.
