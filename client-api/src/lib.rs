@@ -13,6 +13,7 @@ mod events;
 mod metrics;
 mod native;
 pub mod outcome;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +23,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use shardspace_checker::BoundedListener;
 use shardspace_core::{Envelope, Limits};
 use shardspace_node::cluster_client::ClusterClient;
 use shardspace_node::config::ClusterFile;
@@ -264,12 +264,11 @@ impl ApiServer {
 
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let connections_max = self.api.config.connections_max;
-        let listener = BoundedListener::new(self.listener, connections_max);
         let events = self.api.events.clone();
         let shutdown = async move {
             shutdown.await;
             events.close(); // event streams never end by themselves: end them, or shutdown waits for ever
         };
-        axum::serve(listener, router(self.api)).with_graceful_shutdown(shutdown).await
+        serve::serve(self.listener, router(self.api), connections_max, shutdown).await
     }
 }
