@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
 use std::path::Path;
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use shardspace_checker::TransactionBuilder;
@@ -487,4 +488,39 @@ async fn a_checker_in_chainspace_s_own_shape_accepts_a_call_with_a_dependency() 
     let answer: serde_json::Value =
         http.post(format!("{url}/hello/greet_counted")).json(&request).send().await.unwrap().json().await.unwrap();
     assert_eq!(answer["success"], true, "{answer}");
+}
+
+/// Hundreds of connections to a replica's request interface that send nothing or half a
+/// frame: it used to stop taking clients at 256. The oldest silent one now makes room for
+/// each new client, and each is closed anyway after 5 s without a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_silent_connections_to_a_replica_never_keep_its_clients_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let local = LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_shardspace")), 1, REPLICAS, false);
+    let address = local.client_addresses()[0][0].clone();
+    let mut held = Vec::new();
+    for n in 0..400 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        if n % 2 == 1 {
+            // A length prefix of 1,024 bytes, and 3 of them.
+            stream.write_all(&[0, 0, 4, 0, 1, 2, 3]).await.unwrap();
+        }
+        held.push(stream);
+    }
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let asked = async { ReplicaClient::connect(&address).await?.status().await };
+        let status = tokio::time::timeout(Duration::from_secs(5), asked).await;
+        assert!(matches!(status, Ok(Ok(_))), "a new client was not served: {status:?}");
+        waits.push(started.elapsed());
+    }
+    waits.sort();
+    assert!(waits[2] <= Duration::from_millis(100), "new clients waited {waits:?}");
+    // A silent connection still open is closed once it has said nothing for 5 s.
+    let last = held.last_mut().unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), last.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "a silent connection stayed open: {read:?}");
+    eprintln!("with 400 silent connections to a replica, new clients waited {waits:?}");
 }

@@ -104,6 +104,7 @@ pub struct ClientListener {
 impl ClientListener {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let permits = Arc::new(tokio::sync::Semaphore::new(CLIENT_CONNECTIONS_MAX));
+        let silent = Silent::default();
         let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_MAX));
         let mut next_client = 0u64;
         loop {
@@ -114,7 +115,16 @@ impl ClientListener {
             match accepted {
                 Ok((stream, address)) => {
                     crate::network::tune(&stream);
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    let permit = match Arc::clone(&permits).try_acquire_owned() {
+                        Ok(permit) => Ok(permit),
+                        // Full: the oldest connection that never asked anything makes room.
+                        Err(_) if silent.close_oldest() => {
+                            let freed = Arc::clone(&permits).acquire_owned();
+                            tokio::time::timeout(EVICTION_WAIT, freed).await.ok().and_then(Result::ok).ok_or(())
+                        }
+                        Err(_) => Err(()),
+                    };
+                    let Ok(permit) = permit else {
                         // Told, not left hanging in the backlog: the client knows to come back.
                         if let Ok(refusing) = Arc::clone(&refusals).try_acquire_owned() {
                             tokio::spawn(async move {
@@ -128,8 +138,11 @@ impl ClientListener {
                     let shutdown = shutdown.clone();
                     let client = ClientId(next_client);
                     next_client += 1;
+                    let closed = silent.insert(client);
+                    let silent = silent.clone();
                     tokio::spawn(async move {
-                        serve(stream, address, client, &tx_core, &freezes, shutdown).await;
+                        serve(stream, address, client, &tx_core, &freezes, shutdown, closed, &silent).await;
+                        silent.remove(client);
                         // Its place is free before the core hears it closed.
                         drop(permit);
                         // Best effort: the core also sweeps connections whose queue it finds closed.
@@ -142,9 +155,49 @@ impl ClientListener {
     }
 }
 
+/// Connections that have not sent a request yet, oldest first, and how to close each: at
+/// `CLIENT_CONNECTIONS_MAX`, the oldest makes room for a new one. Hundreds of connections
+/// that send nothing (or half a frame) then cost nobody their place, and each is closed
+/// anyway after `FIRST_REQUEST_TIMEOUT`.
+#[derive(Clone, Debug, Default)]
+struct Silent(Arc<std::sync::Mutex<std::collections::BTreeMap<ClientId, tokio::sync::oneshot::Sender<()>>>>);
+
+impl Silent {
+    fn insert(&self, client: ClientId) -> tokio::sync::oneshot::Receiver<()> {
+        let (close, closed) = tokio::sync::oneshot::channel();
+        self.lock().insert(client, close);
+        closed
+    }
+
+    fn remove(&self, client: ClientId) {
+        self.lock().remove(&client);
+    }
+
+    /// Closes the oldest silent connection; false if there is none.
+    fn close_oldest(&self) -> bool {
+        let oldest = self.lock().pop_first();
+        oldest.is_some_and(|(_, close)| close.send(()).is_ok())
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<ClientId, tokio::sync::oneshot::Sender<()>>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How long a new connection may take to send its first request.
+const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a new connection waits for the place of the silent one it closed.
+const EVICTION_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+static REFUSAL_WARNINGS: crate::throttle::Throttle = crate::throttle::Throttle::new(std::time::Duration::from_secs(1));
+
 /// Tells a connection past `CLIENT_CONNECTIONS_MAX` why it is closed, then closes it.
 async fn refuse(stream: TcpStream, address: SocketAddr) {
-    tracing::warn!(%address, "{CLIENT_CONNECTIONS_MAX} client connections are open: one more refused");
+    if let Some(held_back) = REFUSAL_WARNINGS.allow() {
+        tracing::warn!(%address, held_back, "{CLIENT_CONNECTIONS_MAX} client connections are open and busy: one more refused");
+    }
     let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
     let mut frames = Framed::new(stream, codec);
     let reason = format!("{CLIENT_CONNECTIONS_MAX} client connections are open here: try again later");
@@ -176,8 +229,13 @@ async fn serve(
     tx_core: &mpsc::Sender<ClientCommand>,
     freezes: &Freezes,
     mut shutdown: watch::Receiver<bool>,
+    mut closed: tokio::sync::oneshot::Receiver<()>,
+    silent: &Silent,
 ) {
     let _ = stream.set_nodelay(true);
+    let first_request_due = tokio::time::sleep(FIRST_REQUEST_TIMEOUT);
+    tokio::pin!(first_request_due);
+    let mut asked = false;
     let mark = freezes.mark();
     let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
     let (mut sink, mut frames) = Framed::new(stream, codec).split();
@@ -203,6 +261,10 @@ async fn serve(
                 };
                 match request {
                     Ok(request) => {
+                        if !asked {
+                            asked = true;
+                            silent.remove(client);
+                        }
                         if tx_core.send(ClientCommand::Request { client, request }).await.is_err() { break; }
                     }
                     Err(reason) => {
@@ -220,6 +282,14 @@ async fn serve(
                 if sink.send(encode(&reply)).await.is_err() { break; }
             }
             _ = shutdown.changed() => break,
+            _ = &mut closed, if !asked => {
+                tracing::debug!(%address, "a connection that asked nothing closed to make room");
+                break;
+            }
+            () = &mut first_request_due, if !asked => {
+                tracing::debug!(%address, "no request within {FIRST_REQUEST_TIMEOUT:?}: connection closed");
+                break;
+            }
         }
     }
 }

@@ -55,6 +55,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// that double up to two minutes, and a healed link waits for the next one.
 pub const UNACKNOWLEDGED_MAX: Duration = Duration::from_secs(3);
 
+/// Rejected handshakes, a flood of which would write a warning each: one a second, with a
+/// count of those held back (`handshakes_rejected` in the metrics counts them all).
+static HANDSHAKE_WARNINGS: crate::throttle::Throttle = crate::throttle::Throttle::new(Duration::from_secs(1));
+
 /// Sets `UNACKNOWLEDGED_MAX` on a connection, and no Nagle delay.
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
@@ -161,12 +165,16 @@ impl PeerListener {
             Ok(Ok(peer)) => peer,
             Ok(Err(reason)) => {
                 self.counters.handshakes_rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%address, reason, "peer handshake rejected; connection closed");
+                if let Some(held_back) = HANDSHAKE_WARNINGS.allow() {
+                    tracing::warn!(%address, reason, held_back, "peer handshake rejected; connection closed");
+                }
                 return;
             }
             Err(_) => {
                 self.counters.handshakes_rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%address, "peer did not answer the challenge in time; connection closed");
+                if let Some(held_back) = HANDSHAKE_WARNINGS.allow() {
+                    tracing::warn!(%address, held_back, "peer did not answer the challenge in time; connection closed");
+                }
                 return;
             }
         };

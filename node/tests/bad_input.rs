@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -101,4 +102,39 @@ async fn a_replica_of_another_shard_may_pass_on_an_envelope_but_not_speak_the_sh
     assert!(closed(&mut frames).await, "the connection stayed open");
     assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 1);
     assert!(rx_core.try_recv().is_err(), "the foreign BFT frame reached the core");
+}
+
+/// Where a test's log lines go.
+#[derive(Clone, Default)]
+struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_garbage_handshakes_is_refused_each_time_and_warned_of_once_a_second() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let (address, counters, mut rx_core, _stop) = listener().await;
+    let started = std::time::Instant::now();
+    for _ in 0..1_000 {
+        let mut frames = answer(address, Box::new(|_| b"garbage".to_vec())).await;
+        assert!(closed(&mut frames).await, "the connection stayed open");
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    assert_eq!(counters.handshakes_rejected.load(Ordering::Relaxed), 1_000, "every one refused and counted");
+    assert!(rx_core.try_recv().is_err(), "something reached the core");
+    let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let warnings = log.lines().filter(|line| line.contains("peer handshake rejected")).count();
+    assert!(warnings >= 1 && warnings as u64 <= seconds + 1, "{warnings} warnings in {seconds} s:\n{log}");
+    assert!(log.contains("held_back="), "a warning says how many were held back: {log}");
 }
