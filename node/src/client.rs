@@ -138,10 +138,9 @@ impl ClientListener {
                     let shutdown = shutdown.clone();
                     let client = ClientId(next_client);
                     next_client += 1;
-                    let closed = silent.insert(client);
                     let silent = silent.clone();
                     tokio::spawn(async move {
-                        serve(stream, address, client, &tx_core, &freezes, shutdown, closed, &silent).await;
+                        serve(stream, address, client, &tx_core, &freezes, shutdown, &silent).await;
                         silent.remove(client);
                         // Its place is free before the core hears it closed.
                         drop(permit);
@@ -229,9 +228,9 @@ async fn serve(
     tx_core: &mpsc::Sender<ClientCommand>,
     freezes: &Freezes,
     mut shutdown: watch::Receiver<bool>,
-    mut closed: tokio::sync::oneshot::Receiver<()>,
     silent: &Silent,
 ) {
+    let mut closed = silent.insert(client);
     let _ = stream.set_nodelay(true);
     let first_request_due = tokio::time::sleep(FIRST_REQUEST_TIMEOUT);
     tokio::pin!(first_request_due);
