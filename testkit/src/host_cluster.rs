@@ -70,7 +70,9 @@ impl HostCluster {
             cluster: "hosts".into(),
             shards,
             replicas,
-            hosts: (0..replicas).map(|r| hosts.host(&replica_host(r)).address.to_string()).collect(),
+            // By name, as a real deployment: each host resolves the others (`hosts`), and
+            // replicas bind every interface since their host is a name.
+            hosts: (0..replicas).map(replica_host).collect(),
             listen_any: false,
             base_port: 7300,
             checkers: [("bank".to_string(), CheckerPlace::OnEachHost(CHECKER_PORT))].into(),
@@ -163,10 +165,15 @@ impl HostCluster {
         format!("http://{}", self.api_address())
     }
 
-    /// Each replica's client address of `shard`, as the cluster file gives it.
+    /// Each replica's client address of `shard`: its host's name resolved here (the test's own
+    /// threads read the machine's /etc/hosts, not the hosts' own).
     pub fn client_addresses(&self, shard: u32) -> Vec<SocketAddrV4> {
         let replicas = &self.file.shards[shard as usize].replicas;
-        replicas.iter().filter_map(|replica| replica.client_address.parse().ok()).collect()
+        let address_of = |advertised: &str| {
+            let (host, port) = advertised.rsplit_once(':')?;
+            Some(SocketAddrV4::new(self.hosts.find(host).ok()?.address, port.parse().ok()?))
+        };
+        replicas.iter().filter_map(|replica| address_of(&replica.client_address)).collect()
     }
 }
 

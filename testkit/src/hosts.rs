@@ -7,7 +7,9 @@
 //! by a run that was killed are removed by the next one.
 //!
 //! Traffic goes only between these namespaces' addresses (10.77.0.0/24): the test's
-//! own client enters a host with `Hosts::enter`.
+//! own client enters a host with `Hosts::enter`. Programs run on a host (`command`)
+//! know every host by its name (`/etc/netns/NAMESPACE/hosts`, which `ip netns exec`
+//! mounts over `/etc/hosts`).
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -82,8 +84,16 @@ fn namespaces() -> Vec<String> {
     names.filter(|name| name.starts_with(PREFIX)).map(String::from).collect()
 }
 
-/// Kills every process in `namespace`, then deletes it (its veth ends go with it).
+/// Where `ip netns exec` finds a namespace's own `/etc/hosts` (bind-mounted over the
+/// machine's for the programs it runs).
+fn etc_of(namespace: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(namespace)
+}
+
+/// Kills every process in `namespace`, then deletes it (its veth ends go with it) and its
+/// `/etc/netns` folder.
 fn remove(namespace: &str) {
+    let _ = std::fs::remove_dir_all(etc_of(namespace));
     if let Ok(output) = run("ip", &["netns", "pids", namespace]) {
         for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
             let _ = run("kill", &["-9", pid]);
@@ -137,6 +147,14 @@ impl Hosts {
             run("ip", &["-n", &namespace, "link", "set", "lo", "up"])?;
             run("ip", &["-n", &namespace, "addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
             run("ip", &["-n", &namespace, "link", "set", "eth0", "up"])?;
+        }
+        // Every host knows the others by name, as hosts on a network with DNS do.
+        let names: String = hosts.hosts.iter().map(|host| format!("{} {}\n", host.address, host.name)).collect();
+        for host in &hosts.hosts {
+            let etc = etc_of(&host.namespace);
+            std::fs::create_dir_all(&etc).with_context(|| format!("cannot make {}", etc.display()))?;
+            let text = format!("127.0.0.1 localhost\n{names}");
+            std::fs::write(etc.join("hosts"), text).with_context(|| format!("cannot write {}/hosts", etc.display()))?;
         }
         Ok(hosts)
     }
