@@ -242,10 +242,14 @@ async fn next_reply(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Opt
 #[tokio::test]
 async fn a_connection_past_client_connections_max_is_told_why_and_closed_and_a_later_one_is_served() {
     let (address, mut rx_core, _stop) = client_listener(4 * CLIENT_CONNECTIONS_MAX).await;
+    // Connections that have asked something: none is silent, so none makes room.
     let mut open = Vec::new();
     for _ in 0..CLIENT_CONNECTIONS_MAX {
-        let frames = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
-        open.push((frames, opened(&mut rx_core).await));
+        let mut frames = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+        let replies = opened(&mut rx_core).await;
+        frames.send(bytes::Bytes::from(postcard::to_stdvec(&ClientRequest::Status).unwrap())).await.unwrap();
+        assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Request { .. }));
+        open.push((frames, replies));
     }
     let mut refused = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
     match next_reply(&mut refused).await {
