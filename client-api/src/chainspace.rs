@@ -146,7 +146,7 @@ pub async fn objects(State(api): State<Shared>, query: Result<Query<PageQuery>, 
             json!({"id": id.to_hex(), "value": chainspace_value(&view.value), "status": status})
         })
         .collect();
-    let next = page.objects.last().filter(|_| objects.len() == limit).map(|(id, _)| id.to_hex());
+    let next = page.objects.last().filter(|_| objects.len() == limit || page.cut).map(|(id, _)| id.to_hex());
     list_response(objects, "objects", limit, next)
 }
 
@@ -170,17 +170,15 @@ pub async fn transactions(State(api): State<Shared>, query: Result<Query<PageQue
         cut = Some(start_of_its_transaction);
         records = &records[..start_of_its_transaction];
     }
+    // One entry per transaction, committed if any of its shards' records says so (a shard
+    // that has not executed the decision yet shows it undecided).
     let mut listed = Vec::new();
-    let mut last = None;
-    for (tx, view) in records {
-        if last == Some(*tx) {
+    for group in records.chunk_by(|(a, _), (b, _)| a == b) {
+        let (tx, _) = group[0];
+        if group.iter().all(|(_, view)| view.committed.is_none()) {
             continue;
         }
-        last = Some(*tx);
-        if view.committed.is_none() {
-            continue;
-        }
-        let envelope = envelopes.get(tx).map_or(Value::Null, |json| chainspace_value(json));
+        let envelope = envelopes.get(&tx).map_or(Value::Null, |json| chainspace_value(json));
         listed.push(json!({"timestamp": null, "transactionId": tx.to_hex(), "transactionJson": envelope}));
     }
     let more = cut.is_some() || page.transactions.len() >= limit;

@@ -48,7 +48,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let table: Table = Arc::default();
     let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_MAX));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection's task holds a sender: when all are gone, every connection is closed.
+    let (running, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_header_size(HEADER_BYTES_MAX);
     tokio::pin!(shutdown);
@@ -94,20 +96,35 @@ pub async fn serve(
                 Ok::<_, std::convert::Infallible>(response.map(|body| Body::new(Guarded { body, _guard: guard })))
             }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        let table = Arc::clone(&table);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let (table, running, mut stopping) = (Arc::clone(&table), running.clone(), stopping.clone());
         tokio::spawn(async move {
-            tokio::select! {
-                _ = connection => {}
-                _ = closed => {}
+            tokio::pin!(connection);
+            // Evicted or stopping: the response being written, if any, is finished first.
+            let grace = tokio::select! {
+                _ = connection.as_mut() => None,
+                _ = closed => Some(EVICTION_GRACE),
+                _ = stopping.changed() => Some(SHUTDOWN_GRACE),
+            };
+            if let Some(grace) = grace {
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(grace, connection).await;
             }
             lock(&table).remove(&id);
+            drop(running);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop.send(true);
+    drop(running);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, all_closed.recv()).await;
     Ok(())
 }
+
+/// How long an evicted connection may take to finish the response it is writing.
+const EVICTION_GRACE: Duration = Duration::from_secs(5);
+/// How long requests in progress may take to finish once the API is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Closes the oldest idle connection if `connections_max` are open; false when every one
 /// is busy (the new connection is then refused).

@@ -209,6 +209,7 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
         objects: vec![(object, object_view)],
         transactions: vec![(tx, view)],
         envelopes: vec![(tx, "{}".into())],
+        cut: false,
     };
     let encoded = [
         sample("ShardRequest::Prepare", &prepare),

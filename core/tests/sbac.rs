@@ -58,7 +58,7 @@ impl Cluster {
         let committee = &self.committees[shard as usize];
         let (tx, digest) = (envelope.transaction.tx_id(), envelope.digest());
         let bytes = Verdict::signing_bytes(committee, &tx, &digest, answer);
-        let seals = (0..2)
+        let seals = (0..answer.signers_needed(committee) as u32)
             .map(|r| (ReplicaId(r), Seal::sign_one(committee, &self.keys[shard as usize][r as usize], &bytes)))
             .collect();
         VerdictCertificate { tx, envelope: digest, answer, seals }
@@ -566,14 +566,18 @@ fn the_verdict_collector_gathers_a_later_verdict_after_a_certified_no_verdict() 
     };
     let mut collector = VerdictCollector::new(committee.clone(), 16);
     let down = CheckerAnswer::Unavailable(Attempt(1));
+    // A valid verdict gathered meanwhile, then "no verdict" from 2f+1 (f+1 is not enough:
+    // f faulty replicas and one honest one with a slow checker must not abort).
+    assert!(collector.add(verdict(3, CheckerAnswer::Valid)).unwrap().is_none());
     assert!(collector.add(verdict(0, down)).unwrap().is_none());
-    assert_eq!(collector.add(verdict(1, down)).unwrap().map(|c| c.answer), Some(down));
-    // A late "no verdict" of attempt 1 starts a gathering; the same replica's verdict for
-    // attempt 2 replaces it, and with another replica's makes the certificate of attempt 2.
-    assert_eq!(collector.add(verdict(2, down)).unwrap().map(|c| c.answer), Some(down), "the same answer: certified");
-    assert!(collector.add(verdict(3, down)).unwrap().is_some());
-    assert!(collector.add(verdict(0, CheckerAnswer::Valid)).unwrap().is_none());
-    let certificate = collector.add(verdict(1, CheckerAnswer::Valid)).unwrap().unwrap();
+    assert!(collector.add(verdict(1, down)).unwrap().is_none(), "f+1 \"no verdict\" do not certify it");
+    let certificate = collector.add(verdict(2, down)).unwrap().unwrap();
+    assert_eq!(certificate.answer, down);
+    assert!(certificate.verify(&committee).is_ok());
+    // The valid verdict stayed; replica 0's verdict for attempt 2 replaces its "no verdict",
+    // and with replica 3's makes the certificate of attempt 2.
+    assert_eq!(collector.add(verdict(1, down)).unwrap().map(|c| c.answer), Some(down), "the same answer: certified");
+    let certificate = collector.add(verdict(0, CheckerAnswer::Valid)).unwrap().unwrap();
     assert_eq!(certificate.answer, CheckerAnswer::Valid);
     assert!(certificate.verify(&committee).is_ok());
     // A verdict (valid or not) is never replaced: a replica's first one stands.

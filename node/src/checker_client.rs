@@ -43,7 +43,7 @@ pub const BATCH_QUEUE_MAX: usize = 1024;
 pub struct CheckerClientLimits {
     /// One HTTP call.
     pub call_timeout: Duration,
-    /// All the tries for one verdict together.
+    /// How long tries may keep failing, from the first failure, before there is no verdict.
     pub deadline: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -56,7 +56,7 @@ impl Default for CheckerClientLimits {
 }
 
 impl CheckerClientLimits {
-    /// Tries for `deadline` in all, no call longer than that either.
+    /// Gives up `deadline` after the first failed try; no call takes longer than that either.
     pub fn giving_up_after(deadline: Duration) -> Self {
         Self {
             call_timeout: deadline.min(Duration::from_secs(5)),
@@ -169,7 +169,9 @@ impl CheckerClient {
         let url = format!("{}/{}/{}", base_url.trim_end_matches('/'), request.contract_id, request.method_id);
         let body = serde_json::to_string(request).expect("a checker request encodes as JSON");
         let checker = self.checker(base_url);
-        let deadline = Instant::now() + self.limits.deadline;
+        // The bound runs from the first failed try: time waiting for a batch under load is
+        // not the checker failing.
+        let mut deadline = None;
         let mut backoff = self.limits.backoff_min;
         let mut tries = 0;
         // Once a batch carrying this request failed, it goes alone: a request that makes
@@ -196,6 +198,7 @@ impl CheckerClient {
                 Err(error) => error,
             };
             let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + self.limits.deadline);
             if now >= deadline {
                 return Err(CheckerUnavailable { url, tries, last_error });
             }

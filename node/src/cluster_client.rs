@@ -55,6 +55,9 @@ impl Outcome {
 
 pub use shardspace_core::sbac::attempts::{final_refusal, next_attempt};
 
+/// How long one round of asking a shard's replicas for a page waits for them.
+const PAGE_ROUND_MAX: Duration = Duration::from_secs(2);
+
 /// The cluster's shards, their committees and their replicas' client addresses.
 #[derive(Clone, Debug)]
 pub struct ClusterClient {
@@ -256,8 +259,14 @@ impl ClusterClient {
         let shards = (0..self.addresses.len() as u32).map(ShardId);
         let pages = shards.map(|shard| self.agreed_page(shard, what, after, limit, deadline));
         let mut merged = Page::default();
+        let mut cut_at: Option<[u8; 32]> = None;
         for page in futures::future::join_all(pages).await {
             let page = page?;
+            if page.cut
+                && let Some((last, _)) = page.objects.last()
+            {
+                cut_at = Some(cut_at.map_or(last.0, |end| end.min(last.0)));
+            }
             merged.objects.extend(page.objects);
             merged.transactions.extend(page.transactions);
             merged.envelopes.extend(page.envelopes);
@@ -265,6 +274,12 @@ impl ClusterClient {
         merged.objects.sort_by_key(|(id, _)| *id);
         merged.transactions.sort_by_key(|(tx, _)| *tx);
         merged.objects.truncate(limit as usize);
+        // A shard whose page was cut by its bytes may have more before other shards' ids:
+        // the merged page ends at its last id.
+        if let Some(end) = cut_at {
+            merged.objects.retain(|(id, _)| id.0 <= end);
+            merged.cut = true;
+        }
         // A transaction of several shards has a record in each: a page never ends between
         // them (the next page starts after the last id, and would skip the rest). Each shard's
         // page holds its record of that last id, as fewer than `limit` records come before it.
@@ -280,7 +295,8 @@ impl ClusterClient {
         Ok(merged)
     }
 
-    /// The page of `shard` that f+1 of its replicas give alike.
+    /// The page of `shard` that f+1 of its replicas give alike (each round asks them all
+    /// again, for at most `PAGE_ROUND_MAX`).
     async fn agreed_page(
         &self,
         shard: ShardId,
@@ -291,9 +307,11 @@ impl ClusterClient {
     ) -> Result<Page, ClusterError> {
         let validity = self.committees[shard.0 as usize].validity();
         loop {
+            // A round waits for a replica that is down or cut off no longer than this.
+            let round_ends = deadline.min(Instant::now() + PAGE_ROUND_MAX);
             let asked = self.addresses[shard.0 as usize].iter().map(|address| async move {
                 let asked = async { ReplicaClient::connect(address).await?.list(what, after, limit).await };
-                tokio::time::timeout_at(deadline, asked).await.ok()?.ok()
+                tokio::time::timeout_at(round_ends, asked).await.ok()?.ok()
             });
             let mut answers: futures::stream::FuturesUnordered<_> = asked.collect();
             let mut seen: Vec<(Page, usize)> = Vec::new();

@@ -156,6 +156,7 @@ impl ClusterFile {
             return Err("the cluster has no shards".into());
         }
         check_checkers(&self.checkers, "checkers")?;
+        let contracts = self.contracts();
         for (index, shard) in self.shards.iter().enumerate() {
             if shard.id as usize != index {
                 return Err(format!("shard ids must be 0, 1, 2, ... in order; entry {index} has id {}", shard.id));
@@ -183,6 +184,15 @@ impl ClusterFile {
                     })?;
                 }
                 check_checkers(&replica.checkers, &format!("{name}: checkers"))?;
+                // Replicas that know different contracts could never certify a verdict
+                // together: every replica has a checker for every contract.
+                let own = self.checkers_of(replica);
+                if let Some(missing) = contracts.iter().find(|contract| !own.contains_key(*contract)) {
+                    return Err(format!(
+                        "{name} has no checker for contract {missing:?}: every replica needs one for every \
+                         contract, its own ([shards.replicas.checkers]) or the cluster-wide [checkers]"
+                    ));
+                }
             }
         }
         Ok(())
@@ -298,7 +308,11 @@ fn split_host_port(text: &str) -> Result<(&str, u16), String> {
     let shape = || format!("{text:?} is not a host:port address (such as 10.0.0.1:7300 or node-1.example:7300)");
     let (host, port) = text.rsplit_once(':').ok_or_else(shape)?;
     let port = port.parse::<u16>().ok().filter(|port| *port != 0).ok_or_else(shape)?;
-    let is_ip = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).parse::<IpAddr>().is_ok();
+    // An IPv6 address goes in brackets ([::1]:7300): without them the port is ambiguous.
+    let is_ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host.parse::<Ipv4Addr>().is_ok(),
+    };
     let is_name = !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {
@@ -608,6 +622,11 @@ mod tests {
             (text.replacen("127.0.0.1:7300", "127.0.0.1:0", 1), "not a host:port"),
             (text.replacen("peer_address", "peer_listen = \"node-0:7300\"\npeer_address", 1), "to listen on"),
             (text.replacen("key_file", "checkers = { bank = \"ftp://x\" }\nkey_file", 1), "replica 0: checkers.bank"),
+            (
+                text.replacen("key_file", "checkers = { bank = \"http://x:1\" }\nkey_file", 1),
+                "no checker for contract \"bank\"",
+            ),
+            (text.replacen("127.0.0.1:7300", "::1:7300", 1), "not a host:port"),
         ];
         for (bad, reason) in cases {
             std::fs::write(&path, bad).unwrap();

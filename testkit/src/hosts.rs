@@ -17,8 +17,9 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, bail, ensure};
 
-/// Every namespace this harness makes starts with it; `ss-<pid>-` names its maker.
-const PREFIX: &str = "ss-";
+/// Every namespace this harness makes starts with it; `shardspace-test-<pid>-` names its
+/// maker, and only such namespaces whose maker is gone are swept.
+const PREFIX: &str = "shardspace-test-";
 /// Told when a test cannot make namespaces here.
 const NEEDS: &str =
     "network namespaces need root, `ip` (iproute2) and `nft` (nftables): `make netns-deps` installs them";

@@ -113,10 +113,15 @@ impl VerdictCollector {
             .filter(|(_, (each, _))| *each == answer)
             .map(|(replica, (_, seal))| (*replica, seal.clone()))
             .collect();
-        if matching.len() < self.committee.validity() {
+        if matching.len() < answer.signers_needed(&self.committee) {
             return Ok(None);
         }
-        self.gathering.remove(&key);
+        if let CheckerAnswer::Unavailable(_) = answer {
+            // The others stay: they may certify the next attempt.
+            verdicts.retain(|_, (each, _)| *each != answer);
+        } else {
+            self.gathering.remove(&key);
+        }
         let (tx, envelope) = (verdict.tx, verdict.envelope);
         let certificate = VerdictCertificate { tx, envelope, answer, seals: matching };
         self.certified.insert_with(key, certificate.clone());

@@ -102,6 +102,17 @@ pub enum CheckerAnswer {
 }
 
 impl CheckerAnswer {
+    /// How many replicas must say it for a certificate: f+1 for a verdict (one of them
+    /// honest, and every honest checker gives the same), 2f+1 for "no verdict" (f+1 of
+    /// them honest: f faulty replicas and one honest replica whose own checker is slow
+    /// cannot abort an attempt whose checkers answer elsewhere).
+    pub fn signers_needed(self, committee: &Committee) -> usize {
+        match self {
+            Self::Invalid | Self::Valid => committee.validity(),
+            Self::Unavailable(_) => committee.quorum(),
+        }
+    }
+
     fn signed(self) -> Vec<u8> {
         match self {
             Self::Invalid => vec![0],
@@ -147,8 +158,9 @@ impl Verdict {
     }
 }
 
-/// f+1 matching verdicts from distinct replicas of one shard: at least one came
-/// from an honest replica's own checker, so execution can trust it without calling one.
+/// f+1 matching verdicts from distinct replicas of one shard (2f+1 for "no verdict"): at
+/// least one came from an honest replica's own checker, so execution can trust it
+/// without calling one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerdictCertificate {
     pub tx: TxId,
@@ -160,7 +172,7 @@ pub struct VerdictCertificate {
 impl VerdictCertificate {
     pub fn verify(&self, committee: &Committee) -> Result<(), ProtocolError> {
         let bytes = Verdict::signing_bytes(committee, &self.tx, &self.envelope, self.answer);
-        committee.verify_signers(&bytes, &self.seals, committee.validity())
+        committee.verify_signers(&bytes, &self.seals, self.answer.signers_needed(committee))
     }
 }
 

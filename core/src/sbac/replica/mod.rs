@@ -416,7 +416,16 @@ impl ShardReplica {
         match what {
             Listing::Objects => {
                 let ids = app.state().objects.keys_after(after.map(ObjectId).as_ref(), limit);
-                page.objects = ids.into_iter().filter_map(|id| Some((id, app.object_view(&id)?))).collect();
+                let mut budget = PAGE_ENVELOPE_BYTES_MAX;
+                for id in ids {
+                    let Some(view) = app.object_view(&id) else { continue };
+                    if view.value.len() > budget && !page.objects.is_empty() {
+                        page.cut = true;
+                        break;
+                    }
+                    budget = budget.saturating_sub(view.value.len());
+                    page.objects.push((id, view));
+                }
             }
             Listing::Transactions => {
                 let txs = app.state().transactions.keys_after(after.map(TxId).as_ref(), limit);
@@ -424,7 +433,9 @@ impl ShardReplica {
                 for tx in txs {
                     let Some(record) = app.state().transactions.get(&tx) else { continue };
                     let Some(view) = record.view() else { continue };
-                    let envelope = record.attempts.get(&view.attempt).map(|attempt| &attempt.envelope);
+                    // The envelope that committed, if one did (a later attempt may be recorded after it).
+                    let listed = record.committed.unwrap_or(view.attempt);
+                    let envelope = record.attempts.get(&listed).map(|attempt| &attempt.envelope);
                     match envelope {
                         Some(envelope) if envelope.len() <= budget => {
                             budget -= envelope.len();

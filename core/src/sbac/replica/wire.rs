@@ -92,8 +92,8 @@ pub enum Listing {
 /// The most entries in one page.
 pub const PAGE_MAX: u32 = 1_000;
 
-/// The bytes of envelopes one page carries: below `CLIENT_FRAME_BYTES_MAX` (4 MiB) with
-/// the rest of the page, whatever the envelopes' sizes (each up to 1 MiB).
+/// The bytes of object values, or of envelopes, one page carries: below
+/// `CLIENT_FRAME_BYTES_MAX` (4 MiB) with the rest of the page, whatever their sizes.
 pub const PAGE_ENVELOPE_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 /// One page of a replica's state.
@@ -104,6 +104,9 @@ pub struct Page {
     /// For transactions: the envelope (JSON) of the attempt each record's view is about, for
     /// the first ones of the page whose envelopes fit in `PAGE_ENVELOPE_BYTES_MAX`.
     pub envelopes: Vec<(TxId, String)>,
+    /// Objects: the page ended before `limit` because their values filled
+    /// `PAGE_ENVELOPE_BYTES_MAX` (there may be more after its last id).
+    pub cut: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
