@@ -14,6 +14,7 @@ pub mod freeze;
 pub mod metrics;
 pub mod network;
 pub mod replica_link;
+pub mod secure;
 pub mod store;
 pub mod throttle;
 
