@@ -4,7 +4,7 @@
 //! the API's host. Faults are cut links, not killed processes (but for the restart).
 //!
 //! Needs root, `ip` and `nft` (`make netns-deps`); where that is not so, each test
-//! says SKIPPED on stderr (uncaptured) and returns.
+//! says SKIPPED and why on stderr (uncaptured, so `cargo test` shows it) and returns.
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
 use std::io::Write;
@@ -24,14 +24,11 @@ const PAIRS: usize = 4;
 const CATCH_UP: Duration = Duration::from_secs(60);
 
 /// The cluster, or None (and a SKIPPED line that `cargo test` shows) where namespaces
-/// cannot be made because this is not root. As root, a missing tool fails the test.
+/// cannot be made here: not root, or `ip`/`nft` missing (`make netns-deps` installs them).
 fn start(test: &str) -> Option<HostCluster> {
     if let Some(reason) = hosts::unavailable() {
-        if reason.starts_with("not root") {
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
-            return None;
-        }
-        panic!("{test}: {reason}");
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+        return None;
     }
     let bin = Path::new(env!("CARGO_BIN_EXE_shardspace"));
     Some(HostCluster::start(bin, SHARDS, REPLICAS).unwrap_or_else(|error| panic!("{error:#}")))
