@@ -31,19 +31,8 @@ fn main() -> ExitCode {
         eprintln!("hosts: {reason}");
         return ExitCode::from(2);
     }
-    eprintln!("==> starting 2 shards × 4 replicas over 4 hosts, the API on its own host");
-    let cluster = match HostCluster::start(&bin, 2, 4) {
-        Ok(cluster) => cluster,
-        Err(error) => {
-            eprintln!("hosts: {error:#}");
-            return ExitCode::from(1);
-        }
-    };
-    let api = cluster.hosts.host(API_HOST);
-    println!("API: {}", cluster.api_url());
-    println!("cluster file: {}", cluster.path.display());
-    println!("try: ip netns exec {} {} status --api {}", api.namespace, bin.display(), cluster.api_url());
-    println!("{HELP}");
+    // Signals are caught from the start: one that comes while the hosts are being made ends
+    // the program through the same cleanup as `quit`, once they are.
     let (tx_lines, lines) = std::sync::mpsc::channel();
     let stdin_lines = tx_lines.clone();
     std::thread::spawn(move || {
@@ -72,6 +61,19 @@ fn main() -> ExitCode {
         });
         let _ = tx_lines.send(None);
     });
+    eprintln!("==> starting 2 shards × 4 replicas over 4 hosts, the API on its own host");
+    let cluster = match HostCluster::start(&bin, 2, 4) {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            eprintln!("hosts: {error:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let api = cluster.hosts.host(API_HOST);
+    println!("API: {}", cluster.api_url());
+    println!("cluster file: {}", cluster.path.display());
+    println!("try: ip netns exec {} {} status --api {}", api.namespace, bin.display(), cluster.api_url());
+    println!("{HELP}");
     while let Ok(Some(line)) = lines.recv() {
         let words: Vec<&str> = line.split_whitespace().collect();
         let done = match words.as_slice() {
