@@ -183,6 +183,39 @@ fn a_replica_whose_records_cannot_be_read_stops_instead_of_answering_none() {
 }
 
 #[test]
+fn a_later_attempt_takes_over_an_envelope_still_waiting_for_its_certificate() {
+    let mut replica = replica(0, None);
+    let client = ClientId(1);
+    let envelope = envelope(9);
+    let attempt = |n: u32| ClientRequest::Envelope {
+        envelope: serde_json::to_string(&envelope).unwrap(),
+        attempt: shardspace_core::sbac::Attempt(n),
+    };
+    let outputs = replica.handle(TimeMs(1), Input::Client { client, request: attempt(1) });
+    assert_eq!(checks(&outputs), 1);
+    // Attempt 2 of the same envelope before attempt 1 was certified: checked again, and the
+    // "no verdict" its checkers give is attempt 2's, not attempt 1's.
+    let outputs = replica.handle(TimeMs(2), Input::Client { client, request: attempt(2) });
+    assert_eq!(checks(&outputs), 1, "the later attempt is checked again");
+    assert_eq!(replica.counters().attempts_taken_over, 1);
+    let tx = envelope.transaction.tx_id();
+    let checked =
+        shardspace_core::sbac::replica::Checked { tx, envelope: envelope.digest(), verdict: Err("503".into()) };
+    let outputs = replica.handle(TimeMs(3), Input::Checked(vec![checked]));
+    let shared: Vec<CheckerAnswer> = outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Multicast { frame: Frame::Verdict(verdict), .. } => Some(verdict.answer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shared, [CheckerAnswer::Unavailable(shardspace_core::sbac::Attempt(2))]);
+    // An older attempt arriving late changes nothing.
+    let outputs = replica.handle(TimeMs(4), Input::Client { client, request: attempt(1) });
+    assert_eq!(checks(&outputs), 0);
+}
+
+#[test]
 fn a_replica_that_is_not_the_designated_submitter_stands_by_then_stands_in() {
     let keys = keys();
     let committee = committee(&keys);

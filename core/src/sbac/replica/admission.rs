@@ -93,13 +93,24 @@ impl ShardReplica {
             return self.reject(client, Some(tx), RejectKind::UnknownContract, message);
         }
         let key = (tx, envelope.digest());
-        if !self.envelopes.contains_key(&key) {
-            if self.envelopes.len() >= ENVELOPES_MAX {
-                let message = format!("{ENVELOPES_MAX} transactions are being checked: try again soon");
-                return self.reject(client, Some(tx), RejectKind::Busy, message);
+        match self.envelopes.get_mut(&key) {
+            None => {
+                if self.envelopes.len() >= ENVELOPES_MAX {
+                    let message = format!("{ENVELOPES_MAX} transactions are being checked: try again soon");
+                    return self.reject(client, Some(tx), RejectKind::Busy, message);
+                }
+                self.envelopes.insert(key, Pending { json, attempt, since: self.now, submitted: false });
+                self.outputs.push(Output::Check { tx, envelope });
             }
-            self.envelopes.insert(key, Pending { json, attempt, since: self.now, submitted: false });
-            self.outputs.push(Output::Check { tx, envelope });
+            // A later attempt of an envelope still waiting for its certificate: the later one
+            // is prepared instead (the earlier one was decided elsewhere, or the client would
+            // not have moved on), and it is checked again, since "no verdict" is per attempt.
+            Some(pending) if !pending.submitted && attempt > pending.attempt => {
+                self.counters.attempts_taken_over += 1;
+                pending.attempt = attempt;
+                self.outputs.push(Output::Check { tx, envelope });
+            }
+            Some(_) => {}
         }
         self.accepted(tx, attempt, client);
         if let Some(certificate) = self.early.remove(&key) {

@@ -163,6 +163,8 @@ pub struct Counters {
     pub stand_in_submissions: u64,
     /// A verdict certificate completed before its envelope came, used when it came.
     pub early_certificates_used: u64,
+    /// A later attempt took over an envelope still waiting for its certificate.
+    pub attempts_taken_over: u64,
     pub passed_on: u64,
     pub votes_again: u64,
     /// Envelopes answered from the record of a decided attempt.

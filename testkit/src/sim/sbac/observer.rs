@@ -109,6 +109,7 @@ impl Observer {
     pub fn add_counters(&mut self, counters: &Counters) {
         self.cover_by("stand-in submission", counters.stand_in_submissions);
         self.cover_by("early certificate used", counters.early_certificates_used);
+        self.cover_by("later attempt took over a pending envelope", counters.attempts_taken_over);
         self.cover_by("pass-on", counters.passed_on);
         self.cover_by("vote again", counters.votes_again);
         self.cover_by("answered from the record", counters.answered_from_record);
