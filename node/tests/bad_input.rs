@@ -125,13 +125,17 @@ async fn a_flood_of_garbage_handshakes_is_refused_each_time_and_warned_of_once_a
     let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
     let _logging = tracing::subscriber::set_default(subscriber);
     let (address, counters, mut rx_core, _stop) = listener().await;
+    // At least 1,000, and for over a second: the throttle is shared by the tests of this
+    // binary, and another may have had the warning of the first second.
     let started = std::time::Instant::now();
-    for _ in 0..1_000 {
+    let mut sent = 0;
+    while sent < 1_000 || started.elapsed() < Duration::from_millis(1_100) {
         let mut frames = answer(address, Box::new(|_| b"garbage".to_vec())).await;
         assert!(closed(&mut frames).await, "the connection stayed open");
+        sent += 1;
     }
     let seconds = started.elapsed().as_secs() + 1;
-    assert_eq!(counters.handshakes_rejected.load(Ordering::Relaxed), 1_000, "every one refused and counted");
+    assert_eq!(counters.handshakes_rejected.load(Ordering::Relaxed), sent, "every one refused and counted");
     assert!(rx_core.try_recv().is_err(), "something reached the core");
     let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
     let warnings = log.lines().filter(|line| line.contains("peer handshake rejected")).count();

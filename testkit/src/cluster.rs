@@ -190,14 +190,7 @@ impl LocalCluster {
     }
 
     fn try_start_replica(&mut self, shard: u32, replica: u32) -> anyhow::Result<()> {
-        let mut command = Command::new(&self.bin);
-        command.args(["node", "--config", &self.path.to_string_lossy()]);
-        command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
-        command.env("RUST_LOG", std::env::var("SHARDSPACE_TEST_LOG").unwrap_or("warn".into()));
-        let process = Process::try_start(command)?;
-        // A port taken between `free_port` and the replica's bind shows here, not as a hang later.
-        let line = &process.first_line;
-        anyhow::ensure!(line.starts_with("listening"), "replica {shard}/{replica} printed {line:?}");
+        let process = start_node(Command::new(&self.bin), &self.path, shard, replica)?;
         self.replicas[shard as usize][replica as usize] = Some(process);
         Ok(())
     }
@@ -307,10 +300,33 @@ impl LocalCluster {
     }
 }
 
+/// Replica `replica` of `shard` of the cluster file `config`, run by `command` (the
+/// `shardspace` binary, or what launches it on a host), once it says it listens.
+pub(crate) fn start_node(mut command: Command, config: &Path, shard: u32, replica: u32) -> anyhow::Result<Process> {
+    command.args(["node", "--config", &config.to_string_lossy()]);
+    command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
+    command.env("RUST_LOG", std::env::var("SHARDSPACE_TEST_LOG").unwrap_or("warn".into()));
+    let process = Process::try_start(command)?;
+    // A port taken between `free_port` and the replica's bind shows here, not as a hang later.
+    let line = &process.first_line;
+    anyhow::ensure!(line.starts_with("listening"), "replica {shard}/{replica} printed {line:?}");
+    Ok(process)
+}
+
 /// The Python SDK's checker serving `contracts` on `port` (0: one the OS picks).
 fn start_python_checker(contracts: &[&str], port: u16) -> anyhow::Result<Process> {
-    let mut command = Command::new(python()?);
-    command.args(["-m", "shardspace.checker", "--port", &port.to_string()]);
+    start_python_checker_by(Command::new(python()?), contracts, "127.0.0.1", port)
+}
+
+/// As `start_python_checker`, on `host:port`, run by `command` (Python, or what launches
+/// it on a host).
+pub(crate) fn start_python_checker_by(
+    mut command: Command,
+    contracts: &[&str],
+    host: &str,
+    port: u16,
+) -> anyhow::Result<Process> {
+    command.args(["-m", "shardspace.checker", "--host", host, "--port", &port.to_string()]);
     for contract in contracts {
         command.arg(repo_root().join(format!("contracts/python/{contract}/{contract}.py")));
     }

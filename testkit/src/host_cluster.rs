@@ -17,7 +17,7 @@ use shardspace_node::config::{CheckerPlace, ClusterFile, Durability, Layout, gen
 use tokio::time::Instant;
 
 use crate::bench::{BankPair, Stream, Target, open_account};
-use crate::cluster::{python, repo_root};
+use crate::cluster::{python, start_node, start_python_checker_by};
 use crate::hosts::Hosts;
 use crate::processes::{Process, try_wait_until};
 
@@ -107,29 +107,18 @@ impl HostCluster {
         let mut all = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let running = &mut all[replica as usize];
         if running.checker.is_none() {
-            let mut command = self.hosts.command(&host, python()?);
-            command.args(["-m", "shardspace.checker", "--port", &CHECKER_PORT.to_string()]);
-            command.args(["--host", &self.hosts.host(&host).address.to_string()]);
-            command.arg(repo_root().join("contracts/python/bank/bank.py"));
-            let checker = Process::try_start(command)?;
-            anyhow::ensure!(
-                checker.first_line.starts_with("http://"),
-                "checker on {host} printed {:?}",
-                checker.first_line
-            );
+            let (command, address) = (self.hosts.command(&host, python()?), self.hosts.host(&host).address);
+            let checker = start_python_checker_by(command, &["bank"], &address.to_string(), CHECKER_PORT)
+                .with_context(|| format!("the checker of {host}"))?;
             running.checker = Some(checker);
         }
         for shard in 0..running.replicas.len() {
             if running.replicas[shard].is_some() {
                 continue;
             }
-            let mut command = self.hosts.command(&host, &self.bin);
-            command.args(["node", "--config", &self.path.to_string_lossy()]);
-            command.args(["--shard", &shard.to_string(), "--replica", &replica.to_string()]);
-            command.env("RUST_LOG", std::env::var("SHARDSPACE_TEST_LOG").unwrap_or("warn".into()));
-            let process = Process::try_start(command)?;
-            let line = &process.first_line;
-            anyhow::ensure!(line.starts_with("listening"), "replica {shard}/{replica} on {host} printed {line:?}");
+            let command = self.hosts.command(&host, &self.bin);
+            let process =
+                start_node(command, &self.path, shard as u32, replica).with_context(|| format!("on {host}"))?;
             running.replicas[shard] = Some(process);
         }
         Ok(())
