@@ -1,5 +1,6 @@
-//! `shardspace api --config CLUSTER.toml`: the client API (DESIGN.md §7). The first
-//! line on stdout is its base URL.
+//! `shardspace api --config CLUSTER.toml [--client NAME]`: the client API (DESIGN.md
+//! §7), which reaches the replicas as a client of the cluster file's `[[clients]]`. The
+//! first line on stdout is its base URL.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,6 +16,10 @@ pub struct ApiFlags {
     /// The cluster file.
     #[arg(long)]
     config: PathBuf,
+    /// The client of the cluster file's `[[clients]]` this API is: its key file opens the
+    /// replicas' request interface.
+    #[arg(long, default_value = shardspace_node::config::API_CLIENT)]
+    client: String,
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:5000")]
     listen: SocketAddr,
@@ -32,6 +37,8 @@ pub struct ApiFlags {
 pub fn run(flags: &ApiFlags) -> anyhow::Result<()> {
     crate::node::init_logs();
     let cluster = ClusterFile::load(&flags.config)?;
+    let base = flags.config.parent().map(std::path::PathBuf::from).unwrap_or_default();
+    let credentials = cluster.client_credentials(&base, &flags.client)?;
     let config = ApiConfig {
         listen: flags.listen,
         wait: Duration::from_secs(flags.wait_seconds.clamp(1, 3_600)),
@@ -41,7 +48,9 @@ pub fn run(flags: &ApiFlags) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let server = ApiServer::bind(&cluster, config).await.map_err(|error| anyhow::anyhow!("{}", error.message))?;
+        let server = ApiServer::bind(&cluster, credentials, config)
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", error.message))?;
         let address = server.local_addr().context("the listener has no address")?;
         let mut stdout = std::io::stdout();
         writeln!(stdout, "http://{address}").and_then(|()| stdout.flush()).context("cannot write the URL")?;

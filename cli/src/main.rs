@@ -48,6 +48,9 @@ enum Command {
     /// Cluster files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Make a key for another client of the replicas (an API instance) and list it in the
+    /// cluster file's [[clients]].
+    Keys(node::KeysFlags),
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Checker(flags) => checker::run(&flags),
         Command::Api(flags) => api::run(&flags),
         Command::Config(ConfigCommand::Gen(flags)) => node::generate(&flags),
+        Command::Keys(flags) => node::keys(&flags),
         Command::Bench(flags) => bench(&flags),
     };
     match result {

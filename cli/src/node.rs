@@ -1,4 +1,4 @@
-//! `shardspace node` and `shardspace config gen`.
+//! `shardspace node`, `shardspace config gen` and `shardspace keys`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +45,33 @@ pub struct GenFlags {
     checkers: Vec<(String, CheckerPlace)>,
     #[arg(long, default_value = "local")]
     cluster: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysFlags {
+    /// The cluster file the client is added to.
+    #[arg(long)]
+    config: PathBuf,
+    /// The client's name, which `shardspace api --client NAME` takes.
+    #[arg(long)]
+    name: String,
+}
+
+/// `shardspace keys`: a key for another client (an API instance): writes `keys/NAME.key`
+/// beside the cluster file and adds its `[[clients]]` entry.
+pub fn keys(flags: &KeysFlags) -> anyhow::Result<()> {
+    let key_file = shardspace_node::config::add_client(&flags.config, &flags.name)?;
+    println!("{}", key_file.display());
+    eprintln!(
+        "client {:?} added to {}. Copy the cluster file to every replica's host and restart the replicas \
+         (one at a time keeps the cluster up); copy the key file to the API's host only, then run \
+         `shardspace api --config {} --client {}`.",
+        flags.name,
+        flags.config.display(),
+        flags.config.display(),
+        flags.name
+    );
+    Ok(())
 }
 
 fn parse_checker(text: &str) -> Result<(String, CheckerPlace), String> {

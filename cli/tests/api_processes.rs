@@ -549,3 +549,56 @@ async fn a_checker_that_is_down_gives_a_decided_checker_error_abort_and_a_later_
     assert!(committed["attempt"].as_u64() > aborted["attempt"].as_u64(), "{committed}");
     eprintln!("checker down: decided abort after {waited:?} ({aborted}); checker back: {committed}");
 }
+
+/// An API instance whose key the replicas do not admit (made with `shardspace keys` while
+/// they run) is refused by each of them: its client gets a 504 that names the refusal, its
+/// log says which key and what to do, and nothing is ordered. Once the replicas restart
+/// with the cluster file, the same API is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_the_replicas_do_not_list_is_refused_until_they_restart_with_it() {
+    let mut cluster = LocalCluster::start(bin(), 1, REPLICAS, false);
+    let config = cluster.path.to_string_lossy().into_owned();
+    let keys = |name: &str| Command::new(bin()).args(["keys", "--config", &config, "--name", name]).output().unwrap();
+    let made = keys("api-2");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let key_file = String::from_utf8(made.stdout).unwrap();
+    assert!(Path::new(key_file.trim()).is_file(), "{key_file:?}");
+    let again = keys("api-2");
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already lists a client"));
+
+    let log = cluster.dir.path().join("api-2.log");
+    let mut command = Command::new(bin());
+    command.args(["api", "--config", &config, "--client", "api-2", "--listen", "127.0.0.1:0", "--wait-seconds", "3"]);
+    let process = Process::start_logging_to(command, &log);
+    let api = Api::new(process.first_line.clone());
+    let dump = TransactionBuilder::new("dump", "put").output("\"refused\"").build().unwrap();
+    let (code, body) = api.post("/v1/transactions", serde_json::to_vec(&dump).unwrap()).await;
+    assert_eq!(code, 504, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("refused this API's key"), "{body}");
+    assert!(body["error"]["hint"].as_str().unwrap_or_default().contains("[[clients]]"), "{body}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("does not admit the client key") && logged.contains("[[clients]]"), "{logged}");
+    let (_, health) = api.get("/v1/cluster").await;
+    assert_eq!(health["healthy"], false, "{health}");
+
+    // The replicas restart with the file that lists it: the same API is served.
+    for replica in 0..REPLICAS {
+        cluster.kill_replica(0, replica);
+        cluster.start_replica(0, replica);
+    }
+    let (code, body) = loop_until_committed(&api, &dump).await;
+    assert_eq!((code, body["outcome"].as_str()), (200, Some("commit")), "{body}");
+}
+
+/// Submits `envelope` until an answer other than a timeout comes (the links back off
+/// after refusals, up to 2 s), within the deadline.
+async fn loop_until_committed(api: &Api, envelope: &Envelope) -> (u16, Value) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (code, body) = api.post("/v1/transactions", serde_json::to_vec(envelope).unwrap()).await;
+        if code != 504 || std::time::Instant::now() > deadline {
+            return (code, body);
+        }
+    }
+}

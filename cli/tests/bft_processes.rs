@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use shardspace_core::bft::Request;
-use shardspace_node::client::{ClientReply, ClientRequest, ReplicaClient, Status};
-use shardspace_node::config::{ClusterFile, Layout, generate};
+use shardspace_node::client::{ClientReply, ClientRequest, Doors, Status};
+use shardspace_node::config::{API_CLIENT, ClusterFile, Layout, generate};
 use shardspace_testkit::processes::{Process, free_port};
 use tokio::time::Instant;
 
@@ -58,14 +58,21 @@ where
     shardspace_testkit::processes::wait_until(what, DEADLINE, condition).await;
 }
 
-async fn status(address: &str) -> Option<Status> {
-    let mut client = ReplicaClient::connect(address).await.ok()?;
+/// How the test reaches the replicas: as the cluster file's `api` client.
+fn doors(config: &Path) -> Doors {
+    let file = ClusterFile::load(config).unwrap();
+    let credentials = file.client_credentials(config.parent().unwrap(), API_CLIENT).unwrap();
+    Doors::new(&file, credentials)
+}
+
+async fn status(doors: &Doors, address: &str) -> Option<Status> {
+    let mut client = doors.connect_to(address).await.ok()?;
     client.status().await.ok()
 }
 
 /// Submits `count` requests through `address` and waits until each is decided.
-async fn submit_and_wait(address: &str, prefix: &str, count: usize) {
-    let mut client = ReplicaClient::connect(address).await.unwrap();
+async fn submit_and_wait(doors: &Doors, address: &str, prefix: &str, count: usize) {
+    let mut client = doors.connect_to(address).await.unwrap();
     let requests: Vec<Request> = (0..count).map(|i| Request::new(format!("{prefix}{i}=v"))).collect();
     client.send(&ClientRequest::Submit(requests)).await.unwrap();
     let mut decided = 0;
@@ -85,27 +92,28 @@ async fn four_replica_processes_decide_survive_a_killed_leader_and_catch_it_up()
     let config = cluster(dir.path());
     let mut replicas: Vec<Option<ReplicaProcess>> = (0..REPLICAS).map(|i| Some(start(&config, i))).collect();
     let addresses: Vec<String> = replicas.iter().map(|r| r.as_ref().unwrap().client_address.clone()).collect();
+    let doors = doors(&config);
 
-    submit_and_wait(&addresses[1], "first", 200).await;
+    submit_and_wait(&doors, &addresses[1], "first", 200).await;
 
     // Kill the leader of the current round; the others time out and go on.
-    let round = status(&addresses[1]).await.unwrap().round;
+    let round = status(&doors, &addresses[1]).await.unwrap().round;
     let leader = (round.0 % u64::from(REPLICAS)) as usize;
     replicas[leader] = None;
     let survivor = &addresses[(leader + 1) % REPLICAS as usize];
-    submit_and_wait(survivor, "second", 200).await;
+    submit_and_wait(&doors, survivor, "second", 200).await;
 
     // Restart it from its disk: it catches up to the same height and state.
     replicas[leader] = Some(start(&config, leader as u32));
-    submit_and_wait(survivor, "third", 50).await;
+    submit_and_wait(&doors, survivor, "third", 50).await;
     // The shard goes quiet; the restarted replica must then agree with a survivor on the
     // decided height, the executed count and the state digest.
     wait_until("the restarted replica has the same log and state as a survivor", || async {
-        let (restarted, same) = (status(&addresses[leader]).await, status(survivor).await);
+        let (restarted, same) = (status(&doors, &addresses[leader]).await, status(&doors, survivor).await);
         restarted.zip(same).is_some_and(|(restarted, same)| {
             (restarted.height, restarted.executed, restarted.state) == (same.height, same.executed, same.state)
         })
     })
     .await;
-    assert!(status(survivor).await.unwrap().executed >= 450);
+    assert!(status(&doors, survivor).await.unwrap().executed >= 450);
 }

@@ -137,8 +137,8 @@ async fn executed_on(cluster: &HostCluster, replicas: &[usize]) -> Vec<u64> {
     for shard in 0..SHARDS {
         let addresses = cluster.client_addresses(shard);
         for &replica in replicas {
-            let mut client =
-                shardspace_node::client::ReplicaClient::connect(&addresses[replica].to_string()).await.unwrap();
+            let address = addresses[replica].to_string();
+            let mut client = cluster.doors.connect_at(&address, shard as usize, replica).await.unwrap();
             executed.push(client.status().await.unwrap().executed);
         }
     }

@@ -23,8 +23,9 @@ use shardspace_contract_bank as bank;
 use shardspace_contract_hello as hello;
 use shardspace_core::sbac::{ATTEMPTS_AHEAD_MAX, AbortReason, AnswerBody, Attempt, ObjectStatus, ObjectView, VoteKind};
 use shardspace_core::{Envelope, Object, ShardId};
-use shardspace_node::client::{ClientReply, ClientRequest, RejectKind, ReplicaClient};
+use shardspace_node::client::{ClientReply, ClientRequest, RejectKind};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError, Outcome};
+use shardspace_node::config::API_CLIENT;
 use shardspace_testkit::cluster::{Checkers, DEADLINE, LocalCluster, Options};
 use shardspace_testkit::processes::wait_until;
 
@@ -41,8 +42,7 @@ impl Cluster {
     /// What one replica itself says about an object (signed, and checked against its shard).
     async fn replica_view(&self, shard: u32, replica: u32, object: &Object) -> Option<ObjectView> {
         let file = &self.local.file;
-        let address = &file.shards[shard as usize].replicas[replica as usize].client_address;
-        let mut client = ReplicaClient::connect(address).await.ok()?;
+        let mut client = self.local.doors.connect(shard as usize, replica as usize).await.ok()?;
         let answer = client.read(ClientRequest::Object(object.id)).await.ok()?;
         answer.verify(&file.committees().unwrap()[shard as usize]).unwrap();
         match answer.body {
@@ -54,7 +54,8 @@ impl Cluster {
 
 fn start_cluster() -> Cluster {
     let local = LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_shardspace")), SHARDS, REPLICAS, false);
-    let client = ClusterClient::new(&local.file, DEADLINE).unwrap();
+    let credentials = local.file.client_credentials(local.dir.path(), API_CLIENT).unwrap();
+    let client = ClusterClient::new(&local.file, credentials, DEADLINE).unwrap();
     Cluster { local, client }
 }
 
@@ -209,8 +210,8 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
         .unwrap();
     let json = serde_json::to_string(&told_one).unwrap();
     let mut connections = Vec::new();
-    for replica in &cluster.local.file.shards[0].replicas {
-        let mut client = ReplicaClient::connect(&replica.client_address).await.unwrap();
+    for replica in 0..cluster.local.file.shards[0].replicas.len() {
+        let mut client = cluster.local.doors.connect(0, replica).await.unwrap();
         client.send(&ClientRequest::Envelope { envelope: json.clone(), attempt: Attempt(1) }).await.unwrap();
         connections.push(client);
     }
@@ -224,8 +225,7 @@ async fn two_shards_of_real_processes_commit_across_shards_and_let_one_double_sp
     }
 
     // Bad input: refused before ordering, or aborted with its reason; nothing changes.
-    let address = cluster.local.file.shards[0].replicas[0].client_address.clone();
-    let mut replica = ReplicaClient::connect(&address).await.unwrap();
+    let mut replica = cluster.local.doors.connect(0, 0).await.unwrap();
     replica.send(&ClientRequest::Envelope { envelope: "{\"transaction\":".into(), attempt: Attempt(1) }).await.unwrap();
     match replica.receive().await.unwrap() {
         Some(ClientReply::Rejected { kind, .. }) => assert_eq!(kind, RejectKind::Invalid("malformed_json")),
@@ -267,7 +267,8 @@ async fn a_replica_that_lost_its_disk_catches_up_from_records_its_peers_serve() 
         ..shardspace_testkit::cluster::Options::test(1, REPLICAS, false)
     };
     let local = LocalCluster::with(Path::new(env!("CARGO_BIN_EXE_shardspace")), &options).unwrap();
-    let client = ClusterClient::new(&local.file, DEADLINE).unwrap();
+    let credentials = local.file.client_credentials(local.dir.path(), API_CLIENT).unwrap();
+    let client = ClusterClient::new(&local.file, credentials, DEADLINE).unwrap();
     let mut cluster = Cluster { local, client };
     cluster.local.wipe_replica(0, 3).unwrap();
     let dumps: Vec<Envelope> = (0..24)
@@ -313,7 +314,8 @@ async fn a_replica_that_lost_its_disk_catches_up_from_records_its_peers_serve() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_resumed_after_a_pause_drops_what_its_connections_buffered_and_catches_up() {
     let local = LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_shardspace")), 1, REPLICAS, false);
-    let client = ClusterClient::new(&local.file, DEADLINE).unwrap();
+    let credentials = local.file.client_credentials(local.dir.path(), API_CLIENT).unwrap();
+    let client = ClusterClient::new(&local.file, credentials, DEADLINE).unwrap();
     let mut cluster = Cluster { local, client };
     let dumps: Vec<Envelope> = (0..12)
         .map(|nonce: i64| TransactionBuilder::new("dump", "anything").parameter(nonce).output("\"kept\"").build())
@@ -361,7 +363,8 @@ async fn a_dependency_is_checked_by_its_own_contract_and_its_rejection_aborts_th
     for checkers in [Checkers::Rust, Checkers::Python] {
         let options = Options { checkers, ..Options::test(SHARDS, REPLICAS, false) };
         let local = LocalCluster::with(Path::new(env!("CARGO_BIN_EXE_shardspace")), &options).unwrap();
-        let client = ClusterClient::new(&local.file, DEADLINE).unwrap();
+        let credentials = local.file.client_credentials(local.dir.path(), API_CLIENT).unwrap();
+        let client = ClusterClient::new(&local.file, credentials, DEADLINE).unwrap();
         // Dropped (every process killed) at the end of each turn, pass or fail: one cluster at a time.
         let cluster = Cluster { local, client };
         count_visitors(&cluster, checkers).await;
@@ -459,7 +462,8 @@ async fn a_checker_in_chainspace_s_own_shape_accepts_a_call_with_a_dependency() 
     let checker_urls = [("addition".to_string(), url.clone()), ("hello".to_string(), url.clone())].into();
     let options = Options { checker_urls, ..Options::test(SHARDS, REPLICAS, false) };
     let local = LocalCluster::with(Path::new(env!("CARGO_BIN_EXE_shardspace")), &options).unwrap();
-    let client = ClusterClient::new(&local.file, DEADLINE).unwrap();
+    let credentials = local.file.client_credentials(local.dir.path(), API_CLIENT).unwrap();
+    let client = ClusterClient::new(&local.file, credentials, DEADLINE).unwrap();
     let cluster = Cluster { local, client };
 
     let init = addition::init().unwrap();
@@ -498,6 +502,7 @@ async fn hundreds_of_silent_connections_to_a_replica_never_keep_its_clients_out(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let local = LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_shardspace")), 1, REPLICAS, false);
     let address = local.client_addresses()[0][0].clone();
+    let doors = local.doors;
     let mut held = Vec::new();
     for n in 0..400 {
         let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
@@ -510,7 +515,7 @@ async fn hundreds_of_silent_connections_to_a_replica_never_keep_its_clients_out(
     let mut waits = Vec::new();
     for _ in 0..5 {
         let started = std::time::Instant::now();
-        let asked = async { ReplicaClient::connect(&address).await?.status().await };
+        let asked = async { doors.connect(0, 0).await?.status().await };
         let status = tokio::time::timeout(Duration::from_secs(5), asked).await;
         assert!(matches!(status, Ok(Ok(_))), "a new client was not served: {status:?}");
         waits.push(started.elapsed());

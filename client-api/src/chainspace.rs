@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shardspace_core::sbac::ObjectStatus;
-use shardspace_node::client::{Listing, PAGE_MAX, Page, ReplicaClient};
+use shardspace_node::client::{Listing, PAGE_MAX, Page};
 
 use crate::Shared;
 use crate::error::ApiError;
@@ -195,8 +195,9 @@ pub async fn hashchain(State(api): State<Shared>) -> Response {
         let validity = api.client.committees()[shard].validity();
         let until = tokio::time::Instant::now() + HASHCHAIN_WAIT;
         let agreed = loop {
-            let asked = addresses.iter().map(|address| async move {
-                let status = async { ReplicaClient::connect(address).await?.status().await };
+            let client = &api.client;
+            let asked = (0..addresses.len()).map(|replica| async move {
+                let status = async { client.replica_client(shard, replica).await?.status().await };
                 let status = tokio::time::timeout(STATUS_TIMEOUT, status).await.ok()?.ok()?;
                 Some((status.executed, status.state))
             });

@@ -26,6 +26,7 @@ use axum::routing::{get, post};
 use shardspace_core::{Envelope, Limits};
 use shardspace_node::cluster_client::ClusterClient;
 use shardspace_node::config::ClusterFile;
+use shardspace_node::secure::Credentials;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -79,8 +80,10 @@ pub struct Api {
 type Shared = Arc<Api>;
 
 impl Api {
-    pub fn new(file: &ClusterFile, config: ApiConfig) -> Result<Self, ApiError> {
-        let client = ClusterClient::new(file, config.wait)?;
+    /// The API of the cluster in `file`, which reaches the replicas as the client whose
+    /// key `credentials` holds.
+    pub fn new(file: &ClusterFile, credentials: Credentials, config: ApiConfig) -> Result<Self, ApiError> {
+        let client = ClusterClient::new(file, credentials, config.wait)?;
         Ok(Self {
             client,
             cluster: file.cluster.clone(),
@@ -136,18 +139,29 @@ impl Api {
         }
         let named: Vec<String> = cut_off
             .iter()
-            .map(|(shard, down)| {
+            .map(|(shard, down, refused)| {
                 let replicas = self.client.addresses()[shard.0 as usize].len();
-                format!("{down} of the {replicas} replicas of shard {}", shard.0)
+                let refused = match refused {
+                    0 => String::new(),
+                    refused => format!(" ({refused} refused this API's key)"),
+                };
+                format!("{down} of the {replicas} replicas of shard {}{refused}", shard.0)
             })
             .collect();
+        let refused = cut_off.iter().any(|(_, _, refused)| *refused > 0);
         let tx = envelope.transaction.tx_id().to_hex();
         error.message = format!(
             "no outcome within {:?}: this API cannot connect to {}; txId {tx} (it may still be decided)",
             self.config.wait,
             named.join(", ")
         );
-        error.hint = "check the network between this API and those replicas, then ask again".into();
+        error.hint = if refused {
+            "list this API's key in the cluster file's [[clients]] (`shardspace keys`), restart the replicas with it, \
+             then ask again"
+        } else {
+            "check the network between this API and those replicas, then ask again"
+        }
+        .into();
     }
 
     async fn run(&self, envelope: &Envelope) -> Result<TxOutcome, ApiError> {
@@ -249,13 +263,13 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    pub async fn bind(file: &ClusterFile, config: ApiConfig) -> Result<Self, ApiError> {
+    pub async fn bind(file: &ClusterFile, credentials: Credentials, config: ApiConfig) -> Result<Self, ApiError> {
         let listen = config.listen;
         let listener = TcpListener::bind(listen).await.map_err(|error| {
             let message = format!("cannot listen on {listen}: {error}");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", message, "is the port taken? try --listen")
         })?;
-        Ok(Self { listener, api: Arc::new(Api::new(file, config)?) })
+        Ok(Self { listener, api: Arc::new(Api::new(file, credentials, config)?) })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

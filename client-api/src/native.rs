@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shardspace_core::{ObjectId, TxId};
-use shardspace_node::client::ReplicaClient;
 
 use crate::error::ApiError;
 use crate::outcome::{TxOutcome, object_json};
@@ -85,8 +84,9 @@ pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
     let mut shards = Vec::new();
     let mut healthy = true;
     for (index, addresses) in api.client.addresses().iter().enumerate() {
-        let asked = addresses.iter().map(|address| async move {
-            let status = async { ReplicaClient::connect(address).await?.status().await };
+        let client = &api.client;
+        let asked = addresses.iter().enumerate().map(|(replica, address)| async move {
+            let status = async { client.replica_client(index, replica).await?.status().await };
             (address, tokio::time::timeout(STATUS_TIMEOUT, status).await.ok().and_then(Result::ok))
         });
         let answers = futures::future::join_all(asked).await;

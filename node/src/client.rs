@@ -1,23 +1,23 @@
-//! The request interface of a replica, for the client API and benchmarks:
-//! framed TCP (postcard). A client submits an attempt's envelope and hears back,
+//! The request interface of a replica, for the client API and benchmarks: links
+//! of `secure.rs` (frames are postcard), open only to the clients the cluster file
+//! lists (`[[clients]]`) and to the replicas. A client submits an attempt's envelope and hears back,
 //! on the same connection, that it was taken (or why not) and then the signed
 //! outcome; it may ask for an object or a transaction's record (signed answers)
 //! and for the replica's status. Raw requests (`Submit`) are ordered as they
 //! are: the BFT benchmark uses them to measure ordering alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use shardspace_core::sbac::{AnswerBody, SignedAnswer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::freeze::Freezes;
 use crate::network::decode;
+use crate::secure::{Credentials, SecureError, SecureLink};
 
 /// The largest frame a client may send.
 pub const CLIENT_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -99,6 +99,12 @@ pub struct ClientListener {
     pub listener: TcpListener,
     pub tx_core: mpsc::Sender<ClientCommand>,
     pub freezes: Arc<Freezes>,
+    /// This replica's key for its links.
+    pub credentials: Credentials,
+    /// The link keys it admits: the cluster's clients and replicas.
+    pub admitted: Arc<BTreeSet<[u8; 32]>>,
+    /// `IDLE_TIMEOUT`, shorter in tests.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl ClientListener {
@@ -127,20 +133,31 @@ impl ClientListener {
                     let Ok(permit) = permit else {
                         // Told, not left hanging in the backlog: the client knows to come back.
                         if let Ok(refusing) = Arc::clone(&refusals).try_acquire_owned() {
+                            let credentials = self.credentials.clone();
                             tokio::spawn(async move {
-                                refuse(stream, address).await;
+                                let reason = format!(
+                                    "{CLIENT_CONNECTIONS_MAX} client connections are open here: try again later"
+                                );
+                                if let Some(held_back) = REFUSAL_WARNINGS.allow() {
+                                    tracing::warn!(%address, held_back, "{CLIENT_CONNECTIONS_MAX} client connections are open and busy: one more refused");
+                                }
+                                refuse(stream, &credentials, reason).await;
                                 drop(refusing);
                             });
                         }
                         continue;
                     };
                     let (tx_core, freezes) = (self.tx_core.clone(), Arc::clone(&self.freezes));
+                    let (credentials, admitted) = (self.credentials.clone(), Arc::clone(&self.admitted));
+                    let idle_timeout = self.idle_timeout;
                     let shutdown = shutdown.clone();
                     let client = ClientId(next_client);
                     next_client += 1;
                     let silent = silent.clone();
                     tokio::spawn(async move {
-                        serve(stream, address, client, &tx_core, &freezes, shutdown, &silent).await;
+                        let door =
+                            Door { credentials: &credentials, admitted: &admitted, freezes: &freezes, idle_timeout };
+                        serve(stream, address, client, &tx_core, door, shutdown, &silent).await;
                         silent.remove(client);
                         // Its place is free before the core hears it closed.
                         drop(permit);
@@ -187,22 +204,26 @@ impl Silent {
 
 /// How long a new connection may take to send its first request.
 const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a connection that asked before may stay without a request or a reply: past
+/// `WAITING_MS_MAX`, nothing it asked is still awaited (the core forgets waiters then), so
+/// closing it loses nothing; its client reconnects when it next asks.
+pub const IDLE_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_millis(shardspace_core::sbac::replica::WAITING_MS_MAX + 30_000);
 /// How long a new connection waits for the place of the silent one it closed.
 const EVICTION_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 static REFUSAL_WARNINGS: crate::throttle::Throttle = crate::throttle::Throttle::new(std::time::Duration::from_secs(1));
 
-/// Tells a connection past `CLIENT_CONNECTIONS_MAX` why it is closed, then closes it.
-async fn refuse(stream: TcpStream, address: SocketAddr) {
-    if let Some(held_back) = REFUSAL_WARNINGS.allow() {
-        tracing::warn!(%address, held_back, "{CLIENT_CONNECTIONS_MAX} client connections are open and busy: one more refused");
-    }
-    let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
-    let mut frames = Framed::new(stream, codec);
-    let reason = format!("{CLIENT_CONNECTIONS_MAX} client connections are open here: try again later");
-    let told = frames.send(encode(&ClientReply::Error(reason)));
-    if tokio::time::timeout(REFUSAL_TIMEOUT, told).await.is_ok() {
-        linger(frames.into_inner()).await;
+/// Tells a connection why it is closed (past `CLIENT_CONNECTIONS_MAX`, or a key this replica
+/// does not admit), over a link so that the client can read it, then closes it.
+async fn refuse(stream: TcpStream, credentials: &Credentials, reason: String) {
+    let told = async {
+        let mut link = credentials.accept(stream, CLIENT_FRAME_BYTES_MAX, |_| true).await.ok()?;
+        link.send(&encode(&ClientReply::Error(reason))).await.ok()?;
+        Some(link)
+    };
+    if let Ok(Some(link)) = tokio::time::timeout(REFUSAL_TIMEOUT, told).await {
+        linger(link).await;
     }
 }
 
@@ -210,13 +231,25 @@ async fn refuse(stream: TcpStream, address: SocketAddr) {
 /// closing with its bytes unread would reset the connection, and a reset may discard the
 /// error before the client reads it. Its sending side is shut, and what it still sends is
 /// read and dropped until it closes too, for at most `LINGER_TIMEOUT`.
-async fn linger(mut stream: TcpStream) {
+async fn linger(link: SecureLink) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = link.into_stream();
     let _ = stream.shutdown().await;
     let mut drained = vec![0u8; 16 * 1024];
     let drain = async { while matches!(stream.read(&mut drained).await, Ok(read) if read > 0) {} };
     let _ = tokio::time::timeout(LINGER_TIMEOUT, drain).await;
 }
+
+/// What a connection is let in by: this replica's key, the keys it admits, and the freezes
+/// after which its frames are void.
+struct Door<'a> {
+    credentials: &'a Credentials,
+    admitted: &'a BTreeSet<[u8; 32]>,
+    freezes: &'a Freezes,
+    idle_timeout: std::time::Duration,
+}
+
+static STRANGER_WARNINGS: crate::throttle::Throttle = crate::throttle::Throttle::new(std::time::Duration::from_secs(1));
 
 /// Serves one connection: its requests go to the core, the core's replies come back on
 /// a queue of `CLIENT_QUEUE_MAX`, which the core drops when full (the client does not
@@ -226,40 +259,75 @@ async fn serve(
     address: SocketAddr,
     client: ClientId,
     tx_core: &mpsc::Sender<ClientCommand>,
-    freezes: &Freezes,
+    door: Door<'_>,
     mut shutdown: watch::Receiver<bool>,
     silent: &Silent,
 ) {
     let mut closed = silent.insert(client);
-    let _ = stream.set_nodelay(true);
     let first_request_due = tokio::time::sleep(FIRST_REQUEST_TIMEOUT);
     tokio::pin!(first_request_due);
+    let mark = door.freezes.mark();
+    // The handshake counts as the first request's time: a connection that never finishes
+    // it is closed with the silent ones.
+    let accepting = door.credentials.accept(stream, CLIENT_FRAME_BYTES_MAX, |_| true);
+    let link = tokio::select! {
+        link = accepting => link,
+        _ = &mut closed => return,
+        () = &mut first_request_due => return,
+        _ = shutdown.changed() => return,
+    };
+    let mut link = match link {
+        Ok(link) => link,
+        Err(error) => {
+            tracing::debug!(%address, %error, "client handshake failed; connection closed");
+            return;
+        }
+    };
+    if !door.admitted.contains(&link.remote) {
+        let key = hex::encode(link.remote);
+        if let Some(held_back) = STRANGER_WARNINGS.allow() {
+            tracing::warn!(%address, key, held_back, "a client whose key is not in the cluster file's [[clients]]: refused");
+        }
+        let reason = format!(
+            "this replica does not admit the client key {key} (X25519): list the client's key in the cluster \
+             file's [[clients]] (`shardspace keys`) and restart the replicas"
+        );
+        if link.send(&encode(&ClientReply::Error(reason))).await.is_ok() {
+            linger(link).await;
+        }
+        return;
+    }
     let mut asked = false;
-    let mark = freezes.mark();
-    let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
-    let (mut sink, mut frames) = Framed::new(stream, codec).split();
+    let idle_due = tokio::time::sleep(door.idle_timeout);
+    tokio::pin!(idle_due);
+    let (mut sink, mut frames) = link.split();
     let (tx_client, mut rx_replies) = mpsc::channel::<ClientReply>(CLIENT_QUEUE_MAX);
     if tx_core.send(ClientCommand::Open { client, tx_client }).await.is_err() {
         return;
     }
     loop {
         tokio::select! {
-            frame = frames.next() => {
-                if freezes.frozen_since(mark) {
+            frame = frames.receive() => {
+                if door.freezes.frozen_since(mark) {
                     // Questions asked while this replica did not run: its peers answered them.
                     tracing::debug!(%address, "a request read across a freeze: connection reset");
-                    if let Ok(framed) = sink.reunite(frames) {
-                        freezes.reset(framed.get_ref());
+                    if let Some(link) = frames.reunite(sink) {
+                        door.freezes.reset(link.stream());
                     }
                     break;
                 }
                 let request = match frame {
-                    Some(Ok(bytes)) => decode::<ClientRequest>(&bytes),
-                    Some(Err(error)) => Err(error.to_string()),
-                    None => break,
+                    Ok(Some(bytes)) => decode::<ClientRequest>(&bytes),
+                    Err(SecureError::TooLarge(max)) => Err(format!("a request frame of more than {max} bytes")),
+                    Err(error) => {
+                        tracing::debug!(%address, %error, "a client link failed; connection closed");
+                        break;
+                    }
+                    Ok(None) => break,
                 };
                 match request {
                     Ok(request) => {
+                        idle_due.as_mut().reset(tokio::time::Instant::now() + door.idle_timeout);
                         if !asked {
                             asked = true;
                             silent.remove(client);
@@ -268,9 +336,9 @@ async fn serve(
                     }
                     Err(reason) => {
                         tracing::debug!(%address, reason, "bad client frame; connection closed");
-                        let _ = sink.send(encode(&ClientReply::Error(reason))).await;
-                        if let Ok(framed) = sink.reunite(frames) {
-                            linger(framed.into_inner()).await;
+                        let _ = sink.send(&encode(&ClientReply::Error(reason))).await;
+                        if let Some(link) = frames.reunite(sink) {
+                            linger(link).await;
                         }
                         break;
                     }
@@ -278,7 +346,11 @@ async fn serve(
             }
             reply = rx_replies.recv() => {
                 let Some(reply) = reply else { break };
-                if sink.send(encode(&reply)).await.is_err() { break; }
+                idle_due.as_mut().reset(tokio::time::Instant::now() + door.idle_timeout);
+                if let Err(error) = sink.send(&encode(&reply)).await {
+                    tracing::debug!(%address, %error, "a reply could not be sent; connection closed");
+                    break;
+                }
             }
             _ = shutdown.changed() => break,
             _ = &mut closed, if !asked => {
@@ -289,6 +361,10 @@ async fn serve(
                 tracing::debug!(%address, "no request within {FIRST_REQUEST_TIMEOUT:?}: connection closed");
                 break;
             }
+            () = &mut idle_due => {
+                tracing::debug!(%address, idle = ?door.idle_timeout, "no request or reply: connection closed");
+                break;
+            }
         }
     }
 }
@@ -297,30 +373,89 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> bytes::Bytes {
     bytes::Bytes::from(postcard::to_stdvec(value).expect("encoding into memory cannot fail"))
 }
 
+/// How a client reaches every replica's request interface: each replica's address and link
+/// key (by shard, then replica), and the client's own key.
+#[derive(Clone, Debug)]
+pub struct Doors {
+    credentials: Credentials,
+    replicas: Vec<Vec<(String, [u8; 32])>>,
+}
+
+impl Doors {
+    /// The replicas of `file`, reached with `credentials` (`ClusterFile::client_credentials`).
+    pub fn new(file: &crate::config::ClusterFile, credentials: Credentials) -> Self {
+        let replicas = file.shards.iter().enumerate().map(|(shard, entry)| {
+            let replicas = entry.replicas.iter().enumerate();
+            let keyed = replicas
+                .filter_map(|(replica, r)| Some((r.client_address.clone(), file.replica_link_key(shard, replica)?)));
+            keyed.collect()
+        });
+        Self { credentials, replicas: replicas.collect() }
+    }
+
+    /// Every replica's address and link key, by shard then replica.
+    pub fn replicas(&self) -> &[Vec<(String, [u8; 32])>] {
+        &self.replicas
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// A connection to replica `replica` of shard `shard`.
+    pub async fn connect(&self, shard: usize, replica: usize) -> std::io::Result<ReplicaClient> {
+        let (address, _) = self.door(shard, replica)?;
+        self.connect_at(&address.clone(), shard, replica).await
+    }
+
+    /// A connection to that replica at another address than the cluster file's (one
+    /// resolved already, or behind a relay).
+    pub async fn connect_at(&self, address: &str, shard: usize, replica: usize) -> std::io::Result<ReplicaClient> {
+        let (_, key) = self.door(shard, replica)?;
+        ReplicaClient::connect(address, &self.credentials, key).await
+    }
+
+    /// A connection to the replica whose client address (in the cluster file) is `address`.
+    pub async fn connect_to(&self, address: &str) -> std::io::Result<ReplicaClient> {
+        let door = self.replicas.iter().flatten().find(|(known, _)| known == address);
+        let (_, key) =
+            door.ok_or_else(|| std::io::Error::other(format!("no replica of the cluster is at {address}")))?;
+        ReplicaClient::connect(address, &self.credentials, key).await
+    }
+
+    fn door(&self, shard: usize, replica: usize) -> std::io::Result<&(String, [u8; 32])> {
+        let door = self.replicas.get(shard).and_then(|replicas| replicas.get(replica));
+        door.ok_or_else(|| std::io::Error::other(format!("there is no replica {replica} of shard {shard}")))
+    }
+}
+
 /// A client of one replica's request interface (tests, benchmarks, the API).
 #[derive(Debug)]
 pub struct ReplicaClient {
-    frames: Framed<TcpStream, LengthDelimitedCodec>,
+    link: SecureLink,
 }
 
 impl ReplicaClient {
-    pub async fn connect(address: &str) -> std::io::Result<Self> {
+    /// Connects to the replica at `address`, which must hold the secret of `replica_key`
+    /// (`ClusterFile::replica_link_key`), as a client with `credentials`.
+    pub async fn connect(address: &str, credentials: &Credentials, replica_key: &[u8; 32]) -> std::io::Result<Self> {
         let stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
-        let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
-        Ok(Self { frames: Framed::new(stream, codec) })
+        crate::network::tune(&stream);
+        let link =
+            credentials.dial(stream, replica_key, CLIENT_FRAME_BYTES_MAX).await.map_err(std::io::Error::other)?;
+        Ok(Self { link })
     }
 
     pub async fn send(&mut self, request: &ClientRequest) -> std::io::Result<()> {
-        self.frames.send(encode(request)).await
+        self.link.send(&encode(request)).await.map_err(std::io::Error::other)
     }
 
     /// The next reply; `None` when the replica closed the connection.
     pub async fn receive(&mut self) -> std::io::Result<Option<ClientReply>> {
-        match self.frames.next().await {
-            Some(Ok(bytes)) => decode(&bytes).map(Some).map_err(std::io::Error::other),
-            Some(Err(error)) => Err(error),
-            None => Ok(None),
+        match self.link.receive().await {
+            Ok(Some(bytes)) => decode(&bytes).map(Some).map_err(std::io::Error::other),
+            Ok(None) => Ok(None),
+            Err(error) => Err(std::io::Error::other(error)),
         }
     }
 

@@ -15,9 +15,10 @@ use shardspace_core::{Envelope, ObjectId, ShardId, ShardMap, TxId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::client::{ClientReply, ClientRequest, Listing, Page, RejectKind, ReplicaClient};
+use crate::client::{ClientReply, ClientRequest, Doors, Listing, Page, RejectKind, ReplicaClient};
 use crate::config::ClusterFile;
 use crate::replica_link::{About, Heard, ReplicaLink, Subscriptions};
+use crate::secure::Credentials;
 
 /// What a question hears from the replicas it asked: one bounded channel per replica,
 /// merged, so that a replica flooding its own channel crowds out no other replica.
@@ -65,24 +66,40 @@ pub struct ClusterClient {
     map: ShardMap,
     /// Client addresses, by shard then replica.
     addresses: Vec<Vec<String>>,
+    /// Each replica's address and key, and this client's key.
+    doors: Doors,
     /// One long-lived connection per replica, by shard then replica; shared by clones.
     links: Arc<Vec<Vec<ReplicaLink>>>,
     deadline: Duration,
 }
 
 impl ClusterClient {
-    pub fn new(file: &ClusterFile, deadline: Duration) -> Result<Self, ClusterError> {
+    /// A client of the cluster in `file`, whose links are made with `credentials` (a key
+    /// of the file's `[[clients]]`: `ClusterFile::client_credentials`).
+    pub fn new(file: &ClusterFile, credentials: Credentials, deadline: Duration) -> Result<Self, ClusterError> {
         let committees = file.committees().map_err(ClusterError::Invalid)?;
         let shards = u32::try_from(file.shards.len()).map_err(|_| ClusterError::Invalid("too many shards".into()))?;
         let map = ShardMap::new(shards).map_err(|error| ClusterError::Invalid(error.to_string()))?;
         let addresses: Vec<Vec<String>> =
             file.shards.iter().map(|shard| shard.replicas.iter().map(|r| r.client_address.clone()).collect()).collect();
-        let links = addresses.iter().enumerate().map(|(shard, replicas)| {
+        let doors = Doors::new(file, credentials);
+        let links = doors.replicas().iter().enumerate().map(|(shard, replicas)| {
             let links = replicas.iter().enumerate();
-            links.map(|(replica, address)| ReplicaLink::new(ShardId(shard as u32), replica, address.clone())).collect()
+            links
+                .map(|(replica, (address, key))| {
+                    let credentials = doors.credentials().clone();
+                    ReplicaLink::new(ShardId(shard as u32), replica, address.clone(), *key, credentials)
+                })
+                .collect()
         });
         let links = Arc::new(links.collect());
-        Ok(Self { committees, map, addresses, links, deadline })
+        Ok(Self { committees, map, addresses, doors, links, deadline })
+    }
+
+    /// A connection of its own to one replica (for reads that are not routed by id: status,
+    /// listings).
+    pub async fn replica_client(&self, shard: usize, replica: usize) -> std::io::Result<ReplicaClient> {
+        self.doors.connect(shard, replica).await
     }
 
     pub fn map(&self) -> &ShardMap {
@@ -99,11 +116,16 @@ impl ClusterClient {
     }
 
     /// Those of `shards` of which fewer than f+1 replicas could be connected to at the last
-    /// try, with how many could not: no outcome can be heard from them.
-    pub fn cut_off(&self, shards: &[ShardId]) -> Vec<(ShardId, usize)> {
-        let down = |shard: &ShardId| self.links[shard.0 as usize].iter().filter(|link| link.is_down()).count();
-        let cut = shards.iter().map(|shard| (*shard, down(shard)));
-        cut.filter(|(shard, down)| {
+    /// try, with how many could not, and how many of those refused this client's key: no
+    /// outcome can be heard from them.
+    pub fn cut_off(&self, shards: &[ShardId]) -> Vec<(ShardId, usize, usize)> {
+        let count = |shard: &ShardId, which: fn(&ReplicaLink) -> bool| {
+            self.links[shard.0 as usize].iter().filter(|link| which(link)).count()
+        };
+        let cut = shards
+            .iter()
+            .map(|shard| (*shard, count(shard, ReplicaLink::is_down), count(shard, ReplicaLink::is_refused)));
+        cut.filter(|(shard, down, _)| {
             self.addresses[shard.0 as usize].len() - down < self.committees[shard.0 as usize].validity()
         })
         .collect()
@@ -309,8 +331,9 @@ impl ClusterClient {
         loop {
             // A round waits for a replica that is down or cut off no longer than this.
             let round_ends = deadline.min(Instant::now() + PAGE_ROUND_MAX);
-            let asked = self.addresses[shard.0 as usize].iter().map(|address| async move {
-                let asked = async { ReplicaClient::connect(address).await?.list(what, after, limit).await };
+            let asked = (0..self.addresses[shard.0 as usize].len()).map(|replica| async move {
+                let asked =
+                    async { self.replica_client(shard.0 as usize, replica).await?.list(what, after, limit).await };
                 tokio::time::timeout_at(round_ends, asked).await.ok()?.ok()
             });
             let mut answers: futures::stream::FuturesUnordered<_> = asked.collect();

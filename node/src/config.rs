@@ -12,6 +12,7 @@ use shardspace_core::ShardId;
 use shardspace_core::bft::{Committee, Config as BftConfig, KeyPair, ReplicaId};
 
 use crate::network::PeerId;
+use crate::secure::Credentials;
 
 /// Why a cluster file or key file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,23 @@ pub struct ShardEntry {
     pub replicas: Vec<ReplicaEntry>,
 }
 
+/// A client of the replicas' request interface (an API instance, a benchmark): only the
+/// clients listed, and the replicas, may open a link to a replica's client port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// Its name (`api` for the one `config gen` makes), which `shardspace api --client` takes.
+    pub name: String,
+    /// Its ed25519 public key, 64 hex digits.
+    pub public_key: String,
+    /// Its secret key's file, relative to the cluster file: needed only on its own host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+}
+
+/// The client `config gen` makes, which the API, the benchmarks and the tests use.
+pub const API_CLIENT: &str = "api";
+
 /// The whole cluster file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,11 +131,16 @@ pub struct ClusterFile {
     #[serde(default)]
     pub checkers: BTreeMap<String, String>,
     pub shards: Vec<ShardEntry>,
+    /// The clients the replicas admit (`[[clients]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientEntry>,
 }
 
 /// What one replica process needs, resolved from the cluster file.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
+    /// The cluster's name (links of one cluster are void in another).
+    pub cluster: String,
     pub shard: ShardId,
     pub keys: KeyPair,
     /// This replica's shard's committee.
@@ -126,6 +149,8 @@ pub struct NodeConfig {
     pub committees: Vec<Committee>,
     /// Every replica of the cluster: its peer address.
     pub peers: Vec<(PeerId, String)>,
+    /// The link keys (X25519) of the clients this replica admits (`[[clients]]`).
+    pub clients: Vec<[u8; 32]>,
     pub peer_address: SocketAddr,
     pub client_address: SocketAddr,
     pub metrics_address: Option<SocketAddr>,
@@ -195,7 +220,52 @@ impl ClusterFile {
                 }
             }
         }
+        let replica_keys: BTreeSet<&str> =
+            self.shards.iter().flat_map(|shard| &shard.replicas).map(|replica| replica.public_key.as_str()).collect();
+        let (mut names, mut keys) = (BTreeSet::new(), BTreeSet::new());
+        for client in &self.clients {
+            let name = format!("client {:?}", client.name);
+            if !shardspace_core::is_name(&client.name) || !names.insert(&client.name) {
+                return Err(format!("{name}: a client needs a name of its own (letters, digits, - and _)"));
+            }
+            parse_public_key(&client.public_key).map_err(|message| format!("{name}: {message}"))?;
+            if replica_keys.contains(client.public_key.as_str()) || !keys.insert(&client.public_key) {
+                return Err(format!(
+                    "{name}: its key is another client's or a replica's; make one with `shardspace keys`"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The link key of client `name`, from its key file: what `shardspace api` and the
+    /// benchmarks connect to the replicas with. `base` is the cluster file's folder.
+    pub fn client_credentials(&self, base: &Path, name: &str) -> Result<Credentials, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: base.join("cluster.toml"), message };
+        let client = self.clients.iter().find(|client| client.name == name).ok_or_else(|| {
+            invalid(format!(
+                "the cluster file lists no client {name:?} in [[clients]]: make one with `shardspace keys --name {name} \
+                 --config CLUSTER.toml`, then restart the replicas so that they admit it"
+            ))
+        })?;
+        let key_file = client.key_file.as_ref().ok_or_else(|| {
+            invalid(format!("client {name:?} has no key_file here: its secret key lives on its own host"))
+        })?;
+        let path = base.join(key_file);
+        let secret = read_key_file(&path)?;
+        if hex::encode(secret.verifying_key().as_bytes()) != client.public_key {
+            return Err(ConfigError::Invalid {
+                path,
+                message: format!("this key is not the one the cluster file lists for client {name:?}"),
+            });
+        }
+        Ok(Credentials::new(&secret, &self.cluster))
+    }
+
+    /// The link key (X25519) of a replica, which its links must prove they hold.
+    pub fn replica_link_key(&self, shard: usize, replica: usize) -> Option<[u8; 32]> {
+        let entry = self.shards.get(shard)?.replicas.get(replica)?;
+        parse_public_key(&entry.public_key).ok().map(|key| crate::secure::public_of(&key))
     }
 
     /// Every shard's committee, by shard id.
@@ -248,6 +318,7 @@ impl ClusterFile {
         }
         bft.propose_after_ms = self.bft.propose_after_ms.unwrap_or(PROPOSE_AFTER_MS);
         Ok(NodeConfig {
+            cluster: self.cluster.clone(),
             shard: ShardId(shard),
             keys: KeyPair::new(ReplicaId(replica), secret),
             committee: committees[shard as usize].clone(),
@@ -261,6 +332,12 @@ impl ClusterFile {
                         .map(|r| (PeerId { shard: ShardId(s.id), replica: ReplicaId(r.id) }, r.peer_address.clone()))
                 })
                 .collect(),
+            clients: self
+                .clients
+                .iter()
+                .map(|client| parse_public_key(&client.public_key).map(|key| crate::secure::public_of(&key)))
+                .collect::<Result<_, _>>()
+                .map_err(invalid)?,
             peer_address: listen(&own.peer_listen, &own.peer_address)?,
             client_address: listen(&own.client_listen, &own.client_address)?,
             metrics_address: own.metrics_address.as_deref().map(address).transpose()?,
@@ -412,7 +489,8 @@ fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
-/// Writes `dir/cluster.toml` and one key file per replica under `dir/keys/`.
+/// Writes `dir/cluster.toml`, one key file per replica under `dir/keys/`, and the key of
+/// the `api` client (`keys/api.key`).
 pub fn generate(layout: &Layout, dir: &Path) -> Result<PathBuf, ConfigError> {
     let write = |path: &Path, text: &str| {
         std::fs::write(path, text).map_err(|source| ConfigError::Write { path: path.into(), source })
@@ -475,18 +553,70 @@ pub fn generate(layout: &Layout, dir: &Path) -> Result<PathBuf, ConfigError> {
         CheckerPlace::Shared(url) => Some((contract.clone(), url.clone())),
         CheckerPlace::OnEachHost(_) => None,
     });
+    let seed: [u8; 32] = rand::random();
+    let api_key_file = format!("keys/{API_CLIENT}.key");
+    write(&dir.join(&api_key_file), &format!("{}\n", hex::encode(seed)))?;
+    restrict_to_owner(&dir.join(&api_key_file))?;
+    let api = ClientEntry {
+        name: API_CLIENT.into(),
+        public_key: hex::encode(SigningKey::from_bytes(&seed).verifying_key().as_bytes()),
+        key_file: Some(api_key_file),
+    };
     let file = ClusterFile {
         cluster: layout.cluster.clone(),
         checker_timeout_ms: None,
         bft: BftSettings::default(),
         checkers: shared.collect(),
         shards,
+        clients: vec![api],
     };
     file.validate().map_err(invalid)?;
     let text = toml::to_string_pretty(&file).map_err(|error| invalid(error.to_string()))?;
     let path = dir.join("cluster.toml");
     write(&path, &text)?;
     Ok(path)
+}
+
+/// Makes a key for a new client `name` of the cluster file at `path`: writes
+/// `keys/NAME.key` beside it and appends the client's `[[clients]]` entry to the file (its
+/// comments and layout stay). Replicas admit the client once they restart with the file.
+pub fn add_client(path: &Path, name: &str) -> Result<PathBuf, ConfigError> {
+    let file = ClusterFile::load(path)?;
+    let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
+    if !shardspace_core::is_name(name) {
+        return Err(invalid(format!("{name:?} is not a client name (letters, digits, - and _)")));
+    }
+    if file.clients.iter().any(|client| client.name == name) {
+        return Err(invalid(format!("the cluster file already lists a client {name:?}: choose another name")));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let key_file = format!("keys/{name}.key");
+    let key_path = base.join(&key_file);
+    if key_path.exists() {
+        return Err(ConfigError::Invalid {
+            path: key_path,
+            message: "a key file is already there: not overwritten".into(),
+        });
+    }
+    let seed: [u8; 32] = rand::random();
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).map_err(|source| ConfigError::Write { path: path.into(), source })
+    };
+    if let Some(folder) = key_path.parent() {
+        std::fs::create_dir_all(folder).map_err(|source| ConfigError::Write { path: folder.into(), source })?;
+    }
+    write(&key_path, &format!("{}\n", hex::encode(seed)))?;
+    restrict_to_owner(&key_path)?;
+    let public_key = hex::encode(SigningKey::from_bytes(&seed).verifying_key().as_bytes());
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let entry = format!("\n[[clients]]\nname = {name:?}\npublic_key = {public_key:?}\nkey_file = {key_file:?}\n");
+    write(path, &format!("{}\n{entry}", text.trim_end()))?;
+    if let Err(error) = ClusterFile::load(path) {
+        write(path, &text)?;
+        let _ = std::fs::remove_file(&key_path);
+        return Err(error);
+    }
+    Ok(key_path)
 }
 
 #[cfg(unix)]
@@ -633,5 +763,35 @@ mod tests {
             let error = ClusterFile::load(&path).unwrap_err().to_string();
             assert!(error.contains(reason), "{error} does not say {reason}");
         }
+    }
+
+    #[test]
+    fn the_api_client_of_a_generated_cluster_and_one_added_later_have_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = generate(&layout(), dir.path()).unwrap();
+        let file = ClusterFile::load(&path).unwrap();
+        let api = file.client_credentials(dir.path(), API_CLIENT).unwrap();
+        let node = file.node(dir.path(), 0, 0).unwrap();
+        assert_eq!(node.clients, vec![api.public()], "the replicas admit the api client");
+
+        let key_file = add_client(&path, "api-2").unwrap();
+        assert!(key_file.ends_with("keys/api-2.key"));
+        let file = ClusterFile::load(&path).unwrap();
+        let second = file.client_credentials(dir.path(), "api-2").unwrap();
+        assert_eq!(file.node(dir.path(), 1, 3).unwrap().clients, vec![api.public(), second.public()]);
+        for (name, reason) in [("api-2", "already lists a client"), ("no such", "not a client name")] {
+            let error = add_client(&path, name).unwrap_err().to_string();
+            assert!(error.contains(reason), "{error} does not say {reason}");
+        }
+        let error = file.client_credentials(dir.path(), "api-3").unwrap_err().to_string();
+        assert!(error.contains("shardspace keys --name api-3"), "{error}");
+
+        // A client whose key is a replica's, or another client's, is refused.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let replica_key = &file.shards[0].replicas[0].public_key;
+        let twice = format!("{text}\n[[clients]]\nname = \"copy\"\npublic_key = \"{replica_key}\"\n");
+        std::fs::write(&path, twice).unwrap();
+        let error = ClusterFile::load(&path).unwrap_err().to_string();
+        assert!(error.contains("another client's or a replica's"), "{error}");
     }
 }

@@ -36,6 +36,7 @@ use crate::core::{Core, CoreError, CoreInputs};
 use crate::freeze::Freezes;
 use crate::metrics::NodeMetrics;
 use crate::network::{NetworkCounters, PEER_STALE_AFTER, PeerId, PeerListener, PeerSender};
+use crate::secure::Credentials;
 use crate::store::{Store, StoreError};
 
 /// Messages from peers waiting for the core.
@@ -101,16 +102,17 @@ pub async fn run(
     let (tx_core, rx_peers) = mpsc::channel(CORE_QUEUE_MAX);
     let (tx_clients, rx_clients) = mpsc::channel(CLIENT_COMMANDS_MAX);
     let own = PeerId { shard: config.shard, replica: config.keys.id };
+    let credentials = Credentials::new(config.keys.signing_key(), &config.cluster);
     let peers: BTreeMap<_, _> = config
         .peers
         .iter()
         .filter(|(id, _)| *id != own)
         .map(|(id, address)| {
+            let key = network::link_key(&config.committees, *id).expect("every peer is in a committee");
             let sender = PeerSender::start(
                 address.clone(),
-                *id,
-                config.keys.clone(),
-                config.committee.clone(),
+                (*id, key),
+                credentials.clone(),
                 Arc::clone(&counters),
                 shutdown.clone(),
                 PEER_STALE_AFTER,
@@ -124,12 +126,23 @@ pub async fn run(
         listener: peer_listener,
         committees: committees.clone(),
         own,
+        credentials: credentials.clone(),
         tx_core,
         counters: Arc::clone(&counters),
         freezes: Arc::clone(&freezes),
     };
     tokio::spawn(listener.run(shutdown.clone()));
-    let clients = ClientListener { listener: client_listener, tx_core: tx_clients, freezes: Arc::clone(&freezes) };
+    // The request interface admits the cluster's clients, and its replicas.
+    let replicas = config.peers.iter().filter_map(|(id, _)| network::link_key(&config.committees, *id));
+    let admitted = Arc::new(config.clients.iter().copied().chain(replicas).collect());
+    let clients = ClientListener {
+        listener: client_listener,
+        tx_core: tx_clients,
+        freezes: Arc::clone(&freezes),
+        credentials: credentials.clone(),
+        admitted,
+        idle_timeout: crate::client::IDLE_TIMEOUT,
+    };
     tokio::spawn(clients.run(shutdown.clone()));
     let (tx_checked, rx_checked) = mpsc::channel(CHECKED_QUEUE_MAX);
     let client = CheckerClient::new(CheckerClientLimits::giving_up_after(config.checker_timeout))

@@ -1,7 +1,7 @@
-//! The peer network of the cluster: framed TCP (length-delimited, postcard,
-//! TCP_NODELAY) between every pair of replicas. `PeerListener` accepts
-//! connections, authenticates the peer (of any shard) with a signed answer to
-//! a fresh challenge, and hands its frames to the core; `PeerSender` keeps one
+//! The peer network of the cluster: links of `secure.rs` (Noise IK over TCP,
+//! TCP_NODELAY; frames are postcard) between every pair of replicas, keyed by the
+//! replicas' keys of the cluster file. `PeerListener` accepts connections, admits
+//! only the cluster's replicas (of any shard), and hands their frames to the core; `PeerSender` keeps one
 //! outgoing connection per peer, behind a bounded queue, and reconnects with
 //! backoff. Replicas of the same shard exchange every kind of frame; a replica
 //! of another shard may send only S-BAC votes and envelopes. A bad frame closes
@@ -14,18 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ed25519_dalek::Signature;
-use futures::{SinkExt, StreamExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use shardspace_core::bft::{Committee, KeyPair};
+use shardspace_core::bft::Committee;
 pub use shardspace_core::sbac::replica::{Frame, PeerId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::freeze::Freezes;
+use crate::secure::{Credentials, SecureError, SecureLink, public_of};
 
 /// The largest frame between replicas (a sync answer of 16 full blocks fits).
 pub const FRAME_BYTES_MAX: usize = 24 * 1024 * 1024;
@@ -38,11 +36,12 @@ pub const PEER_QUEUE_MAX: usize = 4_096;
 pub const PEER_STALE_AFTER: Duration = Duration::from_secs(2);
 /// The largest frame from a replica of another shard (votes and envelopes only).
 pub const CROSS_SHARD_FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// The largest frame before the peer is authenticated (the challenge and its answer).
-pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 4 * 1024;
+/// The largest frame before the peer is known (none is sent before; the handshake's own
+/// records are at most 64 KiB).
+const HANDSHAKE_FRAME_BYTES_MAX: usize = 4 * 1024;
 /// Connections in their handshake at once; more wait to be served.
 pub const HANDSHAKES_MAX: usize = 64;
-/// How long a peer has to answer the challenge.
+/// How long a peer has for its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
@@ -68,22 +67,18 @@ pub fn tune(stream: &TcpStream) {
     }
 }
 
-/// What the listener sends first: sign it to prove who you are.
-#[derive(Debug, Serialize, Deserialize)]
-struct Challenge {
-    nonce: [u8; 32],
+/// The replica whose key a link's other end holds, of any shard.
+pub fn peer_of(committees: &[Committee], key: &[u8; 32]) -> Option<PeerId> {
+    committees.iter().find_map(|committee| {
+        let replica =
+            committee.replicas().find(|replica| committee.key(*replica).is_some_and(|k| public_of(k) == *key))?;
+        Some(PeerId { shard: committee.shard(), replica })
+    })
 }
 
-/// The dialer's answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Hello {
-    pub from: PeerId,
-    pub signature: Signature,
-}
-
-/// What a dialer signs: the challenge and who it is talking to, in its own shard's domain.
-pub fn hello_bytes(dialer: &Committee, nonce: &[u8; 32], listener: PeerId) -> Vec<u8> {
-    dialer.signing_bytes("hello", &[nonce, &listener.shard.0.to_be_bytes(), &listener.replica.0.to_be_bytes()])
+/// The key a replica's links are made with (`secure::public_of` its listed key).
+pub fn link_key(committees: &[Committee], peer: PeerId) -> Option<[u8; 32]> {
+    committees.get(peer.shard.0 as usize)?.key(peer.replica).map(public_of)
 }
 
 /// Counts of what the network dropped, for logs and metrics.
@@ -92,11 +87,6 @@ pub struct NetworkCounters {
     pub frames_rejected: AtomicU64,
     pub handshakes_rejected: AtomicU64,
     pub sends_dropped: AtomicU64,
-}
-
-fn framed(stream: TcpStream, max_frame_length: usize) -> Framed<TcpStream, LengthDelimitedCodec> {
-    let codec = LengthDelimitedCodec::builder().max_frame_length(max_frame_length).new_codec();
-    Framed::new(stream, codec)
 }
 
 /// Decodes a whole frame: trailing bytes are an error.
@@ -119,6 +109,8 @@ pub struct PeerListener {
     /// Every shard's committee, by shard id.
     pub committees: Vec<Committee>,
     pub own: PeerId,
+    /// This replica's key for its links.
+    pub credentials: Credentials,
     pub tx_core: mpsc::Sender<(PeerId, Frame)>,
     pub counters: Arc<NetworkCounters>,
     pub freezes: Arc<Freezes>,
@@ -155,50 +147,51 @@ impl PeerListener {
         handshakes: Arc<tokio::sync::Semaphore>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let _ = stream.set_nodelay(true);
+        tune(&stream);
         let mark = self.freezes.mark();
         // Until the peer is known, frames are small and handshakes few: a stranger cannot
         // make this replica reserve memory.
         let Ok(_handshaking) = handshakes.acquire().await else { return };
-        let mut frames = framed(stream, HANDSHAKE_FRAME_BYTES_MAX);
-        let peer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut frames)).await {
-            Ok(Ok(peer)) => peer,
-            Ok(Err(reason)) => {
+        let known = |key: &[u8; 32]| peer_of(&self.committees, key).is_some_and(|peer| peer != self.own);
+        let accepting = self.credentials.accept(stream, HANDSHAKE_FRAME_BYTES_MAX, known);
+        let reason = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting).await {
+            Ok(Ok(link)) => Ok(link),
+            Ok(Err(SecureError::Stranger(key))) => Err(format!("the key {key} is not a replica's of this cluster")),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no handshake within {HANDSHAKE_TIMEOUT:?}")),
+        };
+        let (mut link, peer) = match reason.map(|link| (peer_of(&self.committees, &link.remote), link)) {
+            Ok((Some(peer), link)) => (link, peer),
+            Ok((None, _)) => return,
+            Err(reason) => {
                 self.counters.handshakes_rejected.fetch_add(1, Ordering::Relaxed);
                 if let Some(held_back) = HANDSHAKE_WARNINGS.allow() {
                     tracing::warn!(%address, reason, held_back, "peer handshake rejected; connection closed");
                 }
                 return;
             }
-            Err(_) => {
-                self.counters.handshakes_rejected.fetch_add(1, Ordering::Relaxed);
-                if let Some(held_back) = HANDSHAKE_WARNINGS.allow() {
-                    tracing::warn!(%address, held_back, "peer did not answer the challenge in time; connection closed");
-                }
-                return;
-            }
         };
         drop(_handshaking);
         let frame_bytes_max = if peer.shard == self.own.shard { FRAME_BYTES_MAX } else { CROSS_SHARD_FRAME_BYTES_MAX };
-        frames.codec_mut().set_max_frame_length(frame_bytes_max);
+        link.set_frame_bytes_max(frame_bytes_max);
         tracing::debug!(%address, %peer, "peer connected");
         loop {
             let frame = tokio::select! {
-                frame = frames.next() => frame,
+                frame = link.receive() => frame,
                 _ = shutdown.changed() => return,
             };
             let bytes = match frame {
-                Some(Ok(bytes)) => bytes,
-                Some(Err(error)) => {
+                Ok(Some(bytes)) => bytes,
+                Err(error) => {
                     self.counters.frames_rejected.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%peer, %error, "bad frame from peer; connection closed");
                     return;
                 }
-                None => return,
+                Ok(None) => return,
             };
             if self.freezes.frozen_since(mark) {
                 tracing::debug!(%peer, "a frame read across a freeze: connection reset");
-                self.freezes.reset(frames.get_ref());
+                self.freezes.reset(link.stream());
                 return;
             }
             match decode::<Frame>(&bytes) {
@@ -220,25 +213,6 @@ impl PeerListener {
             }
         }
     }
-
-    /// Sends a fresh challenge; the answer must be signed by a replica of the cluster.
-    async fn handshake(&self, frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Result<PeerId, String> {
-        let nonce: [u8; 32] = rand::random();
-        frames.send(encode(&Challenge { nonce })).await.map_err(|error| error.to_string())?;
-        let frame = frames.next().await.ok_or("closed before answering")?.map_err(|error| error.to_string())?;
-        let hello: Hello = decode(&frame)?;
-        if hello.from == self.own {
-            return Err("a peer claims to be this replica".into());
-        }
-        let committee = self
-            .committees
-            .get(hello.from.shard.0 as usize)
-            .ok_or_else(|| format!("a peer claims to be of {}, which is not in the cluster", hello.from.shard))?;
-        committee
-            .verify(hello.from.replica, &hello_bytes(committee, &nonce, self.own), &hello.signature)
-            .map_err(|error| error.to_string())?;
-        Ok(hello.from)
-    }
 }
 
 /// The queue of messages to one peer, and the task that delivers them.
@@ -251,18 +225,17 @@ pub struct PeerSender {
 impl PeerSender {
     /// Starts the task that connects to `peer` at `address`; frames that waited longer
     /// than `stale_after` are dropped (`PEER_STALE_AFTER` in the node, shorter in tests).
-    /// `own_committee` is the dialer's (this replica's) committee: it signs the handshake.
+    /// The link is made with `credentials` (this replica's), to the holder of `peer_key`.
     pub fn start(
         address: String,
-        peer: PeerId,
-        keys: KeyPair,
-        own_committee: Committee,
+        (peer, peer_key): (PeerId, [u8; 32]),
+        credentials: Credentials,
         counters: Arc<NetworkCounters>,
         shutdown: watch::Receiver<bool>,
         stale_after: Duration,
     ) -> Self {
         let (tx_peer, rx_messages) = mpsc::channel(PEER_QUEUE_MAX);
-        let connection = Connection { address, peer, keys, committee: own_committee, stale_after };
+        let connection = Connection { address, peer, peer_key, credentials, stale_after };
         tokio::spawn(connection.run(rx_messages, Arc::clone(&counters), shutdown));
         Self { tx_peer, counters }
     }
@@ -283,8 +256,8 @@ impl PeerSender {
 struct Connection {
     address: String,
     peer: PeerId,
-    keys: KeyPair,
-    committee: Committee,
+    peer_key: [u8; 32],
+    credentials: Credentials,
     stale_after: Duration,
 }
 
@@ -302,7 +275,7 @@ impl Connection {
                 _ = shutdown.changed() => return,
             };
             match connected {
-                Ok(mut frames) => {
+                Ok(mut link) => {
                     delay = RECONNECT_DELAY_MIN;
                     loop {
                         let message = tokio::select! {
@@ -314,7 +287,7 @@ impl Connection {
                             counters.sends_dropped.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
-                        if let Err(error) = frames.send(message).await {
+                        if let Err(error) = link.send(&message).await {
                             tracing::debug!(peer = %self.peer, %error, "connection to peer lost; reconnecting");
                             break;
                         }
@@ -330,23 +303,16 @@ impl Connection {
         }
     }
 
-    async fn connect(&self) -> Result<Framed<TcpStream, LengthDelimitedCodec>, String> {
+    async fn connect(&self) -> Result<SecureLink, String> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
             .await
             .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))?
             .map_err(|error| error.to_string())?;
         tune(&stream);
-        let mut frames = framed(stream, FRAME_BYTES_MAX);
-        let answer = async {
-            let frame = frames.next().await.ok_or("closed before the challenge")?.map_err(|e| e.to_string())?;
-            let challenge: Challenge = decode(&frame)?;
-            let signature = self.keys.sign(&hello_bytes(&self.committee, &challenge.nonce, self.peer));
-            let from = PeerId { shard: self.committee.shard(), replica: self.keys.id };
-            frames.send(encode(&Hello { from, signature })).await.map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, answer)
+        let dialing = self.credentials.dial(stream, &self.peer_key, FRAME_BYTES_MAX);
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing)
             .await
-            .map_err(|_| "the challenge did not come in time".to_string())??;
-        Ok(frames)
+            .map_err(|_| format!("no handshake within {HANDSHAKE_TIMEOUT:?}"))?
+            .map_err(|error| error.to_string())
     }
 }

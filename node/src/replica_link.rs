@@ -12,16 +12,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use shardspace_core::sbac::AnswerBody;
 use shardspace_core::{ObjectId, ShardId, TxId};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::client::{CLIENT_FRAME_BYTES_MAX, ClientReply, ClientRequest, encode};
 use crate::network::decode;
+use crate::secure::{Credentials, SecureLink};
 
 /// Requests waiting to be written to one replica; more are dropped (that replica is silent
 /// on them, as a slow replica is).
@@ -30,7 +29,7 @@ const LINK_QUEUE_MAX: usize = 4_096;
 /// reading (paused, or overloaded), its peers answered, and a replica that resumes should
 /// not spend itself, and its checker, on a backlog of questions nobody waits for.
 const LINK_STALE_AFTER: Duration = Duration::from_secs(1);
-/// How long a connection attempt may take.
+/// How long a connection attempt may take, its handshake included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a connection that failed, or closed before the replica answered anything, the
 /// next attempt waits this long, doubled at each failure up to `RECONNECT_DELAY_MAX`;
@@ -40,6 +39,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// shard's, in a test) still gets the questions asked in the first delay.
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
+
+/// Refusals heard from replicas (a key they do not admit, too many connections): at
+/// most one warning a second.
+static REFUSED_WARNINGS: crate::throttle::Throttle = crate::throttle::Throttle::new(Duration::from_secs(1));
 
 /// What a reply is about, to route it: an envelope's progress and outcome, or the answer
 /// to a read (`ClientReply::Record`) of a transaction's record or of an object.
@@ -65,11 +68,16 @@ pub struct ReplicaLink {
     shard: ShardId,
     replica: usize,
     address: String,
+    /// The replica's link key, and this client's.
+    keys: Arc<([u8; 32], Credentials)>,
     routes: Arc<Mutex<Routes>>,
     outgoing: Mutex<Option<mpsc::Sender<(Instant, ClientRequest)>>>,
     /// Whether the link has no connection since its last attempt failed or its connection
     /// was lost (false before the first attempt).
     down: Arc<AtomicBool>,
+    /// Whether the replica's last word on this link was a refusal of this client (its key
+    /// is not in the cluster file the replica runs with).
+    refused: Arc<AtomicBool>,
     /// `LINK_STALE_AFTER`, shorter in tests.
     stale_after: Duration,
 }
@@ -93,16 +101,31 @@ impl Drop for Subscriptions {
 }
 
 impl ReplicaLink {
-    pub fn new(shard: ShardId, replica: usize, address: String) -> Self {
+    /// A link to the replica at `address`, which must hold the secret of `replica_key`,
+    /// made with this client's `credentials`.
+    pub fn new(
+        shard: ShardId,
+        replica: usize,
+        address: String,
+        replica_key: [u8; 32],
+        credentials: Credentials,
+    ) -> Self {
         let stale_after = LINK_STALE_AFTER;
         let (routes, outgoing, down) = (Arc::default(), Mutex::new(None), Arc::new(AtomicBool::new(false)));
-        Self { shard, replica, address, routes, outgoing, down, stale_after }
+        let refused = Arc::new(AtomicBool::new(false));
+        let keys = Arc::new((replica_key, credentials));
+        Self { shard, replica, address, keys, routes, outgoing, down, refused, stale_after }
     }
 
     /// The link lost its connection or could not make one: the replica is down, or cut off
     /// from here.
     pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
+        self.down.load(Ordering::Relaxed) || self.is_refused()
+    }
+
+    /// The replica refused this client the last time it was reached.
+    pub fn is_refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Sends `request`, routing replies about `about` to `heard` until `subscriptions` drop.
@@ -127,9 +150,15 @@ impl ReplicaLink {
             Some(sender) if !sender.is_closed() => sender.clone(),
             _ => {
                 let (sender, receiver) = mpsc::channel(LINK_QUEUE_MAX);
-                let (shard, replica, address) = (self.shard, self.replica, self.address.clone());
+                let target = Target {
+                    shard: self.shard,
+                    replica: self.replica,
+                    address: self.address.clone(),
+                    keys: Arc::clone(&self.keys),
+                };
                 let (routes, down) = (Arc::clone(&self.routes), Arc::clone(&self.down));
-                tokio::spawn(run(shard, replica, address, receiver, routes, down, self.stale_after));
+                let refused = Arc::clone(&self.refused);
+                tokio::spawn(run(target, receiver, routes, (down, refused), self.stale_after));
                 *outgoing = Some(sender.clone());
                 sender
             }
@@ -140,39 +169,71 @@ impl ReplicaLink {
     }
 }
 
+/// The replica a link's task connects to.
+struct Target {
+    shard: ShardId,
+    replica: usize,
+    address: String,
+    keys: Arc<([u8; 32], Credentials)>,
+}
+
+impl Target {
+    async fn connect(&self) -> Result<SecureLink, String> {
+        let connecting = async {
+            let stream = TcpStream::connect(&self.address).await.map_err(|error| error.to_string())?;
+            crate::network::tune(&stream);
+            let (replica_key, credentials) = &*self.keys;
+            credentials.dial(stream, replica_key, CLIENT_FRAME_BYTES_MAX).await.map_err(|error| error.to_string())
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
+    }
+}
+
 /// Connects when there is something to send, writes requests and routes replies; after a
 /// failure it waits a while (`RECONNECT_DELAY_MIN`) and connects again for the next
 /// request. A request that waited past `stale_after` is dropped.
 async fn run(
-    shard: ShardId,
-    replica: usize,
-    address: String,
+    target: Target,
     mut outgoing: mpsc::Receiver<(Instant, ClientRequest)>,
     routes: Arc<Mutex<Routes>>,
-    down: Arc<AtomicBool>,
+    (down, refused): (Arc<AtomicBool>, Arc<AtomicBool>),
     stale_after: Duration,
 ) {
+    let (shard, replica, address) = (target.shard, target.replica, target.address.clone());
     let mut delay = RECONNECT_DELAY_MIN;
     while let Some(first) = outgoing.recv().await {
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await;
-        down.store(!matches!(connected, Ok(Ok(_))), Ordering::Relaxed);
-        let Ok(Ok(stream)) = connected else {
-            tracing::debug!(%address, ?delay, "cannot connect to the replica; trying again after a delay");
-            back_off(&mut delay).await;
-            continue;
+        let connected = target.connect().await;
+        down.store(connected.is_err(), Ordering::Relaxed);
+        let link = match connected {
+            Ok(link) => link,
+            Err(reason) => {
+                tracing::debug!(%address, ?delay, reason, "cannot connect to the replica; trying again after a delay");
+                back_off(&mut delay).await;
+                continue;
+            }
         };
-        crate::network::tune(&stream);
-        let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
-        let (mut sink, mut frames) = Framed::new(stream, codec).split();
+        let (mut sink, mut frames) = link.split();
         // Replies are read by their own task, so that a write waiting on a full socket never
         // stops this side from reading (two peers each waiting to write would hang).
         let answered = Arc::new(AtomicBool::new(false));
         let mut reader = {
             let (routes, address, answered) = (Arc::clone(&routes), address.clone(), Arc::clone(&answered));
+            let refused = Arc::clone(&refused);
             tokio::spawn(async move {
-                while let Some(Ok(bytes)) = frames.next().await {
+                while let Ok(Some(bytes)) = frames.receive().await {
                     answered.store(true, Ordering::Relaxed);
-                    match decode::<ClientReply>(&bytes) {
+                    let reply = decode::<ClientReply>(&bytes);
+                    refused.store(matches!(reply, Ok(ClientReply::Error(_))), Ordering::Relaxed);
+                    match reply {
+                        // Said only before the replica closes: it refused this client.
+                        Ok(ClientReply::Error(reason)) => {
+                            if let Some(held_back) = REFUSED_WARNINGS.allow() {
+                                tracing::warn!(%address, reason, held_back, "a replica refused this client");
+                            }
+                            return;
+                        }
                         Ok(reply) => route(shard, replica, reply, &routes),
                         Err(error) => {
                             tracing::debug!(%address, %error, "an unreadable reply: connection dropped");
@@ -198,7 +259,7 @@ async fn run(
             if asked_at.elapsed() > stale_after {
                 continue;
             }
-            if sink.send(encode(&request)).await.is_err() {
+            if sink.send(&encode(&request)).await.is_err() {
                 break;
             }
         }
@@ -264,9 +325,26 @@ mod tests {
     }
 
     /// The next request a fake replica reads.
-    async fn next_request(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> ClientRequest {
-        let frame = tokio::time::timeout(DEADLINE, frames.next()).await.unwrap().unwrap().unwrap();
+    async fn next_request(link: &mut SecureLink) -> ClientRequest {
+        let frame = tokio::time::timeout(DEADLINE, link.receive()).await.unwrap().unwrap().unwrap();
         decode::<ClientRequest>(&frame).unwrap()
+    }
+
+    /// The fake replica's key.
+    fn replica() -> Credentials {
+        Credentials::new(&ed25519_dalek::SigningKey::from_bytes(&[1; 32]), "test")
+    }
+
+    /// A link to the fake replica listening on `listener`.
+    fn link_to(listener: &TcpListener) -> ReplicaLink {
+        let client = Credentials::new(&ed25519_dalek::SigningKey::from_bytes(&[2; 32]), "test");
+        let address = listener.local_addr().unwrap().to_string();
+        ReplicaLink::new(ShardId(0), 0, address, replica().public(), client)
+    }
+
+    /// The fake replica's end of a connection.
+    async fn accept(stream: TcpStream) -> SecureLink {
+        replica().accept(stream, CLIENT_FRAME_BYTES_MAX, |_| true).await.unwrap()
     }
 
     /// Requests asked faster than the link writes them (here all at once, before its task
@@ -276,7 +354,7 @@ mod tests {
     #[tokio::test]
     async fn requests_past_link_queue_max_are_dropped_and_the_queued_ones_all_arrive_in_order() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut link = ReplicaLink::new(ShardId(0), 0, listener.local_addr().unwrap().to_string());
+        let mut link = link_to(&listener);
         link.stale_after = DEADLINE; // none grows stale here, however slow the machine
         let (heard, _replies) = mpsc::channel(1);
         let mut subscriptions = Subscriptions::default();
@@ -285,8 +363,7 @@ mod tests {
             link.ask(About::Outcome(TxId([0; 32])), numbered(n), heard.clone(), &mut subscriptions);
         }
         let (stream, _) = tokio::time::timeout(DEADLINE, listener.accept()).await.unwrap().unwrap();
-        let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
-        let mut replica = Framed::new(stream, codec);
+        let mut replica = accept(stream).await;
         for n in 0..LINK_QUEUE_MAX {
             assert_eq!(number_of(&next_request(&mut replica).await), u32::try_from(n).unwrap());
         }
@@ -301,7 +378,7 @@ mod tests {
     #[tokio::test]
     async fn requests_that_waited_past_stale_after_for_a_replica_that_stopped_reading_are_dropped() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut link = ReplicaLink::new(ShardId(0), 0, listener.local_addr().unwrap().to_string());
+        let mut link = link_to(&listener);
         link.stale_after = Duration::from_millis(200);
         let (heard, _replies) = mpsc::channel(1);
         let mut subscriptions = Subscriptions::default();
@@ -317,8 +394,7 @@ mod tests {
         let (stream, _) = tokio::time::timeout(DEADLINE, listener.accept()).await.unwrap().unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await; // the queued ones grow stale
         link.ask(About::Outcome(TxId([0; 32])), big(asked), heard, &mut subscriptions);
-        let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
-        let mut replica = Framed::new(stream, codec);
+        let mut replica = accept(stream).await;
         let mut received = Vec::new();
         loop {
             let ClientRequest::Envelope { envelope, .. } = next_request(&mut replica).await else {
@@ -342,7 +418,7 @@ mod tests {
     #[tokio::test]
     async fn a_replica_that_drops_every_connection_is_tried_again_after_growing_delays() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let link = ReplicaLink::new(ShardId(0), 0, listener.local_addr().unwrap().to_string());
+        let link = link_to(&listener);
         let serving = Arc::new(AtomicBool::new(false));
         let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (tx_served, mut served) = mpsc::channel(1);
@@ -355,8 +431,7 @@ mod tests {
                         attempts.fetch_add(1, Ordering::SeqCst);
                         continue; // dropped: closed at once
                     }
-                    let codec = LengthDelimitedCodec::builder().max_frame_length(CLIENT_FRAME_BYTES_MAX).new_codec();
-                    let _ = tx_served.send(next_request(&mut Framed::new(stream, codec)).await).await;
+                    let _ = tx_served.send(next_request(&mut accept(stream).await).await).await;
                     return;
                 }
             }

@@ -15,7 +15,8 @@
 //! bound); a frame longer than one record is sent in pieces, each sealed, the first
 //! byte of each saying whether more follow.
 //!
-//! Not yet wired into the peer network or the request interface (issue 17, part 4).
+//! Used by the peer network (`network.rs`) and the request interface (`client.rs`,
+//! `replica_link.rs`).
 
 use std::sync::Arc;
 
@@ -84,15 +85,53 @@ fn handshake_error(error: snow::Error) -> SecureError {
     SecureError::Handshake(error.to_string())
 }
 
+/// Who a process is on the cluster's links: its static key, and the cluster it belongs to.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    key: StaticKey,
+    cluster: String,
+}
+
+impl Credentials {
+    pub fn new(signing: &SigningKey, cluster: &str) -> Self {
+        Self { key: StaticKey::of(signing), cluster: cluster.into() }
+    }
+
+    /// The X25519 public key others admit or expect.
+    pub fn public(&self) -> [u8; 32] {
+        self.key.public
+    }
+
+    /// Dials: the listener must hold the secret of `expected`.
+    pub async fn dial(
+        &self,
+        stream: TcpStream,
+        expected: &[u8; 32],
+        frame_bytes_max: usize,
+    ) -> Result<SecureLink, SecureError> {
+        dial(stream, &self.key, expected, &self.cluster, frame_bytes_max).await
+    }
+
+    /// Accepts: the dialer's key must be one `admit` knows.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        frame_bytes_max: usize,
+        admit: impl Fn(&[u8; 32]) -> bool,
+    ) -> Result<SecureLink, SecureError> {
+        accept(stream, &self.key, &self.cluster, frame_bytes_max, admit).await
+    }
+}
+
+type Records = Framed<TcpStream, LengthDelimitedCodec>;
+
 /// One end of an authenticated link.
 pub struct SecureLink {
-    frames: Framed<TcpStream, LengthDelimitedCodec>,
-    state: Arc<StatelessTransportState>,
+    records: Records,
+    sealing: Sealing,
+    opening: Opening,
     /// The other end's static key.
     pub remote: [u8; 32],
-    frame_bytes_max: usize,
-    sent: u64,
-    received: u64,
 }
 
 impl std::fmt::Debug for SecureLink {
@@ -101,16 +140,49 @@ impl std::fmt::Debug for SecureLink {
     }
 }
 
-fn records(stream: TcpStream) -> Framed<TcpStream, LengthDelimitedCodec> {
+/// The sending side's state: the next nonce and the largest frame.
+struct Sealing {
+    state: Arc<StatelessTransportState>,
+    next: u64,
+    frame_bytes_max: usize,
+}
+
+/// The receiving side's state. The pieces of a frame read so far are kept here, so that
+/// a `receive` dropped between records (in a `select!`) loses nothing.
+struct Opening {
+    state: Arc<StatelessTransportState>,
+    next: u64,
+    frame_bytes_max: usize,
+    partial: BytesMut,
+    plain: Vec<u8>,
+}
+
+fn records(stream: TcpStream) -> Records {
     let codec = LengthDelimitedCodec::builder().max_frame_length(RECORD_BYTES_MAX).new_codec();
     Framed::new(stream, codec)
 }
 
-async fn next_record(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Result<BytesMut, SecureError> {
-    match frames.next().await {
+async fn next_record(records: &mut Records) -> Result<BytesMut, SecureError> {
+    match records.next().await {
         Some(Ok(record)) => Ok(record),
         Some(Err(error)) => Err(SecureError::Io(error)),
         None => Err(SecureError::Closed),
+    }
+}
+
+fn transport(records: Records, state: StatelessTransportState, remote: [u8; 32], frame_bytes_max: usize) -> SecureLink {
+    let state = Arc::new(state);
+    SecureLink {
+        records,
+        sealing: Sealing { state: Arc::clone(&state), next: 0, frame_bytes_max },
+        opening: Opening {
+            state,
+            next: 0,
+            frame_bytes_max,
+            partial: BytesMut::new(),
+            plain: vec![0; RECORD_BYTES_MAX],
+        },
+        remote,
     }
 }
 
@@ -130,14 +202,14 @@ pub async fn dial(
         .and_then(|builder| builder.prologue(&prologue))
         .and_then(snow::Builder::build_initiator)
         .map_err(handshake_error)?;
-    let mut frames = records(stream);
+    let mut records = records(stream);
     let mut message = vec![0u8; RECORD_BYTES_MAX];
     let written = handshake.write_message(&[], &mut message).map_err(handshake_error)?;
-    frames.send(Bytes::copy_from_slice(&message[..written])).await?;
-    let answer = next_record(&mut frames).await?;
+    records.send(Bytes::copy_from_slice(&message[..written])).await?;
+    let answer = next_record(&mut records).await?;
     handshake.read_message(&answer, &mut message).map_err(handshake_error)?;
     let state = handshake.into_stateless_transport_mode().map_err(handshake_error)?;
-    Ok(SecureLink { frames, state: Arc::new(state), remote: *expected, frame_bytes_max, sent: 0, received: 0 })
+    Ok(transport(records, state, *expected, frame_bytes_max))
 }
 
 /// Accepts: the dialer's key must be one `admit` knows.
@@ -155,8 +227,8 @@ pub async fn accept(
         .and_then(|builder| builder.prologue(&prologue))
         .and_then(snow::Builder::build_responder)
         .map_err(handshake_error)?;
-    let mut frames = records(stream);
-    let first = next_record(&mut frames).await?;
+    let mut records = records(stream);
+    let first = next_record(&mut records).await?;
     let mut message = vec![0u8; RECORD_BYTES_MAX];
     handshake.read_message(&first, &mut message).map_err(handshake_error)?;
     let remote: [u8; 32] = handshake
@@ -167,60 +239,146 @@ pub async fn accept(
         return Err(SecureError::Stranger(hex::encode(remote)));
     }
     let written = handshake.write_message(&[], &mut message).map_err(handshake_error)?;
-    frames.send(Bytes::copy_from_slice(&message[..written])).await?;
+    records.send(Bytes::copy_from_slice(&message[..written])).await?;
     let state = handshake.into_stateless_transport_mode().map_err(handshake_error)?;
-    Ok(SecureLink { frames, state: Arc::new(state), remote, frame_bytes_max, sent: 0, received: 0 })
+    Ok(transport(records, state, remote, frame_bytes_max))
 }
 
-impl SecureLink {
-    /// Seals and sends one frame (in pieces if it is longer than a record).
-    pub async fn send(&mut self, frame: &[u8]) -> Result<(), SecureError> {
+impl Sealing {
+    /// Seals one frame into records (in pieces if it is longer than one) and sends them.
+    async fn send<S>(&mut self, records: &mut S, frame: &[u8]) -> Result<(), SecureError>
+    where
+        S: futures::Sink<Bytes, Error = std::io::Error> + Unpin,
+    {
         if frame.len() > self.frame_bytes_max {
             return Err(SecureError::TooLarge(self.frame_bytes_max));
         }
         let mut pieces = frame.chunks(PIECE_BYTES_MAX).peekable();
-        let mut plain = Vec::with_capacity(PIECE_BYTES_MAX + 1);
-        let mut sealed = vec![0u8; RECORD_BYTES_MAX];
+        let mut plain = Vec::with_capacity(PIECE_BYTES_MAX.min(frame.len()) + 1);
+        let mut sealed = vec![0u8; (frame.len() + 1 + TAG_BYTES).min(RECORD_BYTES_MAX)];
         loop {
             let piece = pieces.next().unwrap_or_default();
             plain.clear();
             plain.push(u8::from(pieces.peek().is_some()));
             plain.extend_from_slice(piece);
+            sealed.resize(plain.len() + TAG_BYTES, 0);
             let written =
-                self.state.write_message(self.sent, &plain, &mut sealed).map_err(|_| SecureError::Tampered)?;
-            self.sent += 1;
-            self.frames.feed(Bytes::copy_from_slice(&sealed[..written])).await?;
+                self.state.write_message(self.next, &plain, &mut sealed).map_err(|_| SecureError::Tampered)?;
+            self.next += 1;
+            records.feed(Bytes::copy_from_slice(&sealed[..written])).await?;
             if pieces.peek().is_none() {
                 break;
             }
         }
-        SinkExt::<Bytes>::flush(&mut self.frames).await?;
+        records.flush().await?;
         Ok(())
+    }
+}
+
+impl Opening {
+    /// Opens records until a whole frame is read; `None` when the other end closed.
+    /// Cancel-safe: a record is read whole or not at all, and what it held is kept.
+    async fn receive<S>(&mut self, records: &mut S) -> Result<Option<Bytes>, SecureError>
+    where
+        S: futures::Stream<Item = std::io::Result<BytesMut>> + Unpin,
+    {
+        loop {
+            let record = match records.next().await {
+                Some(Ok(record)) => record,
+                Some(Err(error)) => return Err(SecureError::Io(error)),
+                None if self.partial.is_empty() => return Ok(None),
+                None => return Err(SecureError::Closed),
+            };
+            let read =
+                self.state.read_message(self.next, &record, &mut self.plain).map_err(|_| SecureError::Tampered)?;
+            self.next += 1;
+            let Some((&more, piece)) = self.plain[..read].split_first() else { return Err(SecureError::Tampered) };
+            if self.partial.len() + piece.len() > self.frame_bytes_max {
+                return Err(SecureError::TooLarge(self.frame_bytes_max));
+            }
+            self.partial.extend_from_slice(piece);
+            if more == 0 {
+                return Ok(Some(self.partial.split().freeze()));
+            }
+        }
+    }
+}
+
+impl SecureLink {
+    /// Seals and sends one frame.
+    pub async fn send(&mut self, frame: &[u8]) -> Result<(), SecureError> {
+        self.sealing.send(&mut self.records, frame).await
     }
 
     /// The next whole frame; `None` when the other end closed.
     pub async fn receive(&mut self) -> Result<Option<Bytes>, SecureError> {
-        let mut frame = BytesMut::new();
-        let mut plain = vec![0u8; RECORD_BYTES_MAX];
-        loop {
-            let record = match self.frames.next().await {
-                Some(Ok(record)) => record,
-                Some(Err(error)) => return Err(SecureError::Io(error)),
-                None if frame.is_empty() => return Ok(None),
-                None => return Err(SecureError::Closed),
-            };
-            let read =
-                self.state.read_message(self.received, &record, &mut plain).map_err(|_| SecureError::Tampered)?;
-            self.received += 1;
-            let Some((&more, piece)) = plain[..read].split_first() else { return Err(SecureError::Tampered) };
-            if frame.len() + piece.len() > self.frame_bytes_max {
-                return Err(SecureError::TooLarge(self.frame_bytes_max));
-            }
-            frame.extend_from_slice(piece);
-            if more == 0 {
-                return Ok(Some(frame.freeze()));
-            }
-        }
+        self.opening.receive(&mut self.records).await
+    }
+
+    /// The largest frame either way from now on (larger once the other end is known).
+    pub fn set_frame_bytes_max(&mut self, frame_bytes_max: usize) {
+        self.sealing.frame_bytes_max = frame_bytes_max;
+        self.opening.frame_bytes_max = frame_bytes_max;
+    }
+
+    /// The connection under the link (for its socket options).
+    pub fn stream(&self) -> &TcpStream {
+        self.records.get_ref()
+    }
+
+    /// The connection, once nothing more is to be sent or read on the link.
+    pub fn into_stream(self) -> TcpStream {
+        self.records.into_inner()
+    }
+
+    /// Its sending and receiving sides, to be used by two tasks (or two arms of a select).
+    pub fn split(self) -> (LinkSender, LinkReceiver) {
+        let (sink, stream) = self.records.split();
+        let sender = LinkSender { sink, sealing: self.sealing };
+        (sender, LinkReceiver { stream, opening: self.opening, remote: self.remote })
+    }
+}
+
+/// The sending side of a split link.
+pub struct LinkSender {
+    sink: futures::stream::SplitSink<Records, Bytes>,
+    sealing: Sealing,
+}
+
+/// The receiving side of a split link.
+pub struct LinkReceiver {
+    stream: futures::stream::SplitStream<Records>,
+    opening: Opening,
+    remote: [u8; 32],
+}
+
+impl std::fmt::Debug for LinkSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LinkSender(sent {})", self.sealing.next)
+    }
+}
+
+impl std::fmt::Debug for LinkReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LinkReceiver(remote {})", hex::encode(self.remote))
+    }
+}
+
+impl LinkSender {
+    pub async fn send(&mut self, frame: &[u8]) -> Result<(), SecureError> {
+        self.sealing.send(&mut self.sink, frame).await
+    }
+}
+
+impl LinkReceiver {
+    pub async fn receive(&mut self) -> Result<Option<Bytes>, SecureError> {
+        self.opening.receive(&mut self.stream).await
+    }
+
+    /// The whole link again; `None` if `sender` is another link's.
+    pub fn reunite(self, sender: LinkSender) -> Option<SecureLink> {
+        let records = self.stream.reunite(sender.sink).ok()?;
+        Some(SecureLink { records, sealing: sender.sealing, opening: self.opening, remote: self.remote })
     }
 }
 

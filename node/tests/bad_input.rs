@@ -1,7 +1,8 @@
-//! Bad input at the replica's doors: arbitrary bytes never panic a decoder, and
-//! a peer connection with a garbage, unsigned, foreign or oversized frame, or a
-//! replica of another shard sending what only the shard's own replicas may, is
-//! closed and counted while nothing reaches the core.
+//! Bad input at the replica's doors: arbitrary bytes never panic a decoder; a peer
+//! link with a garbage or stranger's handshake, a changed, undecodable or oversized
+//! frame, or a replica of another shard sending what only the shard's own replicas
+//! may, is closed and counted while nothing reaches the core; an unknown client key
+//! is told why, and a replayed handshake gets nothing through.
 
 #![allow(clippy::unwrap_used)] // in tests a failed unwrap is a failed test
 
@@ -9,15 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::SinkExt;
 use proptest::prelude::*;
 use shardspace_core::ShardId;
 use shardspace_core::bft::{Committee, KeyPair, MessageLimits, PeerMessage, ReplicaId, VerifiedCertificates};
-use shardspace_node::client::ClientRequest;
+use shardspace_node::client::{CLIENT_FRAME_BYTES_MAX, ClientCommand, ClientReply, ClientRequest};
 use shardspace_node::network::{FRAME_BYTES_MAX, Frame, PeerId, decode};
+use shardspace_node::secure::{Credentials, public_of};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
-use common::{answer, closed, committee, hello, listener};
+use common::{
+    CLUSTER, client_keys, client_link, client_listener, closed, committee, credentials, dial, dial_as, listener,
+    listener_key, outsider, send, tampering_relay, try_dial,
+};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2_000, failure_persistence: None, ..ProptestConfig::default() })]
@@ -33,56 +38,93 @@ proptest! {
     }
 }
 
-/// What a dialer answers to a challenge nonce.
-type Answer<'a> = Box<dyn FnOnce([u8; 32]) -> Vec<u8> + 'a>;
-
+/// Dialers that are not a replica of the cluster, or not as the listener expects: each
+/// is refused during the handshake, counted, and nothing reaches the core.
 #[tokio::test]
-async fn garbage_unsigned_foreign_and_unknown_handshakes_are_refused_and_counted() {
+async fn garbage_unknown_foreign_and_mistaken_handshakes_are_refused_and_counted() {
     let (address, counters, mut rx_core, _stop) = listener().await;
-    let (here, keys) = committee("test", 0);
-    let (other_shard, _) = committee("test", 1);
-    let stranger = KeyPair::from_seed(ReplicaId(1), [99; 32]);
-    let attempts: Vec<Answer> = vec![
-        Box::new(|_| b"garbage".to_vec()),
-        Box::new(|nonce| hello(0, 1, &stranger, &here, nonce)),
-        Box::new(|nonce| hello(0, 1, &keys[1], &other_shard, nonce)),
-        Box::new(|nonce| hello(1, 1, &keys[1], &other_shard, nonce)),
-        Box::new(|nonce| hello(0, 9, &keys[1], &here, nonce)),
-        Box::new(|nonce| hello(0, 0, &keys[0], &here, nonce)),
-        Box::new(|nonce| hello(7, 1, &keys[1], &here, nonce)),
+    let (_, keys) = committee(CLUSTER, 0);
+    // Garbage where the handshake's first record should be.
+    let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
+    raw.write_all(&[0, 0, 0, 7]).await.unwrap();
+    raw.write_all(b"garbage").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer)).await.unwrap();
+    assert!(read.is_err() || answer.is_empty(), "garbage got an answer: {answer:?}");
+    // A key that is no replica's; the listener's own key; a replica of another cluster
+    // (same key, another name); a replica that expects another key at this address.
+    let in_another_cluster = Credentials::new(keys[1].signing_key(), "another cluster");
+    let expecting_another = public_of(&keys[2].public());
+    let attempts = [
+        try_dial(address, &outsider(99)).await,
+        try_dial(address, &keys[0]).await,
+        dial_as(address, &in_another_cluster, &listener_key(), FRAME_BYTES_MAX).await,
+        dial_as(address, &credentials(&keys[1]), &expecting_another, FRAME_BYTES_MAX).await,
     ];
-    let count = attempts.len() as u64;
-    for attempt in attempts {
-        let mut frames = answer(address, attempt).await;
-        assert!(closed(&mut frames).await, "the connection stayed open");
+    for (index, mut attempt) in attempts.into_iter().enumerate() {
+        // A refused dialer hears nothing, or its link closes at once.
+        if let Ok(link) = attempt.as_mut() {
+            assert!(closed(link).await, "attempt {index}: the link stayed open");
+        }
     }
-    assert_eq!(counters.handshakes_rejected.load(Ordering::Relaxed), count);
+    wait_for(|| counters.handshakes_rejected.load(Ordering::Relaxed) == 5).await;
     assert!(rx_core.try_recv().is_err(), "something reached the core");
+}
+
+/// Waits for a condition on the listener's counters (with a deadline).
+async fn wait_for(condition: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the counters never said so");
 }
 
 #[tokio::test]
 async fn after_a_good_handshake_a_bad_or_oversized_frame_closes_the_connection() {
     let (address, counters, mut rx_core, _stop) = listener().await;
-    let (here, keys) = committee("test", 0);
-    let mut frames = answer(address, |nonce| hello(0, 1, &keys[1], &here, nonce)).await;
-    frames.send(bytes::Bytes::from(vec![0xff, 0xff, 0xff])).await.unwrap();
-    assert!(closed(&mut frames).await);
+    let (_, keys) = committee(CLUSTER, 0);
+    let mut link = dial(address, &keys[1]).await;
+    link.send(&[0xff, 0xff, 0xff]).await.unwrap();
+    assert!(closed(&mut link).await);
     assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 1);
 
-    let mut frames = answer(address, |nonce| hello(0, 1, &keys[1], &here, nonce)).await;
-    let _ = frames.send(bytes::Bytes::from(vec![0u8; FRAME_BYTES_MAX + 1])).await;
-    assert!(closed(&mut frames).await);
+    let mut link = dial(address, &keys[1]).await;
+    link.set_frame_bytes_max(2 * FRAME_BYTES_MAX);
+    let _ = link.send(&vec![0u8; FRAME_BYTES_MAX + 1]).await;
+    assert!(closed(&mut link).await);
     assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 2);
     assert!(rx_core.try_recv().is_err(), "something reached the core");
+}
+
+/// A frame changed on the way (one bit of its sealed record) does not open: the link is
+/// closed, counted, and neither it nor anything after it reaches the core.
+#[tokio::test]
+async fn a_tampered_frame_closes_the_link_and_never_reaches_the_core() {
+    let (address, counters, mut rx_core, _stop) = listener().await;
+    let (_, keys) = committee(CLUSTER, 0);
+    let relay = tampering_relay(address, 3).await;
+    let mut link = dial(relay, &keys[1]).await;
+    let message = |n: u8| Frame::Bft(PeerMessage::Requests(vec![shardspace_core::bft::Request::new(vec![n])]));
+    send(&mut link, &message(1)).await; // the second record: passed on as it is
+    let (_, first) = tokio::time::timeout(Duration::from_secs(10), rx_core.recv()).await.unwrap().unwrap();
+    assert_eq!(first, message(1));
+    send(&mut link, &message(2)).await; // the third: one bit flipped
+    let _ = link.send(&postcard::to_stdvec(&message(3)).unwrap()).await;
+    assert!(closed(&mut link).await, "the link stayed open");
+    assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 1);
+    assert!(rx_core.try_recv().is_err(), "a frame after the changed one reached the core");
 }
 
 #[tokio::test]
 async fn a_well_formed_message_from_an_authenticated_peer_reaches_the_core() {
     let (address, _, mut rx_core, _stop) = listener().await;
-    let (here, keys) = committee("test", 0);
-    let mut frames = answer(address, |nonce| hello(0, 2, &keys[2], &here, nonce)).await;
+    let (_, keys) = committee(CLUSTER, 0);
+    let mut link = dial(address, &keys[2]).await;
     let message = Frame::Bft(PeerMessage::Requests(vec![shardspace_core::bft::Request::new(b"k=v".to_vec())]));
-    frames.send(bytes::Bytes::from(postcard::to_stdvec(&message).unwrap())).await.unwrap();
+    send(&mut link, &message).await;
     let (from, received) = tokio::time::timeout(Duration::from_secs(10), rx_core.recv()).await.unwrap().unwrap();
     assert_eq!((from, received), (PeerId { shard: ShardId(0), replica: ReplicaId(2) }, message));
 }
@@ -90,18 +132,71 @@ async fn a_well_formed_message_from_an_authenticated_peer_reaches_the_core() {
 #[tokio::test]
 async fn a_replica_of_another_shard_may_pass_on_an_envelope_but_not_speak_the_shards_own_protocol() {
     let (address, counters, mut rx_core, _stop) = listener().await;
-    let (there, keys) = committee("test", 1);
-    let mut frames = answer(address, |nonce| hello(1, 3, &keys[3], &there, nonce)).await;
+    let (_, keys) = committee(CLUSTER, 1);
+    let mut link = dial(address, &keys[3]).await;
     let envelope = Frame::Envelope { envelope: "{}".into(), attempt: shardspace_core::sbac::Attempt(1) };
-    frames.send(bytes::Bytes::from(postcard::to_stdvec(&envelope).unwrap())).await.unwrap();
+    send(&mut link, &envelope).await;
     let (from, received) = tokio::time::timeout(Duration::from_secs(10), rx_core.recv()).await.unwrap().unwrap();
     assert_eq!((from, received), (PeerId { shard: ShardId(1), replica: ReplicaId(3) }, envelope));
 
     let bft = Frame::Bft(PeerMessage::Requests(vec![shardspace_core::bft::Request::new(b"k=v".to_vec())]));
-    frames.send(bytes::Bytes::from(postcard::to_stdvec(&bft).unwrap())).await.unwrap();
-    assert!(closed(&mut frames).await, "the connection stayed open");
+    send(&mut link, &bft).await;
+    assert!(closed(&mut link).await, "the connection stayed open");
     assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 1);
     assert!(rx_core.try_recv().is_err(), "the foreign BFT frame reached the core");
+}
+
+/// The request interface: a client whose key the cluster file does not list is told so
+/// and closed; a handshake recorded and replayed gets nothing through; the client the
+/// file lists is served.
+#[tokio::test]
+async fn an_unknown_client_key_is_told_why_and_a_replayed_handshake_gets_nothing_through() {
+    let (address, mut rx_core, _stop, _) = client_listener(64).await;
+    let stranger = credentials(&outsider(77));
+    let mut link = dial_as(address, &stranger, &listener_key(), CLIENT_FRAME_BYTES_MAX).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), link.receive()).await.unwrap().unwrap().unwrap();
+    match decode::<ClientReply>(&reply).unwrap() {
+        ClientReply::Error(reason) => {
+            assert!(reason.contains(&hex::encode(stranger.public())) && reason.contains("[[clients]]"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(closed(&mut link).await);
+
+    // A client's first handshake message, recorded on the way, then replayed.
+    let tap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tapped = tap.local_addr().unwrap();
+    let dialing =
+        tokio::spawn(async move { dial_as(tapped, &credentials(&client_keys()), &listener_key(), 1024).await });
+    let (mut recorded_from, _) = tap.accept().await.unwrap();
+    let mut recorded = vec![0u8; 4096];
+    let length = recorded_from.read(&mut recorded).await.unwrap();
+    drop(recorded_from);
+    let _ = dialing.await;
+    let mut replayer = tokio::net::TcpStream::connect(address).await.unwrap();
+    replayer.write_all(&recorded[..length]).await.unwrap();
+    let mut answer = [0u8; 4096];
+    let _ = replayer.read(&mut answer).await.unwrap(); // the listener's answer, which it cannot use
+    // What it sends next, shaped as a record, does not open: no request reaches the core.
+    replayer.write_all(&[0, 0, 0, 40]).await.unwrap();
+    replayer.write_all(&[7u8; 40]).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), replayer.read_to_end(&mut rest)).await.unwrap();
+    while let Ok(command) = rx_core.try_recv() {
+        assert!(!matches!(command, ClientCommand::Request { .. }), "a replayed handshake's request: {command:?}");
+    }
+
+    // The listed client is served.
+    let mut link = client_link(address).await;
+    send(&mut link, &ClientRequest::Status).await;
+    let mut queues = Vec::new(); // kept: a connection whose reply queue is dropped closes
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx_core.recv()).await.unwrap().unwrap() {
+            ClientCommand::Request { request, .. } => break assert_eq!(request, ClientRequest::Status),
+            ClientCommand::Open { tx_client, .. } => queues.push(tx_client),
+            ClientCommand::Closed(_) => {}
+        }
+    }
 }
 
 /// Where a test's log lines go.
@@ -130,8 +225,11 @@ async fn a_flood_of_garbage_handshakes_is_refused_each_time_and_warned_of_once_a
     let started = std::time::Instant::now();
     let mut sent = 0;
     while sent < 1_000 || started.elapsed() < Duration::from_millis(1_100) {
-        let mut frames = answer(address, Box::new(|_| b"garbage".to_vec())).await;
-        assert!(closed(&mut frames).await, "the connection stayed open");
+        let mut raw = tokio::net::TcpStream::connect(address).await.unwrap();
+        raw.write_all(&[0, 0, 0, 7]).await.unwrap();
+        raw.write_all(b"garbage").await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut rest)).await.unwrap();
         sent += 1;
     }
     let seconds = started.elapsed().as_secs() + 1;

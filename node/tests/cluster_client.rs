@@ -9,17 +9,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use shardspace_checker::TransactionBuilder;
 use shardspace_core::bft::{Committee, KeyPair, ReplicaId};
 use shardspace_core::sbac::{AnswerBody, Attempt, SignedAnswer, TxView, VoteKind};
 use shardspace_core::{ShardId, TxId};
-use shardspace_node::client::{ClientReply, ClientRequest, RejectKind};
+use shardspace_node::client::{CLIENT_FRAME_BYTES_MAX, ClientReply, ClientRequest, RejectKind};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError};
 use shardspace_node::config::{BftSettings, ClusterFile, ReplicaEntry, ShardEntry};
+use shardspace_node::secure::Credentials;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// What a fake replica answers to one request.
 type Script = Arc<dyn Fn(&ClientRequest) -> Vec<ClientReply> + Send + Sync>;
@@ -32,16 +31,18 @@ enum Turn {
     After(watch::Receiver<bool>),
 }
 
-/// Serves the request interface with `script`, in its `turn`; returns its address.
-async fn fake_replica(script: Script, turn: Turn) -> String {
+/// Serves the request interface with `script`, in its `turn`, as the holder of `keys`;
+/// returns its address.
+async fn fake_replica(script: Script, turn: Turn, keys: KeyPair) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
+    let credentials = Credentials::new(keys.signing_key(), "test");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (script, mut turn) = (Arc::clone(&script), turn.clone());
+            let (script, mut turn, credentials) = (Arc::clone(&script), turn.clone(), credentials.clone());
             tokio::spawn(async move {
-                let mut frames = Framed::new(stream, LengthDelimitedCodec::new());
-                while let Some(Ok(frame)) = frames.next().await {
+                let Ok(mut link) = credentials.accept(stream, CLIENT_FRAME_BYTES_MAX, |_| true).await else { return };
+                while let Ok(Some(frame)) = link.receive().await {
                     let request: ClientRequest = postcard::from_bytes(&frame).unwrap();
                     if let Turn::After(first) = &mut turn {
                         let spoke = tokio::time::timeout(Duration::from_secs(10), first.wait_for(|spoke| *spoke));
@@ -49,7 +50,7 @@ async fn fake_replica(script: Script, turn: Turn) -> String {
                     }
                     for reply in script(&request) {
                         let bytes = postcard::to_stdvec(&reply).unwrap();
-                        if frames.send(bytes::Bytes::from(bytes)).await.is_err() {
+                        if link.send(&bytes).await.is_err() {
                             return;
                         }
                     }
@@ -103,10 +104,10 @@ impl Shard {
         let mut replicas = Vec::new();
         for replica in 0..4 {
             let address = if replica == 3 {
-                fake_replica(Arc::clone(&byzantine), Turn::First(Arc::clone(&spoke))).await
+                fake_replica(Arc::clone(&byzantine), Turn::First(Arc::clone(&spoke)), self.keys[replica].clone()).await
             } else {
-                let honest = honest.clone();
-                fake_replica(Arc::new(move |request| honest(replica, request)), Turn::After(first.clone())).await
+                let (honest, keys) = (honest.clone(), self.keys[replica].clone());
+                fake_replica(Arc::new(move |request| honest(replica, request)), Turn::After(first.clone()), keys).await
             };
             replicas.push(ReplicaEntry {
                 id: replica as u32,
@@ -127,8 +128,10 @@ impl Shard {
             bft: BftSettings::default(),
             checkers: Default::default(),
             shards: vec![ShardEntry { id: 0, replicas }],
+            clients: Vec::new(),
         };
-        ClusterClient::new(&file, Duration::from_secs(20)).unwrap()
+        let client = Credentials::new(KeyPair::from_seed(ReplicaId(0), [99; 32]).signing_key(), "test");
+        ClusterClient::new(&file, client, Duration::from_secs(20)).unwrap()
     }
 }
 

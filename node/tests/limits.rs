@@ -9,35 +9,32 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use shardspace_core::bft::{PeerMessage, ReplicaId, Request};
 use shardspace_core::sbac::Attempt;
 use shardspace_core::{ShardId, TxId};
 use shardspace_node::CLIENT_COMMANDS_MAX;
 use shardspace_node::client::{
-    CLIENT_CONNECTIONS_MAX, CLIENT_FRAME_BYTES_MAX, ClientCommand, ClientListener, ClientReply, ClientRequest,
-    REFUSALS_MAX,
+    CLIENT_CONNECTIONS_MAX, CLIENT_FRAME_BYTES_MAX, ClientCommand, ClientReply, ClientRequest, REFUSALS_MAX,
 };
-use shardspace_node::freeze::Freezes;
 use shardspace_node::network::{
-    CROSS_SHARD_FRAME_BYTES_MAX, FRAME_BYTES_MAX, Frame, HANDSHAKE_FRAME_BYTES_MAX, HANDSHAKES_MAX, NetworkCounters,
-    PEER_QUEUE_MAX, PeerId, PeerSender, decode,
+    CROSS_SHARD_FRAME_BYTES_MAX, FRAME_BYTES_MAX, Frame, HANDSHAKES_MAX, NetworkCounters, PEER_QUEUE_MAX, PeerId,
+    PeerSender, decode,
 };
+use shardspace_node::secure::SecureLink;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 mod common;
-use common::{LISTENER, answer, closed, committee, hello, listener, listener_with};
+use common::{
+    CLUSTER, LISTENER, client_link, closed, committee, credentials, dial, listener, listener_key, listener_with, send,
+    try_dial,
+};
 
 /// How long anything here may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
 /// How long a test waits to see that something does *not* happen.
 const QUIET: Duration = Duration::from_millis(500);
-
-fn frames_of(stream: TcpStream, max: usize) -> Framed<TcpStream, LengthDelimitedCodec> {
-    Framed::new(stream, LengthDelimitedCodec::builder().max_frame_length(max).new_codec())
-}
 
 /// A numbered BFT frame, to see each one arrive once and in order.
 fn numbered(n: u64) -> Frame {
@@ -61,38 +58,46 @@ fn envelope_frame(bytes: usize) -> Frame {
 #[tokio::test]
 async fn connections_past_handshakes_max_wait_for_a_slot_and_are_then_served() {
     let (address, counters, mut rx_core, _stop) = listener().await;
-    // Strangers that take their challenge and never answer hold every handshake slot.
+    // Strangers that connect and never send their handshake hold every handshake slot.
     let mut silent = Vec::new();
     for _ in 0..HANDSHAKES_MAX {
-        let mut frames = frames_of(TcpStream::connect(address).await.unwrap(), HANDSHAKE_FRAME_BYTES_MAX);
-        tokio::time::timeout(DEADLINE, frames.next()).await.unwrap().unwrap().unwrap();
-        silent.push(frames);
+        silent.push(TcpStream::connect(address).await.unwrap());
     }
-    // A replica of the shard gets no challenge while they do...
-    let mut waiting = frames_of(TcpStream::connect(address).await.unwrap(), FRAME_BYTES_MAX);
-    assert!(tokio::time::timeout(QUIET, waiting.next()).await.is_err(), "a challenge past HANDSHAKES_MAX");
-    // ...and gets it when one of them goes away; then it is served as any peer.
+    // A replica of the shard gets no answer while they do...
+    let (_, keys) = committee(CLUSTER, 0);
+    let dialing = tokio::spawn({
+        let keys = keys[2].clone();
+        async move { try_dial(address, &keys).await }
+    });
+    tokio::time::sleep(QUIET).await;
+    assert!(!dialing.is_finished(), "a handshake past HANDSHAKES_MAX was answered");
+    // ...and gets one when one of them goes away; then it is served as any peer.
     drop(silent.pop());
-    let challenge = tokio::time::timeout(DEADLINE, waiting.next()).await.unwrap().unwrap().unwrap();
-    let (here, keys) = committee("test", 0);
-    let nonce: [u8; 32] = challenge[..32].try_into().unwrap();
-    waiting.send(bytes::Bytes::from(hello(0, 2, &keys[2], &here, nonce))).await.unwrap();
-    waiting.send(bytes::Bytes::from(postcard::to_stdvec(&numbered(7)).unwrap())).await.unwrap();
+    let mut link = tokio::time::timeout(DEADLINE, dialing).await.unwrap().unwrap().unwrap();
+    send(&mut link, &numbered(7)).await;
     let (from, frame) = tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().unwrap();
     assert_eq!((from, number_of(&frame)), (PeerId { shard: ShardId(0), replica: ReplicaId(2) }, 7));
     assert_eq!(counters.handshakes_rejected.load(Ordering::Relaxed), 1, "the stranger that left is counted");
 }
 
+/// A handshake record is at most 64 KiB (Noise's largest message): a length past it
+/// closes the connection before its bytes are read, and a peer still gets in.
 #[tokio::test]
-async fn an_answer_to_the_challenge_past_handshake_frame_bytes_max_is_refused() {
+async fn a_handshake_record_past_its_bound_is_refused() {
     let (address, counters, mut rx_core, _stop) = listener().await;
-    let mut frames = answer(address, |_| vec![0; HANDSHAKE_FRAME_BYTES_MAX + 1]).await;
-    assert!(closed(&mut frames).await, "the connection stayed open");
-    assert_eq!(counters.handshakes_rejected.load(Ordering::Relaxed), 1);
-    // A peer's answer, which is far smaller, still gets in.
-    let (here, keys) = committee("test", 0);
-    let mut frames = answer(address, |nonce| hello(0, 1, &keys[1], &here, nonce)).await;
-    frames.send(bytes::Bytes::from(postcard::to_stdvec(&numbered(1)).unwrap())).await.unwrap();
+    let mut stranger = TcpStream::connect(address).await.unwrap();
+    stranger.write_all(&(1u32 << 16).to_be_bytes()).await.unwrap();
+    let _ = stranger.write_all(&vec![0u8; 1 << 16]).await;
+    tokio::time::timeout(DEADLINE, async {
+        while counters.handshakes_rejected.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let (_, keys) = committee(CLUSTER, 0);
+    let mut link = dial(address, &keys[1]).await;
+    send(&mut link, &numbered(1)).await;
     assert!(tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().is_some());
 }
 
@@ -102,46 +107,37 @@ async fn a_frame_past_cross_shard_frame_bytes_max_closes_only_another_shards_lin
     let large = postcard::to_stdvec(&envelope_frame(CROSS_SHARD_FRAME_BYTES_MAX)).unwrap();
     assert!(large.len() > CROSS_SHARD_FRAME_BYTES_MAX && large.len() <= FRAME_BYTES_MAX);
     // From a replica of the shard, it is within FRAME_BYTES_MAX: taken.
-    let (here, keys) = committee("test", 0);
-    let mut own = answer(address, |nonce| hello(0, 1, &keys[1], &here, nonce)).await;
-    own.send(bytes::Bytes::from(large.clone())).await.unwrap();
+    let (_, keys) = committee(CLUSTER, 0);
+    let mut own = dial(address, &keys[1]).await;
+    own.send(&large).await.unwrap();
     let (_, frame) = tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().unwrap();
     assert!(matches!(frame, Frame::Envelope { .. }));
     // From another shard's replica, the same frame is refused and the link closed.
-    let (there, keys) = committee("test", 1);
-    let mut foreign = answer(address, |nonce| hello(1, 1, &keys[1], &there, nonce)).await;
-    let _ = foreign.send(bytes::Bytes::from(large)).await;
+    let (_, keys) = committee(CLUSTER, 1);
+    let mut foreign = dial(address, &keys[1]).await;
+    let _ = foreign.send(&large).await;
     assert!(closed(&mut foreign).await, "the connection stayed open");
     assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 1);
     assert!(rx_core.try_recv().is_err(), "the oversized frame reached the core");
     // Just within the limit, it is taken from another shard too.
-    let mut foreign = answer(address, |nonce| hello(1, 2, &keys[2], &there, nonce)).await;
-    let fits = envelope_frame(CROSS_SHARD_FRAME_BYTES_MAX - 16);
-    foreign.send(bytes::Bytes::from(postcard::to_stdvec(&fits).unwrap())).await.unwrap();
+    let mut foreign = dial(address, &keys[2]).await;
+    send(&mut foreign, &envelope_frame(CROSS_SHARD_FRAME_BYTES_MAX - 16)).await;
     assert!(tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().is_some());
 }
 
 /// A peer's socket bound but not served yet, and replica 3's sender to it: the sender
-/// connects and waits for its challenge, so nothing leaves its queue until the socket is
-/// served (`listener_with`).
+/// connects and waits for the handshake's answer, so nothing leaves its queue until the
+/// socket is served (`listener_with`).
 async fn unserved_peer(
     stale_after: Duration,
 ) -> (tokio::net::TcpListener, PeerSender, Arc<NetworkCounters>, watch::Sender<bool>) {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = socket.local_addr().unwrap().to_string();
-    let (_, keys) = committee("test", 0);
-    let (dialer_committee, _) = committee("test", 0);
+    let (_, keys) = committee(CLUSTER, 0);
     let counters = Arc::new(NetworkCounters::default());
     let (stop, shutdown) = watch::channel(false);
-    let sender = PeerSender::start(
-        address,
-        LISTENER,
-        keys[3].clone(),
-        dialer_committee,
-        counters.clone(),
-        shutdown,
-        stale_after,
-    );
+    let to = (LISTENER, listener_key());
+    let sender = PeerSender::start(address, to, credentials(&keys[3]), counters.clone(), shutdown, stale_after);
     (socket, sender, counters, stop)
 }
 
@@ -170,14 +166,14 @@ async fn a_core_queue_that_is_full_holds_the_peer_back_and_loses_nothing() {
     let core_queue = 64;
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (address, counters, mut rx_core, _stop) = listener_with(socket, core_queue);
-    let (here, keys) = committee("test", 0);
-    let mut frames = answer(address, |nonce| hello(0, 1, &keys[1], &here, nonce)).await;
+    let (_, keys) = committee(CLUSTER, 0);
+    let mut link = dial(address, &keys[1]).await;
     let sent = (core_queue * 4) as u64;
     let writer = tokio::spawn(async move {
         for n in 0..sent {
-            frames.send(bytes::Bytes::from(postcard::to_stdvec(&numbered(n)).unwrap())).await.unwrap();
+            send(&mut link, &numbered(n)).await;
         }
-        frames
+        link
     });
     for n in 0..sent {
         let (_, frame) = tokio::time::timeout(DEADLINE, rx_core.recv()).await.unwrap().unwrap();
@@ -207,17 +203,10 @@ async fn frames_that_waited_past_peer_stale_after_for_a_peer_that_is_not_served_
     assert!(shardspace_node::network::PEER_STALE_AFTER >= Duration::from_secs(1), "longer than a round takes");
 }
 
-/// A client listener in process whose commands wait in a queue of `commands_max`; the
-/// test plays the core.
 async fn client_listener(
     commands_max: usize,
 ) -> (std::net::SocketAddr, mpsc::Receiver<ClientCommand>, watch::Sender<bool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (tx_core, rx_core) = mpsc::channel(commands_max);
-    let (stop, shutdown) = watch::channel(false);
-    let freezes = Freezes::watch(shutdown.clone());
-    tokio::spawn(ClientListener { listener, tx_core, freezes }.run(shutdown));
+    let (address, rx_core, stop, _) = common::client_listener(commands_max).await;
     (address, rx_core, stop)
 }
 
@@ -234,9 +223,16 @@ async fn opened(rx_core: &mut mpsc::Receiver<ClientCommand>) -> mpsc::Sender<Cli
     }
 }
 
-async fn next_reply(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Option<ClientReply> {
-    let frame = tokio::time::timeout(DEADLINE, frames.next()).await.unwrap()?;
-    Some(decode(&frame.ok()?).unwrap())
+async fn next_reply(link: &mut SecureLink) -> Option<ClientReply> {
+    let frame = tokio::time::timeout(DEADLINE, link.receive()).await.unwrap().ok()??;
+    Some(decode(&frame).unwrap())
+}
+
+/// A link to the client listener, or `None` if it closed the connection before answering.
+async fn try_client_link(address: std::net::SocketAddr) -> Option<SecureLink> {
+    let keys = common::client_keys();
+    let (expected, credentials) = (listener_key(), credentials(&keys));
+    common::dial_as(address, &credentials, &expected, CLIENT_FRAME_BYTES_MAX).await.ok()
 }
 
 #[tokio::test]
@@ -245,41 +241,40 @@ async fn a_connection_past_client_connections_max_is_told_why_and_closed_and_a_l
     // Connections that have asked something: none is silent, so none makes room.
     let mut open = Vec::new();
     for _ in 0..CLIENT_CONNECTIONS_MAX {
-        let mut frames = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+        let mut link = client_link(address).await;
         let replies = opened(&mut rx_core).await;
-        frames.send(bytes::Bytes::from(postcard::to_stdvec(&ClientRequest::Status).unwrap())).await.unwrap();
+        send(&mut link, &ClientRequest::Status).await;
         assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Request { .. }));
-        open.push((frames, replies));
+        open.push((link, replies));
     }
-    let mut refused = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+    let mut refused = client_link(address).await;
     match next_reply(&mut refused).await {
         Some(ClientReply::Error(reason)) => assert!(reason.contains("connections"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert!(closed_by_peer(&mut refused).await);
+    assert!(closed(&mut refused).await);
     assert!(rx_core.try_recv().is_err(), "the refused connection reached the core");
     // Refusals being told at once are bounded too: connections that take their refusal
     // and stay hold the refusals' places (up to 5 s each), and one more is closed untold.
     let mut staying = vec![refused];
     for _ in 1..REFUSALS_MAX {
-        let mut frames = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
-        assert!(matches!(next_reply(&mut frames).await, Some(ClientReply::Error(_))));
-        staying.push(frames);
+        let mut link = client_link(address).await;
+        assert!(matches!(next_reply(&mut link).await, Some(ClientReply::Error(_))));
+        staying.push(link);
     }
-    let mut untold = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
-    assert_eq!(next_reply(&mut untold).await, None, "closed without a word past REFUSALS_MAX");
+    let untold = match try_client_link(address).await {
+        Some(mut link) => next_reply(&mut link).await,
+        None => None,
+    };
+    assert_eq!(untold, None, "closed without a word past REFUSALS_MAX");
     // One closes: the next connection is served, and its requests reach the core.
     drop(open.pop());
     assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Closed(_)));
-    let mut later = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+    let mut later = client_link(address).await;
     let _replies = opened(&mut rx_core).await;
-    later.send(bytes::Bytes::from(postcard::to_stdvec(&ClientRequest::Status).unwrap())).await.unwrap();
+    send(&mut later, &ClientRequest::Status).await;
     let request = next_command(&mut rx_core).await;
     assert!(matches!(request, ClientCommand::Request { request: ClientRequest::Status, .. }), "{request:?}");
-}
-
-async fn closed_by_peer(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> bool {
-    matches!(tokio::time::timeout(DEADLINE, frames.next()).await, Ok(None | Some(Err(_))))
 }
 
 #[tokio::test]
@@ -287,24 +282,25 @@ async fn a_client_frame_past_client_frame_bytes_max_is_answered_with_an_error_an
     let (address, mut rx_core, _stop) = client_listener(4 * CLIENT_CONNECTIONS_MAX).await;
     let request = |bytes: usize| ClientRequest::Envelope { envelope: "x".repeat(bytes), attempt: Attempt(1) };
     // Just within the limit: it reaches the core whole.
-    let mut client = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+    let mut client = client_link(address).await;
     let _replies = opened(&mut rx_core).await;
     let fits = request(CLIENT_FRAME_BYTES_MAX - 16);
-    client.send(bytes::Bytes::from(postcard::to_stdvec(&fits).unwrap())).await.unwrap();
+    send(&mut client, &fits).await;
     match next_command(&mut rx_core).await {
         ClientCommand::Request { request, .. } => assert_eq!(request, fits),
         other => panic!("expected the request, got {other:?}"),
     }
     // Past it: an error naming the frame, the connection closed, nothing for the core.
-    let mut client = frames_of(TcpStream::connect(address).await.unwrap(), 2 * CLIENT_FRAME_BYTES_MAX);
+    let mut client = client_link(address).await;
+    client.set_frame_bytes_max(2 * CLIENT_FRAME_BYTES_MAX);
     let _replies_too = opened(&mut rx_core).await;
     let past = postcard::to_stdvec(&request(CLIENT_FRAME_BYTES_MAX)).unwrap();
-    let _ = client.send(bytes::Bytes::from(past)).await;
+    let _ = client.send(&past).await;
     match next_reply(&mut client).await {
         Some(ClientReply::Error(reason)) => assert!(reason.contains("frame"), "{reason}"),
         other => panic!("expected an error, got {other:?}"),
     }
-    assert!(closed_by_peer(&mut client).await);
+    assert!(closed(&mut client).await);
     drop(client);
     assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Closed(_)));
 }
@@ -323,12 +319,12 @@ async fn a_full_client_command_queue_holds_clients_back_and_loses_nothing() {
     };
     let mut writers = Vec::new();
     for _ in 0..clients {
-        let mut frames = frames_of(TcpStream::connect(address).await.unwrap(), CLIENT_FRAME_BYTES_MAX);
+        let mut link = client_link(address).await;
         writers.push(tokio::spawn(async move {
             for n in 0..each {
-                frames.send(bytes::Bytes::from(postcard::to_stdvec(&numbered(n)).unwrap())).await.unwrap();
+                send(&mut link, &numbered(n)).await;
             }
-            frames
+            link
         }));
     }
     // The core reads nothing until its queue is full.
@@ -359,4 +355,30 @@ async fn a_full_client_command_queue_holds_clients_back_and_loses_nothing() {
     for writer in writers {
         let _frames = writer.await.unwrap();
     }
+}
+
+/// A connection that asked something and then neither asks nor hears anything for
+/// `IDLE_TIMEOUT` is closed, its place freed; a request or a reply starts the wait again.
+/// (`IDLE_TIMEOUT` itself is past `WAITING_MS_MAX`: nothing it asked is still awaited.)
+#[tokio::test]
+async fn a_connection_idle_past_idle_timeout_is_closed_and_traffic_keeps_one_open() {
+    const {
+        assert!(
+            shardspace_node::client::IDLE_TIMEOUT.as_millis() > shardspace_core::sbac::replica::WAITING_MS_MAX as u128
+        )
+    };
+    let idle = Duration::from_millis(400);
+    let (address, mut rx_core, _stop, _) = common::client_listener_idle(64, idle).await;
+    let mut link = client_link(address).await;
+    let replies = opened(&mut rx_core).await;
+    let started = tokio::time::Instant::now();
+    send(&mut link, &ClientRequest::Status).await;
+    assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Request { .. }));
+    // A reply half-way through: the wait starts again from it.
+    tokio::time::sleep(idle / 2).await;
+    replies.send(ClientReply::Refused(Vec::new())).await.unwrap();
+    assert_eq!(next_reply(&mut link).await, Some(ClientReply::Refused(Vec::new())));
+    assert!(closed(&mut link).await, "an idle connection stayed open");
+    assert!(started.elapsed() >= idle * 3 / 2, "closed {:?} after its request", started.elapsed());
+    assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Closed(_)));
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use shardspace_node::config::{ClusterFile, Durability, Layout, generate};
+use shardspace_node::client::Doors;
+use shardspace_node::config::{API_CLIENT, ClusterFile, Durability, Layout, generate};
 
 use crate::processes::{Process, free_port};
 
@@ -53,6 +54,8 @@ pub struct LocalCluster {
     api_url: String,
     pub path: PathBuf,
     pub file: ClusterFile,
+    /// How to reach each replica's request interface, as the cluster file's `api` client.
+    pub doors: Doors,
     pub dir: tempfile::TempDir,
     /// Held for the cluster's life; dropped last.
     _turn: std::sync::MutexGuard<'static, ()>,
@@ -154,6 +157,7 @@ impl LocalCluster {
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
 
         let stopped = (0..shards).map(|_| (0..replicas).map(|_| None).collect()).collect();
+        let doors = Doors::new(&file, file.client_credentials(dir.path(), API_CLIENT)?);
         let mut cluster = Self {
             bin: bin.to_path_buf(),
             checkers: python_checker.into_iter().chain([rust_checker]).collect(),
@@ -163,6 +167,7 @@ impl LocalCluster {
             api_url: String::new(),
             path,
             file,
+            doors,
             dir,
             _turn: turn,
         };

@@ -12,8 +12,8 @@ use anyhow::Context;
 use shardspace_core::bft::Digest;
 use shardspace_core::sbac::{ObjectStatus, ObjectView};
 use shardspace_core::{ObjectId, ShardMap};
-use shardspace_node::client::{Listing, PAGE_MAX, ReplicaClient};
-use shardspace_node::config::{CheckerPlace, ClusterFile, Durability, Layout, generate};
+use shardspace_node::client::{Doors, Listing, PAGE_MAX};
+use shardspace_node::config::{API_CLIENT, CheckerPlace, ClusterFile, Durability, Layout, generate};
 use tokio::time::Instant;
 
 use crate::bench::{BankPair, Stream, Target, open_account};
@@ -46,6 +46,8 @@ pub struct HostCluster {
     running: std::sync::Mutex<Vec<Running>>,
     api: Option<Process>,
     pub file: ClusterFile,
+    /// How to reach the replicas, as the `api` client.
+    pub doors: Doors,
     pub path: PathBuf,
     pub hosts: Hosts,
     pub dir: tempfile::TempDir,
@@ -83,11 +85,13 @@ impl HostCluster {
         file.bft.durability = Durability::Normal;
         std::fs::write(&path, toml::to_string(&file)?).with_context(|| format!("cannot write {}", path.display()))?;
         let running = (0..replicas).map(|_| Running { checker: None, replicas: (0..shards).map(|_| None).collect() });
+        let doors = Doors::new(&file, file.client_credentials(dir.path(), API_CLIENT)?);
         let mut cluster = Self {
             bin: bin.to_path_buf(),
             running: std::sync::Mutex::new(running.collect()),
             api: None,
             file,
+            doors,
             path,
             hosts,
             dir,
@@ -167,15 +171,26 @@ impl HostCluster {
 }
 
 /// What one replica says of itself: requests executed and its state's digest.
-async fn executed_and_state(address: SocketAddrV4) -> Option<(u64, Digest)> {
-    let status = async { ReplicaClient::connect(&address.to_string()).await?.status().await };
+async fn executed_and_state(
+    doors: &Doors,
+    address: SocketAddrV4,
+    shard: usize,
+    replica: usize,
+) -> Option<(u64, Digest)> {
+    let status = async { doors.connect_at(&address.to_string(), shard, replica).await?.status().await };
     let status = tokio::time::timeout(Duration::from_secs(2), status).await.ok()?.ok()?;
     Some((status.executed, status.state))
 }
 
 /// Every object one replica holds, page by page.
-pub async fn objects_of(address: SocketAddrV4) -> anyhow::Result<Vec<(ObjectId, ObjectView)>> {
-    let mut client = ReplicaClient::connect(&address.to_string()).await.with_context(|| format!("{address}"))?;
+pub async fn objects_of(
+    doors: &Doors,
+    address: SocketAddrV4,
+    shard: usize,
+    replica: usize,
+) -> anyhow::Result<Vec<(ObjectId, ObjectView)>> {
+    let client = doors.connect_at(&address.to_string(), shard, replica).await;
+    let mut client = client.with_context(|| format!("{address}"))?;
     let (mut objects, mut after) = (Vec::new(), None);
     loop {
         let page = client.list(Listing::Objects, after, PAGE_MAX).await.with_context(|| format!("{address}"))?;
@@ -196,7 +211,9 @@ impl HostCluster {
         let shards = self.file.shards.len() as u32;
         try_wait_until("every replica of each shard holds the same state", deadline, || async {
             for shard in 0..shards {
-                let asked = self.client_addresses(shard).into_iter().map(executed_and_state);
+                let addresses = self.client_addresses(shard).into_iter().enumerate();
+                let asked = addresses
+                    .map(|(replica, address)| executed_and_state(&self.doors, address, shard as usize, replica));
                 let states = futures::future::join_all(asked).await;
                 if states.iter().any(Option::is_none) || states.windows(2).any(|pair| pair[0] != pair[1]) {
                     return false;
@@ -214,8 +231,8 @@ impl HostCluster {
         let mut shards = Vec::new();
         for shard in 0..self.file.shards.len() as u32 {
             let mut lists = Vec::new();
-            for address in self.client_addresses(shard) {
-                lists.push(objects_of(address).await?);
+            for (replica, address) in self.client_addresses(shard).into_iter().enumerate() {
+                lists.push(objects_of(&self.doors, address, shard as usize, replica).await?);
             }
             for (replica, list) in lists.iter().enumerate().skip(1) {
                 if list != &lists[0] {

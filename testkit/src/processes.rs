@@ -27,14 +27,23 @@ impl Process {
         Self::try_start(command).unwrap_or_else(|error| panic!("{error:#}"))
     }
 
+    /// As `start`, its stderr (its log) written to `log`.
+    pub fn start_logging_to(mut command: Command, log: &std::path::Path) -> Self {
+        let file =
+            std::fs::File::create(log).unwrap_or_else(|error| panic!("cannot create {}: {error}", log.display()));
+        command.stderr(file);
+        Self::try_start_with(command).unwrap_or_else(|error| panic!("{error:#}"))
+    }
+
     /// As `start`, with an error instead of a panic.
     pub fn try_start(mut command: Command) -> anyhow::Result<Self> {
+        command.stderr(Stdio::inherit());
+        Self::try_start_with(command)
+    }
+
+    fn try_start_with(mut command: Command) -> anyhow::Result<Self> {
         let what = format!("{command:?}");
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {what}"))?;
+        let mut child = command.stdout(Stdio::piped()).spawn().with_context(|| format!("cannot start {what}"))?;
         let stdout = child.stdout.take().with_context(|| format!("{what}: stdout is not piped"))?;
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -52,6 +52,11 @@ impl Committee {
             .map(|index| ReplicaId(u32::try_from(index).expect("a committee has fewer than 2^32 replicas")))
     }
 
+    /// A replica's public key (the links between processes are keyed by it as well).
+    pub fn key(&self, replica: ReplicaId) -> Option<&VerifyingKey> {
+        self.keys.get(replica.0 as usize)
+    }
+
     pub fn contains(&self, replica: ReplicaId) -> bool {
         (replica.0 as usize) < self.keys.len()
     }
@@ -177,6 +182,11 @@ impl KeyPair {
 
     pub fn public(&self) -> VerifyingKey {
         self.key.verifying_key()
+    }
+
+    /// The secret key, for the links this replica makes and accepts (`node/src/secure.rs`).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
     }
 
     /// Signs `message`, and counts the signature as verified in this process: a replica

@@ -1,19 +1,22 @@
-//! What the tests at a replica's doors share: committees, an in-process peer listener,
-//! and a dialer that answers its challenge as it is told.
+//! What the tests at a replica's doors share: committees and keys, in-process peer and
+//! client listeners, and dialers that make links (`secure.rs`) as a replica or a client.
 
 #![allow(clippy::unwrap_used, dead_code)] // each test file uses some of these
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use shardspace_core::ShardId;
 use shardspace_core::bft::{Committee, KeyPair, ReplicaId};
+use shardspace_node::client::{CLIENT_FRAME_BYTES_MAX, ClientCommand, ClientListener};
 use shardspace_node::freeze::Freezes;
-use shardspace_node::network::{FRAME_BYTES_MAX, Frame, Hello, NetworkCounters, PeerId, PeerListener, hello_bytes};
+use shardspace_node::network::{FRAME_BYTES_MAX, Frame, NetworkCounters, PeerId, PeerListener};
+use shardspace_node::secure::{Credentials, SecureError, SecureLink, public_of};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+pub const CLUSTER: &str = "test";
 
 pub fn committee(cluster: &str, shard: u32) -> (Committee, Vec<KeyPair>) {
     let keys: Vec<KeyPair> =
@@ -21,15 +24,34 @@ pub fn committee(cluster: &str, shard: u32) -> (Committee, Vec<KeyPair>) {
     (Committee::new(cluster, ShardId(shard), keys.iter().map(KeyPair::public).collect()), keys)
 }
 
+/// The link key of `keys`, in this test cluster.
+pub fn credentials(keys: &KeyPair) -> Credentials {
+    Credentials::new(keys.signing_key(), CLUSTER)
+}
+
+/// A key that is no replica's: a client's, or a stranger's.
+pub fn outsider(seed: u8) -> KeyPair {
+    KeyPair::from_seed(ReplicaId(0), [seed; 32])
+}
+
+/// The client key the in-process client listeners admit.
+pub fn client_keys() -> KeyPair {
+    outsider(200)
+}
+
 /// A listener's address, counters, what reaches its core, and its stop switch.
 pub type Listening = (std::net::SocketAddr, Arc<NetworkCounters>, mpsc::Receiver<(PeerId, Frame)>, watch::Sender<bool>);
 
 pub const LISTENER: PeerId = PeerId { shard: ShardId(0), replica: ReplicaId(0) };
 
+/// The link key of the listener (replica 0 of shard 0).
+pub fn listener_key() -> [u8; 32] {
+    public_of(&committee(CLUSTER, 0).1[0].public())
+}
+
 /// A peer listener of replica 0 of shard 0 in a two-shard cluster, in process, with its
 /// counters and what reaches its core.
-pub async fn listener()
--> (std::net::SocketAddr, Arc<NetworkCounters>, mpsc::Receiver<(PeerId, Frame)>, watch::Sender<bool>) {
+pub async fn listener() -> Listening {
     listener_with(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), 16)
 }
 
@@ -40,7 +62,8 @@ pub fn listener_with(socket: tokio::net::TcpListener, core_queue: usize) -> List
 
 /// `listener_with`, and the freezes it heeds.
 pub fn listener_freezing(socket: tokio::net::TcpListener, core_queue: usize) -> (Listening, Arc<Freezes>) {
-    let committees = vec![committee("test", 0).0, committee("test", 1).0];
+    let (own_committee, own_keys) = committee(CLUSTER, 0);
+    let committees = vec![own_committee, committee(CLUSTER, 1).0];
     let address = socket.local_addr().unwrap();
     let counters = Arc::new(NetworkCounters::default());
     let (tx_core, rx_core) = mpsc::channel(core_queue);
@@ -51,6 +74,7 @@ pub fn listener_freezing(socket: tokio::net::TcpListener, core_queue: usize) -> 
         listener: socket,
         committees,
         own: LISTENER,
+        credentials: credentials(&own_keys[0]),
         tx_core,
         counters: counted,
         freezes: Arc::clone(&freezes),
@@ -59,28 +83,101 @@ pub fn listener_freezing(socket: tokio::net::TcpListener, core_queue: usize) -> 
     ((address, counters, rx_core, stop), freezes)
 }
 
-/// Connects, reads the challenge, and answers with `hello` (raw bytes of a frame).
-pub async fn answer(
+/// Makes a link to the listener at `address` (replica 0 of shard 0) as the holder of `keys`.
+pub async fn try_dial(address: std::net::SocketAddr, keys: &KeyPair) -> Result<SecureLink, SecureError> {
+    dial_as(address, &credentials(keys), &listener_key(), FRAME_BYTES_MAX).await
+}
+
+pub async fn dial(address: std::net::SocketAddr, keys: &KeyPair) -> SecureLink {
+    try_dial(address, keys).await.unwrap()
+}
+
+/// Makes a link to `address` with `credentials`, expecting the listener to hold `expected`.
+pub async fn dial_as(
     address: std::net::SocketAddr,
-    hello: impl FnOnce([u8; 32]) -> Vec<u8>,
-) -> Framed<TcpStream, LengthDelimitedCodec> {
-    let stream = TcpStream::connect(address).await.unwrap();
-    let codec = LengthDelimitedCodec::builder().max_frame_length(FRAME_BYTES_MAX * 2).new_codec();
-    let mut frames = Framed::new(stream, codec);
-    let challenge = frames.next().await.unwrap().unwrap();
-    let nonce: [u8; 32] = challenge[..32].try_into().unwrap();
-    frames.send(bytes::Bytes::from(hello(nonce))).await.unwrap();
-    frames
+    credentials: &Credentials,
+    expected: &[u8; 32],
+    frame_bytes_max: usize,
+) -> Result<SecureLink, SecureError> {
+    let stream = TcpStream::connect(address).await?;
+    tokio::time::timeout(Duration::from_secs(10), credentials.dial(stream, expected, frame_bytes_max))
+        .await
+        .map_err(|_| SecureError::Closed)?
 }
 
-/// Waits until the listener has closed the connection (with a deadline).
-pub async fn closed(frames: &mut Framed<TcpStream, LengthDelimitedCodec>) -> bool {
-    matches!(tokio::time::timeout(Duration::from_secs(10), frames.next()).await, Ok(None | Some(Err(_))))
+/// Sends a value as one frame.
+pub async fn send<T: serde::Serialize>(link: &mut SecureLink, value: &T) {
+    link.send(&postcard::to_stdvec(value).unwrap()).await.unwrap();
 }
 
-/// A dialer's answer claiming to be `shard`/`replica`, signed with `keys` in `committee`'s domain.
-pub fn hello(shard: u32, replica: u32, keys: &KeyPair, committee: &Committee, nonce: [u8; 32]) -> Vec<u8> {
-    let signature = keys.sign(&hello_bytes(committee, &nonce, LISTENER));
-    let from = PeerId { shard: ShardId(shard), replica: ReplicaId(replica) };
-    postcard::to_stdvec(&Hello { from, signature }).unwrap()
+/// Waits until the other end has closed the link (with a deadline).
+pub async fn closed(link: &mut SecureLink) -> bool {
+    matches!(tokio::time::timeout(Duration::from_secs(10), link.receive()).await, Ok(Ok(None) | Err(_)))
+}
+
+/// A client listener in process, keyed as replica 0 of shard 0, admitting `client_keys()`;
+/// its commands wait in a queue of `commands_max`, and the test plays the core.
+pub async fn client_listener(
+    commands_max: usize,
+) -> (std::net::SocketAddr, mpsc::Receiver<ClientCommand>, watch::Sender<bool>, Arc<Freezes>) {
+    client_listener_idle(commands_max, shardspace_node::client::IDLE_TIMEOUT).await
+}
+
+/// `client_listener`, closing connections idle for `idle_timeout`.
+pub async fn client_listener_idle(
+    commands_max: usize,
+    idle_timeout: Duration,
+) -> (std::net::SocketAddr, mpsc::Receiver<ClientCommand>, watch::Sender<bool>, Arc<Freezes>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (tx_core, rx_core) = mpsc::channel(commands_max);
+    let (stop, shutdown) = watch::channel(false);
+    let freezes = Freezes::watch(shutdown.clone());
+    let admitted = Arc::new(BTreeSet::from([credentials(&client_keys()).public()]));
+    let own = credentials(&committee(CLUSTER, 0).1[0]);
+    let freezing = Arc::clone(&freezes);
+    let clients = ClientListener { listener, tx_core, freezes: freezing, credentials: own, admitted, idle_timeout };
+    tokio::spawn(clients.run(shutdown));
+    (address, rx_core, stop, freezes)
+}
+
+/// A link to an in-process client listener as the client it admits.
+pub async fn client_link(address: std::net::SocketAddr) -> SecureLink {
+    dial_as(address, &credentials(&client_keys()), &listener_key(), CLIENT_FRAME_BYTES_MAX).await.unwrap()
+}
+
+/// A relay to `target` that flips one bit of the `record`-th record the dialer sends
+/// (counting its handshake message as the first): its address.
+pub async fn tampering_relay(target: std::net::SocketAddr, record: usize) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = relay.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (inbound, _) = relay.accept().await.unwrap();
+        let outbound = TcpStream::connect(target).await.unwrap();
+        let (mut from_dialer, mut to_dialer) = inbound.into_split();
+        let (mut from_listener, mut to_listener) = outbound.into_split();
+        tokio::spawn(async move { tokio::io::copy(&mut from_listener, &mut to_dialer).await });
+        // Records are a 4-byte length, then that many bytes.
+        let mut count = 0;
+        loop {
+            let mut length = [0u8; 4];
+            if from_dialer.read_exact(&mut length).await.is_err() {
+                return;
+            }
+            let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+            if from_dialer.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            count += 1;
+            if count == record {
+                let last = body.len() - 1;
+                body[last] ^= 1;
+            }
+            if to_listener.write_all(&length).await.is_err() || to_listener.write_all(&body).await.is_err() {
+                return;
+            }
+        }
+    });
+    address
 }

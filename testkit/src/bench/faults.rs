@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde::Serialize;
 use shardspace_core::ShardMap;
+use shardspace_node::client::Doors;
 use tokio::time::Instant;
 
 use super::load::{RunStats, Samples, Target, closed_until};
@@ -139,16 +140,16 @@ async fn run_phases(
         let target = target.clone();
         async move { closed_until(&target, streams, end).await.0 }
     });
-    let addresses = cluster.client_addresses();
+    let doors = cluster.doors.clone();
     let mut caught_up = Vec::new();
     let mut heights_at_end = Vec::new();
     for (index, fault) in PHASES.iter().enumerate() {
         let from = started + phase * index as u32;
         tokio::time::sleep_until(from).await;
-        act(cluster, *fault, u32::try_from(addresses.len())?)?;
+        act(cluster, *fault, u32::try_from(doors.replicas().len())?)?;
         let to = from + phase;
         let (caught, heights) = match fault.returning() {
-            Some(replica) => watch_catch_up(&addresses, replica, from, to).await,
+            Some(replica) => watch_catch_up(&doors, replica, from, to).await,
             None => {
                 tokio::time::sleep_until(to).await;
                 (Vec::new(), Vec::new())
@@ -181,16 +182,17 @@ fn act(cluster: &mut LocalCluster, fault: Fault, shards: u32) -> anyhow::Result<
 /// Until `to`: when did `replica` of each shard reach the lowest height of its peers
 /// (seconds after `from`), and its height and the shard's highest at the end.
 async fn watch_catch_up(
-    addresses: &[Vec<String>],
+    doors: &Doors,
     replica: u32,
     from: Instant,
     to: Instant,
 ) -> (Vec<Option<f64>>, Vec<(u64, u64)>) {
-    let mut caught = vec![None; addresses.len()];
-    let mut last = vec![(0, 0); addresses.len()];
+    let shards = doors.replicas().len();
+    let mut caught = vec![None; shards];
+    let mut last = vec![(0, 0); shards];
     while Instant::now() < to {
-        for (shard, replicas) in addresses.iter().enumerate() {
-            let heights = heights(replicas).await;
+        for shard in 0..shards {
+            let heights = heights(doors, shard).await;
             let own = heights.get(replica as usize).copied().flatten();
             let peers = heights.iter().enumerate().filter(|(index, _)| *index != replica as usize);
             let peers: Vec<u64> = peers.filter_map(|(_, height)| *height).collect();
@@ -206,8 +208,8 @@ async fn watch_catch_up(
 }
 
 /// Each replica's decided height, `None` where it does not answer within a poll.
-async fn heights(replicas: &[String]) -> Vec<Option<u64>> {
-    let statuses = statuses(replicas, HEIGHT_POLL).await;
+async fn heights(doors: &Doors, shard: usize) -> Vec<Option<u64>> {
+    let statuses = statuses(doors, shard, HEIGHT_POLL).await;
     statuses.into_iter().map(|status| status.map(|status| status.height.0)).collect()
 }
 

@@ -19,7 +19,7 @@ use anyhow::Context;
 use serde::Serialize;
 use shardspace_core::ShardMap;
 use shardspace_core::sbac::replica::Status;
-use shardspace_node::client::ReplicaClient;
+use shardspace_node::client::Doors;
 use shardspace_node::config::Durability;
 
 pub use accounting::{calibration_ms, cpu_seconds, peak_rss_mib, rss_mib, total_cpu_seconds};
@@ -472,7 +472,7 @@ impl Bench {
     /// is not counted in the run's CPU.
     async fn mark(&self, cluster: &LocalCluster) -> Mark {
         let calibration_ms = calibration_ms();
-        let progress = progress(&cluster.client_addresses()).await;
+        let progress = progress(&cluster.doors).await;
         Mark { calibration_ms, cpu: self.cpu(cluster), progress, at: std::time::Instant::now() }
     }
 
@@ -490,7 +490,7 @@ impl Bench {
     ) -> Run {
         let after = self.cpu(cluster);
         let elapsed_s = mark.at.elapsed().as_secs_f64();
-        let progress = progress(&cluster.client_addresses()).await;
+        let progress = progress(&cluster.doors).await;
         let per_second = |pick: fn((u64, u64)) -> u64| -> Vec<f64> {
             (mark.progress.iter().zip(&progress))
                 .map(|(before, after)| {
@@ -637,19 +637,19 @@ fn least_squares(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
 }
 
 /// Each replica's (round, decided height), by shard; `None` where it does not answer in a second.
-async fn progress(addresses: &[Vec<String>]) -> Vec<Vec<Option<(u64, u64)>>> {
+async fn progress(doors: &Doors) -> Vec<Vec<Option<(u64, u64)>>> {
     let mut shards = Vec::new();
-    for replicas in addresses {
-        let statuses = statuses(replicas, Duration::from_secs(1)).await;
+    for shard in 0..doors.replicas().len() {
+        let statuses = statuses(doors, shard, Duration::from_secs(1)).await;
         shards.push(statuses.into_iter().map(|status| status.map(|s| (s.round.0, s.height.0))).collect());
     }
     shards
 }
 
 /// Each replica's status, asked all at once; `None` where it does not answer within `wait`.
-async fn statuses(replicas: &[String], wait: Duration) -> Vec<Option<Status>> {
-    let asks = replicas.iter().map(|address| async move {
-        let asked = async { ReplicaClient::connect(address).await?.status().await };
+async fn statuses(doors: &Doors, shard: usize, wait: Duration) -> Vec<Option<Status>> {
+    let asks = (0..doors.replicas()[shard].len()).map(|replica| async move {
+        let asked = async { doors.connect(shard, replica).await?.status().await };
         tokio::time::timeout(wait, asked).await.ok().and_then(Result::ok)
     });
     futures::future::join_all(asks).await

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use shardspace_core::bft::{Digest, Request};
-use shardspace_node::client::{ClientReply, ClientRequest, ReplicaClient};
-use shardspace_node::config::{ClusterFile, Durability, Layout, generate};
+use shardspace_node::client::{ClientReply, ClientRequest, Doors, ReplicaClient};
+use shardspace_node::config::{API_CLIENT, ClusterFile, Durability, Layout, generate};
 
 /// Benchmarks the BFT ordering of one shard of four replica processes.
 #[derive(Debug, Parser)]
@@ -51,19 +51,18 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn cluster(dir: &Path, durability: Durability) -> Result<(PathBuf, Vec<String>), Box<dyn std::error::Error>> {
+fn cluster(dir: &Path, durability: Durability) -> Result<(PathBuf, Doors), Box<dyn std::error::Error>> {
     let layout = Layout::one_host("bench", 1, 4, "127.0.0.1", 1);
     let path = generate(&layout, dir)?;
     let mut file = ClusterFile::load(&path)?;
-    let mut clients = Vec::new();
     for replica in &mut file.shards[0].replicas {
         replica.peer_address = format!("127.0.0.1:{}", free_port()?);
         replica.client_address = format!("127.0.0.1:{}", free_port()?);
-        clients.push(replica.client_address.clone());
     }
     file.bft.durability = durability;
     std::fs::write(&path, toml::to_string(&file)?)?;
-    Ok((path, clients))
+    let doors = Doors::new(&file, file.client_credentials(dir, API_CLIENT)?);
+    Ok((path, doors))
 }
 
 fn start(binary: &Path, config: &Path, replica: usize) -> Result<Replica, Box<dyn std::error::Error>> {
@@ -94,10 +93,10 @@ struct Run {
 async fn fresh_run(flags: &Flags, rate: u64, tag: &str) -> Result<Run, Box<dyn std::error::Error>> {
     let durability = if flags.durability == "full" { Durability::Full } else { Durability::Normal };
     let dir = tempfile::tempdir()?;
-    let (config, clients) = cluster(dir.path(), durability)?;
+    let (config, doors) = cluster(dir.path(), durability)?;
     let _replicas: Vec<Replica> = (0..4).map(|i| start(&flags.binary, &config, i)).collect::<Result<_, _>>()?;
-    let result = run(&clients, rate, flags.seconds, tag).await?;
-    let status = ReplicaClient::connect(&clients[0]).await?.status().await?;
+    let result = run(&doors, rate, flags.seconds, tag).await?;
+    let status = doors.connect(0, 0).await?.status().await?;
     let elapsed = (flags.seconds + 3) as f64;
     println!(
         "    ({} rounds, {} heights: {:.0} rounds/s, {:.0} requests per block)",
@@ -110,16 +109,17 @@ async fn fresh_run(flags: &Flags, rate: u64, tag: &str) -> Result<Run, Box<dyn s
 }
 
 /// Offers `rate` requests per second for one warm-up second plus `seconds`, spread over the replicas.
-async fn run(clients: &[String], rate: u64, seconds: u64, tag: &str) -> Result<Run, Box<dyn std::error::Error>> {
+async fn run(doors: &Doors, rate: u64, seconds: u64, tag: &str) -> Result<Run, Box<dyn std::error::Error>> {
     let sent: Arc<Mutex<HashMap<Digest, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let latencies: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let warm_up = start + Duration::from_secs(1);
     let end = warm_up + Duration::from_secs(seconds);
-    let per_client = rate / clients.len() as u64;
+    let replicas = doors.replicas()[0].len();
+    let per_client = rate / replicas as u64;
     let mut tasks = Vec::new();
-    for (index, address) in clients.iter().enumerate() {
-        let client = ReplicaClient::connect(address).await?;
+    for index in 0..replicas {
+        let client = doors.connect(0, index).await?;
         let (sent, latencies, tag) = (Arc::clone(&sent), Arc::clone(&latencies), format!("{tag}-{index}"));
         tasks.push(tokio::spawn(drive(client, per_client, end, tag, sent, latencies)));
     }
