@@ -13,7 +13,6 @@ mod events;
 mod metrics;
 mod native;
 pub mod outcome;
-mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -283,6 +282,6 @@ impl ApiServer {
             shutdown.await;
             events.close(); // event streams never end by themselves: end them, or shutdown waits for ever
         };
-        serve::serve(self.listener, router(self.api), connections_max, shutdown).await
+        shardspace_node::http::serve(self.listener, router(self.api), connections_max, shutdown).await
     }
 }

@@ -37,6 +37,10 @@ pub use shardspace_core::sbac::replica::{
     ClientId, ClientReply, ClientRequest, Listing, PAGE_MAX, Page, RejectKind, Status,
 };
 
+/// How a replica's refusal of a client key begins (`ClientReply::Error`): the API tells it
+/// from other errors by it.
+pub const NOT_ADMITTED: &str = "this replica does not admit the client key";
+
 /// What the client listener tells the core.
 #[derive(Debug)]
 pub enum ClientCommand {
@@ -149,14 +153,15 @@ impl ClientListener {
                     };
                     let (tx_core, freezes) = (self.tx_core.clone(), Arc::clone(&self.freezes));
                     let (credentials, admitted) = (self.credentials.clone(), Arc::clone(&self.admitted));
+                    let refusals = Arc::clone(&refusals);
                     let idle_timeout = self.idle_timeout;
                     let shutdown = shutdown.clone();
                     let client = ClientId(next_client);
                     next_client += 1;
                     let silent = silent.clone();
                     tokio::spawn(async move {
-                        let door =
-                            Door { credentials: &credentials, admitted: &admitted, freezes: &freezes, idle_timeout };
+                        let (credentials, admitted, freezes) = (&credentials, &admitted, &freezes);
+                        let door = Door { credentials, admitted, freezes, idle_timeout, refusals };
                         serve(stream, address, client, &tx_core, door, shutdown, &silent).await;
                         silent.remove(client);
                         // Its place is free before the core hears it closed.
@@ -247,6 +252,8 @@ struct Door<'a> {
     admitted: &'a BTreeSet<[u8; 32]>,
     freezes: &'a Freezes,
     idle_timeout: std::time::Duration,
+    /// Refusals being told, shared with the refusals of connections past the bound.
+    refusals: Arc<tokio::sync::Semaphore>,
 }
 
 static STRANGER_WARNINGS: crate::throttle::Throttle = crate::throttle::Throttle::new(std::time::Duration::from_secs(1));
@@ -288,12 +295,21 @@ async fn serve(
         if let Some(held_back) = STRANGER_WARNINGS.allow() {
             tracing::warn!(%address, key, held_back, "a client whose key is not in the cluster file's [[clients]]: refused");
         }
+        // Told on a task of its own, as a connection past the bound is: the stranger's
+        // place here is free at once.
         let reason = format!(
-            "this replica does not admit the client key {key} (X25519): list the client's key in the cluster \
-             file's [[clients]] (`shardspace keys`) and restart the replicas"
+            "{NOT_ADMITTED} {key} (X25519): list the client's key in the cluster file's [[clients]] \
+             (`shardspace keys`) and restart the replicas"
         );
-        if link.send(&encode(&ClientReply::Error(reason))).await.is_ok() {
-            linger(link).await;
+        if let Ok(refusing) = door.refusals.try_acquire_owned() {
+            tokio::spawn(async move {
+                let refusal = encode(&ClientReply::Error(reason));
+                let told = tokio::time::timeout(REFUSAL_TIMEOUT, link.send(&refusal));
+                if matches!(told.await, Ok(Ok(()))) {
+                    linger(link).await;
+                }
+                drop(refusing);
+            });
         }
         return;
     }

@@ -220,16 +220,24 @@ impl ClusterFile {
                 }
             }
         }
-        let replica_keys: BTreeSet<&str> =
-            self.shards.iter().flat_map(|shard| &shard.replicas).map(|replica| replica.public_key.as_str()).collect();
-        let (mut names, mut keys) = (BTreeSet::new(), BTreeSet::new());
+        // Links know their ends by the X25519 form of these keys: no two may share one.
+        let mut link_keys = BTreeSet::new();
+        for shard in &self.shards {
+            for replica in &shard.replicas {
+                let key = parse_public_key(&replica.public_key)?;
+                if !link_keys.insert(crate::secure::public_of(&key)) {
+                    return Err(format!("shard {} replica {}: its key is another replica's", shard.id, replica.id));
+                }
+            }
+        }
+        let mut names = BTreeSet::new();
         for client in &self.clients {
             let name = format!("client {:?}", client.name);
             if !shardspace_core::is_name(&client.name) || !names.insert(&client.name) {
                 return Err(format!("{name}: a client needs a name of its own (letters, digits, - and _)"));
             }
-            parse_public_key(&client.public_key).map_err(|message| format!("{name}: {message}"))?;
-            if replica_keys.contains(client.public_key.as_str()) || !keys.insert(&client.public_key) {
+            let key = parse_public_key(&client.public_key).map_err(|message| format!("{name}: {message}"))?;
+            if !link_keys.insert(crate::secure::public_of(&key)) {
                 return Err(format!(
                     "{name}: its key is another client's or a replica's; make one with `shardspace keys`"
                 ));
@@ -415,7 +423,13 @@ fn listen_address(advertised: &str) -> Result<SocketAddr, String> {
 fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(text, &mut bytes).map_err(|_| format!("public key {text:?} is not 64 hex digits"))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| format!("public key {text:?} is not an ed25519 key"))
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| format!("public key {text:?} is not an ed25519 key"))?;
+    // A key of small order would let anyone make a link as its holder (its X25519 form
+    // gives the same secret whatever the other end holds).
+    if key.is_weak() {
+        return Err(format!("public key {text:?} is a weak key: make keys with `shardspace keys` or `config gen`"));
+    }
+    Ok(key)
 }
 
 /// A key file holds the 32-byte secret seed as 64 hex digits.
@@ -592,31 +606,55 @@ pub fn add_client(path: &Path, name: &str) -> Result<PathBuf, ConfigError> {
     let base = path.parent().unwrap_or(Path::new("."));
     let key_file = format!("keys/{name}.key");
     let key_path = base.join(&key_file);
-    if key_path.exists() {
-        return Err(ConfigError::Invalid {
-            path: key_path,
-            message: "a key file is already there: not overwritten".into(),
+    let seed: [u8; 32] = rand::random();
+    write_new_secret(&key_path, &format!("{}\n", hex::encode(seed)))?;
+    let public_key = hex::encode(SigningKey::from_bytes(&seed).verifying_key().as_bytes());
+    let entry = format!("\n[[clients]]\nname = {name:?}\npublic_key = {public_key:?}\nkey_file = {key_file:?}\n");
+    let appended = append_checked(path, &entry);
+    if appended.is_err() {
+        let _ = std::fs::remove_file(&key_path);
+    }
+    appended.map(|()| key_path)
+}
+
+/// Writes a secret to a new file, readable by its owner only from the start; an existing
+/// file is left as it is and refused.
+fn write_new_secret(path: &Path, text: &str) -> Result<(), ConfigError> {
+    use std::io::Write;
+    let failed = |source| ConfigError::Write { path: path.into(), source };
+    if let Some(folder) = path.parent() {
+        std::fs::create_dir_all(folder).map_err(failed)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            ConfigError::Invalid { path: path.into(), message: "a key file is already there: not overwritten".into() }
+        }
+        _ => failed(source),
+    })?;
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(failed)
+}
+
+/// Appends `text` to the cluster file at `path` if the result still loads: written beside
+/// it and renamed over it, so that the file is whole, old or new, whatever fails.
+fn append_checked(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let old = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let new = format!("{}\n{text}", old.trim_end());
+    let staged = path.with_extension("toml.new");
+    std::fs::write(&staged, &new).map_err(|source| ConfigError::Write { path: staged.clone(), source })?;
+    if let Err(error) = ClusterFile::load(&staged) {
+        let _ = std::fs::remove_file(&staged);
+        return Err(match error {
+            ConfigError::Parse { message, .. } | ConfigError::Invalid { message, .. } => {
+                ConfigError::Invalid { path: path.into(), message: format!("the client cannot be added: {message}") }
+            }
+            other => other,
         });
     }
-    let seed: [u8; 32] = rand::random();
-    let write = |path: &Path, text: &str| {
-        std::fs::write(path, text).map_err(|source| ConfigError::Write { path: path.into(), source })
-    };
-    if let Some(folder) = key_path.parent() {
-        std::fs::create_dir_all(folder).map_err(|source| ConfigError::Write { path: folder.into(), source })?;
-    }
-    write(&key_path, &format!("{}\n", hex::encode(seed)))?;
-    restrict_to_owner(&key_path)?;
-    let public_key = hex::encode(SigningKey::from_bytes(&seed).verifying_key().as_bytes());
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    let entry = format!("\n[[clients]]\nname = {name:?}\npublic_key = {public_key:?}\nkey_file = {key_file:?}\n");
-    write(path, &format!("{}\n{entry}", text.trim_end()))?;
-    if let Err(error) = ClusterFile::load(path) {
-        write(path, &text)?;
-        let _ = std::fs::remove_file(&key_path);
-        return Err(error);
-    }
-    Ok(key_path)
+    std::fs::rename(&staged, path).map_err(|source| ConfigError::Write { path: path.into(), source })
 }
 
 #[cfg(unix)]
@@ -652,6 +690,18 @@ mod tests {
         assert_eq!(node.committee.size(), 4);
     }
 
+    /// `text` with its first replica's public key replaced by `key`.
+    fn with_first_key(text: &str, key: &str) -> String {
+        let first = first_key_after(text, 0);
+        text.replacen(&first, key, 1)
+    }
+
+    /// The public key of the `skip`-th replica in `text`.
+    fn first_key_after(text: &str, skip: usize) -> String {
+        let line = text.lines().filter(|line| line.starts_with("public_key = ")).nth(skip).unwrap();
+        line.trim_start_matches("public_key = ").trim_matches('"').to_string()
+    }
+
     #[test]
     fn bad_files_are_refused_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
@@ -666,7 +716,9 @@ mod tests {
             (
                 text.replacen("[checkers]\n", "[checkers]\n\"../x\" = \"http://127.0.0.1:1\"\n", 1),
                 "not a contract name",
-            ),
+            ), // The identity point: a key of small order, which would let anyone make its links.
+            (with_first_key(&text, &format!("01{}", "0".repeat(62))), "weak key"),
+            (with_first_key(&text, &first_key_after(&text, 1)), "another replica's"),
         ];
         for (bad, reason) in cases {
             std::fs::write(&path, bad).unwrap();
@@ -785,6 +837,18 @@ mod tests {
         }
         let error = file.client_credentials(dir.path(), "api-3").unwrap_err().to_string();
         assert!(error.contains("shardspace keys --name api-3"), "{error}");
+
+        // A file whose clients cannot take one more entry is left whole, and no key stays.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("cluster = "), "{text}");
+        let without_clients = &text[..text.find("[[clients]]").unwrap()];
+        // An inline array of clients: no [[clients]] may follow it.
+        let inline = without_clients.replacen('\n', "\nclients = []\n", 1);
+        std::fs::write(&path, &inline).unwrap();
+        assert!(add_client(&path, "api-4").is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), inline, "the cluster file changed");
+        assert!(!dir.path().join("keys/api-4.key").exists(), "the key file stayed");
+        std::fs::write(&path, &text).unwrap();
 
         // A client whose key is a replica's, or another client's, is refused.
         let text = std::fs::read_to_string(&path).unwrap();

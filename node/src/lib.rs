@@ -11,6 +11,7 @@ pub mod cluster_client;
 pub mod config;
 pub mod core;
 pub mod freeze;
+pub mod http;
 pub mod metrics;
 pub mod network;
 pub mod replica_link;

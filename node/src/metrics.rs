@@ -22,6 +22,9 @@ use tokio::sync::watch;
 use crate::freeze::Freezes;
 use crate::network::NetworkCounters;
 
+/// Open connections to `/metrics` at once; past it the oldest idle one makes room.
+const SCRAPERS_MAX: usize = 32;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabel {
     pub decision: String,
@@ -145,7 +148,8 @@ pub async fn serve(
     let stop = async move {
         let _ = shutdown.changed().await;
     };
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    // With the API's bounds: a scraper's connections, however many or slow, cost little.
+    if let Err(error) = crate::http::serve(listener, app, SCRAPERS_MAX, stop).await {
         tracing::warn!(?address, %error, "the metrics server stopped");
     }
 }

@@ -206,6 +206,9 @@ async fn run(
     while let Some(first) = outgoing.recv().await {
         let connected = target.connect().await;
         down.store(connected.is_err(), Ordering::Relaxed);
+        if connected.is_err() {
+            refused.store(false, Ordering::Relaxed); // unreachable now, whatever it said before
+        }
         let link = match connected {
             Ok(link) => link,
             Err(reason) => {
@@ -225,9 +228,12 @@ async fn run(
                 while let Ok(Some(bytes)) = frames.receive().await {
                     answered.store(true, Ordering::Relaxed);
                     let reply = decode::<ClientReply>(&bytes);
-                    refused.store(matches!(reply, Ok(ClientReply::Error(_))), Ordering::Relaxed);
+                    let not_admitted = |reason: &str| reason.starts_with(crate::client::NOT_ADMITTED);
+                    let refusal = matches!(&reply, Ok(ClientReply::Error(reason)) if not_admitted(reason));
+                    refused.store(refusal, Ordering::Relaxed);
                     match reply {
-                        // Said only before the replica closes: it refused this client.
+                        // Said only before the replica closes (a key it does not admit, too many
+                        // connections, a frame it could not read).
                         Ok(ClientReply::Error(reason)) => {
                             if let Some(held_back) = REFUSED_WARNINGS.allow() {
                                 tracing::warn!(%address, reason, held_back, "a replica refused this client");

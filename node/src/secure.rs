@@ -8,8 +8,10 @@
 //! who it should be cannot finish the handshake. The listener learns the dialer's key
 //! from the handshake and asks `admit` whether it is one of its own. The prologue binds
 //! the cluster's name, so a handshake of one cluster is void in another. A replayed
-//! first message gets an answer, but the replayer holds neither ephemeral secret: no
-//! frame of it ever opens.
+//! first message gets an answer, but the replayer holds neither ephemeral secret: the
+//! dialer's first sealed record (empty, sent with no wait after the handshake) confirms
+//! it holds its key, and the listener takes the link only once that record opens, so a
+//! replay never gets past the handshake's bounds (its time and `HANDSHAKES_MAX`).
 //!
 //! Frames go over TCP as length-delimited records of at most 65,535 bytes (Noise's own
 //! bound); a frame longer than one record is sent in pieces, each sealed, the first
@@ -49,6 +51,8 @@ pub enum SecureError {
     Tampered,
     #[error("a frame of more than {0} bytes")]
     TooLarge(usize),
+    #[error("the link failed before: it carries nothing more")]
+    Broken,
 }
 
 /// A static key: the X25519 form of an ed25519 key.
@@ -145,6 +149,8 @@ struct Sealing {
     state: Arc<StatelessTransportState>,
     next: u64,
     frame_bytes_max: usize,
+    /// A send failed part-way: nothing more is sent (the other end would lose its place).
+    broken: bool,
 }
 
 /// The receiving side's state. The pieces of a frame read so far are kept here, so that
@@ -155,6 +161,9 @@ struct Opening {
     frame_bytes_max: usize,
     partial: BytesMut,
     plain: Vec<u8>,
+    /// A record did not open, or the connection failed: nothing more is opened, so that no
+    /// record is ever tried under a nonce another one failed under.
+    broken: bool,
 }
 
 fn records(stream: TcpStream) -> Records {
@@ -174,13 +183,14 @@ fn transport(records: Records, state: StatelessTransportState, remote: [u8; 32],
     let state = Arc::new(state);
     SecureLink {
         records,
-        sealing: Sealing { state: Arc::clone(&state), next: 0, frame_bytes_max },
+        sealing: Sealing { state: Arc::clone(&state), next: 0, frame_bytes_max, broken: false },
         opening: Opening {
             state,
             next: 0,
             frame_bytes_max,
             partial: BytesMut::new(),
             plain: vec![0; RECORD_BYTES_MAX],
+            broken: false,
         },
         remote,
     }
@@ -209,7 +219,10 @@ pub async fn dial(
     let answer = next_record(&mut records).await?;
     handshake.read_message(&answer, &mut message).map_err(handshake_error)?;
     let state = handshake.into_stateless_transport_mode().map_err(handshake_error)?;
-    Ok(transport(records, state, *expected, frame_bytes_max))
+    let mut link = transport(records, state, *expected, frame_bytes_max);
+    // The key confirmation `accept` waits for: an empty frame, sealed.
+    link.send(&[]).await?;
+    Ok(link)
 }
 
 /// Accepts: the dialer's key must be one `admit` knows.
@@ -241,7 +254,14 @@ pub async fn accept(
     let written = handshake.write_message(&[], &mut message).map_err(handshake_error)?;
     records.send(Bytes::copy_from_slice(&message[..written])).await?;
     let state = handshake.into_stateless_transport_mode().map_err(handshake_error)?;
-    Ok(transport(records, state, remote, frame_bytes_max))
+    let mut link = transport(records, state, remote, frame_bytes_max);
+    match link.receive().await {
+        Ok(Some(confirmation)) if confirmation.is_empty() => Ok(link),
+        Ok(_) | Err(SecureError::Tampered | SecureError::Broken) => {
+            Err(SecureError::Handshake("the dialer did not confirm its key (a replayed handshake?)".into()))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 impl Sealing {
@@ -250,9 +270,13 @@ impl Sealing {
     where
         S: futures::Sink<Bytes, Error = std::io::Error> + Unpin,
     {
+        if self.broken {
+            return Err(SecureError::Broken);
+        }
         if frame.len() > self.frame_bytes_max {
             return Err(SecureError::TooLarge(self.frame_bytes_max));
         }
+        self.broken = true; // until the whole frame is sent
         let mut pieces = frame.chunks(PIECE_BYTES_MAX).peekable();
         let mut plain = Vec::with_capacity(PIECE_BYTES_MAX.min(frame.len()) + 1);
         let mut sealed = vec![0u8; (frame.len() + 1 + TAG_BYTES).min(RECORD_BYTES_MAX)];
@@ -271,6 +295,7 @@ impl Sealing {
             }
         }
         records.flush().await?;
+        self.broken = false;
         Ok(())
     }
 }
@@ -279,6 +304,19 @@ impl Opening {
     /// Opens records until a whole frame is read; `None` when the other end closed.
     /// Cancel-safe: a record is read whole or not at all, and what it held is kept.
     async fn receive<S>(&mut self, records: &mut S) -> Result<Option<Bytes>, SecureError>
+    where
+        S: futures::Stream<Item = std::io::Result<BytesMut>> + Unpin,
+    {
+        if self.broken {
+            return Err(SecureError::Broken);
+        }
+        let received = self.open(records).await;
+        self.broken = received.is_err();
+        received
+    }
+
+    /// `receive`, before a failure is noted.
+    async fn open<S>(&mut self, records: &mut S) -> Result<Option<Bytes>, SecureError>
     where
         S: futures::Stream<Item = std::io::Result<BytesMut>> + Unpin,
     {
@@ -485,26 +523,28 @@ mod tests {
         let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let relay_address = relay.local_addr().unwrap();
         tokio::spawn(async move {
-            let (mut inbound, _) = relay.accept().await.unwrap();
-            let mut outbound = TcpStream::connect(address).await.unwrap();
-            let mut bytes = vec![0u8; 1 << 16];
-            let mut records = 0;
-            loop {
-                let read = inbound.read(&mut bytes).await.unwrap_or(0);
-                if read == 0 {
+            let (inbound, _) = relay.accept().await.unwrap();
+            let outbound = TcpStream::connect(address).await.unwrap();
+            let (mut from_dialer, mut to_dialer) = inbound.into_split();
+            let (mut from_listener, mut to_listener) = outbound.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut from_listener, &mut to_dialer).await });
+            // Record by record: the handshake message, the key confirmation, then the first
+            // frame, whose last byte is flipped.
+            for record in 1.. {
+                let mut length = [0u8; 4];
+                if from_dialer.read_exact(&mut length).await.is_err() {
                     return;
                 }
-                records += 1;
-                if records == 2 {
-                    bytes[read - 1] ^= 1; // the first frame after the handshake message
-                }
-                if outbound.write_all(&bytes[..read]).await.is_err() {
+                let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+                if from_dialer.read_exact(&mut body).await.is_err() {
                     return;
                 }
-                let mut answer = vec![0u8; 1 << 16];
-                if records == 1 {
-                    let answered = outbound.read(&mut answer).await.unwrap_or(0);
-                    let _ = inbound.write_all(&answer[..answered]).await;
+                if record == 3 {
+                    let last = body.len() - 1;
+                    body[last] ^= 1;
+                }
+                if to_listener.write_all(&length).await.is_err() || to_listener.write_all(&body).await.is_err() {
+                    return;
                 }
             }
         });
@@ -513,7 +553,8 @@ mod tests {
         link.send(b"transfer 10 to bob").await.unwrap();
         assert!(matches!(task.await.unwrap(), Err(SecureError::Tampered)));
 
-        // A recorded first message, replayed: answered, but what follows never opens.
+        // A recorded first message, replayed: answered, but the replayer cannot confirm the
+        // key, so the listener never takes the link.
         let (address, task) = echo(client.public, server.clone()).await;
         let mut recorded = Vec::new();
         {
@@ -541,6 +582,6 @@ mod tests {
         // The replayer cannot seal a frame: it sends bytes shaped as a record.
         replayer.write_all(&[0, 0, 0, 20]).await.unwrap();
         replayer.write_all(&[7u8; 20]).await.unwrap();
-        assert!(matches!(task.await.unwrap(), Err(SecureError::Tampered)));
+        assert!(matches!(task.await.unwrap(), Err(SecureError::Handshake(_))));
     }
 }

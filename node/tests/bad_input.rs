@@ -105,13 +105,13 @@ async fn after_a_good_handshake_a_bad_or_oversized_frame_closes_the_connection()
 async fn a_tampered_frame_closes_the_link_and_never_reaches_the_core() {
     let (address, counters, mut rx_core, _stop) = listener().await;
     let (_, keys) = committee(CLUSTER, 0);
-    let relay = tampering_relay(address, 3).await;
+    let relay = tampering_relay(address, 4).await;
     let mut link = dial(relay, &keys[1]).await;
     let message = |n: u8| Frame::Bft(PeerMessage::Requests(vec![shardspace_core::bft::Request::new(vec![n])]));
-    send(&mut link, &message(1)).await; // the second record: passed on as it is
+    send(&mut link, &message(1)).await; // the third record (after the handshake and the key confirmation): passed on
     let (_, first) = tokio::time::timeout(Duration::from_secs(10), rx_core.recv()).await.unwrap().unwrap();
     assert_eq!(first, message(1));
-    send(&mut link, &message(2)).await; // the third: one bit flipped
+    send(&mut link, &message(2)).await; // the fourth: one bit flipped
     let _ = link.send(&postcard::to_stdvec(&message(3)).unwrap()).await;
     assert!(closed(&mut link).await, "the link stayed open");
     assert_eq!(counters.frames_rejected.load(Ordering::Relaxed), 1);
@@ -176,12 +176,16 @@ async fn an_unknown_client_key_is_told_why_and_a_replayed_handshake_gets_nothing
     let mut replayer = tokio::net::TcpStream::connect(address).await.unwrap();
     replayer.write_all(&recorded[..length]).await.unwrap();
     let mut answer = [0u8; 4096];
-    let _ = replayer.read(&mut answer).await.unwrap(); // the listener's answer, which it cannot use
-    // What it sends next, shaped as a record, does not open: no request reaches the core.
+    let answered = replayer.read(&mut answer).await.unwrap(); // the listener's answer, which it cannot use
+    assert!(answered > 0, "the replayed first message was not answered");
+    // What it sends next, shaped as a record, does not open: it cannot confirm the key, the
+    // listener closes without a word (a request it could not read would get an error), and
+    // no request reaches the core.
     replayer.write_all(&[0, 0, 0, 40]).await.unwrap();
     replayer.write_all(&[7u8; 40]).await.unwrap();
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), replayer.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty(), "the replayer got {} more bytes", rest.len());
     while let Ok(command) = rx_core.try_recv() {
         assert!(!matches!(command, ClientCommand::Request { .. }), "a replayed handshake's request: {command:?}");
     }
@@ -239,4 +243,28 @@ async fn a_flood_of_garbage_handshakes_is_refused_each_time_and_warned_of_once_a
     let warnings = log.lines().filter(|line| line.contains("peer handshake rejected")).count();
     assert!(warnings >= 1 && warnings as u64 <= seconds + 1, "{warnings} warnings in {seconds} s:\n{log}");
     assert!(log.contains("held_back="), "a warning says how many were held back: {log}");
+}
+
+/// A replica's sender whose peer address is answered by another key (a replica moved, or
+/// an impostor at its address) never makes the link: nothing it queues is delivered there,
+/// and the listener counts each failed handshake.
+#[tokio::test]
+async fn a_peer_sender_never_delivers_to_a_listener_that_is_not_the_peer_it_expects() {
+    let (address, counters, mut rx_core, _stop) = listener().await;
+    let (_, keys) = committee(CLUSTER, 0);
+    let (sender_counters, (_stop_sender, shutdown)) =
+        (Arc::new(shardspace_node::network::NetworkCounters::default()), tokio::sync::watch::channel(false));
+    // It expects replica 2 of shard 0 at the address where replica 0 listens.
+    let expected = (PeerId { shard: ShardId(0), replica: ReplicaId(2) }, public_of(&keys[2].public()));
+    let sender = shardspace_node::network::PeerSender::start(
+        address.to_string(),
+        expected,
+        credentials(&keys[1]),
+        sender_counters,
+        shutdown,
+        Duration::from_secs(20),
+    );
+    sender.send(&Frame::Bft(PeerMessage::Requests(vec![shardspace_core::bft::Request::new(b"k=v".to_vec())])));
+    wait_for(|| counters.handshakes_rejected.load(Ordering::Relaxed) >= 2).await;
+    assert!(rx_core.try_recv().is_err(), "a frame reached a listener that is not the peer expected");
 }

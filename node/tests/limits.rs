@@ -367,7 +367,7 @@ async fn a_connection_idle_past_idle_timeout_is_closed_and_traffic_keeps_one_ope
             shardspace_node::client::IDLE_TIMEOUT.as_millis() > shardspace_core::sbac::replica::WAITING_MS_MAX as u128
         )
     };
-    let idle = Duration::from_millis(400);
+    let idle = Duration::from_secs(2);
     let (address, mut rx_core, _stop, _) = common::client_listener_idle(64, idle).await;
     let mut link = client_link(address).await;
     let replies = opened(&mut rx_core).await;
@@ -381,4 +381,65 @@ async fn a_connection_idle_past_idle_timeout_is_closed_and_traffic_keeps_one_ope
     assert!(closed(&mut link).await, "an idle connection stayed open");
     assert!(started.elapsed() >= idle * 3 / 2, "closed {:?} after its request", started.elapsed());
     assert!(matches!(next_command(&mut rx_core).await, ClientCommand::Closed(_)));
+}
+
+/// A replica's `/metrics` port is served with the API's bounds (`node/src/http.rs`):
+/// hundreds of connections that send nothing or half a request never keep a scraper
+/// waiting, and headers past `HEADER_BYTES_MAX` get 431.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_never_keep_a_scraper_of_metrics_waiting() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (_stop, shutdown) = watch::channel(false);
+    let freezes = shardspace_node::freeze::Freezes::watch(shutdown.clone());
+    let metrics = Arc::new(shardspace_node::metrics::NodeMetrics::default());
+    let counters = Arc::new(NetworkCounters::default());
+    tokio::spawn(shardspace_node::metrics::serve(listener, metrics, counters, freezes, shutdown));
+    let mut held = Vec::new();
+    for n in 0..300 {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        if n % 2 == 1 {
+            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        }
+        held.push(stream);
+    }
+    let http = reqwest::Client::new();
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let scraped = tokio::time::timeout(DEADLINE, http.get(format!("http://{address}/metrics")).send()).await;
+        let response = scraped.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.text().await.unwrap().contains("shardspace_replica_decided_height"));
+        waits.push(started.elapsed());
+    }
+    waits.sort();
+    assert!(waits[2] <= Duration::from_millis(100), "a scraper waited {waits:?}");
+    let oversized = http.get(format!("http://{address}/metrics")).header("x-big", "a".repeat(70 * 1024)).send();
+    assert_eq!(tokio::time::timeout(DEADLINE, oversized).await.unwrap().unwrap().status(), 431);
+}
+
+/// Strangers (keys the cluster file does not list) that finish their handshake and stay,
+/// more of them than `CLIENT_CONNECTIONS_MAX`, hold no place: each is told why on the side
+/// (bounded by `REFUSALS_MAX`), and a listed client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_past_client_connections_max_keep_no_listed_client_out() {
+    let (address, mut rx_core, _stop) = client_listener(4 * CLIENT_CONNECTIONS_MAX).await;
+    let stranger = credentials(&common::outsider(55));
+    let mut strangers = Vec::new();
+    for _ in 0..CLIENT_CONNECTIONS_MAX + 44 {
+        let link = common::dial_as(address, &stranger, &listener_key(), CLIENT_FRAME_BYTES_MAX).await;
+        strangers.push(link);
+    }
+    let mut link = client_link(address).await;
+    send(&mut link, &ClientRequest::Status).await;
+    let mut queues = Vec::new(); // kept: a connection whose reply queue is dropped closes
+    loop {
+        match next_command(&mut rx_core).await {
+            ClientCommand::Request { request, .. } => break assert_eq!(request, ClientRequest::Status),
+            ClientCommand::Open { tx_client, .. } => queues.push(tx_client),
+            ClientCommand::Closed(_) => {}
+        }
+    }
+    assert_eq!(queues.len(), 1, "a stranger's connection reached the core");
 }

@@ -1,9 +1,10 @@
-//! Serving HTTP/1 on :5000 with bounds a client cannot hold: request headers must
-//! arrive within `HEADER_READ_TIMEOUT` and fit in `HEADER_BYTES_MAX` (431 beyond),
-//! and when `connections_max` connections are open, a new one takes the place of the
-//! oldest that is idle (no request in progress), so that idle or half-sent connections,
-//! hundreds of them, never keep a new client waiting (`axum::serve` kept them until
-//! they closed: 520 idle connections held for 70 s left the API serving no one).
+//! Serving HTTP/1 (the API on :5000, a replica's `/metrics`) with bounds a client
+//! cannot hold: request headers must arrive within `HEADER_READ_TIMEOUT` and fit in
+//! `HEADER_BYTES_MAX` (431 beyond), and when `connections_max` connections are open, a
+//! new one takes the place of the oldest that is idle (no request in progress), so that
+//! idle or half-sent connections, hundreds of them, never keep a new client waiting
+//! (`axum::serve` kept them until they closed: 520 idle connections held for 70 s left
+//! the API serving no one).
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -183,10 +184,8 @@ const REFUSALS_MAX: usize = 64;
 /// How long a refused connection is given to send its request and take its answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
-static ACCEPT_WARNINGS: shardspace_node::throttle::Throttle =
-    shardspace_node::throttle::Throttle::new(Duration::from_secs(1));
-static REFUSAL_WARNINGS: shardspace_node::throttle::Throttle =
-    shardspace_node::throttle::Throttle::new(Duration::from_secs(1));
+static ACCEPT_WARNINGS: crate::throttle::Throttle = crate::throttle::Throttle::new(Duration::from_secs(1));
+static REFUSAL_WARNINGS: crate::throttle::Throttle = crate::throttle::Throttle::new(Duration::from_secs(1));
 
 fn lock(table: &Table) -> std::sync::MutexGuard<'_, BTreeMap<u64, Open>> {
     table.lock().unwrap_or_else(PoisonError::into_inner)
