@@ -4,7 +4,9 @@
 # cluster/, each replica's SQLite in cluster/data/, logs in log/, pid files in run/.
 #
 # What runs: the example contracts' checkers (Python on :7101, Rust on :7102), two
-# shards of four replicas (ports 7300-7315), and the client API on :5000.
+# shards of four replicas (ports 7300-7315), the client API on :5000, and the checker of
+# each contract added with `shardspace contract add DIR` (listed in var/contracts.list:
+# its port and folder, one a line; `shardspace contract serve` builds and serves it).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,20 +30,34 @@ replica_services=()
 for ((s = 0; s < shards; s++)); do
   for ((r = 0; r < replicas; r++)); do replica_services+=("shard-$s-replica-$r"); done
 done
-services=(checker-python checker-rust "${replica_services[@]}" api)
+# Contracts added to this cluster: service name -> "port<TAB>folder".
+declare -A added=()
+added_services=()
+if [ -f "$var/contracts.list" ]; then
+  while IFS=$'\t' read -r port folder; do
+    [ -n "$port" ] && [ -n "$folder" ] || continue
+    name="checker-$(basename "$folder")"
+    added[$name]="$port"$'\t'"$folder"
+    added_services+=("$name")
+  done <"$var/contracts.list"
+fi
+services=(checker-python checker-rust "${added_services[@]}" "${replica_services[@]}" api)
 
 say() { printf '%s\n' "$*"; }
 
 pid_of() { cat "$var/run/$1.pid" 2>/dev/null || true; }
 
-# Alive, and ours: a pid file left by a reboot may name someone else's process now.
+# Alive, and ours: a pid file left by a reboot may name someone else's process now. An
+# added contract's checker is known by its folder (a Rust one runs the crate's binary).
 running() {
-  local pid
+  local pid mark=shardspace
   pid=$(pid_of "$1")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q shardspace
+  [ -n "${added[$1]:-}" ] && mark=${added[$1]#*$'\t'}
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$mark"
 }
 
 url_of() {
+  if [ -n "${added[$1]:-}" ]; then echo "http://$host:${added[$1]%%$'\t'*}"; return; fi
   case $1 in
     checker-python) echo "http://$host:$python_port" ;;
     checker-rust) echo "http://$host:$rust_port" ;;
@@ -81,6 +97,10 @@ configure() {
 
 start_one() {
   local name=$1
+  if [ -n "${added[$name]:-}" ]; then
+    launch "$name" "$bin/shardspace" contract serve --host "$host" --port "${added[$name]%%$'\t'*}" "${added[$name]#*$'\t'}"
+    return
+  fi
   case $name in
     checker-python)
       local contracts=()
@@ -176,7 +196,7 @@ TRY
 
 stop() {
   # The API first, the checkers last: nothing is left calling what has stopped.
-  local order=(api "${replica_services[@]}" checker-rust checker-python)
+  local order=(api "${replica_services[@]}" "${added_services[@]}" checker-rust checker-python)
   for name in "${order[@]}"; do
     local pid
     pid=$(pid_of "$name")

@@ -55,8 +55,27 @@ pub fn run(flags: &ApiFlags) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout();
         writeln!(stdout, "http://{address}").and_then(|()| stdout.flush()).context("cannot write the URL")?;
         tracing::info!(%address, cluster = cluster.cluster, shards = cluster.shards.len(), "client API listening");
+        tokio::spawn(reload_on_hangup(flags.config.clone(), server.api()));
         server.run(crate::node::wait_for_signal()).await.context("the API server failed")?;
         tracing::info!("client API stopped");
         Ok(())
     })
+}
+
+/// Reads the cluster file again at each SIGHUP and takes its contracts and checkers; a file
+/// that does not load is named and changes nothing.
+async fn reload_on_hangup(path: PathBuf, api: std::sync::Arc<shardspace_api::Api>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be caught: the cluster file is read at start only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match ClusterFile::load(&path) {
+            Ok(file) => {
+                let changed = api.reload(&file);
+                tracing::info!(path = %path.display(), changed, contracts = ?api.known().contracts, "cluster file reloaded (SIGHUP)");
+            }
+            Err(error) => tracing::error!(%error, "the cluster file was not reloaded: fix it and send SIGHUP again"),
+        }
+    }
 }

@@ -33,6 +33,10 @@ pub struct SubmitFlags {
     /// Return at once instead of waiting for the outcome.
     #[arg(long)]
     no_wait: bool,
+    /// Only ask the contracts' checkers, through every replica of its shards, and print
+    /// their verdict and reason: nothing is ordered (exit 0 valid, 3 invalid, 1 no verdict).
+    #[arg(long, conflicts_with = "no_wait")]
+    dry_run: bool,
     #[command(flatten)]
     target: ApiTarget,
 }
@@ -117,8 +121,9 @@ fn report(answer: &Answer, json: bool) -> ExitCode {
             print_readable(&answer.body);
         }
     }
-    match answer.body.get("outcome").and_then(Value::as_str) {
-        Some("abort") => ExitCode::from(EXIT_ABORTED),
+    match (answer.body.get("outcome").and_then(Value::as_str), answer.body.get("valid")) {
+        (Some("abort"), _) | (_, Some(Value::Bool(false))) => ExitCode::from(EXIT_ABORTED),
+        (_, Some(Value::Null)) => ExitCode::from(EXIT_UNREACHABLE),
         _ => ExitCode::SUCCESS,
     }
 }
@@ -208,7 +213,11 @@ pub fn submit(flags: &SubmitFlags) -> anyhow::Result<(Answer, bool)> {
     } else {
         body = std::fs::read(&flags.file).with_context(|| format!("cannot read {}", flags.file.display()))?;
     }
-    let path = if flags.no_wait { "/v1/transactions?wait=false" } else { "/v1/transactions" };
+    let path = match (flags.dry_run, flags.no_wait) {
+        (true, _) => "/v1/transactions/check",
+        (false, true) => "/v1/transactions?wait=false",
+        (false, false) => "/v1/transactions",
+    };
     Ok((call(&flags.target, reqwest::Method::POST, path, Some(body))?, flags.target.json))
 }
 

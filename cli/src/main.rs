@@ -4,6 +4,7 @@
 mod api;
 mod checker;
 mod client;
+mod contract;
 mod inspect;
 mod node;
 
@@ -48,6 +49,9 @@ enum Command {
     /// Cluster files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Contracts of your own: `contract new` writes one to start from.
+    #[command(subcommand)]
+    Contract(contract::ContractCommand),
     /// Make a key for another client of the replicas (an API instance) and list it in the
     /// cluster file's [[clients]].
     Keys(node::KeysFlags),
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
         Command::Api(flags) => api::run(&flags),
         Command::Config(ConfigCommand::Gen(flags)) => node::generate(&flags),
         Command::Keys(flags) => node::keys(&flags),
+        Command::Contract(command) => contract::run(&command),
         Command::Bench(flags) => bench(&flags),
     };
     match result {

@@ -112,7 +112,9 @@ pub fn run_node(flags: &NodeFlags) -> anyhow::Result<()> {
             let _ = tx_shutdown.send(true);
         });
         let (ready, bound) = oneshot::channel();
-        let node = tokio::spawn(shardspace_node::run(config, shutdown, ready));
+        let (tx_reload, reloads) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(reload_on_hangup(flags.config.clone(), base, (flags.shard, flags.replica), tx_reload));
+        let node = tokio::spawn(shardspace_node::run(config, shutdown, ready, reloads));
         if let Ok(bound) = bound.await {
             let mut stdout = std::io::stdout();
             writeln!(stdout, "listening peer={} client={}", bound.peer, bound.client)
@@ -121,6 +123,31 @@ pub fn run_node(flags: &NodeFlags) -> anyhow::Result<()> {
         }
         node.await.context("the replica task panicked")?.context("the replica stopped")
     })
+}
+
+/// Reads the cluster file again at each SIGHUP and hands this replica's configuration on;
+/// a file that does not load is named and changes nothing.
+async fn reload_on_hangup(
+    path: PathBuf,
+    base: PathBuf,
+    (shard, replica): (u32, u32),
+    tx_reload: tokio::sync::mpsc::Sender<shardspace_node::config::NodeConfig>,
+) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be caught: the cluster file is read at start only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match ClusterFile::load(&path).and_then(|file| file.node(&base, shard, replica)) {
+            Ok(config) => {
+                tracing::info!(path = %path.display(), "cluster file reloaded (SIGHUP)");
+                if tx_reload.send(config).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => tracing::error!(%error, "the cluster file was not reloaded: fix it and send SIGHUP again"),
+        }
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

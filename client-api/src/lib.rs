@@ -65,10 +65,8 @@ impl Default for ApiConfig {
 pub struct Api {
     client: ClusterClient,
     cluster: String,
-    /// The cluster-wide checker URLs, from the cluster file.
-    checkers: std::collections::BTreeMap<String, String>,
-    /// Every contract some replica has a checker for.
-    contracts: std::collections::BTreeSet<String>,
+    /// The contracts and checkers the cluster file names (new ones when it is reloaded).
+    known: std::sync::RwLock<Arc<Known>>,
     limits: Limits,
     config: ApiConfig,
     pending: Arc<Semaphore>,
@@ -78,6 +76,21 @@ pub struct Api {
 
 type Shared = Arc<Api>;
 
+/// What the cluster file says of contracts.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The cluster-wide checker URLs.
+    pub checkers: std::collections::BTreeMap<String, String>,
+    /// Every contract some replica has a checker for.
+    pub contracts: std::collections::BTreeSet<String>,
+}
+
+impl Known {
+    fn of(file: &ClusterFile) -> Self {
+        Self { checkers: file.checkers.clone(), contracts: file.contracts() }
+    }
+}
+
 impl Api {
     /// The API of the cluster in `file`, which reaches the replicas as the client whose
     /// key `credentials` holds.
@@ -86,8 +99,7 @@ impl Api {
         Ok(Self {
             client,
             cluster: file.cluster.clone(),
-            checkers: file.checkers.clone(),
-            contracts: file.contracts(),
+            known: std::sync::RwLock::new(Arc::new(Known::of(file))),
             limits: Limits::default(),
             pending: Arc::new(Semaphore::new(config.pending_max.max(1))),
             config,
@@ -96,11 +108,27 @@ impl Api {
         })
     }
 
+    /// The contracts and checkers as the cluster file last said.
+    pub fn known(&self) -> Arc<Known> {
+        Arc::clone(&self.known.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Takes the contracts of a reloaded cluster file (the same cluster: its shards and
+    /// replicas need a restart to change); says whether anything changed.
+    pub fn reload(&self, file: &ClusterFile) -> bool {
+        let known = Known::of(file);
+        let mut held = self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = **held != known;
+        *held = Arc::new(known);
+        changed
+    }
+
     /// Validates and runs an envelope; waits for its outcome unless `wait` is false.
     async fn submit(self: &Arc<Self>, body: &[u8], wait: bool) -> Result<(TxOutcome, bool), ApiError> {
         let envelope = Envelope::from_json(body, &self.limits).inspect_err(|error| self.count_error(error.kind()))?;
         // Known before anything is sent, so that a caller who does not wait hears it too.
-        if let Some(contract) = envelope.transaction.first_contract_not(|contract| self.contracts.contains(contract)) {
+        let known = self.known();
+        if let Some(contract) = envelope.transaction.first_contract_not(|contract| known.contracts.contains(contract)) {
             self.count_error("unknown_contract");
             let message = format!("no checker for contract {contract:?} in the cluster file");
             return Err(ApiError::new(
@@ -126,6 +154,24 @@ impl Api {
         let outcome = self.run(&envelope).await;
         drop(permit);
         outcome.map(|outcome| (outcome, true))
+    }
+
+    /// A dry run: the envelope validated as a submission is, then every replica of its
+    /// shards asks its checkers; nothing is ordered.
+    async fn dry_run(&self, body: &[u8]) -> Result<shardspace_node::cluster_client::DryRun, ApiError> {
+        let envelope = Envelope::from_json(body, &self.limits).inspect_err(|error| self.count_error(error.kind()))?;
+        let known = self.known();
+        if let Some(contract) = envelope.transaction.first_contract_not(|contract| known.contracts.contains(contract)) {
+            self.count_error("unknown_contract");
+            let message = format!("no checker for contract {contract:?} in the cluster file");
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_contract",
+                message,
+                "check the contract's name",
+            ));
+        }
+        Ok(self.client.dry_run(&envelope).await?)
     }
 
     /// Says which concerned shards this API cannot reach (fewer than f+1 of their replicas
@@ -229,6 +275,7 @@ pub fn router(api: Shared) -> Router {
     let body_bytes_max = api.config.body_bytes_max;
     Router::new()
         .route("/v1/transactions", post(native::submit))
+        .route("/v1/transactions/check", post(native::check))
         .route("/v1/transactions/{tx}", get(native::transaction))
         .route("/v1/objects/{id}", get(native::object))
         .route("/v1/cluster", get(native::cluster))
@@ -273,6 +320,11 @@ impl ApiServer {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The API it serves, to reload its cluster file while it runs.
+    pub fn api(&self) -> Shared {
+        Arc::clone(&self.api)
     }
 
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {

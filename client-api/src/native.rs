@@ -59,6 +59,27 @@ pub async fn submit(
     Ok((status, Json(outcome)).into_response())
 }
 
+/// `POST /v1/transactions/check`: a dry run. Every replica of the envelope's shards asks its
+/// checkers; nothing is ordered. `valid` is what f+1 replicas of every shard say (`null`
+/// when no f+1 agree: checkers down), `reason` the checker's.
+pub async fn check(State(api): State<Shared>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+    let body = body_or_error(&api, body)?;
+    let dry = api.dry_run(&body).await?;
+    let replicas: Vec<Value> = dry
+        .replicas
+        .iter()
+        .flat_map(|(shard, answers)| {
+            answers.iter().enumerate().map(move |(replica, answer)| match answer {
+                Some((valid, reason)) => {
+                    json!({"shard": shard.0, "replica": replica, "valid": valid, "reason": reason})
+                }
+                None => json!({"shard": shard.0, "replica": replica, "answered": false}),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"txId": dry.tx.to_hex(), "valid": dry.valid, "reason": dry.reason, "replicas": replicas})))
+}
+
 /// `GET /v1/transactions/{txId}`: every shard's record, each confirmed by f+1 replicas.
 pub async fn transaction(State(api): State<Shared>, Path(tx): Path<String>) -> Result<Json<TxOutcome>, ApiError> {
     let tx: TxId = tx.parse().map_err(|error: shardspace_core::ids::BadId| ApiError::bad_id(error.to_string()))?;
@@ -106,8 +127,9 @@ pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
             .collect();
         shards.push(json!({"id": index, "healthy": up >= quorum, "up": up, "quorum": quorum, "replicas": replicas}));
     }
+    let known = api.known();
     Json(
-        json!({"cluster": api.cluster, "healthy": healthy, "shards": shards, "checkers": api.checkers, "contracts": api.contracts}),
+        json!({"cluster": api.cluster, "healthy": healthy, "shards": shards, "checkers": known.checkers, "contracts": known.contracts}),
     )
 }
 

@@ -244,6 +244,11 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
         sample("ClientReply::Answer", &ClientReply::Answer(answer.clone())),
         sample("ClientReply::Page", &ClientReply::Page(page)),
         sample("ClientReply::Record", &ClientReply::Record(answer)),
+        sample("ClientRequest::Check", &ClientRequest::Check { envelope: "{}".into() }),
+        sample(
+            "ClientReply::Checked",
+            &ClientReply::Checked { tx, valid: Some(false), reason: Some("notes.write: too long".into()) },
+        ),
         sample("ObjectRecord", &record),
         sample("TxRecord", &tx_record),
         sample("StateHead", &head),

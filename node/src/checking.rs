@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use shardspace_core::{CheckerRequest, Envelope};
+use shardspace_core::sbac::replica::ClientReply;
+use shardspace_core::{CheckerRequest, Envelope, TxId};
 use tokio::sync::mpsc;
 
 use crate::checker_client::{CheckOutcome, CheckerClient};
@@ -39,6 +40,11 @@ impl Checkers {
         Self { client, urls: Arc::new(urls), tx_checked, in_flight }
     }
 
+    /// The checkers from now on (the cluster file reloaded); checks under way keep theirs.
+    pub fn set_urls(&mut self, urls: BTreeMap<String, String>) {
+        self.urls = Arc::new(urls);
+    }
+
     /// The contracts that have a checker here.
     pub fn contracts(&self) -> std::collections::BTreeSet<String> {
         self.urls.keys().cloned().collect()
@@ -66,6 +72,25 @@ impl Checkers {
                 }
             }
             let _ = checkers.tx_checked.send(Checked { tx, envelope: digest, verdict }).await;
+        });
+    }
+
+    /// A dry run: the checkers' verdict on `envelope`, sent on `reply` as
+    /// `ClientReply::Checked` (bounded by the same `ENVELOPES_IN_CHECK_MAX`).
+    pub fn dry_run(&self, tx: TxId, envelope: &Envelope, reply: mpsc::Sender<ClientReply>) {
+        let request = CheckerRequest::from_envelope(envelope);
+        let checkers = self.clone();
+        tokio::spawn(async move {
+            let _permit = Arc::clone(&checkers.in_flight).acquire_owned().await;
+            let verdict = match request {
+                Ok(request) => checkers.check_tree(&request).await,
+                Err(error) => Err(format!("no checker request can be built: {error}")),
+            };
+            let (valid, reason) = match verdict {
+                Ok((valid, reason)) => (Some(valid), reason),
+                Err(error) => (None, Some(error)),
+            };
+            let _ = reply.send(ClientReply::Checked { tx, valid, reason }).await;
         });
     }
 

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
+use shardspace_core::Envelope;
 use shardspace_core::sbac::{AnswerBody, SignedAnswer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -83,6 +84,11 @@ impl ClientQueues {
         }
     }
 
+    /// Where a client's replies go, for an answer that comes from elsewhere (a dry run).
+    pub fn queue(&self, client: ClientId) -> Option<mpsc::Sender<ClientReply>> {
+        self.queues.get(&client).cloned()
+    }
+
     pub fn is_open(&self, client: ClientId) -> bool {
         self.queues.contains_key(&client)
     }
@@ -105,8 +111,9 @@ pub struct ClientListener {
     pub freezes: Arc<Freezes>,
     /// This replica's key for its links.
     pub credentials: Credentials,
-    /// The link keys it admits: the cluster's clients and replicas.
-    pub admitted: Arc<BTreeSet<[u8; 32]>>,
+    /// The link keys it admits: the cluster's clients and replicas (new ones when the
+    /// cluster file is reloaded).
+    pub admitted: watch::Receiver<Arc<BTreeSet<[u8; 32]>>>,
     /// `IDLE_TIMEOUT`, shorter in tests.
     pub idle_timeout: std::time::Duration,
 }
@@ -152,7 +159,7 @@ impl ClientListener {
                         continue;
                     };
                     let (tx_core, freezes) = (self.tx_core.clone(), Arc::clone(&self.freezes));
-                    let (credentials, admitted) = (self.credentials.clone(), Arc::clone(&self.admitted));
+                    let (credentials, admitted) = (self.credentials.clone(), Arc::clone(&self.admitted.borrow()));
                     let refusals = Arc::clone(&refusals);
                     let idle_timeout = self.idle_timeout;
                     let shutdown = shutdown.clone();
@@ -495,6 +502,21 @@ impl ReplicaClient {
             (ClientReply::Record(answer), ClientRequest::Transaction(asked)) => {
                 matches!(&answer.body, AnswerBody::Transaction { tx, .. } if tx == asked).then_some(answer)
             }
+            _ => None,
+        })
+        .await
+    }
+
+    /// This replica's checkers' verdict on an envelope (JSON), without ordering it: `Checked`,
+    /// or `Rejected` when it cannot be asked (unreadable, or a contract unknown here).
+    pub async fn check(&mut self, envelope: &str) -> std::io::Result<ClientReply> {
+        let tx = Envelope::from_json(envelope.as_bytes(), &shardspace_core::Limits::default())
+            .ok()
+            .map(|envelope| envelope.transaction.tx_id());
+        self.send(&ClientRequest::Check { envelope: envelope.to_string() }).await?;
+        self.expect(|reply| match reply {
+            ClientReply::Checked { tx: checked, .. } if Some(checked) == tx => Some(reply),
+            ClientReply::Rejected { tx: rejected, .. } if rejected.is_none() || rejected == tx => Some(reply),
             _ => None,
         })
         .await

@@ -39,6 +39,22 @@ pub enum ClusterError {
     Invalid(String),
 }
 
+/// One replica's dry-run verdict (none when no checker answered) and reason.
+pub type CheckedBy = (Option<bool>, Option<String>);
+
+/// A dry run's answer: what each replica of the concerned shards said of the envelope, and
+/// the verdict f+1 of each shard agree on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DryRun {
+    pub tx: TxId,
+    /// Valid when f+1 replicas of every concerned shard said so; invalid when f+1 of one
+    /// shard said it is not (with their reason); none when neither (checkers down).
+    pub valid: Option<bool>,
+    pub reason: Option<String>,
+    /// By shard, then replica: its verdict and reason, or none if it did not answer in time.
+    pub replicas: BTreeMap<ShardId, Vec<Option<CheckedBy>>>,
+}
+
 /// A transaction's outcome: each concerned shard's record, confirmed by f+1 of its replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -252,6 +268,64 @@ impl ClusterClient {
                 _ => {}
             }
         }
+    }
+
+    /// Asks the checkers of every replica of the envelope's shards about it, without
+    /// ordering anything (a dry run): no object is locked, consumed or created, and the
+    /// inputs' values are the envelope's own (not compared with the ledger).
+    pub async fn dry_run(&self, envelope: &Envelope) -> Result<DryRun, ClusterError> {
+        let tx = envelope.transaction.tx_id();
+        let json = serde_json::to_string(envelope).map_err(|error| ClusterError::Invalid(error.to_string()))?;
+        let shards = self.map.concerned_shards(&envelope.transaction);
+        let deadline = Instant::now() + self.deadline;
+        let mut replicas = BTreeMap::new();
+        let (mut valid, mut reason) = (Some(true), None);
+        for shard in shards {
+            let asked = (0..self.addresses[shard.0 as usize].len()).map(|replica| {
+                let json = &json;
+                async move {
+                    let asked = async { self.replica_client(shard.0 as usize, replica).await?.check(json).await };
+                    tokio::time::timeout_at(deadline, asked).await.ok()?.ok()
+                }
+            });
+            let mut answers = Vec::new();
+            for reply in futures::future::join_all(asked).await {
+                answers.push(match reply {
+                    Some(ClientReply::Checked { valid, reason, .. }) => Some((valid, reason)),
+                    Some(ClientReply::Rejected { tx, kind, message }) => {
+                        return Err(ClusterError::Rejected { shard, tx, kind, message });
+                    }
+                    _ => None,
+                });
+            }
+            let validity = self.committees[shard.0 as usize].validity();
+            let saying = |verdict: bool| answers.iter().flatten().filter(|(said, _)| *said == Some(verdict)).count();
+            let shard_verdict = if saying(false) >= validity {
+                Some(false)
+            } else if saying(true) >= validity {
+                Some(true)
+            } else {
+                None
+            };
+            match shard_verdict {
+                Some(false) if valid != Some(false) => {
+                    valid = Some(false);
+                    reason = answers
+                        .iter()
+                        .flatten()
+                        .find(|(said, _)| *said == Some(false))
+                        .and_then(|(_, why)| why.clone());
+                }
+                None if valid == Some(true) => {
+                    valid = None;
+                    reason =
+                        answers.iter().flatten().find_map(|(said, why)| said.is_none().then(|| why.clone()).flatten());
+                }
+                _ => {}
+            }
+            replicas.insert(shard, answers);
+        }
+        Ok(DryRun { tx, valid, reason, replicas })
     }
 
     /// An object as f+1 replicas of its shard sign it; `None` when they agree it does not exist.

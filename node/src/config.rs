@@ -638,19 +638,36 @@ fn write_new_secret(path: &Path, text: &str) -> Result<(), ConfigError> {
     file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(failed)
 }
 
+/// Sets the cluster-wide checker of each contract in `checkers` (`[checkers]`) in the
+/// cluster file at `path`, if the result still loads; the file is rewritten whole (its
+/// comments are not kept). Replicas and the API take it on SIGHUP.
+pub fn set_checkers(path: &Path, checkers: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    let mut file = ClusterFile::load(path)?;
+    file.checkers.extend(checkers.iter().map(|(contract, url)| (contract.clone(), url.clone())));
+    let text = toml::to_string_pretty(&file)
+        .map_err(|error| ConfigError::Invalid { path: path.into(), message: error.to_string() })?;
+    replace_checked(path, &text)
+}
+
 /// Appends `text` to the cluster file at `path` if the result still loads: written beside
 /// it and renamed over it, so that the file is whole, old or new, whatever fails.
 fn append_checked(path: &Path, text: &str) -> Result<(), ConfigError> {
     let old = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    let new = format!("{}\n{text}", old.trim_end());
+    replace_checked(path, &format!("{}\n{text}", old.trim_end()))
+}
+
+/// Writes `new` as the cluster file at `path` if it loads: written beside it and renamed
+/// over it, so that the file is whole, old or new, whatever fails.
+fn replace_checked(path: &Path, new: &str) -> Result<(), ConfigError> {
     let staged = path.with_extension("toml.new");
-    std::fs::write(&staged, &new).map_err(|source| ConfigError::Write { path: staged.clone(), source })?;
+    std::fs::write(&staged, new).map_err(|source| ConfigError::Write { path: staged.clone(), source })?;
     if let Err(error) = ClusterFile::load(&staged) {
         let _ = std::fs::remove_file(&staged);
         return Err(match error {
-            ConfigError::Parse { message, .. } | ConfigError::Invalid { message, .. } => {
-                ConfigError::Invalid { path: path.into(), message: format!("the client cannot be added: {message}") }
-            }
+            ConfigError::Parse { message, .. } | ConfigError::Invalid { message, .. } => ConfigError::Invalid {
+                path: path.into(),
+                message: format!("the change would break the file: {message}"),
+            },
             other => other,
         });
     }

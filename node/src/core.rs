@@ -40,6 +40,8 @@ pub struct CoreInputs {
     pub rx_peers: mpsc::Receiver<(PeerId, Frame)>,
     pub rx_clients: mpsc::Receiver<ClientCommand>,
     pub rx_checked: mpsc::Receiver<Checked>,
+    /// Each contract's checker, when the cluster file is reloaded.
+    pub rx_checkers: mpsc::Receiver<BTreeMap<String, String>>,
 }
 
 #[derive(Debug)]
@@ -71,7 +73,7 @@ impl Core {
     }
 
     pub async fn run(mut self, inputs: CoreInputs, mut shutdown: watch::Receiver<bool>) -> Result<(), CoreError> {
-        let CoreInputs { mut rx_peers, mut rx_clients, mut rx_checked } = inputs;
+        let CoreInputs { mut rx_peers, mut rx_clients, mut rx_checked, mut rx_checkers } = inputs;
         let mut last_sweep = TimeMs(0);
         let mut ticker = tokio::time::interval(Duration::from_millis(TICK_MS));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -124,6 +126,15 @@ impl Core {
                     }
                 },
                 Some(checked) = rx_checked.recv(), if taking => Input::Checked(with_ready(checked, &mut rx_checked)),
+                Some(checkers) = rx_checkers.recv() => {
+                    let contracts: std::collections::BTreeSet<String> = checkers.keys().cloned().collect();
+                    if &contracts != self.replica.contracts() {
+                        tracing::info!(?contracts, "contracts reloaded from the cluster file");
+                    }
+                    self.replica.set_contracts(contracts);
+                    self.checkers.set_urls(checkers);
+                    continue;
+                }
                 _ = ticker.tick(), if taking => {
                     let now = self.now();
                     if now.0 >= last_sweep.0.saturating_add(SWEEP_EVERY_MS) {
@@ -167,6 +178,11 @@ impl Core {
                     }
                 }
                 Output::Check { envelope, .. } => self.checkers.start(&envelope),
+                Output::DryCheck { client, tx, envelope } => {
+                    if let Some(reply) = self.clients.queue(client) {
+                        self.checkers.dry_run(tx, &envelope, reply);
+                    }
+                }
                 Output::Reply { client, reply } => self.clients.reply(client, reply),
                 Output::ServeSnapshot { to, checkpoint } => self.serve_snapshot(to, checkpoint),
                 Output::Dropped { from, error } => match error.severity() {

@@ -70,11 +70,14 @@ pub struct Bound {
     pub metrics: Option<SocketAddr>,
 }
 
-/// Runs one replica until `shutdown` turns true; `ready` hears where it listens.
+/// Runs one replica until `shutdown` turns true; `ready` hears where it listens. Each
+/// configuration on `reloads` (the cluster file read again) changes the contracts'
+/// checkers and the admitted clients at once; what else changed waits for a restart.
 pub async fn run(
     config: NodeConfig,
     shutdown: watch::Receiver<bool>,
     ready: oneshot::Sender<Bound>,
+    reloads: mpsc::Receiver<NodeConfig>,
 ) -> Result<(), NodeError> {
     let store = Store::open(&config.data_dir, config.durability)?;
     let persisted = store.load().await?;
@@ -133,9 +136,9 @@ pub async fn run(
         freezes: Arc::clone(&freezes),
     };
     tokio::spawn(listener.run(shutdown.clone()));
-    // The request interface admits the cluster's clients, and its replicas.
-    let replicas = config.peers.iter().filter_map(|(id, _)| network::link_key(&config.committees, *id));
-    let admitted = Arc::new(config.clients.iter().copied().chain(replicas).collect());
+    let (tx_admitted, admitted) = watch::channel(admitted_keys(&config));
+    let (tx_checkers, rx_checkers) = mpsc::channel(4);
+    tokio::spawn(apply_reloads(config.clone(), reloads, tx_checkers, tx_admitted));
     let clients = ClientListener {
         listener: client_listener,
         tx_core: tx_clients,
@@ -157,7 +160,46 @@ pub async fn run(
     let _ = ready.send(bound);
     let replica_config = ShardReplicaConfig { committees, limits, contracts: checkers.contracts() };
     let core = Core::new(ShardReplica::new(replica, replica_config), store, peers, checkers, metrics);
-    core.run(CoreInputs { rx_peers, rx_clients, rx_checked }, shutdown).await?;
+    core.run(CoreInputs { rx_peers, rx_clients, rx_checked, rx_checkers }, shutdown).await?;
     tracing::info!(shard = config.shard.0, replica = own.replica.0, "replica stopped");
     Ok(())
+}
+
+/// The keys the request interface admits: the cluster's clients, and its replicas.
+fn admitted_keys(config: &NodeConfig) -> Arc<std::collections::BTreeSet<[u8; 32]>> {
+    let replicas = config.peers.iter().filter_map(|(id, _)| network::link_key(&config.committees, *id));
+    Arc::new(config.clients.iter().copied().chain(replicas).collect())
+}
+
+/// Applies each reloaded configuration: the checkers and the admitted clients at once;
+/// a change to anything else is named and waits for a restart.
+async fn apply_reloads(
+    mut running: NodeConfig,
+    mut reloads: mpsc::Receiver<NodeConfig>,
+    tx_checkers: mpsc::Sender<BTreeMap<String, String>>,
+    tx_admitted: watch::Sender<Arc<std::collections::BTreeSet<[u8; 32]>>>,
+) {
+    while let Some(reloaded) = reloads.recv().await {
+        let needs_restart = [
+            ("the committees", running.committees != reloaded.committees),
+            ("the replicas' addresses", running.peers != reloaded.peers),
+            (
+                "this replica's addresses",
+                (running.peer_address, running.client_address) != (reloaded.peer_address, reloaded.client_address),
+            ),
+            ("the data folder", running.data_dir != reloaded.data_dir),
+        ];
+        for (what, _) in needs_restart.iter().filter(|(_, changed)| *changed) {
+            tracing::warn!(what, "the cluster file changes {what}: not applied until this replica restarts");
+        }
+        if reloaded.checkers != running.checkers {
+            let _ = tx_checkers.send(reloaded.checkers.clone()).await;
+        }
+        if reloaded.clients != running.clients {
+            tracing::info!(clients = reloaded.clients.len(), "client keys reloaded from the cluster file");
+            tx_admitted.send_replace(admitted_keys(&reloaded));
+        }
+        running.checkers = reloaded.checkers;
+        running.clients = reloaded.clients;
+    }
 }

@@ -460,10 +460,31 @@ def contracts_in(module) -> list:
     return [value for value in vars(module).values() if isinstance(value, Contract)]
 
 
+def contract_files(path) -> list:
+    """The contract files a path names: a file itself; a contract's folder (as `shardspace contract
+    new` makes) by its `<folder name>.py`, else by its Python files other than tests
+    (`test_*.py`, `*_test.py`, `conftest.py`)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    own = path / f"{path.name}.py"
+    if own.is_file():
+        return [own]
+    files = sorted(
+        file
+        for file in path.glob("*.py")
+        if not (file.name.startswith("test_") or file.name.endswith("_test.py") or file.name == "conftest.py")
+    )
+    if not files:
+        raise FileNotFoundError(f"no contract file in {path}: put the contract in {own.name} (tests in test_*.py)")
+    return files
+
+
 def load_contracts(paths) -> list:
-    """The Contracts of the files at `paths`; ValueError when two different ones share a name."""
+    """The Contracts of the files (or contract folders) at `paths`; ValueError when two different
+    ones share a name."""
     found = {}  # name -> (contract, path)
-    for path in paths:
+    for path in (file for given in paths for file in contract_files(given)):
         contracts = contracts_in(load_module(path))
         if not contracts:
             raise ValueError(f"{path} defines no Contract at its top level")
@@ -478,7 +499,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shardspace.checker", description="Serve contract checkers.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, required=True, help="port to listen on; 0 picks a free one")
-    parser.add_argument("contract_paths", nargs="+", metavar="CONTRACT_PATH", help="a .py file defining Contracts")
+    parser.add_argument(
+        "contract_paths",
+        nargs="+",
+        metavar="CONTRACT_PATH",
+        help="a .py file defining Contracts, or a contract's folder (its <folder name>.py)",
+    )
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

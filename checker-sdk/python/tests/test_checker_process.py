@@ -57,3 +57,21 @@ def test_a_file_without_contracts_exits_2(checker_process, tmp_path):
     child = checker_process("--port", "0", empty)
     assert child.process.wait(timeout=20) == 2
     assert "defines no Contract" in child.stderr_text()
+
+
+def test_a_contract_folder_is_served_by_its_own_file(checker_process, contract_paths, tmp_path):
+    folder = contract_paths[0].parent  # contracts/python/hello, holding hello.py and its tests
+    child = checker_process("--port", "0", folder)
+    url = child.first_line()
+    assert url is not None, child.stderr_text()
+    hello = load_module(contract_paths[0]).hello
+    assert _post(url, "/hello/greet", checker_request(hello.call("greet", [], [], ["folder"]))) == (200, {"success": True})
+    child.process.send_signal(signal.SIGTERM)
+    assert child.process.wait(timeout=20) == 0
+
+    empty = tmp_path / "mine"
+    empty.mkdir()
+    (empty / "test_mine.py").write_text("x = 1\n")
+    child = checker_process("--port", "0", empty)
+    assert child.process.wait(timeout=20) == 2
+    assert "no contract file in" in child.stderr_text() and "mine.py" in child.stderr_text()

@@ -19,7 +19,7 @@ pub use contract::{
 };
 pub use error::CheckerError;
 pub use request::{parse_request, request_from_value};
-pub use server::{CHECKER_BATCH_MAX, CHECKER_BODY_BYTES_MAX, CheckerLimits, CheckerServer, router};
+pub use server::{CHECKER_BATCH_MAX, CHECKER_BODY_BYTES_MAX, CheckerLimits, CheckerServer, router, serve_main};
 pub use shardspace_core::{CheckerRequest, Envelope, Object, ObjectId, TxError, canonical};
 
 /// Rejects with `reason` (formatted) unless `condition` holds.

@@ -308,3 +308,63 @@ fn error_response(error: &CheckerError) -> Response {
     }
     response
 }
+
+/// The whole `main` of a contract's checker binary: `NAME [--host IP] [--port PORT]` serves
+/// `contracts` (127.0.0.1 and a free port by default), prints the base URL as the first line
+/// on stdout, and stops on Ctrl-C or SIGTERM. Bad arguments or a port taken exit with 2.
+pub fn serve_main(contracts: Vec<Contract>) -> std::process::ExitCode {
+    let program = std::env::args().next().unwrap_or_else(|| "checker".into());
+    let address = match address_of(std::env::args().skip(1)) {
+        Ok(address) => address,
+        Err(message) => {
+            eprintln!("{message}\nusage: {program} [--host IP] [--port PORT]");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let served = tokio::runtime::Runtime::new().and_then(|runtime| {
+        runtime.block_on(async {
+            let server = CheckerServer::bind(address, contracts).await?;
+            println!("{}", server.url()?);
+            server.run(stopped()).await
+        })
+    });
+    match served {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{program}: cannot serve on {address}: {error}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// `--host IP` and `--port PORT`, each optional.
+fn address_of(mut args: impl Iterator<Item = String>) -> Result<SocketAddr, String> {
+    let mut address = SocketAddr::from(([127, 0, 0, 1], 0));
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--host" => address.set_ip(value.parse().map_err(|_| format!("{value:?} is not an IP address"))?),
+            "--port" => address.set_port(value.parse().map_err(|_| format!("{value:?} is not a port"))?),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(address)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn stopped() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(_) => return std::mem::drop(interrupt.await),
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -133,7 +133,7 @@ pub async fn client_listener_idle(
     let (tx_core, rx_core) = mpsc::channel(commands_max);
     let (stop, shutdown) = watch::channel(false);
     let freezes = Freezes::watch(shutdown.clone());
-    let admitted = Arc::new(BTreeSet::from([credentials(&client_keys()).public()]));
+    let (_, admitted) = watch::channel(Arc::new(BTreeSet::from([credentials(&client_keys()).public()])));
     let own = credentials(&committee(CLUSTER, 0).1[0]);
     let freezing = Arc::clone(&freezes);
     let clients = ClientListener { listener, tx_core, freezes: freezing, credentials: own, admitted, idle_timeout };

@@ -29,6 +29,25 @@ impl ShardReplica {
         }
     }
 
+    /// A dry run: the envelope, if it can be read and its contracts have checkers here, goes
+    /// to the checkers for `client` alone. Nothing is recorded or ordered.
+    pub(super) fn dry_check(&mut self, client: ClientId, json: &str) {
+        let envelope = match Envelope::from_json(json.as_bytes(), &self.limits) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                let message = format!("{error} ({})", error.hint());
+                return self.reject(Some(client), None, RejectKind::Invalid(error.kind()), message);
+            }
+        };
+        let tx = envelope.transaction.tx_id();
+        let contracts = &self.contracts;
+        if let Some(contract) = envelope.transaction.first_contract_not(|contract| contracts.contains(contract)) {
+            let message = format!("no checker for contract {contract:?} in the cluster file ({tx})");
+            return self.reject(Some(client), Some(tx), RejectKind::UnknownContract, message);
+        }
+        self.outputs.push(Output::DryCheck { client, tx, envelope });
+    }
+
     /// An attempt's envelope, from a client or passed on by a peer: answered from the
     /// record if this shard voted on it, else checked (and refused here if it cannot be).
     pub(super) fn on_envelope(&mut self, json: String, attempt: Attempt, client: Option<ClientId>) {

@@ -118,6 +118,13 @@ pub enum Output {
         tx: TxId,
         envelope: crate::Envelope,
     },
+    /// Ask the checkers about this envelope for `client` alone, a dry run, and answer it
+    /// `ClientReply::Checked`: nothing is ordered, and the state machine hears nothing back.
+    DryCheck {
+        client: ClientId,
+        tx: TxId,
+        envelope: crate::Envelope,
+    },
     Reply {
         client: ClientId,
         reply: ClientReply,
@@ -269,6 +276,17 @@ impl ShardReplica {
         &self.counters
     }
 
+    /// The contracts with a checker here, from now on (the cluster file reloaded). An
+    /// envelope already taken is checked as it would have been: a contract without a
+    /// checker gives "no verdict", never a verdict against it.
+    pub fn set_contracts(&mut self, contracts: BTreeSet<String>) {
+        self.contracts = contracts;
+    }
+
+    pub fn contracts(&self) -> &BTreeSet<String> {
+        &self.contracts
+    }
+
     /// Attempts voted on here and not decided yet.
     pub fn undecided_len(&self) -> usize {
         self.undecided.len()
@@ -381,6 +399,7 @@ impl ShardReplica {
             ClientRequest::Object(id) => return self.answer_read(client, self.app().answer_object(id)),
             ClientRequest::Transaction(tx) => return self.answer_read(client, self.app().answer_transaction(tx)),
             ClientRequest::List { what, after, limit } => ClientReply::Page(self.page(what, after, limit)),
+            ClientRequest::Check { envelope } => return self.dry_check(client, &envelope),
         };
         // A read that failed answered "none": such an answer is never said, signed or not.
         if self.stop_if_unreadable() {

@@ -80,6 +80,11 @@ pub enum ClientRequest {
         after: Option<[u8; 32]>,
         limit: u32,
     },
+    /// Ask this replica's checkers about an envelope (JSON) without ordering anything: a
+    /// dry run, answered `Checked` (or `Rejected` when it cannot be asked).
+    Check {
+        envelope: String,
+    },
 }
 
 /// What `List` pages through.
@@ -137,6 +142,14 @@ pub enum ClientReply {
     /// outcome (`Answer`), so that a connection shared by many questions never takes one
     /// for the other.
     Record(SignedAnswer),
+    /// What this replica's checkers say of an envelope asked about with `Check` (unsigned:
+    /// a dry run decides nothing). `valid` is none when no checker answered (down, or
+    /// failing, past `checker_timeout_ms`); `reason` is the checker's, or why none answered.
+    Checked {
+        tx: TxId,
+        valid: Option<bool>,
+        reason: Option<String>,
+    },
 }
 
 /// Why a replica refused an envelope before ordering it. On the wire, its stable name

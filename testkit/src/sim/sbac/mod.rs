@@ -531,6 +531,8 @@ impl SbacSimulation {
                 }
             }
             Output::Check { tx, envelope } => self.check(index, tx, &envelope),
+            // The simulated clients never ask for a dry run, which changes nothing.
+            Output::DryCheck { .. } => {}
             Output::Reply { client, reply } => {
                 self.observer.reply(index, honest, &reply, &self.committees);
                 self.replies.entry(client).or_default().push((index, reply));
