@@ -41,18 +41,19 @@ if [ -f "$var/contracts.list" ]; then
     added_services+=("$name")
   done <"$var/contracts.list"
 fi
-services=(checker-python checker-rust "${added_services[@]}" "${replica_services[@]}" api)
+services=(checker-python checker-rust ${added_services[@]+"${added_services[@]}"} "${replica_services[@]}" api)
 
 say() { printf '%s\n' "$*"; }
 
 pid_of() { cat "$var/run/$1.pid" 2>/dev/null || true; }
 
 # Alive, and ours: a pid file left by a reboot may name someone else's process now. An
-# added contract's checker is known by its folder (a Rust one runs the crate's binary).
+# added contract's checker is known by its folder's name (a Python one serves the folder, a
+# Rust one runs the crate's binary, named as the folder by `contract new`).
 running() {
   local pid mark=shardspace
   pid=$(pid_of "$1")
-  [ -n "${added[$1]:-}" ] && mark=${added[$1]#*$'\t'}
+  [ -n "${added[$1]:-}" ] && mark=$(basename "${added[$1]#*$'\t'}")
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$mark"
 }
 
@@ -196,7 +197,7 @@ TRY
 
 stop() {
   # The API first, the checkers last: nothing is left calling what has stopped.
-  local order=(api "${replica_services[@]}" "${added_services[@]}" checker-rust checker-python)
+  local order=(api "${replica_services[@]}" ${added_services[@]+"${added_services[@]}"} checker-rust checker-python)
   for name in "${order[@]}"; do
     local pid
     pid=$(pid_of "$name")

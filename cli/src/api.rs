@@ -48,6 +48,8 @@ pub fn run(flags: &ApiFlags) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Caught before the URL is printed: SIGHUP's default would end the process.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let server = ApiServer::bind(&cluster, credentials, config)
             .await
             .map_err(|error| anyhow::anyhow!("{}", error.message))?;
@@ -55,7 +57,7 @@ pub fn run(flags: &ApiFlags) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout();
         writeln!(stdout, "http://{address}").and_then(|()| stdout.flush()).context("cannot write the URL")?;
         tracing::info!(%address, cluster = cluster.cluster, shards = cluster.shards.len(), "client API listening");
-        tokio::spawn(reload_on_hangup(flags.config.clone(), server.api()));
+        tokio::spawn(reload_on_hangup(hangups, flags.config.clone(), server.api()));
         server.run(crate::node::wait_for_signal()).await.context("the API server failed")?;
         tracing::info!("client API stopped");
         Ok(())
@@ -64,8 +66,12 @@ pub fn run(flags: &ApiFlags) -> anyhow::Result<()> {
 
 /// Reads the cluster file again at each SIGHUP and takes its contracts and checkers; a file
 /// that does not load is named and changes nothing.
-async fn reload_on_hangup(path: PathBuf, api: std::sync::Arc<shardspace_api::Api>) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+async fn reload_on_hangup(
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+    path: PathBuf,
+    api: std::sync::Arc<shardspace_api::Api>,
+) {
+    let Ok(mut hangups) = hangups else {
         tracing::warn!("SIGHUP cannot be caught: the cluster file is read at start only");
         return;
     };

@@ -232,38 +232,77 @@ pub fn add(flags: &AddFlags) -> anyhow::Result<()> {
         var.display()
     );
     let folder = dir.file_name().and_then(|name| name.to_str()).unwrap_or("contract").to_string();
+    if let Some(other) = added_folders(var).into_iter().find(|other| *other != dir && other.ends_with(&folder)) {
+        anyhow::bail!(
+            "a contract folder named {folder:?} was added already, from {}: rename this one",
+            other.display()
+        );
+    }
     let service = format!("checker-{folder}");
-    let port = match flags.port.or_else(|| added_port(var, &dir)) {
+    // The new checker starts beside the old one (if this contract was added before), on a
+    // port of its own; the old one stops once the cluster has moved to the new one.
+    let port = match flags.port {
         Some(port) => port,
         None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
     };
-    stop_service(var, &service);
-    let url = start_detached(var, &service, &dir, port)?;
-    let served = contracts_served(&url)?;
-    anyhow::ensure!(!served.is_empty(), "the checker at {url} serves no contract");
-    let checkers = served.iter().map(|name| (name.clone(), url.clone())).collect();
-    shardspace_node::config::set_checkers(&cluster_file, &checkers)?;
+    let new_pid_file = var.join(format!("run/{service}.pid.new"));
+    let (url, mut child) = start_detached(var, &service, &dir, port, &new_pid_file)?;
+    let switched = (|| {
+        let served = contracts_served(&url)?;
+        anyhow::ensure!(!served.is_empty(), "the checker at {url} serves no contract");
+        let checkers = served.iter().map(|name| (name.clone(), url.clone())).collect();
+        shardspace_node::config::set_checkers(&cluster_file, &checkers)?;
+        Ok(served)
+    })();
+    let served = match switched {
+        Ok(served) => served,
+        Err(error) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&new_pid_file);
+            return Err(error);
+        }
+    };
     remember(var, port, &dir)?;
     let signalled = hang_up(var)?;
     wait_known(&flags.api, &served)?;
+    let pid_file = var.join(format!("run/{service}.pid"));
+    stop_ours(&pid_file, &folder);
+    std::fs::rename(&new_pid_file, &pid_file).with_context(|| format!("cannot write {}", pid_file.display()))?;
     println!(
-        "added {} (checker {url}, pid file {}/run/{service}.pid, log {}/log/{service}.log); {signalled} processes \
-         reloaded the cluster file, and the API at {} takes its transactions",
+        "added {} (checker {url}, pid file {}, log {}/log/{service}.log); {signalled} processes reloaded the \
+         cluster file, and the API at {} takes its transactions",
         served.join(", "),
-        var.display(),
+        pid_file.display(),
         var.display(),
         flags.api
     );
     Ok(())
 }
 
-/// The port a contract already added from `dir` was given.
-fn added_port(var: &Path, dir: &Path) -> Option<u16> {
-    let list = std::fs::read_to_string(var.join(ADDED)).ok()?;
-    list.lines().find_map(|line| {
-        let (port, folder) = line.split_once('\t')?;
-        (Path::new(folder) == dir).then(|| port.parse().ok()).flatten()
-    })
+/// The folders of the contracts added before (`var/contracts.list`).
+fn added_folders(var: &Path) -> Vec<PathBuf> {
+    let list = std::fs::read_to_string(var.join(ADDED)).unwrap_or_default();
+    list.lines().filter_map(|line| line.split_once('\t')).map(|(_, folder)| PathBuf::from(folder)).collect()
+}
+
+/// The pid in `pid_file`, if that process is alive and its command line holds `mark` (a pid
+/// file left behind may name someone else's process now).
+fn ours(pid_file: &Path, mark: &str) -> Option<String> {
+    let pid = std::fs::read_to_string(pid_file).ok()?.trim().to_string();
+    let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&command_line).contains(mark).then_some(pid)
+}
+
+/// Stops the process of `pid_file` if it is ours (its command line holds `mark`), and waits
+/// (up to 10 s) until it has exited.
+fn stop_ours(pid_file: &Path, mark: &str) {
+    let Some(pid) = ours(pid_file, mark) else { return };
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Adds `dir` (at `port`) to the list of added contracts, once.
@@ -279,20 +318,15 @@ fn remember(var: &Path, port: u16, dir: &Path) -> anyhow::Result<()> {
     std::fs::write(&path, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Stops a service of the local cluster that is running (the contract's checker, added
-/// before): its place and port are taken again.
-fn stop_service(var: &Path, service: &str) {
-    let pid_file = var.join("run").join(format!("{service}.pid"));
-    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
-        let _ = std::process::Command::new("kill").args(["-TERM", pid.trim()]).status();
-        let _ = std::fs::remove_file(&pid_file);
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-}
-
 /// Starts `shardspace contract serve DIR` in its own process group, its output in
 /// `var/log/`, its pid in `var/run/`; its URL once it prints it.
-fn start_detached(var: &Path, service: &str, dir: &Path, port: u16) -> anyhow::Result<String> {
+fn start_detached(
+    var: &Path,
+    service: &str,
+    dir: &Path,
+    port: u16,
+    pid_file: &Path,
+) -> anyhow::Result<(String, std::process::Child)> {
     use std::os::unix::process::CommandExt;
     for folder in ["log", "run"] {
         std::fs::create_dir_all(var.join(folder))?;
@@ -310,17 +344,22 @@ fn start_detached(var: &Path, service: &str, dir: &Path, port: u16) -> anyhow::R
         .process_group(0)
         .spawn()
         .context("cannot start the checker")?;
-    std::fs::write(var.join(format!("run/{service}.pid")), format!("{}\n", child.id()))?;
+    std::fs::write(pid_file, format!("{}\n", child.id()))?;
     let started = std::time::Instant::now();
     loop {
         let printed = std::fs::read_to_string(&out_path).unwrap_or_default();
         if let Some(url) = printed.lines().next().filter(|_| printed.contains('\n')) {
-            return Ok(url.trim().to_string());
+            return Ok((url.trim().to_string(), child));
         }
         if let Some(status) = child.try_wait()? {
+            let _ = std::fs::remove_file(pid_file);
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
             anyhow::bail!("the checker of {} exited ({status}):\n{}", dir.display(), tail.join("\n"));
+        }
+        if started.elapsed() >= CHECKER_STARTUP {
+            let _ = child.kill();
+            let _ = std::fs::remove_file(pid_file);
         }
         anyhow::ensure!(
             started.elapsed() < CHECKER_STARTUP,
@@ -356,8 +395,8 @@ fn hang_up(var: &Path) -> anyhow::Result<usize> {
         if !(service.starts_with("shard-") || service == "api") {
             continue;
         }
-        let pid = std::fs::read_to_string(var.join("run").join(&name)).unwrap_or_default();
-        let sent = std::process::Command::new("kill").args(["-HUP", pid.trim()]).status();
+        let Some(pid) = ours(&var.join("run").join(&name), "shardspace") else { continue };
+        let sent = std::process::Command::new("kill").args(["-HUP", &pid]).status();
         if sent.is_ok_and(|status| status.success()) {
             signalled += 1;
         }

@@ -113,7 +113,10 @@ pub fn run_node(flags: &NodeFlags) -> anyhow::Result<()> {
         });
         let (ready, bound) = oneshot::channel();
         let (tx_reload, reloads) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(reload_on_hangup(flags.config.clone(), base, (flags.shard, flags.replica), tx_reload));
+        // Caught from now on: SIGHUP's default would end the process.
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let place = (flags.shard, flags.replica);
+        tokio::spawn(reload_on_hangup(hangups, flags.config.clone(), base, place, tx_reload));
         let node = tokio::spawn(shardspace_node::run(config, shutdown, ready, reloads));
         if let Ok(bound) = bound.await {
             let mut stdout = std::io::stdout();
@@ -128,12 +131,13 @@ pub fn run_node(flags: &NodeFlags) -> anyhow::Result<()> {
 /// Reads the cluster file again at each SIGHUP and hands this replica's configuration on;
 /// a file that does not load is named and changes nothing.
 async fn reload_on_hangup(
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
     path: PathBuf,
     base: PathBuf,
     (shard, replica): (u32, u32),
     tx_reload: tokio::sync::mpsc::Sender<shardspace_node::config::NodeConfig>,
 ) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+    let Ok(mut hangups) = hangups else {
         tracing::warn!("SIGHUP cannot be caught: the cluster file is read at start only");
         return;
     };

@@ -168,7 +168,8 @@ fn the_contracts_guide_scaffolds_adds_and_commits_in_python_and_rust_on_a_runnin
             also,
             "outcome: abort",
             "reason: checker_rejected",
-            "exit code 3",
+            "dry run: exit code 3",
+            "submit: exit code 3",
         ];
         for expected in told {
             assert!(printed.contains(expected), "{title}: the guide's commands did not print {expected:?}:\n{printed}");
@@ -178,8 +179,14 @@ fn the_contracts_guide_scaffolds_adds_and_commits_in_python_and_rust_on_a_runnin
             .push(format!("{contract}: {:.1} s from `contract new` to the first commit", first_commit.as_secs_f64()));
     }
     assert_eq!(local.cluster_pids(), pids, "a replica or the API was restarted");
+    for (service, pid) in &pids {
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "{service} (pid {pid}) is not running");
+    }
     let status = local.script("status");
     let status = String::from_utf8_lossy(&status.stdout);
-    assert!(status.contains("checker-notes") && status.contains("checker-ledgerbook"), "{status}");
+    for service in ["checker-notes", "checker-ledgerbook", "api"] {
+        let line = status.lines().find(|line| line.starts_with(service)).unwrap_or_default();
+        assert!(line.ends_with(" healthy"), "{service}: {line:?} in\n{status}");
+    }
     let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{}\n", timings.join("; ")).as_bytes());
 }

@@ -171,6 +171,10 @@ impl Api {
                 "check the contract's name",
             ));
         }
+        let _permit = Arc::clone(&self.pending).try_acquire_owned().map_err(|_| {
+            self.count_error("too_many_pending");
+            ApiError::too_many_pending(self.config.pending_max)
+        })?;
         Ok(self.client.dry_run(&envelope).await?)
     }
 

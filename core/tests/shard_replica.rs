@@ -464,3 +464,39 @@ fn verdicts_of_checks_answered_together_are_sealed_under_one_signature() {
     }
     assert_eq!(replica.counters().seals, 1);
 }
+
+/// A dry run (`Check`) goes to the checkers for its client alone and changes nothing; one
+/// that cannot be read, or names a contract without a checker here, is refused with why.
+/// A reload that adds the contract (`set_contracts`) lets the next one through.
+#[test]
+fn a_dry_run_goes_to_the_checkers_alone_and_an_unknown_or_unreadable_one_is_refused() {
+    let mut replica = replica(0, None);
+    let client = ClientId(3);
+    let check = |envelope: &Envelope| ClientRequest::Check { envelope: serde_json::to_string(envelope).unwrap() };
+    let outputs = replica.handle(TimeMs(1), Input::Client { client, request: check(&envelope(1)) });
+    match outputs.as_slice() {
+        [Output::DryCheck { client: asking, tx, .. }] => {
+            assert_eq!((*asking, *tx), (client, envelope(1).transaction.tx_id()));
+        }
+        other => panic!("expected one dry check, got {other:?}"),
+    }
+    assert_eq!(replica.envelopes_len(), 0, "a dry run is not an envelope being prepared");
+
+    let unreadable = ClientRequest::Check { envelope: "{\"transaction\":".into() };
+    let outputs = replica.handle(TimeMs(2), Input::Client { client, request: unreadable });
+    assert!(matches!(
+        replies(&outputs, client).as_slice(),
+        [ClientReply::Rejected { kind: RejectKind::Invalid(_), .. }]
+    ));
+
+    let mut notes = envelope(2);
+    notes.transaction.contract_id = "notes".into();
+    let outputs = replica.handle(TimeMs(3), Input::Client { client, request: check(&notes) });
+    assert!(matches!(
+        replies(&outputs, client).as_slice(),
+        [ClientReply::Rejected { kind: RejectKind::UnknownContract, .. }]
+    ));
+    replica.set_contracts(["bank".to_string(), "notes".to_string()].into());
+    let outputs = replica.handle(TimeMs(4), Input::Client { client, request: check(&notes) });
+    assert!(matches!(outputs.as_slice(), [Output::DryCheck { .. }]), "{outputs:?}");
+}

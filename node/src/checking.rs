@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use shardspace_core::sbac::replica::ClientReply;
+use shardspace_core::sbac::replica::{ClientReply, RejectKind};
 use shardspace_core::{CheckerRequest, Envelope, TxId};
 use tokio::sync::mpsc;
 
@@ -21,6 +21,11 @@ pub use shardspace_core::sbac::replica::Checked;
 /// kept the Rust one's slots with idle connections until checks timed out.
 pub const ENVELOPES_IN_CHECK_MAX: usize = 256;
 
+/// Dry runs (`ClientRequest::Check`) checked at once, apart from the envelopes being
+/// prepared: past it a dry run is refused `busy` at once, so that dry runs never hold up a
+/// transaction's checks.
+pub const DRY_RUNS_MAX: usize = 16;
+
 /// A checker down under load fails every envelope: one warning a second, with a count.
 static NO_VERDICT_WARNINGS: crate::throttle::Throttle =
     crate::throttle::Throttle::new(std::time::Duration::from_secs(1));
@@ -32,12 +37,14 @@ pub struct Checkers {
     urls: Arc<BTreeMap<String, String>>,
     tx_checked: mpsc::Sender<Checked>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    dry_runs: Arc<tokio::sync::Semaphore>,
 }
 
 impl Checkers {
     pub fn new(client: CheckerClient, urls: BTreeMap<String, String>, tx_checked: mpsc::Sender<Checked>) -> Self {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(ENVELOPES_IN_CHECK_MAX));
-        Self { client, urls: Arc::new(urls), tx_checked, in_flight }
+        let dry_runs = Arc::new(tokio::sync::Semaphore::new(DRY_RUNS_MAX));
+        Self { client, urls: Arc::new(urls), tx_checked, in_flight, dry_runs }
     }
 
     /// The checkers from now on (the cluster file reloaded); checks under way keep theirs.
@@ -76,21 +83,27 @@ impl Checkers {
     }
 
     /// A dry run: the checkers' verdict on `envelope`, sent on `reply` as
-    /// `ClientReply::Checked` (bounded by the same `ENVELOPES_IN_CHECK_MAX`).
+    /// `ClientReply::Checked`; `busy` at once past `DRY_RUNS_MAX`. The reply goes as any
+    /// other (`try_send`: a client that does not read its replies loses it).
     pub fn dry_run(&self, tx: TxId, envelope: &Envelope, reply: mpsc::Sender<ClientReply>) {
+        let Ok(permit) = Arc::clone(&self.dry_runs).try_acquire_owned() else {
+            let message = format!("{DRY_RUNS_MAX} dry runs are being checked here: try again soon");
+            let _ = reply.try_send(ClientReply::Rejected { tx: Some(tx), kind: RejectKind::Busy, message });
+            return;
+        };
         let request = CheckerRequest::from_envelope(envelope);
         let checkers = self.clone();
         tokio::spawn(async move {
-            let _permit = Arc::clone(&checkers.in_flight).acquire_owned().await;
             let verdict = match request {
                 Ok(request) => checkers.check_tree(&request).await,
                 Err(error) => Err(format!("no checker request can be built: {error}")),
             };
+            drop(permit);
             let (valid, reason) = match verdict {
                 Ok((valid, reason)) => (Some(valid), reason),
                 Err(error) => (None, Some(error)),
             };
-            let _ = reply.send(ClientReply::Checked { tx, valid, reason }).await;
+            let _ = reply.try_send(ClientReply::Checked { tx, valid, reason });
         });
     }
 

@@ -306,7 +306,7 @@ async fn serve(
         // place here is free at once.
         let reason = format!(
             "{NOT_ADMITTED} {key} (X25519): list the client's key in the cluster file's [[clients]] \
-             (`shardspace keys`) and restart the replicas"
+             (`shardspace keys`), then send the replicas SIGHUP (or restart them)"
         );
         if let Ok(refusing) = door.refusals.try_acquire_owned() {
             tokio::spawn(async move {

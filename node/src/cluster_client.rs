@@ -292,8 +292,9 @@ impl ClusterClient {
             for reply in futures::future::join_all(asked).await {
                 answers.push(match reply {
                     Some(ClientReply::Checked { valid, reason, .. }) => Some((valid, reason)),
-                    Some(ClientReply::Rejected { tx, kind, message }) => {
-                        return Err(ClusterError::Rejected { shard, tx, kind, message });
+                    // Its own answer (busy, or a contract it has no checker for yet): no verdict.
+                    Some(ClientReply::Rejected { kind, message, .. }) => {
+                        Some((None, Some(format!("{kind}: {message}"))))
                     }
                     _ => None,
                 });

@@ -188,6 +188,10 @@ async fn apply_reloads(
                 (running.peer_address, running.client_address) != (reloaded.peer_address, reloaded.client_address),
             ),
             ("the data folder", running.data_dir != reloaded.data_dir),
+            ("this replica's key", running.keys.public() != reloaded.keys.public()),
+            ("the BFT settings", (&running.bft, running.durability) != (&reloaded.bft, reloaded.durability)),
+            ("checker_timeout_ms", running.checker_timeout != reloaded.checker_timeout),
+            ("the metrics address", running.metrics_address != reloaded.metrics_address),
         ];
         for (what, _) in needs_restart.iter().filter(|(_, changed)| *changed) {
             tracing::warn!(what, "the cluster file changes {what}: not applied until this replica restarts");
