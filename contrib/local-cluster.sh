@@ -3,10 +3,18 @@
 # Everything lives under $SHARDSPACE_VAR (default var/): the cluster file and keys in
 # cluster/, each replica's SQLite in cluster/data/, logs in log/, pid files in run/.
 #
-# What runs: the example contracts' checkers (Python on :7101, Rust on :7102), two
-# shards of four replicas (ports 7300-7315), the client API on :5000, and the checker of
-# each contract added with `shardspace contract add DIR` (listed in var/contracts.list:
-# its port and folder, one a line; `shardspace contract serve` builds and serves it).
+# What runs: the contracts' checkers (Python on :7101, Rust on :7102), two shards of four
+# replicas (ports 7300-7315), the client API on :5000, and the checker of each contract
+# added with `shardspace contract add DIR` (listed in var/contracts.list: its port and
+# folder, one a line; `shardspace contract serve` builds and serves it).
+#
+# Contracts are found, not named: the Python checker serves every contracts/python/NAME/
+# holding NAME.py; the Rust one (`shardspace checker`) serves the contracts built into it
+# (`--list`). A contract in both goes to Rust unless PYTHON_CHECKED lists it ("bank petition"
+# by default, so that both checkers serve). Any other folder (a crate of its own under contracts/rust/,
+# or the folders listed in $SHARDSPACE_CONTRACTS, colon-separated, or in contracts.local at
+# the checkout's root, one a line) is added with `shardspace contract add` once the cluster
+# is up.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,9 +30,7 @@ shards=${SHARDS:-2}
 replicas=${REPLICAS:-4}
 wait_seconds=${START_WAIT_SECONDS:-90}
 cluster_file=$var/cluster/cluster.toml
-# Which checker serves each example contract (the cluster file's [checkers]).
-python_contracts=(bank petition)
-rust_contracts=(hello addition dump)
+python_checked=" ${PYTHON_CHECKED:-bank petition} "
 
 replica_services=()
 for ((s = 0; s < shards; s++)); do
@@ -88,9 +94,14 @@ configure() {
   # Written aside and moved into place whole: a half-written cluster is never kept.
   local draft="$var/cluster.draft"
   rm -rf "$draft"
-  local checkers=()
-  for contract in "${python_contracts[@]}"; do checkers+=(--checker "$contract=http://$host:$python_port"); done
-  for contract in "${rust_contracts[@]}"; do checkers+=(--checker "$contract=http://$host:$rust_port"); done
+  local checkers=() contract python_found=" "
+  for contract in $(python_contracts); do python_found+="$contract "; done
+  for contract in $(rust_contracts); do
+    if [[ "$python_found" == *" $contract "* && "$python_checked" == *" $contract "* ]]; then continue; fi
+    checkers+=(--checker "$contract=http://$host:$rust_port")
+    python_found=${python_found/ $contract / }
+  done
+  for contract in $python_found; do checkers+=(--checker "$contract=http://$host:$python_port"); done
   "$bin/shardspace" config gen --dir "$draft" --shards "$shards" --replicas "$replicas" \
     --base-port "$base_port" --hosts "$host" "${checkers[@]}" >/dev/null
   mv "$draft" "$var/cluster"
@@ -104,11 +115,9 @@ start_one() {
   fi
   case $name in
     checker-python)
-      local contracts=()
-      for contract in hello addition bank petition dump; do
-        contracts+=("$root/contracts/python/$contract/$contract.py")
-      done
-      launch "$name" "$python" -m shardspace.checker --host "$host" --port "$python_port" "${contracts[@]}" ;;
+      local folders=()
+      for contract in $(python_contracts); do folders+=("$root/contracts/python/$contract"); done
+      launch "$name" "$python" -m shardspace.checker --host "$host" --port "$python_port" "${folders[@]}" ;;
     checker-rust)
       launch "$name" "$bin/shardspace" checker --host "$host" --port "$rust_port" ;;
     shard-*)
@@ -118,6 +127,48 @@ start_one() {
     api)
       launch "$name" "$bin/shardspace" api --config "$cluster_file" --listen "$host:$api_port" ;;
   esac
+}
+
+# The contract folders under contracts/python (NAME/NAME.py), by name.
+python_contracts() {
+  local folder
+  for folder in "$root"/contracts/python/*/; do
+    folder=${folder%/}
+    [ -f "$folder/$(basename "$folder").py" ] && basename "$folder"
+  done
+}
+
+# The contracts built into `shardspace checker`.
+rust_contracts() { "$bin/shardspace" checker --list; }
+
+# Folders to add once the cluster is up: crates of their own under contracts/rust/ (with a
+# [workspace] of their own, as `contract new` writes them; the examples are the checkout's
+# and built into `shardspace checker`), Python contracts put under contracts/python/ after
+# the cluster file was written, and the folders the user lists.
+to_add() {
+  local folder contract
+  for contract in $(python_contracts); do
+    grep -q "^$contract = " "$cluster_file" || echo "$root/contracts/python/$contract"
+  done
+  for folder in "$root"/contracts/rust/*/; do
+    folder=${folder%/}
+    [ -f "$folder/src/main.rs" ] && grep -q '^\[workspace\]' "$folder/Cargo.toml" 2>/dev/null && echo "$folder"
+  done
+  if [ -n "${SHARDSPACE_CONTRACTS:-}" ]; then tr ':' '\n' <<<"$SHARDSPACE_CONTRACTS"; fi
+  if [ -f "$root/contracts.local" ]; then grep -v '^[[:space:]]*\(#\|$\)' "$root/contracts.local" || true; fi
+}
+
+# Adds each folder of `to_add` that is not added yet.
+add_listed() {
+  local given folder
+  while read -r given; do
+    [ -n "$given" ] || continue
+    folder=$(cd "$given" 2>/dev/null && pwd) || { say "FAILED: no contract folder at $given"; continue; }
+    if grep -qF "$(printf '\t')$folder" "$var/contracts.list" 2>/dev/null; then continue; fi
+    say "  adding the contract at $folder"
+    "$bin/shardspace" contract add "$folder" --var "$var" --api "$(url_of api)" | sed 's/^/    /' ||
+      say "FAILED: the contract at $folder was not added (see above)"
+  done < <(to_add)
 }
 
 # Whether a service answers: a checker or the API over HTTP; a replica through the API,
@@ -184,6 +235,7 @@ start() {
     done
     say " up"
   done
+  add_listed
   status
   cat <<TRY
 

@@ -14,9 +14,18 @@ pub struct CheckerFlags {
     /// Port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Print the contracts it serves, one a line, and exit (`make start-all` finds them so).
+    #[arg(long)]
+    list: bool,
 }
 
 pub fn run(flags: &CheckerFlags) -> anyhow::Result<()> {
+    if flags.list {
+        for contract in shardspace_example_checkers::contracts() {
+            println!("{}", contract.name());
+        }
+        return Ok(());
+    }
     crate::node::init_logs();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(shardspace_example_checkers::serve(

@@ -69,6 +69,13 @@ impl Local {
         command.output().unwrap()
     }
 
+    /// `script`, with one more variable.
+    fn script_with(&self, what: &str, (key, value): (&str, &str)) -> Output {
+        let mut command = Command::new(repo_root().join("contrib/local-cluster.sh"));
+        command.arg(what).envs(self.env.iter().map(|(key, value)| (*key, value))).env(key, value);
+        command.output().unwrap()
+    }
+
     /// Runs a block of the guide with bash (stopping at the first failing command), in
     /// `dir`; what it printed, stdout then stderr.
     fn run(&self, block: &str, dir: &Path) -> String {
@@ -121,7 +128,7 @@ fn blocks(guide: &str, title: &str) -> Vec<String> {
     section.split("```sh\n").skip(1).map(|rest| rest[..rest.find("\n```").unwrap()].to_string()).collect()
 }
 
-/// What the API says of a `write` call of `contract` (not waiting long: it is refused).
+/// What the API says of a `write` call of `contract`.
 fn submit_write(api: &str, contract: &str) -> Value {
     let envelope = TransactionBuilder::new(contract, "write").parameter("early").output("early").build().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -188,5 +195,43 @@ fn the_contracts_guide_scaffolds_adds_and_commits_in_python_and_rust_on_a_runnin
         let line = status.lines().find(|line| line.starts_with(service)).unwrap_or_default();
         assert!(line.ends_with(" healthy"), "{service}: {line:?} in\n{status}");
     }
+
+    // `make stop-all`, then `make start-all` with one more contract folder listed: the added
+    // contracts are served again, the listed one is added, and each commits.
+    let stopped = local.script("stop");
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stdout));
+    local.run("shardspace contract new listed --lang python", &work);
+    let listed = work.join("listed").to_string_lossy().into_owned();
+    let restarted = local.script_with("start", ("SHARDSPACE_CONTRACTS", &listed));
+    let said = String::from_utf8_lossy(&restarted.stdout);
+    assert!(
+        restarted.status.success() && said.contains("adding the contract at") && said.contains("added listed"),
+        "{said}"
+    );
+    for contract in ["notes", "ledgerbook", "listed"] {
+        let outcome = submit_write(&local.api, contract);
+        assert_eq!(outcome["outcome"], "commit", "{contract} after the restart: {outcome}");
+    }
+
+    // Removed as the guide says: its line out of [checkers], then SIGHUP to the replicas
+    // and the API; its transactions are refused from then on, the others go on.
+    let cluster_file = local.var.path().join("cluster/cluster.toml");
+    let text = std::fs::read_to_string(&cluster_file).unwrap();
+    let without: Vec<&str> = text.lines().filter(|line| !line.starts_with("listed = ")).collect();
+    assert_eq!(without.len() + 1, text.lines().count(), "{text}");
+    std::fs::write(&cluster_file, without.join("\n") + "\n").unwrap();
+    for (_, pid) in local.cluster_pids() {
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let refused = submit_write(&local.api, "listed");
+        if refused["error"]["kind"] == "unknown_contract" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "listed is still taken after SIGHUP: {refused}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(submit_write(&local.api, "notes")["outcome"], "commit");
     let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{}\n", timings.join("; ")).as_bytes());
 }

@@ -56,7 +56,7 @@ fn toy() -> Contract {
         .method("explode", |_: &CheckerRequest| -> Verdict { panic!("boom") })
         .method("hang", |_: &CheckerRequest| -> Verdict {
             // Stands for a stuck checker; bounded so that the test's runtime can shut down.
-            std::thread::park_timeout(std::time::Duration::from_secs(1));
+            std::thread::park_timeout(std::time::Duration::from_secs(5));
             Ok(())
         })
 }
@@ -251,7 +251,9 @@ fn batch_of(requests: &[Value]) -> String {
 
 #[tokio::test]
 async fn a_batch_answers_each_request_as_its_own_call_would() {
-    let limits = CheckerLimits { check_timeout: std::time::Duration::from_millis(300), ..CheckerLimits::default() };
+    // Long enough for the panicking checker to finish even when its backtrace is printed
+    // (RUST_BACKTRACE) on a loaded machine: at 300 ms it sometimes did not.
+    let limits = CheckerLimits { check_timeout: std::time::Duration::from_secs(2), ..CheckerLimits::default() };
     let server = Running::start_with(vec![toy()], limits).await;
     let client = reqwest::Client::new();
     let mut unknown = request("even", json!([2]));
