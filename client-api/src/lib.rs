@@ -123,25 +123,28 @@ impl Api {
         changed
     }
 
-    /// Validates and runs an envelope; waits for its outcome unless `wait` is false.
-    async fn submit(self: &Arc<Self>, body: &[u8], wait: bool) -> Result<(TxOutcome, bool), ApiError> {
+    /// An envelope read from `body`, whose contracts the cluster file names, and its place
+    /// among the pending ones: what a submission and a dry run both start with. Refused
+    /// before anything is sent, so that a caller who does not wait hears it too.
+    fn admit(&self, body: &[u8]) -> Result<(Envelope, tokio::sync::OwnedSemaphorePermit), ApiError> {
         let envelope = Envelope::from_json(body, &self.limits).inspect_err(|error| self.count_error(error.kind()))?;
-        // Known before anything is sent, so that a caller who does not wait hears it too.
         let known = self.known();
         if let Some(contract) = envelope.transaction.first_contract_not(|contract| known.contracts.contains(contract)) {
             self.count_error("unknown_contract");
             let message = format!("no checker for contract {contract:?} in the cluster file");
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_contract",
-                message,
-                "check the contract's name",
-            ));
+            let hint = "check the contract's name";
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "unknown_contract", message, hint));
         }
         let permit = Arc::clone(&self.pending).try_acquire_owned().map_err(|_| {
             self.count_error("too_many_pending");
             ApiError::too_many_pending(self.config.pending_max)
         })?;
+        Ok((envelope, permit))
+    }
+
+    /// Validates and runs an envelope; waits for its outcome unless `wait` is false.
+    async fn submit(self: &Arc<Self>, body: &[u8], wait: bool) -> Result<(TxOutcome, bool), ApiError> {
+        let (envelope, permit) = self.admit(body)?;
         if !wait {
             let api = Arc::clone(self);
             let pending = TxOutcome::from_records(envelope.transaction.tx_id(), &Default::default(), Some(&envelope));
@@ -159,22 +162,7 @@ impl Api {
     /// A dry run: the envelope validated as a submission is, then every replica of its
     /// shards asks its checkers; nothing is ordered.
     async fn dry_run(&self, body: &[u8]) -> Result<shardspace_node::cluster_client::DryRun, ApiError> {
-        let envelope = Envelope::from_json(body, &self.limits).inspect_err(|error| self.count_error(error.kind()))?;
-        let known = self.known();
-        if let Some(contract) = envelope.transaction.first_contract_not(|contract| known.contracts.contains(contract)) {
-            self.count_error("unknown_contract");
-            let message = format!("no checker for contract {contract:?} in the cluster file");
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unknown_contract",
-                message,
-                "check the contract's name",
-            ));
-        }
-        let _permit = Arc::clone(&self.pending).try_acquire_owned().map_err(|_| {
-            self.count_error("too_many_pending");
-            ApiError::too_many_pending(self.config.pending_max)
-        })?;
+        let (envelope, _permit) = self.admit(body)?;
         Ok(self.client.dry_run(&envelope).await?)
     }
 
