@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shardspace_checker::TransactionBuilder;
 use shardspace_testkit::cluster::{python, repo_root};
+use shardspace_testkit::processes::wait_until;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_shardspace"))
@@ -130,14 +131,19 @@ fn blocks(guide: &str, title: &str) -> Vec<String> {
 
 /// What the API says of a `write` call of `contract`.
 fn submit_write(api: &str, contract: &str) -> Value {
+    runtime().block_on(submitted_write(api, contract))
+}
+
+async fn submitted_write(api: &str, contract: &str) -> Value {
     let envelope = TransactionBuilder::new(contract, "write").parameter("early").output("early").build().unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        let body = serde_json::to_vec(&envelope).unwrap();
-        let answer = client.post(format!("{api}/v1/transactions")).body(body).send().await.unwrap();
-        answer.json().await.unwrap()
-    })
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let body = serde_json::to_vec(&envelope).unwrap();
+    let answer = client.post(format!("{api}/v1/transactions")).body(body).send().await.unwrap();
+    answer.json().await.unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 #[test]
@@ -223,15 +229,8 @@ fn the_contracts_guide_scaffolds_adds_and_commits_in_python_and_rust_on_a_runnin
     for (_, pid) in local.cluster_pids() {
         assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let refused = submit_write(&local.api, "listed");
-        if refused["error"]["kind"] == "unknown_contract" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "listed is still taken after SIGHUP: {refused}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let refused = || async { submitted_write(&local.api, "listed").await["error"]["kind"] == "unknown_contract" };
+    runtime().block_on(wait_until("listed refused after SIGHUP", Duration::from_secs(20), refused));
     assert_eq!(submit_write(&local.api, "notes")["outcome"], "commit");
     let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{}\n", timings.join("; ")).as_bytes());
 }

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod common;
 use common::{
     CLUSTER, client_keys, client_link, client_listener, closed, committee, credentials, dial, dial_as, listener,
-    listener_key, outsider, send, tampering_relay, try_dial,
+    listener_key, outsider, send, tampering_relay, try_dial, wait_for,
 };
 
 proptest! {
@@ -69,17 +69,6 @@ async fn garbage_unknown_foreign_and_mistaken_handshakes_are_refused_and_counted
     }
     wait_for(|| counters.handshakes_rejected.load(Ordering::Relaxed) == 5).await;
     assert!(rx_core.try_recv().is_err(), "something reached the core");
-}
-
-/// Waits for a condition on the listener's counters (with a deadline).
-async fn wait_for(condition: impl Fn() -> bool) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the counters never said so");
 }
 
 #[tokio::test]

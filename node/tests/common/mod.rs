@@ -105,6 +105,15 @@ pub async fn dial_as(
         .map_err(|_| SecureError::Closed)?
 }
 
+/// Waits until `condition` holds (the listener's counters say so), for at most 10 s.
+pub async fn wait_for(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "the counters never said so");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Sends a value as one frame.
 pub async fn send<T: serde::Serialize>(link: &mut SecureLink, value: &T) {
     link.send(&postcard::to_stdvec(value).unwrap()).await.unwrap();
