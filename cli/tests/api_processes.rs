@@ -213,6 +213,15 @@ async fn the_api_in_front_of_a_real_cluster() {
         .find(|dump| map.concerned_shards(&dump.transaction).len() == 2)
         .unwrap();
     assert_eq!(api.submit(&dump).await["outcome"], "commit");
+    // A dry run ends once f+1 replicas of each shard agree, not at its deadline (30 s)
+    // for the replica that is down; a rejected submission still gets its checker's reason.
+    let steal = TransactionBuilder::new("bank", "steal").output("\"x\"").build().unwrap();
+    let asked = std::time::Instant::now();
+    let (code, dry_run) = api.post("/v1/transactions/check", serde_json::to_vec(&steal).unwrap()).await;
+    assert_eq!((code, &dry_run["valid"]), (200, &json!(false)), "{dry_run}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "the dry run waited for the replica that is down: {dry_run}");
+    let rejected = api.submit(&steal).await;
+    assert_eq!((&rejected["checkerReason"], &rejected["reason"]), (&dry_run["reason"], &json!("checker_rejected")));
     cluster.start_replica(0, 1);
     cluster.start_replica(1, 2);
 
@@ -283,7 +292,12 @@ async fn bad_input(api: &Api, a: &Object, b: &Object, key: &SigningKey) {
     assert_eq!(api.submit(&open).await["outcome"], "commit");
     // An unknown method: the checker refuses the request, a verdict against it.
     let no_method = TransactionBuilder::new("bank", "steal").input(&c).build().unwrap();
-    aborted("checker_rejected")(api.submit(&no_method).await);
+    let rejected = api.submit(&no_method).await;
+    aborted("checker_rejected")(rejected.clone());
+    // The checker's own reason comes with the abort, as the dry run gives it.
+    let reason = rejected["checkerReason"].as_str().unwrap_or_else(|| panic!("no checkerReason: {rejected}"));
+    let (code, dry_run) = api.post("/v1/transactions/check", serde_json::to_vec(&no_method).unwrap()).await;
+    assert_eq!((code, &dry_run["valid"], dry_run["reason"].as_str()), (200, &json!(false), Some(reason)), "{dry_run}");
     // An input nobody created.
     let ghost = Object { id: shardspace_core::ObjectId([7; 32]), value: a.value.clone() };
     aborted("input_missing")(api.submit(&TransactionBuilder::new("dump", "x").input(&ghost).build().unwrap()).await);

@@ -155,8 +155,8 @@ fn the_contracts_guide_scaffolds_adds_and_commits_in_python_and_rust_on_a_runnin
     let pids = local.cluster_pids();
     assert_eq!(pids.len(), 9, "{pids:?}");
     let sections = [
-        ("Your first contract in Python", "notes", "reason: notes.write: a note holds 1 to 280 characters"),
-        ("Your first contract in Rust", "ledgerbook", "reason: ledgerbook.write: the note must hold the text given"),
+        ("Your first contract in Python", "notes", "notes.write: a note holds 1 to 280 characters"),
+        ("Your first contract in Rust", "ledgerbook", "ledgerbook.write: the note must hold the text given"),
     ];
     let mut timings = Vec::new();
     for (title, contract, also) in sections {
@@ -174,13 +174,14 @@ fn the_contracts_guide_scaffolds_adds_and_commits_in_python_and_rust_on_a_runnin
                 first_commit = Some(began.elapsed());
             }
         }
-        let told = [
+        let told: &[&str] = &[
             "39 of 39 answers as the checker protocol says",
             "outcome: commit",
             "valid: false",
-            also,
+            &format!("reason: {also}"),
             "outcome: abort",
             "reason: checker_rejected",
+            &format!("checkerReason: {also}"),
             "dry run: exit code 3",
             "submit: exit code 3",
         ];

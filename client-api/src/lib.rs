@@ -22,6 +22,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use shardspace_core::sbac::AbortReason;
 use shardspace_core::{Envelope, Limits};
 use shardspace_node::cluster_client::ClusterClient;
 use shardspace_node::config::ClusterFile;
@@ -33,6 +34,10 @@ use crate::error::ApiError;
 use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::outcome::TxOutcome;
+
+/// How long the API asks the checkers again for their reason, after a submission aborted
+/// with `checker_rejected` (the outcome is answered without it past this).
+const CHECKER_REASON_WAIT: Duration = Duration::from_secs(2);
 
 /// How the API runs; every bound is a setting with a default.
 #[derive(Clone, Debug)]
@@ -114,8 +119,13 @@ impl Api {
     }
 
     /// Takes the contracts of a reloaded cluster file (the same cluster: its shards and
-    /// replicas need a restart to change); says whether anything changed.
+    /// replicas need a restart to change, and each such change is logged); says whether
+    /// the contracts changed.
     pub fn reload(&self, file: &ClusterFile) -> bool {
+        let cluster_renamed = (file.cluster != self.cluster).then_some("the cluster's name");
+        for what in [cluster_renamed, self.client.needs_restart_for(file)].into_iter().flatten() {
+            tracing::warn!(what, "the cluster file changes {what}: not applied until this API restarts");
+        }
         let known = Known::of(file);
         let mut held = self.known.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let changed = **held != known;
@@ -209,7 +219,7 @@ impl Api {
             let _in_flight = InFlight::new(&self.metrics.in_flight);
             tokio::time::timeout(self.config.wait, self.client.process(envelope)).await
         };
-        let outcome = match result {
+        let mut outcome = match result {
             Ok(Ok(outcome)) => TxOutcome::from_outcome(&outcome, envelope),
             Ok(Err(error)) => {
                 let mut error = ApiError::from(error);
@@ -233,12 +243,22 @@ impl Api {
             }
         };
         self.metrics.latency_seconds.observe(started.elapsed().as_secs_f64());
+        if outcome.reason == Some(AbortReason::CheckerRejected.as_str()) {
+            outcome.checker_reason = self.checker_reason(envelope).await;
+        }
         let label = metrics::OutcomeLabel { outcome: outcome.outcome.into() };
         self.metrics.transactions.get_or_create(&label).inc();
         if outcome.outcome != "pending" {
             self.events.publish(&outcome);
         }
         Ok(outcome)
+    }
+
+    /// Why the checkers rejected `envelope`, from a dry run of it: the reason f+1 replicas of
+    /// a shard give (none if they do not within `CHECKER_REASON_WAIT`, or gave none).
+    async fn checker_reason(&self, envelope: &Envelope) -> Option<String> {
+        let dry_run = self.client.dry_run_within(envelope, CHECKER_REASON_WAIT).await.ok()?;
+        (dry_run.valid == Some(false)).then_some(dry_run.reason).flatten()
     }
 
     fn count_error(&self, kind: &str) {

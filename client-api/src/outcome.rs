@@ -29,6 +29,10 @@ pub struct TxOutcome {
     /// The ids of the objects the transaction creates (dependencies' included), when known.
     pub outputs: Vec<String>,
     pub shards: BTreeMap<String, ShardResult>,
+    /// For an abort of `checker_rejected`: the checker's own reason, asked again by a dry run
+    /// (a checker is a function of the envelope), when f+1 replicas gave it in time.
+    #[serde(rename = "checkerReason", skip_serializing_if = "Option::is_none")]
+    pub checker_reason: Option<String>,
 }
 
 /// `commit` (also for any attempt of a committed transaction), `abort`, or none while undecided.
@@ -63,7 +67,7 @@ impl TxOutcome {
         let outputs = envelope
             .map(|envelope| envelope.transaction.created_objects().iter().map(|o| o.id.to_hex()).collect())
             .unwrap_or_default();
-        Self { tx: tx.to_hex(), outcome, reason, attempt, outputs, shards }
+        Self { tx: tx.to_hex(), outcome, reason, attempt, outputs, shards, checker_reason: None }
     }
 
     pub fn from_outcome(outcome: &Outcome, envelope: &Envelope) -> Self {

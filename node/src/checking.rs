@@ -87,8 +87,9 @@ impl Checkers {
     /// other (`try_send`: a client that does not read its replies loses it).
     pub fn dry_run(&self, tx: TxId, envelope: &Envelope, reply: mpsc::Sender<ClientReply>) {
         let Ok(permit) = Arc::clone(&self.dry_runs).try_acquire_owned() else {
-            let message = format!("{DRY_RUNS_MAX} dry runs are being checked here: try again soon");
-            let _ = reply.try_send(ClientReply::Rejected { tx: Some(tx), kind: RejectKind::Busy, message });
+            let reason =
+                format!("{}: {DRY_RUNS_MAX} dry runs are being checked here: try again soon", RejectKind::Busy);
+            let _ = reply.try_send(ClientReply::Checked { tx, valid: None, reason: Some(reason) });
             return;
         };
         let request = CheckerRequest::from_envelope(envelope);

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
-use shardspace_core::Envelope;
 use shardspace_core::sbac::{AnswerBody, SignedAnswer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -502,21 +501,6 @@ impl ReplicaClient {
             (ClientReply::Record(answer), ClientRequest::Transaction(asked)) => {
                 matches!(&answer.body, AnswerBody::Transaction { tx, .. } if tx == asked).then_some(answer)
             }
-            _ => None,
-        })
-        .await
-    }
-
-    /// This replica's checkers' verdict on an envelope (JSON), without ordering it: `Checked`,
-    /// or `Rejected` when it cannot be asked (unreadable, or a contract unknown here).
-    pub async fn check(&mut self, envelope: &str) -> std::io::Result<ClientReply> {
-        let tx = Envelope::from_json(envelope.as_bytes(), &shardspace_core::Limits::default())
-            .ok()
-            .map(|envelope| envelope.transaction.tx_id());
-        self.send(&ClientRequest::Check { envelope: envelope.to_string() }).await?;
-        self.expect(|reply| match reply {
-            ClientReply::Checked { tx: checked, .. } if Some(checked) == tx => Some(reply),
-            ClientReply::Rejected { tx: rejected, .. } if rejected.is_none() || rejected == tx => Some(reply),
             _ => None,
         })
         .await

@@ -118,6 +118,13 @@ impl ClusterClient {
         self.doors.connect(shard, replica).await
     }
 
+    /// What a reloaded cluster file changes that this client cannot take without a restart:
+    /// the replicas (shards, addresses, keys) it reaches.
+    pub fn needs_restart_for(&self, file: &ClusterFile) -> Option<&'static str> {
+        let reloaded = Doors::new(file, self.doors.credentials().clone());
+        (reloaded.replicas() != self.doors.replicas()).then_some("the shards, or their replicas' addresses or keys")
+    }
+
     pub fn map(&self) -> &ShardMap {
         &self.map
     }
@@ -272,61 +279,60 @@ impl ClusterClient {
 
     /// Asks the checkers of every replica of the envelope's shards about it, without
     /// ordering anything (a dry run): no object is locked, consumed or created, and the
-    /// inputs' values are the envelope's own (not compared with the ledger).
+    /// inputs' values are the envelope's own (not compared with the ledger). Waits at most
+    /// the client's deadline.
     pub async fn dry_run(&self, envelope: &Envelope) -> Result<DryRun, ClusterError> {
+        self.dry_run_within(envelope, self.deadline).await
+    }
+
+    /// As `dry_run`, waiting at most `wait`: what the replicas said by then decides. Asked
+    /// on the links submissions use; it ends as soon as every shard has a verdict (an
+    /// invalid one once f+1 replicas give the same reason, or all have answered).
+    pub async fn dry_run_within(&self, envelope: &Envelope, wait: Duration) -> Result<DryRun, ClusterError> {
         let tx = envelope.transaction.tx_id();
         let json = serde_json::to_string(envelope).map_err(|error| ClusterError::Invalid(error.to_string()))?;
-        let shards = self.map.concerned_shards(&envelope.transaction);
-        let deadline = Instant::now() + self.deadline;
-        let mut replicas = BTreeMap::new();
-        let (mut valid, mut reason) = (Some(true), None);
-        for shard in shards {
-            let asked = (0..self.addresses[shard.0 as usize].len()).map(|replica| {
-                let json = &json;
-                async move {
-                    let asked = async { self.replica_client(shard.0 as usize, replica).await?.check(json).await };
-                    tokio::time::timeout_at(deadline, asked).await.ok()?.ok()
-                }
-            });
-            let mut answers = Vec::new();
-            for reply in futures::future::join_all(asked).await {
-                answers.push(match reply {
-                    Some(ClientReply::Checked { valid, reason, .. }) => Some((valid, reason)),
-                    // Its own answer (busy, or a contract it has no checker for yet): no verdict.
-                    Some(ClientReply::Rejected { kind, message, .. }) => {
-                        Some((None, Some(format!("{kind}: {message}"))))
-                    }
-                    _ => None,
-                });
-            }
-            let validity = self.committees[shard.0 as usize].validity();
-            let saying = |verdict: bool| answers.iter().flatten().filter(|(said, _)| *said == Some(verdict)).count();
-            let shard_verdict = if saying(false) >= validity {
-                Some(false)
-            } else if saying(true) >= validity {
-                Some(true)
-            } else {
-                None
+        let shards: Vec<ShardId> = self.map.concerned_shards(&envelope.transaction).into_iter().collect();
+        let request = ClientRequest::Check { envelope: json };
+        let (_subscriptions, mut hearing) = self.ask_all(&shards, About::Checked(tx), request);
+        let mut replicas: BTreeMap<ShardId, Vec<Option<CheckedBy>>> =
+            shards.iter().map(|shard| (*shard, vec![None; self.addresses[shard.0 as usize].len()])).collect();
+        let deadline = Instant::now() + wait;
+        let settled = |replicas: &BTreeMap<ShardId, Vec<Option<CheckedBy>>>| {
+            let verdicts: Vec<_> =
+                replicas.iter().map(|(shard, answers)| shard_verdict(answers, self.validity(*shard))).collect();
+            let agreed_no = verdicts.iter().any(|verdict| matches!(verdict, Some((false, _, true))));
+            agreed_no
+                || verdicts.iter().zip(replicas.values()).all(|(verdict, answers)| match verdict {
+                    Some((true, _, _)) => true,
+                    _ => answers.iter().all(Option::is_some),
+                })
+        };
+        while !settled(&replicas) {
+            let Ok(Some((shard, replica, heard))) = tokio::time::timeout_at(deadline, hearing.next()).await else {
+                break;
             };
-            match shard_verdict {
-                Some(false) if valid != Some(false) => {
-                    valid = Some(false);
-                    reason = answers
-                        .iter()
-                        .flatten()
-                        .find(|(said, _)| *said == Some(false))
-                        .and_then(|(_, why)| why.clone());
-                }
-                None if valid == Some(true) => {
-                    valid = None;
-                    reason =
-                        answers.iter().flatten().find_map(|(said, why)| said.is_none().then(|| why.clone()).flatten());
-                }
-                _ => {}
+            if let ClientReply::Checked { tx: about, valid, reason } = heard
+                && about == tx
+                && let Some(slot) = replicas.get_mut(&shard).and_then(|answers| answers.get_mut(replica))
+            {
+                *slot = Some((valid, reason)); // a replica's last word counts, once
             }
-            replicas.insert(shard, answers);
         }
+        let verdicts: Vec<_> =
+            replicas.iter().map(|(shard, answers)| shard_verdict(answers, self.validity(*shard))).collect();
+        let (valid, reason) = if let Some((_, reason, _)) = verdicts.iter().flatten().find(|(valid, ..)| !valid) {
+            (Some(false), reason.clone())
+        } else if verdicts.iter().all(|verdict| matches!(verdict, Some((true, ..)))) {
+            (Some(true), None)
+        } else {
+            let why = replicas.values().flatten().flatten().find_map(|(said, why)| said.is_none().then_some(why));
+            (None, why.cloned().flatten())
+        };
         Ok(DryRun { tx, valid, reason, replicas })
+    }
+
+    fn validity(&self, shard: ShardId) -> usize {
+        self.committees[shard.0 as usize].validity()
     }
 
     /// An object as f+1 replicas of its shard sign it; `None` when they agree it does not exist.
@@ -494,4 +500,20 @@ impl ClusterClient {
         }
         (subscriptions, hearing)
     }
+}
+
+/// A shard's dry-run verdict once f+1 of its replicas give it: valid, or invalid with the
+/// reason most of those saying no give, and whether f+1 give that reason (one of them
+/// honest). None while no verdict has f+1 replicas.
+fn shard_verdict(answers: &[Option<CheckedBy>], validity: usize) -> Option<(bool, Option<String>, bool)> {
+    let said = |verdict: bool| answers.iter().flatten().filter(move |(said, _)| *said == Some(verdict));
+    let noes: Vec<&Option<String>> = said(false).map(|(_, why)| why).collect();
+    if noes.len() >= validity {
+        let count = |reason: &Option<String>| noes.iter().filter(|why| **why == reason).count();
+        // The first of the most given (`rev`: `max_by_key` keeps the last of equals).
+        let reason = noes.iter().rev().max_by_key(|reason| count(reason)).and_then(|reason| (*reason).clone());
+        let agreed = count(&reason) >= validity;
+        return Some((false, reason, agreed));
+    }
+    (said(true).count() >= validity).then_some((true, None, true))
 }

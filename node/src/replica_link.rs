@@ -44,13 +44,16 @@ const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
 /// most one warning a second.
 static REFUSED_WARNINGS: crate::throttle::Throttle = crate::throttle::Throttle::new(Duration::from_secs(1));
 
-/// What a reply is about, to route it: an envelope's progress and outcome, or the answer
-/// to a read (`ClientReply::Record`) of a transaction's record or of an object.
+/// What a reply is about, to route it: an envelope's progress and outcome, the answer
+/// to a read (`ClientReply::Record`) of a transaction's record or of an object, or a dry
+/// run's verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum About {
     Outcome(TxId),
     Record(TxId),
     Object(ObjectId),
+    /// A dry run's verdicts (`ClientReply::Checked`).
+    Checked(TxId),
 }
 
 /// A reply heard on a link: from which shard and replica (index in its shard), and what.
@@ -297,6 +300,7 @@ fn route(shard: ShardId, replica: usize, reply: ClientReply, routes: &Mutex<Rout
             AnswerBody::Transaction { tx, .. } => About::Record(*tx),
             AnswerBody::Object { id, .. } => About::Object(*id),
         },
+        ClientReply::Checked { tx, .. } => About::Checked(*tx),
         // A refusal of an envelope the replica could not read names no transaction: given to
         // every question on this link, one replica's refusal could be counted against others.
         _ => return,

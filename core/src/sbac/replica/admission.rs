@@ -42,8 +42,12 @@ impl ShardReplica {
         let tx = envelope.transaction.tx_id();
         let contracts = &self.contracts;
         if let Some(contract) = envelope.transaction.first_contract_not(|contract| contracts.contains(contract)) {
-            let message = format!("no checker for contract {contract:?} in the cluster file ({tx})");
-            return self.reject(Some(client), Some(tx), RejectKind::UnknownContract, message);
+            // Answered as a dry run's "no verdict", not as a refusal: a client asking on a link
+            // it shares with submissions routes a dry run's answers by `Checked` alone.
+            let kind = RejectKind::UnknownContract;
+            let reason = format!("{kind}: no checker for contract {contract:?} in the cluster file ({tx})");
+            let reply = ClientReply::Checked { tx, valid: None, reason: Some(reason) };
+            return self.outputs.push(Output::Reply { client, reply });
         }
         self.outputs.push(Output::DryCheck { client, tx, envelope });
     }

@@ -81,7 +81,8 @@ pub enum ClientRequest {
         limit: u32,
     },
     /// Ask this replica's checkers about an envelope (JSON) without ordering anything: a
-    /// dry run, answered `Checked` (or `Rejected` when it cannot be asked).
+    /// dry run, answered `Checked` (with no verdict, and why, for a contract unknown here or
+    /// when too many are being checked), or `Rejected` when it cannot be read.
     Check {
         envelope: String,
     },
