@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use shardspace_checker::TransactionBuilder;
 use shardspace_contract_bank as bank;
 use shardspace_core::{Envelope, Object, ShardMap};
-use shardspace_testkit::cluster::{DEADLINE, LocalCluster, python, repo_root};
+use shardspace_testkit::cluster::{DEADLINE, LocalCluster, Options, python, repo_root};
 use shardspace_testkit::processes::{Process, wait_until};
 
 const SHARDS: u32 = 2;
@@ -615,4 +615,93 @@ async fn loop_until_committed(api: &Api, envelope: &Envelope) -> (u16, Value) {
             return (code, body);
         }
     }
+}
+
+/// A checker that takes requests and never answers, until its task is aborted (the checker
+/// stopped): its base URL, and how many connections have sent it a request.
+async fn silent_checker() -> (String, Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&asked);
+    let serving = tokio::spawn(async move {
+        // Owned here: aborting this task drops every connection, as a stopped process does.
+        let mut held = tokio::task::JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            held.spawn(async move {
+                let mut buffer = [0u8; 4096];
+                if stream.read(&mut buffer).await.is_ok_and(|read| read > 0) {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                std::future::pending::<()>().await;
+                drop(stream);
+            });
+        }
+    });
+    (url, asked, serving)
+}
+
+/// A contract removed from the cluster file (SIGHUP) while a transaction of it is being
+/// checked, then its checker stopped, as docs/contracts.md says to: the transaction is not
+/// lost or left pending but decided, an abort for `checker_error` on every replica (no
+/// verdict, never one against it); new ones are refused with `unknown_contract`, and the
+/// other contracts commit as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_removed_under_a_transaction_in_flight_aborts_it_as_checker_error() {
+    use std::sync::atomic::Ordering;
+    let (url, asked, checker) = silent_checker().await;
+    let checker_urls = [("gated".to_string(), url)].into();
+    let options = Options { checker_urls, ..Options::test(1, REPLICAS, true) };
+    let mut cluster = LocalCluster::with(bin(), &options).unwrap();
+    let api = Api::new(cluster.api_url());
+    let gated = TransactionBuilder::new("gated", "write").output("\"in flight\"").build().unwrap();
+    let body = serde_json::to_vec(&gated).unwrap();
+    let in_flight = {
+        let (http, url, body) = (api.http.clone(), api.url.clone(), body.clone());
+        tokio::spawn(async move {
+            let response = http.post(format!("{url}/v1/transactions")).body(body).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        })
+    };
+    wait_until("the replicas ask the contract's checker", DEADLINE, || async { asked.load(Ordering::SeqCst) >= 1 })
+        .await;
+
+    let mut file = cluster.file.clone();
+    file.checkers.remove("gated");
+    cluster.reload(file).unwrap();
+    let other = TransactionBuilder::new("gated", "write").output("\"after\"").build().unwrap();
+    wait_until("the API refuses the removed contract", DEADLINE, || async {
+        api.post("/v1/transactions", serde_json::to_vec(&other).unwrap()).await.1["error"]["kind"] == "unknown_contract"
+    })
+    .await;
+    checker.abort();
+
+    let (code, outcome) = in_flight.await.unwrap();
+    assert_eq!(
+        (code, outcome["outcome"].as_str(), outcome["reason"].as_str()),
+        (200, Some("abort"), Some("checker_error")),
+        "{outcome}"
+    );
+    let shards = outcome["shards"].as_object().unwrap();
+    assert!(shards.values().all(|shard| shard["decision"] == "abort"), "{outcome}");
+    // Submitted again, it is refused before anything is ordered.
+    let (code, again) = api.post("/v1/transactions", body).await;
+    assert_eq!((code, again["error"]["kind"].as_str()), (400, Some("unknown_contract")), "{again}");
+    // Each replica refuses it too (not only the API): they all reloaded the file.
+    for replica in 0..REPLICAS as usize {
+        let mut link = cluster.doors.connect(0, replica).await.unwrap();
+        let envelope = serde_json::to_string(&gated).unwrap();
+        let attempt = shardspace_core::sbac::Attempt(2);
+        link.send(&shardspace_node::client::ClientRequest::Envelope { envelope, attempt }).await.unwrap();
+        let reply = tokio::time::timeout(DEADLINE, link.receive()).await.unwrap().unwrap();
+        assert!(
+            matches!(&reply, Some(shardspace_node::client::ClientReply::Rejected { kind, .. }) if kind.as_str() == "unknown_contract"),
+            "replica {replica}: {reply:?}"
+        );
+    }
+    let dump = TransactionBuilder::new("dump", "put").output("\"still served\"").build().unwrap();
+    assert_eq!(api.submit(&dump).await["outcome"], "commit");
 }

@@ -595,6 +595,10 @@ pub fn generate(layout: &Layout, dir: &Path) -> Result<PathBuf, ConfigError> {
 /// `keys/NAME.key` beside it and appends the client's `[[clients]]` entry to the file (its
 /// comments and layout stay). Replicas admit the client once they restart with the file.
 pub fn add_client(path: &Path, name: &str) -> Result<PathBuf, ConfigError> {
+    edit_locked(path, || add_client_unlocked(path, name))
+}
+
+fn add_client_unlocked(path: &Path, name: &str) -> Result<PathBuf, ConfigError> {
     let file = ClusterFile::load(path)?;
     let invalid = |message: String| ConfigError::Invalid { path: path.into(), message };
     if !shardspace_core::is_name(name) {
@@ -642,11 +646,27 @@ fn write_new_secret(path: &Path, text: &str) -> Result<(), ConfigError> {
 /// cluster file at `path`, if the result still loads; the file is rewritten whole (its
 /// comments are not kept). Replicas and the API take it on SIGHUP.
 pub fn set_checkers(path: &Path, checkers: &BTreeMap<String, String>) -> Result<(), ConfigError> {
-    let mut file = ClusterFile::load(path)?;
-    file.checkers.extend(checkers.iter().map(|(contract, url)| (contract.clone(), url.clone())));
-    let text = toml::to_string_pretty(&file)
-        .map_err(|error| ConfigError::Invalid { path: path.into(), message: error.to_string() })?;
-    replace_checked(path, &text)
+    edit_locked(path, || {
+        let mut file = ClusterFile::load(path)?;
+        file.checkers.extend(checkers.iter().map(|(contract, url)| (contract.clone(), url.clone())));
+        let text = toml::to_string_pretty(&file)
+            .map_err(|error| ConfigError::Invalid { path: path.into(), message: error.to_string() })?;
+        replace_checked(path, &text)
+    })
+}
+
+/// Runs `edit` (a read, change and write of the cluster file at `path`) holding an exclusive
+/// lock on `<path>.lock`, so that two commands changing the file at once (`contract add`,
+/// `keys`) each see the other's change instead of writing over it. The lock file stays:
+/// removing it would let a third command lock a new file while the second holds the old.
+fn edit_locked<T>(path: &Path, edit: impl FnOnce() -> Result<T, ConfigError>) -> Result<T, ConfigError> {
+    let lock_path = path.with_extension("toml.lock");
+    let failed = |source| ConfigError::Write { path: lock_path.clone(), source };
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(failed)?;
+    lock.lock().map_err(failed)?;
+    let edited = edit();
+    drop(lock); // closing it unlocks
+    edited
 }
 
 /// Appends `text` to the cluster file at `path` if the result still loads: written beside
@@ -831,6 +851,29 @@ mod tests {
             std::fs::write(&path, bad).unwrap();
             let error = ClusterFile::load(&path).unwrap_err().to_string();
             assert!(error.contains(reason), "{error} does not say {reason}");
+        }
+    }
+
+    /// Commands changing the cluster file at once (`keys`, `contract add`) lose no change:
+    /// each reads the file as the one before it left it.
+    #[test]
+    fn clients_and_checkers_added_at_once_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = generate(&layout(), dir.path()).unwrap();
+        std::thread::scope(|scope| {
+            for n in 0..6 {
+                let path = &path;
+                scope.spawn(move || add_client(path, &format!("client-{n}")).unwrap());
+                scope.spawn(move || {
+                    let checker = [(format!("contract-{n}"), format!("http://127.0.0.1:{}", 7000 + n))];
+                    set_checkers(path, &checker.into_iter().collect()).unwrap();
+                });
+            }
+        });
+        let file = ClusterFile::load(&path).unwrap();
+        for n in 0..6 {
+            assert!(file.clients.iter().any(|client| client.name == format!("client-{n}")), "client-{n} was lost");
+            assert!(file.checkers.contains_key(&format!("contract-{n}")), "contract-{n}'s checker was lost");
         }
     }
 

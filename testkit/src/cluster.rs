@@ -224,6 +224,20 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Writes `file` as the cluster file and has every running replica and the API read it
+    /// again (SIGHUP), as an operator changing a running cluster does.
+    pub fn reload(&mut self, file: ClusterFile) -> anyhow::Result<()> {
+        std::fs::write(&self.path, toml::to_string(&file)?)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.file = file;
+        let replicas = self.replicas.iter().flatten().flatten();
+        for pid in replicas.chain(&self.api).map(Process::pid) {
+            let status = Command::new("kill").args(["-HUP".to_string(), pid.to_string()]).status()?;
+            anyhow::ensure!(status.success(), "kill -HUP {pid} failed: {status}");
+        }
+        Ok(())
+    }
+
     /// The client address of each replica, by shard then replica.
     pub fn client_addresses(&self) -> Vec<Vec<String>> {
         let shards = self.file.shards.iter();

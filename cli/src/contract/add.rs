@@ -40,6 +40,7 @@ pub fn add(flags: &AddFlags) -> anyhow::Result<()> {
         "no local cluster at {}: start one with `make start-all` (or give its folder with --var)",
         var.display()
     );
+    let _adding = one_add_at_a_time(var)?;
     let folder = dir.file_name().and_then(|name| name.to_str()).unwrap_or("contract").to_string();
     if let Some(other) = added_folders(var).into_iter().find(|other| *other != dir && other.ends_with(&folder)) {
         anyhow::bail!(
@@ -87,6 +88,29 @@ pub fn add(flags: &AddFlags) -> anyhow::Result<()> {
         flags.api
     );
     Ok(())
+}
+
+/// An exclusive lock on `var/contracts.lock`, held until dropped: two `contract add` at once
+/// on one cluster run one after the other, so that neither loses the other's line of
+/// `contracts.list` or swaps pid files under it.
+fn one_add_at_a_time(var: &Path) -> anyhow::Result<std::fs::File> {
+    let path = var.join("contracts.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let cannot_lock = || format!("cannot lock {}", path.display());
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!("another `shardspace contract add` is running on this cluster: waiting for it to finish");
+            lock.lock().with_context(cannot_lock)?;
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(error).with_context(cannot_lock),
+    }
+    Ok(lock)
 }
 
 /// The folders of the contracts added before (`var/contracts.list`).
