@@ -118,6 +118,7 @@ mod tests {
             attempt: 1,
             outputs: vec![],
             shards: Default::default(),
+            checker_reason: None,
         }
     }
 
