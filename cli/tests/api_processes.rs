@@ -705,3 +705,107 @@ async fn a_contract_removed_under_a_transaction_in_flight_aborts_it_as_checker_e
     let dump = TransactionBuilder::new("dump", "put").output("\"still served\"").build().unwrap();
     assert_eq!(api.submit(&dump).await["outcome"], "commit");
 }
+
+/// An event's id and what it is about: (txId, attempt).
+type IdAndKey = (String, (String, u64));
+
+/// The events one stream received, in order.
+#[derive(Clone, Default)]
+struct Heard(Arc<Mutex<Vec<IdAndKey>>>);
+
+impl Heard {
+    /// Opens `/v1/events` on `api` (from `last_id` when given) and records what it hears.
+    async fn open(api: &Api, last_id: Option<&str>) -> (Self, tokio::task::JoinHandle<()>) {
+        let mut request = api.http.get(format!("{}/v1/events", api.url));
+        if let Some(id) = last_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let mut response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let heard = Self::default();
+        let recording = heard.clone();
+        let task = tokio::spawn(async move {
+            let mut buffer = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    let id = event.lines().find_map(|line| line.strip_prefix("id: "));
+                    let data = event.lines().find_map(|line| line.strip_prefix("data: "));
+                    let (Some(id), Some(data)) = (id, data) else { continue };
+                    let decided: Value = serde_json::from_str(data).unwrap();
+                    let key = (decided["txId"].as_str().unwrap().to_string(), decided["attempt"].as_u64().unwrap());
+                    recording.0.lock().unwrap().push((id.to_string(), key));
+                }
+            }
+        });
+        (heard, task)
+    }
+
+    fn keys(&self) -> Vec<(String, u64)> {
+        self.0.lock().unwrap().iter().map(|(_, key)| key.clone()).collect()
+    }
+
+    fn has(&self, envelope: &Envelope) -> bool {
+        self.keys().contains(&(envelope.transaction.tx_id().to_hex(), 1))
+    }
+
+    fn last_id(&self) -> String {
+        self.0.lock().unwrap().last().map(|(id, _)| id.clone()).unwrap()
+    }
+}
+
+/// Two API processes in front of one cluster, one transaction through each: both streams
+/// show both, with the first shard's data. The first API is killed and started again: a
+/// stream reopened there with the last id received gets what was decided meanwhile and
+/// after, and nothing it had before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apis_stream_every_decision_and_a_restarted_one_resumes_from_the_last_event_id() {
+    let mut cluster = LocalCluster::start(bin(), SHARDS, REPLICAS, true);
+    let map = ShardMap::new(SHARDS).unwrap();
+    let first = Api::new(cluster.api_url());
+    let (_second_process, second, _) = api_with(&cluster, ["--wait-seconds", "30"]);
+    let (before, before_task) = Heard::open(&first, None).await;
+    let (all, _all_task) = Heard::open(&second, None).await;
+    // Each across both shards: listed once, by shard 0.
+    let mut across = (0..).map(|n: i64| {
+        TransactionBuilder::new("dump", "put").parameter(n).output("\"a\"").output("\"b\"").build().unwrap()
+    });
+    let mut next = || across.by_ref().find(|dump| map.concerned_shards(&dump.transaction).len() == 2).unwrap();
+    let (a, b, c, d) = (next(), next(), next(), next());
+    assert_eq!(first.submit(&a).await["outcome"], "commit");
+    assert_eq!(second.submit(&b).await["outcome"], "commit");
+    wait_until("both streams show both transactions", DEADLINE, || async {
+        [&before, &all].iter().all(|heard| heard.has(&a) && heard.has(&b))
+    })
+    .await;
+    assert_eq!(before.keys().len(), 2, "each attempt once: {:?}", before.keys());
+
+    let last_id = before.last_id();
+    before_task.abort();
+    cluster.stop_api();
+    assert_eq!(second.submit(&c).await["outcome"], "commit", "decided while the first API is down");
+    cluster.start_api();
+    let first = Api::new(cluster.api_url());
+    assert_eq!(first.submit(&d).await["outcome"], "commit");
+    let (resumed, _resumed_task) = Heard::open(&first, Some(&last_id)).await;
+    wait_until("the resumed stream has what was decided since", DEADLINE, || async {
+        resumed.has(&c) && resumed.has(&d) && all.has(&d)
+    })
+    .await;
+    let (had, got, every) = (before.keys(), resumed.keys(), all.keys());
+    assert!(got.iter().all(|key| !had.contains(key)), "repeated after the restart: {got:?} (had {had:?})");
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), got.len(), "an event came twice: {got:?}");
+    for key in &every {
+        assert!(had.contains(key) || got.contains(key), "{key:?} was missed across the restart");
+    }
+    // A cursor of another shape is refused with why.
+    let refused = first.http.get(format!("{}/v1/events", first.url)).header("Last-Event-ID", "1.2.3").send().await;
+    let refused = refused.unwrap();
+    let code = refused.status().as_u16();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!((code, body["error"]["kind"].as_str()), (400, Some("bad_event_id")), "{body}");
+}

@@ -9,7 +9,7 @@
 
 mod chainspace;
 pub mod error;
-mod events;
+mod feed;
 mod metrics;
 mod native;
 pub mod outcome;
@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
-use crate::events::Events;
+use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::outcome::TxOutcome;
 
@@ -75,7 +75,7 @@ pub struct Api {
     limits: Limits,
     config: ApiConfig,
     pending: Arc<Semaphore>,
-    events: Events,
+    feed: Arc<Feed>,
     metrics: Metrics,
 }
 
@@ -102,13 +102,13 @@ impl Api {
     pub fn new(file: &ClusterFile, credentials: Credentials, config: ApiConfig) -> Result<Self, ApiError> {
         let client = ClusterClient::new(file, credentials, config.wait)?;
         Ok(Self {
+            feed: Arc::new(Feed::new(client.clone())),
             client,
             cluster: file.cluster.clone(),
             known: std::sync::RwLock::new(Arc::new(Known::of(file))),
             limits: Limits::default(),
             pending: Arc::new(Semaphore::new(config.pending_max.max(1))),
             config,
-            events: Events::default(),
             metrics: Metrics::default(),
         })
     }
@@ -248,9 +248,6 @@ impl Api {
         }
         let label = metrics::OutcomeLabel { outcome: outcome.outcome.into() };
         self.metrics.transactions.get_or_create(&label).inc();
-        if outcome.outcome != "pending" {
-            self.events.publish(&outcome);
-        }
         Ok(outcome)
     }
 
@@ -341,10 +338,10 @@ impl ApiServer {
 
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let connections_max = self.api.config.connections_max;
-        let events = self.api.events.clone();
+        let feed = Arc::clone(&self.api.feed);
         let shutdown = async move {
             shutdown.await;
-            events.close(); // event streams never end by themselves: end them, or shutdown waits for ever
+            feed.close(); // event streams never end by themselves: end them, or shutdown waits for ever
         };
         shardspace_node::http::serve(self.listener, router(self.api), connections_max, shutdown).await
     }

@@ -133,14 +133,51 @@ pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
     )
 }
 
-/// `GET /v1/events`: server-sent events, one `decided` event per decided attempt.
-pub async fn events(State(api): State<Shared>) -> Response {
-    match api.events.subscribe() {
-        Some(stream) => stream.into_response(),
-        None => {
-            let message = format!("{} event streams are open", crate::events::SUBSCRIBERS_MAX);
+/// What `/v1/events` may be asked.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventsQuery {
+    contract: Option<String>,
+    shard: Option<u32>,
+    outcome: Option<String>,
+    /// A cursor, as `Last-Event-ID` gives one (for clients that cannot set the header).
+    after: Option<String>,
+}
+
+/// `GET /v1/events`: server-sent events, one `decided` event per decided attempt of the
+/// whole cluster (`feed.rs`), from the cursor in `Last-Event-ID` (or `?after=`) on, else
+/// from now.
+pub async fn events(
+    State(api): State<Shared>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return bad_query(rejection).into_response(),
+    };
+    if let Some(outcome) = query.outcome.as_deref().filter(|outcome| !["commit", "abort"].contains(outcome)) {
+        let message = format!("outcome={outcome:?}: events are of `commit` or `abort`");
+        return ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message, "see docs/api.md").into_response();
+    }
+    let last_id = headers.get("last-event-id").and_then(|id| id.to_str().ok()).map(str::to_string);
+    let cursor = match last_id.or(query.after) {
+        Some(id) => match crate::feed::Cursor::parse(&id, api.feed.shards()) {
+            Ok(cursor) => Some(cursor),
+            Err(message) => {
+                let hint = "send back the id of the last event received, or no id to start from now";
+                return ApiError::new(StatusCode::BAD_REQUEST, "bad_event_id", message, hint).into_response();
+            }
+        },
+        None => None,
+    };
+    let filter = crate::feed::Filter { contract: query.contract, shard: query.shard, outcome: query.outcome };
+    match api.feed.subscribe(cursor, filter).await {
+        Ok(stream) => stream.into_response(),
+        Err(crate::feed::Refusal::Busy) => {
+            let message = format!("{} event streams are open", crate::feed::SUBSCRIBERS_MAX);
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_pending", message, "retry later").into_response()
         }
+        Err(crate::feed::Refusal::Unreachable(error)) => ApiError::from(error).into_response(),
     }
 }
 

@@ -122,9 +122,9 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
 
     use shardspace_core::sbac::replica::{ClientReply, ClientRequest, Frame, Listing, Page, RejectKind, Status};
     use shardspace_core::sbac::{
-        AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, CheckerAnswer, ObjectRecord, ObjectStatus,
-        ObjectView, PreparedCertificate, ShardRequest, SignedAnswer, StateHead, TableHead, TxRecord, TxView, Verdict,
-        VerdictCertificate, VoteBody, VoteKind,
+        AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, CheckerAnswer, DecidedEntry, ObjectRecord,
+        ObjectStatus, ObjectView, Position, PreparedCertificate, ShardRequest, SignedAnswer, StateHead, TableHead,
+        TxRecord, TxView, Verdict, VerdictCertificate, VoteBody, VoteKind,
     };
     use shardspace_core::{ObjectId, TxId};
 
@@ -204,6 +204,19 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
         log_digest: Digest([8; 32]),
         objects: TableHead::default(),
         transactions: TableHead::default(),
+        decided: TableHead::default(),
+    };
+    let decided = DecidedEntry {
+        tx,
+        attempt: Attempt(2),
+        committed: false,
+        concerned: vec![ShardId(0), ShardId(1)],
+        contract: "bank".into(),
+        method: "transfer".into(),
+        vote: VoteKind::Accept,
+        aborted_by: vec![ShardId(1)],
+        inputs: vec![object],
+        outputs: vec![ObjectId([4; 32])],
     };
     let page = Page {
         objects: vec![(object, object_view)],
@@ -249,6 +262,12 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
             "ClientReply::Checked",
             &ClientReply::Checked { tx, valid: Some(false), reason: Some("notes.write: too long".into()) },
         ),
+        sample("ClientRequest::Decided", &ClientRequest::Decided { from: Position(7), limit: 100 }),
+        sample(
+            "ClientReply::DecidedLog",
+            &ClientReply::DecidedLog { from: Position(7), entries: vec![decided.clone()], length: 9 },
+        ),
+        sample("DecidedEntry", &decided),
         sample("ObjectRecord", &record),
         sample("TxRecord", &tx_record),
         sample("StateHead", &head),

@@ -16,8 +16,8 @@ use shardspace_core::sbac::replica::{
     PASS_ON_AFTER_MS, PASS_ON_MAX, PeerId, RejectKind, STANDBY_MS, SWEEP_EVERY_MS, WAITING_MAX, WAITING_MS_MAX,
 };
 use shardspace_core::sbac::{
-    Attempt, CheckerAnswer, ObjectRecord, ObjectStatus, ShardApp, ShardReplica, ShardReplicaConfig, ShardRequest,
-    Source, TxRecord, Verdict, VerdictCertificate,
+    Attempt, CheckerAnswer, DecidedEntry, ObjectRecord, ObjectStatus, Position, ShardApp, ShardReplica,
+    ShardReplicaConfig, ShardRequest, Source, TxRecord, Verdict, VerdictCertificate,
 };
 use shardspace_core::{Envelope, Limits, ObjectId, ShardId, ShardMap, Transaction, TxId};
 
@@ -35,7 +35,7 @@ fn replica(id: u32, source: Option<Arc<Failing>>) -> ShardReplica {
     let committee = committee(&keys);
     let mut app = ShardApp::new(ShardId(0), vec![committee.clone()], keys[id as usize].clone(), Limits::default());
     if let Some(source) = source {
-        app = app.saved_in(source.clone(), source);
+        app = app.saved_in(source.clone(), source.clone(), source);
     }
     let config = Config { mempool_requests_max: 2 * WAITING_MAX, ..Config::default() };
     let replica = Replica::new(committee.clone(), keys[id as usize].clone(), config, app);
@@ -314,14 +314,26 @@ impl Source<TxId, TxRecord> for Many {
     }
 }
 
+impl Source<Position, DecidedEntry> for Many {
+    fn get(&self, _: &Position) -> Option<DecidedEntry> {
+        None
+    }
+    fn keys_after(&self, _: Option<&Position>, _: usize) -> Vec<Position> {
+        Vec::new()
+    }
+}
+
 #[test]
 fn a_page_holds_at_most_page_max_and_the_next_page_goes_on_from_its_last() {
     let count = PAGE_MAX + PAGE_MAX / 2;
     let disk = Arc::new(Many::new(count));
     let keys = keys();
     let committee = committee(&keys);
-    let app = ShardApp::new(ShardId(0), vec![committee.clone()], keys[0].clone(), Limits::default())
-        .saved_in(disk.clone(), disk.clone());
+    let app = ShardApp::new(ShardId(0), vec![committee.clone()], keys[0].clone(), Limits::default()).saved_in(
+        disk.clone(),
+        disk.clone(),
+        disk.clone(),
+    );
     let replica = Replica::new(committee.clone(), keys[0].clone(), Config::default(), app);
     let contracts = ["bank".to_string()].into();
     let config = ShardReplicaConfig { committees: vec![committee], limits: Limits::default(), contracts };

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use shardspace_core::bft::{Committee, ReplicaId};
-use shardspace_core::sbac::{AbortReason, AnswerBody, Attempt, ObjectView, SignedAnswer, TxView, VoteKind};
+use shardspace_core::sbac::{
+    AbortReason, AnswerBody, Attempt, DecidedEntry, ObjectView, Position, SignedAnswer, TxView, VoteKind,
+};
 use shardspace_core::{Envelope, ObjectId, ShardId, ShardMap, TxId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -53,6 +55,14 @@ pub struct DryRun {
     pub reason: Option<String>,
     /// By shard, then replica: its verdict and reason, or none if it did not answer in time.
     pub replicas: BTreeMap<ShardId, Vec<Option<CheckedBy>>>,
+}
+
+/// A run of a shard's decided log that f+1 replicas give alike, and how long the log is on
+/// at least one honest replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecidedRun {
+    pub entries: Vec<DecidedEntry>,
+    pub length: u64,
 }
 
 /// A transaction's outcome: each concerned shard's record, confirmed by f+1 of its replicas.
@@ -331,6 +341,44 @@ impl ClusterClient {
         Ok(DryRun { tx, valid, reason, replicas })
     }
 
+    /// Entries of `shard`'s decided log from `from` on, as f+1 of its replicas give them
+    /// alike at each position (one of them honest): the longest such run from `from`, at
+    /// most `limit`. Answers once a quorum of the replicas have answered (the others may
+    /// be down), or at `wait` if f+1 have; empty when no entry from `from` is agreed yet.
+    pub async fn decided_log(
+        &self,
+        shard: ShardId,
+        from: Position,
+        limit: u32,
+        wait: Duration,
+    ) -> Result<DecidedRun, ClusterError> {
+        let request = ClientRequest::Decided { from, limit };
+        let (_subscriptions, mut hearing) = self.ask_all(&[shard], About::DecidedLog(from), request);
+        let committee = &self.committees[shard.0 as usize];
+        let mut answers: BTreeMap<usize, (Vec<DecidedEntry>, u64)> = BTreeMap::new();
+        let deadline = Instant::now() + wait;
+        while answers.len() < committee.quorum() {
+            let Ok(Some((_, replica, heard))) = tokio::time::timeout_at(deadline, hearing.next()).await else { break };
+            if let ClientReply::DecidedLog { from: about, mut entries, length } = heard
+                && about == from
+            {
+                entries.truncate(limit as usize);
+                answers.insert(replica, (entries, length)); // a replica's last word counts, once
+            }
+        }
+        let validity = committee.validity();
+        if answers.len() < validity {
+            let what = format!("the decided log of {shard} from {from}");
+            return Err(ClusterError::Timeout { what, shards: vec![shard], waited: wait });
+        }
+        // At least one honest replica holds this many entries (of f+1 that say as many).
+        let mut lengths: Vec<u64> = answers.values().map(|(_, length)| *length).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        let length = lengths[validity - 1];
+        let entries = agreed_run(answers.into_values().map(|(entries, _)| entries).collect(), validity);
+        Ok(DecidedRun { entries, length })
+    }
+
     fn validity(&self, shard: ShardId) -> usize {
         self.committees[shard.0 as usize].validity()
     }
@@ -516,4 +564,56 @@ fn shard_verdict(answers: &[Option<CheckedBy>], validity: usize) -> Option<(bool
         return Some((false, reason, agreed));
     }
     (said(true).count() >= validity).then_some((true, None, true))
+}
+
+/// The longest run of entries, from the first, that `validity` of the answers give alike
+/// at each position.
+fn agreed_run(answers: Vec<Vec<DecidedEntry>>, validity: usize) -> Vec<DecidedEntry> {
+    let mut agreed = Vec::new();
+    for index in 0.. {
+        let given: Vec<&DecidedEntry> = answers.iter().filter_map(|entries| entries.get(index)).collect();
+        let alike = |entry: &&&DecidedEntry| given.iter().filter(|other| **other == **entry).count() >= validity;
+        match given.iter().find(alike) {
+            Some(entry) => agreed.push((*entry).clone()),
+            None => break,
+        }
+    }
+    agreed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8, committed: bool) -> DecidedEntry {
+        DecidedEntry {
+            tx: TxId([n; 32]),
+            attempt: Attempt(1),
+            committed,
+            concerned: vec![ShardId(0)],
+            contract: "dump".into(),
+            method: "put".into(),
+            vote: VoteKind::Accept,
+            aborted_by: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    /// f+1 alike at each position: a lagging replica shortens nothing that two others give;
+    /// a liar's entry counts only with another's, and its extra entries not at all.
+    #[test]
+    fn the_agreed_run_is_what_f_plus_1_replicas_give_alike_at_each_position() {
+        let honest = vec![entry(1, true), entry(2, false), entry(3, true)];
+        let lagging = honest[..1].to_vec();
+        let liar = vec![entry(1, true), entry(2, true), entry(3, true), entry(4, true)];
+        let agreed = agreed_run(vec![honest.clone(), lagging.clone(), honest.clone(), liar.clone()], 2);
+        assert_eq!(agreed, honest, "the liar's fourth entry has no one beside it");
+        // One honest replica up to date, one lagging, and the liar: the liar's second entry
+        // differs from the honest one, and neither has another beside it.
+        assert_eq!(agreed_run(vec![honest.clone(), lagging.clone(), liar.clone()], 2), lagging);
+        assert_eq!(agreed_run(vec![lagging.clone(), liar], 2), lagging);
+        assert_eq!(agreed_run(vec![honest.clone()], 2), Vec::new(), "one replica alone is not believed");
+        assert_eq!(agreed_run(Vec::new(), 2), Vec::new());
+    }
 }

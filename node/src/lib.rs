@@ -83,8 +83,11 @@ pub async fn run(
     let persisted = store.load().await?;
     let limits = Limits::default();
     let records = store.records();
-    let app = ShardApp::new(config.shard, config.committees.clone(), config.keys.clone(), limits.clone())
-        .saved_in(records.clone(), records);
+    let app = ShardApp::new(config.shard, config.committees.clone(), config.keys.clone(), limits.clone()).saved_in(
+        records.clone(),
+        records.clone(),
+        records,
+    );
     let replica = Replica::recover(config.committee.clone(), config.keys.clone(), config.bft.clone(), app, persisted)
         .map_err(NodeError::Recover)?;
     let bind = |address: SocketAddr| async move {

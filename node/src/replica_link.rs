@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use shardspace_core::sbac::AnswerBody;
+use shardspace_core::sbac::{AnswerBody, Position};
 use shardspace_core::{ObjectId, ShardId, TxId};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -54,6 +54,8 @@ pub enum About {
     Object(ObjectId),
     /// A dry run's verdicts (`ClientReply::Checked`).
     Checked(TxId),
+    /// Entries of the decided log from a position on (`ClientReply::DecidedLog`).
+    DecidedLog(Position),
 }
 
 /// A reply heard on a link: from which shard and replica (index in its shard), and what.
@@ -301,6 +303,7 @@ fn route(shard: ShardId, replica: usize, reply: ClientReply, routes: &Mutex<Rout
             AnswerBody::Object { id, .. } => About::Object(*id),
         },
         ClientReply::Checked { tx, .. } => About::Checked(*tx),
+        ClientReply::DecidedLog { from, .. } => About::DecidedLog(*from),
         // A refusal of an envelope the replica could not read names no transaction: given to
         // every question on this link, one replica's refusal could be counted against others.
         _ => return,

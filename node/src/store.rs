@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use shardspace_core::bft::{Block, Digest, Height, Persisted, Resume, Round, SafetyState, Tip};
-use shardspace_core::sbac::{ObjectRecord, ObjectStatus, Source, StateChanges, TxRecord, VoteKind, encode_body};
+use shardspace_core::sbac::{
+    DecidedEntry, ObjectRecord, ObjectStatus, Position, Source, StateChanges, TxRecord, VoteKind, encode_body,
+};
 use shardspace_core::{ObjectId, TxId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,7 +57,7 @@ pub enum StoreError {
 /// 5 the same, but the S-BAC requests in blocks carry seals, not lone signatures, and
 /// transaction and object ids are encoded as their 32 bytes, not as hex text; 6 keeps
 /// versions of the records, a row per record and height.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 pub use shardspace_core::sbac::replica::Write;
 
@@ -137,6 +139,9 @@ impl Store {
                      tx TEXT NOT NULL, height INTEGER NOT NULL, envelope TEXT NOT NULL, attempt INTEGER NOT NULL,
                      vote TEXT NOT NULL, reason TEXT, decision TEXT, committed_attempt INTEGER, record BLOB NOT NULL,
                      UNIQUE (tx, height));
+                 CREATE TABLE IF NOT EXISTS decided (
+                     position INTEGER PRIMARY KEY, height INTEGER NOT NULL, tx TEXT NOT NULL,
+                     attempt INTEGER NOT NULL, contract TEXT NOT NULL, decision TEXT NOT NULL, record BLOB NOT NULL);
                  CREATE VIEW IF NOT EXISTS objects_now AS SELECT * FROM objects AS o
                      WHERE height = (SELECT max(height) FROM objects WHERE id = o.id);
                  CREATE VIEW IF NOT EXISTS transactions_now AS SELECT * FROM transactions AS t
@@ -216,7 +221,8 @@ impl Store {
             let objects = records_at(&view, &path, sql, height)?;
             let sql = "SELECT tx, record FROM transactions WHERE height <= ?1 ORDER BY tx, height";
             let transactions = records_at(&view, &path, sql, height)?;
-            Ok(Some(encode_body(objects, transactions)))
+            let decided = decided_at(&view, &path, height)?;
+            Ok(Some(encode_body(objects, transactions, decided)))
         };
         tokio::task::spawn_blocking(read).await.map_err(|_| StoreError::Stopped)?
     }
@@ -229,6 +235,23 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
         .execute_batch("PRAGMA query_only = 1;")
         .map_err(|source| StoreError::Sqlite { path: path.into(), source })?;
     Ok(connection)
+}
+
+/// The decided log as it stood at `height` (its entries never change: one row each).
+fn decided_at(connection: &Connection, path: &Path, height: i64) -> Result<Vec<(Position, DecidedEntry)>, StoreError> {
+    let sqlite = |source| StoreError::Sqlite { path: path.into(), source };
+    let corrupt = |message: String| StoreError::Corrupt { path: path.into(), message };
+    let sql = "SELECT position, record FROM decided WHERE height <= ?1 ORDER BY position";
+    let mut statement = connection.prepare(sql).map_err(sqlite)?;
+    let rows =
+        statement.query_map([height], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))).map_err(sqlite)?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (position, blob) = row.map_err(sqlite)?;
+        let entry = postcard::from_bytes(&blob).map_err(|error| corrupt(error.to_string()))?;
+        entries.push((Position(u64::try_from(position).unwrap_or_default()), entry));
+    }
+    Ok(entries)
 }
 
 /// Each key's last row of `sql` (ordered by key, then height): its version at the height.
@@ -338,6 +361,58 @@ impl Source<ObjectId, ObjectRecord> for Records {
     fn keys_after(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
         let sql = "SELECT DISTINCT id FROM objects WHERE id > ?1 ORDER BY id LIMIT ?2";
         Records::keys_after(self, sql, after.map(ObjectId::to_hex), limit)
+    }
+
+    fn fault(&self) -> Option<String> {
+        Records::fault(self)
+    }
+}
+
+impl Source<Position, DecidedEntry> for Records {
+    fn get(&self, position: &Position) -> Option<DecidedEntry> {
+        let Ok(connection) = self.connection.lock() else {
+            self.failed("the connection was poisoned".into());
+            return None;
+        };
+        let sql = "SELECT record FROM decided WHERE position = ?1";
+        let position = i64::try_from(position.0).unwrap_or(i64::MAX);
+        let blob: Option<Vec<u8>> =
+            match connection.prepare_cached(sql).and_then(|mut s| s.query_row([position], |row| row.get(0)).optional())
+            {
+                Ok(blob) => blob,
+                Err(error) => {
+                    self.failed(error.to_string());
+                    return None;
+                }
+            };
+        match postcard::from_bytes(&blob?) {
+            Ok(entry) => Some(entry),
+            Err(error) => {
+                self.failed(format!("the decided entry at {position} does not decode: {error}"));
+                None
+            }
+        }
+    }
+
+    fn keys_after(&self, after: Option<&Position>, limit: usize) -> Vec<Position> {
+        let Ok(connection) = self.connection.lock() else {
+            self.failed("the connection was poisoned".into());
+            return Vec::new();
+        };
+        let first = after.map_or(0, |after| i64::try_from(after.0).unwrap_or(i64::MAX).saturating_add(1));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = "SELECT position FROM decided WHERE position >= ?1 ORDER BY position LIMIT ?2";
+        let positions = connection.prepare_cached(sql).and_then(|mut statement| {
+            let rows = statement.query_map(params![first, limit], |row| row.get::<_, i64>(0))?;
+            rows.collect::<Result<Vec<i64>, _>>()
+        });
+        match positions {
+            Ok(positions) => positions.into_iter().map(|p| Position(u64::try_from(p).unwrap_or_default())).collect(),
+            Err(error) => {
+                self.failed(error.to_string());
+                Vec::new()
+            }
+        }
     }
 
     fn fault(&self) -> Option<String> {
@@ -545,7 +620,7 @@ fn walk(
 fn write_records(transaction: &rusqlite::Transaction, height: u64, changes: StateChanges) -> rusqlite::Result<()> {
     let height = i64::try_from(height).unwrap_or(i64::MAX);
     if changes.replace {
-        transaction.execute_batch("DELETE FROM objects; DELETE FROM transactions;")?;
+        transaction.execute_batch("DELETE FROM objects; DELETE FROM transactions; DELETE FROM decided;")?;
     }
     for (id, record) in &changes.objects {
         let (status, holder, consumed_by) = match &record.status {
@@ -591,6 +666,15 @@ fn write_records(transaction: &rusqlite::Transaction, height: u64, changes: Stat
             committed,
             encode(record)
         ];
+        transaction.prepare_cached(sql)?.execute(values)?;
+    }
+    for (position, entry) in &changes.decided {
+        let decision = if entry.committed { "commit" } else { "abort" };
+        let sql = "INSERT OR REPLACE INTO decided (position, height, tx, attempt, contract, decision, record)
+                   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+        let position = i64::try_from(position.0).unwrap_or(i64::MAX);
+        let (tx, attempt) = (entry.tx.to_hex(), i64::from(entry.attempt.0));
+        let values = params![position, height, tx, attempt, entry.contract, decision, encode(entry)];
         transaction.prepare_cached(sql)?.execute(values)?;
     }
     Ok(())

@@ -297,6 +297,11 @@ impl LocalCluster {
         }
     }
 
+    /// Stops the API (killed, as a crash would), leaving the replicas running.
+    pub fn stop_api(&mut self) {
+        self.api = None;
+    }
+
     /// Starts the API on a port the OS picks (a new one at each start).
     pub fn start_api(&mut self) {
         self.try_start_api().unwrap_or_else(|error| panic!("{error:#}"));

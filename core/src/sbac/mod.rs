@@ -8,6 +8,7 @@
 mod answers;
 pub mod attempts;
 mod collector;
+mod decided;
 mod messages;
 pub mod replica;
 mod shard;
@@ -15,6 +16,7 @@ mod table;
 
 pub use answers::{AnswerBody, ObjectView, SignedAnswer, TxView};
 pub use collector::{VerdictCollector, VoteCollector};
+pub use decided::{DecidedEntry, DecidedSource, Position};
 pub use messages::{
     AbortReason, Attempt, CheckerAnswer, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate,
     VoteBody, VoteKind,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::decided::{DecidedEntry, DecidedSource, Position};
 use super::messages::{
     AbortReason, Attempt, CheckerAnswer, PreparedCertificate, ShardRequest, VerdictCertificate, VoteBody, VoteKind,
 };
@@ -158,6 +159,8 @@ impl TxRecord {
 pub struct ShardState {
     pub objects: Table<ObjectId, ObjectRecord>,
     pub transactions: Table<TxId, TxRecord>,
+    /// Every attempt decided here, in the order decided (`decided.rs`).
+    pub decided: Table<Position, DecidedEntry>,
     /// Output ids of accepted, undecided attempts: no other attempt may create them meanwhile.
     pub reserved: BTreeMap<ObjectId, (TxId, Attempt)>,
     /// Attempts prepared here and not decided yet (their records say so too; this finds
@@ -178,6 +181,7 @@ pub struct StateHead {
     pub log_digest: Digest,
     pub objects: TableHead,
     pub transactions: TableHead,
+    pub decided: TableHead,
 }
 
 /// The records themselves, which a head vouches for: sent to a replica that catches up.
@@ -185,12 +189,17 @@ pub struct StateHead {
 struct StateBody {
     objects: Vec<(ObjectId, ObjectRecord)>,
     transactions: Vec<(TxId, TxRecord)>,
+    decided: Vec<(Position, DecidedEntry)>,
 }
 
 /// The body of a state with these records (`Application::state_body`), for a shell that
 /// keeps them in its store.
-pub fn encode_body(objects: Vec<(ObjectId, ObjectRecord)>, transactions: Vec<(TxId, TxRecord)>) -> Vec<u8> {
-    postcard::to_stdvec(&StateBody { objects, transactions }).expect("encoding into memory cannot fail")
+pub fn encode_body(
+    objects: Vec<(ObjectId, ObjectRecord)>,
+    transactions: Vec<(TxId, TxRecord)>,
+    decided: Vec<(Position, DecidedEntry)>,
+) -> Vec<u8> {
+    postcard::to_stdvec(&StateBody { objects, transactions, decided }).expect("encoding into memory cannot fail")
 }
 
 /// Records changed, for the shell to save, with the head of the state they leave.
@@ -204,6 +213,8 @@ pub struct StateChanges {
     pub replace: bool,
     pub objects: Vec<(ObjectId, ObjectRecord)>,
     pub transactions: Vec<(TxId, TxRecord)>,
+    /// Entries appended to the decided log (never changed once there).
+    pub decided: Vec<(Position, DecidedEntry)>,
     /// The encoded `StateHead` after these changes: what a restart takes up.
     pub head: Vec<u8>,
 }
@@ -222,6 +233,7 @@ impl ShardState {
             log_digest: self.log_digest,
             objects: self.objects.head(),
             transactions: self.transactions.head(),
+            decided: self.decided.head(),
         }
     }
 }
@@ -264,9 +276,10 @@ impl ShardApp {
 
     /// Reads the records from the shell's store, holding only those changed since the
     /// shell last took the changes (`take_changes`): memory no longer grows with the ledger.
-    pub fn saved_in(mut self, objects: ObjectSource, transactions: TransactionSource) -> Self {
+    pub fn saved_in(mut self, objects: ObjectSource, transactions: TransactionSource, decided: DecidedSource) -> Self {
         self.state.objects = Table::with_source(objects, TableHead::default());
         self.state.transactions = Table::with_source(transactions, TableHead::default());
+        self.state.decided = Table::with_source(decided, TableHead::default());
         self
     }
 
@@ -282,15 +295,17 @@ impl ShardApp {
     fn cut(&mut self, until: Option<Height>) -> StateChanges {
         let objects = self.state.objects.take_unsaved();
         let transactions = self.state.transactions.take_unsaved();
+        let decided = self.state.decided.take_unsaved();
         let (replace, head) = (std::mem::take(&mut self.replaced), self.encoded_head());
-        StateChanges { until, replace, objects, transactions, head }
+        StateChanges { until, replace, objects, transactions, decided, head }
     }
 
     /// What went wrong reading the saved records, if a read failed (it then answered
     /// "none", which may be false: nothing read since may be said or saved).
     pub fn read_fault(&self) -> Option<String> {
         let objects = self.state.objects.source().and_then(|source| source.fault());
-        objects.or_else(|| self.state.transactions.source().and_then(|source| source.fault()))
+        let transactions = || self.state.transactions.source().and_then(|source| source.fault());
+        objects.or_else(transactions).or_else(|| self.state.decided.source().and_then(|source| source.fault()))
     }
 
     pub fn state(&self) -> &ShardState {
@@ -315,6 +330,7 @@ impl ShardApp {
         changes.push(last);
         self.state.objects.forget_saved();
         self.state.transactions.forget_saved();
+        self.state.decided.forget_saved();
         changes
     }
 
@@ -530,7 +546,9 @@ impl ShardApp {
         if commit && !attempt_record.vote.is_accept() {
             return refused(format!("2f+1 replicas of {} certify an accept this shard did not vote", self.shard));
         }
-        self.apply_decision(tx, attempt, commit)
+        let aborted_by = certificates.iter().filter(|c| !c.accept || c.envelope != attempt_record.digest);
+        let aborted_by: BTreeSet<ShardId> = aborted_by.map(|certificate| certificate.shard).collect();
+        self.apply_decision(tx, attempt, commit, aborted_by.into_iter().collect())
     }
 
     /// A transaction that concerns this shard alone is decided as it is prepared: every
@@ -547,11 +565,12 @@ impl ShardApp {
         if record.attempts.get(&vote.attempt)?.decision.is_some() {
             return None; // answered from the record
         }
-        Some(self.apply_decision(vote.tx, vote.attempt, vote.vote.is_accept()))
+        Some(self.apply_decision(vote.tx, vote.attempt, vote.vote.is_accept(), Vec::new()))
     }
 
-    /// Commits or aborts a prepared, undecided attempt here and records it.
-    fn apply_decision(&mut self, tx: TxId, attempt: Attempt, commit: bool) -> ShardOutput {
+    /// Commits or aborts a prepared, undecided attempt here, records it, and appends it to
+    /// the decided log (`aborted_by`: the shards whose certificates said abort).
+    fn apply_decision(&mut self, tx: TxId, attempt: Attempt, commit: bool, aborted_by: Vec<ShardId>) -> ShardOutput {
         let refused = |reason: String| ShardOutput::Refused { reason };
         let recorded = self.state.transactions.get(&tx);
         let Some(envelope) = recorded.and_then(|record| Some(record.attempts.get(&attempt)?.envelope.clone())) else {
@@ -559,21 +578,29 @@ impl ShardApp {
         };
         // Validated when it was prepared: read it back without today's limits, which a
         // restart with another configuration could change (a refused decision would hold locks).
-        match serde_json::from_str::<Envelope>(&envelope) {
-            Ok(envelope) if commit => self.apply_commit(&envelope.transaction, tx),
-            Ok(envelope) => self.release(&envelope.transaction, tx, attempt),
+        let envelope = match serde_json::from_str::<Envelope>(&envelope) {
+            Ok(envelope) => envelope,
             Err(error) => return refused(format!("the recorded envelope of {tx} no longer parses: {error}")),
+        };
+        match commit {
+            true => self.apply_commit(&envelope.transaction, tx),
+            false => self.release(&envelope.transaction, tx, attempt),
         }
         let Some(record) = self.state.transactions.get_mut(&tx) else {
             return refused(format!("{tx} vanished while being decided"));
         };
+        let mut vote = VoteKind::Abort(AbortReason::Malformed);
         if let Some(attempt_record) = record.attempts.get_mut(&attempt) {
             attempt_record.decision = Some(commit);
+            vote = attempt_record.vote;
         }
+        let concerned = record.concerned.clone();
         if commit {
             record.committed = Some(attempt);
         }
         self.state.undecided.remove(&(tx, attempt));
+        let entry = DecidedEntry::of(&envelope.transaction, (tx, attempt, commit), concerned, vote, aborted_by);
+        self.state.decided.insert(Position(self.state.decided.len()), entry);
         ShardOutput::Decided { tx, attempt, committed: commit }
     }
 
@@ -700,7 +727,9 @@ impl Application for ShardApp {
         }
         let (objects, transactions) = (self.state.objects.held(), self.state.transactions.held());
         let objects = objects.map(|(id, record)| (*id, record.clone())).collect();
-        Some(encode_body(objects, transactions.map(|(tx, record)| (*tx, record.clone())).collect()))
+        let transactions = transactions.map(|(tx, record)| (*tx, record.clone())).collect();
+        let decided = self.state.decided.held().map(|(position, entry)| (*position, entry.clone())).collect();
+        Some(encode_body(objects, transactions, decided))
     }
 
     fn restore(&mut self, head: &[u8], body: &[u8]) -> Result<(), String> {
@@ -708,22 +737,29 @@ impl Application for ShardApp {
         let body: StateBody = postcard::from_bytes(body).map_err(|error| format!("the body: {error}"))?;
         let mut objects = Table::from_entries(body.objects);
         let mut transactions = Table::from_entries(body.transactions);
+        let mut decided = Table::from_entries(body.decided);
         if objects.head() != head.objects {
             return Err("the objects do not match the digest the checkpoint signs".into());
         }
         if transactions.head() != head.transactions {
             return Err("the transaction records do not match the digest the checkpoint signs".into());
         }
-        if let (Some(object_source), Some(transaction_source)) =
-            (self.state.objects.source().cloned(), self.state.transactions.source().cloned())
-        {
+        if decided.head() != head.decided {
+            return Err("the decided log does not match the digest the checkpoint signs".into());
+        }
+        if let (Some(object_source), Some(transaction_source), Some(decided_source)) = (
+            self.state.objects.source().cloned(),
+            self.state.transactions.source().cloned(),
+            self.state.decided.source().cloned(),
+        ) {
             objects = objects.saved_to(object_source);
             transactions = transactions.saved_to(transaction_source);
+            decided = decided.saved_to(decided_source);
             self.replaced = true;
         }
         let (reserved, undecided, executed, log_digest) =
             (head.reserved, head.undecided, head.executed, head.log_digest);
-        self.state = ShardState { objects, transactions, reserved, undecided, executed, log_digest };
+        self.state = ShardState { objects, transactions, decided, reserved, undecided, executed, log_digest };
         Ok(())
     }
 
@@ -731,6 +767,7 @@ impl Application for ShardApp {
         let head: StateHead = postcard::from_bytes(head).map_err(|error| format!("the head: {error}"))?;
         self.state.objects.resume(head.objects)?;
         self.state.transactions.resume(head.transactions)?;
+        self.state.decided.resume(head.decided)?;
         (self.state.reserved, self.state.undecided) = (head.reserved, head.undecided);
         (self.state.executed, self.state.log_digest) = (head.executed, head.log_digest);
         Ok(())

@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub use gathering::designated_submitter;
 pub use outbox::{GROUP_RECORDS_MAX, GROUP_STEPS_MAX, Group, Outbox};
 pub use wire::{
-    Checked, ClientId, ClientReply, ClientRequest, Frame, Listing, PAGE_ENVELOPE_BYTES_MAX, PAGE_MAX, Page, PeerId,
-    RejectKind, Status,
+    Checked, ClientId, ClientReply, ClientRequest, DECIDED_PAGE_MAX, Frame, Listing, PAGE_ENVELOPE_BYTES_MAX, PAGE_MAX,
+    Page, PeerId, RejectKind, Status,
 };
 pub use writes::{Plan, PlanContext, Write, plan};
 
@@ -39,7 +39,8 @@ use crate::bft::{
 use crate::ids::{ObjectId, ShardId, TxId};
 use crate::limits::Limits;
 use crate::sbac::{
-    AnswerBody, Attempt, ShardApp, ShardOutput, ShardRequest, VerdictCertificate, VerdictCollector, VoteCollector,
+    AnswerBody, Attempt, Position, ShardApp, ShardOutput, ShardRequest, VerdictCertificate, VerdictCollector,
+    VoteCollector,
 };
 use crate::shard::ShardMap;
 
@@ -400,6 +401,7 @@ impl ShardReplica {
             ClientRequest::Transaction(tx) => return self.answer_read(client, self.app().answer_transaction(tx)),
             ClientRequest::List { what, after, limit } => ClientReply::Page(self.page(what, after, limit)),
             ClientRequest::Check { envelope } => return self.dry_check(client, &envelope),
+            ClientRequest::Decided { from, limit } => self.decided_log(from, limit),
         };
         // A read that failed answered "none": such an answer is never said, signed or not.
         if self.stop_if_unreadable() {
@@ -470,6 +472,26 @@ impl ShardReplica {
             }
         }
         page
+    }
+
+    /// Entries of the decided log from `from` on, as many as `limit`, `DECIDED_PAGE_MAX` and
+    /// `PAGE_ENVELOPE_BYTES_MAX` allow (one at least, whatever its size).
+    fn decided_log(&self, from: Position, limit: u32) -> ClientReply {
+        let decided = &self.app().state().decided;
+        let limit = limit.min(DECIDED_PAGE_MAX) as usize;
+        let after = from.0.checked_sub(1).map(Position);
+        let mut entries = Vec::new();
+        let mut budget = PAGE_ENVELOPE_BYTES_MAX;
+        for (expected, position) in (from.0..).zip(decided.keys_after(after.as_ref(), limit)) {
+            let Some(entry) = decided.get(&position).filter(|_| position.0 == expected) else { break };
+            let size = postcard::experimental::serialized_size(&*entry).unwrap_or(usize::MAX);
+            if size > budget && !entries.is_empty() {
+                break;
+            }
+            budget = budget.saturating_sub(size);
+            entries.push(entry.into_owned());
+        }
+        ClientReply::DecidedLog { from, entries, length: decided.len() }
     }
 
     fn submit_raw(&mut self, client: ClientId, requests: Vec<Request>) {

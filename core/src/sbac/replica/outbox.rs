@@ -124,7 +124,8 @@ mod tests {
         let id = |n: usize| crate::ids::TxId(numbered(n));
         let record = crate::sbac::TxRecord { concerned: vec![], attempts: Default::default(), committed: None };
         let transactions = (0..count).map(|n| (id(n), record.clone())).collect();
-        let changes = StateChanges { until: None, replace: false, objects: vec![], transactions, head: vec![] };
+        let changes =
+            StateChanges { until: None, replace: false, objects: vec![], transactions, decided: vec![], head: vec![] };
         Write::Records { height: 1, changes }
     }
 

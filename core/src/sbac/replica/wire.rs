@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bft::{Digest, Height, PeerMessage, ReplicaId, Request, Round};
 use crate::ids::{ObjectId, ShardId, TxId};
-use crate::sbac::{Attempt, ObjectView, SignedAnswer, SignedVote, TxView, Verdict};
+use crate::sbac::{Attempt, DecidedEntry, ObjectView, Position, SignedAnswer, SignedVote, TxView, Verdict};
 
 /// One replica of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -86,6 +86,13 @@ pub enum ClientRequest {
     Check {
         envelope: String,
     },
+    /// Entries of this replica's decided log from `from` on (at most `limit`, and at most
+    /// `DECIDED_PAGE_MAX` or `PAGE_ENVELOPE_BYTES_MAX` of them), unsigned: a reader believes
+    /// an entry once f+1 replicas give it alike at its position.
+    Decided {
+        from: Position,
+        limit: u32,
+    },
 }
 
 /// What `List` pages through.
@@ -97,6 +104,9 @@ pub enum Listing {
 
 /// The most entries in one page.
 pub const PAGE_MAX: u32 = 1_000;
+
+/// The most entries of the decided log in one answer.
+pub const DECIDED_PAGE_MAX: u32 = 1_000;
 
 /// The bytes of object values, or of envelopes, one page carries: below
 /// `CLIENT_FRAME_BYTES_MAX` (4 MiB) with the rest of the page, whatever their sizes.
@@ -150,6 +160,13 @@ pub enum ClientReply {
         tx: TxId,
         valid: Option<bool>,
         reason: Option<String>,
+    },
+    /// Entries of the decided log in order, the first at `from`, and how many entries the
+    /// log holds here (`length`): a reader that has them all waits for more.
+    DecidedLog {
+        from: Position,
+        entries: Vec<DecidedEntry>,
+        length: u64,
     },
 }
 

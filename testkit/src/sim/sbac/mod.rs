@@ -236,8 +236,11 @@ impl SbacSimulation {
     fn start(&mut self, index: u32) {
         let node = &mut self.nodes[index as usize];
         let records = node.store.records.clone();
-        let app = ShardApp::new(node.shard, self.committees.clone(), node.keys.clone(), Limits::default())
-            .saved_in(records.clone(), records);
+        let app = ShardApp::new(node.shard, self.committees.clone(), node.keys.clone(), Limits::default()).saved_in(
+            records.clone(),
+            records.clone(),
+            records,
+        );
         let committee = self.committees[node.shard.0 as usize].clone();
         let persisted = node.store.persisted();
         let resumed = persisted.resume.is_some();

@@ -4,13 +4,15 @@
 //! of a shard decide the same blocks and the same outcomes), I4 (an honest replica
 //! votes once per attempt, persists its vote before sending it, and a transaction
 //! commits at most once), I5 (what an honest replica tells a client matches the
-//! ledger). The coverage table counts each protocol path and each check.
+//! ledger). Honest replicas of a shard also hold the same decided log: the same entry
+//! at each position, each decided attempt once, as decided (the feed a reader believes
+//! from f+1 of them). The coverage table counts each protocol path and each check.
 
 use std::collections::BTreeMap;
 
 use shardspace_core::bft::{Committee, Digest};
 use shardspace_core::sbac::replica::{ClientReply, Counters, Frame, Output, Write};
-use shardspace_core::sbac::{AbortReason, AnswerBody, Attempt, Source, TxRecord, VoteKind};
+use shardspace_core::sbac::{AbortReason, AnswerBody, Attempt, DecidedEntry, Position, Source, TxRecord, VoteKind};
 use shardspace_core::{Envelope, ObjectId, ShardId, ShardMap, TxId};
 
 use super::liar::Liar;
@@ -61,6 +63,7 @@ pub const PATHS: &[&str] = &[
     "I2 I3 checked: decision",
     "I3 checked: decided block",
     "I3 checked: state at a height",
+    "I3 checked: decided log entry",
     "I4 checked: vote persisted before sent",
     "I5 checked: answer",
 ];
@@ -84,6 +87,9 @@ pub struct Observer {
     committed: BTreeMap<TxId, Attempt>,
     /// Which committed transaction consumed each object.
     consumed: BTreeMap<ObjectId, TxId>,
+    /// Each shard's decided log as honest replicas saved it, and where each attempt is in it.
+    logged: BTreeMap<(ShardId, Position), DecidedEntry>,
+    logged_at: BTreeMap<(ShardId, TxId, Attempt), Position>,
 }
 
 impl Observer {
@@ -136,6 +142,9 @@ impl Observer {
                         Write::Records { changes, .. } => {
                             for (tx, record) in &changes.transactions {
                                 self.record(node, shard, *tx, record, map);
+                            }
+                            for (position, entry) in &changes.decided {
+                                self.decided_entry(node, shard, *position, entry);
                             }
                         }
                         _ => {}
@@ -192,6 +201,26 @@ impl Observer {
     }
 
     /// A transaction record an honest replica saves.
+    /// An entry of a shard's decided log: the same at its position on every honest replica,
+    /// each attempt at one position only, and as the shard decided the attempt.
+    fn decided_entry(&mut self, node: u32, shard: ShardId, position: Position, entry: &DecidedEntry) {
+        self.cover("I3 checked: decided log entry");
+        let first = self.logged.entry((shard, position)).or_insert_with(|| entry.clone());
+        if first != entry {
+            self.violation(format!("I3: {shard} replica {node} holds another decided entry at {position}"));
+        }
+        let at = *self.logged_at.entry((shard, entry.tx, entry.attempt)).or_insert(position);
+        if at != position {
+            let attempt = entry.attempt.0;
+            self.violation(format!("I3: {shard} logged attempt {attempt} of {} at {at} and at {position}", entry.tx));
+        }
+        if let Some(decided) = self.decisions.get(&(entry.tx, entry.attempt, shard))
+            && *decided != entry.committed
+        {
+            self.violation(format!("I3: {shard}'s decided log says otherwise of {}", entry.tx));
+        }
+    }
+
     fn record(&mut self, node: u32, shard: ShardId, tx: TxId, record: &TxRecord, map: &ShardMap) {
         for (attempt, saved) in record.attempts.iter() {
             self.vote(node, shard, tx, *attempt, saved.vote.is_accept(), saved.digest);

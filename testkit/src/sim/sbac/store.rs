@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use shardspace_core::bft::{Block, Digest, Persisted, Resume, Round, SafetyState, StableCheckpoint, Tip};
 use shardspace_core::sbac::replica::Write;
-use shardspace_core::sbac::{ObjectRecord, Source, TxRecord, encode_body};
+use shardspace_core::sbac::{DecidedEntry, ObjectRecord, Position, Source, TxRecord, encode_body};
 use shardspace_core::{ObjectId, TxId};
 
 /// Each key's versions, by the height from which they hold.
@@ -21,6 +21,7 @@ type Versions<K, V> = BTreeMap<K, BTreeMap<u64, V>>;
 pub struct SimRecords {
     objects: Mutex<Versions<ObjectId, ObjectRecord>>,
     transactions: Mutex<Versions<TxId, TxRecord>>,
+    decided: Mutex<Versions<Position, DecidedEntry>>,
     /// Reads fail from now on (a disk that broke): each answers `None` and says so.
     failing: Mutex<bool>,
     fault: Mutex<Option<String>>,
@@ -53,6 +54,22 @@ impl Source<ObjectId, ObjectRecord> for SimRecords {
     fn keys_after(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
         let objects = lock(&self.objects);
         let keys = objects.keys().filter(|key| after.is_none_or(|after| *key > after));
+        keys.take(limit).copied().collect()
+    }
+
+    fn fault(&self) -> Option<String> {
+        lock(&self.fault).clone()
+    }
+}
+
+impl Source<Position, DecidedEntry> for SimRecords {
+    fn get(&self, key: &Position) -> Option<DecidedEntry> {
+        self.read(&self.decided, key)
+    }
+
+    fn keys_after(&self, after: Option<&Position>, limit: usize) -> Vec<Position> {
+        let decided = lock(&self.decided);
+        let keys = decided.keys().filter(|key| after.is_none_or(|after| *key > after));
         keys.take(limit).copied().collect()
     }
 
@@ -136,9 +153,11 @@ impl SimStore {
                     if changes.replace {
                         lock(&self.records.objects).clear();
                         lock(&self.records.transactions).clear();
+                        lock(&self.records.decided).clear();
                     }
                     save(&self.records.objects, height, changes.objects);
                     save(&self.records.transactions, height, changes.transactions);
+                    save(&self.records.decided, height, changes.decided);
                 }
                 Write::Resume { tip, head } => self.resume = Some((tip, head)),
                 Write::Executed { height, digests, forget_below } => {
@@ -158,7 +177,8 @@ impl SimStore {
         if height < stable || height > saved {
             return None;
         }
-        Some(encode_body(at(&self.records.objects, height), at(&self.records.transactions, height)))
+        let (objects, transactions) = (at(&self.records.objects, height), at(&self.records.transactions, height));
+        Some(encode_body(objects, transactions, at(&self.records.decided, height)))
     }
 
     /// What a restart reads back.
