@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 CARGO ?= cargo
 
-.PHONY: all build release venv bench-venv netns-deps hosts test test-rust test-python lint fixtures sim sim-bft sim-sbac bench bench-quick bench-soak bench-faults bench-bft start-all stop-all status clean
+.PHONY: all build release venv bench-venv netns-deps browser-deps hosts test test-rust test-python lint fixtures sim sim-bft sim-sbac bench bench-quick bench-soak bench-faults bench-bft start-all stop-all status clean
 
 all: build
 
@@ -30,7 +30,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-test-rust: venv netns-deps
+test-rust: venv netns-deps browser-deps
 	SHARDSPACE_PYTHON=$(abspath $(VPY)) $(CARGO) test --workspace --locked
 
 test-python: venv
@@ -46,6 +46,16 @@ netns-deps:
 	  echo "==> installing iproute2 and nftables for the tests over network namespaces"; \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables >/dev/null; } \
 	  || echo "==> could not install them: the tests over network namespaces will say SKIPPED"; fi
+
+# What the explorer's test in a real browser needs (cli/tests/explorer.rs): Debian's chromium
+# and chromium-driver, installed when this is root and they are missing. Otherwise the test
+# says SKIPPED, and why.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" != 0 ]; then echo "==> not root: the explorer's browser test will say SKIPPED"; \
+	else echo "==> installing chromium and chromium-driver for the explorer's browser test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "==> could not install them: the explorer's browser test will say SKIPPED"; fi
 
 # A cluster over four hosts made of network namespaces, for trying faults by hand (root):
 # commands on stdin (cut, partition, block, heal, kill, start); everything is removed at the end.

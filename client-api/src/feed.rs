@@ -22,6 +22,8 @@ use shardspace_core::sbac::{DecidedEntry, Position, VoteKind};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::stats::Stats;
+
 /// Streams at once; more get 503.
 pub const SUBSCRIBERS_MAX: usize = 64;
 /// Entries of each shard's log kept for the subscribers that follow its tail.
@@ -119,6 +121,7 @@ struct Cache {
 #[derive(Debug)]
 pub struct Feed {
     client: ClusterClient,
+    stats: Arc<Stats>,
     /// Made at the first subscription: the tails then, and a poller per shard.
     logs: OnceCell<Arc<Vec<ShardLog>>>,
     subscribers: Arc<Semaphore>,
@@ -135,11 +138,12 @@ pub enum Refusal {
 }
 
 impl Feed {
-    pub fn new(client: ClusterClient) -> Self {
+    pub fn new(client: ClusterClient, stats: Arc<Stats>) -> Self {
         let (subscribers, catch_ups) = (Semaphore::new(SUBSCRIBERS_MAX), Semaphore::new(CATCH_UPS_MAX));
         let closed = watch::channel(false).0;
         Self {
             client,
+            stats,
             logs: OnceCell::new(),
             subscribers: Arc::new(subscribers),
             catch_ups: Arc::new(catch_ups),
@@ -172,7 +176,8 @@ impl Feed {
                 let logs = Arc::new(logs);
                 for shard in 0..logs.len() {
                     let (client, logs, closed) = (self.client.clone(), Arc::clone(&logs), self.closed.subscribe());
-                    tokio::spawn(poll(client, ShardId(shard as u32), logs, closed));
+                    let stats = Arc::clone(&self.stats);
+                    tokio::spawn(poll(client, ShardId(shard as u32), logs, stats, closed));
                 }
                 Ok::<_, ClusterError>(logs)
             })
@@ -225,7 +230,13 @@ impl Feed {
 }
 
 /// Follows the tail of one shard's log into its cache, until shutdown.
-async fn poll(client: ClusterClient, shard: ShardId, logs: Arc<Vec<ShardLog>>, mut closed: watch::Receiver<bool>) {
+async fn poll(
+    client: ClusterClient,
+    shard: ShardId,
+    logs: Arc<Vec<ShardLog>>,
+    stats: Arc<Stats>,
+    mut closed: watch::Receiver<bool>,
+) {
     let log = &logs[shard.0 as usize];
     loop {
         let next = *log.tail.borrow();
@@ -236,6 +247,7 @@ async fn poll(client: ClusterClient, shard: ShardId, logs: Arc<Vec<ShardLog>>, m
         match read {
             Ok(run) if !run.entries.is_empty() => {
                 let count = run.entries.len() as u64;
+                stats.decided(run.entries.iter().filter(|entry| entry.home() == Some(shard)).count() as u64);
                 {
                     let mut cache = log.cache.lock().unwrap_or_else(PoisonError::into_inner);
                     cache.entries.extend(run.entries);

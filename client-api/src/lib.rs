@@ -9,10 +9,12 @@
 
 mod chainspace;
 pub mod error;
+mod explorer;
 mod feed;
 mod metrics;
 mod native;
 pub mod outcome;
+mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use crate::error::ApiError;
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::outcome::TxOutcome;
+use crate::stats::Stats;
 
 /// How long the API asks the checkers again for their reason, after a submission aborted
 /// with `checker_rejected` (the outcome is answered without it past this).
@@ -76,6 +79,7 @@ pub struct Api {
     config: ApiConfig,
     pending: Arc<Semaphore>,
     feed: Arc<Feed>,
+    stats: Arc<Stats>,
     metrics: Metrics,
 }
 
@@ -101,8 +105,10 @@ impl Api {
     /// key `credentials` holds.
     pub fn new(file: &ClusterFile, credentials: Credentials, config: ApiConfig) -> Result<Self, ApiError> {
         let client = ClusterClient::new(file, credentials, config.wait)?;
+        let stats = Arc::new(Stats::default());
         Ok(Self {
-            feed: Arc::new(Feed::new(client.clone())),
+            feed: Arc::new(Feed::new(client.clone(), Arc::clone(&stats))),
+            stats,
             client,
             cluster: file.cluster.clone(),
             known: std::sync::RwLock::new(Arc::new(Known::of(file))),
@@ -243,6 +249,7 @@ impl Api {
             }
         };
         self.metrics.latency_seconds.observe(started.elapsed().as_secs_f64());
+        self.stats.latency(started.elapsed());
         if outcome.reason == Some(AbortReason::CheckerRejected.as_str()) {
             outcome.checker_reason = self.checker_reason(envelope).await;
         }
@@ -289,7 +296,12 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/objects/{id}", get(native::object))
         .route("/v1/cluster", get(native::cluster))
         .route("/v1/events", get(native::events))
+        .route("/v1/stats", get(native::stats))
         .route("/metrics", get(native::metrics))
+        .route("/explorer", get(explorer::page))
+        .route("/explorer/", get(explorer::page))
+        .route("/explorer/explorer.js", get(explorer::script))
+        .route("/explorer/explorer.css", get(explorer::style))
         .route("/api/1.0/", get(chainspace::index))
         .route("/api/1.0", get(chainspace::index))
         .route("/api/1.0/hashchain", get(chainspace::hashchain))

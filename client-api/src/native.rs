@@ -87,7 +87,23 @@ pub async fn transaction(State(api): State<Shared>, Path(tx): Path<String>) -> R
     if records.is_empty() {
         return Err(ApiError::not_found(format!("no shard has a record of transaction {}", tx.to_hex())));
     }
-    Ok(Json(TxOutcome::from_records(tx, &records, None)))
+    let envelope = envelope_of(&api, tx).await;
+    let mut outcome = TxOutcome::from_records(tx, &records, envelope.as_ref());
+    outcome.transaction = envelope.and_then(|envelope| serde_json::to_value(&envelope.transaction).ok());
+    Ok(Json(outcome))
+}
+
+/// The envelope of `tx` as f+1 replicas of each shard list it: a page of one transaction
+/// record from `tx` on carries its envelope. None if it cannot be had.
+async fn envelope_of(api: &Api, tx: TxId) -> Option<shardspace_core::Envelope> {
+    let mut before = tx.0;
+    // The id just below `tx` (big-endian), for a page that starts at `tx`.
+    let last = before.iter().rposition(|byte| *byte != 0)?;
+    before[last] -= 1;
+    before[last + 1..].fill(0xff);
+    let page = api.client.list(shardspace_node::client::Listing::Transactions, Some(before), 1).await.ok()?;
+    let (_, json) = page.envelopes.iter().find(|(listed, _)| *listed == tx)?;
+    serde_json::from_str(json).ok()
 }
 
 /// `GET /v1/objects/{id}`: the value and status f+1 replicas of its shard sign.
@@ -179,6 +195,11 @@ pub async fn events(
         }
         Err(crate::feed::Refusal::Unreachable(error)) => ApiError::from(error).into_response(),
     }
+}
+
+/// `GET /v1/stats`: decided a second over the last minutes, and this API's latency.
+pub async fn stats(State(api): State<Shared>) -> Json<Value> {
+    Json(api.stats.json())
 }
 
 /// `GET /metrics`: Prometheus text.

@@ -33,6 +33,9 @@ pub struct TxOutcome {
     /// (a checker is a function of the envelope), when f+1 replicas gave it in time.
     #[serde(rename = "checkerReason", skip_serializing_if = "Option::is_none")]
     pub checker_reason: Option<String>,
+    /// The transaction itself (Chainspace's shape), when a read asked the replicas for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<Value>,
 }
 
 /// `commit` (also for any attempt of a committed transaction), `abort`, or none while undecided.
@@ -67,7 +70,7 @@ impl TxOutcome {
         let outputs = envelope
             .map(|envelope| envelope.transaction.created_objects().iter().map(|o| o.id.to_hex()).collect())
             .unwrap_or_default();
-        Self { tx: tx.to_hex(), outcome, reason, attempt, outputs, shards, checker_reason: None }
+        Self { tx: tx.to_hex(), outcome, reason, attempt, outputs, shards, checker_reason: None, transaction: None }
     }
 
     pub fn from_outcome(outcome: &Outcome, envelope: &Envelope) -> Self {

@@ -4,6 +4,7 @@
 //! over them in `host_cluster`), and the benchmark behind `shardspace bench` (`bench`).
 
 pub mod bench;
+pub mod browser;
 pub mod cluster;
 pub mod host_cluster;
 pub mod hosts;
