@@ -6,6 +6,7 @@ mod checker;
 mod client;
 mod contract;
 mod inspect;
+mod ledger;
 mod node;
 
 use std::process::ExitCode;
@@ -44,6 +45,12 @@ enum Command {
     Tx(TxFlags),
     /// Print the cluster's health: each shard and replica.
     Status(client::ApiTarget),
+    /// Follow every transaction the cluster decides, as it is decided (`--after ID` goes on
+    /// from an event printed before).
+    Events(ledger::EventsFlags),
+    /// Print an object, the transactions that created and consumed it, and the objects
+    /// before and after it.
+    History(ledger::HistoryFlags),
     /// Benchmark local clusters through the API; writes bench/results/<UTC time>.{json,md,png}.
     Bench(shardspace_testkit::bench::BenchFlags),
     /// Cluster files.
@@ -101,6 +108,8 @@ fn main() -> ExitCode {
         Command::Submit(flags) => return client::run(|| client::submit(&flags)),
         Command::Object(flags) => return client::run(|| client::object(&flags)),
         Command::Status(target) => return client::run(|| client::status(&target)),
+        Command::Events(flags) => return ledger::events(&flags),
+        Command::History(flags) => return ledger::history(&flags),
         Command::Node(flags) => node::run_node(&flags),
         Command::Checker(flags) => checker::run(&flags),
         Command::Api(flags) => api::run(&flags),

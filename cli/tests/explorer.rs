@@ -98,6 +98,31 @@ async fn the_explorer_shows_a_transaction_live_finds_it_and_shows_its_input_cons
     browser.execute(search, vec![json!("ab".repeat(32))]).await.unwrap();
     shows(&browser, "#view", "no transaction or object").await;
     browser.quit().await;
+
+    // The same through the CLI (the API client crate): the feed from its start, and the history.
+    let printed = cli(&api, &["events", "--after", "0.0", "--count", "2"]);
+    let (first, second) = (printed.find(&created_tx).unwrap(), printed.find(&consumed_tx).unwrap());
+    assert!(first < second && printed.matches("dump.put").count() == 2, "{printed}");
+    let json = cli(&api, &["events", "--after", "0.0", "--count", "1", "--json", "--outcome", "commit"]);
+    let event: Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(event["event"]["txId"].as_str(), Some(created_tx.as_str()), "{event}");
+    // The cursor after the first entry of one of the two shards' logs.
+    assert!(["1.0", "0.1"].contains(&event["id"].as_str().unwrap()), "{event}");
+    let printed = cli(&api, &["history", &object.id.to_hex()]);
+    for expected in [
+        "status      inactive",
+        &format!("created by  {created_tx} dump.put (commit)"),
+        &format!("after       {after}"),
+    ] {
+        assert!(printed.contains(expected), "history did not print {expected:?}:\n{printed}");
+    }
+}
+
+/// Runs the `shardspace` CLI against the API at `api`; its stdout (it must succeed).
+fn cli(api: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(bin()).args(args).env("SHARDSPACE_API", api).output().unwrap();
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// How long the explorer takes to show a decided transaction: from the API's answer (the

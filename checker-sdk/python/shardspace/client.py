@@ -1,13 +1,15 @@
-"""A client of the Shardspace API (`:5000`, DESIGN.md §7): submit envelopes, read transactions and objects.
+"""A client of the Shardspace API (`:5000`, DESIGN.md §7): submit envelopes, read transactions and objects,
+follow the cluster's decided transactions, wait for one.
 
 One keep-alive `http.client` connection per Client (not thread-safe: use one
-Client per thread). An API error `{"error": {"kind", "message", "hint"}}` is
-raised as the ApiError subclass of its kind.
+Client per thread); `events()` opens a connection of its own. An API error
+`{"error": {"kind", "message", "hint"}}` is raised as the ApiError subclass of its kind.
 """
 
 import http.client
 import json
-from urllib.parse import quote, urlsplit
+import time
+from urllib.parse import quote, urlencode, urlsplit
 
 from .encoding import canonical_json
 
@@ -68,6 +70,7 @@ ERROR_KINDS = (
     ("busy", "BusyError", "the replicas are checking too many transactions: retry later"),
     ("bad_attempt", "BadAttemptError", "the attempt number was refused: submit the transaction again"),
     ("bad_query", "BadQueryError", "a query parameter does not parse"),
+    ("bad_event_id", "BadEventIdError", "a Last-Event-ID that is not a cursor of this cluster"),
     ("unavailable", "ApiUnavailable", "the API is down, cannot reach its replicas, or refused the connection"),
     ("timeout", "ApiTimeoutError", "no outcome within the API's wait deadline: ask again for the transaction"),
 )
@@ -129,6 +132,95 @@ class Client:
 
     def cluster(self) -> dict:
         return self._request("GET", "/v1/cluster")
+
+    def stats(self) -> dict:
+        """Decided attempts a second over the last minutes, and this API's latency (`/v1/stats`)."""
+        return self._request("GET", "/v1/stats")
+
+    def wait_for(self, tx_id: str, timeout: float = 60.0, every: float = 0.05) -> dict:
+        """The outcome of `tx_id` once it is decided (`commit` or `abort`), asking every `every` seconds.
+
+        A transaction no shard knows yet is waited for too. Raises ApiTimeoutError after `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                outcome = self.transaction(tx_id)
+                if outcome.get("outcome") in ("commit", "abort"):
+                    return outcome
+            except ERROR_CLASSES["not_found"]:
+                pass
+            if time.monotonic() >= deadline:
+                raise ERROR_CLASSES["timeout"](f"{tx_id} was not decided within {timeout} s", hint="ask again later")
+            time.sleep(every)
+
+    def history(self, object_id: str) -> dict:
+        """An object, the transactions that created and consumed it, and the objects before and after it.
+
+        `before`: the inputs of the transaction that created it; `after`: the outputs of the one that consumed it.
+        """
+        found = self.object(object_id)
+        created = self.transaction(found["createdBy"]) if found.get("createdBy") else None
+        consumed = self.transaction(found["consumedBy"]) if found.get("consumedBy") else None
+        before = (created or {}).get("transaction", {}).get("inputIDs", [])
+        after = (consumed or {}).get("outputs", [])
+        return {"object": found, "createdBy": created, "consumedBy": consumed, "before": before, "after": after}
+
+    def events(self, last_event_id: str | None = None, contract=None, shard=None, outcome=None, reconnect=True):
+        """Every attempt the cluster decides from now on (or after `last_event_id`), as it is decided.
+
+        Yields each event's data (`txId`, `attempt`, `outcome`, `contract`, ...) with its `eventId`: pass the
+        last one back to resume, here or on another API of the cluster, missing nothing and repeating
+        nothing. A dropped stream is opened again from the last event (unless `reconnect` is false).
+        """
+        query = {key: value for key, value in (("contract", contract), ("shard", shard), ("outcome", outcome))}
+        path = self._prefix + "/v1/events"
+        query = {key: value for key, value in query.items() if value is not None}
+        if query:
+            path += "?" + urlencode(query)
+        delay = 0.1
+        while True:
+            try:
+                for event in self._stream(path, last_event_id):
+                    last_event_id = event["eventId"]
+                    delay = 0.1
+                    yield event
+                dropped = "the stream ended"
+            except (OSError, http.client.HTTPException) as error:
+                dropped = f"{type(error).__name__}: {error}"
+            if not reconnect:
+                raise self._unavailable(f"the event stream dropped: {dropped}")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _stream(self, path: str, last_event_id: str | None):
+        """The `decided` events of one connection to `path`, from `last_event_id` on."""
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=None)
+        try:
+            headers = {"Accept": "text/event-stream"}
+            if last_event_id:
+                headers["Last-Event-ID"] = last_event_id
+            try:
+                connection.request("GET", path, headers=headers)
+            except ConnectionRefusedError:
+                raise self._unavailable("connection refused") from None
+            response = connection.getresponse()
+            if response.status != 200:
+                self._result(response.status, response.read())
+            fields = {}
+            for raw in response:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line:
+                    name, _, value = line.partition(":")
+                    fields[name] = value[1:] if value.startswith(" ") else value
+                    continue
+                if fields.get("event") == "decided" and "data" in fields:
+                    event = json.loads(fields["data"])
+                    event["eventId"] = fields.get("id")
+                    yield event
+                fields = {}
+        finally:
+            connection.close()
 
     def close(self):
         if self._connection is not None:

@@ -174,6 +174,7 @@ API_KINDS = [
     "busy",
     "bad_attempt",
     "bad_query",
+    "bad_event_id",
     "unavailable",
     "timeout",
 ]
@@ -207,3 +208,69 @@ def test_the_transaction_error_kinds_are_api_kinds():
     with pytest.raises(TransactionError) as error:
         build_transaction("bad name", "m")
     assert error.value.kind in ERROR_CLASSES
+
+
+def test_wait_for_asks_until_the_transaction_is_decided(fake_api):
+    tx = "ab" * 32
+    fake_api.answers += [
+        (404, {"error": {"kind": "not_found", "message": "no shard has a record", "hint": ""}}, False),
+        (200, {"txId": tx, "outcome": "pending"}, False),
+        (200, {"txId": tx, "outcome": "commit"}, False),
+    ]
+    with Client(fake_api.url) as client:
+        assert client.wait_for(tx, timeout=10, every=0.01)["outcome"] == "commit"
+    assert [path for _, path, _, _ in fake_api.received] == [f"/v1/transactions/{tx}"] * 3
+
+
+def test_wait_for_gives_up_after_its_timeout(fake_api):
+    fake_api.answers += [(200, {"outcome": "pending"}, False)] * 100
+    with Client(fake_api.url) as client, pytest.raises(shardspace.client.ApiTimeoutError):
+        client.wait_for("cd" * 32, timeout=0.05, every=0.01)
+
+
+class FakeStream(ThreadingHTTPServer):
+    """An event stream: each connection gets the next list of (id, data) events, then is closed."""
+
+    daemon_threads = True
+
+    def __init__(self, streams):
+        super().__init__(("127.0.0.1", 0), FakeStreamHandler)
+        self.streams = streams
+        self.asked = []  # (path, Last-Event-ID) of each connection
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+
+class FakeStreamHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.server.asked.append((self.path, self.headers.get("Last-Event-ID")))
+        events = self.server.streams.pop(0)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b": keep-alive comment\n\n")
+        for event_id, data in events:
+            self.wfile.write(f"event: decided\nid: {event_id}\ndata: {json.dumps(data)}\n\n".encode())
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *arguments):
+        pass
+
+
+def test_events_resume_from_the_last_event_after_the_stream_drops():
+    first = [("1.0", {"txId": "a" * 64, "attempt": 1}), ("2.0", {"txId": "b" * 64, "attempt": 1})]
+    second = [("2.1", {"txId": "c" * 64, "attempt": 1})]
+    stream = FakeStream([first, second])
+    try:
+        events = Client(f"http://127.0.0.1:{stream.server_port}").events(contract="bank")
+        heard = [next(events) for _ in range(3)]
+        events.close()
+    finally:
+        stream.shutdown()
+        stream.server_close()
+    assert [(event["eventId"], event["txId"][0]) for event in heard] == [("1.0", "a"), ("2.0", "b"), ("2.1", "c")]
+    assert stream.asked == [("/v1/events?contract=bank", None), ("/v1/events?contract=bank", "2.0")]

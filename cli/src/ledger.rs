@@ -1,0 +1,147 @@
+//! `shardspace events` and `shardspace history`, on the API client crate
+//! (`shardspace-api-client`): readable by default, one JSON document a line with `--json`.
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+use shardspace_api_client::{Client, Error, EventFilter};
+
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The API's base URL.
+    #[arg(long, env = "SHARDSPACE_API", default_value = shardspace_api_client::DEFAULT_URL)]
+    api: String,
+    /// Print JSON (one document a line for events).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsFlags {
+    /// Only transactions of this contract.
+    #[arg(long)]
+    contract: Option<String>,
+    /// Only transactions that concern this shard.
+    #[arg(long)]
+    shard: Option<u32>,
+    /// Only `commit` or `abort`.
+    #[arg(long, value_parser = ["commit", "abort"])]
+    outcome: Option<String>,
+    /// Go on after this event id (as printed), instead of from now.
+    #[arg(long)]
+    after: Option<String>,
+    /// Stop after this many events (else run until interrupted).
+    #[arg(long)]
+    count: Option<u64>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryFlags {
+    /// The object's id: 64 lowercase hex digits.
+    id: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    runtime.inspect_err(|error| eprintln!("shardspace: no async runtime: {error}")).ok()
+}
+
+/// An error's exit code: 1 when the API cannot be reached or failed, 2 for a 4xx.
+fn failed(error: &Error) -> ExitCode {
+    eprintln!("shardspace: {error}");
+    match error {
+        Error::Api { status: 400..=499, .. } => ExitCode::from(crate::EXIT_BAD_INPUT),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Prints each decided attempt as it comes: its event id first, to go on from with `--after`.
+pub fn events(flags: &EventsFlags) -> ExitCode {
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    runtime.block_on(async {
+        let client = match Client::new(&flags.target.api) {
+            Ok(client) => client,
+            Err(error) => return failed(&error),
+        };
+        let filter =
+            EventFilter { contract: flags.contract.clone(), shard: flags.shard, outcome: flags.outcome.clone() };
+        let mut events = client.events(flags.after.clone(), filter);
+        let mut printed = 0;
+        while flags.count.is_none_or(|count| printed < count) {
+            let event = match events.next().await {
+                Ok(event) => event,
+                Err(error) => return failed(&error),
+            };
+            if flags.target.json {
+                println!("{}", json!({"id": event.id, "event": event.data}));
+            } else {
+                let data = &event.data;
+                let text = |key: &str| data[key].as_str().unwrap_or("-").to_string();
+                let reason = data["reason"].as_str().map(|reason| format!(" ({reason})")).unwrap_or_default();
+                let call = format!("{}.{}", text("contract"), text("method"));
+                println!(
+                    "{:<12} {} {call:<24} attempt {} {}{reason}",
+                    event.id, event.tx, event.attempt, event.outcome
+                );
+            }
+            printed += 1;
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints an object, the transactions that created and consumed it, and the objects
+/// before and after it.
+pub fn history(flags: &HistoryFlags) -> ExitCode {
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    runtime.block_on(async {
+        let client = match Client::new(&flags.target.api) {
+            Ok(client) => client,
+            Err(error) => return failed(&error),
+        };
+        let history = match client.history(&flags.id).await {
+            Ok(history) => history,
+            Err(error) => return failed(&error),
+        };
+        let tx = |outcome: &Option<shardspace_api_client::Outcome>| outcome.as_ref().map(|tx| tx.json.clone());
+        if flags.target.json {
+            let json = json!({
+                "object": history.object, "createdBy": tx(&history.created_by), "consumedBy": tx(&history.consumed_by),
+                "before": history.before, "after": history.after,
+            });
+            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+            return ExitCode::SUCCESS;
+        }
+        let object = &history.object;
+        let text = |value: &Value| value.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+        println!("object      {}", text(&object["id"]));
+        println!(
+            "status      {} (shard {}, contract {})",
+            text(&object["status"]),
+            object["shard"],
+            text(&object["contract"])
+        );
+        println!("value       {}", text(&object["value"]));
+        let call = |outcome: &Option<shardspace_api_client::Outcome>| match outcome {
+            Some(tx) => {
+                let body = tx.transaction.as_ref();
+                let name = |key: &str| body.and_then(|body| body[key].as_str()).unwrap_or("?").to_string();
+                format!("{} {}.{} ({})", tx.tx, name("contractID"), name("methodID"), tx.outcome)
+            }
+            None => "-".into(),
+        };
+        for id in &history.before {
+            println!("before      {id}");
+        }
+        println!("created by  {}", call(&history.created_by));
+        println!("consumed by {}", call(&history.consumed_by));
+        for id in &history.after {
+            println!("after       {id}");
+        }
+        ExitCode::SUCCESS
+    })
+}
