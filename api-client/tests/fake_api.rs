@@ -53,7 +53,10 @@ async fn transaction(State(fake): State<Fake>) -> impl IntoResponse {
     };
     let body = match reads {
         1 => {
-            return (StatusCode::NOT_FOUND, json!({"error": {"kind": "not_found", "message": "no record"}}).to_string());
+            return (
+                StatusCode::NOT_FOUND,
+                json!({"error": {"kind": "not_found", "message": "no record"}}).to_string(),
+            );
         }
         2 => json!({"txId": "dd", "outcome": "pending", "attempt": 1}),
         _ => json!({"txId": "dd", "outcome": "commit", "attempt": 1, "outputs": ["ee"]}),
