@@ -600,7 +600,8 @@ impl ShardApp {
         }
         self.state.undecided.remove(&(tx, attempt));
         let entry = DecidedEntry::of(&envelope.transaction, (tx, attempt, commit), concerned, vote, aborted_by);
-        self.state.decided.insert(Position(self.state.decided.len()), entry);
+        // One past the last entry: new by construction, so the store is not asked for it.
+        self.state.decided.insert_new(Position(self.state.decided.len()), entry);
         ShardOutput::Decided { tx, attempt, committed: commit }
     }
 

@@ -151,6 +151,19 @@ where
         self.held.insert(key, value);
     }
 
+    /// Adds a record under a key the table is known not to hold (one past the last of an
+    /// append-only table): the source is not asked first, as `insert` asks it.
+    pub fn insert_new(&mut self, key: K, value: V) {
+        debug_assert!(!self.held.contains_key(&key), "insert_new of a key held already");
+        self.absent.get_mut().remove(&key);
+        self.len += 1;
+        self.touched.insert(key.clone());
+        if self.source.is_some() {
+            self.unsaved.insert(key.clone());
+        }
+        self.held.insert(key, value);
+    }
+
     /// Takes a held record's entry out of the digest until the next seal.
     fn touch(&mut self, key: &K) {
         if !self.touched.contains(key) {
@@ -329,6 +342,29 @@ mod tests {
         if let Some(value) = table.get_mut(&(step / 2)) {
             value.push_str(&format!(", changed at {step}"));
         }
+    }
+
+    /// Appending new keys with `insert_new` leaves the table as `insert` does: its head, its
+    /// records, and what the shell saves; the source is not asked.
+    #[test]
+    fn insert_new_is_insert_without_asking_the_source() {
+        let (saved, asked) = (Arc::new(Saved::default()), Arc::new(Saved::default()));
+        let mut appended = Table::with_source(saved.clone(), TableHead::default());
+        let mut inserted = Table::with_source(asked.clone(), TableHead::default());
+        for step in 0..10u32 {
+            for key in step * 5..(step + 1) * 5 {
+                appended.insert_new(key, format!("entry {key}"));
+                inserted.insert(key, format!("entry {key}"));
+            }
+            saved.0.lock().unwrap().extend(appended.take_unsaved());
+            asked.0.lock().unwrap().extend(inserted.take_unsaved());
+            appended.forget_saved();
+            inserted.forget_saved();
+            assert_eq!(appended.head(), inserted.head());
+        }
+        assert_eq!(appended.len(), 50);
+        assert_eq!(*saved.0.lock().unwrap(), *asked.0.lock().unwrap());
+        assert_eq!(appended.get(&7).as_deref(), Some(&"entry 7".to_string()));
     }
 
     #[test]
