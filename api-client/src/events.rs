@@ -127,15 +127,29 @@ impl Events {
         self.retry = (self.retry * 2).min(RETRY_MAX);
     }
 
-    /// Takes every whole event out of the buffer.
+    /// Takes every whole event out of the buffer. A `start` event (the first of a stream)
+    /// says where the stream starts: a stream that drops before its first decided event
+    /// goes on from there.
     fn parse(&mut self) {
         while let Some(end) = self.buffer.find("\n\n") {
             let block: String = self.buffer.drain(..end + 2).collect();
             if let Some(event) = parse_event(&block) {
                 self.ready.push_back(event);
+            } else if let Some(start) = start_of(&block)
+                && self.ready.is_empty()
+            {
+                self.last_id = Some(start);
             }
         }
     }
+}
+
+/// The cursor a `start` event gives.
+fn start_of(block: &str) -> Option<String> {
+    if !block.lines().any(|line| line == "event: start") {
+        return None;
+    }
+    block.lines().find_map(|line| line.strip_prefix("id: ")).map(str::to_string)
 }
 
 /// A `decided` event from its lines; none for comments (keep-alives) and other events.
@@ -174,5 +188,7 @@ mod tests {
         );
         assert!(parse_event(": keep-alive\n\n").is_none());
         assert!(parse_event("event: decided\ndata: {}\n\n").is_none(), "no id, no txId");
+        assert_eq!(start_of("event: start\nid: 4.2\ndata: {}\n\n").as_deref(), Some("4.2"));
+        assert_eq!(start_of(block), None);
     }
 }

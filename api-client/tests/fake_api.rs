@@ -26,7 +26,7 @@ fn event(id: &str, tx: &str) -> String {
     format!("event: decided\nid: {id}\ndata: {}\n\n", json!({"txId": tx, "attempt": 1, "outcome": "commit"}))
 }
 
-/// First stream: two events, then it ends; second: one more; then a bad id.
+/// First stream: only where it starts; second: two events; third: one more; then a bad id.
 async fn events(State(fake): State<Fake>, headers: HeaderMap) -> impl IntoResponse {
     let last = headers.get("last-event-id").map(|id| id.to_str().unwrap().to_string());
     let opened = {
@@ -34,9 +34,12 @@ async fn events(State(fake): State<Fake>, headers: HeaderMap) -> impl IntoRespon
         asked.push(last);
         asked.len()
     };
+    let start = |id: &str| format!("event: start\nid: {id}\ndata: {{}}\n\n");
     let body = match opened {
-        1 => format!(": hello\n\n{}{}", event("1.0", "aa"), event("2.0", "bb")),
-        2 => event("2.1", "cc"),
+        // Dropped before its first event: the next stream goes on from where this one started.
+        1 => start("0.0"),
+        2 => format!(": hello\n\n{}{}{}", start("0.0"), event("1.0", "aa"), event("2.0", "bb")),
+        3 => format!("{}{}", start("2.0"), event("2.1", "cc")),
         _ => {
             let error = json!({"error": {"kind": "bad_event_id", "message": "no such cursor", "hint": "start afresh"}});
             return (StatusCode::BAD_REQUEST, [("content-type", "application/json")], error.to_string());
@@ -91,7 +94,8 @@ async fn a_dropped_stream_goes_on_from_the_last_event_and_a_refusal_is_returned(
     let error = tokio::time::timeout(Duration::from_secs(20), events.next()).await.unwrap().unwrap_err();
     assert_eq!(error.kind(), Some("bad_event_id"), "{error}");
     let asked = fake.asked.lock().unwrap().clone();
-    assert_eq!(asked, [None, Some("2.0".to_string()), Some("2.1".to_string())]);
+    let ids = ["0.0", "2.0", "2.1"].map(|id| Some(id.to_string()));
+    assert_eq!(asked, [None, ids[0].clone(), ids[1].clone(), ids[2].clone()]);
 }
 
 #[tokio::test]

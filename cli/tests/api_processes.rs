@@ -255,6 +255,9 @@ async fn collect_events(mut response: reqwest::Response, seen: Seen) {
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
             let event: String = buffer.drain(..end + 2).collect();
+            if !event.lines().any(|line| line == "event: decided") {
+                continue; // the stream's `start`, or a keep-alive
+            }
             let Some(data) = event.lines().find_map(|line| line.strip_prefix("data: ")) else { continue };
             let outcome: Value = serde_json::from_str(data).unwrap();
             let key = (outcome["txId"].as_str().unwrap().to_string(), outcome["attempt"].as_u64().unwrap());
@@ -730,6 +733,9 @@ impl Heard {
                 buffer.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(end) = buffer.find("\n\n") {
                     let event: String = buffer.drain(..end + 2).collect();
+                    if !event.lines().any(|line| line == "event: decided") {
+                        continue; // the stream's `start`, or a keep-alive
+                    }
                     let id = event.lines().find_map(|line| line.strip_prefix("id: "));
                     let data = event.lines().find_map(|line| line.strip_prefix("data: "));
                     let (Some(id), Some(data)) = (id, data) else { continue };

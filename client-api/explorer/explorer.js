@@ -164,7 +164,7 @@ async function transaction(id) {
   show(
     el("section", {}, el("h2", {}, "Transaction"), rows([
       ["id", el("span", { class: "id" }, body.txId)],
-      ["outcome", el("span", { id: "tx-outcome" }, badge(body.outcome)), body.reason ? ` ${body.reason}` : ""],
+      ["outcome", el("span", {}, el("span", { id: "tx-outcome" }, badge(body.outcome)), body.reason ? ` ${body.reason}` : "")],
       ["call", tx.contractID ? `${tx.contractID}.${tx.methodID}` : "-"],
       ["attempt", body.attempt],
       ["inputs", ids(tx.inputIDs)],

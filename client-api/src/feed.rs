@@ -205,7 +205,11 @@ impl Feed {
             }
             None => self.tails().await?,
         };
-        let reader = Reader { feed: Arc::clone(self), cursor, filter, pending: VecDeque::new(), _permit: permit };
+        // The stream says where it starts, so that a client dropped before its first event
+        // goes on from here, not from a later "now".
+        let start = Event::default().event("start").id(cursor.id()).data(json!({"cursor": cursor.id()}).to_string());
+        let pending = VecDeque::from([start]);
+        let reader = Reader { feed: Arc::clone(self), cursor, filter, pending, _permit: permit };
         let events = futures::stream::unfold(reader, |mut reader| async move {
             let event = reader.next().await?;
             Some((Ok(event), reader))
@@ -302,7 +306,15 @@ impl Reader {
                     }
                 }
             }
-            if !read_any {
+            let behind = logs.iter().zip(&self.cursor.0).any(|(log, at)| *log.tail.borrow() > *at);
+            if !read_any && behind {
+                // Behind the tail, and the replicas gave nothing f+1 agree on yet: ask again
+                // in a while rather than at once.
+                tokio::select! {
+                    _ = closed.wait_for(|closed| *closed) => return None,
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+            } else if !read_any {
                 // Wait for any shard's tail to pass this reader's place, or a while.
                 let mut tails: Vec<_> = logs.iter().map(|log| log.tail.subscribe()).collect();
                 let cursor = self.cursor.0.clone();

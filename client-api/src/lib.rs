@@ -259,10 +259,11 @@ impl Api {
     }
 
     /// Why the checkers rejected `envelope`, from a dry run of it: the reason f+1 replicas of
-    /// a shard give (none if they do not within `CHECKER_REASON_WAIT`, or gave none).
+    /// a shard give alike (none if they do not within `CHECKER_REASON_WAIT`: one replica's
+    /// word is not told as the checker's).
     async fn checker_reason(&self, envelope: &Envelope) -> Option<String> {
         let dry_run = self.client.dry_run_within(envelope, CHECKER_REASON_WAIT).await.ok()?;
-        (dry_run.valid == Some(false)).then_some(dry_run.reason).flatten()
+        (dry_run.valid == Some(false) && dry_run.reason_agreed).then_some(dry_run.reason).flatten()
     }
 
     fn count_error(&self, kind: &str) {

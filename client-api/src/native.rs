@@ -77,7 +77,8 @@ pub async fn check(State(api): State<Shared>, body: Result<Bytes, BytesRejection
             })
         })
         .collect();
-    Ok(Json(json!({"txId": dry.tx.to_hex(), "valid": dry.valid, "reason": dry.reason, "replicas": replicas})))
+    let (tx, valid, reason, agreed) = (dry.tx.to_hex(), dry.valid, dry.reason, dry.reason_agreed);
+    Ok(Json(json!({"txId": tx, "valid": valid, "reason": reason, "reasonAgreed": agreed, "replicas": replicas})))
 }
 
 /// `GET /v1/transactions/{txId}`: every shard's record, each confirmed by f+1 replicas.

@@ -53,6 +53,9 @@ pub struct DryRun {
     /// shard said it is not (with their reason); none when neither (checkers down).
     pub valid: Option<bool>,
     pub reason: Option<String>,
+    /// f+1 replicas of a shard gave `reason` (one of them honest); otherwise it may be one
+    /// replica's word.
+    pub reason_agreed: bool,
     /// By shard, then replica: its verdict and reason, or none if it did not answer in time.
     pub replicas: BTreeMap<ShardId, Vec<Option<CheckedBy>>>,
 }
@@ -330,15 +333,17 @@ impl ClusterClient {
         }
         let verdicts: Vec<_> =
             replicas.iter().map(|(shard, answers)| shard_verdict(answers, self.validity(*shard))).collect();
-        let (valid, reason) = if let Some((_, reason, _)) = verdicts.iter().flatten().find(|(valid, ..)| !valid) {
-            (Some(false), reason.clone())
-        } else if verdicts.iter().all(|verdict| matches!(verdict, Some((true, ..)))) {
-            (Some(true), None)
-        } else {
-            let why = replicas.values().flatten().flatten().find_map(|(said, why)| said.is_none().then_some(why));
-            (None, why.cloned().flatten())
-        };
-        Ok(DryRun { tx, valid, reason, replicas })
+        let invalid: Vec<_> = verdicts.iter().flatten().filter(|(valid, ..)| !valid).collect();
+        let (valid, reason, reason_agreed) =
+            if let Some((_, reason, agreed)) = invalid.iter().find(|(.., agreed)| *agreed).or(invalid.first()) {
+                (Some(false), reason.clone(), *agreed)
+            } else if verdicts.iter().all(|verdict| matches!(verdict, Some((true, ..)))) {
+                (Some(true), None, false)
+            } else {
+                let why = replicas.values().flatten().flatten().find_map(|(said, why)| said.is_none().then_some(why));
+                (None, why.cloned().flatten(), false)
+            };
+        Ok(DryRun { tx, valid, reason, reason_agreed, replicas })
     }
 
     /// Entries of `shard`'s decided log from `from` on, as f+1 of its replicas give them

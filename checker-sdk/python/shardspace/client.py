@@ -181,20 +181,27 @@ class Client:
         delay = 0.1
         while True:
             try:
-                for event in self._stream(path, last_event_id):
-                    last_event_id = event["eventId"]
-                    delay = 0.1
-                    yield event
+                for kind, event_id, event in self._stream(path, last_event_id):
+                    # `start` says where a stream starts: one dropped before its first event goes on from there.
+                    last_event_id = event_id or last_event_id
+                    if kind == "decided":
+                        delay = 0.1
+                        yield event
                 dropped = "the stream ended"
             except (OSError, http.client.HTTPException) as error:
                 dropped = f"{type(error).__name__}: {error}"
+            except ApiError as error:
+                # A 4xx is the caller's to fix; the API down or busy (5xx, no connection) is waited out.
+                if error.status is not None and 400 <= error.status < 500:
+                    raise
+                dropped = str(error)
             if not reconnect:
                 raise self._unavailable(f"the event stream dropped: {dropped}")
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
     def _stream(self, path: str, last_event_id: str | None):
-        """The `decided` events of one connection to `path`, from `last_event_id` on."""
+        """The events of one connection to `path`, from `last_event_id` on: (kind, id, data) of each."""
         connection = http.client.HTTPConnection(self._host, self._port, timeout=None)
         try:
             headers = {"Accept": "text/event-stream"}
@@ -217,7 +224,9 @@ class Client:
                 if fields.get("event") == "decided" and "data" in fields:
                     event = json.loads(fields["data"])
                     event["eventId"] = fields.get("id")
-                    yield event
+                    yield "decided", fields.get("id"), event
+                elif fields.get("event") == "start":
+                    yield "start", fields.get("id"), None
                 fields = {}
         finally:
             connection.close()

@@ -247,13 +247,21 @@ class FakeStreamHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.asked.append((self.path, self.headers.get("Last-Event-ID")))
         events = self.server.streams.pop(0)
+        if isinstance(events, int):
+            body = json.dumps({"error": {"kind": "too_many_pending", "message": "64 streams", "hint": "retry"}})
+            self.send_response(events)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+            return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(b": keep-alive comment\n\n")
         for event_id, data in events:
-            self.wfile.write(f"event: decided\nid: {event_id}\ndata: {json.dumps(data)}\n\n".encode())
+            kind = "start" if data is None else "decided"
+            self.wfile.write(f"event: {kind}\nid: {event_id}\ndata: {json.dumps(data or {})}\n\n".encode())
         self.wfile.flush()
         self.close_connection = True
 
@@ -262,9 +270,12 @@ class FakeStreamHandler(BaseHTTPRequestHandler):
 
 
 def test_events_resume_from_the_last_event_after_the_stream_drops():
-    first = [("1.0", {"txId": "a" * 64, "attempt": 1}), ("2.0", {"txId": "b" * 64, "attempt": 1})]
+    # The first stream drops before its first event: the next one goes on from where it started.
+    started = [("0.0", None)]
+    first = [("0.0", None), ("1.0", {"txId": "a" * 64, "attempt": 1}), ("2.0", {"txId": "b" * 64, "attempt": 1})]
     second = [("2.1", {"txId": "c" * 64, "attempt": 1})]
-    stream = FakeStream([first, second])
+    busy = 503
+    stream = FakeStream([started, busy, first, second])
     try:
         events = Client(f"http://127.0.0.1:{stream.server_port}").events(contract="bank")
         heard = [next(events) for _ in range(3)]
@@ -273,4 +284,5 @@ def test_events_resume_from_the_last_event_after_the_stream_drops():
         stream.shutdown()
         stream.server_close()
     assert [(event["eventId"], event["txId"][0]) for event in heard] == [("1.0", "a"), ("2.0", "b"), ("2.1", "c")]
-    assert stream.asked == [("/v1/events?contract=bank", None), ("/v1/events?contract=bank", "2.0")]
+    path = "/v1/events?contract=bank"
+    assert stream.asked == [(path, None), (path, "0.0"), (path, "0.0"), (path, "2.0")]
