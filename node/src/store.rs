@@ -311,7 +311,7 @@ impl Records {
         }
     }
 
-    fn get<V: DeserializeOwned>(&self, sql: &str, key: String) -> Option<V> {
+    fn get<K: rusqlite::ToSql + std::fmt::Display, V: DeserializeOwned>(&self, sql: &str, key: K) -> Option<V> {
         let Ok(connection) = self.connection.lock() else {
             self.failed("the connection was poisoned".into());
             return None;
@@ -370,28 +370,8 @@ impl Source<ObjectId, ObjectRecord> for Records {
 
 impl Source<Position, DecidedEntry> for Records {
     fn get(&self, position: &Position) -> Option<DecidedEntry> {
-        let Ok(connection) = self.connection.lock() else {
-            self.failed("the connection was poisoned".into());
-            return None;
-        };
-        let sql = "SELECT record FROM decided WHERE position = ?1";
         let position = i64::try_from(position.0).unwrap_or(i64::MAX);
-        let blob: Option<Vec<u8>> =
-            match connection.prepare_cached(sql).and_then(|mut s| s.query_row([position], |row| row.get(0)).optional())
-            {
-                Ok(blob) => blob,
-                Err(error) => {
-                    self.failed(error.to_string());
-                    return None;
-                }
-            };
-        match postcard::from_bytes(&blob?) {
-            Ok(entry) => Some(entry),
-            Err(error) => {
-                self.failed(format!("the decided entry at {position} does not decode: {error}"));
-                None
-            }
-        }
+        Records::get(self, "SELECT record FROM decided WHERE position = ?1", position)
     }
 
     fn keys_after(&self, after: Option<&Position>, limit: usize) -> Vec<Position> {
