@@ -33,6 +33,17 @@ pub struct EventFilter {
     pub outcome: Option<String>,
 }
 
+impl EventFilter {
+    /// Its query parameters (`contract=bank`, ...).
+    pub(crate) fn query(&self) -> Vec<String> {
+        let mut query = Vec::new();
+        query.extend(self.contract.as_ref().map(|contract| format!("contract={contract}")));
+        query.extend(self.shard.map(|shard| format!("shard={shard}")));
+        query.extend(self.outcome.as_ref().map(|outcome| format!("outcome={outcome}")));
+        query
+    }
+}
+
 /// A stream of events that opens the feed again after it drops (`next`).
 #[derive(Debug)]
 pub struct Events {
@@ -57,16 +68,7 @@ impl Events {
     }
 
     fn url(&self) -> String {
-        let mut query = Vec::new();
-        if let Some(contract) = &self.filter.contract {
-            query.push(format!("contract={contract}"));
-        }
-        if let Some(shard) = self.filter.shard {
-            query.push(format!("shard={shard}"));
-        }
-        if let Some(outcome) = &self.filter.outcome {
-            query.push(format!("outcome={outcome}"));
-        }
+        let query = self.filter.query();
         let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
         format!("{}/v1/events{query}", self.client.base())
     }

@@ -160,6 +160,21 @@ impl Client {
         self.get("/v1/cluster").await
     }
 
+    /// A page of decided attempts that `filter` keeps, after `after` (the `next` of the page
+    /// before), at most `limit`: `{transactions, next, more}`.
+    pub async fn transactions(
+        &self,
+        filter: &EventFilter,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Value, Error> {
+        let mut query = filter.query();
+        query.extend(after.map(|after| format!("after={after}")));
+        query.extend(limit.map(|limit| format!("limit={limit}")));
+        let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+        self.get(&format!("/v1/transactions{query}")).await
+    }
+
     pub async fn stats(&self) -> Result<Value, Error> {
         self.get("/v1/stats").await
     }

@@ -1,4 +1,4 @@
-//! `shardspace events` and `shardspace history`, on the API client crate
+//! `shardspace events`, `transactions` and `history`, on the API client crate
 //! (`shardspace-api-client`): readable by default, one JSON document a line with `--json`.
 
 use std::process::ExitCode;
@@ -33,6 +33,27 @@ pub struct EventsFlags {
     /// Stop after this many events (else run until interrupted).
     #[arg(long)]
     count: Option<u64>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TransactionsFlags {
+    /// Only transactions of this contract.
+    #[arg(long)]
+    contract: Option<String>,
+    /// Only transactions that concern this shard.
+    #[arg(long)]
+    shard: Option<u32>,
+    /// Only `commit` or `abort`.
+    #[arg(long, value_parser = ["commit", "abort"])]
+    outcome: Option<String>,
+    /// Go on from the `next` a page before printed.
+    #[arg(long)]
+    after: Option<String>,
+    /// At most this many (the API lists at most 500 a page).
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
     #[command(flatten)]
     target: Target,
 }
@@ -90,6 +111,35 @@ pub fn events(flags: &EventsFlags) -> ExitCode {
             }
             printed += 1;
         }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints a page of decided attempts, then where the next page starts.
+pub fn transactions(flags: &TransactionsFlags) -> ExitCode {
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    runtime.block_on(async {
+        let client = match Client::new(&flags.target.api) {
+            Ok(client) => client,
+            Err(error) => return failed(&error),
+        };
+        let filter =
+            EventFilter { contract: flags.contract.clone(), shard: flags.shard, outcome: flags.outcome.clone() };
+        let page = match client.transactions(&filter, flags.after.as_deref(), Some(flags.limit)).await {
+            Ok(page) => page,
+            Err(error) => return failed(&error),
+        };
+        if flags.target.json {
+            println!("{}", serde_json::to_string_pretty(&page).unwrap_or_default());
+            return ExitCode::SUCCESS;
+        }
+        for entry in page["transactions"].as_array().into_iter().flatten() {
+            let text = |key: &str| entry[key].as_str().unwrap_or("-").to_string();
+            let call = format!("{}.{}", text("contract"), text("method"));
+            println!("{} {call:<24} attempt {} {}", text("txId"), entry["attempt"], text("outcome"));
+        }
+        let more = if page["more"] == true { " (more: --after it)" } else { "" };
+        println!("next {}{more}", page["next"].as_str().unwrap_or("-"));
         ExitCode::SUCCESS
     })
 }

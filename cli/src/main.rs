@@ -48,6 +48,8 @@ enum Command {
     /// Follow every transaction the cluster decides, as it is decided (`--after ID` goes on
     /// from an event printed before).
     Events(ledger::EventsFlags),
+    /// List decided transactions, filtered, a page at a time (`--after` the `next` printed).
+    Transactions(ledger::TransactionsFlags),
     /// Print an object, the transactions that created and consumed it, and the objects
     /// before and after it.
     History(ledger::HistoryFlags),
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
         Command::Status(target) => return client::run(|| client::status(&target)),
         Command::Events(flags) => return ledger::events(&flags),
         Command::History(flags) => return ledger::history(&flags),
+        Command::Transactions(flags) => return ledger::transactions(&flags),
         Command::Node(flags) => node::run_node(&flags),
         Command::Checker(flags) => checker::run(&flags),
         Command::Api(flags) => api::run(&flags),

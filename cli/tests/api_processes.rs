@@ -780,6 +780,36 @@ async fn two_apis_stream_every_decision_and_a_restarted_one_resumes_from_the_las
     for key in &every {
         assert!(had.contains(key) || got.contains(key), "{key:?} was missed across the restart");
     }
+    // The same decided attempts listed, filtered, and page by page along `next`.
+    let tx_ids = |page: &Value| -> Vec<String> {
+        let listed = page["transactions"].as_array().unwrap().iter();
+        listed.map(|entry| entry["txId"].as_str().unwrap().to_string()).collect()
+    };
+    let (code, page) = first.get("/v1/transactions?contract=dump&outcome=commit").await;
+    assert_eq!((code, &page["more"]), (200, &json!(false)), "{page}");
+    let mut listed = tx_ids(&page);
+    listed.sort();
+    let mut expected: Vec<String> = [&a, &b, &c, &d].iter().map(|e| e.transaction.tx_id().to_hex()).collect();
+    expected.sort();
+    assert_eq!(listed, expected, "{page}");
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10 {
+        let (code, page) = second.get(&format!("/v1/transactions?contract=dump&limit=1{after}")).await;
+        assert_eq!(code, 200, "{page}");
+        if tx_ids(&page).is_empty() {
+            break;
+        }
+        paged.extend(tx_ids(&page));
+        after = format!("&after={}", page["next"].as_str().unwrap());
+    }
+    paged.sort();
+    assert_eq!(paged, expected, "one a page, along next, on the other API");
+    let (code, page) = first.get("/v1/transactions?outcome=abort").await;
+    assert_eq!((code, tx_ids(&page).len()), (200, 0), "{page}");
+    let (code, page) = first.get("/v1/transactions?after=7").await;
+    assert_eq!((code, page["error"]["kind"].as_str()), (400, Some("bad_query")), "{page}");
+
     // A cursor of another shape is refused with why.
     let refused = first.http.get(format!("{}/v1/events", first.url)).header("Last-Event-ID", "1.2.3").send().await;
     let refused = refused.unwrap();

@@ -108,6 +108,13 @@ async fn the_explorer_shows_a_transaction_live_finds_it_and_shows_its_input_cons
     assert_eq!(event["event"]["txId"].as_str(), Some(created_tx.as_str()), "{event}");
     // The cursor after the first entry of one of the two shards' logs.
     assert!(["1.0", "0.1"].contains(&event["id"].as_str().unwrap()), "{event}");
+    let printed = cli(&api, &["transactions", "--contract", "dump", "--limit", "1"]);
+    let next = printed.lines().last().unwrap().split_whitespace().nth(1).unwrap().to_string();
+    assert!(printed.contains("dump.put") && printed.contains("(more: --after it)"), "{printed}");
+    let rest = cli(&api, &["transactions", "--contract", "dump", "--after", &next]);
+    for tx in [&created_tx, &consumed_tx] {
+        assert_eq!(printed.matches(tx.as_str()).count() + rest.matches(tx.as_str()).count(), 1, "{printed}{rest}");
+    }
     let printed = cli(&api, &["history", &object.id.to_hex()]);
     for expected in [
         "status      inactive",

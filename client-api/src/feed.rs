@@ -233,6 +233,55 @@ impl Feed {
     }
 }
 
+/// The most log entries one listing reads, across shards, before it answers with what it
+/// found and where to go on from.
+pub const LISTING_SCAN_MAX: usize = 5_000;
+
+/// A page of decided attempts: what a listing found, and where the next page starts.
+#[derive(Debug)]
+pub struct Listed {
+    pub entries: Vec<Value>,
+    pub next: Cursor,
+    /// Whether a shard's log may hold more after `next`.
+    pub more: bool,
+}
+
+impl Feed {
+    /// Decided attempts after `cursor` (from the start of every log when none) that `filter`
+    /// keeps, at most `limit`: shard by shard, each in its log's order, each attempt once
+    /// (by its first shard). Reads the replicas (entries f+1 give alike), at most
+    /// `LISTING_SCAN_MAX` entries a call.
+    pub async fn list(&self, cursor: Option<Cursor>, filter: &Filter, limit: usize) -> Result<Listed, ClusterError> {
+        let mut cursor = cursor.unwrap_or_else(|| Cursor(vec![0; self.shards()]));
+        let (mut entries, mut scanned, mut more) = (Vec::new(), 0, false);
+        for shard in 0..self.shards() {
+            loop {
+                if entries.len() >= limit || scanned >= LISTING_SCAN_MAX {
+                    more = true;
+                    break;
+                }
+                let from = Position(cursor.0[shard]);
+                let run = self.client.decided_log(ShardId(shard as u32), from, READ_MAX, READ_WAIT).await?;
+                if run.entries.is_empty() {
+                    break;
+                }
+                for entry in run.entries {
+                    if entries.len() >= limit {
+                        break;
+                    }
+                    let position = cursor.0[shard];
+                    cursor.0[shard] += 1;
+                    scanned += 1;
+                    if entry.home() == Some(ShardId(shard as u32)) && filter.matches(&entry) {
+                        entries.push(entry_json(ShardId(shard as u32), position, &entry));
+                    }
+                }
+            }
+        }
+        Ok(Listed { entries, next: cursor, more })
+    }
+}
+
 /// Follows the tail of one shard's log into its cache, until shutdown.
 async fn poll(
     client: ClusterClient,

@@ -291,7 +291,7 @@ impl Drop for InFlight<'_> {
 pub fn router(api: Shared) -> Router {
     let body_bytes_max = api.config.body_bytes_max;
     Router::new()
-        .route("/v1/transactions", post(native::submit))
+        .route("/v1/transactions", post(native::submit).get(native::transactions))
         .route("/v1/transactions/check", post(native::check))
         .route("/v1/transactions/{tx}", get(native::transaction))
         .route("/v1/objects/{id}", get(native::object))

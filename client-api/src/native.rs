@@ -150,6 +150,48 @@ pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
     )
 }
 
+/// What `GET /v1/transactions` may be asked.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    contract: Option<String>,
+    shard: Option<u32>,
+    outcome: Option<String>,
+    /// Where to go on from: the `next` of the page before.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The most a page of `GET /v1/transactions` lists.
+const LIST_LIMIT_MAX: usize = 500;
+
+/// `GET /v1/transactions`: decided attempts, filtered, page by page (`feed.rs`, `Feed::list`).
+pub async fn transactions(State(api): State<Shared>, query: Result<Query<ListQuery>, QueryRejection>) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return bad_query(rejection).into_response(),
+    };
+    if let Some(outcome) = query.outcome.as_deref().filter(|outcome| !["commit", "abort"].contains(outcome)) {
+        let message = format!("outcome={outcome:?}: transactions are listed by `commit` or `abort`");
+        return ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message, "see docs/api.md").into_response();
+    }
+    let cursor = match query.after.as_deref().map(|after| crate::feed::Cursor::parse(after, api.feed.shards())) {
+        Some(Err(message)) => {
+            let hint = "give the `next` of the page before, or nothing to start from the first";
+            return ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message, hint).into_response();
+        }
+        Some(Ok(cursor)) => Some(cursor),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, LIST_LIMIT_MAX);
+    let filter = crate::feed::Filter { contract: query.contract, shard: query.shard, outcome: query.outcome };
+    match api.feed.list(cursor, &filter, limit).await {
+        Ok(listed) => {
+            Json(json!({"transactions": listed.entries, "next": listed.next.id(), "more": listed.more})).into_response()
+        }
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
 /// What `/v1/events` may be asked.
 #[derive(Debug, Default, Deserialize)]
 pub struct EventsQuery {

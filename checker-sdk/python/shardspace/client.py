@@ -133,6 +133,12 @@ class Client:
     def cluster(self) -> dict:
         return self._request("GET", "/v1/cluster")
 
+    def transactions(self, contract=None, outcome=None, shard=None, after=None, limit=None) -> dict:
+        """A page of decided attempts, filtered: {transactions, next, more}; give `next` as `after` for the next."""
+        query = {"contract": contract, "outcome": outcome, "shard": shard, "after": after, "limit": limit}
+        query = {key: value for key, value in query.items() if value is not None}
+        return self._request("GET", "/v1/transactions" + ("?" + urlencode(query) if query else ""))
+
     def stats(self) -> dict:
         """Decided attempts a second over the last minutes, and this API's latency (`/v1/stats`)."""
         return self._request("GET", "/v1/stats")

@@ -286,3 +286,10 @@ def test_events_resume_from_the_last_event_after_the_stream_drops():
     assert [(event["eventId"], event["txId"][0]) for event in heard] == [("1.0", "a"), ("2.0", "b"), ("2.1", "c")]
     path = "/v1/events?contract=bank"
     assert stream.asked == [(path, None), (path, "0.0"), (path, "0.0"), (path, "2.0")]
+
+
+def test_transactions_asks_for_a_filtered_page(fake_api):
+    fake_api.answers += [(200, {"transactions": [], "next": "3.1", "more": False}, False)]
+    with Client(fake_api.url) as client:
+        assert client.transactions(contract="bank", outcome="commit", after="2.1", limit=10)["next"] == "3.1"
+    assert fake_api.received[0][1] == "/v1/transactions?contract=bank&outcome=commit&after=2.1&limit=10"
