@@ -51,14 +51,15 @@ pub struct Events {
     last_id: Option<String>,
     filter: EventFilter,
     response: Option<reqwest::Response>,
-    buffer: String,
+    /// Bytes received and not yet a whole event (a character may be split across chunks).
+    buffer: Vec<u8>,
     ready: VecDeque<Event>,
     retry: Duration,
 }
 
 impl Events {
     pub(crate) fn new(client: Client, last_id: Option<String>, filter: EventFilter) -> Self {
-        let (response, buffer, ready, retry) = (None, String::new(), VecDeque::new(), RETRY_MIN);
+        let (response, buffer, ready, retry) = (None, Vec::new(), VecDeque::new(), RETRY_MIN);
         Self { client, last_id, filter, response, buffer, ready, retry }
     }
 
@@ -112,7 +113,7 @@ impl Events {
             };
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+                    self.buffer.extend_from_slice(&chunk);
                     self.parse();
                 }
                 Ok(None) | Err(_) => {
@@ -133,8 +134,9 @@ impl Events {
     /// says where the stream starts: a stream that drops before its first decided event
     /// goes on from there.
     fn parse(&mut self) {
-        while let Some(end) = self.buffer.find("\n\n") {
-            let block: String = self.buffer.drain(..end + 2).collect();
+        while let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
+            let bytes: Vec<u8> = self.buffer.drain(..end + 2).collect();
+            let block = String::from_utf8_lossy(&bytes);
             if let Some(event) = parse_event(&block) {
                 self.ready.push_back(event);
             } else if let Some(start) = start_of(&block)
@@ -179,6 +181,20 @@ fn parse_event(block: &str) -> Option<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_split_inside_a_character_reads_whole() {
+        let client = Client::new("http://127.0.0.1:9").unwrap();
+        let mut events = client.events(None, EventFilter::default());
+        let text = "event: decided\nid: 1.0\ndata: {\"txId\":\"ab\",\"attempt\":1,\"outcome\":\"commit\",\"contract\":\"café\"}\n\n";
+        let split = text.bytes().position(|byte| byte == 0xc3).unwrap() + 1; // between é's two bytes
+        events.buffer.extend_from_slice(&text.as_bytes()[..split]);
+        events.parse();
+        assert!(events.ready.is_empty());
+        events.buffer.extend_from_slice(&text.as_bytes()[split..]);
+        events.parse();
+        assert_eq!(events.ready.front().unwrap().data["contract"], "café");
+    }
 
     #[test]
     fn decided_events_parse_and_comments_do_not() {
