@@ -16,8 +16,9 @@ pub struct Target {
     json: bool,
 }
 
+/// Which decided attempts: `events` and `transactions` alike.
 #[derive(Debug, clap::Args)]
-pub struct EventsFlags {
+pub struct FilterFlags {
     /// Only transactions of this contract.
     #[arg(long)]
     contract: Option<String>,
@@ -27,6 +28,18 @@ pub struct EventsFlags {
     /// Only `commit` or `abort`.
     #[arg(long, value_parser = ["commit", "abort"])]
     outcome: Option<String>,
+}
+
+impl FilterFlags {
+    fn filter(&self) -> EventFilter {
+        EventFilter { contract: self.contract.clone(), shard: self.shard, outcome: self.outcome.clone() }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsFlags {
+    #[command(flatten)]
+    filter: FilterFlags,
     /// Go on after this event id (as printed), instead of from now.
     #[arg(long)]
     after: Option<String>,
@@ -39,15 +52,8 @@ pub struct EventsFlags {
 
 #[derive(Debug, clap::Args)]
 pub struct TransactionsFlags {
-    /// Only transactions of this contract.
-    #[arg(long)]
-    contract: Option<String>,
-    /// Only transactions that concern this shard.
-    #[arg(long)]
-    shard: Option<u32>,
-    /// Only `commit` or `abort`.
-    #[arg(long, value_parser = ["commit", "abort"])]
-    outcome: Option<String>,
+    #[command(flatten)]
+    filter: FilterFlags,
     /// Go on from the `next` a page before printed.
     #[arg(long)]
     after: Option<String>,
@@ -88,8 +94,7 @@ pub fn events(flags: &EventsFlags) -> ExitCode {
             Ok(client) => client,
             Err(error) => return failed(&error),
         };
-        let filter =
-            EventFilter { contract: flags.contract.clone(), shard: flags.shard, outcome: flags.outcome.clone() };
+        let filter = flags.filter.filter();
         let mut events = client.events(flags.after.clone(), filter);
         let mut printed = 0;
         while flags.count.is_none_or(|count| printed < count) {
@@ -123,8 +128,7 @@ pub fn transactions(flags: &TransactionsFlags) -> ExitCode {
             Ok(client) => client,
             Err(error) => return failed(&error),
         };
-        let filter =
-            EventFilter { contract: flags.contract.clone(), shard: flags.shard, outcome: flags.outcome.clone() };
+        let filter = flags.filter.filter();
         let page = match client.transactions(&filter, flags.after.as_deref(), Some(flags.limit)).await {
             Ok(page) => page,
             Err(error) => return failed(&error),

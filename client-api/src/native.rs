@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use shardspace_core::{ObjectId, TxId};
 
 use crate::error::ApiError;
+use crate::feed::{Cursor, Filter, Refusal};
 use crate::outcome::{TxOutcome, object_json};
 use crate::{Api, Shared};
 
@@ -150,56 +151,54 @@ pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
     )
 }
 
-/// What `GET /v1/transactions` may be asked.
+/// What `GET /v1/transactions` and `GET /v1/events` may be asked.
 #[derive(Debug, Default, Deserialize)]
-pub struct ListQuery {
+pub struct FeedQuery {
     contract: Option<String>,
     shard: Option<u32>,
     outcome: Option<String>,
-    /// Where to go on from: the `next` of the page before.
+    /// A cursor: the `next` of the page before, or an event's id (for clients that cannot
+    /// set `Last-Event-ID`).
     after: Option<String>,
+    /// Listings only: the most a page lists (50 when left out, at most `LIST_LIMIT_MAX`).
     limit: Option<usize>,
+}
+
+impl FeedQuery {
+    /// The filter asked for; an outcome other than `commit` or `abort` is refused.
+    fn filter(&self) -> Result<Filter, ApiError> {
+        if let Some(outcome) = self.outcome.as_deref().filter(|outcome| !["commit", "abort"].contains(outcome)) {
+            let message = format!("outcome={outcome:?}: decided attempts are `commit` or `abort`");
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message, "see docs/api.md"));
+        }
+        let (contract, shard, outcome) = (self.contract.clone(), self.shard, self.outcome.clone());
+        Ok(Filter { contract, shard, outcome })
+    }
+}
+
+/// `id` read as a cursor of this cluster (none when there is no id), or a 400 of `kind`.
+fn cursor_of(api: &Api, id: Option<&str>, kind: &str, hint: &str) -> Result<Option<Cursor>, ApiError> {
+    let Some(id) = id else { return Ok(None) };
+    Cursor::parse(id, api.feed.shards())
+        .map(Some)
+        .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, kind, message, hint))
 }
 
 /// The most a page of `GET /v1/transactions` lists.
 const LIST_LIMIT_MAX: usize = 500;
 
 /// `GET /v1/transactions`: decided attempts, filtered, page by page (`feed.rs`, `Feed::list`).
-pub async fn transactions(State(api): State<Shared>, query: Result<Query<ListQuery>, QueryRejection>) -> Response {
-    let Query(query) = match query {
-        Ok(query) => query,
-        Err(rejection) => return bad_query(rejection).into_response(),
-    };
-    if let Some(outcome) = query.outcome.as_deref().filter(|outcome| !["commit", "abort"].contains(outcome)) {
-        let message = format!("outcome={outcome:?}: transactions are listed by `commit` or `abort`");
-        return ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message, "see docs/api.md").into_response();
-    }
-    let cursor = match query.after.as_deref().map(|after| crate::feed::Cursor::parse(after, api.feed.shards())) {
-        Some(Err(message)) => {
-            let hint = "give the `next` of the page before, or nothing to start from the first";
-            return ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message, hint).into_response();
-        }
-        Some(Ok(cursor)) => Some(cursor),
-        None => None,
-    };
+pub async fn transactions(
+    State(api): State<Shared>,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let filter = query.filter()?;
+    let hint = "give the `next` of the page before, or nothing to start from the first";
+    let cursor = cursor_of(&api, query.after.as_deref(), "bad_query", hint)?;
     let limit = query.limit.unwrap_or(50).clamp(1, LIST_LIMIT_MAX);
-    let filter = crate::feed::Filter { contract: query.contract, shard: query.shard, outcome: query.outcome };
-    match api.feed.list(cursor, &filter, limit).await {
-        Ok(listed) => {
-            Json(json!({"transactions": listed.entries, "next": listed.next.id(), "more": listed.more})).into_response()
-        }
-        Err(error) => ApiError::from(error).into_response(),
-    }
-}
-
-/// What `/v1/events` may be asked.
-#[derive(Debug, Default, Deserialize)]
-pub struct EventsQuery {
-    contract: Option<String>,
-    shard: Option<u32>,
-    outcome: Option<String>,
-    /// A cursor, as `Last-Event-ID` gives one (for clients that cannot set the header).
-    after: Option<String>,
+    let listed = api.feed.list(cursor, &filter, limit).await?;
+    Ok(Json(json!({"transactions": listed.entries, "next": listed.next.id(), "more": listed.more})))
 }
 
 /// `GET /v1/events`: server-sent events, one `decided` event per decided attempt of the
@@ -208,35 +207,20 @@ pub struct EventsQuery {
 pub async fn events(
     State(api): State<Shared>,
     headers: axum::http::HeaderMap,
-    query: Result<Query<EventsQuery>, QueryRejection>,
-) -> Response {
-    let Query(query) = match query {
-        Ok(query) => query,
-        Err(rejection) => return bad_query(rejection).into_response(),
-    };
-    if let Some(outcome) = query.outcome.as_deref().filter(|outcome| !["commit", "abort"].contains(outcome)) {
-        let message = format!("outcome={outcome:?}: events are of `commit` or `abort`");
-        return ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message, "see docs/api.md").into_response();
-    }
-    let last_id = headers.get("last-event-id").and_then(|id| id.to_str().ok()).map(str::to_string);
-    let cursor = match last_id.or(query.after) {
-        Some(id) => match crate::feed::Cursor::parse(&id, api.feed.shards()) {
-            Ok(cursor) => Some(cursor),
-            Err(message) => {
-                let hint = "send back the id of the last event received, or no id to start from now";
-                return ApiError::new(StatusCode::BAD_REQUEST, "bad_event_id", message, hint).into_response();
-            }
-        },
-        None => None,
-    };
-    let filter = crate::feed::Filter { contract: query.contract, shard: query.shard, outcome: query.outcome };
+    query: Result<Query<FeedQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let filter = query.filter()?;
+    let last_id = headers.get("last-event-id").and_then(|id| id.to_str().ok());
+    let hint = "send back the id of the last event received, or no id to start from now";
+    let cursor = cursor_of(&api, last_id.or(query.after.as_deref()), "bad_event_id", hint)?;
     match api.feed.subscribe(cursor, filter).await {
-        Ok(stream) => stream.into_response(),
-        Err(crate::feed::Refusal::Busy) => {
+        Ok(stream) => Ok(stream.into_response()),
+        Err(Refusal::Busy) => {
             let message = format!("{} event streams are open", crate::feed::SUBSCRIBERS_MAX);
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_pending", message, "retry later").into_response()
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_pending", message, "retry later"))
         }
-        Err(crate::feed::Refusal::Unreachable(error)) => ApiError::from(error).into_response(),
+        Err(Refusal::Unreachable(error)) => Err(ApiError::from(error)),
     }
 }
 
