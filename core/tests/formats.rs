@@ -122,9 +122,10 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
 
     use shardspace_core::sbac::replica::{ClientReply, ClientRequest, Frame, Listing, Page, RejectKind, Status};
     use shardspace_core::sbac::{
-        AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, CheckerAnswer, DecidedEntry, ObjectRecord,
-        ObjectStatus, ObjectView, Position, PreparedCertificate, ShardRequest, SignedAnswer, StateHead, TableHead,
-        TxRecord, TxView, Verdict, VerdictCertificate, VoteBody, VoteKind,
+        AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, CheckerAnswer, DecidedEntry, FieldMatch,
+        ObjectFilter, ObjectRecord, ObjectStatus, ObjectView, Position, PreparedCertificate, ShardRequest,
+        SignedAnswer, StateHead, StatusKind, TableHead, TxRecord, TxView, Verdict, VerdictCertificate, VoteBody,
+        VoteKind,
     };
     use shardspace_core::{ObjectId, TxId};
 
@@ -223,6 +224,7 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
         transactions: vec![(tx, view)],
         envelopes: vec![(tx, "{}".into())],
         cut: false,
+        scanned_to: Some(object),
     };
     let encoded = [
         sample("ShardRequest::Prepare", &prepare),
@@ -244,6 +246,18 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
         sample(
             "ClientRequest::List",
             &ClientRequest::List { what: Listing::Transactions, after: Some([1; 32]), limit: 10 },
+        ),
+        sample(
+            "ClientRequest::List where",
+            &ClientRequest::List {
+                what: Listing::ObjectsWhere(ObjectFilter {
+                    contract: Some("bank".into()),
+                    status: Some(StatusKind::Active),
+                    field: Some(FieldMatch { name: "owner".into(), equals: "ab".into() }),
+                }),
+                after: None,
+                limit: 10,
+            },
         ),
         sample("ClientReply::Decided", &ClientReply::Decided(vec![(Digest([2; 32]), Height(4))])),
         sample("ClientReply::Refused", &ClientReply::Refused(vec![Digest([2; 32])])),

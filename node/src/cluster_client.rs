@@ -413,15 +413,14 @@ impl ClusterClient {
     pub async fn list(&self, what: Listing, after: Option<[u8; 32]>, limit: u32) -> Result<Page, ClusterError> {
         let deadline = Instant::now() + self.deadline;
         let shards = (0..self.addresses.len() as u32).map(ShardId);
-        let pages = shards.map(|shard| self.agreed_page(shard, what, after, limit, deadline));
+        let pages = shards.map(|shard| self.agreed_page(shard, &what, after, limit, deadline));
         let mut merged = Page::default();
-        let mut cut_at: Option<[u8; 32]> = None;
+        let mut cut_at: Option<ObjectId> = None;
         for page in futures::future::join_all(pages).await {
             let page = page?;
-            if page.cut
-                && let Some((last, _)) = page.objects.last()
-            {
-                cut_at = Some(cut_at.map_or(last.0, |end| end.min(last.0)));
+            let last_if_cut = page.objects.last().filter(|_| page.cut).map(|(last, _)| *last);
+            for end in last_if_cut.into_iter().chain(page.scanned_to) {
+                cut_at = Some(cut_at.map_or(end, |known| known.min(end)));
             }
             merged.objects.extend(page.objects);
             merged.transactions.extend(page.transactions);
@@ -430,11 +429,13 @@ impl ClusterClient {
         merged.objects.sort_by_key(|(id, _)| *id);
         merged.transactions.sort_by_key(|(tx, _)| *tx);
         merged.objects.truncate(limit as usize);
-        // A shard whose page was cut by its bytes may have more before other shards' ids:
-        // the merged page ends at its last id.
+        // A shard whose page was cut by its bytes, or stopped by its scan, may have more
+        // before other shards' ids: the merged page ends there. When it is not full, the
+        // next page starts there (`scanned_to`), whether it lists that id or not.
         if let Some(end) = cut_at {
-            merged.objects.retain(|(id, _)| id.0 <= end);
+            merged.objects.retain(|(id, _)| *id <= end);
             merged.cut = true;
+            merged.scanned_to = (merged.objects.len() < limit as usize).then_some(end);
         }
         // A transaction of several shards has a record in each: a page never ends between
         // them (the next page starts after the last id, and would skip the rest). Each shard's
@@ -456,7 +457,7 @@ impl ClusterClient {
     async fn agreed_page(
         &self,
         shard: ShardId,
-        what: Listing,
+        what: &Listing,
         after: Option<[u8; 32]>,
         limit: u32,
         deadline: Instant,
@@ -466,8 +467,9 @@ impl ClusterClient {
             // A round waits for a replica that is down or cut off no longer than this.
             let round_ends = deadline.min(Instant::now() + PAGE_ROUND_MAX);
             let asked = (0..self.addresses[shard.0 as usize].len()).map(|replica| async move {
-                let asked =
-                    async { self.replica_client(shard.0 as usize, replica).await?.list(what, after, limit).await };
+                let asked = async {
+                    self.replica_client(shard.0 as usize, replica).await?.list(what.clone(), after, limit).await
+                };
                 tokio::time::timeout_at(round_ends, asked).await.ok()?.ok()
             });
             let mut answers: futures::stream::FuturesUnordered<_> = asked.collect();

@@ -19,6 +19,7 @@
 //! rows per commit (`Collector`), and SQLite checkpoints its WAL itself, every
 //! `WAL_AUTOCHECKPOINT_PAGES`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +27,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
 use shardspace_core::bft::{Block, Digest, Height, Persisted, Resume, Round, SafetyState, Tip};
 use shardspace_core::sbac::{
-    DecidedEntry, ObjectRecord, ObjectStatus, Position, Source, StateChanges, TxRecord, VoteKind, encode_body,
+    DecidedEntry, ObjectRecord, ObjectStatus, Position, Source, StateChanges, StatusKind, TxRecord, VoteKind,
+    encode_body,
 };
 use shardspace_core::{ObjectId, TxId};
 use tokio::sync::{mpsc, oneshot};
@@ -142,6 +144,7 @@ impl Store {
                  CREATE TABLE IF NOT EXISTS decided (
                      position INTEGER PRIMARY KEY, height INTEGER NOT NULL, tx TEXT NOT NULL,
                      attempt INTEGER NOT NULL, contract TEXT NOT NULL, decision TEXT NOT NULL, record BLOB NOT NULL);
+                 CREATE INDEX IF NOT EXISTS objects_by_contract ON objects (contract, status, id);
                  CREATE VIEW IF NOT EXISTS objects_now AS SELECT * FROM objects AS o
                      WHERE height = (SELECT max(height) FROM objects WHERE id = o.id);
                  CREATE VIEW IF NOT EXISTS transactions_now AS SELECT * FROM transactions AS t
@@ -334,13 +337,18 @@ impl Records {
     }
 
     fn keys_after<K: std::str::FromStr>(&self, sql: &str, after: Option<String>, limit: usize) -> Vec<K> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.keys(sql, params![after.unwrap_or_default(), limit])
+    }
+
+    /// The keys (text) a query gives, in its order.
+    fn keys<K: std::str::FromStr>(&self, sql: &str, params: impl rusqlite::Params) -> Vec<K> {
         let Ok(connection) = self.connection.lock() else {
             self.failed("the connection was poisoned".into());
             return Vec::new();
         };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let keys = connection.prepare_cached(sql).and_then(|mut statement| {
-            let rows = statement.query_map(params![after.unwrap_or_default(), limit], |row| row.get::<_, String>(0))?;
+            let rows = statement.query_map(params, |row| row.get::<_, String>(0))?;
             rows.collect::<Result<Vec<String>, _>>()
         });
         match keys {
@@ -361,6 +369,26 @@ impl Source<ObjectId, ObjectRecord> for Records {
     fn keys_after(&self, after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
         let sql = "SELECT DISTINCT id FROM objects WHERE id > ?1 ORDER BY id LIMIT ?2";
         Records::keys_after(self, sql, after.map(ObjectId::to_hex), limit)
+    }
+
+    /// By the `objects_by_contract` index when a contract is asked, one range of it per
+    /// status asked; without a contract, every key (the reader checks what it reads).
+    fn keys_where(&self, columns: &[(&'static str, String)], after: Option<&ObjectId>, limit: usize) -> Vec<ObjectId> {
+        let column = |name: &str| columns.iter().find(|(column, _)| *column == name).map(|(_, value)| value.as_str());
+        let Some(contract) = column("contract") else { return Source::keys_after(self, after, limit) };
+        let statuses = match column("status") {
+            Some(status) => vec![status],
+            None => [StatusKind::Active, StatusKind::Locked, StatusKind::Inactive].map(StatusKind::as_str).to_vec(),
+        };
+        let sql =
+            "SELECT DISTINCT id FROM objects WHERE contract = ?1 AND status = ?2 AND id > ?3 ORDER BY id LIMIT ?4";
+        let (after, limit) =
+            (after.map(ObjectId::to_hex).unwrap_or_default(), i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut keys = BTreeSet::new();
+        for status in statuses {
+            keys.extend(self.keys::<ObjectId>(sql, params![contract, status, after, limit]));
+        }
+        keys.into_iter().take(usize::try_from(limit).unwrap_or(usize::MAX)).collect()
     }
 
     fn fault(&self) -> Option<String> {
@@ -603,11 +631,12 @@ fn write_records(transaction: &rusqlite::Transaction, height: u64, changes: Stat
         transaction.execute_batch("DELETE FROM objects; DELETE FROM transactions; DELETE FROM decided;")?;
     }
     for (id, record) in &changes.objects {
-        let (status, holder, consumed_by) = match &record.status {
-            ObjectStatus::Active => ("active", None, None),
-            ObjectStatus::Locked { tx, .. } => ("locked", Some(tx.to_hex()), None),
-            ObjectStatus::Inactive { consumed_by } => ("inactive", None, Some(consumed_by.to_hex())),
+        let (holder, consumed_by) = match &record.status {
+            ObjectStatus::Active => (None, None),
+            ObjectStatus::Locked { tx, .. } => (Some(tx.to_hex()), None),
+            ObjectStatus::Inactive { consumed_by } => (None, Some(consumed_by.to_hex())),
         };
+        let status = StatusKind::of(&record.status).as_str();
         let sql = "INSERT OR REPLACE INTO objects
                    (id, height, value, contract, status, lock_holder, created_by, consumed_by, record)
                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
@@ -847,6 +876,48 @@ mod tests {
         assert_eq!(after_one, vec![ObjectId([2; 32]), ObjectId([3; 32])]);
         store.write(vec![changes(&[(4, "four")], true)]).await.unwrap();
         assert_eq!((read(2), read(4)), (None, Some(object("four"))), "a transfer's records replace the old ones");
+        assert_eq!(records.fault(), None);
+    }
+
+    #[tokio::test]
+    async fn candidates_of_a_contract_come_from_its_index_and_include_every_saved_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Durability::Normal).unwrap();
+        let records = store.records();
+        let of = |contract: &str, status| ObjectRecord { contract: contract.into(), status, ..object("v") };
+        let consumed = ObjectStatus::Inactive { consumed_by: TxId([3; 32]) };
+        let objects = vec![
+            (ObjectId([1; 32]), of("bank", ObjectStatus::Active)),
+            (ObjectId([2; 32]), of("dump", ObjectStatus::Active)),
+            (ObjectId([3; 32]), of("bank", consumed.clone())),
+            (ObjectId([4; 32]), of("bank", ObjectStatus::Active)),
+        ];
+        let changes = StateChanges { objects, ..StateChanges::default() };
+        store.write(vec![Write::Records { height: 1, changes }]).await.unwrap();
+        // Object 4 consumed at height 2: its active row of height 1 stays until collected.
+        let changes = StateChanges { objects: vec![(ObjectId([4; 32]), of("bank", consumed))], ..Default::default() };
+        store.write(vec![Write::Records { height: 2, changes }]).await.unwrap();
+        let keys = |columns: &[(&'static str, String)], after: Option<u8>, limit| {
+            let after = after.map(|id| ObjectId([id; 32]));
+            let keys = Source::<ObjectId, ObjectRecord>::keys_where(&*records, columns, after.as_ref(), limit);
+            keys.into_iter().map(|id| id.0[0]).collect::<Vec<u8>>()
+        };
+        let bank = ("contract", "bank".to_string());
+        let active = ("status", "active".to_string());
+        assert_eq!(keys(&[bank.clone()], None, 10), vec![1, 3, 4], "every status of the contract, in id order");
+        assert_eq!(keys(&[bank.clone()], Some(1), 1), vec![3]);
+        assert_eq!(keys(&[bank.clone(), active.clone()], None, 10), vec![1, 4], "4's older row is a candidate");
+        assert_eq!(keys(&[active], None, 10), vec![1, 2, 3, 4], "without a contract: every key");
+        let sqlite = Connection::open(dir.path().join("replica.sqlite")).unwrap();
+        let plan: String = sqlite
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT DISTINCT id FROM objects \
+                 WHERE contract = 'bank' AND status = 'active' AND id > '' ORDER BY id LIMIT 5",
+                [],
+                |row| row.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("objects_by_contract"), "the query reads the index: {plan}");
         assert_eq!(records.fault(), None);
     }
 

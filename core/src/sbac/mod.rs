@@ -10,6 +10,7 @@ pub mod attempts;
 mod collector;
 mod decided;
 mod messages;
+mod query;
 pub mod replica;
 mod shard;
 mod table;
@@ -21,6 +22,7 @@ pub use messages::{
     AbortReason, Attempt, CheckerAnswer, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate,
     VoteBody, VoteKind,
 };
+pub use query::{FieldMatch, ObjectFilter, SCAN_MAX, StatusKind, objects_page};
 pub use replica::{ShardReplica, ShardReplicaConfig};
 pub use shard::{
     ATTEMPTS_AHEAD_MAX, AttemptRecord, Attempts, ObjectRecord, ObjectSource, ObjectStatus, ShardApp, ShardOutput,

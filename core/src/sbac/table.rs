@@ -29,6 +29,14 @@ pub trait Source<K, V>: Send + Sync {
     /// Saved keys after `after`, in order, at most `limit`.
     fn keys_after(&self, after: Option<&K>, limit: usize) -> Vec<K>;
 
+    /// Saved keys after `after`, in order, at most `limit`, among which every one whose
+    /// saved record holds `columns` (name and value): an index narrows the scan, and the
+    /// reader checks each key against the record as it is now. Without an index, every key.
+    fn keys_where(&self, columns: &[(&'static str, String)], after: Option<&K>, limit: usize) -> Vec<K> {
+        let _ = columns;
+        self.keys_after(after, limit)
+    }
+
     /// What went wrong reading, if a read failed: the replica stops before it says
     /// anything that read may have made false.
     fn fault(&self) -> Option<String> {
@@ -264,6 +272,31 @@ where
         keys.into_iter().take(limit).collect()
     }
 
+    /// Keys after `after` in order, at most `limit`, among which every one whose record
+    /// `keep` holds: the records in memory that it holds, and the saved ones the source
+    /// finds by `columns` (`Source::keys_where`). Some may not hold it any more: the
+    /// caller checks each against its record.
+    pub fn keys_where(
+        &self,
+        columns: &[(&'static str, String)],
+        keep: impl Fn(&V) -> bool,
+        after: Option<&K>,
+        limit: usize,
+    ) -> Vec<K> {
+        let kept = |map: &BTreeMap<K, V>| -> Vec<K> {
+            let range = match after {
+                Some(after) => map.range((Bound::Excluded(after.clone()), Bound::Unbounded)),
+                None => map.range::<K, _>(..),
+            };
+            range.filter(|(_, value)| keep(value)).take(limit).map(|(key, _)| key.clone()).collect()
+        };
+        let mut keys: BTreeSet<K> = [&self.held, &self.recent, &self.older].into_iter().flat_map(kept).collect();
+        if let Some(source) = &self.source {
+            keys.extend(source.keys_where(columns, after, limit));
+        }
+        keys.into_iter().take(limit).collect()
+    }
+
     /// The records held: every record of a table without a source.
     pub fn held(&self) -> impl Iterator<Item = (&K, &V)> {
         self.held.iter()
@@ -440,5 +473,44 @@ mod tests {
         assert_eq!(table.keys_after(Some(&2), 1), vec![3], "the limit holds");
         saved.0.lock().unwrap().extend(in_flight);
         assert_eq!(table.keys_after(Some(&3), 10), vec![7], "listed once when the source has it too");
+    }
+
+    /// A source whose index finds saved values that start with the asked `prefix`.
+    struct Indexed(Saved);
+
+    impl Source<u32, String> for Indexed {
+        fn get(&self, key: &u32) -> Option<String> {
+            self.0.get(key)
+        }
+        fn keys_after(&self, after: Option<&u32>, limit: usize) -> Vec<u32> {
+            self.0.keys_after(after, limit)
+        }
+        fn keys_where(&self, columns: &[(&'static str, String)], after: Option<&u32>, limit: usize) -> Vec<u32> {
+            let saved = self.0.0.lock().unwrap();
+            let wanted = |value: &String| columns.iter().all(|(_, prefix)| value.starts_with(prefix.as_str()));
+            let after = |key: &u32| after.is_none_or(|after| key > after);
+            saved.iter().filter(|(key, value)| after(key) && wanted(value)).take(limit).map(|(k, _)| *k).collect()
+        }
+    }
+
+    #[test]
+    fn filtered_keys_are_the_indexed_saved_ones_and_the_held_ones_that_match() {
+        let source = Arc::new(Indexed(Saved::default()));
+        let mut table = Table::with_source(source.clone(), TableHead::default());
+        for key in 1..=6 {
+            table.insert(key, if key % 2 == 0 { "even" } else { "odd" }.to_string());
+        }
+        source.0.0.lock().unwrap().extend(table.take_unsaved());
+        table.forget_saved();
+        *table.get_mut(&2).unwrap() = "odd now".into(); // changed, not saved yet
+        *table.get_mut(&3).unwrap() = "even now".into();
+        let columns = [("value", "odd".to_string())];
+        let odd = |value: &String| value.starts_with("odd");
+        // 3 is still odd in the index: a candidate the caller checks and passes over.
+        assert_eq!(table.keys_where(&columns, odd, None, 10), vec![1, 2, 3, 5]);
+        assert_eq!(table.keys_where(&columns, odd, Some(&2), 2), vec![3, 5], "after and limit hold");
+        let matching: Vec<u32> =
+            table.keys_where(&columns, odd, None, 10).into_iter().filter(|key| odd(&table.get(key).unwrap())).collect();
+        assert_eq!(matching, vec![1, 2, 5]);
     }
 }

@@ -450,6 +450,9 @@ impl ShardReplica {
                     page.objects.push((id, view));
                 }
             }
+            Listing::ObjectsWhere(filter) => {
+                return crate::sbac::objects_page(&app.state().objects, &filter, after.map(ObjectId), limit);
+            }
             Listing::Transactions => {
                 let txs = app.state().transactions.keys_after(after.map(TxId).as_ref(), limit);
                 let mut budget = PAGE_ENVELOPE_BYTES_MAX;

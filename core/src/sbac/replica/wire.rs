@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bft::{Digest, Height, PeerMessage, ReplicaId, Request, Round};
 use crate::ids::{ObjectId, ShardId, TxId};
-use crate::sbac::{Attempt, DecidedEntry, ObjectView, Position, SignedAnswer, SignedVote, TxView, Verdict};
+use crate::sbac::{
+    Attempt, DecidedEntry, ObjectFilter, ObjectView, Position, SignedAnswer, SignedVote, TxView, Verdict,
+};
 
 /// One replica of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -96,10 +98,13 @@ pub enum ClientRequest {
 }
 
 /// What `List` pages through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Listing {
     Objects,
     Transactions,
+    /// The objects a filter lists (`ObjectFilter`): a page ends at its `limit`, at its
+    /// bytes (`cut`), or once it has read `SCAN_MAX` candidates (`scanned_to`).
+    ObjectsWhere(ObjectFilter),
 }
 
 /// The most entries in one page.
@@ -123,6 +128,9 @@ pub struct Page {
     /// Objects: the page ended before `limit` because their values filled
     /// `PAGE_ENVELOPE_BYTES_MAX` (there may be more after its last id).
     pub cut: bool,
+    /// Filtered objects: the page read `SCAN_MAX` candidates and stopped after this id
+    /// (there may be more after it, whether the page lists it or not).
+    pub scanned_to: Option<ObjectId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
