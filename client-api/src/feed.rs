@@ -18,7 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::{Value, json};
 use shardspace_core::ShardId;
-use shardspace_core::sbac::{DecidedEntry, Position, VoteKind};
+use shardspace_core::sbac::{DecidedEntry, DecidedFilter, Position, VoteKind};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, watch};
 
@@ -74,6 +74,16 @@ impl Filter {
         self.contract.as_ref().is_none_or(|contract| *contract == entry.contract)
             && self.shard.is_none_or(|shard| entry.concerned.contains(&ShardId(shard)))
             && self.outcome.as_deref().is_none_or(|outcome| outcome == outcome_of(entry))
+    }
+}
+
+impl Filter {
+    /// The search of the replicas' logs that narrows this filter by their index (a contract
+    /// or an outcome), if it asks for one.
+    fn searched(&self) -> Option<DecidedFilter> {
+        let committed = self.outcome.as_deref().map(|outcome| outcome == "commit");
+        (self.contract.is_some() || committed.is_some())
+            .then(|| DecidedFilter { contract: self.contract.clone(), committed })
     }
 }
 
@@ -249,11 +259,13 @@ pub struct Listed {
 impl Feed {
     /// Decided attempts after `cursor` (from the start of every log when none) that `filter`
     /// keeps, at most `limit`: shard by shard, each in its log's order, each attempt once
-    /// (by its first shard). Reads the replicas (entries f+1 give alike), at most
-    /// `LISTING_SCAN_MAX` entries a call.
+    /// (by its first shard). Reads the replicas (entries f+1 give alike): a search of their
+    /// logs by their index when a contract or an outcome is asked, else the logs in order;
+    /// at most `LISTING_SCAN_MAX` entries a call.
     pub async fn list(&self, cursor: Option<Cursor>, filter: &Filter, limit: usize) -> Result<Listed, ClusterError> {
         let mut cursor = cursor.unwrap_or_else(|| Cursor(vec![0; self.shards()]));
         let (mut entries, mut scanned, mut more) = (Vec::new(), 0, false);
+        let searched = filter.searched();
         for shard in 0..self.shards() {
             loop {
                 if entries.len() >= limit || scanned >= LISTING_SCAN_MAX {
@@ -261,6 +273,25 @@ impl Feed {
                     break;
                 }
                 let from = Position(cursor.0[shard]);
+                if let Some(searched) = &searched {
+                    let shard_id = ShardId(shard as u32);
+                    let found = self.client.search(shard_id, from, searched.clone(), READ_MAX, READ_WAIT).await?;
+                    if found.searched_to <= from {
+                        break; // searched to the end of the log
+                    }
+                    scanned += READ_MAX as usize; // one search reads up to this many
+                    cursor.0[shard] = found.searched_to.0;
+                    for (position, entry) in found.entries {
+                        if entries.len() >= limit {
+                            cursor.0[shard] = position.0;
+                            break;
+                        }
+                        if entry.home() == Some(shard_id) && filter.matches(&entry) {
+                            entries.push(entry_json(shard_id, position.0, &entry));
+                        }
+                    }
+                    continue;
+                }
                 let run = self.client.decided_log(ShardId(shard as u32), from, READ_MAX, READ_WAIT).await?;
                 if run.entries.is_empty() {
                     break;

@@ -294,6 +294,7 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/transactions", post(native::submit).get(native::transactions))
         .route("/v1/transactions/check", post(native::check))
         .route("/v1/transactions/{tx}", get(native::transaction))
+        .route("/v1/objects", get(native::objects))
         .route("/v1/objects/{id}", get(native::object))
         .route("/v1/cluster", get(native::cluster))
         .route("/v1/events", get(native::events))

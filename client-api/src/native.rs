@@ -10,7 +10,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use shardspace_core::sbac::{FieldMatch, ObjectFilter, StatusKind};
 use shardspace_core::{ObjectId, TxId};
+use shardspace_node::client::Listing;
 
 use crate::error::ApiError;
 use crate::feed::{Cursor, Filter, Refusal};
@@ -103,7 +105,7 @@ async fn envelope_of(api: &Api, tx: TxId) -> Option<shardspace_core::Envelope> {
     let last = before.iter().rposition(|byte| *byte != 0)?;
     before[last] -= 1;
     before[last + 1..].fill(0xff);
-    let page = api.client.list(shardspace_node::client::Listing::Transactions, Some(before), 1).await.ok()?;
+    let page = api.client.list(Listing::Transactions, Some(before), 1).await.ok()?;
     let (_, json) = page.envelopes.iter().find(|(listed, _)| *listed == tx)?;
     serde_json::from_str(json).ok()
 }
@@ -184,7 +186,7 @@ fn cursor_of(api: &Api, id: Option<&str>, kind: &str, hint: &str) -> Result<Opti
         .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, kind, message, hint))
 }
 
-/// The most a page of `GET /v1/transactions` lists.
+/// The most a page of `GET /v1/transactions` or `GET /v1/objects` lists.
 const LIST_LIMIT_MAX: usize = 500;
 
 /// `GET /v1/transactions`: decided attempts, filtered, page by page (`feed.rs`, `Feed::list`).
@@ -199,6 +201,58 @@ pub async fn transactions(
     let limit = query.limit.unwrap_or(50).clamp(1, LIST_LIMIT_MAX);
     let listed = api.feed.list(cursor, &filter, limit).await?;
     Ok(Json(json!({"transactions": listed.entries, "next": listed.next.id(), "more": listed.more})))
+}
+
+/// What `GET /v1/objects` may be asked (docs/api.md, "Listing objects").
+#[derive(Debug, Default, Deserialize)]
+pub struct ObjectQuery {
+    contract: Option<String>,
+    status: Option<String>,
+    /// A top-level field of the objects' values (JSON), with `equals`: bank's `owner`.
+    field: Option<String>,
+    equals: Option<String>,
+    /// The `next` of the page before.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+impl ObjectQuery {
+    fn filter(&self) -> Result<ObjectFilter, ApiError> {
+        let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", message, "see docs/api.md");
+        let status = self.status.as_deref().map(str::parse::<StatusKind>).transpose().map_err(bad)?;
+        let field = match (&self.field, &self.equals) {
+            (Some(name), Some(equals)) => Some(FieldMatch { name: name.clone(), equals: equals.clone() }),
+            (None, None) => None,
+            _ => return Err(bad("`field` and `equals` go together: field=owner&equals=KEY".into())),
+        };
+        Ok(ObjectFilter { contract: self.contract.clone(), status, field })
+    }
+}
+
+/// `GET /v1/objects`: the objects of a contract, of a status, or whose value has a field
+/// equal to a value, every shard's merged in id order, a page at a time; each shard's page
+/// is one that f+1 of its replicas give alike. `next` is where the next page starts: a
+/// page may hold fewer than `limit` and still have `more` when a shard stopped its scan.
+pub async fn objects(
+    State(api): State<Shared>,
+    query: Result<Query<ObjectQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let filter = query.filter()?;
+    let after = match query.after.as_deref() {
+        Some(after) => Some(after.parse::<ObjectId>().map_err(|error| {
+            let hint = "give the `next` of the page before, or nothing to start from the first";
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_query", format!("after: {error}"), hint)
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, LIST_LIMIT_MAX);
+    let page = api.client.list(Listing::ObjectsWhere(filter), after.map(|id| id.0), limit as u32).await?;
+    let map = api.client.map();
+    let objects: Vec<Value> = page.objects.iter().map(|(id, view)| object_json(*id, map.shard_of(id), view)).collect();
+    let last = page.objects.last().map(|(id, _)| *id).filter(|_| objects.len() == limit);
+    let next = last.or(page.scanned_to).map(|id| id.to_hex());
+    Ok(Json(json!({"objects": objects, "next": next, "more": next.is_some()})))
 }
 
 /// `GET /v1/events`: server-sent events, one `decided` event per decided attempt of the

@@ -122,10 +122,10 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
 
     use shardspace_core::sbac::replica::{ClientReply, ClientRequest, Frame, Listing, Page, RejectKind, Status};
     use shardspace_core::sbac::{
-        AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, CheckerAnswer, DecidedEntry, FieldMatch,
-        ObjectFilter, ObjectRecord, ObjectStatus, ObjectView, Position, PreparedCertificate, ShardRequest,
-        SignedAnswer, StateHead, StatusKind, TableHead, TxRecord, TxView, Verdict, VerdictCertificate, VoteBody,
-        VoteKind,
+        AbortReason, AnswerBody, Attempt, AttemptRecord, Attempts, CheckerAnswer, DecidedEntry, DecidedFilter,
+        FieldMatch, Found, ObjectFilter, ObjectRecord, ObjectStatus, ObjectView, Position, PreparedCertificate,
+        ShardRequest, SignedAnswer, StateHead, StatusKind, TableHead, TxRecord, TxView, Verdict, VerdictCertificate,
+        VoteBody, VoteKind,
     };
     use shardspace_core::{ObjectId, TxId};
 
@@ -277,6 +277,22 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
             &ClientReply::Checked { tx, valid: Some(false), reason: Some("notes.write: too long".into()) },
         ),
         sample("ClientRequest::Decided", &ClientRequest::Decided { from: Position(7), limit: 100 }),
+        sample(
+            "ClientRequest::Search",
+            &ClientRequest::Search {
+                from: Position(7),
+                filter: DecidedFilter { contract: Some("bank".into()), committed: Some(true) },
+                limit: 100,
+            },
+        ),
+        sample(
+            "ClientReply::DecidedFound",
+            &ClientReply::DecidedFound {
+                from: Position(7),
+                filter: DecidedFilter::default(),
+                found: Found { entries: vec![(Position(9), decided.clone())], searched_to: Position(12) },
+            },
+        ),
         sample(
             "ClientReply::DecidedLog",
             &ClientReply::DecidedLog { from: Position(7), entries: vec![decided.clone()], length: 9 },

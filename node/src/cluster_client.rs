@@ -11,7 +11,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use shardspace_core::bft::{Committee, ReplicaId};
 use shardspace_core::sbac::{
-    AbortReason, AnswerBody, Attempt, DecidedEntry, ObjectView, Position, SignedAnswer, TxView, VoteKind,
+    AbortReason, AnswerBody, Attempt, DecidedEntry, DecidedFilter, Found, ObjectView, Position, SignedAnswer, TxView,
+    VoteKind,
 };
 use shardspace_core::{Envelope, ObjectId, ShardId, ShardMap, TxId};
 use tokio::sync::mpsc;
@@ -384,6 +385,41 @@ impl ClusterClient {
         Ok(DecidedRun { entries, length })
     }
 
+    /// The entries of `shard`'s decided log from `from` on that `filter` finds, each given
+    /// alike by f+1 replicas, and how far the search is complete (`searched_to`): the
+    /// (2f+1)-th furthest that replicas searched, so that 2f+1 of them (f+1 honest) searched
+    /// up to there, and each entry found before it is in f+1 answers. Answers once a quorum
+    /// has answered, or at `wait` with what the answers allow.
+    pub async fn search(
+        &self,
+        shard: ShardId,
+        from: Position,
+        filter: DecidedFilter,
+        limit: u32,
+        wait: Duration,
+    ) -> Result<Found, ClusterError> {
+        let request = ClientRequest::Search { from, filter: filter.clone(), limit };
+        let (_subscriptions, mut hearing) = self.ask_all(&[shard], About::DecidedLog(from), request);
+        let committee = &self.committees[shard.0 as usize];
+        let mut answers: BTreeMap<usize, Found> = BTreeMap::new();
+        let deadline = Instant::now() + wait;
+        while answers.len() < committee.quorum() {
+            let Ok(Some((_, replica, heard))) = tokio::time::timeout_at(deadline, hearing.next()).await else { break };
+            if let ClientReply::DecidedFound { from: about, filter: theirs, found } = heard
+                && about == from
+                && theirs == filter
+            {
+                answers.insert(replica, found); // a replica's last word counts, once
+            }
+        }
+        agreed_search(answers.into_values().collect(), committee.quorum(), committee.validity(), from).ok_or_else(
+            || {
+                let what = format!("a search of the decided log of {shard} from {from}");
+                ClusterError::Timeout { what, shards: vec![shard], waited: wait }
+            },
+        )
+    }
+
     fn validity(&self, shard: ShardId) -> usize {
         self.committees[shard.0 as usize].validity()
     }
@@ -588,6 +624,35 @@ fn agreed_run(answers: Vec<Vec<DecidedEntry>>, validity: usize) -> Vec<DecidedEn
     agreed
 }
 
+/// What `quorum` answers of a search (or more) allow a reader to believe: the entries that
+/// `validity` of them give alike, before the `quorum`-th furthest point searched. None with
+/// fewer than a quorum.
+fn agreed_search(answers: Vec<Found>, quorum: usize, validity: usize, from: Position) -> Option<Found> {
+    if answers.len() < quorum {
+        return None;
+    }
+    let mut reached: Vec<Position> = answers.iter().map(|found| found.searched_to.max(from)).collect();
+    reached.sort_unstable_by(|a, b| b.cmp(a));
+    let searched_to = reached[quorum - 1];
+    // What each answer gives at each position: once per answer, however often it says it.
+    let mut given: BTreeMap<Position, Vec<&DecidedEntry>> = BTreeMap::new();
+    for found in &answers {
+        let mut said = BTreeMap::new();
+        for (position, entry) in found.entries.iter().filter(|(position, _)| *position >= from) {
+            said.entry(*position).or_insert(entry);
+        }
+        said.into_iter().for_each(|(position, entry)| given.entry(position).or_default().push(entry));
+    }
+    let mut entries = Vec::new();
+    for (position, said) in given.range(from..searched_to) {
+        let alike = |entry: &&&DecidedEntry| said.iter().filter(|other| ***other == ***entry).count() >= validity;
+        if let Some(entry) = said.iter().find(alike) {
+            entries.push((*position, (**entry).clone()));
+        }
+    }
+    Some(Found { entries, searched_to })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,5 +687,29 @@ mod tests {
         assert_eq!(agreed_run(vec![lagging.clone(), liar], 2), lagging);
         assert_eq!(agreed_run(vec![honest.clone()], 2), Vec::new(), "one replica alone is not believed");
         assert_eq!(agreed_run(Vec::new(), 2), Vec::new());
+    }
+
+    #[test]
+    fn a_search_believes_what_f_plus_1_find_up_to_where_a_quorum_searched() {
+        let found = |positions: &[u64], searched_to: u64| Found {
+            entries: positions.iter().map(|at| (Position(*at), entry(*at as u8, true))).collect(),
+            searched_to: Position(searched_to),
+        };
+        let honest = found(&[2, 5, 9], 12);
+        let lagging = found(&[2, 5], 7);
+        // A liar leaves out 5, makes up 3, and says it searched to the end.
+        let liar = found(&[2, 3, 9], 1_000);
+        let agreed = agreed_search(vec![honest.clone(), lagging.clone(), liar.clone()], 3, 2, Position(0)).unwrap();
+        assert_eq!(agreed, found(&[2, 5], 7), "the lagging one bounds it; 3 is the liar's alone");
+        let two_honest = vec![honest.clone(), honest.clone(), liar.clone(), lagging];
+        assert_eq!(agreed_search(two_honest, 3, 2, Position(0)).unwrap(), found(&[2, 5, 9], 12));
+        // Only f+1 liars (more than the shard tolerates) hide 5.
+        let lying = found(&[2, 9], 1_000);
+        assert_eq!(agreed_search(vec![honest.clone(), liar, lying], 3, 2, Position(0)).unwrap(), found(&[2, 9], 12));
+        assert_eq!(agreed_search(vec![honest.clone(), honest.clone()], 3, 2, Position(0)), None, "fewer than a quorum");
+        // Saying one made-up entry twice counts once.
+        let twice = found(&[3, 3], 1_000);
+        let agreed = agreed_search(vec![honest.clone(), twice, honest.clone()], 3, 2, Position(0)).unwrap();
+        assert_eq!(agreed, found(&[2, 5, 9], 12));
     }
 }

@@ -54,7 +54,8 @@ pub enum About {
     Object(ObjectId),
     /// A dry run's verdicts (`ClientReply::Checked`).
     Checked(TxId),
-    /// Entries of the decided log from a position on (`ClientReply::DecidedLog`).
+    /// Entries of the decided log from a position on (`ClientReply::DecidedLog`), or found
+    /// there (`ClientReply::DecidedFound`).
     DecidedLog(Position),
 }
 
@@ -303,7 +304,7 @@ fn route(shard: ShardId, replica: usize, reply: ClientReply, routes: &Mutex<Rout
             AnswerBody::Object { id, .. } => About::Object(*id),
         },
         ClientReply::Checked { tx, .. } => About::Checked(*tx),
-        ClientReply::DecidedLog { from, .. } => About::DecidedLog(*from),
+        ClientReply::DecidedLog { from, .. } | ClientReply::DecidedFound { from, .. } => About::DecidedLog(*from),
         // A refusal of an envelope the replica could not read names no transaction: given to
         // every question on this link, one replica's refusal could be counted against others.
         _ => return,

@@ -145,6 +145,7 @@ impl Store {
                      position INTEGER PRIMARY KEY, height INTEGER NOT NULL, tx TEXT NOT NULL,
                      attempt INTEGER NOT NULL, contract TEXT NOT NULL, decision TEXT NOT NULL, record BLOB NOT NULL);
                  CREATE INDEX IF NOT EXISTS objects_by_contract ON objects (contract, status, id);
+                 CREATE INDEX IF NOT EXISTS decided_by_contract ON decided (contract, decision, position);
                  CREATE VIEW IF NOT EXISTS objects_now AS SELECT * FROM objects AS o
                      WHERE height = (SELECT max(height) FROM objects WHERE id = o.id);
                  CREATE VIEW IF NOT EXISTS transactions_now AS SELECT * FROM transactions AS t
@@ -414,6 +415,53 @@ impl Source<Position, DecidedEntry> for Records {
             let rows = statement.query_map(params![first, limit], |row| row.get::<_, i64>(0))?;
             rows.collect::<Result<Vec<i64>, _>>()
         });
+        drop(connection);
+        self.positions(positions)
+    }
+
+    /// By the `decided_by_contract` index when a contract is asked, one range of it per
+    /// decision asked; without a contract, every position (the reader checks each entry).
+    fn keys_where(&self, columns: &[(&'static str, String)], after: Option<&Position>, limit: usize) -> Vec<Position> {
+        let column = |name: &str| columns.iter().find(|(column, _)| *column == name).map(|(_, value)| value.as_str());
+        let Some(contract) = column("contract") else { return Source::keys_after(self, after, limit) };
+        let decisions = column("decision").map_or_else(|| vec!["commit", "abort"], |decision| vec![decision]);
+        let Ok(connection) = self.connection.lock() else {
+            self.failed("the connection was poisoned".into());
+            return Vec::new();
+        };
+        let first = after.map_or(0, |after| i64::try_from(after.0).unwrap_or(i64::MAX).saturating_add(1));
+        let sql = "SELECT position FROM decided WHERE contract = ?1 AND decision = ?2 AND position >= ?3
+                   ORDER BY position LIMIT ?4";
+        let mut positions = Vec::new();
+        for decision in decisions {
+            let found = connection.prepare_cached(sql).and_then(|mut statement| {
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let rows =
+                    statement.query_map(params![contract, decision, first, limit], |row| row.get::<_, i64>(0))?;
+                rows.collect::<Result<Vec<i64>, _>>()
+            });
+            match found {
+                Ok(found) => positions.extend(found),
+                Err(error) => {
+                    self.failed(error.to_string());
+                    return Vec::new();
+                }
+            }
+        }
+        drop(connection);
+        positions.sort_unstable();
+        positions.truncate(limit);
+        self.positions(Ok(positions))
+    }
+
+    fn fault(&self) -> Option<String> {
+        Records::fault(self)
+    }
+}
+
+impl Records {
+    /// Positions read from the `decided` table, or none if the read failed.
+    fn positions(&self, positions: rusqlite::Result<Vec<i64>>) -> Vec<Position> {
         match positions {
             Ok(positions) => positions.into_iter().map(|p| Position(u64::try_from(p).unwrap_or_default())).collect(),
             Err(error) => {
@@ -421,10 +469,6 @@ impl Source<Position, DecidedEntry> for Records {
                 Vec::new()
             }
         }
-    }
-
-    fn fault(&self) -> Option<String> {
-        Records::fault(self)
     }
 }
 

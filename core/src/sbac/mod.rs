@@ -17,7 +17,7 @@ mod table;
 
 pub use answers::{AnswerBody, ObjectView, SignedAnswer, TxView};
 pub use collector::{VerdictCollector, VoteCollector};
-pub use decided::{DecidedEntry, DecidedSource, Position};
+pub use decided::{DecidedEntry, DecidedFilter, DecidedSource, Found, Position, search};
 pub use messages::{
     AbortReason, Attempt, CheckerAnswer, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate,
     VoteBody, VoteKind,

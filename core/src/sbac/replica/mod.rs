@@ -402,6 +402,12 @@ impl ShardReplica {
             ClientRequest::List { what, after, limit } => ClientReply::Page(self.page(what, after, limit)),
             ClientRequest::Check { envelope } => return self.dry_check(client, &envelope),
             ClientRequest::Decided { from, limit } => self.decided_log(from, limit),
+            ClientRequest::Search { from, filter, limit } => {
+                let limit = limit.min(DECIDED_PAGE_MAX) as usize;
+                let found =
+                    crate::sbac::search(&self.app().state().decided, &filter, from, limit, PAGE_ENVELOPE_BYTES_MAX);
+                ClientReply::DecidedFound { from, filter, found }
+            }
         };
         // A read that failed answered "none": such an answer is never said, signed or not.
         if self.stop_if_unreadable() {

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::bft::{Digest, Height, PeerMessage, ReplicaId, Request, Round};
 use crate::ids::{ObjectId, ShardId, TxId};
 use crate::sbac::{
-    Attempt, DecidedEntry, ObjectFilter, ObjectView, Position, SignedAnswer, SignedVote, TxView, Verdict,
+    Attempt, DecidedEntry, DecidedFilter, Found, ObjectFilter, ObjectView, Position, SignedAnswer, SignedVote, TxView,
+    Verdict,
 };
 
 /// One replica of the cluster.
@@ -95,6 +96,14 @@ pub enum ClientRequest {
         from: Position,
         limit: u32,
     },
+    /// The entries of this replica's decided log from `from` on that `filter` finds (at
+    /// most `limit`, `DECIDED_PAGE_MAX` and `PAGE_ENVELOPE_BYTES_MAX`, reading at most
+    /// `SCAN_MAX`), answered `DecidedFound`; unsigned, as `Decided`.
+    Search {
+        from: Position,
+        filter: DecidedFilter,
+        limit: u32,
+    },
 }
 
 /// What `List` pages through.
@@ -175,6 +184,13 @@ pub enum ClientReply {
         from: Position,
         entries: Vec<DecidedEntry>,
         length: u64,
+    },
+    /// A search of the decided log from `from` (`Search`), with its filter, that readers
+    /// asking from the same position tell apart.
+    DecidedFound {
+        from: Position,
+        filter: DecidedFilter,
+        found: Found,
     },
 }
 
