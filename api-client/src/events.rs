@@ -35,13 +35,23 @@ pub struct EventFilter {
 
 impl EventFilter {
     /// Its query parameters (`contract=bank`, ...).
-    pub(crate) fn query(&self) -> Vec<String> {
+    pub(crate) fn query(&self) -> Vec<(&'static str, String)> {
         let mut query = Vec::new();
-        query.extend(self.contract.as_ref().map(|contract| format!("contract={contract}")));
-        query.extend(self.shard.map(|shard| format!("shard={shard}")));
-        query.extend(self.outcome.as_ref().map(|outcome| format!("outcome={outcome}")));
+        query.extend(self.contract.clone().map(|contract| ("contract", contract)));
+        query.extend(self.shard.map(|shard| ("shard", shard.to_string())));
+        query.extend(self.outcome.clone().map(|outcome| ("outcome", outcome)));
         query
     }
+}
+
+/// `?name=value&...`, each percent-encoded (nothing when there are none).
+pub(crate) fn query_string(pairs: &[(&'static str, String)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut url = reqwest::Url::parse("http://query.invalid/").expect("a fixed URL parses");
+    url.query_pairs_mut().extend_pairs(pairs);
+    format!("?{}", url.query().unwrap_or_default())
 }
 
 /// A stream of events that opens the feed again after it drops (`next`).
@@ -69,9 +79,7 @@ impl Events {
     }
 
     fn url(&self) -> String {
-        let query = self.filter.query();
-        let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
-        format!("{}/v1/events{query}", self.client.base())
+        format!("{}/v1/events{}", self.client.base(), query_string(&self.filter.query()))
     }
 
     async fn open(&mut self) -> Result<reqwest::Response, Error> {

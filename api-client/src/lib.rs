@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use events::query_string;
 pub use events::{Event, EventFilter, Events};
 
 /// Where a local cluster's API listens.
@@ -65,6 +66,29 @@ pub struct Outcome {
 impl Outcome {
     pub fn is_decided(&self) -> bool {
         self.outcome == "commit" || self.outcome == "abort"
+    }
+}
+
+/// Which objects `Client::objects` lists: all of those given must hold.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectFilter {
+    pub contract: Option<String>,
+    /// `active`, `locked` or `inactive`.
+    pub status: Option<String>,
+    /// A top-level field of the values (JSON) and the value it must have: bank's
+    /// accounts of one owner are `("owner", key)`.
+    pub field: Option<(String, String)>,
+}
+
+impl ObjectFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        query.extend(self.contract.clone().map(|contract| ("contract", contract)));
+        query.extend(self.status.clone().map(|status| ("status", status)));
+        if let Some((name, equals)) = &self.field {
+            query.extend([("field", name.clone()), ("equals", equals.clone())]);
+        }
+        query
     }
 }
 
@@ -169,10 +193,24 @@ impl Client {
         limit: Option<u32>,
     ) -> Result<Value, Error> {
         let mut query = filter.query();
-        query.extend(after.map(|after| format!("after={after}")));
-        query.extend(limit.map(|limit| format!("limit={limit}")));
-        let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
-        self.get(&format!("/v1/transactions{query}")).await
+        query.extend(after.map(|after| ("after", after.to_string())));
+        query.extend(limit.map(|limit| ("limit", limit.to_string())));
+        self.get(&format!("/v1/transactions{}", query_string(&query))).await
+    }
+
+    /// A page of the objects that `filter` lists, after `after` (the `next` of the page
+    /// before), at most `limit`: `{objects, next, more}`. A page may hold fewer than
+    /// `limit` and still have `more`.
+    pub async fn objects(
+        &self,
+        filter: &ObjectFilter,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Value, Error> {
+        let mut query = filter.query();
+        query.extend(after.map(|after| ("after", after.to_string())));
+        query.extend(limit.map(|limit| ("limit", limit.to_string())));
+        self.get(&format!("/v1/objects{}", query_string(&query))).await
     }
 
     pub async fn stats(&self) -> Result<Value, Error> {

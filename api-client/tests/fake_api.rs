@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
-use shardspace_api_client::{Client, EventFilter};
+use shardspace_api_client::{Client, EventFilter, ObjectFilter};
 
 #[derive(Clone, Default)]
 struct Fake {
@@ -67,10 +67,17 @@ async fn transaction(State(fake): State<Fake>) -> impl IntoResponse {
     (StatusCode::OK, body.to_string())
 }
 
+/// The query an object listing was asked with, parsed, as the page's `next`.
+async fn objects(axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>) -> impl IntoResponse {
+    let next = serde_json::to_string(&query).unwrap();
+    axum::Json(json!({"objects": [], "next": next, "more": true}))
+}
+
 async fn serve() -> (String, Fake) {
     let fake = Fake::default();
     let router = axum::Router::new()
         .route("/v1/events", get(events))
+        .route("/v1/objects", get(objects))
         .route("/v1/transactions/{tx}", get(transaction))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -105,4 +112,23 @@ async fn wait_for_waits_through_not_found_and_pending() {
     let outcome = client.wait_for("dd", Duration::from_secs(20), Duration::from_millis(10)).await.unwrap();
     assert_eq!((outcome.outcome.as_str(), outcome.outputs.as_slice()), ("commit", ["ee".to_string()].as_slice()));
     assert_eq!(*fake.reads.lock().unwrap(), 3);
+}
+
+#[tokio::test]
+async fn an_object_query_goes_out_percent_encoded() {
+    let (url, _) = serve().await;
+    let client = Client::new(&url).unwrap();
+    let field = Some(("owner".to_string(), "a&b=c é".to_string()));
+    let filter = ObjectFilter { contract: Some("bank".into()), status: Some("active".into()), field };
+    let page = client.objects(&filter, Some("ff"), Some(7)).await.unwrap();
+    let asked: Vec<(String, String)> = serde_json::from_str(page["next"].as_str().unwrap()).unwrap();
+    let pairs = [
+        ("contract", "bank"),
+        ("status", "active"),
+        ("field", "owner"),
+        ("equals", "a&b=c é"),
+        ("after", "ff"),
+        ("limit", "7"),
+    ];
+    assert_eq!(asked, pairs.map(|(name, value)| (name.to_string(), value.to_string())));
 }

@@ -1,10 +1,10 @@
-//! `shardspace events`, `transactions` and `history`, on the API client crate
+//! `shardspace events`, `transactions`, `objects` and `history`, on the API client crate
 //! (`shardspace-api-client`): readable by default, one JSON document a line with `--json`.
 
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
-use shardspace_api_client::{Client, Error, EventFilter};
+use shardspace_api_client::{Client, Error, EventFilter, ObjectFilter};
 
 #[derive(Debug, clap::Args)]
 pub struct Target {
@@ -54,6 +54,29 @@ pub struct EventsFlags {
 pub struct TransactionsFlags {
     #[command(flatten)]
     filter: FilterFlags,
+    /// Go on from the `next` a page before printed.
+    #[arg(long)]
+    after: Option<String>,
+    /// At most this many (the API lists at most 500 a page).
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ObjectsFlags {
+    /// Only objects of this contract.
+    #[arg(long)]
+    contract: Option<String>,
+    /// Only `active`, `locked` or `inactive` objects.
+    #[arg(long, value_parser = ["active", "locked", "inactive"])]
+    status: Option<String>,
+    /// Only objects whose value (JSON) has this top-level field equal to `--equals`.
+    #[arg(long, requires = "equals")]
+    field: Option<String>,
+    #[arg(long, requires = "field")]
+    equals: Option<String>,
     /// Go on from the `next` a page before printed.
     #[arg(long)]
     after: Option<String>,
@@ -142,10 +165,42 @@ pub fn transactions(flags: &TransactionsFlags) -> ExitCode {
             let call = format!("{}.{}", text("contract"), text("method"));
             println!("{} {call:<24} attempt {} {}", text("txId"), entry["attempt"], text("outcome"));
         }
-        let more = if page["more"] == true { " (more: --after it)" } else { "" };
-        println!("next {}{more}", page["next"].as_str().unwrap_or("-"));
+        print_next(&page);
         ExitCode::SUCCESS
     })
+}
+
+/// Prints a page of objects, then where the next page starts.
+pub fn objects(flags: &ObjectsFlags) -> ExitCode {
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    runtime.block_on(async {
+        let client = match Client::new(&flags.target.api) {
+            Ok(client) => client,
+            Err(error) => return failed(&error),
+        };
+        let field = flags.field.clone().zip(flags.equals.clone());
+        let filter = ObjectFilter { contract: flags.contract.clone(), status: flags.status.clone(), field };
+        let page = match client.objects(&filter, flags.after.as_deref(), Some(flags.limit)).await {
+            Ok(page) => page,
+            Err(error) => return failed(&error),
+        };
+        if flags.target.json {
+            println!("{}", serde_json::to_string_pretty(&page).unwrap_or_default());
+            return ExitCode::SUCCESS;
+        }
+        for object in page["objects"].as_array().into_iter().flatten() {
+            let text = |key: &str| object[key].as_str().unwrap_or("-").to_string();
+            println!("{} {:<8} {:<10} {}", text("id"), text("status"), text("contract"), text("value"));
+        }
+        print_next(&page);
+        ExitCode::SUCCESS
+    })
+}
+
+/// The last line of a page: where the next one starts, and whether there is one.
+fn print_next(page: &Value) {
+    let more = if page["more"] == true { " (more: --after it)" } else { "" };
+    println!("next {}{more}", page["next"].as_str().unwrap_or("-"));
 }
 
 /// Prints an object, the transactions that created and consumed it, and the objects

@@ -53,6 +53,9 @@ enum Command {
     /// Print an object, the transactions that created and consumed it, and the objects
     /// before and after it.
     History(ledger::HistoryFlags),
+    /// List objects: of a contract, a status, or whose value has a field equal to a value
+    /// (bank accounts of one owner: --contract bank --field owner --equals KEY).
+    Objects(ledger::ObjectsFlags),
     /// Benchmark local clusters through the API; writes bench/results/<UTC time>.{json,md,png}.
     Bench(shardspace_testkit::bench::BenchFlags),
     /// Cluster files.
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Command::Events(flags) => return ledger::events(&flags),
         Command::History(flags) => return ledger::history(&flags),
         Command::Transactions(flags) => return ledger::transactions(&flags),
+        Command::Objects(flags) => return ledger::objects(&flags),
         Command::Node(flags) => node::run_node(&flags),
         Command::Checker(flags) => checker::run(&flags),
         Command::Api(flags) => api::run(&flags),

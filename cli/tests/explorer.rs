@@ -123,6 +123,14 @@ async fn the_explorer_shows_a_transaction_live_finds_it_and_shows_its_input_cons
     ] {
         assert!(printed.contains(expected), "history did not print {expected:?}:\n{printed}");
     }
+    let printed = cli(&api, &["objects", "--contract", "dump", "--status", "active"]);
+    assert!(printed.contains(&after) && !printed.contains(&object.id.to_hex()), "{printed}");
+    let json = cli(&api, &["objects", "--contract", "dump", "--field", "x", "--equals", "1", "--json"]);
+    let page: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((&page["objects"], &page["more"]), (&json!([]), &json!(false)), "no value has the field: {page}");
+    let json = cli(&api, &["objects", "--contract", "dump", "--status", "inactive", "--json"]);
+    let page: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(page["objects"][0]["consumedBy"].as_str(), Some(consumed_tx.as_str()), "{page}");
 }
 
 /// Runs the `shardspace` CLI against the API at `api`; its stdout (it must succeed).
