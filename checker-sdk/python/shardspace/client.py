@@ -139,6 +139,29 @@ class Client:
         query = {key: value for key, value in query.items() if value is not None}
         return self._request("GET", "/v1/transactions" + ("?" + urlencode(query) if query else ""))
 
+    def objects(self, contract=None, status=None, field=None, equals=None, after=None, limit=None) -> dict:
+        """A page of objects, filtered: {objects, next, more}; give `next` as `after` for the next.
+
+        `status` is active, locked or inactive; `field` and `equals` keep the objects whose value (JSON) has that
+        top-level field equal to it (bank's accounts of one owner: field="owner", equals=KEY). A page may hold
+        fewer than `limit` and still have `more`.
+        """
+        if (field is None) != (equals is None):
+            raise ValueError("field and equals go together: field='owner', equals=KEY")
+        query = {"contract": contract, "status": status, "field": field, "equals": equals, "after": after}
+        query = {key: value for key, value in {**query, "limit": limit}.items() if value is not None}
+        return self._request("GET", "/v1/objects" + ("?" + urlencode(query) if query else ""))
+
+    def all_objects(self, contract=None, status=None, field=None, equals=None, page=100):
+        """Every object the filter keeps, in id order, asking a page of `page` at a time (see `objects`)."""
+        after = None
+        while True:
+            listed = self.objects(contract, status, field, equals, after=after, limit=page)
+            yield from listed["objects"]
+            if not listed.get("more"):
+                return
+            after = listed["next"]
+
     def stats(self) -> dict:
         """Decided attempts a second over the last minutes, and this API's latency (`/v1/stats`)."""
         return self._request("GET", "/v1/stats")

@@ -293,3 +293,23 @@ def test_transactions_asks_for_a_filtered_page(fake_api):
     with Client(fake_api.url) as client:
         assert client.transactions(contract="bank", outcome="commit", after="2.1", limit=10)["next"] == "3.1"
     assert fake_api.received[0][1] == "/v1/transactions?contract=bank&outcome=commit&after=2.1&limit=10"
+
+
+def test_all_objects_follows_next_until_no_more(fake_api):
+    fake_api.answers += [
+        (200, {"objects": [{"id": "a"}], "next": "a", "more": True}, False),
+        (200, {"objects": [], "next": "c", "more": True}, False),
+        (200, {"objects": [{"id": "d"}], "next": None, "more": False}, False),
+    ]
+    with Client(fake_api.url) as client:
+        listed = [found["id"] for found in client.all_objects("bank", "active", "owner", "k y", page=1)]
+    assert listed == ["a", "d"]
+    query = "/v1/objects?contract=bank&status=active&field=owner&equals=k+y"
+    paths = [path for _, path, _, _ in fake_api.received]
+    assert paths == [f"{query}&limit=1", f"{query}&after=a&limit=1", f"{query}&after=c&limit=1"]
+
+
+def test_a_field_without_its_value_is_refused_before_asking(fake_api):
+    with Client(fake_api.url) as client, pytest.raises(ValueError, match="go together"):
+        client.objects(field="owner")
+    assert fake_api.received == []
