@@ -349,6 +349,16 @@ async fn bad_input(api: &Api, a: &Object, b: &Object, key: &SigningKey) {
     assert_eq!(api.object_with_status(&c.id.to_hex(), "active").await["value"], json!(c.value));
     let (code, cluster) = api.get("/v1/cluster").await;
     assert_eq!((code, &cluster["healthy"]), (200, &json!(true)), "{cluster}");
+    // Who leads each shard: the replica that f+1 of its replicas in the latest round name.
+    wait_until("each shard's leader is named", DEADLINE, || async {
+        let (_, cluster) = api.get("/v1/cluster").await;
+        cluster["shards"].as_array().unwrap().iter().all(|shard| {
+            let Some(leader) = shard["leader"].as_u64() else { return false };
+            let named = shard["replicas"].as_array().unwrap().iter().filter(|replica| replica["leader"] == leader);
+            leader < REPLICAS as u64 && named.count() >= 2
+        })
+    })
+    .await;
 }
 
 async fn chainspace(api: &Api) {

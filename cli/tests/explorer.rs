@@ -59,6 +59,12 @@ async fn the_explorer_shows_a_transaction_live_finds_it_and_shows_its_input_cons
     let browser = Browser::start(1280, 900).await.unwrap();
     browser.goto(&format!("{api}/explorer")).await.unwrap();
     shows(&browser, "#health", "healthy").await;
+    let leaders =
+        "return [...document.querySelectorAll('#cluster td.leader')].filter(td => td.textContent === 'leads').length;";
+    wait_until("the health table shows each shard's leader", DEADLINE, || async {
+        browser.execute(leaders, vec![]).await.ok() == Some(json!(2))
+    })
+    .await;
     wait_until("the live feed is open", DEADLINE, || async {
         browser.execute("return document.body.dataset.feed;", vec![]).await.ok() == Some(json!("open"))
     })

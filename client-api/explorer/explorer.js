@@ -72,7 +72,7 @@ async function refreshCluster() {
 function clusterSection() {
   const shards = (cluster && cluster.shards) || [];
   const table = el("table", {},
-    el("tr", {}, ["shard", "replica", "address", "state", "height", "round", "pending"].map((h) => el("th", {}, h))),
+    el("tr", {}, ["shard", "replica", "address", "state", "height", "round", "pending", "leads"].map((h) => el("th", {}, h))),
     shards.flatMap((shard) => shard.replicas.map((replica) => el("tr", {},
       el("td", {}, `${shard.id}${replica.id === 0 ? (shard.healthy ? " (healthy)" : " (no quorum)") : ""}`),
       el("td", {}, replica.id),
@@ -81,6 +81,7 @@ function clusterSection() {
       el("td", {}, replica.height ?? "-"),
       el("td", {}, replica.round ?? "-"),
       el("td", {}, replica.pending ?? "-"),
+      el("td", { class: "leader" }, replica.id === shard.leader ? "leads" : ""),
     ))));
   const contracts = ((cluster && cluster.contracts) || []).join(", ");
   return el("section", { id: "cluster" }, el("h2", {}, "Cluster"), table, el("p", { class: "muted" }, `contracts: ${contracts}`));

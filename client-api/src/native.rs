@@ -141,16 +141,38 @@ pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
                 Some(status) => json!({
                     "id": replica, "address": address, "up": true, "height": status.height.0,
                     "round": status.round.0, "executed": status.executed, "pending": status.pending,
+                    "leader": status.leader.map(|leader| leader.0),
                 }),
                 None => json!({"id": replica, "address": address, "up": false}),
             })
             .collect();
-        shards.push(json!({"id": index, "healthy": up >= quorum, "up": up, "quorum": quorum, "replicas": replicas}));
+        let validity = api.client.committees()[index].validity();
+        let leader = leader_named(answers.iter().filter_map(|(_, status)| status.as_ref()), validity);
+        shards.push(json!({
+            "id": index, "healthy": up >= quorum, "up": up, "quorum": quorum, "leader": leader, "replicas": replicas,
+        }));
     }
     let known = api.known();
     Json(
         json!({"cluster": api.cluster, "healthy": healthy, "shards": shards, "checkers": known.checkers, "contracts": known.contracts}),
     )
+}
+
+/// The leader of a shard's latest round, once f+1 of its replicas (`validity`) in that round
+/// name it alike: one of them honest.
+fn leader_named<'a>(
+    statuses: impl Iterator<Item = &'a shardspace_node::client::Status>,
+    validity: usize,
+) -> Option<u32> {
+    let statuses: Vec<_> = statuses.collect();
+    let round = statuses.iter().map(|status| status.round).max()?;
+    let named: Vec<u32> = statuses
+        .iter()
+        .filter(|status| status.round == round)
+        .filter_map(|status| status.leader)
+        .map(|id| id.0)
+        .collect();
+    named.iter().copied().find(|leader| named.iter().filter(|other| *other == leader).count() >= validity)
 }
 
 /// What `GET /v1/transactions` and `GET /v1/events` may be asked.

@@ -185,6 +185,7 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
         executed: 7,
         state: Digest([6; 32]),
         pending: 5,
+        leader: Some(ReplicaId(1)),
     };
     let record = ObjectRecord {
         value: "{\"amount\":10}".into(),

@@ -434,6 +434,7 @@ impl ShardReplica {
             executed: state.executed,
             state: state.log_digest,
             pending: self.replica.mempool_len() as u64,
+            leader: self.replica.current_leader(),
         }
     }
 

@@ -266,6 +266,9 @@ pub struct Status {
     pub state: Digest,
     /// Requests waiting in this replica's mempool.
     pub pending: u64,
+    /// Who this replica expects to lead its current round (none while it fetches a block
+    /// of the chain its highest certificate extends).
+    pub leader: Option<ReplicaId>,
 }
 
 /// What the checkers said about one envelope.
