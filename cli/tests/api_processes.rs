@@ -888,4 +888,25 @@ async fn two_apis_stream_every_decision_and_a_restarted_one_resumes_from_the_las
     let code = refused.status().as_u16();
     let body: Value = refused.json().await.unwrap();
     assert_eq!((code, body["error"]["kind"].as_str()), (400, Some("bad_event_id")), "{body}");
+
+    // At most 64 streams at once (`SUBSCRIBERS_MAX`, the test's own among them): one more
+    // is refused with why, and served once one leaves.
+    let stream = || first.http.get(format!("{}/v1/events", first.url)).send();
+    let mut open = Vec::new();
+    let refused = loop {
+        let response = stream().await.unwrap();
+        if response.status() != 200 {
+            break response;
+        }
+        open.push(response);
+        assert!(open.len() <= 64, "more than 64 streams open at once");
+    };
+    let code = refused.status().as_u16();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!((code, body["error"]["kind"].as_str()), (503, Some("too_many_pending")), "{body}");
+    open.pop();
+    wait_until("a stream is served once another leaves", DEADLINE, || async {
+        stream().await.is_ok_and(|response| response.status() == 200)
+    })
+    .await;
 }

@@ -77,9 +77,16 @@ impl ClientQueues {
     /// queued before are written, and its next connection starts afresh.
     pub fn reply(&mut self, client: ClientId, reply: ClientReply) {
         let Some(queue) = self.queues.get(&client) else { return };
-        if queue.try_send(reply).is_err() {
-            tracing::warn!(client = client.0, "{CLIENT_QUEUE_MAX} replies to a client are not read: disconnected");
-            self.queues.remove(&client);
+        match queue.try_send(reply) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(client = client.0, "{CLIENT_QUEUE_MAX} replies to a client are not read: disconnected");
+                self.queues.remove(&client);
+            }
+            // It closed before its answer came (a reader that had f+1 answers from others).
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queues.remove(&client);
+            }
         }
     }
 

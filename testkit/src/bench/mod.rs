@@ -8,6 +8,7 @@
 mod accounting;
 mod faults;
 mod load;
+mod queries;
 mod report;
 mod soak;
 mod workload;
@@ -300,6 +301,7 @@ pub fn run(bin: &std::path::Path, flags: &BenchFlags) -> anyhow::Result<()> {
         all_runs: Vec::new(),
         figures: Vec::new(),
         fits: Vec::new(),
+        queries: Vec::new(),
     };
     let mut plan = plan(flags.quick);
     if let Some(only) = &flags.only {
@@ -340,6 +342,7 @@ struct Bench {
     all_runs: Vec<Run>,
     figures: Vec<Figure>,
     fits: Vec<CpuFit>,
+    queries: Vec<queries::QueryCost>,
 }
 
 /// The highest p99 a run may have to count as the peak.
@@ -435,6 +438,9 @@ impl Bench {
                 group.shards, fit.runs, fit.fixed_cores, fit.per_tx_ms, fit.r_squared
             );
             self.fits.push(fit);
+        }
+        if item.workload.is_bank() {
+            self.queries.extend(queries::measure(target, name, group.shards).await);
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::faults::Faults;
+use super::queries::QueryCost;
 use super::{Bench, BenchFlags, CpuFit, Figure, Run, accounting};
 
 #[derive(Debug, Serialize)]
@@ -23,6 +24,8 @@ pub struct Report<'a> {
     results: &'a [Figure],
     /// CPU = fixed + per transaction × rate, fitted over each workload's open-loop runs.
     cpu_fits: &'a [CpuFit],
+    /// The API's queries, timed on the ledger each bank workload left.
+    queries: &'a [QueryCost],
     runs: &'a [Run],
     /// The fault runs of the full plan (`--faults` alone writes them apart).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +57,7 @@ impl<'a> Report<'a> {
             baseline: bench.figures.first(),
             results: &bench.figures,
             cpu_fits: &bench.fits,
+            queries: &bench.queries,
             runs: &bench.all_runs,
             faults,
         }
@@ -132,6 +136,21 @@ impl<'a> Report<'a> {
                     text,
                     "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
                     fit.workload, fit.checkers, fit.shards, fit.runs, fit.fixed_cores, fit.per_tx_ms, fit.r_squared
+                );
+            }
+        }
+        if !self.queries.is_empty() {
+            let _ = writeln!(
+                text,
+                "\nThe API's queries on the ledger each bank workload left (each asked 15 times in turn; \
+                 an owner's accounts follow `next` to the last page):\n\n\
+                 | workload | shards | query | pages | listed | p50 ms | p90 ms |\n|---|---|---|---|---|---|---|"
+            );
+            for cost in self.queries {
+                let _ = writeln!(
+                    text,
+                    "| {} | {} | {} | {} | {} | {:.1} | {:.1} |",
+                    cost.workload, cost.shards, cost.query, cost.pages, cost.listed, cost.p50_ms, cost.p90_ms
                 );
             }
         }
