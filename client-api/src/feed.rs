@@ -18,7 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::{Value, json};
 use shardspace_core::ShardId;
-use shardspace_core::sbac::{DecidedEntry, DecidedFilter, Position, VoteKind};
+use shardspace_core::sbac::{DecidedEntry, DecidedFilter, Position, SCAN_MAX, VoteKind};
 use shardspace_node::cluster_client::{ClusterClient, ClusterError};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, watch};
 
@@ -244,7 +244,7 @@ impl Feed {
 }
 
 /// The most log entries one listing reads, across shards, before it answers with what it
-/// found and where to go on from.
+/// found and where to go on from (a search counts as the `SCAN_MAX` it may read).
 pub const LISTING_SCAN_MAX: usize = 5_000;
 
 /// A page of decided attempts: what a listing found, and where the next page starts.
@@ -275,11 +275,14 @@ impl Feed {
                 let from = Position(cursor.0[shard]);
                 if let Some(searched) = &searched {
                     let shard_id = ShardId(shard as u32);
-                    let found = self.client.search(shard_id, from, searched.clone(), READ_MAX, READ_WAIT).await?;
+                    let wanted = u32::try_from(limit - entries.len()).unwrap_or(READ_MAX).min(READ_MAX);
+                    let found = self.client.search(shard_id, from, searched.clone(), wanted, READ_WAIT).await?;
                     if found.searched_to <= from {
-                        break; // searched to the end of the log
+                        // The end of the log, or replicas not there yet (f+1 say it is longer).
+                        more |= found.length > from.0;
+                        break;
                     }
-                    scanned += READ_MAX as usize; // one search reads up to this many
+                    scanned += SCAN_MAX; // one search reads up to this many
                     cursor.0[shard] = found.searched_to.0;
                     for (position, entry) in found.entries {
                         if entries.len() >= limit {
@@ -294,6 +297,7 @@ impl Feed {
                 }
                 let run = self.client.decided_log(ShardId(shard as u32), from, READ_MAX, READ_WAIT).await?;
                 if run.entries.is_empty() {
+                    more |= run.length > from.0; // f+1 say there is more, not yet agreed
                     break;
                 }
                 for entry in run.entries {

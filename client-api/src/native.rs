@@ -1,5 +1,6 @@
 //! The native `/v1` endpoints (DESIGN.md §7), and `/metrics`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
@@ -158,21 +159,19 @@ pub async fn cluster(State(api): State<Shared>) -> Json<Value> {
     )
 }
 
-/// The leader of a shard's latest round, once f+1 of its replicas (`validity`) in that round
-/// name it alike: one of them honest.
+/// The leader of a shard's latest round that f+1 of its replicas (`validity`) in that round
+/// name alike: one of them honest. A replica alone that says it is further on is passed over.
 fn leader_named<'a>(
     statuses: impl Iterator<Item = &'a shardspace_node::client::Status>,
     validity: usize,
 ) -> Option<u32> {
-    let statuses: Vec<_> = statuses.collect();
-    let round = statuses.iter().map(|status| status.round).max()?;
-    let named: Vec<u32> = statuses
-        .iter()
-        .filter(|status| status.round == round)
-        .filter_map(|status| status.leader)
-        .map(|id| id.0)
-        .collect();
-    named.iter().copied().find(|leader| named.iter().filter(|other| *other == leader).count() >= validity)
+    let mut named: BTreeMap<(u64, u32), usize> = BTreeMap::new();
+    for status in statuses {
+        if let Some(leader) = status.leader {
+            *named.entry((status.round.0, leader.0)).or_default() += 1;
+        }
+    }
+    named.into_iter().rev().find(|(_, count)| *count >= validity).map(|((_, leader), _)| leader)
 }
 
 /// What `GET /v1/transactions` and `GET /v1/events` may be asked.
@@ -247,7 +246,9 @@ impl ObjectQuery {
             (None, None) => None,
             _ => return Err(bad("`field` and `equals` go together: field=owner&equals=KEY".into())),
         };
-        Ok(ObjectFilter { contract: self.contract.clone(), status, field })
+        let filter = ObjectFilter { contract: self.contract.clone(), status, field };
+        filter.verify().map_err(bad)?;
+        Ok(filter)
     }
 }
 

@@ -291,7 +291,7 @@ fn every_sbac_wire_and_disk_type_encodes_to_its_golden_bytes() {
             &ClientReply::DecidedFound {
                 from: Position(7),
                 filter: DecidedFilter::default(),
-                found: Found { entries: vec![(Position(9), decided.clone())], searched_to: Position(12) },
+                found: Found { entries: vec![(Position(9), decided.clone())], searched_to: Position(12), length: 20 },
             },
         ),
         sample(

@@ -516,11 +516,12 @@ impl ReplicaClient {
     /// A page of this replica's objects or transactions.
     pub async fn list(&mut self, what: Listing, after: Option<[u8; 32]>, limit: u32) -> std::io::Result<Page> {
         self.send(&ClientRequest::List { what, after, limit }).await?;
-        self.expect(|reply| match reply {
-            ClientReply::Page(page) => Some(page),
+        let page = self.expect(|reply| match reply {
+            ClientReply::Page(page) => Some(Ok(page)),
+            ClientReply::Error(why) => Some(Err(why)),
             _ => None,
-        })
-        .await
+        });
+        page.await?.map_err(|why| std::io::Error::other(format!("the replica refused the listing: {why}")))
     }
 
     /// Skips replies until `pick` takes one.

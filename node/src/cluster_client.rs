@@ -388,8 +388,11 @@ impl ClusterClient {
     /// The entries of `shard`'s decided log from `from` on that `filter` finds, each given
     /// alike by f+1 replicas, and how far the search is complete (`searched_to`): the
     /// (2f+1)-th furthest that replicas searched, so that 2f+1 of them (f+1 honest) searched
-    /// up to there, and each entry found before it is in f+1 answers. Answers once a quorum
-    /// has answered, or at `wait` with what the answers allow.
+    /// up to there, and each entry found before it is in f+1 answers; `length` is the
+    /// (f+1)-th longest log said (one honest replica holds that many). Answers once every
+    /// replica has, or `SEARCH_GRACE` after a quorum did (a liar that says it searched
+    /// nothing is then outnumbered by the replica that answered last); an error when fewer
+    /// than a quorum answer within `wait`.
     pub async fn search(
         &self,
         shard: ShardId,
@@ -402,14 +405,17 @@ impl ClusterClient {
         let (_subscriptions, mut hearing) = self.ask_all(&[shard], About::DecidedLog(from), request);
         let committee = &self.committees[shard.0 as usize];
         let mut answers: BTreeMap<usize, Found> = BTreeMap::new();
-        let deadline = Instant::now() + wait;
-        while answers.len() < committee.quorum() {
-            let Ok(Some((_, replica, heard))) = tokio::time::timeout_at(deadline, hearing.next()).await else { break };
+        let mut until = Instant::now() + wait;
+        while answers.len() < committee.size() {
+            let Ok(Some((_, replica, heard))) = tokio::time::timeout_at(until, hearing.next()).await else { break };
             if let ClientReply::DecidedFound { from: about, filter: theirs, found } = heard
                 && about == from
                 && theirs == filter
             {
                 answers.insert(replica, found); // a replica's last word counts, once
+                if answers.len() == committee.quorum() {
+                    until = until.min(Instant::now() + SEARCH_GRACE);
+                }
             }
         }
         agreed_search(answers.into_values().collect(), committee.quorum(), committee.validity(), from).ok_or_else(
@@ -624,9 +630,12 @@ fn agreed_run(answers: Vec<Vec<DecidedEntry>>, validity: usize) -> Vec<DecidedEn
     agreed
 }
 
+/// How long a search waits for the replicas left once a quorum has answered.
+const SEARCH_GRACE: Duration = Duration::from_millis(100);
+
 /// What `quorum` answers of a search (or more) allow a reader to believe: the entries that
-/// `validity` of them give alike, before the `quorum`-th furthest point searched. None with
-/// fewer than a quorum.
+/// `validity` of them give alike, before the `quorum`-th furthest point searched, and the
+/// `validity`-th longest log. None with fewer than a quorum.
 fn agreed_search(answers: Vec<Found>, quorum: usize, validity: usize, from: Position) -> Option<Found> {
     if answers.len() < quorum {
         return None;
@@ -634,6 +643,9 @@ fn agreed_search(answers: Vec<Found>, quorum: usize, validity: usize, from: Posi
     let mut reached: Vec<Position> = answers.iter().map(|found| found.searched_to.max(from)).collect();
     reached.sort_unstable_by(|a, b| b.cmp(a));
     let searched_to = reached[quorum - 1];
+    let mut lengths: Vec<u64> = answers.iter().map(|found| found.length).collect();
+    lengths.sort_unstable_by(|a, b| b.cmp(a));
+    let length = lengths[validity - 1];
     // What each answer gives at each position: once per answer, however often it says it.
     let mut given: BTreeMap<Position, Vec<&DecidedEntry>> = BTreeMap::new();
     for found in &answers {
@@ -650,7 +662,7 @@ fn agreed_search(answers: Vec<Found>, quorum: usize, validity: usize, from: Posi
             entries.push((*position, (**entry).clone()));
         }
     }
-    Some(Found { entries, searched_to })
+    Some(Found { entries, searched_to, length })
 }
 
 #[cfg(test)]
@@ -694,22 +706,39 @@ mod tests {
         let found = |positions: &[u64], searched_to: u64| Found {
             entries: positions.iter().map(|at| (Position(*at), entry(*at as u8, true))).collect(),
             searched_to: Position(searched_to),
+            length: searched_to,
         };
         let honest = found(&[2, 5, 9], 12);
         let lagging = found(&[2, 5], 7);
         // A liar leaves out 5, makes up 3, and says it searched to the end.
         let liar = found(&[2, 3, 9], 1_000);
         let agreed = agreed_search(vec![honest.clone(), lagging.clone(), liar.clone()], 3, 2, Position(0)).unwrap();
-        assert_eq!(agreed, found(&[2, 5], 7), "the lagging one bounds it; 3 is the liar's alone");
+        let parts = |found: Found| (found.entries, found.searched_to);
+        assert_eq!(parts(agreed), parts(found(&[2, 5], 7)), "the lagging one bounds it; 3 is the liar's alone");
         let two_honest = vec![honest.clone(), honest.clone(), liar.clone(), lagging];
         assert_eq!(agreed_search(two_honest, 3, 2, Position(0)).unwrap(), found(&[2, 5, 9], 12));
+        assert_eq!(
+            agreed_search(vec![liar.clone(), honest.clone(), honest.clone()], 3, 2, Position(0)).unwrap().length,
+            12,
+            "the liar's 1,000 is one voice"
+        );
         // Only f+1 liars (more than the shard tolerates) hide 5.
         let lying = found(&[2, 9], 1_000);
-        assert_eq!(agreed_search(vec![honest.clone(), liar, lying], 3, 2, Position(0)).unwrap(), found(&[2, 9], 12));
+        assert_eq!(
+            parts(agreed_search(vec![honest.clone(), liar, lying], 3, 2, Position(0)).unwrap()),
+            parts(found(&[2, 9], 12))
+        );
         assert_eq!(agreed_search(vec![honest.clone(), honest.clone()], 3, 2, Position(0)), None, "fewer than a quorum");
         // Saying one made-up entry twice counts once.
         let twice = found(&[3, 3], 1_000);
         let agreed = agreed_search(vec![honest.clone(), twice, honest.clone()], 3, 2, Position(0)).unwrap();
-        assert_eq!(agreed, found(&[2, 5, 9], 12));
+        assert_eq!((agreed.entries, agreed.searched_to), (honest.entries.clone(), Position(12)));
+        // A liar that says it searched nothing holds a quorum of three back; with the
+        // fourth answer, the search goes on, and the length says there is more meanwhile.
+        let nothing = Found { entries: vec![], searched_to: Position(0), length: 0 };
+        let held = agreed_search(vec![honest.clone(), nothing.clone(), honest.clone()], 3, 2, Position(0)).unwrap();
+        assert_eq!((held.entries.len(), held.searched_to, held.length), (0, Position(0), 12));
+        let four = vec![honest.clone(), nothing, honest.clone(), honest.clone()];
+        assert_eq!(agreed_search(four, 3, 2, Position(0)).unwrap().searched_to, Position(12));
     }
 }

@@ -948,7 +948,7 @@ mod tests {
         let active = ("status", "active".to_string());
         assert_eq!(keys(&[bank.clone(), active.clone()], None, 10), vec![1, 4], "4's older row is a candidate");
         assert_eq!(keys(&[bank.clone(), active.clone()], Some(1), 1), vec![4]);
-        assert_eq!(keys(&[bank.clone()], None, 10), vec![1, 2, 3, 4], "any status: every key");
+        assert_eq!(keys(std::slice::from_ref(&bank), None, 10), vec![1, 2, 3, 4], "any status: every key");
         assert_eq!(keys(&[active], None, 10), vec![1, 2, 3, 4], "without a contract: every key");
         let sqlite = Connection::open(dir.path().join("replica.sqlite")).unwrap();
         let plan: String = sqlite

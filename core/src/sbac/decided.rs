@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::messages::{Attempt, VoteKind};
-use super::query::SCAN_MAX;
+use super::query::{CANDIDATES_AT_ONCE, SCAN_MAX};
 use super::table::{Source, Table};
 use crate::ids::{ObjectId, ShardId, TxId};
 use crate::transaction::Transaction;
@@ -109,6 +109,8 @@ impl DecidedFilter {
 pub struct Found {
     pub entries: Vec<(Position, DecidedEntry)>,
     pub searched_to: Position,
+    /// How many entries the log holds here: a reader tells "no further yet" from "the end".
+    pub length: u64,
 }
 
 /// The entries from `from` on that `filter` finds: at most `limit`, reading at most
@@ -121,11 +123,11 @@ pub fn search(
     bytes_max: usize,
 ) -> Found {
     let columns = filter.columns();
-    let mut found = Found::default();
+    let mut found = Found { length: log.len(), ..Found::default() };
     let (mut budget, mut read) = (bytes_max, 0);
     let mut after = from.0.checked_sub(1).map(Position);
     while found.entries.len() < limit && read < SCAN_MAX {
-        let asked = (SCAN_MAX - read).min(limit.max(256));
+        let asked = (SCAN_MAX - read).min(limit.max(CANDIDATES_AT_ONCE));
         let candidates = log.keys_where(&columns, |entry| filter.matches(entry), after.as_ref(), asked);
         if candidates.is_empty() {
             // Read to the end: what this replica's log holds.
@@ -174,7 +176,7 @@ mod tests {
     #[test]
     fn a_search_finds_what_holds_and_says_how_far_it_read() {
         // Every third entry is bank's; every other one of those aborted.
-        let log = Table::from_entries((0..12_000u64).map(|n| {
+        let log = Table::from_entries((0..9_000u64).map(|n| {
             let contract = if n % 3 == 0 { "bank" } else { "dump" };
             (Position(n), entry(n, contract, n % 2 == 0))
         }));
@@ -182,12 +184,17 @@ mod tests {
         let found = search(&log, &bank, Position(1), 2, usize::MAX);
         assert_eq!(found.entries.iter().map(|(at, _)| at.0).collect::<Vec<_>>(), vec![3, 6]);
         assert_eq!(found.searched_to, Position(7), "read up to the last it found");
+        // A sixth of the entries are bank's aborts: 1,500, more than one search reads.
         let aborted = DecidedFilter { committed: Some(false), ..bank };
         let found = search(&log, &aborted, Position(0), 10_000, usize::MAX);
-        assert_eq!(found.entries.len(), 2_000, "a third are bank's, half of them aborted");
-        assert_eq!(found.searched_to, Position(12_000), "the end of the log");
+        assert_eq!(found.entries.len(), SCAN_MAX, "SCAN_MAX read at most");
+        let last = 6 * (SCAN_MAX as u64 - 1) + 3; // aborts are at 3, 9, 15, ...: odd multiples of 3
+        assert_eq!(found.searched_to, Position(last + 1), "read up to the last it found");
+        let rest = search(&log, &aborted, found.searched_to, 10_000, usize::MAX);
+        assert_eq!(rest.entries.len() + found.entries.len(), 1_500, "a third are bank's, half of them aborted");
+        assert_eq!(rest.searched_to, Position(9_000), "the end of the log");
         let found = search(&log, &DecidedFilter { contract: Some("none".into()), committed: None }, Position(5), 9, 0);
-        assert_eq!((found.entries.len(), found.searched_to), (0, Position(12_000)));
+        assert_eq!((found.entries.len(), found.searched_to), (0, Position(9_000)));
         let first = search(&log, &DecidedFilter::default(), Position(0), 10_000, usize::MAX);
         assert_eq!(first.searched_to, Position(SCAN_MAX as u64), "SCAN_MAX read at most");
         let small = search(&log, &DecidedFilter::default(), Position(0), 10, 1);

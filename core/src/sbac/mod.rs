@@ -22,7 +22,7 @@ pub use messages::{
     AbortReason, Attempt, CheckerAnswer, PreparedCertificate, ShardRequest, SignedVote, Verdict, VerdictCertificate,
     VoteBody, VoteKind,
 };
-pub use query::{FieldMatch, ObjectFilter, SCAN_MAX, StatusKind, objects_page};
+pub use query::{FILTER_TEXT_MAX, FieldMatch, ObjectFilter, SCAN_BYTES_MAX, SCAN_MAX, StatusKind, objects_page};
 pub use replica::{ShardReplica, ShardReplicaConfig};
 pub use shard::{
     ATTEMPTS_AHEAD_MAX, AttemptRecord, Attempts, ObjectRecord, ObjectSource, ObjectStatus, ShardApp, ShardOutput,

@@ -80,6 +80,19 @@ impl FromStr for StatusKind {
 }
 
 impl ObjectFilter {
+    /// Why a replica refuses to page by this filter: an empty field name (every value
+    /// holds it as text) or a text past `FILTER_TEXT_MAX`.
+    pub fn verify(&self) -> Result<(), String> {
+        let field = self.field.iter().flat_map(|field| [&field.name, &field.equals]);
+        if let Some(long) = self.contract.iter().chain(field).find(|text| text.len() > FILTER_TEXT_MAX) {
+            return Err(format!("a filter's text is at most {FILTER_TEXT_MAX} bytes, not {}", long.len()));
+        }
+        if self.field.as_ref().is_some_and(|field| field.name.is_empty()) {
+            return Err("a field to match needs a name".into());
+        }
+        Ok(())
+    }
+
     pub fn matches(&self, record: &ObjectRecord) -> bool {
         self.indexed_match(record) && self.field.as_ref().is_none_or(|field| field.matches(&record.value))
     }
@@ -110,7 +123,11 @@ impl FieldMatch {
         };
         match fields.get(&self.name) {
             Some(serde_json::Value::String(text)) => *text == self.equals,
-            Some(other) => other.to_string() == self.equals,
+            // Its JSON text (`Value` compared with a `String` would compare strings only).
+            Some(other) => {
+                let text = other.to_string();
+                text == self.equals
+            }
             None => false,
         }
     }
@@ -118,11 +135,19 @@ impl FieldMatch {
 
 /// The most candidates (objects of the contract and status asked) one page reads: a page
 /// of a field that few of them match ends where it stopped (`Page::scanned_to`) instead
-/// of reading them all at once.
-pub const SCAN_MAX: usize = 5_000;
+/// of reading them all at once. Each is a read of the store on the replica's core task,
+/// which orders nothing meanwhile: as many as a `PAGE_MAX` page reads.
+pub const SCAN_MAX: usize = 1_000;
 
-/// The candidates asked of the table at a time.
-const CANDIDATES_AT_ONCE: usize = 256;
+/// The bytes of values one page reads (a candidate read past them ends the page there):
+/// with `SCAN_MAX`, what a page costs the replica's core task whatever the values' sizes.
+pub const SCAN_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// The candidates asked of a table at a time.
+pub(super) const CANDIDATES_AT_ONCE: usize = 256;
+
+/// The longest field name and value, and contract name, a filter may hold.
+pub const FILTER_TEXT_MAX: usize = 256;
 
 /// The objects after `after` that `filter` lists, in id order: at most `limit`, and the
 /// values of at most `PAGE_ENVELOPE_BYTES_MAX` (one at least, whatever its size).
@@ -135,9 +160,9 @@ pub fn objects_page(
     let columns = filter.columns();
     let mut page = Page::default();
     let mut budget = PAGE_ENVELOPE_BYTES_MAX;
-    let (mut cursor, mut read) = (after, 0);
+    let (mut cursor, mut read, mut read_bytes) = (after, 0, 0);
     while page.objects.len() < limit {
-        if read >= SCAN_MAX {
+        if read >= SCAN_MAX || read_bytes >= SCAN_BYTES_MAX {
             page.scanned_to = cursor;
             break;
         }
@@ -147,9 +172,16 @@ pub fn objects_page(
             break;
         }
         for id in candidates {
+            if read_bytes >= SCAN_BYTES_MAX {
+                break; // the page ends after the last one read (`scanned_to`)
+            }
             read += 1;
             cursor = Some(id);
-            let Some(record) = objects.get(&id).filter(|record| filter.matches(record)) else { continue };
+            let Some(record) = objects.get(&id) else { continue };
+            read_bytes += record.value.len();
+            if !filter.matches(&record) {
+                continue;
+            }
             if record.value.len() > budget && !page.objects.is_empty() {
                 page.cut = true;
                 return page;
@@ -229,8 +261,28 @@ mod tests {
         let wanted = ObjectFilter { field: owner("owner", "nobody"), ..bank.clone() };
         let page = objects_page(&objects, &wanted, None, 10);
         assert!(page.objects.is_empty());
-        assert_eq!(page.scanned_to, Some(id(SCAN_MAX as u32 * 10 - 10)), "5,000 of bank's read");
+        assert_eq!(page.scanned_to, Some(id(SCAN_MAX as u32 * 10 - 10)), "SCAN_MAX of bank's read");
         let rest = objects_page(&objects, &wanted, page.scanned_to, 10);
         assert_eq!((rest.objects.len(), rest.scanned_to), (0, None), "the rest read to the end");
+    }
+
+    #[test]
+    fn a_page_stops_once_it_has_read_scan_bytes_max_of_values() {
+        let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(SCAN_BYTES_MAX / 4));
+        let objects =
+            Table::from_entries((0..10u8).map(|n| (ObjectId([n; 32]), record("bank", &big, ObjectStatus::Active))));
+        let nobody = ObjectFilter { field: owner("owner", "nobody"), ..ObjectFilter::default() };
+        let page = objects_page(&objects, &nobody, None, 10);
+        assert_eq!((page.objects.len(), page.scanned_to), (0, Some(ObjectId([3; 32]))), "4 values read, not 10");
+    }
+
+    #[test]
+    fn a_filter_with_an_empty_field_or_a_long_text_is_refused() {
+        let with = |name: &str, equals: &str| ObjectFilter { field: owner(name, equals), ..ObjectFilter::default() };
+        assert!(with("owner", "ab").verify().is_ok());
+        assert!(with("", "ab").verify().is_err(), "every value holds the empty name");
+        assert!(with("owner", &"a".repeat(FILTER_TEXT_MAX + 1)).verify().is_err());
+        let contract = ObjectFilter { contract: Some("c".repeat(FILTER_TEXT_MAX + 1)), ..ObjectFilter::default() };
+        assert!(contract.verify().is_err());
     }
 }

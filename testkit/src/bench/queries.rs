@@ -12,7 +12,9 @@ use serde_json::Value;
 use super::load::{Target, median, percentile};
 
 /// Times each query is asked.
-const ASKED: usize = 15;
+pub const ASKED: usize = 15;
+/// The most pages one answer is followed through.
+const PAGES_MAX: usize = 1_000;
 
 /// One query's latency: every page of it, along `next`, until `more` is false.
 #[derive(Clone, Debug, Serialize)]
@@ -82,7 +84,7 @@ async fn an_owner(target: &Target, base: &str) -> Option<String> {
 /// Pages read and items listed: the first page, or every page along `next` when `whole`.
 async fn walk(target: &Target, url: &str, whole: bool) -> Option<(usize, usize)> {
     let (mut pages, mut listed, mut after) = (0, 0, String::new());
-    loop {
+    while pages < PAGES_MAX {
         let page = get(target, &format!("{url}{after}")).await?;
         pages += 1;
         let items = page.get("objects").or_else(|| page.get("transactions"))?;
@@ -92,6 +94,7 @@ async fn walk(target: &Target, url: &str, whole: bool) -> Option<(usize, usize)>
         }
         after = format!("&after={}", page["next"].as_str()?);
     }
+    Some((pages, listed))
 }
 
 async fn get(target: &Target, url: &str) -> Option<Value> {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::faults::Faults;
-use super::queries::QueryCost;
+use super::queries::{ASKED, QueryCost};
 use super::{Bench, BenchFlags, CpuFit, Figure, Run, accounting};
 
 #[derive(Debug, Serialize)]
@@ -142,7 +142,7 @@ impl<'a> Report<'a> {
         if !self.queries.is_empty() {
             let _ = writeln!(
                 text,
-                "\nThe API's queries on the ledger each bank workload left (each asked 15 times in turn; \
+                "\nThe API's queries on the ledger each bank workload left (each asked {ASKED} times in turn; \
                  an owner's accounts follow `next` to the last page):\n\n\
                  | workload | shards | query | pages | listed | p50 ms | p90 ms |\n|---|---|---|---|---|---|---|"
             );

@@ -399,7 +399,10 @@ impl ShardReplica {
             ClientRequest::Status => ClientReply::Status(self.status()),
             ClientRequest::Object(id) => return self.answer_read(client, self.app().answer_object(id)),
             ClientRequest::Transaction(tx) => return self.answer_read(client, self.app().answer_transaction(tx)),
-            ClientRequest::List { what, after, limit } => ClientReply::Page(self.page(what, after, limit)),
+            ClientRequest::List { what, after, limit } => match what.verify() {
+                Ok(()) => ClientReply::Page(self.page(what, after, limit)),
+                Err(why) => ClientReply::Error(why),
+            },
             ClientRequest::Check { envelope } => return self.dry_check(client, &envelope),
             ClientRequest::Decided { from, limit } => self.decided_log(from, limit),
             ClientRequest::Search { from, filter, limit } => {

@@ -116,6 +116,16 @@ pub enum Listing {
     ObjectsWhere(ObjectFilter),
 }
 
+impl Listing {
+    /// Why a replica refuses to list this (`ObjectFilter::verify`).
+    pub fn verify(&self) -> Result<(), String> {
+        match self {
+            Self::ObjectsWhere(filter) => filter.verify(),
+            Self::Objects | Self::Transactions => Ok(()),
+        }
+    }
+}
+
 /// The most entries in one page.
 pub const PAGE_MAX: u32 = 1_000;
 
