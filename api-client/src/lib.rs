@@ -192,10 +192,7 @@ impl Client {
         after: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Value, Error> {
-        let mut query = filter.query();
-        query.extend(after.map(|after| ("after", after.to_string())));
-        query.extend(limit.map(|limit| ("limit", limit.to_string())));
-        self.get(&format!("/v1/transactions{}", query_string(&query))).await
+        self.page("/v1/transactions", filter.query(), after, limit).await
     }
 
     /// A page of the objects that `filter` lists, after `after` (the `next` of the page
@@ -207,10 +204,20 @@ impl Client {
         after: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Value, Error> {
-        let mut query = filter.query();
+        self.page("/v1/objects", filter.query(), after, limit).await
+    }
+
+    /// A page of a listing at `path`, filtered by `query`, after a cursor, at most `limit`.
+    async fn page(
+        &self,
+        path: &str,
+        mut query: Vec<(&'static str, String)>,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Value, Error> {
         query.extend(after.map(|after| ("after", after.to_string())));
         query.extend(limit.map(|limit| ("limit", limit.to_string())));
-        self.get(&format!("/v1/objects{}", query_string(&query))).await
+        self.get(&format!("{path}{}", query_string(&query))).await
     }
 
     pub async fn stats(&self) -> Result<Value, Error> {

@@ -50,10 +50,9 @@ pub struct EventsFlags {
     target: Target,
 }
 
+/// Where a page of a listing starts, and how long it is: `transactions` and `objects` alike.
 #[derive(Debug, clap::Args)]
-pub struct TransactionsFlags {
-    #[command(flatten)]
-    filter: FilterFlags,
+pub struct PageFlags {
     /// Go on from the `next` a page before printed.
     #[arg(long)]
     after: Option<String>,
@@ -62,6 +61,14 @@ pub struct TransactionsFlags {
     limit: u32,
     #[command(flatten)]
     target: Target,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TransactionsFlags {
+    #[command(flatten)]
+    filter: FilterFlags,
+    #[command(flatten)]
+    page: PageFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,14 +84,8 @@ pub struct ObjectsFlags {
     field: Option<String>,
     #[arg(long, requires = "field")]
     equals: Option<String>,
-    /// Go on from the `next` a page before printed.
-    #[arg(long)]
-    after: Option<String>,
-    /// At most this many (the API lists at most 500 a page).
-    #[arg(long, default_value_t = 50)]
-    limit: u32,
     #[command(flatten)]
-    target: Target,
+    page: PageFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,56 +146,51 @@ pub fn events(flags: &EventsFlags) -> ExitCode {
 
 /// Prints a page of decided attempts, then where the next page starts.
 pub fn transactions(flags: &TransactionsFlags) -> ExitCode {
-    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
-    runtime.block_on(async {
-        let client = match Client::new(&flags.target.api) {
-            Ok(client) => client,
-            Err(error) => return failed(&error),
-        };
-        let filter = flags.filter.filter();
-        let page = match client.transactions(&filter, flags.after.as_deref(), Some(flags.limit)).await {
-            Ok(page) => page,
-            Err(error) => return failed(&error),
-        };
-        if flags.target.json {
-            println!("{}", serde_json::to_string_pretty(&page).unwrap_or_default());
-            return ExitCode::SUCCESS;
-        }
-        for entry in page["transactions"].as_array().into_iter().flatten() {
-            let text = |key: &str| entry[key].as_str().unwrap_or("-").to_string();
-            let call = format!("{}.{}", text("contract"), text("method"));
-            println!("{} {call:<24} attempt {} {}", text("txId"), entry["attempt"], text("outcome"));
-        }
-        print_next(&page);
-        ExitCode::SUCCESS
+    let filter = flags.filter.filter();
+    let ask = |client: Client| async move {
+        client.transactions(&filter, flags.page.after.as_deref(), Some(flags.page.limit)).await
+    };
+    print_page(&flags.page, "transactions", ask, |entry| {
+        let text = |key: &str| entry[key].as_str().unwrap_or("-").to_string();
+        let call = format!("{}.{}", text("contract"), text("method"));
+        println!("{} {call:<24} attempt {} {}", text("txId"), entry["attempt"], text("outcome"));
     })
 }
 
 /// Prints a page of objects, then where the next page starts.
 pub fn objects(flags: &ObjectsFlags) -> ExitCode {
-    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
-    runtime.block_on(async {
-        let client = match Client::new(&flags.target.api) {
-            Ok(client) => client,
-            Err(error) => return failed(&error),
-        };
-        let field = flags.field.clone().zip(flags.equals.clone());
-        let filter = ObjectFilter { contract: flags.contract.clone(), status: flags.status.clone(), field };
-        let page = match client.objects(&filter, flags.after.as_deref(), Some(flags.limit)).await {
-            Ok(page) => page,
-            Err(error) => return failed(&error),
-        };
-        if flags.target.json {
-            println!("{}", serde_json::to_string_pretty(&page).unwrap_or_default());
-            return ExitCode::SUCCESS;
-        }
-        for object in page["objects"].as_array().into_iter().flatten() {
-            let text = |key: &str| object[key].as_str().unwrap_or("-").to_string();
-            println!("{} {:<8} {:<10} {}", text("id"), text("status"), text("contract"), text("value"));
-        }
-        print_next(&page);
-        ExitCode::SUCCESS
+    let field = flags.field.clone().zip(flags.equals.clone());
+    let filter = ObjectFilter { contract: flags.contract.clone(), status: flags.status.clone(), field };
+    let page = &flags.page;
+    let ask = |client: Client| async move { client.objects(&filter, page.after.as_deref(), Some(page.limit)).await };
+    print_page(page, "objects", ask, |object| {
+        let text = |key: &str| object[key].as_str().unwrap_or("-").to_string();
+        println!("{} {:<8} {:<10} {}", text("id"), text("status"), text("contract"), text("value"));
     })
+}
+
+/// Asks for a page of a listing and prints it: its `items` a line each with `row`, then
+/// the `next` to go on from (the page as it is with `--json`).
+fn print_page<F>(flags: &PageFlags, items: &str, ask: impl FnOnce(Client) -> F, row: impl Fn(&Value)) -> ExitCode
+where
+    F: std::future::Future<Output = Result<Value, Error>>,
+{
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let client = match Client::new(&flags.target.api) {
+        Ok(client) => client,
+        Err(error) => return failed(&error),
+    };
+    let page = match runtime.block_on(ask(client)) {
+        Ok(page) => page,
+        Err(error) => return failed(&error),
+    };
+    if flags.target.json {
+        println!("{}", serde_json::to_string_pretty(&page).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    page[items].as_array().into_iter().flatten().for_each(row);
+    print_next(&page);
+    ExitCode::SUCCESS
 }
 
 /// The last line of a page: where the next one starts, and whether there is one.
