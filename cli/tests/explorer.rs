@@ -100,6 +100,17 @@ async fn the_explorer_shows_a_transaction_live_finds_it_and_shows_its_input_cons
     shows(&browser, "#history", &after).await;
     browser.screenshot(&folder.join("explorer-object.png")).await.unwrap();
 
+    // A contract's objects, found by its name: the active one, then the consumed one.
+    browser.execute(search, vec![json!("dump")]).await.unwrap();
+    shows(&browser, "#contract-name", "dump").await;
+    shows(&browser, "#objects", &after).await;
+    shows(&browser, "#objects-count", "1 listed, no more").await;
+    browser.screenshot(&folder.join("explorer-contract.png")).await.unwrap();
+    browser.goto(&format!("{api}/explorer#/contract/dump?status=inactive")).await.unwrap();
+    shows(&browser, "#objects", &object.id.to_hex()).await;
+    browser.goto(&format!("{api}/explorer#/contract/dump?status=active&field=x&equals=1")).await.unwrap();
+    shows(&browser, "#objects-count", "0 listed, no more").await;
+
     // A search for what the cluster does not know says so.
     browser.execute(search, vec![json!("ab".repeat(32))]).await.unwrap();
     shows(&browser, "#view", "no transaction or object").await;

@@ -1,10 +1,12 @@
 // The Shardspace explorer: one page over the API's own endpoints, no framework, nothing
 // fetched from elsewhere. Views by the URL's hash: #/ (the cluster, its throughput and
-// the live feed), #/tx/ID, #/object/ID. Values come from the ledger, so every text goes
-// in with textContent, never as HTML.
+// the live feed), #/tx/ID, #/object/ID, #/contract/NAME[?status=&field=&equals=] (its
+// objects). Values come from the ledger, so every text goes in with textContent, never
+// as HTML.
 "use strict";
 
 const FEED_ROWS = 50;
+const OBJECT_ROWS = 50; // objects asked a page in a contract's view
 const REFRESH_MS = 2000;
 const feed = []; // the last decided events, newest first
 
@@ -30,6 +32,10 @@ function txLink(id) {
 
 function objectLink(id) {
   return el("a", { href: `#/object/${id}`, class: "id" }, id);
+}
+
+function contractLink(name) {
+  return el("a", { href: `#/contract/${encodeURIComponent(name)}` }, name);
 }
 
 function rows(pairs) {
@@ -83,8 +89,8 @@ function clusterSection() {
       el("td", {}, replica.pending ?? "-"),
       el("td", { class: "leader" }, replica.id === shard.leader ? "leads" : ""),
     ))));
-  const contracts = ((cluster && cluster.contracts) || []).join(", ");
-  return el("section", { id: "cluster" }, el("h2", {}, "Cluster"), table, el("p", { class: "muted" }, `contracts: ${contracts}`));
+  const contracts = ((cluster && cluster.contracts) || []).flatMap((name, index) => [index ? ", " : "", contractLink(name)]);
+  return el("section", { id: "cluster" }, el("h2", {}, "Cluster"), table, el("p", { class: "muted" }, "contracts: ", contracts));
 }
 
 // Throughput (decided attempts a second, cluster-wide) and this API's latency, over the last minutes.
@@ -184,7 +190,7 @@ async function object(id) {
     el("section", {}, el("h2", {}, "Object"), rows([
       ["id", el("span", { class: "id" }, body.id)],
       ["status", el("span", { id: "object-status" }, badge(body.status))],
-      ["contract", body.contract],
+      ["contract", contractLink(body.contract)],
       ["shard", body.shard],
       ["value", el("pre", {}, body.value)],
       ["created by", txLink(body.createdBy)],
@@ -209,17 +215,65 @@ async function object(id) {
   ]));
 }
 
+// A contract's objects, filtered (`/v1/objects`): by status, and by a field of their values
+// (bank's accounts of one owner: field owner = the key), a page at a time along `next`.
+async function contract(name, params) {
+  const status = params.get("status") || "active";
+  const [field, equals] = [params.get("field") || "", params.get("equals") || ""];
+  const query = new URLSearchParams({ contract: name, status, limit: String(OBJECT_ROWS) });
+  if (field) {
+    query.set("field", field);
+    query.set("equals", equals);
+  }
+  const statuses = el("select", { id: "objects-status" },
+    ["active", "locked", "inactive"].map((kind) => el("option", kind === status ? { value: kind, selected: "" } : { value: kind }, kind)));
+  const fieldInput = el("input", { id: "objects-field", placeholder: "field (as owner)", value: field });
+  const equalsInput = el("input", { id: "objects-equals", placeholder: "value", value: equals });
+  const form = el("form", { id: "objects-filter" }, statuses, " ", fieldInput, " = ", equalsInput, " ", el("button", { type: "submit" }, "List"));
+  form.addEventListener("submit", (submitted) => {
+    submitted.preventDefault();
+    const asked = new URLSearchParams({ status: statuses.value });
+    if (fieldInput.value) {
+      asked.set("field", fieldInput.value.trim());
+      asked.set("equals", equalsInput.value.trim());
+    }
+    location.hash = `#/contract/${encodeURIComponent(name)}?${asked}`;
+  });
+  const table = el("table", { id: "objects" }, el("tr", {}, ["object", "status", "value"].map((h) => el("th", {}, h))));
+  const note = el("p", { class: "muted", id: "objects-count" }, "…");
+  const more = el("button", { type: "button", id: "objects-more", hidden: "" }, "more");
+  show(el("section", {}, el("h2", {}, "Objects of ", el("span", { id: "contract-name" }, name)), form, table, note, more));
+  let listed = 0;
+  const load = async () => {
+    const { status: code, body } = await api(`/v1/objects?${query}`);
+    if (code !== 200) return (note.textContent = body.error ? body.error.message : `no answer (${code})`);
+    for (const found of body.objects) {
+      table.append(el("tr", {}, el("td", {}, objectLink(found.id)), el("td", {}, badge(found.status)), el("td", {}, el("code", { class: "value" }, found.value))));
+    }
+    listed += body.objects.length;
+    if (body.more) query.set("after", body.next);
+    note.textContent = `${listed} listed${body.more ? "" : ", no more"}`;
+    more.hidden = !body.more;
+  };
+  more.addEventListener("click", load);
+  await load();
+}
+
 function route() {
-  const [, kind, id] = (location.hash || "#/").split("/");
+  const [path, search] = (location.hash || "#/").split("?");
+  const [, kind, id] = path.split("/");
   if (kind === "tx" && id) return transaction(id);
   if (kind === "object" && id) return object(id);
+  if (kind === "contract" && id) return contract(decodeURIComponent(id), new URLSearchParams(search || ""));
   return home();
 }
 
 document.getElementById("search").addEventListener("submit", async (submitted) => {
   submitted.preventDefault();
-  const id = document.getElementById("search-id").value.trim().toLowerCase();
-  if (!/^[0-9a-f]{64}$/.test(id)) return show(failure(`${id || "nothing"}: an id is 64 hex digits`));
+  const asked = document.getElementById("search-id").value.trim();
+  if (((cluster && cluster.contracts) || []).includes(asked)) return (location.hash = `#/contract/${encodeURIComponent(asked)}`);
+  const id = asked.toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(id)) return show(failure(`${id || "nothing"}: an id is 64 hex digits, or name a contract`));
   const asTx = await api(`/v1/transactions/${id}`);
   if (asTx.status === 200) return (location.hash = `#/tx/${id}`);
   const asObject = await api(`/v1/objects/${id}`);
