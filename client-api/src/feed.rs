@@ -275,7 +275,8 @@ impl Feed {
                 let from = Position(cursor.0[shard]);
                 if let Some(searched) = &searched {
                     let shard_id = ShardId(shard as u32);
-                    let wanted = u32::try_from(limit - entries.len()).unwrap_or(READ_MAX).min(READ_MAX);
+                    // Twice what the page lacks: a shard's log holds entries listed by another.
+                    let wanted = u32::try_from(2 * (limit - entries.len())).unwrap_or(READ_MAX).min(READ_MAX);
                     let found = self.client.search(shard_id, from, searched.clone(), wanted, READ_WAIT).await?;
                     if found.searched_to <= from {
                         // The end of the log, or replicas not there yet (f+1 say it is longer).
