@@ -12,12 +12,14 @@ use serde_json::json;
 use shardspace_core::bft::{Application, Height};
 use shardspace_core::bft::{Committee, Config, KeyPair, PeerMessage, Replica, ReplicaId, Request, Seal, TimeMs};
 use shardspace_core::sbac::replica::{
-    ClientId, ClientReply, ClientRequest, ENVELOPE_MS_MAX, ENVELOPES_MAX, Frame, Input, Listing, Output, PAGE_MAX,
-    PASS_ON_AFTER_MS, PASS_ON_MAX, PeerId, RejectKind, STANDBY_MS, SWEEP_EVERY_MS, WAITING_MAX, WAITING_MS_MAX,
+    ClientId, ClientReply, ClientRequest, DECIDED_PAGE_MAX, ENVELOPE_MS_MAX, ENVELOPES_MAX, Frame, Input, Listing,
+    Output, PAGE_MAX, PASS_ON_AFTER_MS, PASS_ON_MAX, PeerId, RejectKind, STANDBY_MS, SWEEP_EVERY_MS, WAITING_MAX,
+    WAITING_MS_MAX,
 };
 use shardspace_core::sbac::{
-    Attempt, CheckerAnswer, DecidedEntry, ObjectRecord, ObjectStatus, Position, ShardApp, ShardReplica,
-    ShardReplicaConfig, ShardRequest, Source, TxRecord, Verdict, VerdictCertificate,
+    Attempt, CheckerAnswer, DecidedEntry, DecidedFilter, FieldMatch, ObjectFilter, ObjectRecord, ObjectStatus,
+    Position, SCAN_MAX, ShardApp, ShardReplica, ShardReplicaConfig, ShardRequest, Source, StatusKind, TxRecord,
+    Verdict, VerdictCertificate,
 };
 use shardspace_core::{Envelope, Limits, ObjectId, ShardId, ShardMap, Transaction, TxId};
 
@@ -314,13 +316,107 @@ impl Source<TxId, TxRecord> for Many {
     }
 }
 
+/// A decided log of as many entries as objects: entry n commits a `bank` transaction when n
+/// is even, and aborts one of `dump` when odd.
 impl Source<Position, DecidedEntry> for Many {
-    fn get(&self, _: &Position) -> Option<DecidedEntry> {
-        None
+    fn get(&self, position: &Position) -> Option<DecidedEntry> {
+        let n = usize::try_from(position.0).ok().filter(|n| *n < self.ids.len())?;
+        Some(DecidedEntry {
+            tx: TxId(self.ids[n].0),
+            attempt: Attempt(1),
+            committed: n % 2 == 0,
+            concerned: vec![ShardId(0)],
+            contract: if n % 2 == 0 { "bank" } else { "dump" }.into(),
+            method: "m".into(),
+            vote: shardspace_core::sbac::VoteKind::Accept,
+            aborted_by: vec![],
+            inputs: vec![],
+            outputs: vec![],
+        })
     }
-    fn keys_after(&self, _: Option<&Position>, _: usize) -> Vec<Position> {
-        Vec::new()
+    fn keys_after(&self, after: Option<&Position>, limit: usize) -> Vec<Position> {
+        let start = after.map_or(0, |after| after.0 + 1);
+        (start..self.ids.len() as u64).take(limit).map(Position).collect()
     }
+}
+
+/// A replica reading its records from `Many` of `count`.
+fn replica_on(disk: &Arc<Many>) -> ShardReplica {
+    let keys = keys();
+    let committee = committee(&keys);
+    let app = ShardApp::new(ShardId(0), vec![committee.clone()], keys[0].clone(), Limits::default()).saved_in(
+        disk.clone(),
+        disk.clone(),
+        disk.clone(),
+    );
+    let replica = Replica::new(committee.clone(), keys[0].clone(), Config::default(), app);
+    let contracts = ["bank".to_string()].into();
+    ShardReplica::new(replica, ShardReplicaConfig { committees: vec![committee], limits: Limits::default(), contracts })
+}
+
+/// The one reply `request` gets from `replica`.
+fn ask(replica: &mut ShardReplica, request: ClientRequest) -> ClientReply {
+    let client = ClientId(5);
+    let outputs = replica.handle(TimeMs(1), Input::Client { client, request });
+    let replied = replies(&outputs, client);
+    let [reply] = replied.as_slice() else { panic!("{outputs:?}") };
+    (*reply).clone()
+}
+
+#[test]
+fn the_decided_log_is_read_decided_page_max_at_a_time_and_searched_scan_max_at_a_time() {
+    let count = DECIDED_PAGE_MAX + DECIDED_PAGE_MAX / 2;
+    let disk = Arc::new(Many::new(count));
+    let mut replica = replica_on(&disk);
+    let mut read = Vec::new();
+    let mut from = Position(0);
+    loop {
+        let ClientReply::DecidedLog { entries, .. } =
+            ask(&mut replica, ClientRequest::Decided { from, limit: u32::MAX })
+        else {
+            panic!("not a log")
+        };
+        assert!(entries.len() <= DECIDED_PAGE_MAX as usize, "an answer of {}", entries.len());
+        if entries.is_empty() {
+            break;
+        }
+        from = Position(from.0 + entries.len() as u64);
+        read.extend(entries.into_iter().map(|entry| entry.tx));
+    }
+    assert_eq!(read, disk.ids.iter().map(|id| TxId(id.0)).collect::<Vec<_>>(), "every entry once, in order");
+    // Bank's commits are the even positions: a search answers them with their positions,
+    // SCAN_MAX candidates at a time, and says how far it read.
+    let filter = DecidedFilter { contract: Some("bank".into()), committed: Some(true) };
+    let (mut found, mut from) = (Vec::new(), Position(0));
+    loop {
+        let request = ClientRequest::Search { from, filter: filter.clone(), limit: u32::MAX };
+        let ClientReply::DecidedFound { found: page, .. } = ask(&mut replica, request) else { panic!("not found") };
+        assert!(page.entries.len() <= SCAN_MAX, "a search of {}", page.entries.len());
+        found.extend(page.entries.iter().map(|(position, _)| position.0));
+        if page.searched_to <= from {
+            break;
+        }
+        from = page.searched_to;
+    }
+    assert_eq!(found, (0..u64::from(count)).step_by(2).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_filtered_page_lists_what_holds_and_a_bad_filter_is_refused() {
+    let disk = Arc::new(Many::new(10));
+    let mut replica = replica_on(&disk);
+    let list =
+        |filter: ObjectFilter| ClientRequest::List { what: Listing::ObjectsWhere(filter), after: None, limit: 100 };
+    let bank = ObjectFilter { contract: Some("bank".into()), status: Some(StatusKind::Active), field: None };
+    let ClientReply::Page(page) = ask(&mut replica, list(bank)) else { panic!("not a page") };
+    assert_eq!(page.objects.iter().map(|(id, _)| *id).collect::<Vec<_>>(), disk.ids);
+    let consumed = ObjectFilter { status: Some(StatusKind::Inactive), ..ObjectFilter::default() };
+    let ClientReply::Page(page) = ask(&mut replica, list(consumed)) else { panic!("not a page") };
+    assert!(page.objects.is_empty() && page.scanned_to.is_none(), "{page:?}");
+    let nameless =
+        ObjectFilter { field: Some(FieldMatch { name: String::new(), equals: "v".into() }), ..ObjectFilter::default() };
+    let ClientReply::Error(why) = ask(&mut replica, list(nameless)) else { panic!("a nameless field was listed") };
+    assert!(why.contains("needs a name"), "{why}");
 }
 
 #[test]
