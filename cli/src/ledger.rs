@@ -96,9 +96,15 @@ pub struct HistoryFlags {
     target: Target,
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
+/// A runtime and a client of the API at `target`, or the exit code that says why not.
+fn connect(target: &Target) -> Result<(tokio::runtime::Runtime, Client), ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-    runtime.inspect_err(|error| eprintln!("shardspace: no async runtime: {error}")).ok()
+    let runtime = runtime.map_err(|error| {
+        eprintln!("shardspace: no async runtime: {error}");
+        ExitCode::FAILURE
+    })?;
+    let client = Client::new(&target.api).map_err(|error| failed(&error))?;
+    Ok((runtime, client))
 }
 
 /// An error's exit code: 1 when the API cannot be reached or failed, 2 for a 4xx.
@@ -112,12 +118,11 @@ fn failed(error: &Error) -> ExitCode {
 
 /// Prints each decided attempt as it comes: its event id first, to go on from with `--after`.
 pub fn events(flags: &EventsFlags) -> ExitCode {
-    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let (runtime, client) = match connect(&flags.target) {
+        Ok(connected) => connected,
+        Err(code) => return code,
+    };
     runtime.block_on(async {
-        let client = match Client::new(&flags.target.api) {
-            Ok(client) => client,
-            Err(error) => return failed(&error),
-        };
         let filter = flags.filter.filter();
         let mut events = client.events(flags.after.clone(), filter);
         let mut printed = 0;
@@ -175,10 +180,9 @@ fn print_page<F>(flags: &PageFlags, items: &str, ask: impl FnOnce(Client) -> F, 
 where
     F: std::future::Future<Output = Result<Value, Error>>,
 {
-    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
-    let client = match Client::new(&flags.target.api) {
-        Ok(client) => client,
-        Err(error) => return failed(&error),
+    let (runtime, client) = match connect(&flags.target) {
+        Ok(connected) => connected,
+        Err(code) => return code,
     };
     let page = match runtime.block_on(ask(client)) {
         Ok(page) => page,
@@ -202,12 +206,11 @@ fn print_next(page: &Value) {
 /// Prints an object, the transactions that created and consumed it, and the objects
 /// before and after it.
 pub fn history(flags: &HistoryFlags) -> ExitCode {
-    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    let (runtime, client) = match connect(&flags.target) {
+        Ok(connected) => connected,
+        Err(code) => return code,
+    };
     runtime.block_on(async {
-        let client = match Client::new(&flags.target.api) {
-            Ok(client) => client,
-            Err(error) => return failed(&error),
-        };
         let history = match client.history(&flags.id).await {
             Ok(history) => history,
             Err(error) => return failed(&error),

@@ -81,7 +81,13 @@ async fn the_explorer_shows_a_transaction_live_finds_it_and_shows_its_input_cons
     // The live feed shows both, newest first.
     shows(&browser, &format!("#feed tr[data-tx='{consumed_tx}']"), "commit").await;
     shows(&browser, &format!("#feed tr[data-tx='{created_tx}']"), "dump.put").await;
-    shows(&browser, "#stats", "decided, last minute").await;
+    // The throughput bars count the two, and the latency row has this API's samples.
+    shows(&browser, "#stats", "2 in the last").await;
+    let counted = "return [...document.querySelectorAll('#stats .bars div')].some((bar) => bar.title !== '0/s');";
+    wait_until("the throughput bars count the decided ones", DEADLINE, || async {
+        browser.execute(counted, vec![]).await.ok() == Some(json!(true))
+    })
+    .await;
     browser.screenshot(&folder.join("explorer-home.png")).await.unwrap();
 
     // A search finds the transaction: its page, its input and output.

@@ -340,7 +340,7 @@ impl Source<Position, DecidedEntry> for Many {
     }
 }
 
-/// A replica reading its records from `Many` of `count`.
+/// A replica reading its records from `disk`.
 fn replica_on(disk: &Arc<Many>) -> ShardReplica {
     let keys = keys();
     let committee = committee(&keys);
@@ -423,24 +423,12 @@ fn a_filtered_page_lists_what_holds_and_a_bad_filter_is_refused() {
 fn a_page_holds_at_most_page_max_and_the_next_page_goes_on_from_its_last() {
     let count = PAGE_MAX + PAGE_MAX / 2;
     let disk = Arc::new(Many::new(count));
-    let keys = keys();
-    let committee = committee(&keys);
-    let app = ShardApp::new(ShardId(0), vec![committee.clone()], keys[0].clone(), Limits::default()).saved_in(
-        disk.clone(),
-        disk.clone(),
-        disk.clone(),
-    );
-    let replica = Replica::new(committee.clone(), keys[0].clone(), Config::default(), app);
-    let contracts = ["bank".to_string()].into();
-    let config = ShardReplicaConfig { committees: vec![committee], limits: Limits::default(), contracts };
-    let mut replica = ShardReplica::new(replica, config);
-    let client = ClientId(5);
+    let mut replica = replica_on(&disk);
     let mut listed = Vec::new();
     let mut after = None;
     loop {
         let request = ClientRequest::List { what: Listing::Objects, after, limit: u32::MAX };
-        let outputs = replica.handle(TimeMs(1), Input::Client { client, request });
-        let [ClientReply::Page(page)] = replies(&outputs, client).as_slice() else { panic!("{outputs:?}") };
+        let ClientReply::Page(page) = ask(&mut replica, request) else { panic!("not a page") };
         assert!(page.objects.len() <= PAGE_MAX as usize, "a page of {}", page.objects.len());
         let Some((last, _)) = page.objects.last() else { break };
         after = Some(last.0);

@@ -5,7 +5,6 @@
 //! identically at its position, and resumes from a position (issue 19's event feed).
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -21,17 +20,9 @@ use crate::transaction::Transaction;
 pub struct Position(pub u64);
 
 impl fmt::Display for Position {
-    /// Sixteen hex digits: text that sorts as the numbers do (the store's keys are text).
+    /// The number, as the API's cursors give it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl FromStr for Position {
-    type Err = std::num::ParseIntError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        u64::from_str_radix(text, 16).map(Position)
+        write!(f, "{}", self.0)
     }
 }
 
@@ -201,17 +192,5 @@ mod tests {
         assert_eq!((small.entries.len(), small.searched_to), (1, Position(1)), "the bytes bound, one at least");
         let past = search(&log, &DecidedFilter::default(), Position(20_000), 10, usize::MAX);
         assert_eq!((past.entries.len(), past.searched_to), (0, Position(20_000)));
-    }
-
-    #[test]
-    fn positions_as_text_sort_as_numbers_and_read_back() {
-        let positions = [Position(0), Position(9), Position(10), Position(255), Position(u64::MAX)];
-        let texts: Vec<String> = positions.iter().map(Position::to_string).collect();
-        let mut sorted = texts.clone();
-        sorted.sort();
-        assert_eq!(sorted, texts);
-        for (position, text) in positions.iter().zip(&texts) {
-            assert_eq!(text.parse::<Position>().unwrap(), *position);
-        }
     }
 }

@@ -31,7 +31,8 @@ pub trait Source<K, V>: Send + Sync {
 
     /// Saved keys after `after`, in order, at most `limit`, among which every one whose
     /// saved record holds `columns` (name and value): an index narrows the scan, and the
-    /// reader checks each key against the record as it is now. Without an index, every key.
+    /// reader checks each key against the record as it is now. Without an index, or with
+    /// no columns, every key (`keys_after`).
     fn keys_where(&self, columns: &[(&'static str, String)], after: Option<&K>, limit: usize) -> Vec<K> {
         let _ = columns;
         self.keys_after(after, limit)
@@ -148,15 +149,10 @@ where
 
     /// Adds or replaces the record under `key`.
     pub fn insert(&mut self, key: K, value: V) {
-        if self.get_mut(&key).is_none() {
-            self.absent.get_mut().remove(&key);
-            self.len += 1;
-            self.touched.insert(key.clone());
-            if self.source.is_some() {
-                self.unsaved.insert(key.clone());
-            }
+        match self.get_mut(&key) {
+            Some(held) => *held = value,
+            None => self.insert_new(key, value),
         }
-        self.held.insert(key, value);
     }
 
     /// Adds a record under a key the table is known not to hold (one past the last of an
@@ -258,18 +254,7 @@ where
     /// made them durable in the source yet (a listing missed an object whose group was
     /// still being committed; the S-BAC simulator's conservation check found it).
     pub fn keys_after(&self, after: Option<&K>, limit: usize) -> Vec<K> {
-        let above = |map: &BTreeMap<K, V>| -> Vec<K> {
-            let range = match after {
-                Some(after) => map.range((Bound::Excluded(after.clone()), Bound::Unbounded)),
-                None => map.range::<K, _>(..),
-            };
-            range.take(limit).map(|(key, _)| key.clone()).collect()
-        };
-        let mut keys: BTreeSet<K> = [&self.held, &self.recent, &self.older].into_iter().flat_map(above).collect();
-        if let Some(source) = &self.source {
-            keys.extend(source.keys_after(after, limit));
-        }
-        keys.into_iter().take(limit).collect()
+        self.keys_where(&[], |_| true, after, limit)
     }
 
     /// Keys after `after` in order, at most `limit`, among which every one whose record
@@ -356,12 +341,13 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// A source that saves what the table gives up, as the shell would.
+    /// A source that saves what the table gives up, as the shell would, and counts its reads.
     #[derive(Default)]
-    struct Saved(Mutex<BTreeMap<u32, String>>);
+    struct Saved(Mutex<BTreeMap<u32, String>>, std::sync::atomic::AtomicUsize);
 
     impl Source<u32, String> for Saved {
         fn get(&self, key: &u32) -> Option<String> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.0.lock().unwrap().get(key).cloned()
         }
         fn keys_after(&self, after: Option<&u32>, limit: usize) -> Vec<u32> {
@@ -397,6 +383,8 @@ mod tests {
         }
         assert_eq!(appended.len(), 50);
         assert_eq!(*saved.0.lock().unwrap(), *asked.0.lock().unwrap());
+        let reads = |source: &Saved| source.1.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!((reads(&saved), reads(&asked)), (0, 50), "insert reads each new key first; insert_new does not");
         assert_eq!(appended.get(&7).as_deref(), Some(&"entry 7".to_string()));
     }
 
